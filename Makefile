@@ -1,0 +1,47 @@
+# The one entry point: CI calls these same targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+ARGS ?=
+
+.PHONY: install run test lint proto proto-check bench clean local-cluster
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+## Start Bulwark on 127.0.0.1:50051 with an embedded etcd under var/ (Ctrl-C stops both).
+run: install
+	$(VENV)/bin/bulwark serve $(ARGS)
+
+## The whole suite: unit and integration tests against real etcd and real replicas.
+test: install $(BUF)
+	$(PY) -m pytest $(ARGS)
+
+lint: install $(BUF)
+	$(VENV)/bin/ruff check server clients tests benchmarks deploy
+	$(VENV)/bin/ruff format --check server clients tests benchmarks deploy
+	$(BUF) lint protos
+
+## Regenerate the Python code for protos/ (committed; a test fails when it is out of date).
+proto: install
+	$(PY) protos/generate.py clients/python
+
+bench: install
+	$(PY) benchmarks/getleader_bench.py $(ARGS)
+
+local-cluster: install
+	$(VENV)/bin/bulwark local-cluster $(ARGS)
+
+clean:
+	rm -rf $(VENV) .tools var .pytest_cache .ruff_cache

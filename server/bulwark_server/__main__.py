@@ -1,0 +1,3 @@
+from bulwark_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Settings: one validated object read from ``BULWARK_*`` variables and flags.
+
+Flags win over environment variables, which win over defaults. Every setting
+is declared once in ``OPTIONS`` so the flag, the variable, the default and the
+``--help`` text cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BULWARK_"
+
+
+class SettingsError(ValueError):
+    """Settings failed validation; ``problems`` lists one sentence per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def split_host_port(value: str, what: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` allowed); raise ValueError naming ``what``."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{what}: expected host:port, got {value!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{what}: port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what}: port must be 0-65535, got {port}")
+    return host, port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a replica needs to start. Build with :func:`load`."""
+
+    listen: str = "127.0.0.1:50051"
+    advertise_address: str = ""
+    replica_id: str = ""
+    etcd_endpoints: tuple[str, ...] = ()
+    data_dir: Path = Path("var")
+    lease_ttl: int = 2
+    etcd_timeout: float = 2.0
+    shutdown_grace: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    log_level: str = "INFO"
+    log_format: str = "json"
+    otel_exporter: str = "none"
+    otel_endpoint: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedded_etcd(self) -> bool:
+        """True when no etcd is configured and Bulwark runs its own child etcd."""
+        return not self.etcd_endpoints
+
+    def validate(self) -> Settings:
+        """Return self, or raise SettingsError listing every problem at once."""
+        problems: list[str] = []
+        try:
+            split_host_port(self.listen, "listen (BULWARK_LISTEN)")
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.advertise_address:
+            try:
+                split_host_port(self.advertise_address, "advertise_address")
+            except ValueError as exc:
+                problems.append(str(exc))
+        for endpoint in self.etcd_endpoints:
+            try:
+                split_host_port(endpoint, "etcd_endpoints (BULWARK_ETCD_ENDPOINTS)")
+            except ValueError as exc:
+                problems.append(str(exc))
+        if not 1 <= self.lease_ttl <= 60:
+            problems.append(f"lease_ttl (BULWARK_LEASE_TTL): 1-60 seconds, got {self.lease_ttl}")
+        if not 0.1 <= self.etcd_timeout <= 60:
+            problems.append(f"etcd_timeout (BULWARK_ETCD_TIMEOUT): 0.1-60 s, got {self.etcd_timeout}")
+        if not 0 <= self.shutdown_grace <= 300:
+            problems.append(
+                f"shutdown_grace (BULWARK_SHUTDOWN_GRACE): 0-300 s, got {self.shutdown_grace}"
+            )
+        if self.max_message_bytes < 1024:
+            problems.append(f"max_message_bytes: at least 1024, got {self.max_message_bytes}")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            problems.append(f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
+        if self.log_format not in {"json", "text"}:
+            problems.append(f"log_format: json or text, got {self.log_format!r}")
+        if self.otel_exporter not in {"none", "console", "otlp"}:
+            problems.append(f"otel_exporter: none, console or otlp, got {self.otel_exporter!r}")
+        if self.replica_id and not all(c.isalnum() or c in "-_." for c in self.replica_id):
+            problems.append(f"replica_id: letters, digits, '-', '_' and '.' only, got {self.replica_id!r}")
+        if problems:
+            raise SettingsError(problems)
+        return self
+
+    def resolved(self) -> Settings:
+        """Fill derived defaults (replica id, advertise address)."""
+        host, port = split_host_port(self.listen, "listen")
+        advertise = self.advertise_address or self.listen
+        replica_id = self.replica_id or f"{socket.gethostname()}-{port}"
+        return dataclasses.replace(self, advertise_address=advertise, replica_id=replica_id)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    choices: Sequence[str] | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", str, "host:port the gRPC server binds (default 127.0.0.1:50051)"),
+    Option("advertise_address", str, "host:port other replicas and clients reach this one on"),
+    Option("replica_id", str, "unique id of this replica (default hostname-port)"),
+    Option(
+        "etcd_endpoints",
+        _csv,
+        "comma-separated etcd host:port list; empty starts a private etcd under --data-dir",
+    ),
+    Option("data_dir", Path, "directory for the embedded etcd's data (default var/)"),
+    Option("lease_ttl", int, "leader and replica lease TTL in whole seconds (default 2)"),
+    Option("etcd_timeout", float, "timeout of one etcd request in seconds (default 2)"),
+    Option("shutdown_grace", float, "seconds in-flight RPCs get to finish on SIGTERM (default 5)"),
+    Option("max_message_bytes", int, "largest gRPC message accepted (default 4 MiB)"),
+    Option("log_level", str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    Option("log_format", str, "json or text (default json)", ("json", "text")),
+    Option("otel_exporter", str, "none, console or otlp (default none)", ("none", "console", "otlp")),
+    Option("otel_endpoint", str, "OTLP gRPC endpoint; setting it selects the otlp exporter"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each flag's help names its environment variable."""
+    for opt in OPTIONS:
+        parser.add_argument(
+            opt.flag,
+            dest=opt.name,
+            default=None,
+            metavar=opt.name.split("_")[-1].upper(),
+            help=f"{opt.help} [env {opt.env}]",
+        )
+
+
+def load(
+    flags: Mapping[str, str | None] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build validated, resolved Settings from flags, then environment, then defaults."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for opt in OPTIONS:
+        raw = flags.get(opt.name)
+        source = opt.flag
+        if raw is None and opt.env in environ:
+            raw = environ[opt.env]
+            source = opt.env
+        if raw is None:
+            continue
+        try:
+            values[opt.name] = opt.parse(raw)
+        except ValueError:
+            problems.append(f"{opt.name} ({source}): cannot parse {raw!r}")
+    if values.get("otel_endpoint") and "otel_exporter" not in values:
+        values["otel_exporter"] = "otlp"
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**values).validate().resolved()

@@ -1,0 +1,69 @@
+"""Domain errors raised by capabilities and the store.
+
+They carry no gRPC types; ``bulwark_server.api.status`` maps each class to a
+status code in one table.
+
+    BulwarkError
+    ├── InvalidArgument        bad input; names the offending field
+    ├── NotFound
+    ├── AlreadyExists
+    ├── FailedPrecondition
+    ├── Conflict               a compare-and-swap lost against a concurrent writer
+    ├── ResourceExhausted      carries a retry-after hint
+    ├── NotLeader              a leader-only action on a follower, or a fenced write refused
+    └── StoreUnavailable       etcd cannot be reached; nothing was written
+"""
+
+from __future__ import annotations
+
+
+class BulwarkError(Exception):
+    """Base of every error a capability may raise on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(BulwarkError):
+    """The request is malformed; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(BulwarkError):
+    """The named object does not exist."""
+
+
+class AlreadyExists(BulwarkError):
+    """An object with that name exists already."""
+
+
+class FailedPrecondition(BulwarkError):
+    """The system is not in a state that allows the operation."""
+
+
+class Conflict(BulwarkError):
+    """A concurrent writer changed the object first; re-read and retry."""
+
+
+class ResourceExhausted(BulwarkError):
+    """A limit was reached; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotLeader(BulwarkError):
+    """This replica does not (or no longer) lead; ``leader`` is the address to use if known."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class StoreUnavailable(BulwarkError):
+    """etcd is unreachable or timed out; the write was not applied."""

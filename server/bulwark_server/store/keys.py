@@ -1,0 +1,39 @@
+"""Key layout: every durable fact is ``/bulwark/v1/<kind>/<name>``."""
+
+from __future__ import annotations
+
+PREFIX = "/bulwark/v1/"
+MAX_NAME_BYTES = 256
+
+
+def key_for(kind: str, name: str) -> bytes:
+    """Return the etcd key of object ``name`` of ``kind``.
+
+    Raises ValueError when the kind contains '/' or either part is empty, so a
+    caller cannot escape its kind's key range.
+    """
+    if not kind or "/" in kind:
+        raise ValueError(f"kind must be non-empty without '/': {kind!r}")
+    if not name:
+        raise ValueError("name must be non-empty")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"name longer than {MAX_NAME_BYTES} bytes")
+    return f"{PREFIX}{kind}/{name}".encode()
+
+
+def kind_prefix(kind: str) -> bytes:
+    """Return the key prefix holding every object of ``kind``."""
+    if not kind or "/" in kind:
+        raise ValueError(f"kind must be non-empty without '/': {kind!r}")
+    return f"{PREFIX}{kind}/".encode()
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    """Return (kind, name) of a Bulwark key; ValueError for keys outside the layout."""
+    text = key.decode()
+    if not text.startswith(PREFIX):
+        raise ValueError(f"not a Bulwark key: {text!r}")
+    kind, sep, name = text[len(PREFIX) :].partition("/")
+    if not sep or not kind or not name:
+        raise ValueError(f"not a Bulwark key: {text!r}")
+    return kind, name
