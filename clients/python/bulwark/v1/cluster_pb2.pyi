@@ -35,18 +35,20 @@ class Replica(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Leader(_message.Message):
-    __slots__ = ("replica_id", "address", "term", "elected_at", "lease_ttl")
+    __slots__ = ("replica_id", "address", "term", "elected_at", "lease_ttl", "renewed_at")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     ELECTED_AT_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     term: int
     elected_at: _timestamp_pb2.Timestamp
     lease_ttl: _duration_pb2.Duration
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., elected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    renewed_at: _timestamp_pb2.Timestamp
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., elected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetLeaderRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,1 @@
+"""gRPC servicers: validate the request, call the capability, map the error, fill the response."""

@@ -1,0 +1,289 @@
+"""Leader election among replicas, with fencing.
+
+The protocol (etcd's own election recipe, with a lease Bulwark keeps alive
+itself):
+
+* Each replica holds a lease of ``ttl`` seconds and renews it every ``ttl/3``.
+  Its ``Replica`` record lives under ``/bulwark/v1/replicas/<id>`` on that lease.
+* Campaign: create ``/bulwark/v1/election/leader`` with the replica's lease,
+  only if the key does not exist. The key's create revision is the **term**;
+  it only grows.
+* Every leader-only write carries ``Fence(leader_key, term)``: etcd applies it
+  only while the leader key still has that create revision, so a deposed
+  leader (lease expired while it was paused or partitioned) cannot write.
+* One decision loop (``_cycle``) looks at one snapshot of the state and
+  returns a sentence saying what it did. While leading it renews the leader
+  record with a fenced write each cycle; when that write is refused it steps
+  down. A leader that cannot reach etcd keeps its term only until its lease
+  would have expired (measured from the last acknowledged keep-alive, so it
+  gives up no later than etcd does).
+* ``resign`` deletes the leader key (fenced) and revokes the lease, so the
+  other replicas, which watch the key, campaign at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from google.protobuf import timestamp_pb2
+
+from bulwark.v1 import cluster_pb2
+from bulwark_server.errors import AlreadyExists, NotLeader, StoreUnavailable
+from bulwark_server.store import EtcdStore, Fence, key_for
+
+log = logging.getLogger(__name__)
+
+ELECTION_KIND = "election"
+LEADER_NAME = "leader"
+REPLICA_KIND = "replicas"
+LEADER_KEY = key_for(ELECTION_KIND, LEADER_NAME)
+
+
+def _now_ts() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def read_leader(store: EtcdStore) -> cluster_pb2.Leader | None:
+    """The leader as the cache knows it, with ``term`` filled from the key's create revision."""
+    entry = store.get(ELECTION_KIND, LEADER_NAME)
+    if entry is None:
+        return None
+    leader = cluster_pb2.Leader.FromString(entry.value)
+    leader.term = entry.create_revision
+    return leader
+
+
+class Election:
+    """This replica's membership and candidacy. ``fence()`` guards leader-only writes."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        replica: cluster_pb2.Replica,
+        *,
+        ttl: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self.replica = replica
+        self.ttl = ttl
+        self._clock = clock
+        self._lease = 0
+        self._lease_deadline = 0.0
+        self._lease_lost = False
+        self._term: int | None = None
+        self._term_lease = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Callable[[int | None], None]] = []
+        self._stopping = False
+        self.last_decision = ""
+
+    # -- public ------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica holds a term whose lease cannot have expired yet."""
+        return (
+            self._term is not None
+            and not self._lease_lost
+            and self._clock() < self._lease_deadline
+        )
+
+    @property
+    def term(self) -> int | None:
+        return self._term if self.is_leader else None
+
+    def fence(self) -> Fence:
+        """The fence for a leader-only write; NotLeader when this replica does not lead."""
+        term = self.term
+        if term is None:
+            leader = read_leader(self._store)
+            raise NotLeader("this replica is not the leader", leader.address if leader else "")
+        return Fence(LEADER_KEY, term)
+
+    def on_change(self, listener: Callable[[int | None], None]) -> None:
+        """Call ``listener(term)`` when this replica gains (term) or loses (None) leadership."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        """Take a lease, register the replica, and start campaigning."""
+        await self._new_lease()
+        self._tasks = [
+            asyncio.create_task(self._keepalive_loop(), name="election-keepalive"),
+            asyncio.create_task(self._decide_loop(), name="election-decide"),
+            asyncio.create_task(self._watch_leader(), name="election-watch"),
+        ]
+
+    async def stop(self, resign: bool = True) -> None:
+        """Stop campaigning; with ``resign``, hand leadership over at once."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if resign:
+            await self.resign()
+
+    async def resign(self) -> None:
+        """Delete the leader key (fenced) and revoke the lease; errors are logged, not raised."""
+        term = self._term
+        if term is not None:
+            try:
+                await self._store.delete(
+                    ELECTION_KIND, LEADER_NAME, fence=Fence(LEADER_KEY, term)
+                )
+                log.info("resigned", extra={"event": "leader.resigned", "term": term})
+            except (NotLeader, StoreUnavailable) as exc:
+                log.warning("resign of term %d failed: %s", term, exc)
+            self._set_term(None, "resigned")
+        if self._lease:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.revoke_lease(self._lease)
+            self._lease = 0
+
+    # -- loops -------------------------------------------------------------------
+
+    async def _new_lease(self) -> None:
+        sent = self._clock()
+        self._lease = await self._store.grant_lease(self.ttl)
+        self._lease_deadline = sent + self.ttl
+        self._lease_lost = False
+        await self._store.put(
+            REPLICA_KIND, self.replica.id, self.replica.SerializeToString(), lease=self._lease
+        )
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._lease_lost:
+                    await self._new_lease()
+                    log.info("new lease %x after the previous one expired", self._lease)
+                    self._wake.set()
+                    continue
+                sent = self._clock()
+                remaining = await self._store.keep_alive(self._lease)
+            except StoreUnavailable as exc:
+                log.debug("keep-alive failed: %s", exc)
+                if self._clock() >= self._lease_deadline:
+                    self._wake.set()
+                continue
+            if remaining <= 0:
+                # The lease is gone on etcd's side; the decision loop proves it
+                # with a fenced write and steps down.
+                self._lease_lost = True
+                self._wake.set()
+            else:
+                self._lease_deadline = sent + remaining
+
+    async def _watch_leader(self) -> None:
+        async for events in self._store.changes():
+            if not events or any(ev.entry.key == LEADER_KEY for ev in events):
+                self._wake.set()
+
+    async def _decide_loop(self) -> None:
+        interval = max(0.2, self.ttl / 4)
+        while True:
+            decision = await self._cycle()
+            if decision != self.last_decision:
+                log.debug("election: %s", decision)
+            self.last_decision = decision
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _cycle(self) -> str:
+        """Decide on one snapshot of the state; return what was done, as a sentence."""
+        if self._stopping:
+            return "stopping"
+        if self._term is not None:
+            return await self._renew(self._term)
+        leader = read_leader(self._store)
+        if leader is not None:
+            return f"following {leader.replica_id} (term {leader.term})"
+        if self._lease_lost or self._clock() >= self._lease_deadline:
+            return "not campaigning: lease not confirmed"
+        record = self._record(elected=True)
+        try:
+            term = await self._store.create(
+                ELECTION_KIND, LEADER_NAME, record.SerializeToString(), lease=self._lease
+            )
+        except AlreadyExists:
+            return "lost the campaign to another replica"
+        except StoreUnavailable as exc:
+            return f"cannot campaign: {exc}"
+        self._term_lease = self._lease
+        self._elected_at = record.elected_at
+        self._set_term(term, "elected")
+        return f"elected leader for term {term}"
+
+    async def _renew(self, term: int) -> str:
+        record = self._record(elected=False)
+        try:
+            await self._store.put(
+                ELECTION_KIND,
+                LEADER_NAME,
+                record.SerializeToString(),
+                lease=self._term_lease,
+                fence=Fence(LEADER_KEY, term),
+            )
+        except NotLeader as exc:
+            log.warning(
+                "fenced write refused for term %d: %s",
+                term,
+                exc,
+                extra={"event": "leader.fenced_write_refused", "term": term},
+            )
+            self._set_term(None, "fenced write refused")
+            return f"stepped down from term {term}: fenced write refused"
+        except StoreUnavailable as exc:
+            if self._clock() >= self._lease_deadline:
+                self._set_term(None, "lease expired while etcd was unreachable")
+                return f"stepped down from term {term}: lease expired, etcd unreachable"
+            return f"leading term {term}; could not renew: {exc}"
+        return f"leading term {term}"
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _record(self, *, elected: bool) -> cluster_pb2.Leader:
+        now = _now_ts()
+        record = cluster_pb2.Leader(
+            replica_id=self.replica.id, address=self.replica.address, renewed_at=now
+        )
+        record.lease_ttl.FromSeconds(self.ttl)
+        record.elected_at.CopyFrom(now if elected else self._elected_at)
+        return record
+
+    def _set_term(self, term: int | None, reason: str) -> None:
+        previous = self._term
+        if previous == term:
+            return
+        self._term = term
+        if term is not None:
+            log.info(
+                "became leader for term %d",
+                term,
+                extra={"event": "leader.elected", "term": term},
+            )
+        else:
+            log.info(
+                "stepped down from term %s: %s",
+                previous,
+                reason,
+                extra={"event": "leader.stepped_down", "term": previous, "reason": reason},
+            )
+        for listener in self._listeners:
+            try:
+                listener(term)
+            except Exception:
+                log.exception("leadership listener failed")

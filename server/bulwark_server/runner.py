@@ -1,0 +1,121 @@
+"""Wire one replica together and run it until SIGTERM/SIGINT.
+
+Start: embedded etcd (if no endpoints) → store (cache loaded) → gRPC server
+bound → replica registered and campaigning → health SERVING.
+Stop: health NOT_SERVING → resign leadership → drain in-flight RPCs for at
+most ``shutdown_grace`` → close the store → stop the embedded etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+
+from google.protobuf import timestamp_pb2
+
+from bulwark import __version__
+from bulwark.v1 import cluster_pb2
+from bulwark_server.api.cluster import ClusterServicer
+from bulwark_server.config import Settings, split_host_port
+from bulwark_server.election import Election
+from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.observability import TelemetryInterceptor, setup_telemetry
+from bulwark_server.server import build_server
+from bulwark_server.store import EtcdStore
+
+log = logging.getLogger(__name__)
+
+
+class Replica:
+    """One Bulwark server process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self._draining = False
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        etcd: EtcdMember | None = None
+        endpoints = list(settings.etcd_endpoints)
+        if settings.embedded_etcd:
+            etcd = EtcdMember("bulwark", settings.data_dir.resolve() / "etcd")
+            # Started from the main thread: the child's parent-death signal is tied
+            # to the thread that forks it, and a pool thread may exit at any time.
+            etcd.start()
+            try:
+                await asyncio.to_thread(etcd.wait_healthy, 30.0)
+            except RuntimeError:
+                etcd.stop()
+                raise
+            endpoints = [etcd.endpoint]
+            log.info(
+                "embedded etcd started on %s with data in %s",
+                etcd.endpoint,
+                etcd.data_dir,
+                extra={"event": "etcd.embedded", "endpoint": etcd.endpoint},
+            )
+        telemetry = setup_telemetry(settings)
+        store = EtcdStore(endpoints, timeout=settings.etcd_timeout)
+        try:
+            await store.start()
+            await self._serve(store, telemetry)
+        finally:
+            await store.close()
+            telemetry.shutdown()
+            if etcd is not None:
+                await asyncio.to_thread(etcd.stop)
+                log.info("embedded etcd stopped", extra={"event": "etcd.stopped"})
+
+    async def _serve(self, store: EtcdStore, telemetry) -> None:  # type: ignore[no-untyped-def]
+        settings = self.settings
+        started = timestamp_pb2.Timestamp()
+        started.GetCurrentTime()
+        replica = cluster_pb2.Replica(id=settings.replica_id, version=__version__, started_at=started)
+        election = Election(store, replica, ttl=settings.lease_ttl)
+        cluster = ClusterServicer(store, election, draining=lambda: self._draining)
+        built = build_server(settings, cluster, [TelemetryInterceptor(telemetry)])
+        host, listen_port = split_host_port(settings.listen, "listen")
+        if listen_port == 0:
+            # Bound to a free port: advertise the port actually bound.
+            adv_host, _ = split_host_port(settings.advertise_address, "advertise_address")
+            settings = dataclasses.replace(settings, advertise_address=f"{adv_host}:{built.port}")
+        replica.address = settings.advertise_address
+        await built.server.start()
+        await election.start()
+        await built.set_serving(True)
+        log.info(
+            "serving on %s:%d as replica %s",
+            host,
+            built.port,
+            replica.id,
+            extra={"event": "serving", "port": built.port, "address": replica.address},
+        )
+        await self.stopping.wait()
+
+        began = time.monotonic()
+        self._draining = True
+        await built.set_serving(False)
+        await election.stop(resign=True)
+        log.info(
+            "draining for up to %.1fs",
+            settings.shutdown_grace,
+            extra={"event": "draining", "resign_ms": round((time.monotonic() - began) * 1000)},
+        )
+        await built.server.stop(settings.shutdown_grace)
+        log.info("stopped", extra={"event": "stopped"})
+
+
+async def serve(settings: Settings) -> None:
+    """Run a replica until SIGTERM or SIGINT."""
+    replica = Replica(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, replica.request_stop)
+    await replica.run()
