@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bulwark_server import config
 from bulwark_server.config import SettingsError, load, split_host_port
 
@@ -150,9 +149,7 @@ def test_lowercase_log_level_is_accepted() -> None:
         ({"replica_id": "colon:1"}, "replica_id"),
     ],
 )
-def test_each_bad_value_is_reported_naming_the_setting(
-    flags: dict[str, str], setting: str
-) -> None:
+def test_each_bad_value_is_reported_naming_the_setting(flags: dict[str, str], setting: str) -> None:
     with pytest.raises(SettingsError) as info:
         load(flags, {})
     assert len(info.value.problems) == 1

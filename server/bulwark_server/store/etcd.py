@@ -520,7 +520,7 @@ class EtcdStore:
                 if self._closing or (current is not None and current.cancelling()):
                     raise
             except _ETCD_ERRORS as exc:
-                self._last_error = _describe(exc)
+                self._note_failure(exc)
                 # One warning per outage; the retries that follow would only repeat it.
                 level = logging.WARNING if backoff <= 0.05 else logging.DEBUG
                 log.log(level, "etcd watch interrupted: %s; will resync", self._last_error)
