@@ -561,7 +561,7 @@ def benchmark(args: argparse.Namespace) -> Report:
             "duration_s": args.duration,
         },
         note=(
-            f"the {args.processes} load processes and the server under test share the same "
+            f"the load generator ({args.processes} process(es)) and the server under test share the same "
             f"{machine['cpus']} CPUs on 127.0.0.1, so client and server compete for CPU; "
             "read the Bulwark/echo ratio, not the absolute QPS."
         ),

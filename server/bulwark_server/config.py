@@ -30,13 +30,17 @@ class SettingsError(ValueError):
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` allowed); raise ValueError naming ``what``."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
+    if not sep or not host or any(c.isspace() for c in value):
         raise ValueError(f"{what}: expected host:port, got {value!r}")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{what}: port must be a number, got {port_text!r}") from None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host or "[" in host or "]" in host:
+            raise ValueError(f"{what}: bad bracketed IPv6 host in {value!r}")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"{what}: put an IPv6 host in brackets, as [::1]:port, got {value!r}")
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"{what}: port must be a number, got {port_text!r}")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError(f"{what}: port must be 0-65535, got {port}")
     return host, port
@@ -109,7 +113,8 @@ class Settings:
         """Fill derived defaults (replica id, advertise address)."""
         host, port = split_host_port(self.listen, "listen")
         advertise = self.advertise_address or self.listen
-        replica_id = self.replica_id or f"{socket.gethostname()}-{port}"
+        host_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+        replica_id = self.replica_id or f"{host_id}-{port}"
         return dataclasses.replace(self, advertise_address=advertise, replica_id=replica_id)
 
 
@@ -188,6 +193,12 @@ def load(
             problems.append(f"{opt.name} ({source}): cannot parse {raw!r}")
     if values.get("otel_endpoint") and "otel_exporter" not in values:
         values["otel_exporter"] = "otlp"
+    # Validate even after a parse failure, so every problem is reported at once.
+    settings = Settings(**values)
+    try:
+        settings.validate()
+    except SettingsError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise SettingsError(problems)
-    return Settings(**values).validate().resolved()
+    return settings.resolved()

@@ -57,8 +57,9 @@ class JsonFormatter(logging.Formatter):
             out["trace_id"] = f"{ctx.trace_id:032x}"
             out["span_id"] = f"{ctx.span_id:016x}"
         for key, value in record.__dict__.items():
+            # setdefault: an extra named like a core field must not overwrite it.
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                out[key] = value
+                out.setdefault(key, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

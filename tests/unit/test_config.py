@@ -244,10 +244,13 @@ def test_split_host_port(value: str, expected: tuple[str, int]) -> None:
         ("localhost", "expected host:port"),
         (":80", "expected host:port"),
         ("", "expected host:port"),
-        ("[::1]", "port must be a number"),
+        ("[::1]", "IPv6 host in brackets"),
+        ("::1:80", "IPv6 host in brackets"),
+        (" host:80", "expected host:port"),
+        ("host:1_0", "port must be a number"),
         ("host:abc", "port must be a number"),
         ("host:65536", "port must be 0-65535"),
-        ("host:-5", "port must be 0-65535"),
+        ("host:-5", "port must be a number"),
     ],
 )
 def test_split_host_port_rejects(value: str, fragment: str) -> None:

@@ -9,6 +9,7 @@ Metadata sent with an error (trailing):
 from __future__ import annotations
 
 import functools
+import math
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -52,7 +53,8 @@ def status_for(error: BulwarkError) -> grpc.StatusCode:
 
 def trailing_metadata_for(error: BulwarkError) -> tuple[tuple[str, str], ...]:
     if isinstance(error, ResourceExhausted):
-        return (("retry-after-ms", str(max(1, round(error.retry_after * 1000)))),)
+        retry = error.retry_after if math.isfinite(error.retry_after) else 1.0
+        return (("retry-after-ms", str(max(1, round(retry * 1000)))),)
     if isinstance(error, NotLeader) and error.leader:
         return (("bulwark-leader", error.leader),)
     return ()
