@@ -561,8 +561,8 @@ def benchmark(args: argparse.Namespace) -> Report:
             "duration_s": args.duration,
         },
         note=(
-            f"the load generator ({args.processes} process(es)) and the server under test share the same "
-            f"{machine['cpus']} CPUs on 127.0.0.1, so client and server compete for CPU; "
+            f"the load generator ({args.processes} process(es)) and the server under test "
+            f"share the same {machine['cpus']} CPUs on 127.0.0.1, so client and server compete for CPU; "
             "read the Bulwark/echo ratio, not the absolute QPS."
         ),
     )
