@@ -29,8 +29,8 @@ test: install $(BUF)
 	$(PY) -m pytest $(ARGS)
 
 lint: install $(BUF)
-	$(VENV)/bin/ruff check server clients tests benchmarks deploy
-	$(VENV)/bin/ruff format --check server clients tests benchmarks deploy
+	$(VENV)/bin/ruff check server clients tests benchmarks protos
+	$(VENV)/bin/ruff format --check server clients tests benchmarks protos
 	$(BUF) lint protos
 
 ## Regenerate the Python code for protos/ (committed; a test fails when it is out of date).

@@ -149,7 +149,10 @@ class ServerProcess:
     def wait_port(self, timeout: float) -> int:
         """Block until the server reports its port; raise if it dies or takes too long."""
         if not self._ready.wait(timeout) or self.port is None:
-            state = "exited" if self.proc.poll() is not None else "did not report a port"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(1.0)  # output ended: let the exit code arrive
+            code = self.proc.poll()
+            state = f"exited with code {code}" if code is not None else "did not report a port"
             raise RuntimeError(
                 f"{self.name} {state} within {timeout:.0f}s; last output:\n  "
                 + "\n  ".join(self.tail)
@@ -562,8 +565,8 @@ def benchmark(args: argparse.Namespace) -> Report:
         },
         note=(
             f"the load generator ({args.processes} process(es)) and the server under test "
-            f"share the same {machine['cpus']} CPUs on 127.0.0.1, so client and server compete for CPU; "
-            "read the Bulwark/echo ratio, not the absolute QPS."
+            f"share the same {machine['cpus']} CPUs on 127.0.0.1, so client and server "
+            "compete for CPU; read the Bulwark/echo ratio, not the absolute QPS."
         ),
     )
     data_dir = tempfile.mkdtemp(prefix="bulwark-bench-")

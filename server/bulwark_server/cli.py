@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--replicas", type=int, default=3, help="Bulwark replicas (default 3)")
     cluster.add_argument("--etcd-members", type=int, default=3, help="etcd members (default 3)")
     cluster.add_argument(
-        "--dir", default="var/local-cluster", help="folder for data and logs (default var/local-cluster)"
+        "--dir",
+        default="var/local-cluster",
+        help="folder for data and logs (default var/local-cluster)",
     )
     cluster.add_argument("--lease-ttl", type=int, default=2, help="replica lease TTL in seconds")
     return parser
@@ -62,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bulwark_server.localcluster import run_local_cluster
 
         return run_local_cluster(
-            replicas=args.replicas, etcd_members=args.etcd_members, root=args.dir, lease_ttl=args.lease_ttl
+            replicas=args.replicas,
+            etcd_members=args.etcd_members,
+            root=args.dir,
+            lease_ttl=args.lease_ttl,
         )
     parser.print_help()
     return 2

@@ -90,7 +90,9 @@ class Settings:
         if not 1 <= self.lease_ttl <= 60:
             problems.append(f"lease_ttl (BULWARK_LEASE_TTL): 1-60 seconds, got {self.lease_ttl}")
         if not 0.1 <= self.etcd_timeout <= 60:
-            problems.append(f"etcd_timeout (BULWARK_ETCD_TIMEOUT): 0.1-60 s, got {self.etcd_timeout}")
+            problems.append(
+                f"etcd_timeout (BULWARK_ETCD_TIMEOUT): 0.1-60 s, got {self.etcd_timeout}"
+            )
         if not 0 <= self.shutdown_grace <= 300:
             problems.append(
                 f"shutdown_grace (BULWARK_SHUTDOWN_GRACE): 0-300 s, got {self.shutdown_grace}"
@@ -98,20 +100,24 @@ class Settings:
         if self.max_message_bytes < 1024:
             problems.append(f"max_message_bytes: at least 1024, got {self.max_message_bytes}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            problems.append(f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
+            problems.append(
+                f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}"
+            )
         if self.log_format not in {"json", "text"}:
             problems.append(f"log_format: json or text, got {self.log_format!r}")
         if self.otel_exporter not in {"none", "console", "otlp"}:
             problems.append(f"otel_exporter: none, console or otlp, got {self.otel_exporter!r}")
         if self.replica_id and not all(c.isalnum() or c in "-_." for c in self.replica_id):
-            problems.append(f"replica_id: letters, digits, '-', '_' and '.' only, got {self.replica_id!r}")
+            problems.append(
+                f"replica_id: letters, digits, '-', '_' and '.' only, got {self.replica_id!r}"
+            )
         if problems:
             raise SettingsError(problems)
         return self
 
     def resolved(self) -> Settings:
         """Fill derived defaults (replica id, advertise address)."""
-        host, port = split_host_port(self.listen, "listen")
+        _, port = split_host_port(self.listen, "listen")
         advertise = self.advertise_address or self.listen
         host_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
         replica_id = self.replica_id or f"{host_id}-{port}"
@@ -154,7 +160,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_message_bytes", int, "largest gRPC message accepted (default 4 MiB)"),
     Option("log_level", str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     Option("log_format", str, "json or text (default json)", ("json", "text")),
-    Option("otel_exporter", str, "none, console or otlp (default none)", ("none", "console", "otlp")),
+    Option(
+        "otel_exporter", str, "none, console or otlp (default none)", ("none", "console", "otlp")
+    ),
     Option("otel_endpoint", str, "OTLP gRPC endpoint; setting it selects the otlp exporter"),
 )
 

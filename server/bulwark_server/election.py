@@ -91,9 +91,7 @@ class Election:
     def is_leader(self) -> bool:
         """True while this replica holds a term whose lease cannot have expired yet."""
         return (
-            self._term is not None
-            and not self._lease_lost
-            and self._clock() < self._lease_deadline
+            self._term is not None and not self._lease_lost and self._clock() < self._lease_deadline
         )
 
     @property
@@ -138,9 +136,7 @@ class Election:
         term = self._term
         if term is not None:
             try:
-                await self._store.delete(
-                    ELECTION_KIND, LEADER_NAME, fence=Fence(LEADER_KEY, term)
-                )
+                await self._store.delete(ELECTION_KIND, LEADER_NAME, fence=Fence(LEADER_KEY, term))
                 log.info("resigned", extra={"event": "leader.resigned", "term": term})
             except (NotLeader, StoreUnavailable) as exc:
                 log.warning("resign of term %d failed: %s", term, exc)

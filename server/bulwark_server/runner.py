@@ -77,7 +77,9 @@ class Replica:
         settings = self.settings
         started = timestamp_pb2.Timestamp()
         started.GetCurrentTime()
-        replica = cluster_pb2.Replica(id=settings.replica_id, version=__version__, started_at=started)
+        replica = cluster_pb2.Replica(
+            id=settings.replica_id, version=__version__, started_at=started
+        )
         election = Election(store, replica, ttl=settings.lease_ttl)
         cluster = ClusterServicer(store, election, draining=lambda: self._draining)
         built = build_server(settings, cluster, [TelemetryInterceptor(telemetry)])

@@ -13,7 +13,9 @@ from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.config import Settings
 
-SERVICE_NAMES: tuple[str, ...] = (cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,)
+SERVICE_NAMES: tuple[str, ...] = (
+    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+)
 
 
 @dataclass

@@ -14,7 +14,6 @@ from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.localcluster import LocalCluster, ReplicaProcess
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:

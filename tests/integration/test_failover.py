@@ -108,7 +108,7 @@ def test_paused_leader_is_fenced_and_steps_down(local_cluster: LocalCluster):
 
 
 def test_losing_one_etcd_member_of_three_is_invisible(local_cluster: LocalCluster):
-    leader, term = current_leader(local_cluster)
+    _, term = current_leader(local_cluster)
     local_cluster.etcd.members[0].stop()
     time.sleep(1.5)
     for replica in local_cluster.replicas:

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,7 +132,7 @@ def test_embedded_etcd_starts_stops_and_keeps_its_data(tmp_path: Path):
     data = tmp_path / "var"
     terms = []
     etcd_endpoints = []
-    for run in range(2):
+    for _ in range(2):
         replica = ReplicaProcess(
             "solo",
             [],
@@ -155,7 +154,9 @@ def test_embedded_etcd_starts_stops_and_keeps_its_data(tmp_path: Path):
             replica.signal(signal.SIGINT)
             assert replica.wait(20) == 0, replica.tail()
         # The child etcd is gone with its parent.
-        probe = EtcdMember("probe", tmp_path / "unused", client_port=int(etcd_endpoints[-1].split(":")[1]))
+        probe = EtcdMember(
+            "probe", tmp_path / "unused", client_port=int(etcd_endpoints[-1].split(":")[1])
+        )
         assert not probe.healthy()
     assert (data / "etcd" / "data" / "member").is_dir()
     assert terms[1] > terms[0], "the second run must continue the first run's etcd history"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
 
 

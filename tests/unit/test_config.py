@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bulwark_server import config
 from bulwark_server.config import SettingsError, load, split_host_port
 

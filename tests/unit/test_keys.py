@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bulwark_server.store.keys import MAX_NAME_BYTES, PREFIX, key_for, kind_prefix, split_key
 
 

@@ -7,8 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from bulwark_server.observability import JsonFormatter
 from opentelemetry.sdk.trace import TracerProvider
+
+from bulwark_server.observability import JsonFormatter
 
 
 def make_record(

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+
 from bulwark_server import errors
 from bulwark_server.api.status import STATUS_BY_ERROR, rpc, status_for, trailing_metadata_for
 from bulwark_server.errors import (

@@ -9,8 +9,8 @@ Metadata sent with an error (trailing):
 from __future__ import annotations
 
 import functools
-import math
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 

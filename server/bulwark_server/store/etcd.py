@@ -214,11 +214,20 @@ class EtcdStore:
         self.cache.unsubscribe(queue)
 
     async def changes(self) -> AsyncIterator[list[Event]]:
-        """Iterate over batches of changes until cancelled."""
+        """Iterate over batches of changes until cancelled.
+
+        An empty batch means this reader fell too far behind and changes were
+        dropped: re-read what it needs from the cache. It keeps receiving later
+        changes either way.
+        """
         queue = self.subscribe()
         try:
             while True:
-                yield await queue.get()
+                batch = await queue.get()
+                if not batch:
+                    self.unsubscribe(queue)
+                    queue = self.subscribe()
+                yield batch
         finally:
             self.unsubscribe(queue)
 
@@ -235,7 +244,7 @@ class EtcdStore:
             last_error=self._last_error,
         )
 
-    async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:
+    async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the cache reflects ``revision``; False on timeout."""
         if self.cache.revision >= revision:
             return True
@@ -345,7 +354,9 @@ class EtcdStore:
         self._check_reachable()
         stub = self._require_lease_stub()
         try:
-            resp = await stub.LeaseGrant(ec.rpc_pb2.LeaseGrantRequest(TTL=ttl), timeout=self._timeout)
+            resp = await stub.LeaseGrant(
+                ec.rpc_pb2.LeaseGrantRequest(TTL=ttl), timeout=self._timeout
+            )
         except _ETCD_ERRORS as exc:
             self._note_failure(exc)
             raise StoreUnavailable(f"etcd lease grant failed: {_describe(exc)}") from exc
@@ -373,7 +384,9 @@ class EtcdStore:
         """Revoke a lease; keys attached to it are deleted by etcd at once."""
         stub = self._require_lease_stub()
         try:
-            await stub.LeaseRevoke(ec.rpc_pb2.LeaseRevokeRequest(ID=lease_id), timeout=self._timeout)
+            await stub.LeaseRevoke(
+                ec.rpc_pb2.LeaseRevokeRequest(ID=lease_id), timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return
@@ -385,7 +398,7 @@ class EtcdStore:
     # -- cluster -----------------------------------------------------------------
 
     async def members(self) -> list[MemberInfo]:
-        """etcd members with a status request sent to each one (concurrently, bounded by timeout)."""
+        """etcd members, each asked for its status (concurrently, bounded by the timeout)."""
         client = self._require_client()
         try:
             resp = await client.cluster.member_list(timeout=self._timeout)
