@@ -59,6 +59,7 @@ from typing import IO, Any
 
 import grpc
 import grpc.aio
+
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 
 HOST = "127.0.0.1"
