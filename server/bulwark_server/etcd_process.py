@@ -42,6 +42,28 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGCONT (in case it is paused) and SIGTERM; SIGKILL if still alive after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGCONT)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def tail_lines(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file, or a note that there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ["(no log)"]
+    return text.strip().splitlines()[-lines:]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -147,11 +169,7 @@ class EtcdMember:
         raise RuntimeError(f"etcd {self.name} not healthy after {timeout:.0f}s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = (self.data_dir / "etcd.log").read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return " | ".join(tail_lines(self.data_dir / "etcd.log", lines))
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -159,16 +177,8 @@ class EtcdMember:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
         self.process = None
 
     @property

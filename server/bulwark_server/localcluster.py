@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulwark_server.etcd_process import EtcdCluster
+from bulwark_server.etcd_process import EtcdCluster, stop_process, tail_lines
 
 
 @dataclass
@@ -94,11 +94,7 @@ class ReplicaProcess:
         raise RuntimeError(f"replica {self.replica_id} not serving after {timeout}s: {self.tail()}")
 
     def tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return "\n".join(tail_lines(self.log_path, lines))
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -118,17 +114,8 @@ class ReplicaProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGCONT (in case it is paused), SIGTERM, then SIGKILL after ``timeout``."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
 
 class LocalCluster:

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,27 +181,38 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         self._duration.record((time.perf_counter() - started) * 1000.0, labels)
         self._count.add(1, labels)
 
+    @contextlib.contextmanager
+    def _observed(
+        self,
+        method: str,
+        attrs: dict[str, str],
+        context: grpc.aio.ServicerContext,
+        failure: grpc.StatusCode,
+    ) -> Iterator[None]:
+        """Span and metrics around one RPC; ``failure`` is the code when none was set."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        with self._tracer.start_as_current_span(
+            method, kind=trace.SpanKind.SERVER, attributes=attrs
+        ) as span:
+            try:
+                yield
+                code = _status_of(context)
+            except BaseException:
+                code = _status_of(context)
+                if code is grpc.StatusCode.OK:
+                    code = failure
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.name)
+                self._record(attrs, code, started)
+
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         attrs = self._attributes(method)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            with self._tracer.start_as_current_span(
-                method, kind=trace.SpanKind.SERVER, attributes=attrs
-            ) as span:
-                try:
-                    response = await behavior(request, context)
-                    code = _status_of(context)
-                    return response
-                except BaseException:
-                    code = _status_of(context)
-                    if code is grpc.StatusCode.OK:
-                        code = grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    span.set_attribute("rpc.grpc.status_code", code.name)
-                    self._record(attrs, code, started)
+            with self._observed(method, attrs, context, grpc.StatusCode.UNKNOWN):
+                return await behavior(request, context)
 
         return wrapper
 
@@ -208,22 +220,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         attrs = self._attributes(method)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            with self._tracer.start_as_current_span(
-                method, kind=trace.SpanKind.SERVER, attributes=attrs
-            ) as span:
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                    code = _status_of(context)
-                except BaseException:
-                    code = _status_of(context)
-                    if code is grpc.StatusCode.OK:
-                        code = grpc.StatusCode.CANCELLED
-                    raise
-                finally:
-                    span.set_attribute("rpc.grpc.status_code", code.name)
-                    self._record(attrs, code, started)
+            # A stream ended by the caller (GeneratorExit) counts as CANCELLED.
+            with self._observed(method, attrs, context, grpc.StatusCode.CANCELLED):
+                async for response in behavior(request, context):
+                    yield response
 
         return wrapper
