@@ -41,6 +41,8 @@ ELECTION_KIND = "election"
 LEADER_NAME = "leader"
 REPLICA_KIND = "replicas"
 LEADER_KEY = key_for(ELECTION_KIND, LEADER_NAME)
+RENEW_ATTEMPTS = 3
+RENEW_RETRY_S = 0.2
 
 
 def _now_ts() -> timestamp_pb2.Timestamp:
@@ -91,7 +93,10 @@ class Election:
     def is_leader(self) -> bool:
         """True while this replica holds a term whose lease cannot have expired yet."""
         return (
-            self._term is not None and not self._lease_lost and self._clock() < self._lease_deadline
+            self._term is not None
+            and self._term_lease == self._lease
+            and not self._lease_lost
+            and self._clock() < self._lease_deadline
         )
 
     @property
@@ -111,8 +116,15 @@ class Election:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        """Take a lease, register the replica, and start campaigning."""
-        await self._new_lease()
+        """Take a lease, register the replica, and start campaigning.
+
+        Never fails: when etcd cannot be reached the keep-alive loop keeps
+        trying to get a lease, and the replica campaigns once it has one.
+        """
+        try:
+            await self._new_lease()
+        except StoreUnavailable as exc:
+            log.warning("no lease yet (%s); retrying in the background", exc)
         self._tasks = [
             asyncio.create_task(self._keepalive_loop(), name="election-keepalive"),
             asyncio.create_task(self._decide_loop(), name="election-decide"),
@@ -124,9 +136,9 @@ class Election:
         self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a loop that swallowed its cancellation must not hold up shutdown.
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks = []
         if resign:
             await self.resign()
@@ -149,38 +161,47 @@ class Election:
     # -- loops -------------------------------------------------------------------
 
     async def _new_lease(self) -> None:
+        # Until the replica record is written on the new lease, the lease counts
+        # as lost, so a failed registration is retried rather than forgotten.
+        self._lease_lost = True
         sent = self._clock()
-        self._lease = await self._store.grant_lease(self.ttl)
+        lease = await self._store.grant_lease(self.ttl)
+        await self._store.put(
+            REPLICA_KIND, self.replica.id, self.replica.SerializeToString(), lease=lease
+        )
+        self._lease = lease
         self._lease_deadline = sent + self.ttl
         self._lease_lost = False
-        await self._store.put(
-            REPLICA_KIND, self.replica.id, self.replica.SerializeToString(), lease=self._lease
-        )
 
     async def _keepalive_loop(self) -> None:
         interval = self.ttl / 3
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
-                if self._lease_lost:
-                    await self._new_lease()
-                    log.info("new lease %x after the previous one expired", self._lease)
-                    self._wake.set()
-                    continue
-                sent = self._clock()
-                remaining = await self._store.keep_alive(self._lease)
+                await self._keepalive_once()
             except StoreUnavailable as exc:
                 log.debug("keep-alive failed: %s", exc)
                 if self._clock() >= self._lease_deadline:
                     self._wake.set()
-                continue
-            if remaining <= 0:
-                # The lease is gone on etcd's side; the decision loop proves it
-                # with a fenced write and steps down.
-                self._lease_lost = True
-                self._wake.set()
-            else:
-                self._lease_deadline = sent + remaining
+            except Exception:
+                # A bug here must not silently end the replica's lease for good.
+                log.exception("keep-alive cycle failed")
+
+    async def _keepalive_once(self) -> None:
+        if self._lease_lost or not self._lease:
+            await self._new_lease()
+            log.info("registered with lease %x", self._lease)
+            self._wake.set()
+            return
+        sent = self._clock()
+        remaining = await self._store.keep_alive(self._lease)
+        if remaining <= 0:
+            # The lease is gone on etcd's side; the decision loop proves it
+            # with a fenced write and steps down.
+            self._lease_lost = True
+            self._wake.set()
+        else:
+            self._lease_deadline = sent + remaining
 
     async def _watch_leader(self) -> None:
         async for events in self._store.changes():
@@ -189,14 +210,22 @@ class Election:
 
     async def _decide_loop(self) -> None:
         interval = max(0.2, self.ttl / 4)
-        while True:
-            decision = await self._cycle()
+        while not self._stopping:
+            # Cleared before the cycle, so a wake-up sent during it is not lost.
+            self._wake.clear()
+            try:
+                decision = await self._cycle()
+            except Exception:
+                log.exception("election cycle failed")
+                decision = "cycle failed"
             if decision != self.last_decision:
                 log.debug("election: %s", decision)
             self.last_decision = decision
-            self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event being set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
 
     async def _cycle(self) -> str:
         """Decide on one snapshot of the state; return what was done, as a sentence."""
@@ -204,8 +233,16 @@ class Election:
             return "stopping"
         if self._term is not None:
             return await self._renew(self._term)
+        entry = self._store.get(ELECTION_KIND, LEADER_NAME)
         leader = read_leader(self._store)
-        if leader is not None:
+        if entry is not None and leader is not None:
+            if entry.lease and entry.lease == self._lease and not self._lease_lost:
+                # The key is on our live lease, so etcd says we lead (a create that
+                # timed out but applied, or a step-down etcd never saw): take it back.
+                self._term_lease = self._lease
+                self._elected_at = leader.elected_at
+                self._set_term(entry.create_revision, "leader key found on our lease")
+                return f"reclaimed term {entry.create_revision}"
             return f"following {leader.replica_id} (term {leader.term})"
         if self._lease_lost or self._clock() >= self._lease_deadline:
             return "not campaigning: lease not confirmed"
@@ -224,30 +261,50 @@ class Election:
         return f"elected leader for term {term}"
 
     async def _renew(self, term: int) -> str:
-        record = self._record(elected=False)
-        try:
-            await self._store.put(
-                ELECTION_KIND,
-                LEADER_NAME,
-                record.SerializeToString(),
-                lease=self._term_lease,
-                fence=Fence(LEADER_KEY, term),
-            )
-        except NotLeader as exc:
-            log.warning(
-                "fenced write refused for term %d: %s",
-                term,
-                exc,
-                extra={"event": "leader.fenced_write_refused", "term": term},
-            )
-            self._set_term(None, "fenced write refused")
-            return f"stepped down from term {term}: fenced write refused"
-        except StoreUnavailable as exc:
-            if self._clock() >= self._lease_deadline:
-                self._set_term(None, "lease expired while etcd was unreachable")
-                return f"stepped down from term {term}: lease expired, etcd unreachable"
-            return f"leading term {term}; could not renew: {exc}"
+        # Once the local lease deadline has passed, is_leader is already False.
+        # Before stepping down on that local evidence alone, ask etcd again for its
+        # own verdict: right after a pause, the call in flight times out at once and
+        # the next may fail on a connection that died meanwhile.
+        for attempt in range(RENEW_ATTEMPTS):
+            try:
+                await self._store.put(
+                    ELECTION_KIND,
+                    LEADER_NAME,
+                    self._record(elected=False).SerializeToString(),
+                    lease=self._term_lease,
+                    fence=Fence(LEADER_KEY, term),
+                    fail_fast=False,
+                )
+                return f"leading term {term}"
+            except NotLeader as exc:
+                log.warning(
+                    "fenced write refused for term %d: %s",
+                    term,
+                    exc,
+                    extra={"event": "leader.fenced_write_refused", "term": term},
+                )
+                self._set_term(None, "fenced write refused")
+                return f"stepped down from term {term}: fenced write refused"
+            except StoreUnavailable as exc:
+                lease_valid = self._term_lease == self._lease and (
+                    self._clock() < self._lease_deadline
+                )
+                if lease_valid:
+                    return f"leading term {term}; could not renew: {exc}"
+                if attempt + 1 == RENEW_ATTEMPTS:
+                    self._set_term(None, f"lease expired while etcd was unreachable ({exc})")
+                    await self._drop_lease()
+                    return f"stepped down from term {term}: lease expired, etcd unreachable"
+            await asyncio.sleep(RENEW_RETRY_S)
         return f"leading term {term}"
+
+    async def _drop_lease(self) -> None:
+        """Make etcd agree with a step-down decided on local evidence: revoke the
+        term's lease (the leader key goes with it) and take a new one."""
+        self._lease_lost = True
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.revoke_lease(self._term_lease)
+        self._wake.set()
 
     # -- helpers -----------------------------------------------------------------
 

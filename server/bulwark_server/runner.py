@@ -90,28 +90,29 @@ class Replica:
             settings = dataclasses.replace(settings, advertise_address=f"{adv_host}:{built.port}")
         replica.address = settings.advertise_address
         await built.server.start()
-        await election.start()
-        await built.set_serving(True)
-        log.info(
-            "serving on %s:%d as replica %s",
-            host,
-            built.port,
-            replica.id,
-            extra={"event": "serving", "port": built.port, "address": replica.address},
-        )
-        await self.stopping.wait()
-
-        began = time.monotonic()
-        self._draining = True
-        await built.set_serving(False)
-        await election.stop(resign=True)
-        log.info(
-            "draining for up to %.1fs",
-            settings.shutdown_grace,
-            extra={"event": "draining", "resign_ms": round((time.monotonic() - began) * 1000)},
-        )
-        await built.server.stop(settings.shutdown_grace)
-        log.info("stopped", extra={"event": "stopped"})
+        try:
+            await election.start()
+            await built.set_serving(True)
+            log.info(
+                "serving on %s:%d as replica %s",
+                host,
+                built.port,
+                replica.id,
+                extra={"event": "serving", "port": built.port, "address": replica.address},
+            )
+            await self.stopping.wait()
+        finally:
+            began = time.monotonic()
+            self._draining = True
+            await built.set_serving(False)
+            await election.stop(resign=True)
+            log.info(
+                "draining for up to %.1fs",
+                settings.shutdown_grace,
+                extra={"event": "draining", "resign_ms": round((time.monotonic() - began) * 1000)},
+            )
+            await built.server.stop(settings.shutdown_grace)
+            log.info("stopped", extra={"event": "stopped"})
 
 
 async def serve(settings: Settings) -> None:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _PREFIX = PREFIX.encode()
 _PREFIX_END = ec.prefix_range_end(_PREFIX)
+# Keys per range read when resyncing, so no answer nears gRPC's 4 MiB message limit
+# unless single values are very large.
+RESYNC_PAGE = 500
 _ETCD_ERRORS = (ec.EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError)
 
 
@@ -251,7 +254,8 @@ class EtcdStore:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, future))
         try:
-            await asyncio.wait_for(future, self._timeout if timeout is None else timeout)
+            async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                await future
             return True
         except TimeoutError:
             return False
@@ -309,11 +313,22 @@ class EtcdStore:
         return int(resp.header.revision)
 
     async def put(
-        self, kind: str, name: str, value: bytes, *, lease: int = 0, fence: Fence | None = None
+        self,
+        kind: str,
+        name: str,
+        value: bytes,
+        *,
+        lease: int = 0,
+        fence: Fence | None = None,
+        fail_fast: bool = True,
     ) -> int:
-        """Write a key whatever its state (for keys with one writer, such as a replica's own)."""
+        """Write a key whatever its state (for keys with one writer, such as a replica's own).
+
+        ``fail_fast=False`` asks etcd even while the last probe failed: for a
+        caller that must act on etcd's own answer, such as a leader proving its term.
+        """
         key = key_for(kind, name)
-        resp = await self._txn([], [_put(key, value, lease)], key, fence)
+        resp = await self._txn([], [_put(key, value, lease)], key, fence, fail_fast=fail_fast)
         if not resp.succeeded:
             self._raise_fence(resp, fence)
         return int(resp.header.revision)
@@ -460,8 +475,11 @@ class EtcdStore:
         success: list[ec.rpc_pb2.RequestOp],
         key: bytes,
         fence: Fence | None,
+        *,
+        fail_fast: bool = True,
     ) -> ec.rpc_pb2.TxnResponse:
-        self._check_reachable()
+        if fail_fast:
+            self._check_reachable()
         client = self._require_client()
         failure = [ec.rpc_pb2.RequestOp(request_range=ec.rpc_pb2.RangeRequest(key=key))]
         if fence is not None:
@@ -511,10 +529,24 @@ class EtcdStore:
         self._waiters = still
 
     async def _resync(self) -> int:
+        """Reload the whole prefix in pages, all read at one revision."""
         client = self._require_client()
-        resp = await client.kv.get(_PREFIX, range_end=_PREFIX_END, timeout=self._timeout)
-        revision = int(resp.header.revision)
-        self.cache.load((_entry(kv) for kv in resp.kvs), revision)
+        entries: list[Entry] = []
+        start, revision = _PREFIX, 0
+        while True:
+            resp = await client.kv.get(
+                start,
+                range_end=_PREFIX_END,
+                revision=revision,
+                limit=RESYNC_PAGE,
+                timeout=self._timeout,
+            )
+            revision = revision or int(resp.header.revision)
+            entries.extend(_entry(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                break
+            start = bytes(resp.kvs[-1].key) + b"\x00"
+        self.cache.load(entries, revision)
         self._resyncs += 1
         self._confirm(revision)
         return revision
@@ -532,7 +564,11 @@ class EtcdStore:
                 current = asyncio.current_task()
                 if self._closing or (current is not None and current.cancelling()):
                     raise
-            except _ETCD_ERRORS as exc:
+            except Exception as exc:
+                # Anything else (a bug, an unexpected error type) must not end the
+                # watch for good: the cache would stay stale forever.
+                if not isinstance(exc, _ETCD_ERRORS):
+                    log.exception("unexpected error in the etcd watch")
                 self._note_failure(exc)
                 # One warning per outage; the retries that follow would only repeat it.
                 level = logging.WARNING if backoff <= 0.05 else logging.DEBUG
@@ -559,7 +595,9 @@ class EtcdStore:
             while True:
                 yield await requests.get()
 
-        call = self._watch_stub.Watch(outgoing())
+        # hasleader: etcd ends the stream if its member loses the raft leader, instead
+        # of keeping a cut-off member's frozen view alive.
+        call = self._watch_stub.Watch(outgoing(), metadata=(("hasleader", "true"),))
         self._watch_call = call
         self._progress = requests
         try:
@@ -582,9 +620,10 @@ class EtcdStore:
                     self.cache.apply(events, max(ev.revision for ev in events))
                     self._confirm(self.cache.revision)
                 else:
-                    # A progress notification: every event up to this revision was sent.
-                    self.cache.advance(int(resp.header.revision))
-                    self._confirm(int(resp.header.revision))
+                    # A progress notification proves the stream is alive. Before etcd
+                    # 3.5.8 its revision may run ahead of events still queued
+                    # (etcd issue 15220), so it must not advance the cache revision.
+                    self._confirm(self.cache.revision)
             if self._reset_watch:
                 return
         finally:
@@ -608,7 +647,9 @@ class EtcdStore:
                     self._progress.put_nowait(
                         ec.rpc_pb2.WatchRequest(progress_request=ec.rpc_pb2.WatchProgressRequest())
                     )
-            except _ETCD_ERRORS as exc:
+            except Exception as exc:
+                if not isinstance(exc, _ETCD_ERRORS):
+                    log.exception("unexpected error in the etcd probe")
                 if self._reachable:
                     log.warning("etcd unreachable: %s; serving stale reads", _describe(exc))
                 self._note_failure(exc)
