@@ -17,13 +17,13 @@ import time
 from google.protobuf import timestamp_pb2
 
 from bulwark import __version__
-from bulwark.v1 import cluster_pb2
+from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.observability import TelemetryInterceptor, setup_telemetry
-from bulwark_server.server import build_server
+from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ class Replica:
             id=settings.replica_id, version=__version__, started_at=started
         )
         election = Election(store, replica, ttl=settings.lease_ttl)
-        cluster = ClusterServicer(store, election, draining=lambda: self._draining)
-        built = build_server(settings, cluster, [TelemetryInterceptor(telemetry)])
+        built = build_server(
+            settings, self._bindings(store, election), [TelemetryInterceptor(telemetry)]
+        )
         host, listen_port = split_host_port(settings.listen, "listen")
         if listen_port == 0:
             # Bound to a free port: advertise the port actually bound.
@@ -113,6 +114,16 @@ class Replica:
             )
             await built.server.stop(settings.shutdown_grace)
             log.info("stopped", extra={"event": "stopped"})
+
+    def _bindings(self, store: EtcdStore, election: Election) -> list[ServiceBinding]:
+        """Every bulwark.v1 service this replica serves."""
+        return [
+            ServiceBinding(
+                cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+                ClusterServicer(store, election, draining=lambda: self._draining),
+                cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+            ),
+        ]
 
 
 async def serve(settings: Settings) -> None:

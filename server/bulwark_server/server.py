@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
-from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.config import Settings
 
-SERVICE_NAMES: tuple[str, ...] = (
-    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-)
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service: its full name, its servicer and the generated add function."""
+
+    name: str
+    servicer: Any
+    add: Callable[[Any, grpc.aio.Server], None]
 
 
 @dataclass
@@ -23,6 +28,7 @@ class BuiltServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
+    service_names: tuple[str, ...]
 
     async def set_serving(self, serving: bool) -> None:
         """Set overall ("") and per-service health."""
@@ -31,13 +37,13 @@ class BuiltServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.service_names):
             await self.health.set(name, state)
 
 
 def build_server(
     settings: Settings,
-    cluster: ClusterServicer,
+    bindings: Sequence[ServiceBinding],
     interceptors: list[grpc.aio.ServerInterceptor],
 ) -> BuiltServer:
     """Create (not start) the server bound to ``settings.listen``; port 0 picks a free port."""
@@ -47,16 +53,19 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # Without this a second server on the same port would start silently.
             ("grpc.so_reuseport", 0),
         ],
     )
-    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(cluster, server)
+    for binding in bindings:
+        binding.add(binding.servicer, server)
+    names = tuple(b.name for b in bindings)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot bind {settings.listen}")
-    return BuiltServer(server, health_servicer, port)
+    return BuiltServer(server, health_servicer, port, names)

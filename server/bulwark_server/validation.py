@@ -1,0 +1,81 @@
+"""Input checks shared by every capability. Pure: raise InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from google.protobuf import duration_pb2
+
+from bulwark_server.errors import InvalidArgument
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_ID_LENGTH = 256
+
+
+def validate_name(value: str, field: str = "name") -> str:
+    """A resource name: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not NAME_RE.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value[:64]!r} is not a valid name (1-128 letters, digits, '.', '_', '-', "
+            "starting with a letter or digit)",
+        )
+    return value
+
+
+def validate_id(value: str, field: str, *, required: bool = True) -> str:
+    """A free-form identifier (caller, holder, reporter): printable, at most 256 characters."""
+    if not value:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return value
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidArgument(field, "must be printable text")
+    return value
+
+
+def duration_seconds(
+    value: duration_pb2.Duration,
+    field: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = 365 * 86400.0,
+) -> float:
+    """Seconds of a Duration, checked against [minimum, maximum]."""
+    if value.nanos and (value.seconds * value.nanos < 0 or abs(value.nanos) >= 1_000_000_000):
+        raise InvalidArgument(field, "is not a valid duration")
+    seconds = value.seconds + value.nanos / 1e9
+    if seconds < minimum:
+        raise InvalidArgument(field, f"must be at least {minimum:g}s, got {seconds:g}s")
+    if seconds > maximum:
+        raise InvalidArgument(field, f"must be at most {maximum:g}s, got {seconds:g}s")
+    return seconds
+
+
+def page_params(page_size: int, page_token: str) -> tuple[int, str]:
+    """(size, start_after) from a list request; InvalidArgument for a bad size or token."""
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be 0-{MAX_PAGE_SIZE}, got {page_size}")
+    size = page_size or DEFAULT_PAGE_SIZE
+    if not page_token:
+        return size, ""
+    try:
+        start_after = base64.urlsafe_b64decode(page_token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("page_token", "is not a token returned by this API") from None
+    if not NAME_RE.match(start_after):
+        raise InvalidArgument("page_token", "is not a token returned by this API")
+    return size, start_after
+
+
+def page_token(last_name: str) -> str:
+    """The opaque token of the page after ``last_name``."""
+    return base64.urlsafe_b64encode(last_name.encode()).decode()
