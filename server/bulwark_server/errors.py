@@ -16,6 +16,8 @@ status code in one table.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BulwarkError(Exception):
     """Base of every error a capability may raise on purpose."""
@@ -46,7 +48,15 @@ class FailedPrecondition(BulwarkError):
 
 
 class Conflict(BulwarkError):
-    """A concurrent writer changed the object first; re-read and retry."""
+    """A concurrent writer changed the object first; re-read and retry.
+
+    ``current`` is the object as the failed compare-and-swap found it, when known,
+    so a retry need not wait for the cache.
+    """
+
+    def __init__(self, message: str, current: Any = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class ResourceExhausted(BulwarkError):

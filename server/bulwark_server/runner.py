@@ -13,12 +13,16 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 from google.protobuf import timestamp_pb2
 
 from bulwark import __version__
-from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
+from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, cluster_pb2, cluster_pb2_grpc
+from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.cluster import ClusterServicer
+from bulwark_server.api.forwarding import LeaderForwarder
+from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
 from bulwark_server.etcd_process import EtcdMember
@@ -36,6 +40,7 @@ class Replica:
         self.settings = settings
         self.stopping = asyncio.Event()
         self._draining = False
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -113,15 +118,26 @@ class Replica:
                 extra={"event": "draining", "resign_ms": round((time.monotonic() - began) * 1000)},
             )
             await built.server.stop(settings.shutdown_grace)
+            for close in self._closers:
+                await close()
             log.info("stopped", extra={"event": "stopped"})
 
     def _bindings(self, store: EtcdStore, election: Election) -> list[ServiceBinding]:
         """Every bulwark.v1 service this replica serves."""
+        forwarder = LeaderForwarder(store, election.replica.id, self.settings.etcd_timeout)
+        self._closers.append(forwarder.close)
+        breakers = BreakerRegistry(store, election)
+        self._closers.append(breakers.stop)
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 ClusterServicer(store, election, draining=lambda: self._draining),
                 cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
+                BreakerServicer(breakers, store, election, forwarder),
+                breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
             ),
         ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,12 +48,16 @@ class Event:
 class Cache:
     """Sorted map of key → Entry at a known etcd revision."""
 
-    def __init__(self, max_queue: int = 10_000) -> None:
+    def __init__(self, max_queue: int = 10_000, history: int = 10_000) -> None:
         self._entries: dict[bytes, Entry] = {}
         self._sorted: list[bytes] = []
         self.revision = 0
         self._subscribers: set[asyncio.Queue[list[Event]]] = set()
         self._max_queue = max_queue
+        # Recent events, so a watcher can resume from a revision without a snapshot.
+        # Every event with revision > _history_floor is in _history.
+        self._history: deque[Event] = deque(maxlen=history)
+        self._history_floor = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,6 +97,10 @@ class Cache:
         self._entries = fresh
         self._sorted = sorted(fresh)
         self.revision = max(self.revision, revision)
+        # What happened between the last watch event and this read is unknown,
+        # so no resume point before it can be served from history.
+        self._history.clear()
+        self._history_floor = self.revision
         self._publish(events)
         return events
 
@@ -112,8 +121,24 @@ class Cache:
                 del self._sorted[bisect.bisect_left(self._sorted, key)]
                 applied.append(Event(EventType.DELETE, old, ev.revision))
         self.revision = max(self.revision, revision)
+        for ev in applied:
+            if len(self._history) == self._history.maxlen:
+                self._history_floor = self._history[0].revision
+            self._history.append(ev)
         self._publish(applied)
         return applied
+
+    def events_after(self, revision: int, prefix: bytes = b"") -> list[Event] | None:
+        """Events under ``prefix`` with a revision above ``revision``, oldest first.
+
+        None when the history no longer reaches back that far (the caller must
+        take a snapshot instead).
+        """
+        if revision < self._history_floor:
+            return None
+        return [
+            ev for ev in self._history if ev.revision > revision and ev.entry.key.startswith(prefix)
+        ]
 
     def advance(self, revision: int) -> None:
         """Record that etcd confirmed nothing changed up to ``revision``."""

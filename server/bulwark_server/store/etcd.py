@@ -308,7 +308,8 @@ class EtcdStore:
                 raise NotFound(f"{kind}/{name} does not exist")
             raise Conflict(
                 f"{kind}/{name} changed at revision {current.mod_revision} "
-                f"(expected {expected_mod_revision}); re-read and retry"
+                f"(expected {expected_mod_revision}); re-read and retry",
+                current=current,
             )
         return int(resp.header.revision)
 
@@ -358,7 +359,8 @@ class EtcdStore:
                 raise NotFound(f"{kind}/{name} does not exist")
             raise Conflict(
                 f"{kind}/{name} changed at revision {current.mod_revision} "
-                f"(expected {expected_mod_revision}); re-read and retry"
+                f"(expected {expected_mod_revision}); re-read and retry",
+                current=current,
             )
         return int(resp.header.revision)
 

@@ -283,3 +283,27 @@ class WatchBreakersResponse(_message.Message):
     breaker: CircuitBreaker
     revision: int
     def __init__(self, type: _Optional[_Union[_watch_pb2.WatchEventType, str]] = ..., breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class WindowBucket(_message.Message):
+    __slots__ = ("start", "calls", "failures", "slow_calls")
+    START_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    SLOW_CALLS_FIELD_NUMBER: _ClassVar[int]
+    start: float
+    calls: int
+    failures: int
+    slow_calls: int
+    def __init__(self, start: _Optional[float] = ..., calls: _Optional[int] = ..., failures: _Optional[int] = ..., slow_calls: _Optional[int] = ...) -> None: ...
+
+class BreakerWindow(_message.Message):
+    __slots__ = ("name", "buckets", "stats", "checkpointed_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    buckets: _containers.RepeatedCompositeFieldContainer[WindowBucket]
+    stats: WindowStats
+    checkpointed_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., buckets: _Optional[_Iterable[_Union[WindowBucket, _Mapping]]] = ..., stats: _Optional[_Union[WindowStats, _Mapping]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

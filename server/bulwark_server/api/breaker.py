@@ -1,0 +1,248 @@
+"""CircuitBreakerService: validate, call the breaker registry, map errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, watch_pb2
+from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
+from bulwark_server.api.status import rpc, status_for
+from bulwark_server.breakers.registry import KIND, BreakerRegistry
+from bulwark_server.election import Election
+from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
+from bulwark_server.store import EtcdStore, Event, EventType
+from bulwark_server.store.keys import kind_prefix
+from bulwark_server.validation import page_params, validate_id, validate_name
+
+MAX_REPORT_ENTRIES = 1000
+MAX_COUNT = 10**9
+MAX_REASON = 1024
+MAX_WATCH_NAMES = 1000
+FORCEABLE = (
+    breaker_pb2.BREAKER_STATE_FORCED_OPEN,
+    breaker_pb2.BREAKER_STATE_DISABLED,
+    breaker_pb2.BREAKER_STATE_METRICS_ONLY,
+    breaker_pb2.BREAKER_STATE_CLOSED,
+)
+
+
+def _expected_revision(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("expected_revision", f"must not be negative, got {value}")
+    return value
+
+
+def _validate_report(request: breaker_pb2.ReportOutcomesRequest) -> None:
+    validate_id(request.reporter, "reporter")
+    if len(request.outcomes) > MAX_REPORT_ENTRIES:
+        raise InvalidArgument(
+            "outcomes", f"at most {MAX_REPORT_ENTRIES} entries, got {len(request.outcomes)}"
+        )
+    for i, item in enumerate(request.outcomes):
+        validate_name(item.name, f"outcomes[{i}].name")
+        counts = item.counts
+        for field in ("successes", "failures", "slow_calls"):
+            value = getattr(counts, field)
+            if not 0 <= value <= MAX_COUNT:
+                raise InvalidArgument(
+                    f"outcomes[{i}].counts.{field}", f"must be 0-{MAX_COUNT}, got {value}"
+                )
+        if counts.slow_calls > counts.successes + counts.failures:
+            raise InvalidArgument(
+                f"outcomes[{i}].counts.slow_calls",
+                "cannot exceed successes + failures (slow calls are among them)",
+            )
+
+
+class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
+    """Thin layer over BreakerRegistry; ReportOutcomes on a follower is forwarded to the leader."""
+
+    def __init__(
+        self,
+        registry: BreakerRegistry,
+        store: EtcdStore,
+        election: Election,
+        forwarder: LeaderForwarder,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._election = election
+        self._forwarder = forwarder
+
+    @rpc
+    async def PutBreaker(
+        self, request: breaker_pb2.PutBreakerRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.PutBreakerResponse:
+        validate_name(request.name)
+        expected = _expected_revision(request.expected_revision)
+        breaker, created = await self._registry.put(request.name, request.config, expected)
+        return breaker_pb2.PutBreakerResponse(breaker=breaker, created=created)
+
+    @rpc
+    async def GetBreaker(
+        self, request: breaker_pb2.GetBreakerRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.GetBreakerResponse:
+        validate_name(request.name)
+        return breaker_pb2.GetBreakerResponse(
+            breaker=self._registry.get(request.name), stale=self._store.status().stale
+        )
+
+    @rpc
+    async def ListBreakers(
+        self, request: breaker_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.ListBreakersResponse:
+        size, start_after = page_params(request.page_size, request.page_token)
+        breakers, token = self._registry.list(size, start_after)
+        return breaker_pb2.ListBreakersResponse(breakers=breakers, next_page_token=token)
+
+    @rpc
+    async def DeleteBreaker(
+        self, request: breaker_pb2.DeleteBreakerRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.DeleteBreakerResponse:
+        validate_name(request.name)
+        expected = _expected_revision(request.expected_revision)
+        revision = await self._registry.delete(request.name, expected)
+        return breaker_pb2.DeleteBreakerResponse(revision=revision)
+
+    @rpc
+    async def Allow(
+        self, request: breaker_pb2.AllowRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.AllowResponse:
+        validate_name(request.name)
+        validate_id(request.caller, "caller", required=False)
+        decision, state, revision = await self._registry.allow(request.name)
+        response = breaker_pb2.AllowResponse(
+            allowed=decision.allowed,
+            state=state,
+            trial=decision.trial,
+            revision=revision,
+            stale=self._store.status().stale,
+        )
+        if not decision.allowed and math.isfinite(decision.retry_after):
+            response.retry_after.FromNanoseconds(int(max(0.0, decision.retry_after) * 1e9))
+        return response
+
+    @rpc
+    async def ReportOutcomes(
+        self, request: breaker_pb2.ReportOutcomesRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.ReportOutcomesResponse:
+        _validate_report(request)
+        if not self._election.is_leader:
+            if was_forwarded(context):
+                raise NotLeader("this replica no longer leads; retry")
+            return await self._forwarder.call(
+                lambda channel: breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ReportOutcomes,
+                request,
+            )
+        accepted, unknown = await self._registry.record(list(request.outcomes))
+        return breaker_pb2.ReportOutcomesResponse(accepted=accepted, unknown_breakers=unknown)
+
+    @rpc
+    async def ForceState(
+        self, request: breaker_pb2.ForceStateRequest, context: grpc.aio.ServicerContext
+    ) -> breaker_pb2.ForceStateResponse:
+        validate_name(request.name)
+        if request.state not in FORCEABLE:
+            raise InvalidArgument(
+                "state", "must be FORCED_OPEN, DISABLED, METRICS_ONLY or CLOSED (to reset)"
+            )
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument("reason", f"longer than {MAX_REASON} characters")
+        actor = validate_id(request.actor, "actor", required=False) or "anonymous"
+        breaker = await self._registry.force(request.name, request.state, actor, request.reason)
+        return breaker_pb2.ForceStateResponse(breaker=breaker)
+
+    async def WatchBreakers(
+        self, request: breaker_pb2.WatchBreakersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[breaker_pb2.WatchBreakersResponse]:
+        try:
+            names = self._validate_watch(request)
+        except BulwarkError as error:
+            await context.abort(status_for(error), error.message)
+        queue = self._store.subscribe()
+        try:
+            sent = request.start_revision
+            replay = self._store.cache.events_after(sent, kind_prefix(KIND)) if sent else None
+            if replay is None:
+                for response in self._snapshot(names):
+                    yield response
+                sent = self._store.cache.revision
+            else:
+                for ev in replay:
+                    response = self._event(ev, names)
+                    if response is not None:
+                        yield response
+                    sent = max(sent, ev.revision)
+            while True:
+                batch = await queue.get()
+                if not batch:
+                    # This watcher fell too far behind and missed changes: start over.
+                    self._store.unsubscribe(queue)
+                    queue = self._store.subscribe()
+                    for response in self._snapshot(names):
+                        yield response
+                    sent = self._store.cache.revision
+                    continue
+                for ev in batch:
+                    if ev.revision <= sent:
+                        continue
+                    response = self._event(ev, names)
+                    if response is not None:
+                        yield response
+                sent = max(sent, batch[-1].revision)
+        finally:
+            self._store.unsubscribe(queue)
+
+    def _validate_watch(self, request: breaker_pb2.WatchBreakersRequest) -> frozenset[str]:
+        if request.start_revision < 0:
+            raise InvalidArgument("start_revision", "must not be negative")
+        if len(request.names) > MAX_WATCH_NAMES:
+            raise InvalidArgument("names", f"at most {MAX_WATCH_NAMES} names")
+        for i, name in enumerate(request.names):
+            validate_name(name, f"names[{i}]")
+        return frozenset(request.names)
+
+    def _snapshot(self, names: frozenset[str]) -> list[breaker_pb2.WatchBreakersResponse]:
+        revision = self._store.cache.revision
+        out = []
+        for entry in self._store.scan(KIND):
+            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
+            if names and breaker.name not in names:
+                continue
+            breaker.revision = entry.mod_revision
+            out.append(
+                breaker_pb2.WatchBreakersResponse(
+                    type=watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT,
+                    breaker=breaker,
+                    revision=entry.mod_revision,
+                )
+            )
+        out.append(
+            breaker_pb2.WatchBreakersResponse(
+                type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
+            )
+        )
+        return out
+
+    def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
+        prefix = kind_prefix(KIND)
+        if not ev.entry.key.startswith(prefix):
+            return None
+        name = ev.entry.key[len(prefix) :].decode()
+        if names and name not in names:
+            return None
+        if ev.type is EventType.DELETE:
+            return breaker_pb2.WatchBreakersResponse(
+                type=watch_pb2.WATCH_EVENT_TYPE_DELETE,
+                breaker=breaker_pb2.CircuitBreaker(name=name),
+                revision=ev.revision,
+            )
+        breaker = breaker_pb2.CircuitBreaker.FromString(ev.entry.value)
+        breaker.revision = ev.entry.mod_revision
+        return breaker_pb2.WatchBreakersResponse(
+            type=watch_pb2.WATCH_EVENT_TYPE_PUT, breaker=breaker, revision=ev.revision
+        )

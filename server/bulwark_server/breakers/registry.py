@@ -1,0 +1,430 @@
+"""The fleet's circuit breakers: configuration and shared state in etcd, windows on the leader.
+
+Guarantees:
+
+* A breaker (configuration and ``BreakerStatus``) is one key,
+  ``/bulwark/v1/breakers/<name>``. Every change is a compare-and-swap on it,
+  so concurrent replicas never lose an update.
+* ``allow`` answers from the replica's cache. Only two decisions write: the
+  first call after the wait in OPEN (OPEN → HALF_OPEN) and each HALF_OPEN
+  trial permit. Both are compare-and-swap writes, so the fleet hands out
+  exactly ``permitted_number_of_calls_in_half_open_state`` trial permits,
+  whichever replicas the calls reach, and across leader failover.
+* Outcome reports are aggregated by the leader into one sliding window per
+  breaker (followers forward them). Transitions decided by the leader are
+  fenced writes: a deposed leader cannot trip or close a breaker.
+* The leader checkpoints each changed window every ``checkpoint_interval``
+  under ``/bulwark/v1/breaker-windows/<name>``; a new leader goes on from the
+  last checkpoint, so a failover loses at most the reports of one interval.
+* The OPEN → HALF_OPEN timer (when automatic) and the HALF_OPEN time limit run
+  on the leader from the stored ``open_until`` / ``state_since``, so they
+  survive failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from google.protobuf import timestamp_pb2
+
+from bulwark.v1 import breaker_pb2
+from bulwark_server.breakers import machine
+from bulwark_server.breakers.config import normalize_config
+from bulwark_server.breakers.window import SlidingWindow
+from bulwark_server.election import Election, read_leader
+from bulwark_server.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    NotLeader,
+    StoreUnavailable,
+)
+from bulwark_server.store import EtcdStore, Fence
+from bulwark_server.store.cache import Entry
+from bulwark_server.validation import page_token
+
+log = logging.getLogger(__name__)
+
+KIND = "breakers"
+WINDOW_KIND = "breaker-windows"
+CAS_ATTEMPTS = 50
+# States whose outcomes feed the sliding window.
+COUNTING = (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_METRICS_ONLY)
+
+Mutation = Callable[[breaker_pb2.CircuitBreaker], breaker_pb2.CircuitBreaker | None]
+
+
+class BreakerRegistry:
+    """Reads, writes and decisions for every breaker, and the leader's aggregation loop."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        election: Election,
+        *,
+        clock: Callable[[], float] = time.time,
+        tick_interval: float = 0.1,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._election = election
+        self._clock = clock
+        self._tick_interval = tick_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._decoded: dict[str, tuple[int, breaker_pb2.CircuitBreaker]] = {}
+        self._windows: dict[str, tuple[tuple[int, int], SlidingWindow]] = {}
+        self._dirty: set[str] = set()
+        self._last_transitions: dict[str, int] = {}
+        self._leader_task: asyncio.Task[None] | None = None
+        election.on_change(self._on_leadership)
+
+    # -- reads (from the cache) -------------------------------------------------
+
+    def current(self, name: str) -> tuple[breaker_pb2.CircuitBreaker, int]:
+        """The cached breaker (shared: do not mutate) and its revision; NotFound if absent."""
+        entry = self._store.get(KIND, name)
+        if entry is None:
+            self._decoded.pop(name, None)
+            raise NotFound(f"breaker {name!r} does not exist")
+        cached = self._decoded.get(name)
+        if cached is None or cached[0] != entry.mod_revision:
+            cached = (entry.mod_revision, breaker_pb2.CircuitBreaker.FromString(entry.value))
+            self._decoded[name] = cached
+        return cached[1], cached[0]
+
+    def get(self, name: str) -> breaker_pb2.CircuitBreaker:
+        """A copy of the breaker with its revision and current window rates."""
+        breaker, revision = self.current(name)
+        out = breaker_pb2.CircuitBreaker()
+        out.CopyFrom(breaker)
+        out.revision = revision
+        out.window.CopyFrom(self.window_stats(breaker))
+        return out
+
+    def list(self, size: int, start_after: str) -> tuple[list[breaker_pb2.CircuitBreaker], str]:
+        """One page of breakers in name order, and the next page's token ("" on the last)."""
+        entries = self._store.scan(KIND, start_after=start_after, limit=size + 1)
+        page = [self._from_entry(e) for e in entries[:size]]
+        token = page_token(page[-1].name) if len(entries) > size else ""
+        return page, token
+
+    def window_stats(self, breaker: breaker_pb2.CircuitBreaker) -> breaker_pb2.WindowStats:
+        """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere."""
+        held = self._windows.get(breaker.name)
+        if held is not None and self._election.is_leader:
+            return held[1].stats(self._clock(), breaker.config.minimum_number_of_calls)
+        entry = self._store.get(WINDOW_KIND, breaker.name)
+        if entry is None:
+            return breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
+        return breaker_pb2.BreakerWindow.FromString(entry.value).stats
+
+    # -- configuration ----------------------------------------------------------
+
+    async def put(
+        self, name: str, config: breaker_pb2.BreakerConfig, expected_revision: int = 0
+    ) -> tuple[breaker_pb2.CircuitBreaker, bool]:
+        """Create the breaker or replace its configuration (its state is kept)."""
+        normalized = normalize_config(config)
+        for _ in range(CAS_ATTEMPTS):
+            entry = self._store.get(KIND, name)
+            if expected_revision and (entry is None or entry.mod_revision != expected_revision):
+                if entry is None:
+                    raise NotFound(f"breaker {name!r} does not exist")
+                raise Conflict(
+                    f"breaker {name!r} is at revision {entry.mod_revision}, not {expected_revision}"
+                )
+            try:
+                if entry is None:
+                    breaker = breaker_pb2.CircuitBreaker(
+                        name=name,
+                        config=normalized,
+                        status=machine.initial_status(self._clock()),
+                    )
+                    await self._store.create(KIND, name, breaker.SerializeToString())
+                    return self.get(name), True
+                breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
+                breaker.config.CopyFrom(normalized)
+                await self._store.update(
+                    KIND,
+                    name,
+                    breaker.SerializeToString(),
+                    expected_mod_revision=entry.mod_revision,
+                )
+                return self.get(name), False
+            except (AlreadyExists, Conflict):
+                if expected_revision:
+                    raise
+                await self._refresh(name)
+        raise Conflict(f"breaker {name!r} changed too often to update; retry")
+
+    async def delete(self, name: str, expected_revision: int = 0) -> int:
+        """Delete the breaker (and its window checkpoint)."""
+        revision = await self._store.delete(
+            KIND, name, expected_mod_revision=expected_revision or None
+        )
+        self._windows.pop(name, None)
+        self._decoded.pop(name, None)
+        with contextlib.suppress(NotFound, StoreUnavailable):
+            await self._store.delete(WINDOW_KIND, name)
+        return revision
+
+    async def force(
+        self, name: str, state: int, actor: str, reason: str
+    ) -> breaker_pb2.CircuitBreaker:
+        """Force a state (or reset to CLOSED), recording who and why."""
+        now = self._clock()
+
+        def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker:
+            b.status.CopyFrom(machine.force(b.config, b.status, state, actor, reason, now))
+            return b
+
+        await self._mutate(name, change)
+        return self.get(name)
+
+    # -- decisions --------------------------------------------------------------
+
+    async def allow(self, name: str) -> tuple[machine.Decision, int, int]:
+        """(decision, state decided in, revision). Writes only for OPEN→HALF_OPEN and trials."""
+        breaker, revision = self.current(name)
+        now = self._clock()
+        decision = machine.allow(breaker.config, breaker.status, now)
+        if decision.new_status is None:
+            return decision, breaker.status.state, revision
+        taken: list[machine.Decision] = []
+
+        def grant(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker | None:
+            # Decide again on the state actually being replaced.
+            d = machine.allow(b.config, b.status, now)
+            taken[:] = [d]
+            if d.new_status is None:
+                return None
+            b.status.CopyFrom(d.new_status)
+            return b
+
+        try:
+            written, revision = await self._mutate(name, grant)
+        except StoreUnavailable:
+            # A trial permit needs etcd's word; without it the safe answer is "not now".
+            return (
+                machine.Decision(allowed=False, trial=False, retry_after=1.0, new_status=None),
+                breaker.status.state,
+                revision,
+            )
+        return taken[0], written.status.state, revision
+
+    async def record(self, outcomes: list[breaker_pb2.BreakerOutcomes]) -> tuple[int, list[str]]:
+        """Aggregate a report on the leader; (accepted, unknown breaker names)."""
+        fence = self._fence()
+        accepted = 0
+        unknown: list[str] = []
+        for item in outcomes:
+            try:
+                breaker, _ = self.current(item.name)
+            except NotFound:
+                unknown.append(item.name)
+                continue
+            accepted += 1
+            await self._apply_outcomes(breaker, item.counts, fence)
+        return accepted, unknown
+
+    async def _apply_outcomes(
+        self, breaker: breaker_pb2.CircuitBreaker, counts: breaker_pb2.OutcomeCounts, fence: Fence
+    ) -> None:
+        now = self._clock()
+        name = breaker.name
+        state = breaker.status.state
+        calls = counts.successes + counts.failures
+        stats = breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
+        if state in COUNTING and calls:
+            window = self._window(breaker)
+            window.add(calls, counts.failures, counts.slow_calls, now)
+            self._dirty.add(name)
+            stats = window.stats(now, breaker.config.minimum_number_of_calls)
+        if state not in (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_HALF_OPEN):
+            return
+        if machine.on_outcomes(breaker.config, breaker.status, counts, stats, now) is None:
+            return
+
+        def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker | None:
+            new = machine.on_outcomes(b.config, b.status, counts, stats, now)
+            if new is None:
+                return None
+            b.status.CopyFrom(new)
+            return b
+
+        written, _ = await self._mutate(name, change, fence)
+        self._note_state(written)
+
+    # -- leader loop ------------------------------------------------------------
+
+    def _on_leadership(self, term: int | None) -> None:
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            self._leader_task = None
+        if term is not None:
+            self._leader_task = asyncio.get_running_loop().create_task(
+                self._lead(), name="breakers-leader"
+            )
+
+    async def _lead(self) -> None:
+        """While leading: restore windows, run timers, checkpoint windows."""
+        self._restore_windows()
+        next_checkpoint = time.monotonic() + self._checkpoint_interval
+        while self._election.is_leader:
+            try:
+                await self._tick()
+                if time.monotonic() >= next_checkpoint:
+                    await self._checkpoint()
+                    next_checkpoint = time.monotonic() + self._checkpoint_interval
+            except (NotLeader, StoreUnavailable) as exc:
+                log.debug("breaker leader loop: %s", exc)
+            except Exception:
+                log.exception("breaker leader loop failed; continuing")
+            await asyncio.sleep(self._tick_interval)
+
+    async def stop(self) -> None:
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leader_task
+            self._leader_task = None
+
+    async def _tick(self) -> None:
+        now = self._clock()
+        for entry in self._store.scan(KIND):
+            breaker = self._from_entry(entry)
+            self._note_state(breaker)
+            if machine.tick(breaker.config, breaker.status, now) is None:
+                continue
+
+            def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker | None:
+                new = machine.tick(b.config, b.status, now)
+                if new is None:
+                    return None
+                b.status.CopyFrom(new)
+                return b
+
+            written, _ = await self._mutate(breaker.name, change, self._fence())
+            self._note_state(written)
+
+    async def _checkpoint(self) -> None:
+        fence = self._fence()
+        for name in sorted(self._dirty):
+            held = self._windows.get(name)
+            entry = self._store.get(KIND, name)
+            self._dirty.discard(name)
+            if held is None or entry is None:
+                continue
+            breaker = self._from_entry(entry)
+            now = self._clock()
+            record = breaker_pb2.BreakerWindow(
+                name=name,
+                stats=held[1].stats(now, breaker.config.minimum_number_of_calls),
+                checkpointed_at=_timestamp(now),
+            )
+            for start, calls, failures, slow in held[1].to_buckets():
+                record.buckets.add(start=start, calls=calls, failures=failures, slow_calls=slow)
+            await self._store.put(WINDOW_KIND, name, record.SerializeToString(), fence=fence)
+
+    def _restore_windows(self) -> None:
+        self._windows.clear()
+        for entry in self._store.scan(WINDOW_KIND):
+            record = breaker_pb2.BreakerWindow.FromString(entry.value)
+            try:
+                breaker, _ = self.current(record.name)
+            except NotFound:
+                continue
+            shape = _shape(breaker)
+            buckets = [(b.start, b.calls, b.failures, b.slow_calls) for b in record.buckets]
+            self._windows[record.name] = (shape, SlidingWindow.from_buckets(*shape, buckets))
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _fence(self) -> Fence:
+        try:
+            return self._election.fence()
+        except NotLeader as exc:
+            leader = read_leader(self._store)
+            raise NotLeader(
+                "outcome reports are aggregated by the leader", leader.address if leader else ""
+            ) from exc
+
+    def _window(self, breaker: breaker_pb2.CircuitBreaker) -> SlidingWindow:
+        shape = _shape(breaker)
+        held = self._windows.get(breaker.name)
+        if held is None or held[0] != shape:
+            held = (shape, SlidingWindow(*shape))
+            self._windows[breaker.name] = held
+        return held[1]
+
+    def _note_state(self, breaker: breaker_pb2.CircuitBreaker) -> None:
+        """Start a fresh window whenever a breaker (re-)enters CLOSED, as resilience4j does."""
+        previous = self._last_transitions.get(breaker.name)
+        status = breaker.status
+        self._last_transitions[breaker.name] = status.transitions
+        # Any new transition into CLOSED (a reset of a CLOSED breaker included).
+        if (
+            previous is not None
+            and status.transitions > previous
+            and status.state == breaker_pb2.BREAKER_STATE_CLOSED
+        ):
+            held = self._windows.get(breaker.name)
+            if held is not None:
+                held[1].reset()
+                self._dirty.add(breaker.name)
+
+    def _from_entry(self, entry: Entry) -> breaker_pb2.CircuitBreaker:
+        breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
+        breaker.revision = entry.mod_revision
+        return breaker
+
+    async def _refresh(self, name: str) -> Entry | None:
+        entry = await self._store.read(KIND, name)
+        if entry is not None:
+            await self._store.wait_for_revision(entry.mod_revision, timeout=1.0)
+        return entry
+
+    async def _mutate(
+        self, name: str, change: Mutation, fence: Fence | None = None
+    ) -> tuple[breaker_pb2.CircuitBreaker, int]:
+        """Apply ``change`` to the current breaker with compare-and-swap, retrying on conflict.
+
+        ``change`` gets a private copy and returns it changed, or None for no change.
+        Returns the breaker as written (or as found) and its revision.
+        """
+        entry = self._store.get(KIND, name)
+        for _ in range(CAS_ATTEMPTS):
+            if entry is None:
+                raise NotFound(f"breaker {name!r} does not exist")
+            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
+            changed = change(breaker)
+            if changed is None:
+                return breaker, entry.mod_revision
+            changed.ClearField("revision")
+            changed.ClearField("window")
+            try:
+                revision = await self._store.update(
+                    KIND,
+                    name,
+                    changed.SerializeToString(),
+                    expected_mod_revision=entry.mod_revision,
+                    fence=fence,
+                )
+                return changed, revision
+            except Conflict as exc:
+                entry = exc.current if exc.current is not None else await self._refresh(name)
+        raise Conflict(f"breaker {name!r} changed too often to update; retry")
+
+
+def _shape(breaker: breaker_pb2.CircuitBreaker) -> tuple[int, int]:
+    return breaker.config.sliding_window_type, breaker.config.sliding_window_size
+
+
+def _timestamp(now: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return ts

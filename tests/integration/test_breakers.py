@@ -1,0 +1,327 @@
+"""Circuit breakers shared by a fleet, against real replica processes and a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import duration_pb2
+
+from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, watch_pb2
+from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from tests.integration.conftest import get_leader, wait_for
+
+OPEN = breaker_pb2.BREAKER_STATE_OPEN
+CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
+HALF_OPEN = breaker_pb2.BREAKER_STATE_HALF_OPEN
+
+
+def stub(address: str) -> tuple[grpc.Channel, breaker_pb2_grpc.CircuitBreakerServiceStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+
+
+def small_config(**overrides: object) -> breaker_pb2.BreakerConfig:
+    config = breaker_pb2.BreakerConfig(
+        failure_rate_threshold=50,
+        sliding_window_size=10,
+        minimum_number_of_calls=10,
+        permitted_number_of_calls_in_half_open_state=10,
+        wait_duration_in_open_state=duration_pb2.Duration(seconds=1),
+    )
+    for key, value in overrides.items():
+        if isinstance(value, duration_pb2.Duration):
+            getattr(config, key).CopyFrom(value)
+        else:
+            setattr(config, key, value)
+    return config
+
+
+def report(
+    s: breaker_pb2_grpc.CircuitBreakerServiceStub, name: str, ok: int, failed: int, who: str
+) -> breaker_pb2.ReportOutcomesResponse:
+    return s.ReportOutcomes(
+        breaker_pb2.ReportOutcomesRequest(
+            reporter=who,
+            outcomes=[
+                breaker_pb2.BreakerOutcomes(
+                    name=name, counts=breaker_pb2.OutcomeCounts(successes=ok, failures=failed)
+                )
+            ],
+        ),
+        timeout=5,
+    )
+
+
+@pytest.fixture
+def two_replicas(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> list[ReplicaProcess]:
+    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    wait_for(lambda: any((get_leader(r.address) or _no()).is_self for r in replicas), 10)
+    return replicas
+
+
+def _no():  # type: ignore[no-untyped-def]
+    from bulwark.v1 import cluster_pb2
+
+    return cluster_pb2.GetLeaderResponse()
+
+
+def test_put_get_list_delete_and_validation(two_replicas: list[ReplicaProcess]):
+    channel, s = stub(two_replicas[0].address)
+    with channel:
+        created = s.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
+        assert created.created
+        config = created.breaker.config
+        # resilience4j's defaults filled in
+        assert config.failure_rate_threshold == 50
+        assert config.slow_call_rate_threshold == 100
+        assert config.sliding_window_size == 100
+        assert config.minimum_number_of_calls == 100
+        assert config.permitted_number_of_calls_in_half_open_state == 10
+        assert config.wait_duration_in_open_state.seconds == 60
+        assert created.breaker.status.state == CLOSED
+
+        for i in range(5):
+            s.PutBreaker(breaker_pb2.PutBreakerRequest(name=f"dep-{i}"), timeout=5)
+        names, token = [], ""
+        while True:
+            page = s.ListBreakers(
+                breaker_pb2.ListBreakersRequest(page_size=2, page_token=token), timeout=5
+            )
+            names += [b.name for b in page.breakers]
+            token = page.next_page_token
+            if not token:
+                break
+        assert names == [f"dep-{i}" for i in range(5)] + ["payments"]
+
+        bad_cases = [
+            (
+                breaker_pb2.PutBreakerRequest(
+                    name="x", config=small_config(failure_rate_threshold=0)
+                ),
+                "config.failure_rate_threshold",
+            ),
+            (
+                breaker_pb2.PutBreakerRequest(name="x", config=small_config(sliding_window_size=0)),
+                "config.sliding_window_size",
+            ),
+            (breaker_pb2.PutBreakerRequest(name="bad name!"), "name"),
+            (breaker_pb2.PutBreakerRequest(name="x", expected_revision=-1), "expected_revision"),
+        ]
+        for request, field in bad_cases:
+            with pytest.raises(grpc.RpcError) as err:
+                s.PutBreaker(request, timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in (err.value.details() or "")
+        with pytest.raises(grpc.RpcError) as err:
+            s.GetBreaker(breaker_pb2.GetBreakerRequest(name="x"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was stored
+
+        stale_revision = created.breaker.revision
+        s.PutBreaker(
+            breaker_pb2.PutBreakerRequest(name="payments", config=small_config()), timeout=5
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            s.PutBreaker(
+                breaker_pb2.PutBreakerRequest(name="payments", expected_revision=stale_revision),
+                timeout=5,
+            )
+        assert err.value.code() == grpc.StatusCode.ABORTED
+
+        s.DeleteBreaker(breaker_pb2.DeleteBreakerRequest(name="payments"), timeout=5)
+        with pytest.raises(grpc.RpcError) as err:
+            s.Allow(breaker_pb2.AllowRequest(name="payments"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reports_on_two_replicas_trip_once_and_the_other_replica_sees_it_fast(
+    two_replicas: list[ReplicaProcess],
+):
+    a, b = two_replicas
+    ch_a, sa = stub(a.address)
+    ch_b, sb = stub(b.address)
+    with ch_a, ch_b:
+        sa.PutBreaker(breaker_pb2.PutBreakerRequest(name="db", config=small_config()), timeout=5)
+        wait_for(lambda: _exists(sb, "db"), 5)
+        watch = sb.WatchBreakers(breaker_pb2.WatchBreakersRequest(names=["db"]), timeout=30)
+        first = next(watch)
+        assert first.type == watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT
+        assert next(watch).type == watch_pb2.WATCH_EVENT_TYPE_SYNCED
+
+        # 10 calls, 6 failures, reported half to each replica: only the total trips it.
+        report(sa, "db", ok=2, failed=3, who="svc-1")
+        assert (
+            sb.GetBreaker(breaker_pb2.GetBreakerRequest(name="db"), timeout=5).breaker.status.state
+            == CLOSED
+        )
+        report(sb, "db", ok=2, failed=3, who="svc-2")
+
+        for event in watch:
+            if event.breaker.status.state == OPEN:
+                seen_at = time.time()
+                break
+        watch.cancel()
+        tripped = event.breaker.status.last_transition
+        lag_ms = (seen_at - tripped.at.ToNanoseconds() / 1e9) * 1000
+        assert lag_ms < 100, f"watcher saw OPEN {lag_ms:.0f} ms after the trip"
+        assert tripped.from_state == CLOSED and tripped.to_state == OPEN
+        assert tripped.calls == 10 and tripped.failure_rate == pytest.approx(60.0)
+
+        # More failures while OPEN do not trip it again.
+        report(sa, "db", ok=0, failed=10, who="svc-1")
+        final = sa.GetBreaker(breaker_pb2.GetBreakerRequest(name="db"), timeout=5).breaker
+        assert final.status.transitions == 1
+        assert not sa.Allow(breaker_pb2.AllowRequest(name="db"), timeout=5).allowed
+
+
+def _exists(s: breaker_pb2_grpc.CircuitBreakerServiceStub, name: str) -> bool:
+    try:
+        s.GetBreaker(breaker_pb2.GetBreakerRequest(name=name), timeout=2)
+        return True
+    except grpc.RpcError:
+        return False
+
+
+async def _allow_many(
+    addresses: list[str], name: str, count: int
+) -> list[breaker_pb2.AllowResponse]:
+    channels = [grpc.aio.insecure_channel(a) for a in addresses]
+    stubs = [breaker_pb2_grpc.CircuitBreakerServiceStub(c) for c in channels]
+    try:
+        return await asyncio.gather(
+            *(
+                stubs[i % len(stubs)].Allow(
+                    breaker_pb2.AllowRequest(name=name, caller=f"c{i}"), timeout=20
+                )
+                for i in range(count)
+            )
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def test_half_open_admits_exactly_n_trials_across_replicas(two_replicas: list[ReplicaProcess]):
+    a, b = two_replicas
+    ch, s = stub(a.address)
+    with ch:
+        s.PutBreaker(
+            breaker_pb2.PutBreakerRequest(
+                name="search", config=small_config(permitted_number_of_calls_in_half_open_state=7)
+            ),
+            timeout=5,
+        )
+        report(s, "search", ok=0, failed=10, who="svc")
+        wait_for(
+            lambda: (
+                s.GetBreaker(
+                    breaker_pb2.GetBreakerRequest(name="search"), timeout=2
+                ).breaker.status.state
+                == OPEN
+            ),
+            5,
+        )
+        time.sleep(1.1)  # the wait in OPEN
+        answers = asyncio.run(_allow_many([a.address, b.address], "search", 200))
+        granted = [r for r in answers if r.allowed]
+        assert len(granted) == 7
+        assert all(r.trial for r in granted)
+        assert all(r.retry_after.ToNanoseconds() > 0 for r in answers if not r.allowed)
+
+        # Seven successful trials close it again.
+        report(s, "search", ok=7, failed=0, who="svc")
+        wait_for(
+            lambda: (
+                s.GetBreaker(
+                    breaker_pb2.GetBreakerRequest(name="search"), timeout=2
+                ).breaker.status.state
+                == CLOSED
+            ),
+            5,
+        )
+
+
+def test_watch_resumes_from_a_revision_without_a_snapshot(two_replicas: list[ReplicaProcess]):
+    ch, s = stub(two_replicas[1].address)
+    with ch:
+        put = s.PutBreaker(breaker_pb2.PutBreakerRequest(name="cache"), timeout=5)
+        seen = put.breaker.revision
+        s.ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="cache",
+                state=breaker_pb2.BREAKER_STATE_FORCED_OPEN,
+                actor="ops",
+                reason="drill",
+            ),
+            timeout=5,
+        )
+        s.DeleteBreaker(breaker_pb2.DeleteBreakerRequest(name="cache"), timeout=5)
+        watch = s.WatchBreakers(breaker_pb2.WatchBreakersRequest(start_revision=seen), timeout=10)
+        forced, deleted = next(watch), next(watch)
+        watch.cancel()
+        assert forced.type == watch_pb2.WATCH_EVENT_TYPE_PUT
+        assert forced.breaker.status.state == breaker_pb2.BREAKER_STATE_FORCED_OPEN
+        assert forced.breaker.status.last_transition.actor == "ops"
+        assert deleted.type == watch_pb2.WATCH_EVENT_TYPE_DELETE
+        assert deleted.breaker.name == "cache"
+        assert forced.revision > seen and deleted.revision > forced.revision
+
+
+def test_open_to_half_open_timer_survives_leader_failover(local_cluster: LocalCluster):
+    replicas = local_cluster.replicas
+    views = {r.replica_id: get_leader(r.address) for r in replicas}
+    leader_id = next(v.leader.replica_id for v in views.values() if v is not None and v.is_self)
+    leader = next(r for r in replicas if r.replica_id == leader_id)
+    other = next(r for r in replicas if r is not leader)
+    ch, s = stub(other.address)
+    with ch:
+        s.PutBreaker(
+            breaker_pb2.PutBreakerRequest(
+                name="inventory",
+                config=small_config(
+                    wait_duration_in_open_state=duration_pb2.Duration(seconds=3),
+                    automatic_transition_from_open_to_half_open_enabled=True,
+                ),
+            ),
+            timeout=5,
+        )
+        report(s, "inventory", ok=0, failed=10, who="svc")
+        opened = wait_for(
+            lambda: (
+                (
+                    b := s.GetBreaker(
+                        breaker_pb2.GetBreakerRequest(name="inventory"), timeout=2
+                    ).breaker
+                ).status.state
+                == OPEN
+                and b
+            ),
+            5,
+        )
+        leader.signal(signal.SIGKILL)
+        half = wait_for(
+            lambda: (
+                (
+                    b := s.GetBreaker(
+                        breaker_pb2.GetBreakerRequest(name="inventory"), timeout=2
+                    ).breaker
+                ).status.state
+                == HALF_OPEN
+                and b
+            ),
+            10,
+        )
+        opened_at = opened.status.state_since.ToNanoseconds() / 1e9  # type: ignore[attr-defined]
+        moved_at = half.status.state_since.ToNanoseconds() / 1e9  # type: ignore[attr-defined]
+        # Moved by the new leader's timer, no Allow involved: after the wait, and
+        # late by no more than the lease TTL plus a second of election.
+        assert 3.0 <= moved_at - opened_at <= 3.0 + 2 + 1.5
+        assert half.status.last_transition.actor == ""  # type: ignore[attr-defined]
