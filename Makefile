@@ -38,7 +38,9 @@ proto: install
 	$(PY) protos/generate.py clients/python
 
 bench: install
-	$(PY) benchmarks/getleader_bench.py $(ARGS)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/getleader_bench.py
+	$(PY) benchmarks/breaker_bench.py
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)

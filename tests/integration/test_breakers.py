@@ -325,3 +325,70 @@ def test_open_to_half_open_timer_survives_leader_failover(local_cluster: LocalCl
         # late by no more than the lease TTL plus a second of election.
         assert 3.0 <= moved_at - opened_at <= 3.0 + 2 + 1.5
         assert half.status.last_transition.actor == ""  # type: ignore[attr-defined]
+
+
+BAD_REQUESTS = [
+    ("Allow", breaker_pb2.AllowRequest(name=""), "name"),
+    ("Allow", breaker_pb2.AllowRequest(name="ok", caller="x" * 300), "caller"),
+    ("GetBreaker", breaker_pb2.GetBreakerRequest(name="a/b"), "name"),
+    (
+        "DeleteBreaker",
+        breaker_pb2.DeleteBreakerRequest(name="ok", expected_revision=-5),
+        "expected_revision",
+    ),
+    ("ListBreakers", breaker_pb2.ListBreakersRequest(page_size=5000), "page_size"),
+    ("ListBreakers", breaker_pb2.ListBreakersRequest(page_token="%%%"), "page_token"),
+    ("ReportOutcomes", breaker_pb2.ReportOutcomesRequest(reporter=""), "reporter"),
+    (
+        "ReportOutcomes",
+        breaker_pb2.ReportOutcomesRequest(
+            reporter="r",
+            outcomes=[
+                breaker_pb2.BreakerOutcomes(
+                    name="ok", counts=breaker_pb2.OutcomeCounts(failures=-1)
+                )
+            ],
+        ),
+        "outcomes[0].counts.failures",
+    ),
+    (
+        "ReportOutcomes",
+        breaker_pb2.ReportOutcomesRequest(
+            reporter="r",
+            outcomes=[
+                breaker_pb2.BreakerOutcomes(
+                    name="ok", counts=breaker_pb2.OutcomeCounts(successes=1, slow_calls=2)
+                )
+            ],
+        ),
+        "outcomes[0].counts.slow_calls",
+    ),
+    (
+        "ForceState",
+        breaker_pb2.ForceStateRequest(name="ok", state=breaker_pb2.BREAKER_STATE_HALF_OPEN),
+        "state",
+    ),
+    ("ForceState", breaker_pb2.ForceStateRequest(name="ok", state=99), "state"),
+]
+
+
+def test_bad_input_is_invalid_argument_naming_the_field(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    replica = replica_factory("solo", [etcd.endpoint])
+    ch, s = stub(replica.address)
+    with ch:
+        s.PutBreaker(breaker_pb2.PutBreakerRequest(name="ok"), timeout=5)
+        before = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="ok"), timeout=5).breaker
+        for method, request, field in BAD_REQUESTS:
+            with pytest.raises(grpc.RpcError) as err:
+                getattr(s, method)(request, timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, field)
+            assert field in (err.value.details() or ""), (method, err.value.details())
+        watch = s.WatchBreakers(breaker_pb2.WatchBreakersRequest(names=["no/slash"]), timeout=5)
+        with pytest.raises(grpc.RpcError) as err:
+            next(watch)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "names[0]" in (err.value.details() or "")
+        after = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="ok"), timeout=5).breaker
+        assert after.revision == before.revision  # nothing stored by rejected requests
