@@ -18,11 +18,20 @@ from collections.abc import Awaitable, Callable
 from google.protobuf import timestamp_pb2
 
 from bulwark import __version__
-from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, cluster_pb2, cluster_pb2_grpc
+from bulwark.v1 import (
+    breaker_pb2,
+    breaker_pb2_grpc,
+    bulkhead_pb2,
+    bulkhead_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+)
 from bulwark_server.api.breaker import BreakerServicer
+from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.breakers.registry import BreakerRegistry
+from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
 from bulwark_server.etcd_process import EtcdMember
@@ -128,6 +137,8 @@ class Replica:
         self._closers.append(forwarder.close)
         breakers = BreakerRegistry(store, election)
         self._closers.append(breakers.stop)
+        bulkheads = BulkheadManager(store)
+        self._closers.append(bulkheads.close)
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -138,6 +149,11 @@ class Replica:
                 breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
                 BreakerServicer(breakers, store, election, forwarder),
                 breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                bulkhead_pb2.DESCRIPTOR.services_by_name["BulkheadService"].full_name,
+                BulkheadServicer(bulkheads),
+                bulkhead_pb2_grpc.add_BulkheadServiceServicer_to_server,
             ),
         ]
 

@@ -1,0 +1,532 @@
+"""BulkheadManager: cluster-wide concurrency limits kept in etcd, with no leader involved.
+
+Layout:
+
+* ``/bulwark/v1/bulkheads/<name>``: the configuration, a ``Bulkhead`` message
+  with ``revision`` and ``in_use`` cleared.
+* ``/bulwark/v1/permits/<name>/<slot>``: one key per held permit, slot in
+  ``0..max_concurrent-1``, value a ``Permit``, attached to a lease of its own.
+
+Guarantees:
+
+* **The bound.** A permit is created only if its slot key does not exist (an
+  etcd compare-and-swap), so no two permits ever share a slot, whichever
+  replica served them and whether or not there is a leader. Slots run from 0
+  to ``max_concurrent - 1``, so at most ``max_concurrent`` permits are held
+  cluster-wide. A permit is handed out only after the configuration is checked
+  again at a revision at least that of the permit's creation: if the bulkhead
+  was deleted or its limit lowered below the slot meanwhile, the key is
+  withdrawn (its lease revoked) and the permit never returned.
+* **Lowering the limit** stops new permits in slots at or above the new limit,
+  and no permit is offered while the permits held (old ones included) reach it;
+  permits already held live on until released or expired.
+* **Nothing leaks.** Each permit's lease has the permit's TTL: a holder that
+  dies without releasing frees its slot when the TTL ends. A failed or
+  abandoned attempt revokes the lease it granted, which deletes any key etcd
+  may have written with it.
+* **Release never frees someone else's permit**: the delete is conditional on
+  the mod revision of the key that carries the caller's permit id.
+* ``get``, ``list_page`` and the choice of free slots read the watch-fed cache,
+  which may be a few milliseconds stale. Before answering NotFound (unknown
+  bulkhead or permit) etcd itself is asked, so a bulkhead created or a permit
+  acquired through another replica is usable through this one at once.
+* Waiting is fair per replica (oldest waiter first) but not across replicas.
+
+Errors: ``NotFound``, ``Conflict``, ``ResourceExhausted`` (with a retry hint)
+and ``StoreUnavailable`` (nothing handed out; a permit key that may have been
+written is withdrawn with its lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from bulwark.v1 import bulkhead_pb2
+from bulwark_server.bulkheads.rules import (
+    AcquireSpec,
+    BulkheadSpec,
+    PermitRef,
+    effective_wait,
+    lease_seconds,
+    new_permit_id,
+    permit_name,
+    permit_prefix,
+    pick_slots,
+    retry_hint,
+    slot_of,
+)
+from bulwark_server.bulkheads.waiters import WaitQueue
+from bulwark_server.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    ResourceExhausted,
+    StoreUnavailable,
+)
+from bulwark_server.store import Entry, EtcdStore, Event, EventType, split_key
+from bulwark_server.store.keys import kind_prefix
+
+log = logging.getLogger(__name__)
+
+BULKHEAD_KIND = "bulkheads"
+PERMIT_KIND = "permits"
+# Create-or-update retries when a concurrent writer keeps winning.
+PUT_ATTEMPTS = 5
+# Slots tried per round before waiting: bounds the etcd round trips one Acquire
+# makes when a stale cache shows slots free that are not.
+TRIES_PER_ROUND = 8
+# A waiter re-checks at least this often even without a wake-up: a safety net
+# should a wake ever be lost (it costs a cache scan, no etcd round trip).
+RECHECK_S = 1.0
+# Concurrent etcd calls when DeleteBulkhead releases many permits.
+RELEASE_CONCURRENCY = 32
+
+
+def not_held(permit_id: str, why: str = "already released or expired") -> NotFound:
+    """The NotFound of Release and ExtendPermit for a permit that is no longer held."""
+    return NotFound(f"permit {permit_id} is not held ({why})")
+
+
+class BulkheadManager:
+    """Bulkhead configurations and permits in etcd; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        token: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._token = token
+        self._waiters = WaitQueue()
+        # Slots an attempt on this replica is creating now: other local attempts
+        # skip them instead of racing their own replica. One set per bulkhead name,
+        # kept (not popped when empty) because attempts hold on to it across awaits.
+        self._trying: dict[str, set[int]] = {}
+        self._follower: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop following the store and wait for pending lease revocations."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+        if self._background:
+            await asyncio.wait(self._background, timeout=2.0)
+        self._waiters.wake_all()
+
+    # -- configuration -------------------------------------------------------------
+
+    async def put(
+        self, spec: BulkheadSpec, expected_revision: int = 0
+    ) -> tuple[bulkhead_pb2.Bulkhead, bool]:
+        """Create or change a bulkhead; return it as stored and whether it was created.
+
+        With ``expected_revision`` the write applies only at that revision
+        (NotFound if absent, Conflict if changed). Without, it creates or
+        overwrites, retrying a few times against concurrent writers (then Conflict).
+        """
+        if expected_revision:
+            revision, created = await self._put_at(spec, expected_revision), False
+        else:
+            revision, created = await self._put_any(spec)
+        log.info(
+            "bulkhead %s %s: max_concurrent=%d",
+            spec.name,
+            "created" if created else "updated",
+            spec.max_concurrent,
+            extra={"event": "bulkhead.put", "bulkhead": spec.name, "revision": revision},
+        )
+        return self._view(spec.to_proto(), revision), created
+
+    async def _put_at(self, spec: BulkheadSpec, expected_revision: int) -> int:
+        value = spec.to_proto().SerializeToString()
+        try:
+            return await self._store.update(
+                BULKHEAD_KIND, spec.name, value, expected_mod_revision=expected_revision
+            )
+        except NotFound:
+            raise NotFound(f"bulkhead {spec.name!r} does not exist") from None
+        except Conflict:
+            raise Conflict(
+                f"bulkhead {spec.name!r} is no longer at revision {expected_revision}; "
+                "re-read and retry"
+            ) from None
+
+    async def _put_any(self, spec: BulkheadSpec) -> tuple[int, bool]:
+        value = spec.to_proto().SerializeToString()
+        entry = self._store.get(BULKHEAD_KIND, spec.name)
+        for attempt in range(PUT_ATTEMPTS):
+            if attempt:
+                # The cache misled the last attempt: ask etcd itself.
+                entry = await self._store.read(BULKHEAD_KIND, spec.name)
+            try:
+                if entry is None:
+                    return await self._store.create(BULKHEAD_KIND, spec.name, value), True
+                revision = await self._store.update(
+                    BULKHEAD_KIND, spec.name, value, expected_mod_revision=entry.mod_revision
+                )
+                return revision, False
+            except (AlreadyExists, Conflict, NotFound):
+                continue
+        raise Conflict(f"bulkhead {spec.name!r} kept changing concurrently; retry")
+
+    async def get(self, name: str) -> tuple[bulkhead_pb2.Bulkhead, list[bulkhead_pb2.Permit]]:
+        """The bulkhead and the permits held now (from the cache). NotFound if absent."""
+        entry = await self._config_entry(name)
+        permits = [_permit(e) for e in self._held(name).values()]
+        stored = bulkhead_pb2.Bulkhead.FromString(entry.value)
+        return self._view(stored, entry.mod_revision), permits
+
+    def list_page(
+        self, size: int, start_after: str = ""
+    ) -> tuple[list[bulkhead_pb2.Bulkhead], bool]:
+        """Up to ``size`` bulkheads in name order after ``start_after``, and whether more follow."""
+        entries = self._store.scan(BULKHEAD_KIND, start_after=start_after, limit=size + 1)
+        page = [
+            self._view(bulkhead_pb2.Bulkhead.FromString(e.value), e.mod_revision)
+            for e in entries[:size]
+        ]
+        return page, len(entries) > size
+
+    async def delete(self, name: str) -> int:
+        """Delete a bulkhead and release its permits; return how many were released.
+
+        The configuration goes first, so no Acquire can hand out a permit
+        afterwards (one that created its key concurrently sees the deletion in
+        its final check and withdraws it). A permit that cannot be released now
+        (etcd unreachable) still ends with its lease.
+        """
+        try:
+            revision = await self._store.delete(BULKHEAD_KIND, name)
+        except NotFound:
+            raise NotFound(f"bulkhead {name!r} does not exist") from None
+        # Every permit created before the deletion must be in the cache to be found.
+        await self._store.wait_for_revision(revision)
+        limit = asyncio.Semaphore(RELEASE_CONCURRENCY)
+
+        async def release(entry: Entry) -> bool:
+            async with limit:
+                return await self._release_entry(entry)
+
+        held = list(self._held(name).values())
+        released = sum(await asyncio.gather(*(release(e) for e in held)))
+        log.info(
+            "bulkhead %s deleted; %d permits released",
+            name,
+            released,
+            extra={"event": "bulkhead.deleted", "bulkhead": name, "released": released},
+        )
+        return released
+
+    # -- permits ---------------------------------------------------------------------
+
+    async def acquire(self, request: AcquireSpec) -> bulkhead_pb2.Permit:
+        """Take a permit, waiting up to the effective max_wait for a slot to free up.
+
+        ResourceExhausted (with a retry hint) when none was free in time,
+        NotFound when the bulkhead does not exist or is deleted while waiting.
+        """
+        name = request.bulkhead
+        config = await self._config(name)
+        started = self._clock()
+        deadline = started + effective_wait(request.max_wait, config.max_wait)
+        ticket: asyncio.Future[None] | None = None
+        requeue_front = False
+        try:
+            while True:
+                if deadline > self._clock() and (ticket is None or ticket.done()):
+                    # Join before looking, so a slot freed while we try still wakes us.
+                    self._follow_store()
+                    ticket = self._waiters.join(name, front=requeue_front)
+                    requeue_front = True
+                permit = await self._attempt(name, request, config)
+                if permit is not None:
+                    return permit
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise self._exhausted(name, config, self._clock() - started)
+                if ticket is not None and not ticket.done():
+                    await asyncio.wait({ticket}, timeout=min(remaining, RECHECK_S))
+                config = await self._config(name)
+                # A lowered max_wait applies to those already waiting too.
+                deadline = min(
+                    deadline, started + effective_wait(request.max_wait, config.max_wait)
+                )
+        finally:
+            if ticket is not None:
+                self._waiters.leave(name, ticket)
+                if ticket.done() and not ticket.cancelled():
+                    # Woken while attempting or just before leaving: the wake-up may
+                    # have been meant for a slot this call did not take, so pass it on.
+                    self._waiters.wake(name, 1)
+
+    async def release(self, ref: PermitRef) -> int:
+        """Give a permit back; return the etcd revision of the release.
+
+        NotFound when the permit is not held (released, expired, or the slot now
+        carries another permit, which is left alone).
+        """
+        entry = await self._find(ref)
+        try:
+            revision = await self._store.delete(
+                PERMIT_KIND,
+                permit_name(ref.bulkhead, ref.slot),
+                expected_mod_revision=entry.mod_revision,
+            )
+        except (NotFound, Conflict):
+            raise not_held(ref.permit_id) from None
+        await self._revoke(entry.lease)
+        return revision
+
+    async def extend(self, ref: PermitRef) -> tuple[bulkhead_pb2.Permit, int]:
+        """Renew a permit's lease for another TTL; return it and the seconds left."""
+        entry = await self._find(ref)
+        remaining = await self._store.keep_alive(entry.lease)
+        if remaining <= 0:
+            raise not_held(ref.permit_id, "expired")
+        return _permit(entry), remaining
+
+    # -- internals: acquiring ----------------------------------------------------------
+
+    async def _attempt(
+        self, name: str, request: AcquireSpec, config: BulkheadSpec
+    ) -> bulkhead_pb2.Permit | None:
+        """One round: try a few free slots with one fresh lease; None when all were taken.
+
+        Each slot is reserved locally (``_trying``) from before the lease grant
+        until its create is answered, so concurrent attempts on this replica
+        spread over different slots and, once every free slot is being tried,
+        return at once without asking etcd for anything.
+        """
+        trying = self._trying.setdefault(name, set())
+        busy = set(self._held(name)) | trying
+        slots = pick_slots(config.max_concurrent, busy, TRIES_PER_ROUND, self._rng)
+        ttl = lease_seconds(request.ttl or config.default_permit_ttl)
+        lease = 0
+        try:
+            for slot in slots:
+                key_name = permit_name(name, slot)
+                # Our awaits let the cache and other local attempts move on: re-check.
+                if slot in trying or self._store.get(PERMIT_KIND, key_name) is not None:
+                    continue
+                trying.add(slot)
+                try:
+                    if not lease:
+                        lease = await self._store.grant_lease(ttl)
+                    permit = self._new_permit(name, slot, request.holder, ttl)
+                    revision = await self._store.create(
+                        PERMIT_KIND, key_name, permit.SerializeToString(), lease=lease
+                    )
+                except AlreadyExists:
+                    continue  # held elsewhere: nobody waiting here needed this slot
+                except BaseException:
+                    # The slot may still be free and a local waiter may have skipped
+                    # it because we had it reserved: let one look again.
+                    self._waiters.wake(name, 1)
+                    raise
+                finally:
+                    trying.discard(slot)
+                if not await self._still_allowed(name, slot, revision):
+                    # The limit was lowered below this slot after we looked: the
+                    # finally block revokes the lease, which withdraws the permit.
+                    return None
+                lease = 0  # the permit owns it now
+                log.debug(
+                    "permit %s of %s acquired by %s",
+                    permit.id,
+                    name,
+                    request.holder,
+                    extra={"event": "bulkhead.acquired", "bulkhead": name, "slot": slot},
+                )
+                return permit
+            return None
+        finally:
+            if lease:
+                await self._revoke(lease)
+
+    async def _still_allowed(self, name: str, slot: int, revision: int) -> bool:
+        """Whether the configuration, as of ``revision`` or later, still allows ``slot``.
+
+        NotFound when the bulkhead was deleted. Reads etcd when the cache cannot
+        catch up with ``revision`` in time.
+        """
+        if await self._store.wait_for_revision(revision):
+            entry = self._store.get(BULKHEAD_KIND, name)
+        else:
+            entry = await self._store.read(BULKHEAD_KIND, name)
+        if entry is None:
+            raise NotFound(f"bulkhead {name!r} was deleted")
+        return slot < bulkhead_pb2.Bulkhead.FromString(entry.value).max_concurrent
+
+    def _new_permit(self, name: str, slot: int, holder: str, ttl: int) -> bulkhead_pb2.Permit:
+        acquired_at = timestamp_pb2.Timestamp()
+        acquired_at.FromNanoseconds(int(self._wall() * 1e9))
+        return bulkhead_pb2.Permit(
+            id=new_permit_id(slot, self._token()),
+            bulkhead=name,
+            holder=holder,
+            acquired_at=acquired_at,
+            ttl=duration_pb2.Duration(seconds=ttl),
+        )
+
+    def _exhausted(self, name: str, config: BulkheadSpec, waited: float) -> ResourceExhausted:
+        held = [_permit(e) for e in self._held(name).values()]
+        expiries = [p.acquired_at.ToNanoseconds() / 1e9 + p.ttl.seconds for p in held]
+        return ResourceExhausted(
+            f"bulkhead {name!r} is full: {len(held)} of {config.max_concurrent} permits held "
+            f"(waited {waited:.3f}s)",
+            retry_after=retry_hint(expiries, self._wall()),
+        )
+
+    # -- internals: wake-ups -------------------------------------------------------------
+
+    def _follow_store(self) -> None:
+        """Start (once) the task that turns store changes into wake-ups."""
+        if self._follower is not None and not self._follower.done():
+            return
+        # Subscribe now, not when the task first runs: a change in between would be lost.
+        queue = self._store.subscribe()
+        self._follower = asyncio.create_task(self._follow(queue), name="bulkheads-follow")
+
+    async def _follow(self, queue: asyncio.Queue[list[Event]]) -> None:
+        try:
+            while True:
+                batch = await queue.get()
+                if not batch:
+                    # We fell behind and changes were dropped: every waiter re-checks.
+                    self._store.unsubscribe(queue)
+                    queue = self._store.subscribe()
+                    self._waiters.wake_all()
+                    continue
+                try:
+                    self._dispatch(batch)
+                except Exception:
+                    log.exception("bulkhead wake-up dispatch failed; waking every waiter")
+                    self._waiters.wake_all()
+        finally:
+            self._store.unsubscribe(queue)
+
+    def _dispatch(self, batch: list[Event]) -> None:
+        freed: set[str] = set()
+        for event in batch:
+            try:
+                kind, key_name = split_key(event.entry.key)
+            except ValueError:
+                continue
+            if kind == BULKHEAD_KIND:
+                # New limits or a deletion: every waiter must look again.
+                self._waiters.wake_all(key_name)
+            elif kind == PERMIT_KIND and event.type is EventType.DELETE:
+                parsed = slot_of(key_name)
+                if parsed is not None:
+                    freed.add(parsed[0])
+        for name in freed:
+            if not self._waiters.waiting(name):
+                continue
+            entry = self._store.get(BULKHEAD_KIND, name)
+            if entry is None:
+                self._waiters.wake_all(name)
+                continue
+            max_concurrent = bulkhead_pb2.Bulkhead.FromString(entry.value).max_concurrent
+            busy = set(self._held(name)) | self._trying.get(name, set())
+            free = max(0, max_concurrent - len(busy))
+            self._waiters.wake(name, free)
+
+    # -- internals: lookups ----------------------------------------------------------------
+
+    def _held(self, name: str) -> dict[int, Entry]:
+        """Permit keys of ``name`` in the cache, by slot (slots >= the limit included)."""
+        prefix = kind_prefix(PERMIT_KIND) + permit_prefix(name).encode()
+        out: dict[int, Entry] = {}
+        for entry in self._store.cache.scan(prefix):
+            parsed = slot_of(split_key(entry.key)[1])
+            if parsed is not None:
+                out[parsed[1]] = entry
+        return out
+
+    async def _config_entry(self, name: str) -> Entry:
+        entry = self._store.get(BULKHEAD_KIND, name)
+        if entry is None:
+            # The cache may not have seen a bulkhead created through another replica.
+            entry = await self._store.read(BULKHEAD_KIND, name)
+        if entry is None:
+            raise NotFound(f"bulkhead {name!r} does not exist")
+        return entry
+
+    async def _config(self, name: str) -> BulkheadSpec:
+        entry = await self._config_entry(name)
+        return BulkheadSpec.from_proto(bulkhead_pb2.Bulkhead.FromString(entry.value))
+
+    async def _find(self, ref: PermitRef) -> Entry:
+        """The key holding permit ``ref`` (cache first, then etcd); NotFound otherwise."""
+        key_name = permit_name(ref.bulkhead, ref.slot)
+        entry = self._store.get(PERMIT_KIND, key_name)
+        if entry is None or _permit(entry).id != ref.permit_id:
+            # The permit may come from another replica whose write this cache has
+            # not seen yet: only etcd can say it is not held.
+            entry = await self._store.read(PERMIT_KIND, key_name)
+        if entry is None or _permit(entry).id != ref.permit_id:
+            raise not_held(ref.permit_id)
+        return entry
+
+    def _view(self, stored: bulkhead_pb2.Bulkhead, revision: int) -> bulkhead_pb2.Bulkhead:
+        out = bulkhead_pb2.Bulkhead()
+        out.CopyFrom(stored)
+        out.revision = revision
+        out.in_use = len(self._held(stored.name))
+        return out
+
+    async def _release_entry(self, entry: Entry) -> bool:
+        """Delete one permit key (at its mod revision) and revoke its lease; False if gone."""
+        kind, key_name = split_key(entry.key)
+        try:
+            await self._store.delete(kind, key_name, expected_mod_revision=entry.mod_revision)
+            released = True
+        except (NotFound, Conflict):
+            released = False
+        except StoreUnavailable as exc:
+            log.warning("permit %s not released (%s); it ends with its lease", key_name, exc)
+            return False
+        await self._revoke(entry.lease)
+        return released
+
+    async def _revoke(self, lease: int) -> None:
+        """Revoke a lease, even if the calling request is cancelled meanwhile.
+
+        Failure is logged, not raised: the lease then ends by its TTL.
+        """
+        if not lease:
+            return
+
+        async def revoke() -> None:
+            try:
+                await self._store.revoke_lease(lease)
+            except StoreUnavailable as exc:
+                log.warning("lease %x not revoked (%s); it ends with its TTL", lease, exc)
+
+        task = asyncio.create_task(revoke())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        # Shielded: a client hanging up must not leave the lease (and a key) behind.
+        await asyncio.shield(task)
+
+
+def _permit(entry: Entry) -> bulkhead_pb2.Permit:
+    return bulkhead_pb2.Permit.FromString(entry.value)
