@@ -392,3 +392,52 @@ def test_bad_input_is_invalid_argument_naming_the_field(
         assert "names[0]" in (err.value.details() or "")
         after = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="ok"), timeout=5).breaker
         assert after.revision == before.revision  # nothing stored by rejected requests
+
+
+def test_new_leader_goes_on_from_the_checkpointed_window(local_cluster: LocalCluster):
+    replicas = local_cluster.replicas
+    leader_id = next(
+        v.leader.replica_id
+        for v in (get_leader(r.address) for r in replicas)
+        if v is not None and v.is_self
+    )
+    leader = next(r for r in replicas if r.replica_id == leader_id)
+    survivors = [r for r in replicas if r is not leader]
+    ch, s = stub(survivors[0].address)
+    with ch:
+        s.PutBreaker(breaker_pb2.PutBreakerRequest(name="ledger", config=small_config()), timeout=5)
+        # Half the window, all failures: below the minimum number of calls, not evaluated.
+        report(s, "ledger", ok=0, failed=5, who="svc")
+        wait_for(
+            lambda: (
+                s.GetBreaker(
+                    breaker_pb2.GetBreakerRequest(name="ledger"), timeout=2
+                ).breaker.window.calls
+                == 5
+            ),
+            5,
+        )  # the checkpoint (every second) reached this replica
+        leader.signal(signal.SIGKILL)
+
+        def reported() -> bool:
+            try:
+                report(s, "ledger", ok=5, failed=0, who="svc")
+                return True
+            except grpc.RpcError:
+                return False  # no leader yet
+
+        wait_for(reported, 10, interval=0.2)
+        # 10 calls, 5 failed: only the restored window reaches the 50% threshold.
+        breaker = wait_for(
+            lambda: (
+                (
+                    b := s.GetBreaker(
+                        breaker_pb2.GetBreakerRequest(name="ledger"), timeout=2
+                    ).breaker
+                ).status.state
+                == OPEN
+                and b
+            ),
+            5,
+        )
+        assert breaker.status.last_transition.calls == 10  # type: ignore[attr-defined]
