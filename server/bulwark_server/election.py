@@ -33,7 +33,7 @@ from google.protobuf import timestamp_pb2
 
 from bulwark.v1 import cluster_pb2
 from bulwark_server.errors import AlreadyExists, NotLeader, StoreUnavailable
-from bulwark_server.store import EtcdStore, Fence, key_for
+from bulwark_server.store import EtcdStore, Event, EventType, Fence, key_for
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,23 @@ class Election:
 
     async def _watch_leader(self) -> None:
         async for events in self._store.changes():
-            if not events or any(ev.entry.key == LEADER_KEY for ev in events):
+            if not events or any(self._concerns_us(ev) for ev in events):
                 self._wake.set()
+
+    def _concerns_us(self, event: Event) -> bool:
+        """A change of the leader key that calls for a decision now.
+
+        The leader's own renewals are not: waking on them would renew again at
+        once, in a loop of etcd writes.
+        """
+        if event.entry.key != LEADER_KEY:
+            return False
+        own_renewal = (
+            event.type is EventType.PUT
+            and self._term is not None
+            and event.entry.create_revision == self._term
+        )
+        return not own_renewal
 
     async def _decide_loop(self) -> None:
         interval = max(0.2, self.ttl / 4)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,3 +173,22 @@ def test_etcd_endpoints_may_be_host_names(
     view = wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self and v, 5)
     assert view.leader.replica_id == "named"  # type: ignore[attr-defined]
     assert os.environ.get("BULWARK_ETCD_ENDPOINTS") is None
+
+
+def test_an_idle_replica_writes_to_etcd_only_to_renew_its_term(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    replica = replica_factory("idle", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 5)
+    channel, stub = cluster_stub(replica.address)
+    with channel:
+
+        def revision() -> int:
+            status = stub.GetClusterStatus(cluster_pb2.GetClusterStatusRequest(), timeout=5)
+            return status.cache.etcd_revision
+
+        first = revision()
+        time.sleep(2.0)
+        writes = revision() - first
+    # The leader renews its term every TTL/4 (0.5 s): about 4 writes in 2 s.
+    assert 1 <= writes <= 8, f"{writes} etcd writes in 2 s by an idle replica"
