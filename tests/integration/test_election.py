@@ -51,8 +51,10 @@ async def test_leader_cut_off_past_its_deadline_steps_down_and_someone_leads_aga
         await until(lambda: a.is_leader, 5)
         await b.start()
 
-        # a cannot write or revoke, and its local lease deadline passes.
+        # a is cut off from etcd (no writes, no keep-alives, no revoke) and its
+        # local lease deadline passes.
         monkeypatch.setattr(stores[0], "put", failing)
+        monkeypatch.setattr(stores[0], "keep_alive", failing)
         monkeypatch.setattr(stores[0], "revoke_lease", failing)
         offset[0] = 60.0
         assert not a.is_leader  # no leader-only work from here on
