@@ -184,9 +184,17 @@ class ServerProcess:
 
 
 class BulwarkProcess(ServerProcess):
-    """``python -m bulwark_server serve`` with an embedded etcd under ``data_dir``."""
+    """``python -m bulwark_server serve`` with an embedded etcd under ``data_dir``.
 
-    def __init__(self, data_dir: str) -> None:
+    ``extra_args`` are appended to the command line (e.g. ``--etcd-endpoints`` to share
+    another replica's etcd, ``--replica-id``). When the replica starts an embedded etcd,
+    ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line.
+    """
+
+    def __init__(
+        self, data_dir: str, *, name: str = "bulwark", extra_args: Sequence[str] = ()
+    ) -> None:
+        self.etcd_endpoint: str | None = None
         argv = [
             sys.executable,
             "-m",
@@ -198,15 +206,20 @@ class BulwarkProcess(ServerProcess):
             data_dir,
             "--log-level",
             "INFO",
+            *extra_args,
         ]
-        super().__init__("bulwark", argv, port_stream="stderr")
+        super().__init__(name, argv, port_stream="stderr")
 
     def _parse_port(self, line: str) -> int | None:
         try:
             record = json.loads(line)
         except ValueError:
             return None
-        if isinstance(record, dict) and record.get("event") == "serving":
+        if not isinstance(record, dict):
+            return None
+        if record.get("event") == "etcd.embedded":
+            self.etcd_endpoint = str(record["endpoint"])
+        if record.get("event") == "serving":
             return int(record["port"])
         return None
 
@@ -246,13 +259,43 @@ def probe_getleader(address: str, timeout: float) -> bytes:
 
 
 @dataclass
+class CallSpec:
+    """The unary method a load process calls; picklable so it crosses the spawn boundary.
+
+    With ``response_type`` set, ``request`` is a protobuf message and the call is built
+    exactly as a generated stub builds it. With ``response_type`` None, ``request`` is raw
+    bytes sent and received unchanged (the echo baseline).
+    """
+
+    label: str
+    method: str
+    request: Any
+    response_type: type[Any] | None = None
+
+
+def getleader_call() -> CallSpec:
+    """``ClusterService/GetLeader`` with an empty request."""
+    return CallSpec(
+        label="ClusterService/GetLeader",
+        method="/bulwark.v1.ClusterService/GetLeader",
+        request=cluster_pb2.GetLeaderRequest(),
+        response_type=cluster_pb2.GetLeaderResponse,
+    )
+
+
+def echo_call(payload: bytes) -> CallSpec:
+    """The echo baseline, sending (and getting back) ``payload``."""
+    return CallSpec(label=ECHO_METHOD.lstrip("/"), method=ECHO_METHOD, request=payload)
+
+
+@dataclass
 class WorkerSpec:
     """What one load process does; picklable so it crosses the spawn boundary."""
 
     index: int
     target: str
     address: str
-    payload: bytes
+    call: CallSpec
     concurrency: int
     warmup: float
     duration: float
@@ -262,18 +305,20 @@ async def _drive(spec: WorkerSpec, barrier: multiprocessing.synchronize.Barrier)
     latencies = array.array("d")
     errors: Counter[str] = Counter()
     async with grpc.aio.insecure_channel(spec.address) as channel:
-        if spec.target == "bulwark":
-            stub = cluster_pb2_grpc.ClusterServiceStub(channel)
-            request = cluster_pb2.GetLeaderRequest()
-
-            async def call() -> object:
-                return await stub.GetLeader(request, timeout=CALL_TIMEOUT)
+        request = spec.call.request
+        if spec.call.response_type is not None:
+            # As a generated stub does it.
+            method = channel.unary_unary(
+                spec.call.method,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=spec.call.response_type.FromString,
+                _registered_method=True,
+            )
         else:
-            echo = channel.unary_unary(ECHO_METHOD)
-            payload = spec.payload
+            method = channel.unary_unary(spec.call.method)
 
-            async def call() -> object:
-                return await echo(payload, timeout=CALL_TIMEOUT)
+        async def call() -> object:
+            return await method(request, timeout=CALL_TIMEOUT)
 
         await asyncio.wait_for(channel.channel_ready(), SERVING_TIMEOUT)
         # All processes start the clock together, so their windows line up.
@@ -372,9 +417,12 @@ def summarize(
 
 
 def run_load(
-    target: str, address: str, payload: bytes, args: argparse.Namespace, server: ServerProcess
+    target: str, address: str, call: CallSpec, args: argparse.Namespace, server: ServerProcess
 ) -> TargetResult:
-    """Run ``args.processes`` load processes against one target and merge their results."""
+    """Run ``args.processes`` load processes against one target and merge their results.
+
+    ``args`` needs ``processes``, ``concurrency``, ``warmup`` and ``duration``.
+    """
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
     barrier = ctx.Barrier(args.processes)
     results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
@@ -382,9 +430,7 @@ def run_load(
         ctx.Process(
             target=run_worker,
             args=(
-                WorkerSpec(
-                    i, target, address, payload, args.concurrency, args.warmup, args.duration
-                ),
+                WorkerSpec(i, target, address, call, args.concurrency, args.warmup, args.duration),
                 barrier,
                 results,
             ),
@@ -433,8 +479,7 @@ def run_load(
         results.close()
         results.join_thread()
     server.check_alive()
-    method = "ClusterService/GetLeader" if target == "bulwark" else ECHO_METHOD.lstrip("/")
-    return summarize(target, method, latencies, errors, args.duration)
+    return summarize(target, call.label, latencies, errors, args.duration)
 
 
 @dataclass
@@ -586,15 +631,15 @@ def benchmark(args: argparse.Namespace) -> Report:
         payload = b"x" * args.echo_bytes if args.echo_bytes else leader_response
         report.load["getleader_response_bytes"] = len(leader_response)
         report.load["echo_payload_bytes"] = len(payload)
-        for target, address, server in (
-            ("bulwark", bulwark_address, bulwark),
-            ("echo", echo_address, echo),
+        for target, address, call, server in (
+            ("bulwark", bulwark_address, getleader_call(), bulwark),
+            ("echo", echo_address, echo_call(payload), echo),
         ):
             _progress(
                 f"loading {target}: {args.processes} x {args.concurrency} in flight, "
                 f"{args.warmup:g}s warm-up + {args.duration:g}s"
             )
-            result = run_load(target, address, payload, args, server)
+            result = run_load(target, address, call, args, server)
             report.results[target] = result
             _progress(f"{target}: {result.calls} calls, {result.qps:.1f} QPS")
     finally:
