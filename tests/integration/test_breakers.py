@@ -441,3 +441,47 @@ def test_new_leader_goes_on_from_the_checkpointed_window(local_cluster: LocalClu
             5,
         )
         assert breaker.status.last_transition.calls == 10  # type: ignore[attr-defined]
+
+
+def test_a_recreated_breaker_starts_with_an_empty_window(two_replicas: list[ReplicaProcess]):
+    leader_view = [get_leader(r.address) for r in two_replicas]
+    follower = next(
+        r for r, v in zip(two_replicas, leader_view, strict=True) if v is not None and not v.is_self
+    )
+    ch, s = stub(follower.address)
+    with ch:
+        s.PutBreaker(breaker_pb2.PutBreakerRequest(name="c", config=small_config()), timeout=5)
+        report(s, "c", ok=5, failed=4, who="svc")  # 9 calls: one short of the minimum
+        s.DeleteBreaker(breaker_pb2.DeleteBreakerRequest(name="c"), timeout=5)
+        s.PutBreaker(breaker_pb2.PutBreakerRequest(name="c", config=small_config()), timeout=5)
+        report(s, "c", ok=0, failed=1, who="svc")
+        breaker = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="c"), timeout=5).breaker
+        assert breaker.status.state == CLOSED  # 1 call, not 10: nothing carried over
+
+
+def test_many_concurrent_trials_answer_without_errors(two_replicas: list[ReplicaProcess]):
+    a, b = two_replicas
+    ch, s = stub(a.address)
+    with ch:
+        s.PutBreaker(
+            breaker_pb2.PutBreakerRequest(
+                name="wide", config=small_config(permitted_number_of_calls_in_half_open_state=150)
+            ),
+            timeout=5,
+        )
+        report(s, "wide", ok=0, failed=10, who="svc")
+        wait_for(
+            lambda: (
+                s.GetBreaker(
+                    breaker_pb2.GetBreakerRequest(name="wide"), timeout=2
+                ).breaker.status.state
+                == OPEN
+            ),
+            5,
+        )
+        time.sleep(1.1)
+        answers = asyncio.run(_allow_many([a.address, b.address], "wide", 200))
+        granted = sum(r.allowed for r in answers)
+        assert 0 < granted <= 150
+        final = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="wide"), timeout=5).breaker
+        assert final.status.half_open_permits_granted == granted

@@ -168,9 +168,12 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
             sent = request.start_revision
             replay = self._store.cache.events_after(sent, kind_prefix(KIND)) if sent else None
             if replay is None:
-                for response in self._snapshot(names):
+                snapshot = self._snapshot(names)
+                for response in snapshot:
                     yield response
-                sent = self._store.cache.revision
+                # The snapshot's own revision: changes made while it was being sent
+                # come after it and must not be skipped.
+                sent = snapshot[-1].revision
             else:
                 for ev in replay:
                     response = self._event(ev, names)
@@ -183,9 +186,10 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
                     # This watcher fell too far behind and missed changes: start over.
                     self._store.unsubscribe(queue)
                     queue = self._store.subscribe()
-                    for response in self._snapshot(names):
+                    snapshot = self._snapshot(names)
+                    for response in snapshot:
                         yield response
-                    sent = self._store.cache.revision
+                    sent = snapshot[-1].revision
                     continue
                 for ev in batch:
                     if ev.revision <= sent:

@@ -76,7 +76,8 @@ class BreakerRegistry:
         self._tick_interval = tick_interval
         self._checkpoint_interval = checkpoint_interval
         self._decoded: dict[str, tuple[int, breaker_pb2.CircuitBreaker]] = {}
-        self._windows: dict[str, tuple[tuple[int, int], SlidingWindow]] = {}
+        # name -> (window shape, the breaker's create revision, window)
+        self._windows: dict[str, tuple[tuple[int, int], int, SlidingWindow]] = {}
         self._dirty: set[str] = set()
         self._last_transitions: dict[str, int] = {}
         self._leader_task: asyncio.Task[None] | None = None
@@ -98,7 +99,11 @@ class BreakerRegistry:
 
     def get(self, name: str) -> breaker_pb2.CircuitBreaker:
         """A copy of the breaker with its revision and current window rates."""
-        breaker, revision = self.current(name)
+        return self._view(*self.current(name))
+
+    def _view(
+        self, breaker: breaker_pb2.CircuitBreaker, revision: int
+    ) -> breaker_pb2.CircuitBreaker:
         out = breaker_pb2.CircuitBreaker()
         out.CopyFrom(breaker)
         out.revision = revision
@@ -116,11 +121,16 @@ class BreakerRegistry:
         """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere."""
         held = self._windows.get(breaker.name)
         if held is not None and self._election.is_leader:
-            return held[1].stats(self._clock(), breaker.config.minimum_number_of_calls)
+            return held[2].stats(self._clock(), breaker.config.minimum_number_of_calls)
         entry = self._store.get(WINDOW_KIND, breaker.name)
+        empty = breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
         if entry is None:
-            return breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
-        return breaker_pb2.BreakerWindow.FromString(entry.value).stats
+            return empty
+        record = breaker_pb2.BreakerWindow.FromString(entry.value)
+        own = self._store.get(KIND, breaker.name)
+        if own is None or record.breaker_create_revision != own.create_revision:
+            return empty  # the window of an earlier breaker of the same name
+        return record.stats
 
     # -- configuration ----------------------------------------------------------
 
@@ -144,17 +154,17 @@ class BreakerRegistry:
                         config=normalized,
                         status=machine.initial_status(self._clock()),
                     )
-                    await self._store.create(KIND, name, breaker.SerializeToString())
-                    return self.get(name), True
+                    revision = await self._store.create(KIND, name, breaker.SerializeToString())
+                    return self._view(breaker, revision), True
                 breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
                 breaker.config.CopyFrom(normalized)
-                await self._store.update(
+                revision = await self._store.update(
                     KIND,
                     name,
                     breaker.SerializeToString(),
                     expected_mod_revision=entry.mod_revision,
                 )
-                return self.get(name), False
+                return self._view(breaker, revision), False
             except (AlreadyExists, Conflict):
                 if expected_revision:
                     raise
@@ -182,8 +192,8 @@ class BreakerRegistry:
             b.status.CopyFrom(machine.force(b.config, b.status, state, actor, reason, now))
             return b
 
-        await self._mutate(name, change)
-        return self.get(name)
+        written, revision = await self._mutate(name, change)
+        return self._view(written, revision)
 
     # -- decisions --------------------------------------------------------------
 
@@ -207,8 +217,9 @@ class BreakerRegistry:
 
         try:
             written, revision = await self._mutate(name, grant)
-        except StoreUnavailable:
-            # A trial permit needs etcd's word; without it the safe answer is "not now".
+        except (StoreUnavailable, Conflict):
+            # A trial permit needs etcd's word (and to win the race with other
+            # replicas); without it the safe answer is "not now".
             return (
                 machine.Decision(allowed=False, trial=False, retry_after=1.0, new_status=None),
                 breaker.status.state,
@@ -224,11 +235,13 @@ class BreakerRegistry:
         for item in outcomes:
             try:
                 breaker, _ = self.current(item.name)
+                await self._apply_outcomes(breaker, item.counts, fence)
             except NotFound:
-                unknown.append(item.name)
+                unknown.append(item.name)  # deleted meanwhile
                 continue
+            except Conflict:
+                pass  # counted in the window; the next report re-evaluates the state
             accepted += 1
-            await self._apply_outcomes(breaker, item.counts, fence)
         return accepted, unknown
 
     async def _apply_outcomes(
@@ -236,6 +249,13 @@ class BreakerRegistry:
     ) -> None:
         now = self._clock()
         name = breaker.name
+        if breaker.status.state not in COUNTING:
+            # A trial's outcome may arrive before this replica's cache has seen the
+            # OPEN -> HALF_OPEN write another replica made: decide on etcd's state.
+            entry = await self._refresh(name)
+            if entry is None:
+                raise NotFound(f"breaker {name!r} does not exist")
+            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
         state = breaker.status.state
         calls = counts.successes + counts.failures
         stats = breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
@@ -274,7 +294,12 @@ class BreakerRegistry:
         """While leading: restore windows, run timers, checkpoint windows."""
         self._restore_windows()
         next_checkpoint = time.monotonic() + self._checkpoint_interval
-        while self._election.is_leader:
+        # Until cancelled (on losing the term): is_leader may be False for a moment
+        # (a late keep-alive) without the term ending, and then the loop must go on.
+        while True:
+            if not self._election.is_leader:
+                await asyncio.sleep(self._tick_interval)
+                continue
             try:
                 await self._tick()
                 if time.monotonic() >= next_checkpoint:
@@ -295,6 +320,7 @@ class BreakerRegistry:
 
     async def _tick(self) -> None:
         now = self._clock()
+        self._forget_deleted()
         for entry in self._store.scan(KIND):
             breaker = self._from_entry(entry)
             self._note_state(breaker)
@@ -316,31 +342,36 @@ class BreakerRegistry:
         for name in sorted(self._dirty):
             held = self._windows.get(name)
             entry = self._store.get(KIND, name)
-            self._dirty.discard(name)
             if held is None or entry is None:
+                self._dirty.discard(name)
                 continue
             breaker = self._from_entry(entry)
             now = self._clock()
             record = breaker_pb2.BreakerWindow(
                 name=name,
-                stats=held[1].stats(now, breaker.config.minimum_number_of_calls),
+                stats=held[2].stats(now, breaker.config.minimum_number_of_calls),
                 checkpointed_at=_timestamp(now),
+                breaker_create_revision=entry.create_revision,
             )
-            for start, calls, failures, slow in held[1].to_buckets():
+            for start, calls, failures, slow in held[2].to_buckets():
                 record.buckets.add(start=start, calls=calls, failures=failures, slow_calls=slow)
             await self._store.put(WINDOW_KIND, name, record.SerializeToString(), fence=fence)
+            # Only once written: a failed checkpoint is retried at the next interval.
+            self._dirty.discard(name)
 
     def _restore_windows(self) -> None:
         self._windows.clear()
+        # Transitions seen in an earlier term say nothing about the restored windows.
+        self._last_transitions.clear()
         for entry in self._store.scan(WINDOW_KIND):
             record = breaker_pb2.BreakerWindow.FromString(entry.value)
-            try:
-                breaker, _ = self.current(record.name)
-            except NotFound:
-                continue
-            shape = _shape(breaker)
+            own = self._store.get(KIND, record.name)
+            if own is None or own.create_revision != record.breaker_create_revision:
+                continue  # the breaker is gone, or is a new one under the same name
+            shape = _shape(self._from_entry(own))
             buckets = [(b.start, b.calls, b.failures, b.slow_calls) for b in record.buckets]
-            self._windows[record.name] = (shape, SlidingWindow.from_buckets(*shape, buckets))
+            window = SlidingWindow.from_buckets(*shape, buckets)
+            self._windows[record.name] = (shape, own.create_revision, window)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -355,11 +386,14 @@ class BreakerRegistry:
 
     def _window(self, breaker: breaker_pb2.CircuitBreaker) -> SlidingWindow:
         shape = _shape(breaker)
+        entry = self._store.get(KIND, breaker.name)
+        created = entry.create_revision if entry is not None else 0
         held = self._windows.get(breaker.name)
-        if held is None or held[0] != shape:
-            held = (shape, SlidingWindow(*shape))
+        # A fresh window when the shape changed or the breaker was deleted and re-created.
+        if held is None or held[0] != shape or held[1] != created:
+            held = (shape, created, SlidingWindow(*shape))
             self._windows[breaker.name] = held
-        return held[1]
+        return held[2]
 
     def _note_state(self, breaker: breaker_pb2.CircuitBreaker) -> None:
         """Start a fresh window whenever a breaker (re-)enters CLOSED, as resilience4j does."""
@@ -374,8 +408,15 @@ class BreakerRegistry:
         ):
             held = self._windows.get(breaker.name)
             if held is not None:
-                held[1].reset()
+                held[2].reset()
                 self._dirty.add(breaker.name)
+
+    def _forget_deleted(self) -> None:
+        """Drop what this replica remembers of breakers that no longer exist."""
+        for table in (self._windows, self._last_transitions, self._decoded):
+            for name in [n for n in table if self._store.get(KIND, n) is None]:
+                del table[name]
+        self._dirty &= set(self._windows)
 
     def _from_entry(self, entry: Entry) -> breaker_pb2.CircuitBreaker:
         breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)

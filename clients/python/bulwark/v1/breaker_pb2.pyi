@@ -297,13 +297,15 @@ class WindowBucket(_message.Message):
     def __init__(self, start: _Optional[float] = ..., calls: _Optional[int] = ..., failures: _Optional[int] = ..., slow_calls: _Optional[int] = ...) -> None: ...
 
 class BreakerWindow(_message.Message):
-    __slots__ = ("name", "buckets", "stats", "checkpointed_at")
+    __slots__ = ("name", "buckets", "stats", "checkpointed_at", "breaker_create_revision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTED_AT_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     buckets: _containers.RepeatedCompositeFieldContainer[WindowBucket]
     stats: WindowStats
     checkpointed_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., buckets: _Optional[_Iterable[_Union[WindowBucket, _Mapping]]] = ..., stats: _Optional[_Union[WindowStats, _Mapping]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    breaker_create_revision: int
+    def __init__(self, name: _Optional[str] = ..., buckets: _Optional[_Iterable[_Union[WindowBucket, _Mapping]]] = ..., stats: _Optional[_Union[WindowStats, _Mapping]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., breaker_create_revision: _Optional[int] = ...) -> None: ...
