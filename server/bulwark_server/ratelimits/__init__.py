@@ -1,0 +1,41 @@
+"""Global rate limits as pure logic (no I/O): configuration, descriptors and counters.
+
+* ``config``: ``normalize_limit`` validates a Limit and fills its defaults;
+  ``effective_rate`` applies adaptive (load-based) scaling.
+* ``descriptors``: request validation, pattern matching, which limit applies
+  (``best_match``) and which counter a request charges (``counter_key``).
+* ``counters``: ``TokenBucket`` and ``FixedWindow`` (envoyproxy/ratelimit's
+  epoch-aligned window), both driven by an injected clock.
+"""
+
+from bulwark_server.ratelimits.config import (
+    UNIT_SECONDS,
+    effective_per_unit,
+    effective_rate,
+    normalize_limit,
+)
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
+from bulwark_server.ratelimits.descriptors import (
+    best_match,
+    counter_key,
+    matches,
+    specificity,
+    validate_descriptor,
+    validate_descriptors,
+)
+
+__all__ = [
+    "UNIT_SECONDS",
+    "FixedWindow",
+    "Outcome",
+    "TokenBucket",
+    "best_match",
+    "counter_key",
+    "effective_per_unit",
+    "effective_rate",
+    "matches",
+    "normalize_limit",
+    "specificity",
+    "validate_descriptor",
+    "validate_descriptors",
+]
