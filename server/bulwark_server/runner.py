@@ -25,17 +25,21 @@ from bulwark.v1 import (
     bulkhead_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    ratelimit_pb2,
+    ratelimit_pb2_grpc,
 )
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.api.forwarding import LeaderForwarder
+from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.observability import TelemetryInterceptor, setup_telemetry
+from bulwark_server.ratelimits.limiter import RateLimiter
 from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
 
@@ -139,6 +143,8 @@ class Replica:
         self._closers.append(breakers.stop)
         bulkheads = BulkheadManager(store)
         self._closers.append(bulkheads.close)
+        limiter = RateLimiter(store, election)
+        self._closers.append(limiter.stop)
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -154,6 +160,11 @@ class Replica:
                 bulkhead_pb2.DESCRIPTOR.services_by_name["BulkheadService"].full_name,
                 BulkheadServicer(bulkheads),
                 bulkhead_pb2_grpc.add_BulkheadServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
+                RateLimitServicer(limiter, election, forwarder),
+                ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
         ]
 

@@ -71,7 +71,9 @@ def page_params(page_size: int, page_token: str) -> tuple[int, str]:
         start_after = base64.urlsafe_b64decode(page_token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument("page_token", "is not a token returned by this API") from None
-    if not NAME_RE.match(start_after):
+    # Tokens hold the last name of a page: a name, or "<scope>/<name>" (limits).
+    parts = start_after.split("/")
+    if len(parts) > 2 or not all(NAME_RE.match(part) for part in parts):
         raise InvalidArgument("page_token", "is not a token returned by this API")
     return size, start_after
 

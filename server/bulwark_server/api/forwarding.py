@@ -54,12 +54,13 @@ class LeaderForwarder:
         self,
         make_call: Callable[[grpc.aio.Channel], Callable[..., Awaitable[Response]]],
         request: Any,
+        deadline_s: float | None = None,
     ) -> Response:
         """Send ``request`` to the leader with ``make_call(channel)`` (a stub method)."""
         address, channel = self.channel()
         try:
             return await make_call(channel)(
-                request, metadata=FORWARDED_METADATA, timeout=self._timeout
+                request, metadata=FORWARDED_METADATA, timeout=deadline_s or self._timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise NotLeader(

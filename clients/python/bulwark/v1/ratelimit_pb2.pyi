@@ -229,3 +229,27 @@ class LeaseQuotaResponse(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     limit_name: str
     def __init__(self, granted: _Optional[int] = ..., limit: _Optional[_Union[Rate, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit_name: _Optional[str] = ...) -> None: ...
+
+class CounterState(_message.Message):
+    __slots__ = ("values", "level", "time")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    level: float
+    time: float
+    def __init__(self, values: _Optional[_Iterable[str]] = ..., level: _Optional[float] = ..., time: _Optional[float] = ...) -> None: ...
+
+class LimitCounters(_message.Message):
+    __slots__ = ("domain", "name", "limit_create_revision", "counters", "checkpointed_at")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTED_AT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    name: str
+    limit_create_revision: int
+    counters: _containers.RepeatedCompositeFieldContainer[CounterState]
+    checkpointed_at: _timestamp_pb2.Timestamp
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[CounterState, _Mapping]]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,360 @@
+"""RateLimiter: limits in etcd, counters in the leader's memory.
+
+Guarantees:
+
+* A limit is one key, ``/bulwark/v1/limits/<domain>/<name>``; writes are
+  compare-and-swap.
+* ``check`` runs on the leader only, entirely in memory: one counter per
+  (limit, request descriptor values). etcd sees no write per request.
+* Every ``checkpoint_interval`` the leader saves the counters it changed under
+  ``/bulwark/v1/limit-counters/<domain>/<name>`` (fenced). A new leader goes on
+  from the last checkpoint, so a failover can re-admit at most the requests of
+  one interval (they were counted in memory but not yet saved).
+* ``check_local`` is the fallback while the leader cannot be reached: each
+  replica enforces its share (the limit divided by the live replicas, rounded
+  up), so the fleet together stays near the limit without coordination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+
+from bulwark.v1 import ratelimit_pb2
+from bulwark_server.election import REPLICA_KIND, Election
+from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
+from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
+from bulwark_server.ratelimits.descriptors import best_match, counter_key
+from bulwark_server.store import EtcdStore
+from bulwark_server.validation import page_token
+
+log = logging.getLogger(__name__)
+
+KIND = "limits"
+COUNTERS_KIND = "limit-counters"
+CAS_ATTEMPTS = 20
+OK = ratelimit_pb2.CHECK_CODE_OK
+OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+
+Counter = TokenBucket | FixedWindow
+Entries = Sequence[ratelimit_pb2.DescriptorEntry]
+
+
+def limit_key(domain: str, name: str) -> str:
+    """The store name of a limit: both parts are validated names, so '/' is unambiguous."""
+    return f"{domain}/{name}"
+
+
+@dataclass
+class _Held:
+    """A counter and the limit shape it was built for."""
+
+    shape: tuple[int, int, int, int]
+    counter: Counter
+    limit_name: str
+
+
+class RateLimiter:
+    """Configuration of limits and the decisions on them."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        election: Election,
+        *,
+        clock: Callable[[], float] = time.time,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._election = election
+        self._clock = clock
+        self._checkpoint_interval = checkpoint_interval
+        self._index_revision = -1
+        self._index: dict[str, list[tuple[ratelimit_pb2.Limit, int]]] = {}
+        self._counters: dict[tuple[str, ...], _Held] = {}
+        self._local: dict[tuple[str, ...], _Held] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._task: asyncio.Task[None] | None = None
+        election.on_change(self._on_leadership)
+
+    # -- configuration ----------------------------------------------------------
+
+    async def put(
+        self, limit: ratelimit_pb2.Limit, expected_revision: int = 0
+    ) -> tuple[ratelimit_pb2.Limit, bool]:
+        """Create or replace a limit (validated, defaults filled)."""
+        normalized = normalize_limit(limit)
+        name = limit_key(normalized.domain, normalized.name)
+        value = normalized.SerializeToString()
+        for _ in range(CAS_ATTEMPTS):
+            entry = self._store.get(KIND, name)
+            if expected_revision and (entry is None or entry.mod_revision != expected_revision):
+                if entry is None:
+                    raise NotFound(f"limit {name!r} does not exist")
+                raise Conflict(f"limit {name!r} is at revision {entry.mod_revision}")
+            try:
+                if entry is None:
+                    revision = await self._store.create(KIND, name, value)
+                    return self._view(normalized, revision), True
+                revision = await self._store.update(
+                    KIND, name, value, expected_mod_revision=entry.mod_revision
+                )
+                return self._view(normalized, revision), False
+            except (AlreadyExists, Conflict):
+                if expected_revision:
+                    raise
+                await self._store.read(KIND, name)
+        raise Conflict(f"limit {name!r} changed too often to update; retry")
+
+    def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
+        entry = self._store.get(KIND, limit_key(domain, name))
+        if entry is None:
+            raise NotFound(f"limit {limit_key(domain, name)!r} does not exist")
+        return self._view(ratelimit_pb2.Limit.FromString(entry.value), entry.mod_revision)
+
+    def list(
+        self, domain: str, size: int, start_after: str
+    ) -> tuple[list[ratelimit_pb2.Limit], str]:
+        """A page of limits in (domain, name) order; the token encodes the last key."""
+        prefix = f"{domain}/" if domain else ""
+        after = start_after if start_after else ""
+        entries = [
+            e
+            for e in self._store.scan(KIND, start_after=after, limit=0)
+            if e.key.decode().split(f"/{KIND}/", 1)[1].startswith(prefix)
+        ][: size + 1]
+        page = [
+            self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
+            for e in entries[:size]
+        ]
+        token = ""
+        if len(entries) > size and page:
+            token = page_token(limit_key(page[-1].domain, page[-1].name))
+        return page, token
+
+    async def delete(self, domain: str, name: str) -> int:
+        key = limit_key(domain, name)
+        revision = await self._store.delete(KIND, key)
+        with contextlib.suppress(NotFound, StoreUnavailable):
+            await self._store.delete(COUNTERS_KIND, key)
+        return revision
+
+    # -- decisions ---------------------------------------------------------------
+
+    def check(
+        self, domain: str, descriptors: Sequence[Entries], hits: int
+    ) -> ratelimit_pb2.CheckResponse:
+        """Charge ``hits`` to each descriptor's counter on the leader (memory only)."""
+        if not self._election.is_leader:
+            raise NotLeader("rate-limit counters are kept by the leader")
+        return self._decide(domain, descriptors, hits, self._counters, share=1, dirty=True)
+
+    def check_local(
+        self, domain: str, descriptors: Sequence[Entries], hits: int
+    ) -> ratelimit_pb2.CheckResponse:
+        """Decide on this replica's own share of each limit (leader unreachable)."""
+        replicas = max(1, len(self._store.scan(REPLICA_KIND)))
+        response = self._decide(domain, descriptors, hits, self._local, share=replicas, dirty=False)
+        response.local_fallback = True
+        return response
+
+    def _decide(
+        self,
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits: int,
+        table: dict[tuple[str, ...], _Held],
+        *,
+        share: int,
+        dirty: bool,
+    ) -> ratelimit_pb2.CheckResponse:
+        now = self._clock()
+        limits = self._limits(domain)
+        response = ratelimit_pb2.CheckResponse(overall_code=OK)
+        for entries in descriptors:
+            result = response.results.add(code=OK)
+            match = best_match([limit for limit, _ in limits], entries)
+            if match is None:
+                continue
+            result.limit_name = match.name
+            if match.unlimited:
+                result.unlimited = True
+                continue
+            rate = effective_rate(match)
+            result.current_limit.CopyFrom(rate)
+            key = counter_key(match, entries)
+            outcome = self._counter(table, key, match, share, now).take(hits, now)
+            if dirty and hits:
+                self._dirty.add((match.domain, match.name))
+            _fill(result, outcome)
+            result.shadow = match.shadow_mode
+            if not outcome.allowed:
+                result.code = OVER
+                if not match.shadow_mode:
+                    response.overall_code = OVER
+        return response
+
+    def _counter(
+        self,
+        table: dict[tuple[str, ...], _Held],
+        key: tuple[str, ...],
+        limit: ratelimit_pb2.Limit,
+        share: int,
+        now: float,
+    ) -> Counter:
+        rate = effective_rate(limit)
+        unit = UNIT_SECONDS[rate.unit]
+        per_unit = max(1, math.ceil(rate.requests_per_unit / share))
+        burst = limit.burst or limit.rate.requests_per_unit
+        # Scale the burst with the rate, so load scaling and local shares shrink both.
+        capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
+        shape = (limit.algorithm, unit, per_unit, capacity)
+        held = table.get(key)
+        if held is not None and held.shape == shape:
+            return held.counter
+        if held is not None:
+            counter = held.counter
+            if isinstance(counter, FixedWindow) and limit.algorithm == FIXED:
+                counter.reconfigure(per_unit)
+            elif isinstance(counter, TokenBucket) and limit.algorithm != FIXED:
+                counter.reconfigure(capacity, per_unit / unit, now)
+            else:
+                counter = _new_counter(limit.algorithm, per_unit, capacity, unit, now)
+        else:
+            counter = _new_counter(limit.algorithm, per_unit, capacity, unit, now)
+        table[key] = _Held(shape, counter, limit.name)
+        return counter
+
+    def _limits(self, domain: str) -> list[tuple[ratelimit_pb2.Limit, int]]:
+        revision = self._store.cache.revision
+        if revision != self._index_revision:
+            index: dict[str, list[tuple[ratelimit_pb2.Limit, int]]] = {}
+            for entry in self._store.scan(KIND):
+                limit = ratelimit_pb2.Limit.FromString(entry.value)
+                index.setdefault(limit.domain, []).append((limit, entry.create_revision))
+            self._index = index
+            self._index_revision = revision
+        return self._index.get(domain, [])
+
+    # -- leader: checkpoints -----------------------------------------------------
+
+    def _on_leadership(self, term: int | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if term is not None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._lead(), name="ratelimit-leader"
+            )
+
+    async def _lead(self) -> None:
+        self._restore()
+        while True:
+            await asyncio.sleep(self._checkpoint_interval)
+            if not self._election.is_leader:
+                continue
+            try:
+                await self._checkpoint()
+            except (NotLeader, StoreUnavailable) as exc:
+                log.debug("rate-limit checkpoint skipped: %s", exc)
+            except Exception:
+                log.exception("rate-limit checkpoint failed; continuing")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _checkpoint(self) -> None:
+        fence = self._election.fence()
+        for domain, name in sorted(self._dirty):
+            entry = self._store.get(KIND, limit_key(domain, name))
+            if entry is None:
+                self._dirty.discard((domain, name))
+                continue
+            record = ratelimit_pb2.LimitCounters(
+                domain=domain,
+                name=name,
+                limit_create_revision=entry.create_revision,
+                checkpointed_at=_timestamp(self._clock()),
+            )
+            for key, held in self._counters.items():
+                if key[0] == domain and key[1] == name:
+                    counter = held.counter
+                    if isinstance(counter, FixedWindow):
+                        start, count = counter.state()
+                        record.counters.add(values=list(key[2:]), level=count, time=start)
+                    else:
+                        tokens, last = counter.state()
+                        record.counters.add(values=list(key[2:]), level=tokens, time=last)
+            await self._store.put(
+                COUNTERS_KIND, limit_key(domain, name), record.SerializeToString(), fence=fence
+            )
+            self._dirty.discard((domain, name))
+
+    def _restore(self) -> None:
+        """Load the last checkpoint of every limit into fresh counters."""
+        self._counters.clear()
+        self._dirty.clear()
+        now = self._clock()
+        for entry in self._store.scan(COUNTERS_KIND):
+            record = ratelimit_pb2.LimitCounters.FromString(entry.value)
+            own = self._store.get(KIND, limit_key(record.domain, record.name))
+            if own is None or own.create_revision != record.limit_create_revision:
+                continue
+            limit = ratelimit_pb2.Limit.FromString(own.value)
+            if limit.unlimited:
+                continue
+            for saved in record.counters:
+                key = (record.domain, record.name, *saved.values)
+                counter = self._counter(self._counters, key, limit, 1, now)
+                restored: Counter
+                if isinstance(counter, FixedWindow):
+                    restored = FixedWindow.from_state(
+                        counter.limit, counter.unit_seconds, (saved.time, int(saved.level))
+                    )
+                else:
+                    restored = TokenBucket.from_state(
+                        counter.capacity, counter.per_second, (saved.level, saved.time)
+                    )
+                self._counters[key].counter = restored
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _view(self, limit: ratelimit_pb2.Limit, revision: int) -> ratelimit_pb2.Limit:
+        out = ratelimit_pb2.Limit()
+        out.CopyFrom(limit)
+        out.revision = revision
+        if not limit.unlimited:
+            out.effective_rate.CopyFrom(effective_rate(limit))
+        return out
+
+
+def _new_counter(algorithm: int, per_unit: int, capacity: int, unit: float, now: float) -> Counter:
+    if algorithm == FIXED:
+        return FixedWindow(per_unit, unit)
+    return TokenBucket(capacity, per_unit / unit, now)
+
+
+def _fill(result: ratelimit_pb2.DescriptorResult, outcome: Outcome) -> None:
+    result.remaining = outcome.remaining
+    result.reset_after.FromNanoseconds(int(max(0.0, outcome.reset_after) * 1e9))
+    if not outcome.allowed and math.isfinite(outcome.retry_after):
+        result.retry_after.FromNanoseconds(int(max(0.0, outcome.retry_after) * 1e9))
+
+
+def _timestamp(now: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return ts

@@ -1,0 +1,194 @@
+"""Global rate limits through real replica processes sharing a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+import grpc.aio
+import pytest
+
+from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from tests.integration.conftest import get_leader, wait_for
+
+SECOND = ratelimit_pb2.RATE_UNIT_SECOND
+OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+
+
+def entry(key: str, value: str = "") -> ratelimit_pb2.DescriptorEntry:
+    return ratelimit_pb2.DescriptorEntry(key=key, value=value)
+
+
+def limit(name: str, per_second: int, *pattern: ratelimit_pb2.DescriptorEntry, **kw: object):  # type: ignore[no-untyped-def]
+    return ratelimit_pb2.Limit(
+        domain="edge",
+        name=name,
+        descriptor=list(pattern),
+        rate=ratelimit_pb2.Rate(requests_per_unit=per_second, unit=SECOND),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def check_request(*entries: ratelimit_pb2.DescriptorEntry, hits: int | None = None):  # type: ignore[no-untyped-def]
+    request = ratelimit_pb2.CheckRequest(
+        domain="edge", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=list(entries))]
+    )
+    if hits is not None:
+        request.hits = hits
+    return request
+
+
+@pytest.fixture
+def two_replicas(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> list[ReplicaProcess]:
+    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    wait_for(lambda: any((v := get_leader(r.address)) and v.is_self for r in replicas), 10)
+    return replicas
+
+
+def test_limits_crud_validation_and_decisions(two_replicas: list[ReplicaProcess]):
+    with grpc.insecure_channel(two_replicas[0].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        put = s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=limit("per-ip", 5, entry("remote_address"), burst=5)
+            ),
+            timeout=5,
+        )
+        assert put.created and put.limit.burst == 5
+        assert put.limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_TOKEN_BUCKET
+
+        bad = [
+            (limit("x", -1, entry("k")), "limit.rate.requests_per_unit"),
+            (limit("x", 10, entry("k"), burst=5), "limit.burst"),
+            (limit("x", 10), "limit.descriptor"),
+            (
+                ratelimit_pb2.Limit(
+                    domain="edge",
+                    name="x",
+                    descriptor=[entry("k")],
+                    rate=ratelimit_pb2.Rate(requests_per_unit=1, unit=9),
+                ),
+                "limit.rate.unit",
+            ),
+        ]
+        for request_limit, field in bad:
+            with pytest.raises(grpc.RpcError) as err:
+                s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=request_limit), timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in (err.value.details() or "")
+        with pytest.raises(grpc.RpcError) as err:
+            s.GetLimit(ratelimit_pb2.GetLimitRequest(domain="edge", name="x"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # nothing stored
+
+        with pytest.raises(grpc.RpcError) as err:
+            s.Check(ratelimit_pb2.CheckRequest(domain="edge"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "descriptors" in (err.value.details() or "")
+
+        # Burst of 5 per address; each address has its own counter.
+        a = [
+            s.Check(check_request(entry("remote_address", "10.0.0.1")), timeout=5) for _ in range(6)
+        ]
+        assert [r.overall_code == OVER for r in a] == [False] * 5 + [True]
+        assert a[-1].results[0].retry_after.ToNanoseconds() > 0
+        assert a[0].results[0].limit_name == "per-ip"
+        other = s.Check(check_request(entry("remote_address", "10.0.0.2")), timeout=5)
+        assert other.overall_code == ratelimit_pb2.CHECK_CODE_OK
+        peek = s.Check(check_request(entry("remote_address", "10.0.0.2"), hits=0), timeout=5)
+        assert peek.results[0].remaining == other.results[0].remaining  # zero hits: no charge
+        unknown = s.Check(check_request(entry("path", "/")), timeout=5)
+        assert unknown.overall_code == ratelimit_pb2.CHECK_CODE_OK
+        assert unknown.results[0].limit_name == ""
+
+        page = s.ListLimits(ratelimit_pb2.ListLimitsRequest(domain="edge"), timeout=5)
+        assert [x.name for x in page.limits] == ["per-ip"]
+        s.DeleteLimit(ratelimit_pb2.DeleteLimitRequest(domain="edge", name="per-ip"), timeout=5)
+
+
+def _hammer(address: str, seconds: float, warmup: float, out: multiprocessing.Queue) -> None:
+    async def run() -> tuple[int, int]:
+        allowed = total = 0
+        async with grpc.aio.insecure_channel(address) as channel:
+            s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+            start = time.monotonic()
+            end = start + warmup + seconds
+
+            async def worker() -> None:
+                nonlocal allowed, total
+                while time.monotonic() < end:
+                    r = await s.Check(check_request(entry("api", "search")), timeout=5)
+                    if time.monotonic() - start >= warmup:
+                        total += 1
+                        allowed += r.overall_code != OVER
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+        return allowed, total
+
+    out.put(asyncio.run(run()))
+
+
+def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list[ReplicaProcess]):
+    with grpc.insecure_channel(two_replicas[0].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(limit=limit("search", 100, entry("api", "search"))),
+            timeout=5,
+        )
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    seconds, warmup = 5.0, 1.5  # the warm-up drains the initial burst
+    procs = [
+        ctx.Process(target=_hammer, args=(r.address, seconds, warmup, out)) for r in two_replicas
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    allowed = sum(a for a, _ in results)
+    total = sum(t for _, t in results)
+    assert total > allowed * 2, "the clients must offer well over the limit"
+    assert 100 * seconds * 0.95 <= allowed <= 100 * seconds * 1.05, allowed
+
+
+def test_followers_decide_on_their_share_when_no_leader_answers(local_cluster: LocalCluster):
+    replicas = local_cluster.replicas
+    leader = next(r for r in replicas if (v := get_leader(r.address)) and v.is_self)
+    follower = next(r for r in replicas if r is not leader)
+    with grpc.insecure_channel(follower.address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(limit=limit("checkout", 30, entry("api", "checkout"))),
+            timeout=5,
+        )
+        wait_for(
+            lambda: (
+                not s.Check(
+                    check_request(entry("api", "checkout"), hits=0), timeout=5
+                ).local_fallback
+            ),
+            5,
+        )
+        leader.signal(signal.SIGSTOP)  # a leader that does not answer
+        try:
+            answers = []
+            for _ in range(40):
+                response, call = s.Check.with_call(
+                    check_request(entry("api", "checkout")), timeout=5
+                )
+                answers.append((response, dict(call.trailing_metadata() or ())))
+        finally:
+            leader.signal(signal.SIGCONT)
+    local = [r for r, md in answers if r.local_fallback]
+    assert local, "no answer came from the local fallback"
+    assert all(md.get("bulwark-ratelimit-mode") == "local" for r, md in answers if r.local_fallback)
+    # 3 replicas: this one's share of 30/s is 10 (burst included).
+    assert sum(r.overall_code != OVER for r in local) <= 10 + 2
