@@ -156,6 +156,7 @@ def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list
     allowed = sum(a for a, _ in results)
     total = sum(t for _, t in results)
     assert total > allowed * 2, "the clients must offer well over the limit"
+    print(f"accuracy: allowed {allowed} in {seconds:.0f} s of {total} offered")
     assert 100 * seconds * 0.95 <= allowed <= 100 * seconds * 1.05, allowed
 
 
@@ -192,3 +193,132 @@ def test_followers_decide_on_their_share_when_no_leader_answers(local_cluster: L
     assert all(md.get("bulwark-ratelimit-mode") == "local" for r, md in answers if r.local_fallback)
     # 3 replicas: this one's share of 30/s is 10 (burst included).
     assert sum(r.overall_code != OVER for r in local) <= 10 + 2
+
+
+def _hammer_key(
+    address: str, key: str, seconds: float, warmup: float, out: multiprocessing.Queue
+) -> None:
+    async def run() -> tuple[int, int]:
+        allowed = total = 0
+        async with grpc.aio.insecure_channel(address) as channel:
+            s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+            start = time.monotonic()
+            end = start + warmup + seconds
+
+            async def worker() -> None:
+                nonlocal allowed, total
+                while time.monotonic() < end:
+                    try:
+                        r = await s.Check(check_request(entry("api", key)), timeout=2)
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.05)
+                        continue
+                    if time.monotonic() - start >= warmup:
+                        total += 1
+                        allowed += r.overall_code != OVER
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+        return allowed, total
+
+    out.put(asyncio.run(run()))
+
+
+def test_leader_failover_overshoot_stays_within_the_documented_bound(local_cluster: LocalCluster):
+    replicas = local_cluster.replicas
+    leader = next(r for r in replicas if (v := get_leader(r.address)) and v.is_self)
+    followers = [r for r in replicas if r is not leader]
+    rate, seconds, warmup = 50, 8.0, 1.5
+    with grpc.insecure_channel(followers[0].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(limit=limit("orders", rate, entry("api", "orders"))),
+            timeout=5,
+        )
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_hammer_key, args=(r.address, "orders", seconds, warmup, out))
+        for r in followers
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(warmup + 2.5)  # past a checkpoint, mid-load
+    leader.signal(signal.SIGKILL)
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    allowed = sum(a for a, _ in results)
+    # README: a failover re-admits at most one checkpoint interval of traffic
+    # (rate x 1 s) plus one burst from the local shares that start full.
+    bound = rate * seconds * 1.05 + rate * 1.0 + rate
+    print(f"failover: allowed {allowed} of {rate * seconds:.0f} at the rate, bound {bound:.0f}")
+    assert allowed <= bound, (allowed, bound)
+    assert allowed >= rate * seconds * 0.5, allowed  # and it kept deciding
+
+
+def test_quota_leases_follow_demand_and_never_sum_above_the_limit(
+    two_replicas: list[ReplicaProcess],
+):
+    with grpc.insecure_channel(two_replicas[1].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(limit=limit("export", 100, entry("api", "export"))),
+            timeout=5,
+        )
+        descriptor = ratelimit_pb2.RateLimitDescriptor(entries=[entry("api", "export")])
+        demand = {"small": 10, "medium": 50, "large": 100}
+        granted: dict[str, int] = {}
+        for _ in range(3):
+            for client, wanted in demand.items():
+                response = s.LeaseQuota(
+                    ratelimit_pb2.LeaseQuotaRequest(
+                        domain="edge", descriptor=descriptor, client_id=client, wanted=wanted
+                    ),
+                    timeout=5,
+                )
+                granted[client] = response.granted
+                assert sum(granted.values()) <= 100
+                assert response.limit.requests_per_unit == 100
+                assert response.expires_at.ToNanoseconds() / 1e9 > time.time()
+        assert granted == {"small": 10, "medium": 45, "large": 45}
+        with pytest.raises(grpc.RpcError) as err:
+            s.LeaseQuota(
+                ratelimit_pb2.LeaseQuotaRequest(domain="edge", descriptor=descriptor, wanted=5),
+                timeout=5,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "client_id" in (err.value.details() or "")
+
+
+def test_reported_load_scales_an_adaptive_limit(two_replicas: list[ReplicaProcess]):
+    a, b = two_replicas
+    with grpc.insecure_channel(a.address) as ca, grpc.insecure_channel(b.address) as cb:
+        sa = ratelimit_pb2_grpc.RateLimitServiceStub(ca)
+        sb = ratelimit_pb2_grpc.RateLimitServiceStub(cb)
+        sa.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=limit(
+                    "adaptive",
+                    100,
+                    entry("api", "feed"),
+                    adaptive=ratelimit_pb2.AdaptiveScaling(enabled=True, floor=0.2),
+                )
+            ),
+            timeout=5,
+        )
+        request = check_request(entry("api", "feed"), hits=0)
+        request.load = 0.5
+        sa.Check(request, timeout=5)
+
+        def effective() -> int:
+            got = sb.GetLimit(
+                ratelimit_pb2.GetLimitRequest(domain="edge", name="adaptive"), timeout=5
+            )
+            return got.limit.effective_rate.requests_per_unit
+
+        wait_for(lambda: effective() == 50, 5)  # 100 x (1 - 0.5)
+        request.load = 0.95
+        sb.Check(request, timeout=5)
+        wait_for(lambda: effective() == 20, 5)  # never below the floor (0.2 x 100)
+        result = sa.Check(check_request(entry("api", "feed"), hits=0), timeout=5).results[0]
+        assert result.current_limit.requests_per_unit == 20

@@ -17,13 +17,14 @@ from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
 from bulwark_server.api.status import rpc
 from bulwark_server.election import Election
 from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
-from bulwark_server.ratelimits.descriptors import validate_descriptors
+from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
 from bulwark_server.ratelimits.limiter import RateLimiter
-from bulwark_server.validation import page_params, validate_name
+from bulwark_server.validation import page_params, validate_id, validate_name
 
 log = logging.getLogger(__name__)
 
 MAX_HITS = 1_000_000
+MAX_WANTED = 1_000_000_000
 # A decision on the request path must not wait long for a leader that does not
 # answer: past this, the replica decides on its local share.
 FORWARD_TIMEOUT_S = 0.25
@@ -95,7 +96,8 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
         hits = _validate_check(request)
         descriptors = [d.entries for d in request.descriptors]
         if self._election.is_leader:
-            return self._limiter.check(request.domain, descriptors, hits)
+            load = request.load if request.HasField("load") else None
+            return self._limiter.check(request.domain, descriptors, hits, load)
         if was_forwarded(context):
             raise NotLeader("this replica no longer leads; retry")
         try:
@@ -109,10 +111,24 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
         context.set_trailing_metadata(LOCAL_MODE)
         return self._limiter.check_local(request.domain, descriptors, hits)
 
+    @rpc
     async def LeaseQuota(
         self, request: ratelimit_pb2.LeaseQuotaRequest, context: grpc.aio.ServicerContext
     ) -> ratelimit_pb2.LeaseQuotaResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "LeaseQuota is not available in this version yet"
+        validate_name(request.domain, "domain")
+        validate_descriptor(request.descriptor, "descriptor")
+        validate_id(request.client_id, "client_id")
+        if not 0 <= request.wanted <= MAX_WANTED:
+            raise InvalidArgument("wanted", f"must be 0-{MAX_WANTED}, got {request.wanted}")
+        if self._election.is_leader:
+            return self._limiter.lease(
+                request.domain, request.descriptor.entries, request.client_id, request.wanted
+            )
+        if was_forwarded(context):
+            raise NotLeader("this replica no longer leads; retry")
+        # No local fallback: a client without a fresh lease keeps its last one or
+        # its configured safe share until a leader answers.
+        return await self._forwarder.call(
+            lambda channel: ratelimit_pb2_grpc.RateLimitServiceStub(channel).LeaseQuota,
+            request,
         )
-        raise AssertionError("abort returned")

@@ -10,6 +10,13 @@ Guarantees:
   ``/bulwark/v1/limit-counters/<domain>/<name>`` (fenced). A new leader goes on
   from the last checkpoint, so a failover can re-admit at most the requests of
   one interval (they were counted in memory but not yet saved).
+* ``lease`` hands out quota leases (see ``leases``); leases live in the
+  leader's memory only, so after a failover a client keeps its lease until it
+  expires while the new leader starts an empty pool: the fleet may exceed the
+  limit by at most the leased shares, for at most one lease term.
+* A load reported with ``check`` for an adaptive limit is saved into the
+  limit (``adaptive.load``) at the next checkpoint, so every replica's
+  ``GetLimit`` shows it and the effective rate follows it.
 * ``check_local`` is the fallback while the leader cannot be reached: each
   replica enforces its share (the limit divided by the live replicas, rounded
   up), so the fleet together stays near the limit without coordination.
@@ -33,7 +40,8 @@ from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, 
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
-from bulwark_server.store import EtcdStore
+from bulwark_server.ratelimits.leases import LeasePool
+from bulwark_server.store import EtcdStore, Fence
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,9 @@ log = logging.getLogger(__name__)
 KIND = "limits"
 COUNTERS_KIND = "limit-counters"
 CAS_ATTEMPTS = 20
+LEASE_TERM_S = 10.0
+# Reported loads closer than this to the stored one are not worth an etcd write.
+LOAD_STEP = 0.01
 OK = ratelimit_pb2.CHECK_CODE_OK
 OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
 FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
@@ -83,6 +94,8 @@ class RateLimiter:
         self._counters: dict[tuple[str, ...], _Held] = {}
         self._local: dict[tuple[str, ...], _Held] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._leases: dict[tuple[str, ...], LeasePool] = {}
+        self._pending_load: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         election.on_change(self._on_leadership)
 
@@ -151,12 +164,44 @@ class RateLimiter:
     # -- decisions ---------------------------------------------------------------
 
     def check(
-        self, domain: str, descriptors: Sequence[Entries], hits: int
+        self,
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits: int,
+        load: float | None = None,
     ) -> ratelimit_pb2.CheckResponse:
         """Charge ``hits`` to each descriptor's counter on the leader (memory only)."""
         if not self._election.is_leader:
             raise NotLeader("rate-limit counters are kept by the leader")
+        if load is not None:
+            for limit, _ in self._limits(domain):
+                if limit.adaptive.enabled and any(
+                    best_match([limit], entries) is not None for entries in descriptors
+                ):
+                    self._pending_load[(limit.domain, limit.name)] = load
         return self._decide(domain, descriptors, hits, self._counters, share=1, dirty=True)
+
+    def lease(
+        self, domain: str, entries: Entries, client_id: str, wanted: int
+    ) -> ratelimit_pb2.LeaseQuotaResponse:
+        """Lease ``client_id`` a share of the limit matching ``entries`` for one term."""
+        if not self._election.is_leader:
+            raise NotLeader("quota leases are kept by the leader")
+        match = best_match([limit for limit, _ in self._limits(domain)], entries)
+        if match is None:
+            raise NotFound(f"no limit of domain {domain!r} matches the descriptor")
+        now = self._clock()
+        response = ratelimit_pb2.LeaseQuotaResponse(limit_name=match.name)
+        response.expires_at.CopyFrom(_timestamp(now + LEASE_TERM_S))
+        if match.unlimited:
+            response.granted = wanted
+            return response
+        rate = effective_rate(match)
+        response.limit.CopyFrom(rate)
+        pool = self._leases.setdefault(counter_key(match, entries), LeasePool())
+        granted = pool.request(client_id, wanted, rate.requests_per_unit, now, LEASE_TERM_S)
+        response.granted = granted.granted
+        return response
 
     def check_local(
         self, domain: str, descriptors: Sequence[Entries], hits: int
@@ -278,6 +323,7 @@ class RateLimiter:
 
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
+        await self._save_loads(fence)
         for domain, name in sorted(self._dirty):
             entry = self._store.get(KIND, limit_key(domain, name))
             if entry is None:
@@ -303,10 +349,32 @@ class RateLimiter:
             )
             self._dirty.discard((domain, name))
 
+    async def _save_loads(self, fence: Fence) -> None:
+        """Write reported loads into their limits (only changes worth a write)."""
+        pending, self._pending_load = self._pending_load, {}
+        for (domain, name), load in pending.items():
+            entry = self._store.get(KIND, limit_key(domain, name))
+            if entry is None:
+                continue
+            limit = ratelimit_pb2.Limit.FromString(entry.value)
+            if abs(limit.adaptive.load - load) < LOAD_STEP:
+                continue
+            limit.adaptive.load = load
+            limit.adaptive.load_updated_at.CopyFrom(_timestamp(self._clock()))
+            with contextlib.suppress(Conflict, NotFound):
+                await self._store.update(
+                    KIND,
+                    limit_key(domain, name),
+                    limit.SerializeToString(),
+                    expected_mod_revision=entry.mod_revision,
+                    fence=fence,
+                )
+
     def _restore(self) -> None:
         """Load the last checkpoint of every limit into fresh counters."""
         self._counters.clear()
         self._dirty.clear()
+        self._leases.clear()
         now = self._clock()
         for entry in self._store.scan(COUNTERS_KIND):
             record = ratelimit_pb2.LimitCounters.FromString(entry.value)
