@@ -41,6 +41,7 @@ bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/getleader_bench.py
 	$(PY) benchmarks/breaker_bench.py
+	$(PY) benchmarks/ratelimit_bench.py
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)
