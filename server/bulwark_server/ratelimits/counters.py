@@ -191,3 +191,12 @@ def _check(capacity: int, per_second: float) -> None:
         raise ValueError(f"capacity must be at least 1, got {capacity}")
     if not math.isfinite(per_second) or per_second <= 0:
         raise ValueError(f"per_second must be positive, got {per_second}")
+
+
+def is_idle(counter: TokenBucket | FixedWindow, now: float) -> bool:
+    """True when forgetting the counter changes nothing: a full bucket, or a window
+    that has ended (a new counter would start the same way)."""
+    if isinstance(counter, TokenBucket):
+        return counter.take(0, now).remaining >= counter.capacity
+    start, _ = counter.state()
+    return start < counter.window_start(now)

@@ -38,7 +38,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.election import REPLICA_KIND, Election
 from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
-from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence
@@ -308,11 +308,30 @@ class RateLimiter:
             if not self._election.is_leader:
                 continue
             try:
+                self.sweep(self._clock())
                 await self._checkpoint()
             except (NotLeader, StoreUnavailable) as exc:
                 log.debug("rate-limit checkpoint skipped: %s", exc)
             except Exception:
                 log.exception("rate-limit checkpoint failed; continuing")
+
+    def sweep(self, now: float) -> int:
+        """Forget idle counters (a full bucket, a past window) and empty lease pools.
+
+        A forgotten counter is recreated exactly as it was (full, or a new
+        window) on its next request, so this only bounds memory: one counter per
+        descriptor value ever seen would otherwise grow without end.
+        """
+        dropped = 0
+        for table in (self._counters, self._local):
+            for key in [k for k, held in table.items() if is_idle(held.counter, now)]:
+                del table[key]
+                dropped += 1
+        for key in list(self._leases):
+            self._leases[key].expire(now)
+            if not self._leases[key].leases:
+                del self._leases[key]
+        return dropped
 
     async def stop(self) -> None:
         if self._task is not None:
