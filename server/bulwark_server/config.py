@@ -63,6 +63,7 @@ class Settings:
     log_format: str = "json"
     otel_exporter: str = "none"
     otel_endpoint: str = ""
+    limits_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,6 +112,8 @@ class Settings:
             problems.append(
                 f"replica_id: letters, digits, '-', '_' and '.' only, got {self.replica_id!r}"
             )
+        if self.limits_file is not None:
+            problems.extend(_limits_file_problems(self.limits_file))
         if problems:
             raise SettingsError(problems)
         return self
@@ -122,6 +125,23 @@ class Settings:
         host_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
         replica_id = self.replica_id or f"{host_id}-{port}"
         return dataclasses.replace(self, advertise_address=advertise, replica_id=replica_id)
+
+
+def _limits_file_problems(path: Path) -> list[str]:
+    """The file must exist and hold valid limits now, so a bad one stops the start."""
+    # Imported here: the parser pulls in protobuf code that settings do not otherwise need.
+    from bulwark_server.ratelimits.envoy_config import EnvoyConfigError, load_file
+
+    try:
+        load_file(path)
+    except EnvoyConfigError as exc:
+        return [f"limits_file (BULWARK_LIMITS_FILE): {exc}"]
+    return []
+
+
+def _optional_path(text: str) -> Path | None:
+    # An empty variable means "no file", not the current directory.
+    return Path(text) if text.strip() else None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -164,6 +184,11 @@ OPTIONS: tuple[Option, ...] = (
         "otel_exporter", str, "none, console or otlp (default none)", ("none", "console", "otlp")
     ),
     Option("otel_endpoint", str, "OTLP gRPC endpoint; setting it selects the otlp exporter"),
+    Option(
+        "limits_file",
+        _optional_path,
+        "envoyproxy/ratelimit YAML file of rate limits, created or updated at start",
+    ),
 )
 
 

@@ -31,14 +31,23 @@ from bulwark.v1 import (
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
+from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
+from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.errors import NotFound
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.observability import TelemetryInterceptor, setup_telemetry
+from bulwark_server.ratelimits.envoy_config import (
+    EnvoyConfigError,
+    describe,
+    load_file,
+    same_limit,
+)
 from bulwark_server.ratelimits.limiter import RateLimiter
 from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
@@ -54,6 +63,7 @@ class Replica:
         self.stopping = asyncio.Event()
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._limiter: RateLimiter | None = None
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -111,6 +121,8 @@ class Replica:
         await built.server.start()
         try:
             await election.start()
+            if self._limiter is not None:
+                await self._load_limits_file(self._limiter)
             await built.set_serving(True)
             log.info(
                 "serving on %s:%d as replica %s",
@@ -145,6 +157,9 @@ class Replica:
         self._closers.append(bulkheads.close)
         limiter = RateLimiter(store, election)
         self._closers.append(limiter.stop)
+        self._limiter = limiter
+        # One native servicer: Envoy's protocol decides through its Check.
+        ratelimits = RateLimitServicer(limiter, election, forwarder)
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -163,10 +178,69 @@ class Replica:
             ),
             ServiceBinding(
                 ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
-                RateLimitServicer(limiter, election, forwarder),
+                ratelimits,
                 ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
+            ServiceBinding(
+                rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
+                EnvoyRateLimitServicer(ratelimits),
+                rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
+            ),
         ]
+
+    async def _load_limits_file(self, limiter: RateLimiter) -> None:
+        """Create or update every limit of ``settings.limits_file``; log each one.
+
+        A limit already stored exactly as in the file is left alone, so replicas
+        restarting with the same file do not rewrite it. Raises RuntimeError when
+        the file became unreadable or invalid since the settings were checked.
+        """
+        path = self.settings.limits_file
+        if path is None:
+            return
+        try:
+            entries = await asyncio.to_thread(load_file, path)
+        except EnvoyConfigError as exc:
+            raise RuntimeError(f"limits_file: {exc}") from None
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        for entry in entries:
+            limit = entry.limit
+            try:
+                stored = limiter.get(limit.domain, limit.name)
+            except NotFound:
+                stored = None
+            if stored is not None and same_limit(stored, limit):
+                action = "unchanged"
+            else:
+                _, created = await limiter.put(limit)
+                action = "created" if created else "updated"
+            counts[action] += 1
+            log.info(
+                "limit %s from %s: %s",
+                action,
+                path,
+                describe(limit),
+                extra={
+                    "event": "limits_file.limit",
+                    "action": action,
+                    # Not "name": LogRecord has that attribute and refuses it as an extra.
+                    "limit": f"{limit.domain}/{limit.name}",
+                },
+            )
+        log.info(
+            "loaded %d limits from %s (%d created, %d updated, %d unchanged)",
+            len(entries),
+            path,
+            counts["created"],
+            counts["updated"],
+            counts["unchanged"],
+            # Prefixed: "created" is a LogRecord attribute and cannot be an extra.
+            extra={
+                "event": "limits_file.loaded",
+                "path": str(path),
+                **{f"limits_{action}": n for action, n in counts.items()},
+            },
+        )
 
 
 async def serve(settings: Settings) -> None:

@@ -234,3 +234,16 @@ def test_effective_rate_applies_the_default_floor_to_an_unnormalized_limit() -> 
     raw = make(adaptive=ratelimit_pb2.AdaptiveScaling(enabled=True, load=1.0))
     assert effective_per_unit(raw) == pytest.approx(1.0)  # 10 * 0.1
     assert effective_rate(raw).requests_per_unit == 1
+
+
+def test_replaces_are_validated_and_deduplicated() -> None:
+    out = normalize_limit(make(replaces=["other", "other", "third"]))
+    assert list(out.replaces) == ["other", "third"]
+    for replaces, field in (
+        (["bad name"], "limit.replaces[0]"),
+        ([make().name], "limit.replaces[0]"),
+        ([f"n{i}" for i in range(17)], "limit.replaces"),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            normalize_limit(make(replaces=replaces))
+        assert err.value.field == field

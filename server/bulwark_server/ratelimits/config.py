@@ -30,6 +30,7 @@ MAX_DESCRIPTOR_ENTRIES = 16
 MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 256
 DEFAULT_ADAPTIVE_FLOOR = 0.1
+MAX_REPLACES = 16
 # A trailing "*" in a pattern value matches any value with the preceding prefix.
 WILDCARD = "*"
 
@@ -68,6 +69,14 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
         _fraction(limit.adaptive.load, "limit.adaptive.load")
         if limit.adaptive.enabled and floor == 0.0:
             out.adaptive.floor = DEFAULT_ADAPTIVE_FLOOR
+    if len(limit.replaces) > MAX_REPLACES:
+        raise InvalidArgument("limit.replaces", f"at most {MAX_REPLACES} names")
+    for i, replaced in enumerate(limit.replaces):
+        validate_name(replaced, f"limit.replaces[{i}]")
+        if replaced == limit.name:
+            raise InvalidArgument(f"limit.replaces[{i}]", "a limit cannot replace itself")
+        if replaced not in out.replaces:
+            out.replaces.append(replaced)
     return out
 
 

@@ -225,10 +225,14 @@ class RateLimiter:
         now = self._clock()
         limits = self._limits(domain)
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        for entries in descriptors:
+        candidates = [limit for limit, _ in limits]
+        matched = [best_match(candidates, entries) for entries in descriptors]
+        # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
+        # request matches is not applied.
+        replaced = {name for m in matched if m is not None for name in m.replaces}
+        for entries, match in zip(descriptors, matched, strict=True):
             result = response.results.add(code=OK)
-            match = best_match([limit for limit, _ in limits], entries)
-            if match is None:
+            if match is None or match.name in replaced:
                 continue
             result.limit_name = match.name
             if match.unlimited:

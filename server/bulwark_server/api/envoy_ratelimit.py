@@ -1,0 +1,174 @@
+"""envoy.service.ratelimit.v3.RateLimitService: Envoy's rate-limit protocol on Bulwark's limits.
+
+Envoy's ``ratelimit`` HTTP and network filters call ``ShouldRateLimit`` as they
+would call envoyproxy/ratelimit. Guarantees:
+
+* Every decision is made by the native ``bulwark.v1.RateLimitService/Check`` of
+  this replica, called in-process with this call's context: the same limits, the
+  same counters on the leader, the same forwarding from followers and the same
+  local fallback (with its ``bulwark-ratelimit-mode: local`` trailing metadata).
+  Envoy's protocol adds no state of its own.
+* As envoyproxy/ratelimit: an empty domain or descriptor list is INVALID_ARGUMENT
+  ("rate limit domain must not be empty", "rate limit descriptor list must not be
+  empty"); ``hits_addend`` 0 means 1, and a descriptor's own ``hits_addend``
+  (0 allowed: look without counting) replaces it for that descriptor; a
+  descriptor no limit matches (an unknown domain included) is OK without
+  ``current_limit``; an unlimited limit answers OK with ``limit_remaining``
+  4294967295; a limit in shadow mode answers OK even when over (with
+  ``limit_remaining`` 0) and never makes the request OVER_LIMIT; the overall code
+  is OVER_LIMIT iff any descriptor's code is.
+* ``duration_until_reset`` is in whole seconds, rounded up (envoyproxy/ratelimit
+  reports the seconds left in the window, 1 to the unit's length).
+
+Differences:
+
+* a descriptor's ``limit`` override is ignored: the configured limit applies;
+* ``replaces`` is enforced within one native Check: descriptors with different
+  ``hits_addend`` values are decided in separate Checks, and a limit does not
+  replace one matched by a descriptor decided in another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import grpc
+import grpc.aio
+
+from bulwark.v1 import ratelimit_pb2
+from bulwark_server.api.ratelimit import MAX_HITS, RateLimitServicer
+from bulwark_server.api.status import rpc
+from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
+from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.ratelimits.config import (
+    MAX_DESCRIPTOR_ENTRIES,
+    MAX_KEY_LENGTH,
+    MAX_VALUE_LENGTH,
+)
+from bulwark_server.ratelimits.descriptors import MAX_DESCRIPTORS
+from bulwark_server.validation import NAME_RE
+
+SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+MAX_UINT32 = 2**32 - 1
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+_Unit = rls_pb2.RateLimitResponse.RateLimit
+_Status = rls_pb2.RateLimitResponse.DescriptorStatus
+UNITS: dict[int, int] = {
+    ratelimit_pb2.RATE_UNIT_SECOND: _Unit.SECOND,
+    ratelimit_pb2.RATE_UNIT_MINUTE: _Unit.MINUTE,
+    ratelimit_pb2.RATE_UNIT_HOUR: _Unit.HOUR,
+    ratelimit_pb2.RATE_UNIT_DAY: _Unit.DAY,
+}
+_NANOS = 1_000_000_000
+
+
+class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    """Translates ShouldRateLimit into native Checks and their results back."""
+
+    def __init__(self, native: RateLimitServicer) -> None:
+        self._native = native
+
+    @rpc
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        if not request.domain:
+            await _invalid(context, "rate limit domain must not be empty")
+        if not request.descriptors:
+            await _invalid(context, "rate limit descriptor list must not be empty")
+        statuses = [_Status(code=OK) for _ in request.descriptors]
+        # A domain that is not a valid Bulwark name cannot have limits: every
+        # descriptor is unknown, which Envoy's protocol answers with OK.
+        if NAME_RE.match(request.domain):
+            for hits, indexes in (await _plan(request, context)).items():
+                for start in range(0, len(indexes), MAX_DESCRIPTORS):
+                    batch = indexes[start : start + MAX_DESCRIPTORS]
+                    check = ratelimit_pb2.CheckRequest(
+                        domain=request.domain,
+                        descriptors=[_native(request.descriptors[i]) for i in batch],
+                        hits=hits,
+                    )
+                    decided = await self._native.Check(check, context)
+                    for i, result in zip(batch, decided.results, strict=True):
+                        statuses[i] = _status(result)
+        overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
+        return rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+
+
+async def _plan(
+    request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+) -> dict[int, list[int]]:
+    """Indexes of the descriptors a limit could match, grouped by the hits each adds.
+
+    A native Check charges one hits count to all its descriptors, so each distinct
+    count is one Check. Descriptors no Bulwark limit can match by their shape (no
+    entries, more than 16, an empty or over-long key) are left out: OK, no limit.
+    """
+    default = request.hits_addend or 1
+    if default > MAX_HITS:
+        await _invalid(context, f"hits_addend: must be at most {MAX_HITS}, got {default}")
+    plan: dict[int, list[int]] = {}
+    for i, descriptor in enumerate(request.descriptors):
+        if not _matchable(descriptor.entries):
+            continue
+        for j, entry in enumerate(descriptor.entries):
+            # A long value could still match an any-value limit: refuse it, as the
+            # native API does, rather than let it pass uncounted.
+            if len(entry.value) > MAX_VALUE_LENGTH:
+                await _invalid(
+                    context,
+                    f"descriptors[{i}].entries[{j}].value: longer than "
+                    f"{MAX_VALUE_LENGTH} characters",
+                )
+        hits = default
+        if descriptor.HasField("hits_addend"):
+            hits = descriptor.hits_addend.value
+            if hits > MAX_HITS:
+                await _invalid(
+                    context, f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
+                )
+        plan.setdefault(hits, []).append(i)
+    return plan
+
+
+def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> bool:
+    """False when no stored limit can match: stored patterns have 1-16 entries, keys 1-128."""
+    if not 1 <= len(entries) <= MAX_DESCRIPTOR_ENTRIES:
+        return False
+    return all(1 <= len(entry.key) <= MAX_KEY_LENGTH for entry in entries)
+
+
+def _native(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.RateLimitDescriptor:
+    return ratelimit_pb2.RateLimitDescriptor(
+        entries=[
+            ratelimit_pb2.DescriptorEntry(key=entry.key, value=entry.value)
+            for entry in descriptor.entries
+        ]
+    )
+
+
+def _status(result: ratelimit_pb2.DescriptorResult) -> _Status:
+    """Envoy's status for one native result (see the module docstring for the rules)."""
+    status = _Status(code=OK)
+    if not result.limit_name:
+        return status
+    if result.unlimited:
+        status.limit_remaining = MAX_UINT32
+        return status
+    # Shadow mode reports OK, as envoyproxy/ratelimit does, but keeps the counts.
+    if result.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT and not result.shadow:
+        status.code = OVER_LIMIT
+    status.current_limit.name = result.limit_name
+    status.current_limit.requests_per_unit = min(result.current_limit.requests_per_unit, MAX_UINT32)
+    status.current_limit.unit = UNITS.get(result.current_limit.unit, _Unit.UNKNOWN)
+    status.limit_remaining = min(max(0, result.remaining), MAX_UINT32)
+    nanos = max(0, result.reset_after.ToNanoseconds())
+    status.duration_until_reset.seconds = -(-nanos // _NANOS)
+    return status
+
+
+async def _invalid(context: grpc.aio.ServicerContext, message: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+    raise AssertionError("abort returned")

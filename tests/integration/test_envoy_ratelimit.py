@@ -1,0 +1,380 @@
+"""Envoy's rate-limit protocol served by real replicas; limits from envoyproxy/ratelimit YAML."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as common
+from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.localcluster import ReplicaProcess
+from tests.integration.conftest import get_leader, wait_for
+
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+OK = rls_pb2.RateLimitResponse.OK
+OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
+DAY = rls_pb2.RateLimitResponse.RateLimit.DAY
+MAX_UINT32 = 2**32 - 1
+
+CONFIG = """\
+domain: envoy-test
+descriptors:
+  # 3 a day per user, each user counted separately.
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 3}
+  - key: shadow_user
+    rate_limit: {unit: day, requests_per_unit: 1}
+    shadow_mode: true
+  - key: internal
+    rate_limit:
+      unlimited: true
+  - key: path
+    value: /api/*
+    rate_limit: {unit: day, requests_per_unit: 1, name: api-paths}
+  - key: tenant
+    value: acme
+    detailed_metric: true
+    descriptors:
+      - key: remote_address
+        rate_limit: {unit: Day, requests_per_unit: 2}
+"""
+
+
+def descriptor(*pairs: tuple[str, str], hits: int | None = None) -> common.RateLimitDescriptor:
+    out = common.RateLimitDescriptor(
+        entries=[common.RateLimitDescriptor.Entry(key=k, value=v) for k, v in pairs]
+    )
+    if hits is not None:
+        out.hits_addend.value = hits
+    return out
+
+
+def request(
+    *descriptors: common.RateLimitDescriptor, domain: str = "envoy-test", hits: int = 0
+) -> rls_pb2.RateLimitRequest:
+    return rls_pb2.RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits)
+
+
+def seconds_to_utc_midnight() -> float:
+    return 86400 - time.time() % 86400
+
+
+def avoid_day_boundary() -> None:
+    """Day windows reset at 00:00 UTC: do not let a test's requests straddle it."""
+    left = seconds_to_utc_midnight()
+    if left < 30:
+        time.sleep(left + 1)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bulwark_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def grpcurl(*args: str) -> str:
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "limits.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def two_replicas(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> tuple[ReplicaProcess, ReplicaProcess]:
+    """(leader, follower) sharing one etcd."""
+    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    leader = wait_for(
+        lambda: next((r for r in replicas if (v := get_leader(r.address)) and v.is_self), None),
+        10,
+    )
+    follower = next(r for r in replicas if r is not leader)
+    # The follower must know the leader before it can forward to it.
+    wait_for(lambda: (v := get_leader(follower.address)) and v.leader.replica_id, 10)
+    return leader, follower  # type: ignore[return-value]
+
+
+def test_service_is_listed_healthy_and_validates_like_envoy(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    replica = replica_factory("solo", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+
+    assert SERVICE in grpcurl(replica.address, "list").split()
+    described = grpcurl(replica.address, "describe", SERVICE)
+    assert "rpc ShouldRateLimit ( .envoy.service.ratelimit.v3.RateLimitRequest )" in described
+    described = grpcurl(replica.address, "describe", "envoy.service.ratelimit.v3.RateLimitRequest")
+    assert "repeated .envoy.extensions.common.ratelimit.v3.RateLimitDescriptor" in described
+
+    with grpc.insecure_channel(replica.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=2)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ShouldRateLimit(request(descriptor(("k", "v")), domain=""), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == "rate limit domain must not be empty"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ShouldRateLimit(request(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == "rate limit descriptor list must not be empty"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ShouldRateLimit(request(descriptor(("k", "v" * 300))), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "descriptors[0].entries[0].value" in (err.value.details() or "")
+
+        # Unknown domains (a domain no Bulwark limit could have included) and shapes
+        # no limit can match: OK, with no limit.
+        for unknown in (
+            request(descriptor(("k", "v")), domain="no-such-domain"),
+            request(descriptor(("k", "v")), domain="not a bulwark name!"),
+            request(common.RateLimitDescriptor(), descriptor(*[(f"k{i}", "v") for i in range(17)])),
+        ):
+            answer = stub.ShouldRateLimit(unknown, timeout=5)
+            assert answer.overall_code == OK
+            assert [s.code for s in answer.statuses] == [OK] * len(unknown.descriptors)
+            assert not any(s.HasField("current_limit") for s in answer.statuses)
+
+
+def test_import_then_decide_through_leader_and_follower(
+    two_replicas: tuple[ReplicaProcess, ReplicaProcess], config_file: Path
+):
+    leader, follower = two_replicas
+    imported = run_cli("limits", "import", str(config_file), "--server", follower.address)
+    assert imported.returncode == 0, imported.stderr
+    lines = imported.stdout.splitlines()
+    assert "created envoy-test/user [user=*] 3/day" in lines[0]
+    assert "created envoy-test/shadow_user [shadow_user=*] 1/day shadow" in lines[1]
+    assert lines[-1] == f"imported 5 limits from {config_file} into {follower.address}"
+    again = run_cli("limits", "import", str(config_file), "--server", leader.address)
+    assert again.returncode == 0, again.stderr
+    assert all(line.startswith("unchanged ") for line in again.stdout.splitlines()[:-1])
+
+    with grpc.insecure_channel(leader.address) as channel:
+        stored = ratelimit_pb2_grpc.RateLimitServiceStub(channel).GetLimit(
+            ratelimit_pb2.GetLimitRequest(domain="envoy-test", name="tenant_acme.remote_address"),
+            timeout=5,
+        )
+    assert stored.limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+    assert [(e.key, e.value) for e in stored.limit.descriptor] == [
+        ("tenant", "acme"),
+        ("remote_address", ""),
+    ]
+
+    avoid_day_boundary()
+    with (
+        grpc.insecure_channel(leader.address) as to_leader,
+        grpc.insecure_channel(follower.address) as to_follower,
+    ):
+        stubs = [
+            rls_pb2_grpc.RateLimitServiceStub(to_leader),
+            rls_pb2_grpc.RateLimitServiceStub(to_follower),
+        ]
+
+        def ask(req: rls_pb2.RateLimitRequest, via: int = 0) -> rls_pb2.RateLimitResponse:
+            answer, call = stubs[via % 2].ShouldRateLimit.with_call(req, timeout=5)
+            # Decided by the leader's counters, never by a local share.
+            assert "bulwark-ratelimit-mode" not in dict(call.trailing_metadata() or ())
+            return answer
+
+        # Fixed window of 3 a day, counted once across both replicas.
+        answers = [ask(request(descriptor(("user", "alice"))), via=i) for i in range(5)]
+        assert [a.overall_code for a in answers] == [OK, OK, OK, OVER, OVER]
+        assert [a.statuses[0].limit_remaining for a in answers] == [2, 1, 0, 0, 0]
+        first = answers[0].statuses[0]
+        assert first.current_limit.requests_per_unit == 3
+        assert first.current_limit.unit == DAY
+        assert first.current_limit.name == "user"
+        reset = first.duration_until_reset.seconds
+        assert abs(reset - seconds_to_utc_midnight()) <= 5, reset
+        assert first.duration_until_reset.nanos == 0  # whole seconds, as Envoy's
+
+        # Each value counts on its own; a known domain's unknown descriptor has no limit.
+        other = ask(request(descriptor(("user", "bob")), descriptor(("nobody", "x"))), via=1)
+        assert other.overall_code == OK
+        assert other.statuses[0].limit_remaining == 2
+        assert other.statuses[1].code == OK and not other.statuses[1].HasField("current_limit")
+
+        # hits_addend: the request's (0 means 1), a descriptor's own overriding it, 0 = look.
+        two = ask(request(descriptor(("user", "carol")), hits=2))
+        assert two.statuses[0].limit_remaining == 1
+        look = ask(request(descriptor(("user", "carol"), hits=0), hits=2), via=1)
+        assert look.overall_code == OK and look.statuses[0].limit_remaining == 1
+        heavy = ask(request(descriptor(("user", "carol"), hits=5), descriptor(("user", "dan"))))
+        assert [s.code for s in heavy.statuses] == [OVER, OK]
+        assert heavy.overall_code == OVER, "one descriptor over makes the request over"
+        assert heavy.statuses[1].limit_remaining == 2, "dan is charged the request's 1 hit"
+
+        # Shadow mode: counted, reported OK (remaining 0 once over), never OVER overall.
+        shadow = [ask(request(descriptor(("shadow_user", "eve"))), via=i) for i in range(3)]
+        assert [a.overall_code for a in shadow] == [OK, OK, OK]
+        assert [a.statuses[0].code for a in shadow] == [OK, OK, OK]
+        assert [a.statuses[0].limit_remaining for a in shadow] == [0, 0, 0]
+        assert shadow[2].statuses[0].current_limit.requests_per_unit == 1
+
+        # Unlimited: OK with the largest remaining, no current limit.
+        free = ask(request(descriptor(("internal", "ldap"))), via=1)
+        assert free.statuses[0].code == OK
+        assert free.statuses[0].limit_remaining == MAX_UINT32
+        assert not free.statuses[0].HasField("current_limit")
+
+        # Prefix wildcard: each matching value has its own window; others do not match.
+        paths = [
+            ask(request(descriptor(("path", p)))) for p in ("/api/a", "/api/a", "/api/b", "/web/a")
+        ]
+        assert [a.overall_code for a in paths] == [OK, OVER, OK, OK]
+        assert paths[0].statuses[0].current_limit.name == "api-paths"
+        assert not paths[3].statuses[0].HasField("current_limit")
+
+        # Nested descriptors: only the full-length descriptor matches, per remote address.
+        nested = [
+            ask(request(descriptor(("tenant", "acme"), ("remote_address", a))), via=i)
+            for i, a in enumerate(["10.0.0.1"] * 3 + ["10.0.0.2"])
+        ]
+        assert [a.overall_code for a in nested] == [OK, OK, OVER, OK]
+        short = ask(request(descriptor(("tenant", "acme"))))
+        assert not short.statuses[0].HasField("current_limit")
+
+    # Through reflection too, as an operator would.
+    reply = json.loads(
+        grpcurl(
+            "-d",
+            json.dumps(
+                {
+                    "domain": "envoy-test",
+                    "descriptors": [{"entries": [{"key": "user", "value": "alice"}]}],
+                }
+            ),
+            follower.address,
+            f"{SERVICE}/ShouldRateLimit",
+        )
+    )
+    # grpcurl prints the proto field names.
+    assert reply["overall_code"] == "OVER_LIMIT"
+    assert reply["statuses"][0]["current_limit"]["unit"] == "DAY"
+
+
+def test_limits_file_is_loaded_at_start(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], config_file: Path
+):
+    first = replica_factory("loader", [etcd.endpoint], f"--limits-file={config_file}")
+    loaded = [e for e in first.events() if e.get("event") == "limits_file.loaded"]
+    assert loaded and loaded[0]["limits_created"] == 5 and loaded[0]["limits_unchanged"] == 0, (
+        first.tail()
+    )
+    per_limit = [e["limit"] for e in first.events() if e.get("event") == "limits_file.limit"]
+    assert "envoy-test/api-paths" in per_limit
+
+    with grpc.insecure_channel(first.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        limit = stub.GetLimit(
+            ratelimit_pb2.GetLimitRequest(domain="envoy-test", name="shadow_user"), timeout=5
+        ).limit
+    assert limit.shadow_mode and not limit.unlimited
+    assert limit.rate == ratelimit_pb2.Rate(requests_per_unit=1, unit=ratelimit_pb2.RATE_UNIT_DAY)
+    assert limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+    revision = limit.revision
+
+    # A second replica with the same file (env variable this time) rewrites nothing.
+    second = replica_factory(
+        "reloader", [etcd.endpoint], env={"BULWARK_LIMITS_FILE": str(config_file)}
+    )
+    loaded = [e for e in second.events() if e.get("event") == "limits_file.loaded"]
+    assert loaded and loaded[0]["limits_unchanged"] == 5, second.tail()
+    with grpc.insecure_channel(second.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        again = stub.GetLimit(
+            ratelimit_pb2.GetLimitRequest(domain="envoy-test", name="shadow_user"), timeout=5
+        ).limit
+    assert again.revision == revision
+
+
+def test_bad_files_are_refused_before_anything_is_written(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domain: edge\ndescriptors:\n  - key: a\n    rate_limit: {unit: week}\n")
+    served = run_cli("serve", f"--limits-file={bad}", "--listen=127.0.0.1:0")
+    assert served.returncode == 2
+    assert "limits_file (BULWARK_LIMITS_FILE)" in served.stderr
+    assert "descriptors[0].rate_limit.unit: 'week' is not a unit" in served.stderr
+
+    missing = run_cli("serve", f"--limits-file={tmp_path / 'missing.yaml'}")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+    imported = run_cli("limits", "import", str(bad), "--server", "127.0.0.1:1")
+    assert imported.returncode == 2
+    assert imported.stderr.startswith(f"bulwark limits import: {bad}: descriptors[0]")
+    assert imported.stdout == ""
+
+
+def test_import_reports_a_server_it_cannot_reach(config_file: Path):
+    result = run_cli(
+        "limits", "import", str(config_file), "--server", "127.0.0.1:1", "--timeout", "2"
+    )
+    assert result.returncode == 1
+    assert "127.0.0.1:1 refused envoy-test/user" in result.stderr
+    assert "UNAVAILABLE" in result.stderr and "stopped after 0 of 5 limits" in result.stderr
+
+
+REPLACES_CONFIG = """\
+domain: replaces-test
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 1, name: per-user}
+  - key: plan
+    value: premium
+    rate_limit:
+      unit: day
+      requests_per_unit: 100
+      name: premium
+      replaces: [{name: per-user}]
+"""
+
+
+def test_a_matched_limit_that_replaces_another_drops_it(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    avoid_day_boundary()
+    config = tmp_path / "replaces.yaml"
+    config.write_text(REPLACES_CONFIG)
+    replica = replica_factory("replacer", [etcd.endpoint], f"--limits-file={config}")
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        user = descriptor(("user", "alice"))
+        premium = descriptor(("plan", "premium"))
+        # Alone, the per-user limit (1 a day) applies.
+        first = stub.ShouldRateLimit(request(user, domain="replaces-test"), timeout=5)
+        second = stub.ShouldRateLimit(request(user, domain="replaces-test"), timeout=5)
+        assert (first.overall_code, second.overall_code) == (OK, OVER)
+        # With the premium plan matched too, per-user is replaced: not applied.
+        both = stub.ShouldRateLimit(request(user, premium, domain="replaces-test"), timeout=5)
+        assert both.overall_code == OK
+        assert not both.statuses[0].HasField("current_limit")
+        assert both.statuses[1].current_limit.requests_per_unit == 100
