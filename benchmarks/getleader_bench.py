@@ -36,6 +36,7 @@ import array
 import asyncio
 import contextlib
 import importlib.metadata
+import itertools
 import json
 import math
 import multiprocessing
@@ -264,13 +265,16 @@ class CallSpec:
 
     With ``response_type`` set, ``request`` is a protobuf message and the call is built
     exactly as a generated stub builds it. With ``response_type`` None, ``request`` is raw
-    bytes sent and received unchanged (the echo baseline).
+    bytes sent and received unchanged (the echo baseline). With ``requests`` set (messages
+    of ``request``'s type), each process sends them in turn, one per call, instead of
+    ``request`` every time.
     """
 
     label: str
     method: str
     request: Any
     response_type: type[Any] | None = None
+    requests: tuple[Any, ...] = ()
 
 
 def getleader_call() -> CallSpec:
@@ -317,8 +321,16 @@ async def _drive(spec: WorkerSpec, barrier: multiprocessing.synchronize.Barrier)
         else:
             method = channel.unary_unary(spec.call.method)
 
-        async def call() -> object:
-            return await method(request, timeout=CALL_TIMEOUT)
+        if spec.call.requests:
+            in_turn = itertools.cycle(spec.call.requests)
+
+            async def call() -> object:
+                return await method(next(in_turn), timeout=CALL_TIMEOUT)
+
+        else:
+
+            async def call() -> object:
+                return await method(request, timeout=CALL_TIMEOUT)
 
         await asyncio.wait_for(channel.channel_ready(), SERVING_TIMEOUT)
         # All processes start the clock together, so their windows line up.
