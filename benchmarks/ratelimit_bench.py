@@ -1,0 +1,948 @@
+"""Rate limits: Check and Envoy ShouldRateLimit throughput, batches, leases, and `limits`+Redis.
+
+What it measures, in one run, on one Bulwark replica
+    A limit ``bench/per-user`` (descriptor pattern ``[{key: "user"}]``, any value; 1,000,000
+    requests per SECOND, token bucket) is created first with PutLimit, so no request is ever
+    limited. Requests name users ``u0`` ... ``u<--users - 1>`` in turn, so the leader keeps
+    one counter per user, as it would for real traffic.
+
+    1. Check under load. Decisions/s and latency percentiles of
+       ``bulwark.v1.RateLimitService/Check`` (one descriptor ``[{user: "u<n>"}]`` per
+       request), beside a plain ``grpc.aio`` echo server loaded the same way in the same
+       run; the echo returns the serialized bytes of a real CheckResponse.
+    2. Envoy. The same for ``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit``
+       (domain ``bench``, the same descriptors). Its generated modules are looked up under
+       ``bulwark_server.envoy_api``; when they are missing, or the replica answers
+       UNIMPLEMENTED, the run prints "ShouldRateLimit: not available in this build" and
+       goes on.
+    3. Batched descriptors. Check requests carrying ``--batch`` descriptors (distinct
+       users) each: descriptor decisions/s (requests/s x ``--batch``) and request latency.
+    4. Local decisions from a quota lease. One LeaseQuota call (descriptor
+       ``[{user: "lease-holder"}]``, client ``bench-client``, wanted 100000), then, in this
+       process, ``TokenBucket(capacity=granted, per_second=granted / unit_seconds, now)``
+       ``.take(1, time.monotonic())`` in a tight loop for ``--lease-duration`` seconds. This
+       is what the client library will do; there is no client library yet, so this loop
+       stands in for it. Decisions/s counts allowed and refused decisions alike (once the
+       bucket's first ``granted`` tokens are spent, it admits ``granted`` per unit).
+    5. The peer: the ``limits`` library (``RedisStorage`` from
+       ``storage_from_string("redis://127.0.0.1:PORT")``, item ``1000000/second``),
+       ``FixedWindowRateLimiter`` and ``MovingWindowRateLimiter``, each driven by as many
+       processes as the Bulwark load (``--processes``), each running ``--peer-threads``
+       synchronous loops of ``.hit(item, "user", "u<n>")``. Each ``hit`` is one Redis
+       round trip (one EVALSHA). Then, one caller in one process, a decision per call:
+       Bulwark Check over one synchronous gRPC channel, the ``limits`` fixed window, and the
+       echo over one synchronous channel (the floor of that shape), measured in alternating
+       turns so that drifting background load hits all of them alike.
+
+How
+    The machinery is that of ``getleader_bench.py`` (the replica as a subprocess with a
+    private embedded etcd in a temporary data dir; the echo server; ``--processes`` spawned
+    load processes keeping ``--concurrency`` calls in flight each over one ``grpc.aio``
+    channel; warm-up discarded; exact merged percentiles) and ``breaker_bench.py``
+    (``redis-server`` as a child process with no persistence, installed with apt-get when
+    missing; the alternating single-caller turns). Redis is flushed before each ``limits``
+    strategy, whose keys would otherwise collide. Every phase is bounded in time; every
+    subprocess and temporary directory is removed on exit, error or Ctrl-C.
+
+Client and server share the machine's CPUs (2 cores where the numbers in RESULTS.md were
+taken): absolute numbers are lower bounds; the ratios are the meaningful figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import datetime
+import importlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import math
+import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+import redis
+from breaker_bench import (
+    REDIS_READY_TIMEOUT,
+    PeerResult,
+    RedisProcess,
+    _finite,
+    _Peer,
+    find_redis_server,
+    redis_server_version,
+)
+from getleader_bench import (
+    CALL_TIMEOUT,
+    ECHO_METHOD,
+    HOST,
+    LEADER_TIMEOUT,
+    SERVING_TIMEOUT,
+    WORKER_SLACK,
+    BulwarkProcess,
+    CallSpec,
+    EchoProcess,
+    ServerProcess,
+    TargetResult,
+    echo_call,
+    machine_info,
+    probe_getleader,
+    run_load,
+    summarize,
+)
+
+from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from bulwark_server.ratelimits.config import UNIT_SECONDS
+from bulwark_server.ratelimits.counters import TokenBucket
+
+DOMAIN = "bench"
+LIMIT_NAME = "per-user"
+KEY = "user"
+RATE = 1_000_000  # per second: never reached, so every decision is OK
+LIMITS_ITEM = f"{RATE}/second"
+LEASE_USER = "lease-holder"
+LEASE_CLIENT = "bench-client"
+LEASE_WANTED = 100_000
+ENVOY_PACKAGE = "bulwark_server.envoy_api"
+ENVOY_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+SHOULD_RATE_LIMIT = f"/{ENVOY_SERVICE}/ShouldRateLimit"
+NOT_AVAILABLE = "ShouldRateLimit: not available in this build"
+OK = ratelimit_pb2.CHECK_CODE_OK
+STRATEGIES = {"fixed": "FixedWindowRateLimiter", "moving": "MovingWindowRateLimiter"}
+
+
+def _progress(message: str) -> None:
+    print(f"[ratelimit-bench] {message}", file=sys.stderr, flush=True)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def user(n: int) -> str:
+    """The descriptor value of user ``n``."""
+    return f"u{n}"
+
+
+# --------------------------------------------------------------------------- Bulwark Check
+
+
+def put_limit(address: str) -> ratelimit_pb2.Limit:
+    """Create (or replace) ``bench/per-user``: [{user: any}], RATE per SECOND."""
+    limit = ratelimit_pb2.Limit(
+        domain=DOMAIN,
+        name=LIMIT_NAME,
+        descriptor=[ratelimit_pb2.DescriptorEntry(key=KEY)],
+        rate=ratelimit_pb2.Rate(requests_per_unit=RATE, unit=ratelimit_pb2.RATE_UNIT_SECOND),
+    )
+    with grpc.insecure_channel(address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        response = stub.PutLimit(ratelimit_pb2.PutLimitRequest(limit=limit), timeout=CALL_TIMEOUT)
+    return response.limit
+
+
+def check_requests(users: int, batch: int) -> tuple[ratelimit_pb2.CheckRequest, ...]:
+    """Check requests of ``batch`` descriptors each, covering users 0..users-1 in order."""
+    per_request = [range(i, min(i + batch, users)) for i in range(0, users, batch)]
+    if len(per_request[-1]) < batch:  # every request carries exactly ``batch`` descriptors
+        per_request[-1] = range(users - batch, users) if users >= batch else range(batch)
+    return tuple(
+        ratelimit_pb2.CheckRequest(
+            domain=DOMAIN,
+            descriptors=[
+                ratelimit_pb2.RateLimitDescriptor(
+                    entries=[ratelimit_pb2.DescriptorEntry(key=KEY, value=user(n))]
+                )
+                for n in ns
+            ],
+        )
+        for ns in per_request
+    )
+
+
+def check_call(requests: tuple[ratelimit_pb2.CheckRequest, ...], label: str) -> CallSpec:
+    """``RateLimitService/Check``, sending ``requests`` in turn."""
+    return CallSpec(
+        label=label,
+        method="/bulwark.v1.RateLimitService/Check",
+        request=requests[0],
+        response_type=ratelimit_pb2.CheckResponse,
+        requests=requests,
+    )
+
+
+def probe_check(address: str, request: ratelimit_pb2.CheckRequest) -> bytes:
+    """One Check; fail unless every descriptor is OK under ``per-user``; the response bytes."""
+    with grpc.insecure_channel(address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        response = stub.Check(request, timeout=CALL_TIMEOUT)
+    names = {result.limit_name for result in response.results}
+    if response.overall_code != OK or names != {LIMIT_NAME} or response.local_fallback:
+        raise RuntimeError(f"Check is not deciding OK on {LIMIT_NAME!r}: {response}")
+    return response.SerializeToString()
+
+
+# --------------------------------------------------------------------------- Envoy RLS
+
+
+def load_envoy_rls() -> tuple[ModuleType | None, str]:
+    """The generated ``rls_pb2`` module under ENVOY_PACKAGE, or None and the reason."""
+    try:
+        spec = importlib.util.find_spec(ENVOY_PACKAGE)
+    except ImportError as exc:
+        return None, f"{ENVOY_PACKAGE} not importable ({exc})"
+    if spec is None or not spec.submodule_search_locations:
+        return None, f"no package {ENVOY_PACKAGE}"
+    for root in spec.submodule_search_locations:
+        for path in sorted(Path(root).rglob("rls_pb2.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-4:-1] != ("service", "ratelimit", "v3"):
+                continue
+            name = ".".join((ENVOY_PACKAGE, *parts))
+            try:
+                module = importlib.import_module(name)
+            except Exception as exc:
+                return None, f"{name} does not import ({type(exc).__name__}: {exc})"
+            if not hasattr(module, "RateLimitRequest"):
+                return None, f"{name} has no RateLimitRequest"
+            return module, name
+    return None, f"no service/ratelimit/v3/rls_pb2.py under {ENVOY_PACKAGE}"
+
+
+def rls_requests(rls: ModuleType, users: int) -> tuple[Any, ...]:
+    """One ShouldRateLimit request per user, each with the descriptor [{user: u<n>}]."""
+    requests = []
+    for n in range(users):
+        request = rls.RateLimitRequest(domain=DOMAIN)
+        request.descriptors.add().entries.add(key=KEY, value=user(n))
+        requests.append(request)
+    return tuple(requests)
+
+
+def probe_should_rate_limit(address: str, rls: ModuleType, request: Any) -> str | None:
+    """Call ShouldRateLimit once: None when it answers OK, else why it is not available."""
+    with grpc.insecure_channel(address) as channel:
+        method = channel.unary_unary(
+            SHOULD_RATE_LIMIT,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=rls.RateLimitResponse.FromString,
+        )
+        try:
+            response = method(request, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return f"the replica does not serve {ENVOY_SERVICE}"
+            raise
+    if response.overall_code != rls.RateLimitResponse.Code.OK:
+        raise RuntimeError(f"ShouldRateLimit is not deciding OK: {response}")
+    return None
+
+
+# --------------------------------------------------------------------------- quota lease
+
+
+@dataclass
+class LeaseResult:
+    """Local decisions from one quota lease, in one process."""
+
+    granted: int
+    unit_seconds: int
+    lease_term_s: float
+    lease_rpc_ms: float
+    decisions: int
+    allowed: int
+    denied: int
+    duration_s: float
+    decisions_per_s: float
+    allowed_per_s: float
+    ns_per_decision: float
+
+
+def lease_local(address: str, duration: float) -> LeaseResult:
+    """LeaseQuota once, then ``TokenBucket.take(1, monotonic())`` in a loop for ``duration``."""
+    request = ratelimit_pb2.LeaseQuotaRequest(
+        domain=DOMAIN,
+        descriptor=ratelimit_pb2.RateLimitDescriptor(
+            entries=[ratelimit_pb2.DescriptorEntry(key=KEY, value=LEASE_USER)]
+        ),
+        client_id=LEASE_CLIENT,
+        wanted=LEASE_WANTED,
+    )
+    with grpc.insecure_channel(address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        started = time.perf_counter()
+        lease = stub.LeaseQuota(request, timeout=CALL_TIMEOUT)
+        rpc_ms = (time.perf_counter() - started) * 1000
+    if lease.granted <= 0 or lease.limit_name != LIMIT_NAME:
+        raise RuntimeError(f"LeaseQuota granted nothing on {LIMIT_NAME!r}: {lease}")
+    unit_seconds = UNIT_SECONDS[lease.limit.unit]
+    term = lease.expires_at.ToNanoseconds() / 1e9 - time.time()
+    clock = time.monotonic
+    bucket = TokenBucket(
+        capacity=lease.granted, per_second=lease.granted / unit_seconds, now=clock()
+    )
+    take = bucket.take
+    allowed = denied = 0
+    begin = clock()
+    end = begin + duration
+    while (now := clock()) < end:
+        if take(1, now).allowed:
+            allowed += 1
+        else:
+            denied += 1
+    seconds = clock() - begin
+    decisions = allowed + denied
+    return LeaseResult(
+        granted=lease.granted,
+        unit_seconds=unit_seconds,
+        lease_term_s=round(term, 1),
+        lease_rpc_ms=rpc_ms,
+        decisions=decisions,
+        allowed=allowed,
+        denied=denied,
+        duration_s=seconds,
+        decisions_per_s=decisions / seconds,
+        allowed_per_s=allowed / seconds,
+        ns_per_decision=seconds / decisions * 1e9 if decisions else math.nan,
+    )
+
+
+# --------------------------------------------------------------------------- limits + Redis
+
+
+@dataclass
+class LimitsWorkerSpec:
+    """What one `limits` load process does; picklable so it crosses the spawn boundary."""
+
+    index: int
+    redis_url: str
+    strategy: str  # a key of STRATEGIES
+    users: int
+    threads: int
+    warmup: float
+    duration: float
+
+
+def _limits_drive(
+    spec: LimitsWorkerSpec, barrier: multiprocessing.synchronize.Barrier
+) -> dict[str, Any]:
+    import limits
+    import limits.strategies
+    from limits.storage import storage_from_string
+
+    storage = storage_from_string(spec.redis_url)
+    limiter = getattr(limits.strategies, STRATEGIES[spec.strategy])(storage)
+    item = limits.parse(LIMITS_ITEM)
+    names = [user(n) for n in range(spec.users)]
+    if not storage.check():
+        raise RuntimeError(f"Redis at {spec.redis_url} does not answer")
+    limiter.hit(item, KEY, names[0])  # load the Lua script before the clock starts
+    barrier.wait(WORKER_SLACK)
+    begin = time.perf_counter() + spec.warmup
+    end = begin + spec.duration
+    per_thread = [array.array("d") for _ in range(spec.threads)]
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def loop(latencies: array.array[float], offset: int) -> None:
+        clock, hit = time.perf_counter, limiter.hit
+        local: Counter[str] = Counter()
+        for name in itertools.cycle(names[offset:] + names[:offset]):
+            started = clock()
+            if started >= end:
+                break
+            try:
+                outcome = None if hit(item, KEY, name) else "DENIED"
+            except Exception as exc:
+                outcome = type(exc).__name__
+            finished = clock()
+            if begin <= finished < end:
+                if outcome is None:
+                    latencies.append(finished - started)
+                else:
+                    local[outcome] += 1
+        with lock:
+            errors.update(local)
+
+    step = max(1, spec.users // spec.threads)
+    threads = [
+        threading.Thread(target=loop, args=(per_thread[i], (i * step) % spec.users))
+        for i in range(spec.threads)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    merged = array.array("d")
+    for latencies in per_thread:
+        merged.extend(latencies)
+    return {"latencies": merged.tobytes(), "errors": dict(errors)}
+
+
+def run_limits_worker(
+    spec: LimitsWorkerSpec,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.queues.Queue[dict[str, Any]],
+) -> None:
+    """Entry point of one `limits` load process: one result dict on ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        outcome = _limits_drive(spec, barrier)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        outcome = {"failure": f"{type(exc).__name__}: {exc}"}
+    outcome["index"] = spec.index
+    results.put(outcome)
+
+
+def run_limits_load(
+    strategy: str, redis_proc: RedisProcess, args: argparse.Namespace
+) -> TargetResult:
+    """``args.processes`` processes x ``args.peer_threads`` loops of ``limits`` hits."""
+    with contextlib.closing(redis.Redis(host=HOST, port=redis_proc.port)) as client:
+        client.flushall()  # the two strategies use the same keys with different types
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(args.processes)
+    results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
+    url = f"redis://{HOST}:{redis_proc.port}"
+    workers = [
+        ctx.Process(
+            target=run_limits_worker,
+            args=(
+                LimitsWorkerSpec(
+                    i, url, strategy, args.users, args.peer_threads, args.warmup, args.duration
+                ),
+                barrier,
+                results,
+            ),
+            name=f"limits-{strategy}-{i}",
+        )
+        for i in range(args.processes)
+    ]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    received: set[int] = set()
+    deadline = time.monotonic() + args.warmup + args.duration + CALL_TIMEOUT + WORKER_SLACK
+    try:
+        for worker in workers:
+            worker.start()
+        while len(received) < len(workers):
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                if redis_proc.proc.poll() is not None:
+                    raise RuntimeError("redis-server exited during the load") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"limits {strategy} processes did not finish") from None
+                if len([w for w in workers if w.exitcode is not None]) > len(received):
+                    barrier.abort()
+                    raise RuntimeError(f"a limits {strategy} process died") from None
+                continue
+            received.add(item["index"])
+            if "failure" in item:
+                barrier.abort()
+                raise RuntimeError(f"limits process {item['index']} failed: {item['failure']}")
+            chunk = array.array("d")
+            chunk.frombytes(item["latencies"])
+            latencies.extend(chunk)
+            errors.update(item["errors"])
+        for worker in workers:
+            worker.join(10.0)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join(5.0)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        results.close()
+        results.join_thread()
+    label = f"limits {STRATEGIES[strategy]} + Redis"
+    return summarize(f"limits_{strategy}", label, latencies, errors, args.duration)
+
+
+def measure_sequential(
+    redis_port: int,
+    address: str,
+    echo_address: str,
+    echo_payload: bytes,
+    args: argparse.Namespace,
+) -> dict[str, PeerResult]:
+    """One caller, one decision per call: `limits` fixed window, Bulwark Check, echo floor."""
+    import limits
+    import limits.strategies
+    from limits.storage import storage_from_string
+
+    with contextlib.closing(redis.Redis(host=HOST, port=redis_port)) as client:
+        client.flushall()
+    storage = storage_from_string(f"redis://{HOST}:{redis_port}")
+    limiter = limits.strategies.FixedWindowRateLimiter(storage)
+    item = limits.parse(LIMITS_ITEM)
+    names = itertools.cycle([user(n) for n in range(args.users)])
+    checks = itertools.cycle(check_requests(args.users, 1))
+    with contextlib.ExitStack() as stack:
+        check_channel = stack.enter_context(grpc.insecure_channel(address))
+        echo_channel = stack.enter_context(grpc.insecure_channel(echo_address))
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(check_channel)
+        echo = echo_channel.unary_unary(ECHO_METHOD)
+
+        def fixed_window() -> bool:
+            return limiter.hit(item, KEY, next(names))
+
+        def check() -> bool:
+            return stub.Check(next(checks), timeout=CALL_TIMEOUT).overall_code == OK
+
+        def echo_once() -> bool:
+            echo(echo_payload, timeout=CALL_TIMEOUT)
+            return True
+
+        peers = [
+            _Peer(
+                "limits_fixed_window_sequential",
+                "limits FixedWindowRateLimiter + Redis",
+                fixed_window,
+                "Redis round trips (one EVALSHA: INCRBY, EXPIRE on a window's first hit)",
+            ),
+            _Peer(
+                "bulwark_check_sequential",
+                "Bulwark Check (sync gRPC, 1 channel)",
+                check,
+                "gRPC round trips (the leader decides in memory; no etcd access)",
+            ),
+            _Peer(
+                "echo_sequential",
+                "bare grpc.aio echo (sync gRPC, 1 channel; the floor)",
+                echo_once,
+                "gRPC round trips",
+            ),
+        ]
+        for peer in peers:
+            peer.warm_up(args.seq_warmup)
+        for _ in range(args.seq_slices):
+            for peer in peers:
+                peer.run_slice(args.seq_duration / args.seq_slices)
+    for peer in peers:  # one round trip per decision, by construction
+        peer.backend_ops = peer.allowed + peer.denied + peer.errors
+    return {peer.key: peer.result() for peer in peers}
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Report:
+    """Everything printed."""
+
+    started_utc: str
+    machine: dict[str, Any]
+    note: str
+    load: dict[str, Any]
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+    should_rate_limit: str = ""  # the module used, or why the service is not available
+    batched_descriptor_decisions_per_s: float = math.nan
+    lease: LeaseResult | None = None
+    sequential: dict[str, PeerResult] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+TARGET_LABELS = {
+    "check": "Bulwark Check (1 descriptor)",
+    "echo": "echo baseline (grpc.aio, raw bytes)",
+    "should_rate_limit": "Envoy ShouldRateLimit (1 descriptor)",
+    "check_batched": "Bulwark Check (batched; per request)",
+    "limits_fixed": "limits FixedWindow + Redis (hits)",
+    "limits_moving": "limits MovingWindow + Redis (hits)",
+}
+
+
+def compute_ratios(report: Report) -> dict[str, float]:
+    """Every ratio printed, keyed by what it compares."""
+    t, r = report.targets, {}
+    check, echo = t.get("check"), t.get("echo")
+    if check and echo:
+        r["Check / echo: QPS"] = _ratio(check.qps, echo.qps)
+        r["Check / echo: p50"] = _ratio(check.p50_ms, echo.p50_ms)
+        r["Check / echo: p99"] = _ratio(check.p99_ms, echo.p99_ms)
+    srl = t.get("should_rate_limit")
+    if srl and echo and check:
+        r["ShouldRateLimit / echo: QPS"] = _ratio(srl.qps, echo.qps)
+        r["ShouldRateLimit / echo: p99"] = _ratio(srl.p99_ms, echo.p99_ms)
+        r["ShouldRateLimit / Check: QPS"] = _ratio(srl.qps, check.qps)
+        r["ShouldRateLimit / Check: p99"] = _ratio(srl.p99_ms, check.p99_ms)
+    batched = t.get("check_batched")
+    if batched and check:
+        r["batched descriptor decisions/s / Check QPS"] = _ratio(
+            report.batched_descriptor_decisions_per_s, check.qps
+        )
+        r["batched request QPS / Check QPS"] = _ratio(batched.qps, check.qps)
+        r["batched request p99 / Check p99"] = _ratio(batched.p99_ms, check.p99_ms)
+    fixed, moving = t.get("limits_fixed"), t.get("limits_moving")
+    if check and fixed:
+        r["Check QPS / limits fixed-window hits/s"] = _ratio(check.qps, fixed.qps)
+    if check and moving:
+        r["Check QPS / limits moving-window hits/s"] = _ratio(check.qps, moving.qps)
+    if srl and fixed:
+        r["ShouldRateLimit QPS / limits fixed-window hits/s"] = _ratio(srl.qps, fixed.qps)
+    if batched and fixed:
+        r["batched descriptor decisions/s / limits fixed-window hits/s"] = _ratio(
+            report.batched_descriptor_decisions_per_s, fixed.qps
+        )
+    lease = report.lease
+    if lease and check:
+        r["lease local decisions/s / Check QPS"] = _ratio(lease.decisions_per_s, check.qps)
+    if lease and fixed:
+        r["lease local decisions/s / limits fixed-window hits/s"] = _ratio(
+            lease.decisions_per_s, fixed.qps
+        )
+    seq = report.sequential
+    if "bulwark_check_sequential" in seq and "limits_fixed_window_sequential" in seq:
+        a, b = seq["bulwark_check_sequential"], seq["limits_fixed_window_sequential"]
+        r["one caller: Check / limits fixed window: calls/s"] = _ratio(a.calls_per_s, b.calls_per_s)
+        r["one caller: Check / limits fixed window: p50"] = _ratio(a.p50_ms, b.p50_ms)
+        r["one caller: Check / limits fixed window: p99"] = _ratio(a.p99_ms, b.p99_ms)
+    if "bulwark_check_sequential" in seq and "echo_sequential" in seq:
+        a, b = seq["bulwark_check_sequential"], seq["echo_sequential"]
+        r["one caller: Check / echo: calls/s"] = _ratio(a.calls_per_s, b.calls_per_s)
+    return r
+
+
+def format_report(report: Report) -> str:
+    """The human-readable tables."""
+    m, load = report.machine, report.load
+    lines = [
+        f"Bulwark rate-limit benchmark, started {report.started_utc}",
+        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, grpcio "
+        f"{m['grpcio']}, etcd {m['etcd']}, limits {m['limits']}, redis-py {m['redis_py']}, "
+        f"redis-server {m['redis_server']}",
+        f"Note: {report.note}",
+        f"Limit: {DOMAIN}/{LIMIT_NAME}, [{{{KEY}: any}}], {RATE} per SECOND (never reached); "
+        f"{load['users']} users in turn",
+        "",
+        f"Under load: {load['processes']} processes x {load['concurrency']} in-flight gRPC calls "
+        f"(limits: {load['processes']} processes x {load['peer_threads']} synchronous "
+        f"loop(s)), {load['warmup_s']:g}s warm-up + {load['duration_s']:g}s per target, one "
+        f"target after the other; echo payload {load['echo_payload_bytes']} bytes",
+        f"{'target':<38} {'calls':>8} {'errors':>6} {'QPS':>9} {'p50 ms':>7} {'p90 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7}",
+    ]
+    for key, r in report.targets.items():
+        lines.append(
+            f"{TARGET_LABELS[key]:<38} {r.calls:>8} {r.errors:>6} {r.qps:>9.1f} "
+            f"{r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.2f}"
+        )
+        if r.errors_by_code:
+            codes = ", ".join(f"{code}={n}" for code, n in sorted(r.errors_by_code.items()))
+            lines.append(f"{'':<38} errors by code: {codes}")
+    if "should_rate_limit" not in report.targets:
+        lines.append(f"{NOT_AVAILABLE} ({report.should_rate_limit})")
+    if "check_batched" in report.targets:
+        lines.append(
+            f"Batched Check: {load['batch']} descriptors per request -> "
+            f"{report.batched_descriptor_decisions_per_s:.1f} descriptor decisions/s"
+        )
+    lease = report.lease
+    if lease is not None:
+        lines += [
+            "",
+            f"Local decisions from a quota lease (no client library yet: this process runs "
+            f"TokenBucket(capacity=granted, per_second=granted/unit).take(1, monotonic()) "
+            f"in a loop, as the library will): granted {lease.granted} per "
+            f"{lease.unit_seconds}s, lease term {lease.lease_term_s:g}s, LeaseQuota RPC "
+            f"{lease.lease_rpc_ms:.2f} ms",
+            f"  {lease.decisions_per_s:.0f} decisions/s ({lease.ns_per_decision:.0f} ns each) "
+            f"over {lease.duration_s:.1f}s: {lease.allowed} allowed "
+            f"({lease.allowed_per_s:.0f}/s, capped by the grant), {lease.denied} refused",
+        ]
+    if report.sequential:
+        lines += [
+            "",
+            f"One caller in one process, one decision per call: {load['seq_warmup_s']:g}s "
+            f"warm-up, then {load['seq_duration_s']:g}s each in {load['seq_slices']} "
+            "alternating turns",
+            f"{'peer':<52} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}  round trips per call",
+        ]
+        for p in report.sequential.values():
+            lines.append(
+                f"{p.peer:<52} {p.calls_per_s:>9.1f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f}  "
+                f"{p.round_trips_per_call:.2f} {p.round_trips}"
+            )
+            if p.denied or p.errors:
+                lines.append(f"{'':<52} denied {p.denied}, errors {p.errors}")
+    if report.ratios:
+        lines += ["", "Ratios:"]
+        width = max(len(key) for key in report.ratios)
+        lines += [f"  {key:<{width}}  {value:.2f}x" for key, value in report.ratios.items()]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options; ``--help`` documents each."""
+    parser = argparse.ArgumentParser(
+        prog="ratelimit_bench.py",
+        description=(
+            "Measure Bulwark's rate limits on one local replica (embedded etcd) in one run: "
+            "RateLimitService/Check and Envoy ShouldRateLimit decisions/s and p50/p99 beside "
+            "a bare grpc.aio echo; Check with batched descriptors; local decisions from a "
+            "quota lease; and the `limits` library with Redis (fixed and moving window) "
+            "under the same number of processes, plus a one-caller comparison. Everything "
+            "runs on 127.0.0.1; clients and servers share the same CPUs."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    load = parser.add_argument_group("load (same shape as getleader_bench)")
+    load.add_argument("--processes", type=int, default=2, help="load processes per target")
+    load.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="gRPC calls kept in flight by each load process (over one grpc.aio channel)",
+    )
+    load.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
+    load.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of discarded load before measuring"
+    )
+    load.add_argument(
+        "--users", type=int, default=1000, help="distinct descriptor values u0..u<N-1>, in turn"
+    )
+    load.add_argument(
+        "--batch", type=int, default=100, help="descriptors per request in the batched Check"
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=5.0,
+        help="seconds of local TokenBucket decisions from the quota lease",
+    )
+    peers = parser.add_argument_group("the limits library with Redis")
+    peers.add_argument(
+        "--peer-threads",
+        type=int,
+        default=1,
+        help="synchronous hit loops (threads) in each of the --processes limits processes",
+    )
+    peers.add_argument(
+        "--seq-duration", type=float, default=5.0, help="one caller: measured seconds per peer"
+    )
+    peers.add_argument(
+        "--seq-warmup", type=float, default=1.0, help="one caller: discarded seconds per peer"
+    )
+    peers.add_argument(
+        "--seq-slices",
+        type=int,
+        default=5,
+        help="one caller: turns the peers take, so drifting background load hits all alike",
+    )
+    peers.add_argument(
+        "--redis-server",
+        metavar="PATH",
+        default=None,
+        help="redis-server binary; %(default)s finds it on PATH",
+    )
+    peers.add_argument(
+        "--no-install-redis",
+        action="store_true",
+        help="fail instead of running 'apt-get install -y redis-server' when it is missing",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary instead of the tables"
+    )
+    args = parser.parse_args(argv)
+    if args.processes < 1 or args.concurrency < 1 or args.peer_threads < 1:
+        parser.error("--processes, --concurrency and --peer-threads must be at least 1")
+    if args.duration <= 0 or args.warmup < 0 or args.lease_duration <= 0:
+        parser.error("--duration and --lease-duration must be positive, --warmup not negative")
+    if args.seq_duration <= 0 or args.seq_warmup < 0 or args.seq_slices < 1:
+        parser.error("--seq-duration must be positive, --seq-warmup not negative, slices >= 1")
+    if not 1 <= args.batch <= 100:
+        parser.error("--batch must be 1-100 (Check takes at most 100 descriptors)")
+    if args.users < 1:
+        parser.error("--users must be at least 1")
+    return args
+
+
+def _load(
+    report: Report,
+    key: str,
+    address: str,
+    call: CallSpec,
+    args: argparse.Namespace,
+    server: ServerProcess,
+) -> TargetResult:
+    _progress(
+        f"loading {key}: {args.processes} x {args.concurrency} in flight, "
+        f"{args.warmup:g}s warm-up + {args.duration:g}s"
+    )
+    result = run_load(key, address, call, args, server)
+    report.targets[key] = result
+    _progress(f"{key}: {result.calls} calls, {result.qps:.1f} QPS, p99 {result.p99_ms:.2f} ms")
+    return result
+
+
+def benchmark(args: argparse.Namespace) -> Report:
+    """Start the servers, run every part, stop everything; return the report."""
+    redis_binary = find_redis_server(args.redis_server, install=not args.no_install_redis)
+    machine = machine_info()
+    machine["limits"] = importlib.metadata.version("limits")
+    machine["redis_py"] = importlib.metadata.version("redis")
+    machine["redis_server"] = redis_server_version(redis_binary)
+    report = Report(
+        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        machine=machine,
+        note=(
+            f"clients and servers share this {machine['cpus']}-core machine on 127.0.0.1, so "
+            "they compete for CPU: absolute figures are lower bounds; read the ratios."
+        ),
+        load={
+            "processes": args.processes,
+            "concurrency": args.concurrency,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "users": args.users,
+            "batch": args.batch,
+            "peer_threads": args.peer_threads,
+            "lease_duration_s": args.lease_duration,
+            "seq_warmup_s": args.seq_warmup,
+            "seq_duration_s": args.seq_duration,
+            "seq_slices": args.seq_slices,
+        },
+    )
+    root = tempfile.mkdtemp(prefix="bulwark-ratelimit-bench-")
+    servers: list[ServerProcess] = []
+    redis_proc: RedisProcess | None = None
+    try:
+        _progress("starting Bulwark replica (embedded etcd), the echo server and redis-server...")
+        replica = BulwarkProcess(str(Path(root) / "replica"), name="replica")
+        servers.append(replica)
+        echo = EchoProcess()
+        servers.append(echo)
+        redis_dir = Path(root) / "redis"
+        redis_dir.mkdir()
+        redis_proc = RedisProcess(redis_binary, str(redis_dir))
+        address = f"{HOST}:{replica.wait_port(SERVING_TIMEOUT)}"
+        echo_address = f"{HOST}:{echo.wait_port(SERVING_TIMEOUT)}"
+        redis_proc.wait_ready(REDIS_READY_TIMEOUT)
+        probe_getleader(address, LEADER_TIMEOUT)
+        put_limit(address)
+        singles = check_requests(args.users, 1)
+        payload = probe_check(address, singles[0])
+        report.load["check_response_bytes"] = len(payload)
+        report.load["echo_payload_bytes"] = len(payload)
+
+        # 1. Check beside the echo baseline.
+        _load(
+            report, "check", address, check_call(singles, "RateLimitService/Check"), args, replica
+        )
+        _load(report, "echo", echo_address, echo_call(payload), args, echo)
+
+        # 2. Envoy ShouldRateLimit, when this build has it.
+        rls, found = load_envoy_rls()
+        if rls is None:
+            report.should_rate_limit = found
+        else:
+            requests = rls_requests(rls, args.users)
+            missing = probe_should_rate_limit(address, rls, requests[0])
+            if missing is not None:
+                report.should_rate_limit = missing
+            else:
+                report.should_rate_limit = f"served; messages from {found}"
+                call = CallSpec(
+                    label=SHOULD_RATE_LIMIT.lstrip("/"),
+                    method=SHOULD_RATE_LIMIT,
+                    request=requests[0],
+                    response_type=rls.RateLimitResponse,
+                    requests=requests,
+                )
+                _load(report, "should_rate_limit", address, call, args, replica)
+        if "should_rate_limit" not in report.targets:
+            _progress(f"{NOT_AVAILABLE} ({report.should_rate_limit})")
+
+        # 3. Batched descriptors.
+        batches = check_requests(max(args.users, args.batch), args.batch)
+        probe_check(address, batches[0])
+        call = check_call(batches, f"RateLimitService/Check x{args.batch} descriptors")
+        batched = _load(report, "check_batched", address, call, args, replica)
+        report.batched_descriptor_decisions_per_s = batched.qps * args.batch
+
+        # 4. Local decisions from a quota lease.
+        _progress(f"quota lease: local TokenBucket decisions for {args.lease_duration:g}s")
+        report.lease = lease_local(address, args.lease_duration)
+        _progress(f"lease: {report.lease.decisions_per_s:.0f} local decisions/s")
+
+        # 5. The limits library with Redis, then one caller.
+        for strategy in STRATEGIES:
+            _progress(
+                f"loading limits {STRATEGIES[strategy]}: {args.processes} processes x "
+                f"{args.peer_threads} loop(s), {args.warmup:g}s warm-up + {args.duration:g}s"
+            )
+            result = run_limits_load(strategy, redis_proc, args)
+            report.targets[f"limits_{strategy}"] = result
+            _progress(f"limits {strategy}: {result.calls} hits, {result.qps:.1f} hits/s")
+        _progress(
+            f"one caller: limits fixed window, Bulwark Check and echo, {args.seq_warmup:g}s "
+            f"warm-up each, then {args.seq_slices} turns of "
+            f"{args.seq_duration / args.seq_slices:g}s each"
+        )
+        report.sequential = measure_sequential(
+            redis_proc.port, address, echo_address, payload, args
+        )
+        for peer in report.sequential.values():
+            _progress(f"{peer.peer}: {peer.calls_per_s:.1f} calls/s")
+        probe_check(address, singles[0])  # still deciding OK on per-user after all that
+        replica.check_alive()
+        echo.check_alive()
+    finally:
+        if redis_proc is not None:
+            try:
+                redis_proc.stop()
+            except Exception as exc:
+                _progress(f"stopping redis-server failed: {exc}")
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except Exception as exc:
+                _progress(f"stopping {server.name} failed: {exc}")
+        shutil.rmtree(root, ignore_errors=True)
+    report.ratios = compute_ratios(report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the tables (or JSON)."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    try:
+        report = benchmark(args)
+    except KeyboardInterrupt:
+        _progress("interrupted; servers, load processes and redis-server stopped")
+        return 130
+    _progress(f"done in {time.monotonic() - started:.0f}s")
+    if args.json:
+        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
+    else:
+        print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
