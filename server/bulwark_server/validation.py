@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2
 
 from bulwark_server.errors import InvalidArgument
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_ID_LENGTH = 256
@@ -20,7 +20,7 @@ def validate_name(value: str, field: str = "name") -> str:
     """A resource name: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise InvalidArgument(
             field,
             f"{value[:64]!r} is not a valid name (1-128 letters, digits, '.', '_', '-', "
@@ -73,7 +73,7 @@ def page_params(page_size: int, page_token: str) -> tuple[int, str]:
         raise InvalidArgument("page_token", "is not a token returned by this API") from None
     # Tokens hold the last name of a page: a name, or "<scope>/<name>" (limits).
     parts = start_after.split("/")
-    if len(parts) > 2 or not all(NAME_RE.match(part) for part in parts):
+    if len(parts) > 2 or not all(NAME_RE.fullmatch(part) for part in parts):
         raise InvalidArgument("page_token", "is not a token returned by this API")
     return size, start_after
 

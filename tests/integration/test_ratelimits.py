@@ -322,3 +322,46 @@ def test_reported_load_scales_an_adaptive_limit(two_replicas: list[ReplicaProces
         wait_for(lambda: effective() == 20, 5)  # never below the floor (0.2 x 100)
         result = sa.Check(check_request(entry("api", "feed"), hits=0), timeout=5).results[0]
         assert result.current_limit.requests_per_unit == 20
+
+
+def test_changed_and_recreated_limits_start_fresh_counters(two_replicas: list[ReplicaProcess]):
+    follower = next(r for r in two_replicas if (v := get_leader(r.address)) and not v.is_self)
+    with grpc.insecure_channel(follower.address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        window = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+        daily = limit("daily", 2, entry("api", "report"), algorithm=window)
+        daily.rate.unit = ratelimit_pb2.RATE_UNIT_DAY
+        s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=daily), timeout=5)
+        for _ in range(3):
+            last = s.Check(check_request(entry("api", "report")), timeout=5)
+        assert last.overall_code == OVER
+
+        # The same limit per second: a new window of a second, not the day's.
+        daily.rate.unit = SECOND
+        s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=daily), timeout=5)
+        time.sleep(1.1)
+        fresh = s.Check(check_request(entry("api", "report")), timeout=5)
+        assert fresh.overall_code != OVER
+        assert fresh.results[0].reset_after.ToNanoseconds() <= 1_000_000_000
+
+        # Deleted and created again: its counters start full.
+        bucket = limit("bucket", 1, entry("api", "upload"))
+        s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=bucket), timeout=5)
+        s.Check(check_request(entry("api", "upload")), timeout=5)
+        assert s.Check(check_request(entry("api", "upload")), timeout=5).overall_code == OVER
+        s.DeleteLimit(ratelimit_pb2.DeleteLimitRequest(domain="edge", name="bucket"), timeout=5)
+        s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=bucket), timeout=5)
+        assert s.Check(check_request(entry("api", "upload")), timeout=5).overall_code != OVER
+
+        # A leader's NOT_FOUND reaches the caller as NOT_FOUND through a follower.
+        with pytest.raises(grpc.RpcError) as err:
+            s.LeaseQuota(
+                ratelimit_pb2.LeaseQuotaRequest(
+                    domain="edge",
+                    descriptor=ratelimit_pb2.RateLimitDescriptor(entries=[entry("nothing", "x")]),
+                    client_id="c",
+                    wanted=1,
+                ),
+                timeout=5,
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND

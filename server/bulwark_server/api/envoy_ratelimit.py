@@ -81,7 +81,7 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         statuses = [_Status(code=OK) for _ in request.descriptors]
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
-        if NAME_RE.match(request.domain):
+        if NAME_RE.fullmatch(request.domain):
             for hits, indexes in (await _plan(request, context)).items():
                 for start in range(0, len(indexes), MAX_DESCRIPTORS):
                     batch = indexes[start : start + MAX_DESCRIPTORS]

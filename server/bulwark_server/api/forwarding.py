@@ -14,7 +14,16 @@ import grpc
 import grpc.aio
 
 from bulwark_server.election import read_leader
-from bulwark_server.errors import NotLeader
+from bulwark_server.errors import (
+    AlreadyExists,
+    BulwarkError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    ResourceExhausted,
+)
 from bulwark_server.store import EtcdStore
 
 FORWARDED = "bulwark-forwarded"
@@ -63,12 +72,37 @@ class LeaderForwarder:
                 request, metadata=FORWARDED_METADATA, timeout=deadline_s or self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise NotLeader(
-                f"leader {address} did not take the request: {exc.code().name}: {exc.details()}",
-                address,
-            ) from exc
+            raise _as_domain_error(exc, address) from exc
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def _as_domain_error(exc: grpc.aio.AioRpcError, address: str) -> BulwarkError:
+    """The leader's answer as the same domain error, so the caller sees the leader's status.
+
+    Only a leader that could not be reached (or is leader no more) becomes
+    NotLeader (UNAVAILABLE, worth a retry); NOT_FOUND stays NOT_FOUND, and so on.
+    """
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(details)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return AlreadyExists(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(details)
+    if code == grpc.StatusCode.ABORTED:
+        return Conflict(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        field, _, problem = details.partition(": ")
+        return InvalidArgument(field, problem) if problem else InvalidArgument("request", details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry_ms = dict(exc.trailing_metadata() or ()).get("retry-after-ms", "1000")
+        try:
+            retry = int(retry_ms) / 1000
+        except ValueError:
+            retry = 1.0
+        return ResourceExhausted(details, retry)
+    return NotLeader(f"leader {address} did not take the request: {code.name}: {details}", address)

@@ -221,7 +221,7 @@ class _DocumentParser:
         domain = self._text(root.get("domain"), "domain")
         if not domain:
             self._fail("domain", "is required (a non-empty string)")
-        if not NAME_RE.match(domain):
+        if not NAME_RE.fullmatch(domain):
             self._fail(
                 "domain",
                 f"{domain[:64]!r} is not a valid Bulwark domain (1-128 letters, digits, '.', "
@@ -409,7 +409,7 @@ def _derive_name(raw: str, pairs: Sequence[tuple[str, str]], *, force_hash: bool
     The hash is of the exact (key, value) pairs, so two paths that sanitize alike
     (``path=/a`` and ``path=.a``) or read alike (``a=b`` and ``a_b``) still differ.
     """
-    if not force_hash and len(raw) <= MAX_NAME_LENGTH and NAME_RE.match(raw):
+    if not force_hash and len(raw) <= MAX_NAME_LENGTH and NAME_RE.fullmatch(raw):
         return raw
     digest = hashlib.sha256(repr(tuple(pairs)).encode()).hexdigest()[:HASH_LENGTH]
     base = _SANITIZE.sub("_", raw).lstrip("._-") or "limit"

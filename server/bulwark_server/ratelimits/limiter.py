@@ -69,7 +69,7 @@ def limit_key(domain: str, name: str) -> str:
 class _Held:
     """A counter and the limit shape it was built for."""
 
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, int, int, int, int]
     counter: Counter
     limit_name: str
 
@@ -95,6 +95,7 @@ class RateLimiter:
         self._local: dict[tuple[str, ...], _Held] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._leases: dict[tuple[str, ...], LeasePool] = {}
+        self._local_swept_at = 0.0
         self._pending_load: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         election.on_change(self._on_leadership)
@@ -208,6 +209,12 @@ class RateLimiter:
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
         replicas = max(1, len(self._store.scan(REPLICA_KIND)))
+        now = self._clock()
+        if now - self._local_swept_at >= 1.0:
+            # Followers have no leader loop: bound the fallback counters here.
+            self._local_swept_at = now
+            for key in [k for k, held in self._local.items() if is_idle(held.counter, now)]:
+                del self._local[key]
         response = self._decide(domain, descriptors, hits, self._local, share=replicas, dirty=False)
         response.local_fallback = True
         return response
@@ -226,6 +233,7 @@ class RateLimiter:
         limits = self._limits(domain)
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
         candidates = [limit for limit, _ in limits]
+        created = {limit.name: revision for limit, revision in limits}
         matched = [best_match(candidates, entries) for entries in descriptors]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
@@ -241,7 +249,8 @@ class RateLimiter:
             rate = effective_rate(match)
             result.current_limit.CopyFrom(rate)
             key = counter_key(match, entries)
-            outcome = self._counter(table, key, match, share, now).take(hits, now)
+            counter = self._counter(table, key, match, share, now, created[match.name])
+            outcome = counter.take(hits, now)
             if dirty and hits:
                 self._dirty.add((match.domain, match.name))
             _fill(result, outcome)
@@ -259,6 +268,7 @@ class RateLimiter:
         limit: ratelimit_pb2.Limit,
         share: int,
         now: float,
+        created: int,
     ) -> Counter:
         rate = effective_rate(limit)
         unit = UNIT_SECONDS[rate.unit]
@@ -266,13 +276,18 @@ class RateLimiter:
         burst = limit.burst or limit.rate.requests_per_unit
         # Scale the burst with the rate, so load scaling and local shares shrink both.
         capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
-        shape = (limit.algorithm, unit, per_unit, capacity)
+        shape = (limit.algorithm, unit, per_unit, capacity, created)
         held = table.get(key)
         if held is not None and held.shape == shape:
             return held.counter
-        if held is not None:
+        # A limit deleted and created again under the same name starts afresh.
+        if held is not None and held.shape[4] == created:
             counter = held.counter
-            if isinstance(counter, FixedWindow) and limit.algorithm == FIXED:
+            if (
+                isinstance(counter, FixedWindow)
+                and limit.algorithm == FIXED
+                and counter.unit_seconds == unit
+            ):
                 counter.reconfigure(per_unit)
             elif isinstance(counter, TokenBucket) and limit.algorithm != FIXED:
                 counter.reconfigure(capacity, per_unit / unit, now)
@@ -301,12 +316,17 @@ class RateLimiter:
             self._task.cancel()
             self._task = None
         if term is not None:
+            # Restored before any Check can reach this leader's counters.
+            try:
+                self._restore()
+            except Exception:
+                log.exception("restoring rate-limit counters failed; starting empty")
+                self._counters.clear()
             self._task = asyncio.get_running_loop().create_task(
                 self._lead(), name="ratelimit-leader"
             )
 
     async def _lead(self) -> None:
-        self._restore()
         while True:
             await asyncio.sleep(self._checkpoint_interval)
             if not self._election.is_leader:
@@ -348,9 +368,11 @@ class RateLimiter:
         fence = self._election.fence()
         await self._save_loads(fence)
         for domain, name in sorted(self._dirty):
+            # Discarded before the record is built: hits counted while it is being
+            # written mark the limit dirty again for the next round.
+            self._dirty.discard((domain, name))
             entry = self._store.get(KIND, limit_key(domain, name))
             if entry is None:
-                self._dirty.discard((domain, name))
                 continue
             record = ratelimit_pb2.LimitCounters(
                 domain=domain,
@@ -367,10 +389,17 @@ class RateLimiter:
                     else:
                         tokens, last = counter.state()
                         record.counters.add(values=list(key[2:]), level=tokens, time=last)
-            await self._store.put(
-                COUNTERS_KIND, limit_key(domain, name), record.SerializeToString(), fence=fence
-            )
-            self._dirty.discard((domain, name))
+            try:
+                await self._store.put(
+                    COUNTERS_KIND, limit_key(domain, name), record.SerializeToString(), fence=fence
+                )
+            except NotLeader:
+                raise
+            except Exception as exc:
+                # One limit's failure (etcd away, a record too large) must not
+                # keep the others from being saved; this one is retried next round.
+                self._dirty.add((domain, name))
+                log.warning("checkpoint of limit %s/%s failed: %s", domain, name, exc)
 
     async def _save_loads(self, fence: Fence) -> None:
         """Write reported loads into their limits (only changes worth a write)."""
@@ -409,7 +438,7 @@ class RateLimiter:
                 continue
             for saved in record.counters:
                 key = (record.domain, record.name, *saved.values)
-                counter = self._counter(self._counters, key, limit, 1, now)
+                counter = self._counter(self._counters, key, limit, 1, now, own.create_revision)
                 restored: Counter
                 if isinstance(counter, FixedWindow):
                     restored = FixedWindow.from_state(
