@@ -113,28 +113,6 @@ def test_limits_crud_validation_and_decisions(two_replicas: list[ReplicaProcess]
         s.DeleteLimit(ratelimit_pb2.DeleteLimitRequest(domain="edge", name="per-ip"), timeout=5)
 
 
-def _hammer(address: str, seconds: float, warmup: float, out: multiprocessing.Queue) -> None:
-    async def run() -> tuple[int, int]:
-        allowed = total = 0
-        async with grpc.aio.insecure_channel(address) as channel:
-            s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
-            start = time.monotonic()
-            end = start + warmup + seconds
-
-            async def worker() -> None:
-                nonlocal allowed, total
-                while time.monotonic() < end:
-                    r = await s.Check(check_request(entry("api", "search")), timeout=5)
-                    if time.monotonic() - start >= warmup:
-                        total += 1
-                        allowed += r.overall_code != OVER
-
-            await asyncio.gather(*(worker() for _ in range(8)))
-        return allowed, total
-
-    out.put(asyncio.run(run()))
-
-
 def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list[ReplicaProcess]):
     with grpc.insecure_channel(two_replicas[0].address) as channel:
         s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
@@ -146,7 +124,8 @@ def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list
     out = ctx.Queue()
     seconds, warmup = 5.0, 1.5  # the warm-up drains the initial burst
     procs = [
-        ctx.Process(target=_hammer, args=(r.address, seconds, warmup, out)) for r in two_replicas
+        ctx.Process(target=_hammer_key, args=(r.address, "search", seconds, warmup, out))
+        for r in two_replicas
     ]
     for p in procs:
         p.start()
