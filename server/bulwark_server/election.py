@@ -29,9 +29,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from google.protobuf import timestamp_pb2
-
 from bulwark.v1 import cluster_pb2
+from bulwark_server import timestamps
 from bulwark_server.errors import AlreadyExists, NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore, Event, EventType, Fence, key_for
 
@@ -43,12 +42,6 @@ REPLICA_KIND = "replicas"
 LEADER_KEY = key_for(ELECTION_KIND, LEADER_NAME)
 RENEW_ATTEMPTS = 3
 RENEW_RETRY_S = 0.2
-
-
-def _now_ts() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def read_leader(store: EtcdStore) -> cluster_pb2.Leader | None:
@@ -324,7 +317,7 @@ class Election:
     # -- helpers -----------------------------------------------------------------
 
     def _record(self, *, elected: bool) -> cluster_pb2.Leader:
-        now = _now_ts()
+        now = timestamps.at(time.time())
         record = cluster_pb2.Leader(
             replica_id=self.replica.id, address=self.replica.address, renewed_at=now
         )

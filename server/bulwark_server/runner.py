@@ -15,8 +15,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from google.protobuf import timestamp_pb2
-
 from bulwark import __version__
 from bulwark.v1 import (
     breaker_pb2,
@@ -28,6 +26,7 @@ from bulwark.v1 import (
     ratelimit_pb2,
     ratelimit_pb2_grpc,
 )
+from bulwark_server import timestamps
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
@@ -41,7 +40,7 @@ from bulwark_server.election import Election
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import NotFound
 from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.observability import TelemetryInterceptor, setup_telemetry
+from bulwark_server.observability import Telemetry, TelemetryInterceptor, setup_telemetry
 from bulwark_server.ratelimits.envoy_config import (
     EnvoyConfigError,
     describe,
@@ -101,12 +100,10 @@ class Replica:
                 await asyncio.to_thread(etcd.stop)
                 log.info("embedded etcd stopped", extra={"event": "etcd.stopped"})
 
-    async def _serve(self, store: EtcdStore, telemetry) -> None:  # type: ignore[no-untyped-def]
+    async def _serve(self, store: EtcdStore, telemetry: Telemetry) -> None:
         settings = self.settings
-        started = timestamp_pb2.Timestamp()
-        started.GetCurrentTime()
         replica = cluster_pb2.Replica(
-            id=settings.replica_id, version=__version__, started_at=started
+            id=settings.replica_id, version=__version__, started_at=timestamps.at(time.time())
         )
         election = Election(store, replica, ttl=settings.lease_ttl)
         built = build_server(

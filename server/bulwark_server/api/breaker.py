@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 
-from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, watch_pb2
+from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
 from bulwark_server.api.status import rpc, status_for
-from bulwark_server.breakers.registry import KIND, BreakerRegistry
+from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.election import Election
 from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
-from bulwark_server.store import EtcdStore, Event, EventType
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store import EtcdStore
 from bulwark_server.validation import page_params, validate_id, validate_name
 
 MAX_REPORT_ENTRIES = 1000
@@ -163,43 +162,8 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
             names = self._validate_watch(request)
         except BulwarkError as error:
             await context.abort(status_for(error), error.message)
-        queue = self._store.subscribe()
-        try:
-            sent = request.start_revision
-            replay = self._store.cache.events_after(sent, kind_prefix(KIND)) if sent else None
-            if replay is None:
-                snapshot = self._snapshot(names)
-                for response in snapshot:
-                    yield response
-                # The snapshot's own revision: changes made while it was being sent
-                # come after it and must not be skipped.
-                sent = snapshot[-1].revision
-            else:
-                for ev in replay:
-                    response = self._event(ev, names)
-                    if response is not None:
-                        yield response
-                    sent = max(sent, ev.revision)
-            while True:
-                batch = await queue.get()
-                if not batch:
-                    # This watcher fell too far behind and missed changes: start over.
-                    self._store.unsubscribe(queue)
-                    queue = self._store.subscribe()
-                    snapshot = self._snapshot(names)
-                    for response in snapshot:
-                        yield response
-                    sent = snapshot[-1].revision
-                    continue
-                for ev in batch:
-                    if ev.revision <= sent:
-                        continue
-                    response = self._event(ev, names)
-                    if response is not None:
-                        yield response
-                sent = max(sent, batch[-1].revision)
-        finally:
-            self._store.unsubscribe(queue)
+        async for response in self._registry.watch(names, request.start_revision):
+            yield response
 
     def _validate_watch(self, request: breaker_pb2.WatchBreakersRequest) -> frozenset[str]:
         if request.start_revision < 0:
@@ -209,44 +173,3 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         for i, name in enumerate(request.names):
             validate_name(name, f"names[{i}]")
         return frozenset(request.names)
-
-    def _snapshot(self, names: frozenset[str]) -> list[breaker_pb2.WatchBreakersResponse]:
-        revision = self._store.cache.revision
-        out = []
-        for entry in self._store.scan(KIND):
-            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
-            if names and breaker.name not in names:
-                continue
-            breaker.revision = entry.mod_revision
-            out.append(
-                breaker_pb2.WatchBreakersResponse(
-                    type=watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT,
-                    breaker=breaker,
-                    revision=entry.mod_revision,
-                )
-            )
-        out.append(
-            breaker_pb2.WatchBreakersResponse(
-                type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
-            )
-        )
-        return out
-
-    def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
-        prefix = kind_prefix(KIND)
-        if not ev.entry.key.startswith(prefix):
-            return None
-        name = ev.entry.key[len(prefix) :].decode()
-        if names and name not in names:
-            return None
-        if ev.type is EventType.DELETE:
-            return breaker_pb2.WatchBreakersResponse(
-                type=watch_pb2.WATCH_EVENT_TYPE_DELETE,
-                breaker=breaker_pb2.CircuitBreaker(name=name),
-                revision=ev.revision,
-            )
-        breaker = breaker_pb2.CircuitBreaker.FromString(ev.entry.value)
-        breaker.revision = ev.entry.mod_revision
-        return breaker_pb2.WatchBreakersResponse(
-            type=watch_pb2.WATCH_EVENT_TYPE_PUT, breaker=breaker, revision=ev.revision
-        )

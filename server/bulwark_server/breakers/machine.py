@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
-
 from bulwark.v1 import breaker_pb2
 from bulwark_server.breakers.config import seconds
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.timestamps import at, unix
 
 CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
 OPEN = breaker_pb2.BREAKER_STATE_OPEN
@@ -57,7 +56,7 @@ def state_name(state: int) -> str:
 def initial_status(now: float) -> breaker_pb2.BreakerStatus:
     """The status of a new breaker: CLOSED since ``now``, with no transition recorded."""
     status = breaker_pb2.BreakerStatus(state=CLOSED, transitions=0)
-    status.state_since.CopyFrom(_timestamp(now))
+    status.state_since.CopyFrom(at(now))
     return status
 
 
@@ -104,7 +103,7 @@ def allow(
         retry_after = HALF_OPEN_RETRY_AFTER
         max_wait = seconds(config.max_wait_duration_in_half_open_state)
         if max_wait > 0:
-            left = _time(status.state_since) + max_wait - now
+            left = unix(status.state_since) + max_wait - now
             retry_after = max(0.0, min(retry_after, left))
         return Decision(False, False, retry_after, None)
     # CLOSED, DISABLED, METRICS_ONLY; an unknown state fails open rather than cut traffic.
@@ -124,7 +123,7 @@ def tick(
         return None
     if status.state == HALF_OPEN:
         max_wait = seconds(config.max_wait_duration_in_half_open_state)
-        if max_wait > 0 and now >= _time(status.state_since) + max_wait:
+        if max_wait > 0 and now >= unix(status.state_since) + max_wait:
             outcomes = status.half_open_outcomes
             reported = outcomes.successes + outcomes.failures
             permitted = config.permitted_number_of_calls_in_half_open_state
@@ -266,13 +265,13 @@ def _transition(
     """A copy of ``status`` moved to ``to_state``, with the bookkeeping every transition needs."""
     out = _copy(status)
     out.state = to_state
-    out.state_since.CopyFrom(_timestamp(now))
+    out.state_since.CopyFrom(at(now))
     out.transitions += 1
     # Permits and trial outcomes belong to one HALF_OPEN episode only.
     out.half_open_permits_granted = 0
     out.ClearField("half_open_outcomes")
     if to_state == OPEN:
-        out.open_until.CopyFrom(_timestamp(now + seconds(config.wait_duration_in_open_state)))
+        out.open_until.CopyFrom(at(now + seconds(config.wait_duration_in_open_state)))
     else:
         out.ClearField("open_until")
     out.last_transition.CopyFrom(
@@ -284,7 +283,7 @@ def _transition(
             slow_call_rate=slow_call_rate,
             calls=calls,
             actor=actor,
-            at=_timestamp(now),
+            at=at(now),
         )
     )
     return out
@@ -293,21 +292,11 @@ def _transition(
 def _open_until(config: breaker_pb2.BreakerConfig, status: breaker_pb2.BreakerStatus) -> float:
     # A status written without open_until still leaves OPEN after the configured wait.
     if status.HasField("open_until"):
-        return _time(status.open_until)
-    return _time(status.state_since) + seconds(config.wait_duration_in_open_state)
+        return unix(status.open_until)
+    return unix(status.state_since) + seconds(config.wait_duration_in_open_state)
 
 
 def _copy(status: breaker_pb2.BreakerStatus) -> breaker_pb2.BreakerStatus:
     out = breaker_pb2.BreakerStatus()
     out.CopyFrom(status)
     return out
-
-
-def _timestamp(now: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(now * 1e9))
-    return ts
-
-
-def _time(ts: timestamp_pb2.Timestamp) -> float:
-    return ts.ToNanoseconds() / 1e9

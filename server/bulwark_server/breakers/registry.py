@@ -27,11 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
-from google.protobuf import timestamp_pb2
-
-from bulwark.v1 import breaker_pb2
+from bulwark.v1 import breaker_pb2, watch_pb2
+from bulwark_server import timestamps
 from bulwark_server.breakers import machine
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.window import SlidingWindow
@@ -43,8 +42,9 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import EtcdStore, Fence
+from bulwark_server.store import EtcdStore, Event, EventType, Fence
 from bulwark_server.store.cache import Entry
+from bulwark_server.store.keys import kind_prefix
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,94 @@ class BreakerRegistry:
         written, _ = await self._mutate(name, change, fence)
         self._note_state(written)
 
+    async def watch(
+        self, names: frozenset[str], start_revision: int = 0
+    ) -> AsyncIterator[breaker_pb2.WatchBreakersResponse]:
+        """A snapshot (SNAPSHOT events, then SYNCED), then every change, until cancelled.
+
+        With ``start_revision``, only later changes are sent when this replica's
+        history still reaches back to it; otherwise a snapshot comes first. A
+        watcher that falls too far behind is sent a fresh snapshot.
+        """
+        queue = self._store.subscribe()
+        try:
+            sent = start_revision
+            replay = self._store.cache.events_after(sent, kind_prefix(KIND)) if sent else None
+            if replay is None:
+                snapshot = self._snapshot(names)
+                for response in snapshot:
+                    yield response
+                # The snapshot's own revision: changes made while it was being sent
+                # come after it and must not be skipped.
+                sent = snapshot[-1].revision
+            else:
+                for ev in replay:
+                    response = self._event(ev, names)
+                    if response is not None:
+                        yield response
+                    sent = max(sent, ev.revision)
+            while True:
+                batch = await queue.get()
+                if not batch:
+                    # This watcher fell too far behind and missed changes: start over.
+                    self._store.unsubscribe(queue)
+                    queue = self._store.subscribe()
+                    snapshot = self._snapshot(names)
+                    for response in snapshot:
+                        yield response
+                    sent = snapshot[-1].revision
+                    continue
+                for ev in batch:
+                    if ev.revision <= sent:
+                        continue
+                    response = self._event(ev, names)
+                    if response is not None:
+                        yield response
+                sent = max(sent, batch[-1].revision)
+        finally:
+            self._store.unsubscribe(queue)
+
+    def _snapshot(self, names: frozenset[str]) -> list[breaker_pb2.WatchBreakersResponse]:
+        revision = self._store.cache.revision
+        out = []
+        for entry in self._store.scan(KIND):
+            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
+            if names and breaker.name not in names:
+                continue
+            breaker.revision = entry.mod_revision
+            out.append(
+                breaker_pb2.WatchBreakersResponse(
+                    type=watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT,
+                    breaker=breaker,
+                    revision=entry.mod_revision,
+                )
+            )
+        out.append(
+            breaker_pb2.WatchBreakersResponse(
+                type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
+            )
+        )
+        return out
+
+    def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
+        prefix = kind_prefix(KIND)
+        if not ev.entry.key.startswith(prefix):
+            return None
+        name = ev.entry.key[len(prefix) :].decode()
+        if names and name not in names:
+            return None
+        if ev.type is EventType.DELETE:
+            return breaker_pb2.WatchBreakersResponse(
+                type=watch_pb2.WATCH_EVENT_TYPE_DELETE,
+                breaker=breaker_pb2.CircuitBreaker(name=name),
+                revision=ev.revision,
+            )
+        breaker = breaker_pb2.CircuitBreaker.FromString(ev.entry.value)
+        breaker.revision = ev.entry.mod_revision
+        return breaker_pb2.WatchBreakersResponse(
+            type=watch_pb2.WATCH_EVENT_TYPE_PUT, breaker=breaker, revision=ev.revision
+        )
+
     # -- leader loop ------------------------------------------------------------
 
     def _on_leadership(self, term: int | None) -> None:
@@ -350,7 +438,7 @@ class BreakerRegistry:
             record = breaker_pb2.BreakerWindow(
                 name=name,
                 stats=held[2].stats(now, breaker.config.minimum_number_of_calls),
-                checkpointed_at=_timestamp(now),
+                checkpointed_at=timestamps.at(now),
                 breaker_create_revision=entry.create_revision,
             )
             for start, calls, failures, slow in held[2].to_buckets():
@@ -463,9 +551,3 @@ class BreakerRegistry:
 
 def _shape(breaker: breaker_pb2.CircuitBreaker) -> tuple[int, int]:
     return breaker.config.sliding_window_type, breaker.config.sliding_window_size
-
-
-def _timestamp(now: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(now * 1e9))
-    return ts

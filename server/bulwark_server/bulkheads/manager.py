@@ -47,9 +47,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from bulwark.v1 import bulkhead_pb2
+from bulwark_server import timestamps
 from bulwark_server.bulkheads.rules import (
     AcquireSpec,
     BulkheadSpec,
@@ -376,8 +377,7 @@ class BulkheadManager:
         return slot < bulkhead_pb2.Bulkhead.FromString(entry.value).max_concurrent
 
     def _new_permit(self, name: str, slot: int, holder: str, ttl: int) -> bulkhead_pb2.Permit:
-        acquired_at = timestamp_pb2.Timestamp()
-        acquired_at.FromNanoseconds(int(self._wall() * 1e9))
+        acquired_at = timestamps.at(self._wall())
         return bulkhead_pb2.Permit(
             id=new_permit_id(slot, self._token()),
             bulkhead=name,

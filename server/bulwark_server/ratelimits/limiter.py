@@ -32,9 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
-
 from bulwark.v1 import ratelimit_pb2
+from bulwark_server import timestamps
 from bulwark_server.election import REPLICA_KIND, Election
 from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
@@ -193,7 +192,7 @@ class RateLimiter:
             raise NotFound(f"no limit of domain {domain!r} matches the descriptor")
         now = self._clock()
         response = ratelimit_pb2.LeaseQuotaResponse(limit_name=match.name)
-        response.expires_at.CopyFrom(_timestamp(now + LEASE_TERM_S))
+        response.expires_at.CopyFrom(timestamps.at(now + LEASE_TERM_S))
         if match.unlimited:
             response.granted = wanted
             return response
@@ -378,7 +377,7 @@ class RateLimiter:
                 domain=domain,
                 name=name,
                 limit_create_revision=entry.create_revision,
-                checkpointed_at=_timestamp(self._clock()),
+                checkpointed_at=timestamps.at(self._clock()),
             )
             for key, held in self._counters.items():
                 if key[0] == domain and key[1] == name:
@@ -412,7 +411,7 @@ class RateLimiter:
             if abs(limit.adaptive.load - load) < LOAD_STEP:
                 continue
             limit.adaptive.load = load
-            limit.adaptive.load_updated_at.CopyFrom(_timestamp(self._clock()))
+            limit.adaptive.load_updated_at.CopyFrom(timestamps.at(self._clock()))
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.update(
                     KIND,
@@ -472,9 +471,3 @@ def _fill(result: ratelimit_pb2.DescriptorResult, outcome: Outcome) -> None:
     result.reset_after.FromNanoseconds(int(max(0.0, outcome.reset_after) * 1e9))
     if not outcome.allowed and math.isfinite(outcome.retry_after):
         result.retry_after.FromNanoseconds(int(max(0.0, outcome.retry_after) * 1e9))
-
-
-def _timestamp(now: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(now * 1e9))
-    return ts
