@@ -36,7 +36,6 @@ from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.window import SlidingWindow
 from bulwark_server.election import Election, read_leader
 from bulwark_server.errors import (
-    AlreadyExists,
     Conflict,
     NotFound,
     NotLeader,
@@ -139,37 +138,23 @@ class BreakerRegistry:
     ) -> tuple[breaker_pb2.CircuitBreaker, bool]:
         """Create the breaker or replace its configuration (its state is kept)."""
         normalized = normalize_config(config)
-        for _ in range(CAS_ATTEMPTS):
-            entry = self._store.get(KIND, name)
-            if expected_revision and (entry is None or entry.mod_revision != expected_revision):
-                if entry is None:
-                    raise NotFound(f"breaker {name!r} does not exist")
-                raise Conflict(
-                    f"breaker {name!r} is at revision {entry.mod_revision}, not {expected_revision}"
+        written: list[breaker_pb2.CircuitBreaker] = []
+
+        def build(entry: Entry | None) -> bytes:
+            if entry is None:
+                breaker = breaker_pb2.CircuitBreaker(
+                    name=name, config=normalized, status=machine.initial_status(self._clock())
                 )
-            try:
-                if entry is None:
-                    breaker = breaker_pb2.CircuitBreaker(
-                        name=name,
-                        config=normalized,
-                        status=machine.initial_status(self._clock()),
-                    )
-                    revision = await self._store.create(KIND, name, breaker.SerializeToString())
-                    return self._view(breaker, revision), True
+            else:
                 breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
                 breaker.config.CopyFrom(normalized)
-                revision = await self._store.update(
-                    KIND,
-                    name,
-                    breaker.SerializeToString(),
-                    expected_mod_revision=entry.mod_revision,
-                )
-                return self._view(breaker, revision), False
-            except (AlreadyExists, Conflict):
-                if expected_revision:
-                    raise
-                await self._refresh(name)
-        raise Conflict(f"breaker {name!r} changed too often to update; retry")
+            written[:] = [breaker]
+            return breaker.SerializeToString()
+
+        revision, created = await self._store.upsert(
+            KIND, name, build, expected_revision=expected_revision
+        )
+        return self._view(written[0], revision), created
 
     async def delete(self, name: str, expected_revision: int = 0) -> int:
         """Delete the breaker (and its window checkpoint)."""

@@ -79,8 +79,6 @@ log = logging.getLogger(__name__)
 
 BULKHEAD_KIND = "bulkheads"
 PERMIT_KIND = "permits"
-# Create-or-update retries when a concurrent writer keeps winning.
-PUT_ATTEMPTS = 5
 # Slots tried per round before waiting: bounds the etcd round trips one Acquire
 # makes when a stale cache shows slots free that are not.
 TRIES_PER_ROUND = 8
@@ -143,10 +141,10 @@ class BulkheadManager:
         (NotFound if absent, Conflict if changed). Without, it creates or
         overwrites, retrying a few times against concurrent writers (then Conflict).
         """
-        if expected_revision:
-            revision, created = await self._put_at(spec, expected_revision), False
-        else:
-            revision, created = await self._put_any(spec)
+        value = spec.to_proto().SerializeToString()
+        revision, created = await self._store.upsert(
+            BULKHEAD_KIND, spec.name, lambda _: value, expected_revision=expected_revision
+        )
         log.info(
             "bulkhead %s %s: max_concurrent=%d",
             spec.name,
@@ -155,38 +153,6 @@ class BulkheadManager:
             extra={"event": "bulkhead.put", "bulkhead": spec.name, "revision": revision},
         )
         return self._view(spec.to_proto(), revision), created
-
-    async def _put_at(self, spec: BulkheadSpec, expected_revision: int) -> int:
-        value = spec.to_proto().SerializeToString()
-        try:
-            return await self._store.update(
-                BULKHEAD_KIND, spec.name, value, expected_mod_revision=expected_revision
-            )
-        except NotFound:
-            raise NotFound(f"bulkhead {spec.name!r} does not exist") from None
-        except Conflict:
-            raise Conflict(
-                f"bulkhead {spec.name!r} is no longer at revision {expected_revision}; "
-                "re-read and retry"
-            ) from None
-
-    async def _put_any(self, spec: BulkheadSpec) -> tuple[int, bool]:
-        value = spec.to_proto().SerializeToString()
-        entry = self._store.get(BULKHEAD_KIND, spec.name)
-        for attempt in range(PUT_ATTEMPTS):
-            if attempt:
-                # The cache misled the last attempt: ask etcd itself.
-                entry = await self._store.read(BULKHEAD_KIND, spec.name)
-            try:
-                if entry is None:
-                    return await self._store.create(BULKHEAD_KIND, spec.name, value), True
-                revision = await self._store.update(
-                    BULKHEAD_KIND, spec.name, value, expected_mod_revision=entry.mod_revision
-                )
-                return revision, False
-            except (AlreadyExists, Conflict, NotFound):
-                continue
-        raise Conflict(f"bulkhead {spec.name!r} kept changing concurrently; retry")
 
     async def get(self, name: str) -> tuple[bulkhead_pb2.Bulkhead, list[bulkhead_pb2.Permit]]:
         """The bulkhead and the permits held now (from the cache). NotFound if absent."""

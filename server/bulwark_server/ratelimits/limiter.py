@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
 from bulwark_server.election import REPLICA_KIND, Election
-from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
+from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 KIND = "limits"
 COUNTERS_KIND = "limit-counters"
-CAS_ATTEMPTS = 20
 LEASE_TERM_S = 10.0
 # Reported loads closer than this to the stored one are not worth an etcd write.
 LOAD_STEP = 0.01
@@ -108,25 +107,10 @@ class RateLimiter:
         normalized = normalize_limit(limit)
         name = limit_key(normalized.domain, normalized.name)
         value = normalized.SerializeToString()
-        for _ in range(CAS_ATTEMPTS):
-            entry = self._store.get(KIND, name)
-            if expected_revision and (entry is None or entry.mod_revision != expected_revision):
-                if entry is None:
-                    raise NotFound(f"limit {name!r} does not exist")
-                raise Conflict(f"limit {name!r} is at revision {entry.mod_revision}")
-            try:
-                if entry is None:
-                    revision = await self._store.create(KIND, name, value)
-                    return self._view(normalized, revision), True
-                revision = await self._store.update(
-                    KIND, name, value, expected_mod_revision=entry.mod_revision
-                )
-                return self._view(normalized, revision), False
-            except (AlreadyExists, Conflict):
-                if expected_revision:
-                    raise
-                await self._store.read(KIND, name)
-        raise Conflict(f"limit {name!r} changed too often to update; retry")
+        revision, created = await self._store.upsert(
+            KIND, name, lambda _: value, expected_revision=expected_revision
+        )
+        return self._view(normalized, revision), created
 
     def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
         entry = self._store.get(KIND, limit_key(domain, name))

@@ -313,6 +313,47 @@ class EtcdStore:
             )
         return int(resp.header.revision)
 
+    async def upsert(
+        self,
+        kind: str,
+        name: str,
+        build: Callable[[Entry | None], bytes],
+        *,
+        expected_revision: int = 0,
+        attempts: int = 20,
+    ) -> tuple[int, bool]:
+        """Create or replace a key with compare-and-swap; return (revision, created).
+
+        ``build`` makes the new value from the current entry (None when absent).
+        With ``expected_revision`` the write applies only at that revision
+        (NotFound if absent, Conflict if changed). Without, a write that loses to
+        a concurrent writer is rebuilt from etcd's current value and retried,
+        up to ``attempts`` times (then Conflict).
+        """
+        if expected_revision:
+            current = self.get(kind, name)
+            if current is None or current.mod_revision != expected_revision:
+                # Build on the version the caller named, never on a stale cache.
+                current = await self.read(kind, name)
+            value = build(current)
+            revision = await self.update(kind, name, value, expected_mod_revision=expected_revision)
+            return revision, False
+        entry = self.get(kind, name)
+        for attempt in range(attempts):
+            if attempt:
+                # The cache misled the last attempt: ask etcd itself.
+                entry = await self.read(kind, name)
+            try:
+                if entry is None:
+                    return await self.create(kind, name, build(None)), True
+                revision = await self.update(
+                    kind, name, build(entry), expected_mod_revision=entry.mod_revision
+                )
+                return revision, False
+            except (AlreadyExists, Conflict, NotFound):
+                continue
+        raise Conflict(f"{kind}/{name} kept changing concurrently; retry")
+
     async def put(
         self,
         kind: str,
