@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -428,6 +428,69 @@ def summarize(
     )
 
 
+def run_processes(
+    label: str,
+    worker: Callable[..., None],
+    specs: Sequence[Any],
+    args: argparse.Namespace,
+    check_alive: Callable[[], None],
+) -> tuple[list[float], Counter[str]]:
+    """Run ``worker(spec, barrier, results)`` in one process per spec; merge their samples.
+
+    Each worker reports one dict with ``index``, ``latencies`` (array of doubles as
+    bytes) and ``errors``, or ``failure``. ``args`` needs ``warmup`` and ``duration``
+    (to bound the wait); ``check_alive`` raises if the server under test died.
+    Every process is stopped on the way out, whatever happens.
+    """
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
+    barrier = ctx.Barrier(len(specs))
+    results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
+    workers = [
+        ctx.Process(target=worker, args=(spec, barrier, results), name=f"{label}-{i}")
+        for i, spec in enumerate(specs)
+    ]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    received: set[int] = set()
+    deadline = time.monotonic() + args.warmup + args.duration + CALL_TIMEOUT + WORKER_SLACK
+    try:
+        for process in workers:
+            process.start()
+        while len(received) < len(workers):
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{label} processes did not finish") from None
+                exited = [w for w in workers if w.exitcode is not None]
+                if len(exited) > len(received):
+                    barrier.abort()
+                    raise RuntimeError(f"a {label} process died without a result") from None
+                continue
+            received.add(item["index"])
+            if "failure" in item:
+                barrier.abort()
+                raise RuntimeError(f"{label} process {item['index']} failed: {item['failure']}")
+            chunk = array.array("d")
+            chunk.frombytes(item["latencies"])
+            latencies.extend(chunk)
+            errors.update(item["errors"])
+        for process in workers:
+            process.join(10.0)
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        results.close()
+        results.join_thread()
+    return latencies, errors
+
+
 def run_load(
     target: str, address: str, call: CallSpec, args: argparse.Namespace, server: ServerProcess
 ) -> TargetResult:
@@ -435,61 +498,11 @@ def run_load(
 
     ``args`` needs ``processes``, ``concurrency``, ``warmup`` and ``duration``.
     """
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
-    barrier = ctx.Barrier(args.processes)
-    results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=run_worker,
-            args=(
-                WorkerSpec(i, target, address, call, args.concurrency, args.warmup, args.duration),
-                barrier,
-                results,
-            ),
-            name=f"load-{target}-{i}",
-        )
+    specs = [
+        WorkerSpec(i, target, address, call, args.concurrency, args.warmup, args.duration)
         for i in range(args.processes)
     ]
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    received: set[int] = set()
-    deadline = time.monotonic() + args.warmup + args.duration + CALL_TIMEOUT + WORKER_SLACK
-    try:
-        for worker in workers:
-            worker.start()
-        while len(received) < len(workers):
-            try:
-                item = results.get(timeout=0.5)
-            except queue.Empty:
-                server.check_alive()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"load processes for {target} did not finish") from None
-                exited = [w for w in workers if w.exitcode is not None]
-                if len(exited) > len(received):
-                    barrier.abort()
-                    died = f"a load process for {target} died without a result"
-                    raise RuntimeError(died) from None
-                continue
-            received.add(item["index"])
-            if "failure" in item:
-                barrier.abort()
-                raise RuntimeError(f"load process {item['index']} failed: {item['failure']}")
-            chunk = array.array("d")
-            chunk.frombytes(item["latencies"])
-            latencies.extend(chunk)
-            errors.update(item["errors"])
-        for worker in workers:
-            worker.join(10.0)
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join(5.0)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        results.close()
-        results.join_thread()
+    latencies, errors = run_processes(f"load-{target}", run_worker, specs, args, server.check_alive)
     server.check_alive()
     return summarize(target, call.label, latencies, errors, args.duration)
 

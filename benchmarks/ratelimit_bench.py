@@ -63,7 +63,6 @@ import math
 import multiprocessing
 import multiprocessing.queues
 import multiprocessing.synchronize
-import queue
 import shutil
 import signal
 import sys
@@ -104,6 +103,7 @@ from getleader_bench import (
     machine_info,
     probe_getleader,
     run_load,
+    run_processes,
     summarize,
 )
 
@@ -418,63 +418,21 @@ def run_limits_load(
     """``args.processes`` processes x ``args.peer_threads`` loops of ``limits`` hits."""
     with contextlib.closing(redis.Redis(host=HOST, port=redis_proc.port)) as client:
         client.flushall()  # the two strategies use the same keys with different types
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(args.processes)
-    results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
     url = f"redis://{HOST}:{redis_proc.port}"
-    workers = [
-        ctx.Process(
-            target=run_limits_worker,
-            args=(
-                LimitsWorkerSpec(
-                    i, url, strategy, args.users, args.peer_threads, args.warmup, args.duration
-                ),
-                barrier,
-                results,
-            ),
-            name=f"limits-{strategy}-{i}",
+    specs = [
+        LimitsWorkerSpec(
+            i, url, strategy, args.users, args.peer_threads, args.warmup, args.duration
         )
         for i in range(args.processes)
     ]
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    received: set[int] = set()
-    deadline = time.monotonic() + args.warmup + args.duration + CALL_TIMEOUT + WORKER_SLACK
-    try:
-        for worker in workers:
-            worker.start()
-        while len(received) < len(workers):
-            try:
-                item = results.get(timeout=0.5)
-            except queue.Empty:
-                if redis_proc.proc.poll() is not None:
-                    raise RuntimeError("redis-server exited during the load") from None
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"limits {strategy} processes did not finish") from None
-                if len([w for w in workers if w.exitcode is not None]) > len(received):
-                    barrier.abort()
-                    raise RuntimeError(f"a limits {strategy} process died") from None
-                continue
-            received.add(item["index"])
-            if "failure" in item:
-                barrier.abort()
-                raise RuntimeError(f"limits process {item['index']} failed: {item['failure']}")
-            chunk = array.array("d")
-            chunk.frombytes(item["latencies"])
-            latencies.extend(chunk)
-            errors.update(item["errors"])
-        for worker in workers:
-            worker.join(10.0)
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join(5.0)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        results.close()
-        results.join_thread()
+
+    def redis_alive() -> None:
+        if redis_proc.proc.poll() is not None:
+            raise RuntimeError("redis-server exited during the load")
+
+    latencies, errors = run_processes(
+        f"limits-{strategy}", run_limits_worker, specs, args, redis_alive
+    )
     label = f"limits {STRATEGIES[strategy]} + Redis"
     return summarize(f"limits_{strategy}", label, latencies, errors, args.duration)
 
