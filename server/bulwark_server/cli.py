@@ -80,6 +80,43 @@ def build_parser() -> argparse.ArgumentParser:
     import_.add_argument(
         "--timeout", type=float, default=5.0, help="seconds per call to the server (default 5)"
     )
+
+    instance = commands.add_parser(
+        "instance",
+        help="keep one service instance registered until stopped",
+        description=(
+            "Register an instance with the registry, heartbeat every third of its TTL, "
+            "and print a JSON line on stdout whenever its role or epoch changes. A "
+            "switchover's drain request is answered with DRAINING at once. SIGTERM or "
+            "Ctrl-C deregisters it. For processes that cannot embed the client library."
+        ),
+    )
+    instance.add_argument("--service", required=True, help="service name")
+    instance.add_argument("--id", required=True, help="instance id, unique within the service")
+    instance.add_argument("--address", required=True, help="where callers reach it (host:port)")
+    instance.add_argument("--zone", default="", help="its zone")
+    instance.add_argument("--region", default="", help="its region")
+    instance.add_argument(
+        "--priority", type=int, default=0, help="promotion preference, higher first (default 0)"
+    )
+    instance.add_argument(
+        "--ttl", type=int, default=10, help="lease TTL in seconds, 2-300 (default 10)"
+    )
+    instance.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )
+    instance.add_argument(
+        "--server",
+        default="127.0.0.1:50051",
+        help="host:port of any Bulwark replica (default 127.0.0.1:50051)",
+    )
+    instance.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds per call to the server (default 2)"
+    )
     return parser
 
 
@@ -97,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             root=args.dir,
             lease_ttl=args.lease_ttl,
         )
+    if args.command == "instance":
+        return _run_instance(args)
     if args.command == "limits":
         if args.limits_command == "import":
             return _import_limits(args)
@@ -164,6 +203,37 @@ def _import_limits(args: argparse.Namespace) -> int:
             done += 1
     print(f"imported {done} limits from {args.file} into {args.server}")
     return 0
+
+
+def _run_instance(args: argparse.Namespace) -> int:
+    """``bulwark instance``: register, heartbeat, report role changes; deregister on exit."""
+    from bulwark.v1 import registry_pb2
+    from bulwark_server import instance_agent
+
+    me = "bulwark instance"
+    try:
+        config.split_host_port(args.server, "--server")
+    except ValueError as exc:
+        print(f"{me}: {exc}", file=sys.stderr)
+        return 2
+    metadata = {}
+    for item in args.metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"{me}: --metadata: expected KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        metadata[key] = value
+    record = registry_pb2.Instance(
+        service=args.service,
+        id=args.id,
+        address=args.address,
+        zone=args.zone,
+        region=args.region,
+        priority=args.priority,
+        metadata=metadata,
+    )
+    record.ttl.FromSeconds(args.ttl)
+    return instance_agent.run(args.server, record, args.timeout)
 
 
 def _serve(args: argparse.Namespace) -> int:

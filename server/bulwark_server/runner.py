@@ -25,6 +25,8 @@ from bulwark.v1 import (
     cluster_pb2_grpc,
     ratelimit_pb2,
     ratelimit_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
 )
 from bulwark_server import timestamps
 from bulwark_server.api.breaker import BreakerServicer
@@ -33,6 +35,7 @@ from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
+from bulwark_server.api.registry import RegistryServicer
 from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
@@ -48,6 +51,7 @@ from bulwark_server.ratelimits.envoy_config import (
     same_limit,
 )
 from bulwark_server.ratelimits.limiter import RateLimiter
+from bulwark_server.registry.manager import ServiceRegistry
 from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
 
@@ -155,6 +159,8 @@ class Replica:
         limiter = RateLimiter(store, election)
         self._closers.append(limiter.stop)
         self._limiter = limiter
+        registry = ServiceRegistry(store, election)
+        self._closers.append(registry.stop)
         # One native servicer: Envoy's protocol decides through its Check.
         ratelimits = RateLimitServicer(limiter, election, forwarder)
         return [
@@ -177,6 +183,11 @@ class Replica:
                 ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
                 ratelimits,
                 ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+                RegistryServicer(registry, store),
+                registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             ),
             ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,

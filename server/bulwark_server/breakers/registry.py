@@ -44,13 +44,13 @@ from bulwark_server.errors import (
 from bulwark_server.store import EtcdStore, Event, EventType, Fence
 from bulwark_server.store.cache import Entry
 from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
 KIND = "breakers"
 WINDOW_KIND = "breaker-windows"
-CAS_ATTEMPTS = 50
 # States whose outcomes feed the sliding window.
 COUNTING = (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_METRICS_ONLY)
 
@@ -264,7 +264,7 @@ class BreakerRegistry:
         written, _ = await self._mutate(name, change, fence)
         self._note_state(written)
 
-    async def watch(
+    def watch(
         self, names: frozenset[str], start_revision: int = 0
     ) -> AsyncIterator[breaker_pb2.WatchBreakersResponse]:
         """A snapshot (SNAPSHOT events, then SYNCED), then every change, until cancelled.
@@ -273,45 +273,21 @@ class BreakerRegistry:
         history still reaches back to it; otherwise a snapshot comes first. A
         watcher that falls too far behind is sent a fresh snapshot.
         """
-        queue = self._store.subscribe()
-        try:
-            sent = start_revision
-            replay = self._store.cache.events_after(sent, kind_prefix(KIND)) if sent else None
-            if replay is None:
-                snapshot = self._snapshot(names)
-                for response in snapshot:
-                    yield response
-                # The snapshot's own revision: changes made while it was being sent
-                # come after it and must not be skipped.
-                sent = snapshot[-1].revision
-            else:
-                for ev in replay:
-                    response = self._event(ev, names)
-                    if response is not None:
-                        yield response
-                    sent = max(sent, ev.revision)
-            while True:
-                batch = await queue.get()
-                if not batch:
-                    # This watcher fell too far behind and missed changes: start over.
-                    self._store.unsubscribe(queue)
-                    queue = self._store.subscribe()
-                    snapshot = self._snapshot(names)
-                    for response in snapshot:
-                        yield response
-                    sent = snapshot[-1].revision
-                    continue
-                for ev in batch:
-                    if ev.revision <= sent:
-                        continue
-                    response = self._event(ev, names)
-                    if response is not None:
-                        yield response
-                sent = max(sent, batch[-1].revision)
-        finally:
-            self._store.unsubscribe(queue)
 
-    def _snapshot(self, names: frozenset[str]) -> list[breaker_pb2.WatchBreakersResponse]:
+        def convert(events: list[Event]) -> list[breaker_pb2.WatchBreakersResponse]:
+            return [r for ev in events if (r := self._event(ev, names)) is not None]
+
+        return follow(
+            self._store,
+            (kind_prefix(KIND),),
+            start_revision,
+            lambda: self._snapshot(names),
+            convert,
+        )
+
+    def _snapshot(
+        self, names: frozenset[str]
+    ) -> tuple[list[breaker_pb2.WatchBreakersResponse], int]:
         revision = self._store.cache.revision
         out = []
         for entry in self._store.scan(KIND):
@@ -331,13 +307,10 @@ class BreakerRegistry:
                 type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
             )
         )
-        return out
+        return out, revision
 
     def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
-        prefix = kind_prefix(KIND)
-        if not ev.entry.key.startswith(prefix):
-            return None
-        name = ev.entry.key[len(prefix) :].decode()
+        name = ev.entry.key[len(kind_prefix(KIND)) :].decode()
         if names and name not in names:
             return None
         if ev.type is EventType.DELETE:
@@ -510,28 +483,23 @@ class BreakerRegistry:
         ``change`` gets a private copy and returns it changed, or None for no change.
         Returns the breaker as written (or as found) and its revision.
         """
-        entry = self._store.get(KIND, name)
-        for _ in range(CAS_ATTEMPTS):
-            if entry is None:
-                raise NotFound(f"breaker {name!r} does not exist")
+        result: list[breaker_pb2.CircuitBreaker] = []
+
+        def apply(entry: Entry) -> bytes | None:
             breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
             changed = change(breaker)
+            result[:] = [breaker if changed is None else changed]
             if changed is None:
-                return breaker, entry.mod_revision
+                return None
             changed.ClearField("revision")
             changed.ClearField("window")
-            try:
-                revision = await self._store.update(
-                    KIND,
-                    name,
-                    changed.SerializeToString(),
-                    expected_mod_revision=entry.mod_revision,
-                    fence=fence,
-                )
-                return changed, revision
-            except Conflict as exc:
-                entry = exc.current if exc.current is not None else await self._refresh(name)
-        raise Conflict(f"breaker {name!r} changed too often to update; retry")
+            return changed.SerializeToString()
+
+        try:
+            entry, _ = await self._store.modify(KIND, name, apply, fence=fence)
+        except NotFound:
+            raise NotFound(f"breaker {name!r} does not exist") from None
+        return result[0], entry.mod_revision
 
 
 def _shape(breaker: breaker_pb2.CircuitBreaker) -> tuple[int, int]:

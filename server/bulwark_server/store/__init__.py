@@ -6,7 +6,7 @@ prefix that reads are answered from.
 """
 
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
-from bulwark_server.store.etcd import EtcdStore, Fence, MemberInfo, StoreStatus
+from bulwark_server.store.etcd import EtcdStore, Fence, MemberInfo, StoreStatus, Unchanged
 from bulwark_server.store.keys import PREFIX, key_for, split_key
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Fence",
     "MemberInfo",
     "StoreStatus",
+    "Unchanged",
     "key_for",
     "split_key",
 ]

@@ -53,6 +53,20 @@ _ETCD_ERRORS = (ec.EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
+class Unchanged:
+    """A further condition of a write: what it was decided on has not changed since.
+
+    With a ``name``: that key's mod revision is still ``revision`` (0: the key
+    must be absent). Without: no key of ``kind`` was written after ``revision``
+    (keys deleted since are not noticed).
+    """
+
+    kind: str
+    name: str
+    revision: int
+
+
+@dataclass(frozen=True)
 class Fence:
     """Leader fencing: the write applies only while ``key`` still has create revision ``term``."""
 
@@ -276,14 +290,26 @@ class EtcdStore:
     # -- compare-and-swap writes -------------------------------------------------
 
     async def create(
-        self, kind: str, name: str, value: bytes, *, lease: int = 0, fence: Fence | None = None
+        self,
+        kind: str,
+        name: str,
+        value: bytes,
+        *,
+        lease: int = 0,
+        fence: Fence | None = None,
+        guards: Sequence[Unchanged] = (),
     ) -> int:
-        """Create a key that must not exist; return the write's revision (its create revision)."""
+        """Create a key that must not exist; return the write's revision (its create revision).
+
+        A failed guard raises Conflict; a lease that has ended raises NotFound.
+        """
         key = key_for(kind, name)
-        compare = [_cmp(key, "CREATE", 0)]
+        compare = [_cmp(key, "CREATE", 0), *_guards(guards)]
         resp = await self._txn(compare, [_put(key, value, lease)], key, fence)
         if not resp.succeeded:
             self._raise_fence(resp, fence)
+            if _read_back(resp, key) is None:
+                raise Conflict(f"{kind}/{name}: what the write was decided on changed; retry")
             raise AlreadyExists(f"{kind}/{name} already exists")
         return int(resp.header.revision)
 
@@ -296,16 +322,25 @@ class EtcdStore:
         expected_mod_revision: int,
         lease: int = 0,
         fence: Fence | None = None,
+        guards: Sequence[Unchanged] = (),
     ) -> int:
-        """Replace a key only if its mod_revision is still ``expected_mod_revision``."""
+        """Replace a key only if its mod_revision is still ``expected_mod_revision``.
+
+        A failed guard raises Conflict; a lease that has ended raises NotFound.
+        """
         key = key_for(kind, name)
-        compare = [_cmp(key, "MOD", expected_mod_revision)]
+        compare = [_cmp(key, "MOD", expected_mod_revision), *_guards(guards)]
         resp = await self._txn(compare, [_put(key, value, lease)], key, fence)
         if not resp.succeeded:
             self._raise_fence(resp, fence)
             current = _read_back(resp, key)
             if current is None:
                 raise NotFound(f"{kind}/{name} does not exist")
+            if current.mod_revision == expected_mod_revision:
+                raise Conflict(
+                    f"{kind}/{name}: what the write was decided on changed; retry",
+                    current=current,
+                )
             raise Conflict(
                 f"{kind}/{name} changed at revision {current.mod_revision} "
                 f"(expected {expected_mod_revision}); re-read and retry",
@@ -321,6 +356,7 @@ class EtcdStore:
         *,
         expected_revision: int = 0,
         attempts: int = 20,
+        guards: Callable[[], Sequence[Unchanged]] = tuple,
     ) -> tuple[int, bool]:
         """Create or replace a key with compare-and-swap; return (revision, created).
 
@@ -328,7 +364,8 @@ class EtcdStore:
         With ``expected_revision`` the write applies only at that revision
         (NotFound if absent, Conflict if changed). Without, a write that loses to
         a concurrent writer is rebuilt from etcd's current value and retried,
-        up to ``attempts`` times (then Conflict).
+        up to ``attempts`` times (then Conflict). ``guards`` is called after
+        each ``build`` for the conditions that build relied on.
         """
         if expected_revision:
             current = self.get(kind, name)
@@ -336,7 +373,9 @@ class EtcdStore:
                 # Build on the version the caller named, never on a stale cache.
                 current = await self.read(kind, name)
             value = build(current)
-            revision = await self.update(kind, name, value, expected_mod_revision=expected_revision)
+            revision = await self.update(
+                kind, name, value, expected_mod_revision=expected_revision, guards=guards()
+            )
             return revision, False
         entry = self.get(kind, name)
         for attempt in range(attempts):
@@ -345,14 +384,61 @@ class EtcdStore:
                 entry = await self.read(kind, name)
             try:
                 if entry is None:
-                    return await self.create(kind, name, build(None)), True
+                    value = build(None)
+                    return await self.create(kind, name, value, guards=guards()), True
+                value = build(entry)
                 revision = await self.update(
-                    kind, name, build(entry), expected_mod_revision=entry.mod_revision
+                    kind, name, value, expected_mod_revision=entry.mod_revision, guards=guards()
                 )
                 return revision, False
             except (AlreadyExists, Conflict, NotFound):
                 continue
         raise Conflict(f"{kind}/{name} kept changing concurrently; retry")
+
+    async def modify(
+        self,
+        kind: str,
+        name: str,
+        change: Callable[[Entry], bytes | None],
+        *,
+        fence: Fence | None = None,
+        attempts: int = 50,
+    ) -> tuple[Entry, bool]:
+        """Rewrite an existing key from its current value with compare-and-swap.
+
+        ``change`` makes the new value from the current entry, or returns None
+        to leave it. A write that loses to a concurrent writer is rebuilt from
+        the value that won and retried, up to ``attempts`` times (then
+        Conflict). The key keeps its lease. Returns (the entry as written or as
+        left, whether it was written). NotFound when the key does not exist.
+        """
+        entry = self.get(kind, name)
+        for _ in range(attempts):
+            if entry is None:
+                # The cache may not have seen a key created a moment ago.
+                entry = await self.read(kind, name)
+                if entry is None:
+                    raise NotFound(f"{kind}/{name} does not exist")
+            value = change(entry)
+            if value is None:
+                return entry, False
+            try:
+                revision = await self.update(
+                    kind,
+                    name,
+                    value,
+                    expected_mod_revision=entry.mod_revision,
+                    lease=entry.lease,
+                    fence=fence,
+                )
+            except Conflict as exc:
+                entry = exc.current
+                continue
+            written = Entry(
+                entry.key, value, entry.create_revision, revision, entry.version + 1, entry.lease
+            )
+            return written, True
+        raise Conflict(f"{kind}/{name} changed too often to update; retry")
 
     async def put(
         self,
@@ -368,6 +454,7 @@ class EtcdStore:
 
         ``fail_fast=False`` asks etcd even while the last probe failed: for a
         caller that must act on etcd's own answer, such as a leader proving its term.
+        A lease that has ended raises NotFound.
         """
         key = key_for(kind, name)
         resp = await self._txn([], [_put(key, value, lease)], key, fence, fail_fast=fail_fast)
@@ -533,6 +620,8 @@ class EtcdStore:
         try:
             resp = await client.kv.txn(compare, success, failure, timeout=self._timeout)
         except _ETCD_ERRORS as exc:
+            if _lease_ended(exc):
+                raise NotFound("the lease has ended (expired or revoked)") from exc
             self._note_failure(exc)
             raise StoreUnavailable(
                 f"etcd write failed ({_describe(exc)}); it may not have been applied"
@@ -731,6 +820,28 @@ def _cmp(key: bytes, target: str, value: int, result: int | None = None) -> ec.r
     else:
         compare.version = value
     return compare
+
+
+def _guards(guards: Sequence[Unchanged]) -> list[ec.rpc_pb2.Compare]:
+    out = []
+    for guard in guards:
+        if guard.name:
+            out.append(_cmp(key_for(guard.kind, guard.name), "MOD", guard.revision))
+        else:
+            prefix = kind_prefix(guard.kind)
+            # etcd applies a compare with a range end to every key in the range.
+            compare = _cmp(prefix, "MOD", guard.revision + 1, ec.rpc_pb2.Compare.LESS)
+            compare.range_end = ec.prefix_range_end(prefix)
+            out.append(compare)
+    return out
+
+
+def _lease_ended(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.NOT_FOUND
+        and "lease" in (exc.details() or "")
+    )
 
 
 def _put(key: bytes, value: bytes, lease: int) -> ec.rpc_pb2.RequestOp:

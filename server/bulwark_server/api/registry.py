@@ -1,0 +1,227 @@
+"""RegistryService: validate, call the service registry, map errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from bulwark.v1 import registry_pb2, registry_pb2_grpc
+from bulwark_server.api.status import rpc, status_for
+from bulwark_server.errors import BulwarkError, InvalidArgument
+from bulwark_server.registry.manager import ServiceRegistry
+from bulwark_server.store import EtcdStore
+from bulwark_server.validation import (
+    duration_seconds,
+    page_params,
+    validate_id,
+    validate_name,
+)
+
+DEFAULT_TTL_S = 10.0
+MIN_TTL_S = 2.0  # etcd's own floor for a lease with its default election timeout
+MAX_TTL_S = 300.0
+MAX_PRIORITY = 1000
+MAX_METADATA = 64
+MAX_ADDRESS = 256
+MAX_AFFINITY_KEY = 1024
+MAX_IN_FLIGHT = 10**9
+MAX_UTILIZATION = 1000.0
+MAX_LAG_S = 86400.0 * 365
+DEFAULT_DRAIN_S = 10.0
+MAX_DRAIN_S = 300.0
+MAX_WATCH_SERVICES = 1000
+HEALTH_VALUES = frozenset(registry_pb2.InstanceHealth.values())
+
+
+def _optional_name(value: str, field: str) -> str:
+    return validate_name(value, field) if value else value
+
+
+def _health(value: int, field: str) -> int:
+    if value not in HEALTH_VALUES:
+        raise InvalidArgument(field, f"unknown health {value}")
+    return value
+
+
+def validate_load(load: registry_pb2.Load, field: str) -> registry_pb2.Load:
+    if not 0 <= load.in_flight <= MAX_IN_FLIGHT:
+        raise InvalidArgument(f"{field}.in_flight", f"must be 0-{MAX_IN_FLIGHT}")
+    for name in ("cpu", "memory"):
+        value = getattr(load, name)
+        if not (math.isfinite(value) and 0 <= value <= MAX_UTILIZATION):
+            raise InvalidArgument(f"{field}.{name}", f"must be 0-{MAX_UTILIZATION:g}, got {value}")
+    duration_seconds(load.replication_lag, f"{field}.replication_lag", maximum=MAX_LAG_S)
+    return load
+
+
+def validate_instance(instance: registry_pb2.Instance) -> registry_pb2.Instance:
+    """A copy of the registration with defaults applied; InvalidArgument naming the field."""
+    validate_name(instance.service, "instance.service")
+    validate_name(instance.id, "instance.id")
+    if not instance.address:
+        raise InvalidArgument("instance.address", "is required")
+    if len(instance.address) > MAX_ADDRESS or not instance.address.isprintable():
+        raise InvalidArgument(
+            "instance.address", f"must be printable and at most {MAX_ADDRESS} characters"
+        )
+    _optional_name(instance.zone, "instance.zone")
+    _optional_name(instance.region, "instance.region")
+    if abs(instance.priority) > MAX_PRIORITY:
+        raise InvalidArgument(
+            "instance.priority",
+            f"must be -{MAX_PRIORITY} to {MAX_PRIORITY}, got {instance.priority}",
+        )
+    if len(instance.metadata) > MAX_METADATA:
+        raise InvalidArgument("instance.metadata", f"at most {MAX_METADATA} entries")
+    for key, value in instance.metadata.items():
+        validate_id(key, "instance.metadata key")
+        validate_id(value, f"instance.metadata[{key!r}]", required=False)
+    _health(instance.health, "instance.health")
+    validate_load(instance.load, "instance.load")
+    out = registry_pb2.Instance()
+    out.CopyFrom(instance)
+    if instance.HasField("ttl"):
+        duration_seconds(instance.ttl, "instance.ttl", minimum=MIN_TTL_S, maximum=MAX_TTL_S)
+    else:
+        out.ttl.FromNanoseconds(int(DEFAULT_TTL_S * 1e9))
+    # etcd leases count whole seconds: store the TTL the lease really has.
+    out.ttl.FromSeconds(math.ceil(out.ttl.seconds + out.ttl.nanos / 1e9))
+    if out.health == registry_pb2.INSTANCE_HEALTH_UNSPECIFIED:
+        out.health = registry_pb2.INSTANCE_HEALTH_SERVING
+    return out
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Thin layer over ServiceRegistry; every RPC works on any replica."""
+
+    def __init__(self, registry: ServiceRegistry, store: EtcdStore) -> None:
+        self._registry = registry
+        self._store = store
+
+    @rpc
+    async def RegisterInstance(
+        self, request: registry_pb2.RegisterInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisterInstanceResponse:
+        instance = validate_instance(request.instance)
+        stored, primary = await self._registry.register(instance)
+        return registry_pb2.RegisterInstanceResponse(instance=stored, primary=primary)
+
+    @rpc
+    async def Heartbeat(
+        self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.HeartbeatResponse:
+        validate_name(request.service, "service")
+        validate_name(request.instance_id, "instance_id")
+        _health(request.health, "health")
+        load = validate_load(request.load, "load") if request.HasField("load") else None
+        if request.epoch < 0:
+            raise InvalidArgument("epoch", "must not be negative")
+        return await self._registry.heartbeat(
+            request.service, request.instance_id, request.health, load, request.epoch
+        )
+
+    @rpc
+    async def DeregisterInstance(
+        self, request: registry_pb2.DeregisterInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DeregisterInstanceResponse:
+        validate_name(request.service, "service")
+        validate_name(request.instance_id, "instance_id")
+        revision = await self._registry.deregister(request.service, request.instance_id)
+        return registry_pb2.DeregisterInstanceResponse(revision=revision)
+
+    @rpc
+    async def ListInstances(
+        self, request: registry_pb2.ListInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListInstancesResponse:
+        validate_name(request.service, "service")
+        size, start_after = page_params(request.page_size, request.page_token)
+        if "/" in start_after:
+            raise InvalidArgument("page_token", "is not a token returned by this API")
+        instances, token = self._registry.list(request.service, size, start_after)
+        primary = self._registry.primary(request.service) or registry_pb2.Primary(
+            service=request.service
+        )
+        return registry_pb2.ListInstancesResponse(
+            instances=instances,
+            next_page_token=token,
+            primary=primary,
+            stale=self._store.status().stale,
+        )
+
+    async def WatchInstances(
+        self, request: registry_pb2.WatchInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.WatchInstancesResponse]:
+        try:
+            validate_name(request.service, "service")
+            _start_revision(request.start_revision)
+        except BulwarkError as error:
+            await context.abort(status_for(error), error.message)
+        async for response in self._registry.watch_instances(
+            request.service, request.start_revision
+        ):
+            yield response
+
+    @rpc
+    async def PickInstance(
+        self, request: registry_pb2.PickInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.PickInstanceResponse:
+        validate_name(request.service, "service")
+        if len(request.affinity_key) > MAX_AFFINITY_KEY:
+            raise InvalidArgument("affinity_key", f"longer than {MAX_AFFINITY_KEY} characters")
+        _optional_name(request.zone, "zone")
+        instance = self._registry.pick(request.service, request.affinity_key, request.zone)
+        return registry_pb2.PickInstanceResponse(
+            instance=instance, stale=self._store.status().stale
+        )
+
+    @rpc
+    async def GetPrimary(
+        self, request: registry_pb2.GetPrimaryRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GetPrimaryResponse:
+        validate_name(request.service, "service")
+        primary, instance = self._registry.get_primary(request.service)
+        response = registry_pb2.GetPrimaryResponse(
+            primary=primary, stale=self._store.status().stale
+        )
+        if instance is not None:
+            response.instance.CopyFrom(instance)
+        return response
+
+    async def WatchPrimary(
+        self, request: registry_pb2.WatchPrimaryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.WatchPrimaryResponse]:
+        try:
+            _start_revision(request.start_revision)
+            if len(request.services) > MAX_WATCH_SERVICES:
+                raise InvalidArgument("services", f"at most {MAX_WATCH_SERVICES} services")
+            for i, service in enumerate(request.services):
+                validate_name(service, f"services[{i}]")
+        except BulwarkError as error:
+            await context.abort(status_for(error), error.message)
+        async for response in self._registry.watch_primaries(
+            frozenset(request.services), request.start_revision
+        ):
+            yield response
+
+    @rpc
+    async def Switchover(
+        self, request: registry_pb2.SwitchoverRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.SwitchoverResponse:
+        validate_name(request.service, "service")
+        _optional_name(request.target_instance_id, "target_instance_id")
+        drain = DEFAULT_DRAIN_S
+        if request.HasField("drain_timeout"):
+            drain = duration_seconds(request.drain_timeout, "drain_timeout", maximum=MAX_DRAIN_S)
+        primary = await self._registry.switchover(
+            request.service, request.target_instance_id, drain
+        )
+        return registry_pb2.SwitchoverResponse(primary=primary)
+
+
+def _start_revision(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("start_revision", "must not be negative")
+    return value
