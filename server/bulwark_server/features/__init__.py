@@ -1,0 +1,1 @@
+"""Degraded features and their dependency graph."""

@@ -1,0 +1,1 @@
+"""Service registry: instances, fenced primaries, failover and picking."""
