@@ -23,6 +23,8 @@ from bulwark.v1 import (
     bulkhead_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    feature_pb2,
+    feature_pb2_grpc,
     ratelimit_pb2,
     ratelimit_pb2_grpc,
     registry_pb2,
@@ -33,6 +35,7 @@ from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer
+from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
@@ -43,6 +46,7 @@ from bulwark_server.election import Election
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import NotFound
 from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.features.manager import FeatureManager
 from bulwark_server.observability import Telemetry, TelemetryInterceptor, setup_telemetry
 from bulwark_server.ratelimits.envoy_config import (
     EnvoyConfigError,
@@ -161,6 +165,8 @@ class Replica:
         self._limiter = limiter
         registry = ServiceRegistry(store, election)
         self._closers.append(registry.stop)
+        features = FeatureManager(store, election)
+        self._closers.append(features.stop)
         # One native servicer: Envoy's protocol decides through its Check.
         ratelimits = RateLimitServicer(limiter, election, forwarder)
         return [
@@ -188,6 +194,11 @@ class Replica:
                 registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
                 RegistryServicer(registry, store),
                 registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
+                FeatureServicer(features, store),
+                feature_pb2_grpc.add_FeatureServiceServicer_to_server,
             ),
             ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,

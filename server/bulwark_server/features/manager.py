@@ -1,0 +1,383 @@
+"""FeatureManager: features in etcd, effective status from the cache, expiry on the leader.
+
+Layout: ``/bulwark/v1/features/<name>`` holds a ``Feature`` (revision cleared).
+
+Guarantees:
+
+* **The graph stays acyclic.** PutFeature checks its dependencies against the
+  features in the cache at revision R and writes in one transaction that also
+  requires no feature key to have changed after R, so two concurrent writes
+  cannot each close half of a cycle. Dependencies must exist when written.
+* Effective status, ``blocked_by`` and ``effective_reason`` are computed from
+  the cache on every read (features and breakers at one revision), so they are
+  never older than the replica's cache; an expired status reads AVAILABLE at
+  once, and the leader also writes the reset so watchers get an event.
+* WatchFeatures sends a PUT for a feature whenever its view changes, whether
+  the feature itself changed or a feature or breaker it depends on did; a
+  change that leaves a view as it was sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+
+from google.protobuf import timestamp_pb2
+
+from bulwark.v1 import breaker_pb2, feature_pb2, watch_pb2
+from bulwark_server import timestamps
+from bulwark_server.breakers.registry import KIND as BREAKER_KIND
+from bulwark_server.election import Election
+from bulwark_server.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    StoreUnavailable,
+)
+from bulwark_server.features import graph
+from bulwark_server.store import Entry, EtcdStore, Event, Unchanged
+from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.streams import follow
+from bulwark_server.validation import page_token
+
+log = logging.getLogger(__name__)
+
+KIND = "features"
+PUT_ATTEMPTS = 20
+
+
+def _status_name(status: int) -> str:
+    return feature_pb2.FeatureStatus.Name(status).removeprefix("FEATURE_STATUS_")
+
+
+class _Features(Mapping[str, feature_pb2.Feature]):
+    """The cached features as a mapping, decoded on demand (and once per version)."""
+
+    def __init__(self, store: EtcdStore, decoded: dict[str, tuple[int, feature_pb2.Feature]]):
+        self._store = store
+        self._decoded = decoded
+
+    def __getitem__(self, name: str) -> feature_pb2.Feature:
+        entry = self._store.get(KIND, name)
+        if entry is None:
+            raise KeyError(name)
+        return self._decode(name, entry)
+
+    def _decode(self, name: str, entry: Entry) -> feature_pb2.Feature:
+        held = self._decoded.get(name)
+        if held is None or held[0] != entry.mod_revision:
+            feature = feature_pb2.Feature.FromString(entry.value)
+            feature.revision = entry.mod_revision
+            held = (entry.mod_revision, feature)
+            self._decoded[name] = held
+        return held[1]
+
+    def __iter__(self) -> Iterator[str]:
+        start = len(kind_prefix(KIND))
+        return (e.key[start:].decode() for e in self._store.scan(KIND))
+
+    def __len__(self) -> int:
+        return len(self._store.scan(KIND))
+
+
+class FeatureManager:
+    """Feature definitions and statuses; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        election: Election,
+        *,
+        clock: Callable[[], float] = time.time,
+        tick_interval: float = 0.25,
+    ) -> None:
+        self._store = store
+        self._election = election
+        self._clock = clock
+        self._tick_interval = tick_interval
+        self._decoded: dict[str, tuple[int, feature_pb2.Feature]] = {}
+        self._breakers: dict[str, tuple[int, int]] = {}
+        self._leader_task: asyncio.Task[None] | None = None
+        election.on_change(self._on_leadership)
+
+    # -- reads ------------------------------------------------------------------
+
+    def features(self) -> Mapping[str, feature_pb2.Feature]:
+        return _Features(self._store, self._decoded)
+
+    def breaker_state(self, name: str) -> int | None:
+        entry = self._store.get(BREAKER_KIND, name)
+        if entry is None:
+            return None
+        held = self._breakers.get(name)
+        if held is None or held[0] != entry.mod_revision:
+            state = breaker_pb2.CircuitBreaker.FromString(entry.value).status.state
+            held = (entry.mod_revision, state)
+            self._breakers[name] = held
+        return held[1]
+
+    def view(
+        self,
+        name: str,
+        features: Mapping[str, feature_pb2.Feature] | None = None,
+        memo: dict[str, graph.Effective] | None = None,
+    ) -> feature_pb2.FeatureView:
+        """The feature with its effective status; NotFound if it does not exist."""
+        features = self.features() if features is None else features
+        feature = features.get(name)
+        if feature is None:
+            raise NotFound(f"feature {name!r} does not exist")
+        effective = graph.evaluate(name, features, self.breaker_state, self._clock(), memo)
+        return feature_pb2.FeatureView(
+            feature=feature,
+            effective_status=effective.status,
+            blocked_by=effective.blocked_by,
+            effective_reason=effective.reason,
+        )
+
+    def list(self, size: int, start_after: str) -> tuple[list[feature_pb2.FeatureView], str]:
+        """One page of features in name order, and the next page's token ("" on the last)."""
+        entries = self._store.scan(KIND, start_after=start_after, limit=size + 1)
+        start = len(kind_prefix(KIND))
+        features = self.features()
+        memo: dict[str, graph.Effective] = {}
+        page = [self.view(e.key[start:].decode(), features, memo) for e in entries[:size]]
+        token = page_token(page[-1].feature.name) if len(entries) > size else ""
+        return page, token
+
+    # -- writes -----------------------------------------------------------------
+
+    async def put(
+        self, feature: feature_pb2.Feature, expected_revision: int = 0
+    ) -> tuple[feature_pb2.FeatureView, bool]:
+        """Create or replace a feature, keeping the dependency graph acyclic."""
+        name = feature.name
+        now = self._clock()
+        self._check_expiry(feature.status, feature, now, "feature.expires_at")
+        record = feature_pb2.Feature()
+        record.CopyFrom(feature)
+        record.ClearField("revision")
+        record.updated_at.CopyFrom(timestamps.at(now))
+        value = record.SerializeToString()
+        for attempt in range(PUT_ATTEMPTS):
+            if attempt:
+                # Let the cache catch up with the write that won.
+                await asyncio.sleep(0.01 * attempt)
+            revision = self._store.cache.revision
+            features = self.features()
+            self._check_dependencies(record, features)
+            entry = self._store.get(KIND, name)
+            if expected_revision and (entry is None or entry.mod_revision != expected_revision):
+                entry = await self._store.read(KIND, name)
+                if entry is None:
+                    raise NotFound(f"feature {name!r} does not exist")
+                if entry.mod_revision != expected_revision:
+                    raise Conflict(
+                        f"feature {name!r} is at revision {entry.mod_revision}, "
+                        f"not {expected_revision}"
+                    )
+            guards = [Unchanged(KIND, "", revision)]
+            try:
+                if entry is None:
+                    await self._store.create(KIND, name, value, guards=guards)
+                    created = True
+                else:
+                    await self._store.update(
+                        KIND, name, value, expected_mod_revision=entry.mod_revision, guards=guards
+                    )
+                    created = False
+            except (AlreadyExists, Conflict, NotFound):
+                continue
+            log.info(
+                "feature %s %s: %s",
+                name,
+                "created" if created else "replaced",
+                _status_name(record.status),
+                extra={"event": "feature.put", "feature": name},
+            )
+            return self.view(name), created
+        raise Conflict(f"features kept changing while {name!r} was being written; retry")
+
+    def _check_dependencies(
+        self, feature: feature_pb2.Feature, features: Mapping[str, feature_pb2.Feature]
+    ) -> None:
+        for i, dep in enumerate(feature.depends_on):
+            field = f"feature.depends_on[{i}]"
+            if dep.kind == graph.FEATURE:
+                if dep.name != feature.name and dep.name not in features:
+                    raise NotFound(f"{field}: feature {dep.name!r} does not exist")
+            elif self._store.get(BREAKER_KIND, dep.name) is None:
+                raise NotFound(f"{field}: circuit breaker {dep.name!r} does not exist")
+        cycle = graph.find_cycle(features, feature)
+        if cycle is not None:
+            raise InvalidArgument("feature.depends_on", f"would form a cycle: {' -> '.join(cycle)}")
+
+    def _check_expiry(
+        self, status: int, holder: feature_pb2.Feature, now: float, field: str
+    ) -> None:
+        if not holder.HasField("expires_at"):
+            return
+        if status in (graph.AVAILABLE, feature_pb2.FEATURE_STATUS_UNSPECIFIED):
+            raise InvalidArgument(field, "is only for DEGRADED or DISABLED")
+        if timestamps.unix(holder.expires_at) <= now:
+            raise InvalidArgument(field, "must be in the future")
+
+    async def set_status(
+        self,
+        name: str,
+        status: int,
+        reason: str,
+        expires_at: timestamp_pb2.Timestamp | None,
+        updated_by: str,
+    ) -> feature_pb2.FeatureView:
+        """Change a feature's own status, reason and expiry."""
+        now = self._clock()
+        probe = feature_pb2.Feature()
+        if expires_at is not None:
+            probe.expires_at.CopyFrom(expires_at)
+        self._check_expiry(status, probe, now, "expires_at")
+
+        def change(entry: Entry) -> bytes:
+            feature = feature_pb2.Feature.FromString(entry.value)
+            feature.status = status
+            feature.reason = reason
+            feature.updated_by = updated_by
+            feature.updated_at.CopyFrom(timestamps.at(now))
+            feature.ClearField("expires_at")
+            if expires_at is not None:
+                feature.expires_at.CopyFrom(expires_at)
+            return feature.SerializeToString()
+
+        try:
+            await self._store.modify(KIND, name, change)
+        except NotFound:
+            raise NotFound(f"feature {name!r} does not exist") from None
+        log.info(
+            "feature %s set %s by %s: %s",
+            name,
+            _status_name(status),
+            updated_by or "anonymous",
+            reason,
+            extra={"event": "feature.status", "feature": name},
+        )
+        return self.view(name)
+
+    # -- watch ------------------------------------------------------------------
+
+    def watch(self, names: frozenset[str]) -> AsyncIterator[feature_pb2.WatchFeaturesResponse]:
+        """A snapshot (SNAPSHOT events, then SYNCED), then a PUT for each changed view."""
+        sent: dict[str, bytes] = {}
+        feature_prefix = kind_prefix(KIND)
+        breaker_prefix = kind_prefix(BREAKER_KIND)
+
+        def views(wanted: set[str]) -> list[feature_pb2.FeatureView]:
+            features = self.features()
+            memo: dict[str, graph.Effective] = {}
+            return [self.view(n, features, memo) for n in sorted(wanted) if n in features]
+
+        def snapshot() -> tuple[list[feature_pb2.WatchFeaturesResponse], int]:
+            revision = self._store.cache.revision
+            sent.clear()
+            out = []
+            for view in views(set(names) if names else set(self.features())):
+                sent[view.feature.name] = view.SerializeToString()
+                out.append(
+                    feature_pb2.WatchFeaturesResponse(
+                        type=watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT, feature=view, revision=revision
+                    )
+                )
+            out.append(
+                feature_pb2.WatchFeaturesResponse(
+                    type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
+                )
+            )
+            return out, revision
+
+        def convert(events: list[Event]) -> list[feature_pb2.WatchFeaturesResponse]:
+            changed_features = set()
+            changed_breakers = set()
+            for ev in events:
+                key = ev.entry.key
+                if key.startswith(feature_prefix):
+                    changed_features.add(key[len(feature_prefix) :].decode())
+                else:
+                    changed_breakers.add(key[len(breaker_prefix) :].decode())
+            touched = graph.affected(self.features(), changed_features, changed_breakers)
+            if names:
+                touched &= names
+            revision = events[-1].revision
+            out = []
+            for view in views(touched):
+                encoded = view.SerializeToString()
+                if sent.get(view.feature.name) == encoded:
+                    continue
+                sent[view.feature.name] = encoded
+                out.append(
+                    feature_pb2.WatchFeaturesResponse(
+                        type=watch_pb2.WATCH_EVENT_TYPE_PUT, feature=view, revision=revision
+                    )
+                )
+            return out
+
+        return follow(self._store, (feature_prefix, breaker_prefix), 0, snapshot, convert)
+
+    # -- the leader's expiry loop -----------------------------------------------
+
+    def _on_leadership(self, term: int | None) -> None:
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            self._leader_task = None
+        if term is not None:
+            self._leader_task = asyncio.get_running_loop().create_task(
+                self._lead(), name="features-leader"
+            )
+
+    async def stop(self) -> None:
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leader_task
+            self._leader_task = None
+
+    async def _lead(self) -> None:
+        while True:
+            if self._election.is_leader:
+                try:
+                    await self.expire()
+                except (NotLeader, StoreUnavailable) as exc:
+                    log.debug("feature expiry loop: %s", exc)
+                except Exception:
+                    log.exception("feature expiry loop failed; continuing")
+            await asyncio.sleep(self._tick_interval)
+
+    async def expire(self) -> None:
+        """Return every feature whose status expired to AVAILABLE (fenced writes)."""
+        now = self._clock()
+        for name, feature in list(self.features().items()):
+            if not feature.HasField("expires_at") or timestamps.unix(feature.expires_at) > now:
+                continue
+
+            def reset(entry: Entry) -> bytes | None:
+                current = feature_pb2.Feature.FromString(entry.value)
+                if not current.HasField("expires_at") or timestamps.unix(current.expires_at) > now:
+                    return None
+                was = f"{_status_name(current.status)}: {current.reason}"
+                current.status = graph.AVAILABLE
+                current.reason = f"expired (was {was})"
+                current.updated_by = "bulwark"
+                current.updated_at.CopyFrom(timestamps.at(now))
+                current.ClearField("expires_at")
+                return current.SerializeToString()
+
+            with contextlib.suppress(NotFound):
+                await self._store.modify(KIND, name, reset, fence=self._election.fence())
+                log.info(
+                    "feature %s expired back to AVAILABLE",
+                    name,
+                    extra={"event": "feature.expired", "feature": name},
+                )
