@@ -56,14 +56,22 @@ class InstanceAgent:
                     file=sys.stderr,
                 )
                 return 1
+            last_ok = time.monotonic()
+            ok = True
             while not self._stopping.is_set():
                 try:
-                    async with asyncio.timeout(ttl / 3):
+                    # After a failure, retry soon: a third of the TTL twice over loses the lease.
+                    async with asyncio.timeout(ttl / 3 if ok else RETRY_S):
                         await self._stopping.wait()
                     break
                 except TimeoutError:
                     pass
-                ttl = await self._beat(stub, ttl)
+                ttl, ok = await self._beat(stub, ttl)
+                if ok:
+                    last_ok = time.monotonic()
+                elif time.monotonic() - last_ok >= ttl:
+                    # Unheard for a whole TTL: a backup may lead by now, so this one must not.
+                    self._note(registry_pb2.ROLE_UNSPECIFIED, 0)
             try:
                 await stub.DeregisterInstance(
                     registry_pb2.DeregisterInstanceRequest(
@@ -97,7 +105,10 @@ class InstanceAgent:
         self._note(role, response.primary.epoch)
         return float(stored.ttl.seconds)
 
-    async def _beat(self, stub: registry_pb2_grpc.RegistryServiceStub, ttl: float) -> float:
+    async def _beat(
+        self, stub: registry_pb2_grpc.RegistryServiceStub, ttl: float
+    ) -> tuple[float, bool]:
+        """One heartbeat; (the TTL to keep to, whether Bulwark answered)."""
         epoch = self._seen[1] if self._seen and self._seen[0] == registry_pb2.ROLE_PRIMARY else 0
         request = registry_pb2.HeartbeatRequest(
             service=self._instance.service,
@@ -112,21 +123,22 @@ class InstanceAgent:
                 _emit("expired", details=exc.details())
                 self._note(registry_pb2.ROLE_UNSPECIFIED, 0)
                 try:
-                    return await self._register(stub)
+                    return await self._register(stub), True
                 except grpc.aio.AioRpcError:
-                    return ttl
+                    return ttl, False
             _emit("heartbeat_failed", code=exc.code().name, details=exc.details())
-            await asyncio.sleep(RETRY_S)
-            return ttl
+            return ttl, False
         self._note(response.role, response.epoch)
-        if response.drain and self._health != registry_pb2.INSTANCE_HEALTH_DRAINING:
+        draining = self._health == registry_pb2.INSTANCE_HEALTH_DRAINING
+        if response.drain and not draining:
             self._health = registry_pb2.INSTANCE_HEALTH_DRAINING
             _emit("draining", epoch=response.epoch)
             # Say so now rather than a third of a TTL later: the switchover waits for it.
             return await self._beat(stub, ttl)
-        if not response.drain and response.role == registry_pb2.ROLE_BACKUP:
+        if not response.drain and draining:
+            # The switchover is over (done, or abandoned with this one still primary).
             self._health = registry_pb2.INSTANCE_HEALTH_SERVING
-        return float(response.ttl.seconds or ttl)
+        return float(response.ttl.seconds or ttl), True
 
     def _note(self, role: int, epoch: int) -> None:
         if self._seen == (role, epoch):

@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from bulwark_server.errors import InvalidArgument
 
@@ -58,6 +58,20 @@ def duration_seconds(
     if seconds > maximum:
         raise InvalidArgument(field, f"must be at most {maximum:g}s, got {seconds:g}s")
     return seconds
+
+
+# The range a Timestamp may hold: years 0001 to 9999.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
+def timestamp_seconds(value: timestamp_pb2.Timestamp, field: str) -> float:
+    """Unix seconds of a Timestamp; InvalidArgument when it is not a valid one."""
+    if not (
+        MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S and 0 <= value.nanos < 1_000_000_000
+    ):
+        raise InvalidArgument(field, "is not a valid timestamp")
+    return value.seconds + value.nanos / 1e9
 
 
 def page_params(page_size: int, page_token: str) -> tuple[int, str]:

@@ -12,7 +12,12 @@ from bulwark_server.api.status import rpc, status_for
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.store import EtcdStore
-from bulwark_server.validation import page_params, validate_id, validate_name
+from bulwark_server.validation import (
+    page_params,
+    timestamp_seconds,
+    validate_id,
+    validate_name,
+)
 
 MAX_REASON = 1024
 MAX_FALLBACK = 256
@@ -50,6 +55,8 @@ def validate_feature(feature: feature_pb2.Feature) -> feature_pb2.Feature:
             "feature.fallback", f"must be printable and at most {MAX_FALLBACK} characters"
         )
     validate_id(feature.updated_by, "feature.updated_by", required=False)
+    if feature.HasField("expires_at"):
+        timestamp_seconds(feature.expires_at, "feature.expires_at")
     if len(feature.depends_on) > MAX_DEPENDENCIES:
         raise InvalidArgument("feature.depends_on", f"at most {MAX_DEPENDENCIES} dependencies")
     seen = set()
@@ -90,7 +97,10 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         status = _status(request.status, "status", required=True)
         _reason(request.reason, "reason")
         updated_by = validate_id(request.updated_by, "updated_by", required=False)
-        expires_at = request.expires_at if request.HasField("expires_at") else None
+        expires_at = None
+        if request.HasField("expires_at"):
+            timestamp_seconds(request.expires_at, "expires_at")
+            expires_at = request.expires_at
         view = await self._features.set_status(
             request.name, status, request.reason, expires_at, updated_by
         )
@@ -117,11 +127,15 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         self, request: feature_pb2.WatchFeaturesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[feature_pb2.WatchFeaturesResponse]:
         try:
+            if request.start_revision < 0:
+                raise InvalidArgument("start_revision", "must not be negative")
             if len(request.names) > MAX_WATCH_NAMES:
                 raise InvalidArgument("names", f"at most {MAX_WATCH_NAMES} names")
             for i, name in enumerate(request.names):
                 validate_name(name, f"names[{i}]")
         except BulwarkError as error:
             await context.abort(status_for(error), error.message)
-        async for response in self._features.watch(frozenset(request.names)):
+        async for response in self._features.watch(
+            frozenset(request.names), request.start_revision
+        ):
             yield response

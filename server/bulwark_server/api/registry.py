@@ -13,6 +13,7 @@ from bulwark_server.api.status import rpc, status_for
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.registry.manager import ServiceRegistry
 from bulwark_server.store import EtcdStore
+from bulwark_server.store.keys import MAX_NAME_BYTES
 from bulwark_server.validation import (
     duration_seconds,
     page_params,
@@ -34,6 +35,18 @@ DEFAULT_DRAIN_S = 10.0
 MAX_DRAIN_S = 300.0
 MAX_WATCH_SERVICES = 1000
 HEALTH_VALUES = frozenset(registry_pb2.InstanceHealth.values())
+
+
+def _ids(service: str, instance_id: str, prefix: str = "") -> None:
+    validate_name(service, f"{prefix}service")
+    id_field = f"{prefix}id" if prefix else "instance_id"
+    validate_name(instance_id, id_field)
+    # Both make one etcd key name, which has a length limit of its own.
+    if len(service) + 1 + len(instance_id) > MAX_NAME_BYTES:
+        raise InvalidArgument(
+            id_field,
+            f"service and instance id together must be at most {MAX_NAME_BYTES - 1} characters",
+        )
 
 
 def _optional_name(value: str, field: str) -> str:
@@ -59,8 +72,7 @@ def validate_load(load: registry_pb2.Load, field: str) -> registry_pb2.Load:
 
 def validate_instance(instance: registry_pb2.Instance) -> registry_pb2.Instance:
     """A copy of the registration with defaults applied; InvalidArgument naming the field."""
-    validate_name(instance.service, "instance.service")
-    validate_name(instance.id, "instance.id")
+    _ids(instance.service, instance.id, "instance.")
     if not instance.address:
         raise InvalidArgument("instance.address", "is required")
     if len(instance.address) > MAX_ADDRESS or not instance.address.isprintable():
@@ -113,8 +125,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def Heartbeat(
         self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.HeartbeatResponse:
-        validate_name(request.service, "service")
-        validate_name(request.instance_id, "instance_id")
+        _ids(request.service, request.instance_id)
         _health(request.health, "health")
         load = validate_load(request.load, "load") if request.HasField("load") else None
         if request.epoch < 0:
@@ -127,8 +138,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeregisterInstance(
         self, request: registry_pb2.DeregisterInstanceRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeregisterInstanceResponse:
-        validate_name(request.service, "service")
-        validate_name(request.instance_id, "instance_id")
+        _ids(request.service, request.instance_id)
         revision = await self._registry.deregister(request.service, request.instance_id)
         return registry_pb2.DeregisterInstanceResponse(revision=revision)
 

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 KIND = "features"
 PUT_ATTEMPTS = 20
+# Guards per write: etcd refuses transactions of more than 128 operations by default.
+MAX_GUARDS = 100
 
 
 def _status_name(status: int) -> str:
@@ -181,7 +183,7 @@ class FeatureManager:
                         f"feature {name!r} is at revision {entry.mod_revision}, "
                         f"not {expected_revision}"
                     )
-            guards = [Unchanged(KIND, "", revision)]
+            guards = self._graph_guards(record, features, revision)
             try:
                 if entry is None:
                     await self._store.create(KIND, name, value, guards=guards)
@@ -202,6 +204,31 @@ class FeatureManager:
             )
             return self.view(name), created
         raise Conflict(f"features kept changing while {name!r} was being written; retry")
+
+    def _graph_guards(
+        self,
+        feature: feature_pb2.Feature,
+        features: Mapping[str, feature_pb2.Feature],
+        revision: int,
+    ) -> list[Unchanged]:
+        """Conditions under which the cycle check still holds when the write applies.
+
+        A cycle through this feature needs a path back from one of its
+        dependencies, so only the features reachable from them matter: a
+        concurrent write closing a cycle with this one changes one of them.
+        Beyond what one etcd transaction may compare, every feature is guarded.
+        """
+        seen: set[str] = set()
+        todo = [d.name for d in feature.depends_on if d.kind == graph.FEATURE]
+        while todo:
+            name = todo.pop()
+            if name in seen or name == feature.name or name not in features:
+                continue
+            seen.add(name)
+            if len(seen) > MAX_GUARDS:
+                return [Unchanged(KIND, "", revision)]
+            todo.extend(d.name for d in features[name].depends_on if d.kind == graph.FEATURE)
+        return [Unchanged(KIND, name, features[name].revision) for name in sorted(seen)]
 
     def _check_dependencies(
         self, feature: feature_pb2.Feature, features: Mapping[str, feature_pb2.Feature]
@@ -269,8 +296,14 @@ class FeatureManager:
 
     # -- watch ------------------------------------------------------------------
 
-    def watch(self, names: frozenset[str]) -> AsyncIterator[feature_pb2.WatchFeaturesResponse]:
-        """A snapshot (SNAPSHOT events, then SYNCED), then a PUT for each changed view."""
+    def watch(
+        self, names: frozenset[str], start_revision: int = 0
+    ) -> AsyncIterator[feature_pb2.WatchFeaturesResponse]:
+        """A snapshot (SNAPSHOT events, then SYNCED), then a PUT for each changed view.
+
+        With ``start_revision`` (and history reaching back to it), the views
+        affected by changes after it come first instead of a snapshot.
+        """
         sent: dict[str, bytes] = {}
         feature_prefix = kind_prefix(KIND)
         breaker_prefix = kind_prefix(BREAKER_KIND)
@@ -324,7 +357,9 @@ class FeatureManager:
                 )
             return out
 
-        return follow(self._store, (feature_prefix, breaker_prefix), 0, snapshot, convert)
+        return follow(
+            self._store, (feature_prefix, breaker_prefix), start_revision, snapshot, convert
+        )
 
     # -- the leader's expiry loop -----------------------------------------------
 

@@ -49,7 +49,7 @@ from bulwark_server.errors import (
 )
 from bulwark_server.registry import failover, picking
 from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import key_for, kind_prefix
 from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
@@ -60,6 +60,8 @@ PRIMARY_KIND = "primaries"
 REGISTER_ATTEMPTS = 10
 # How long Switchover waits beyond the drain timeout for the leader to act.
 SWITCHOVER_SLACK_S = 5.0
+# How long a heartbeat waits for the cache to reach etcd's revision before asking etcd.
+CACHE_WAIT_S = 0.5
 
 
 def instance_name(service: str, instance_id: str) -> str:
@@ -87,8 +89,10 @@ class ServiceRegistry:
         self._clock = clock
         self._rng = rng or random.Random()
         self._tick_interval = tick_interval
-        # (service, id) -> (revision of the load it was counted against, picks since)
-        self._pending: dict[tuple[str, str], tuple[int, int]] = {}
+        # service -> id -> (revision of the load it was counted against, picks since)
+        self._pending: dict[str, dict[str, tuple[int, int]]] = {}
+        # key -> an instance as parsed at its mod revision (revision set): shared, read-only
+        self._parsed: dict[bytes, registry_pb2.Instance] = {}
         self._leader_task: asyncio.Task[None] | None = None
         election.on_change(self._on_leadership)
 
@@ -103,6 +107,22 @@ class ServiceRegistry:
             instance = self._instance(entry, leader_id)
             out[instance.id] = instance
         return out
+
+    def _current(self, service: str) -> dict[str, registry_pb2.Instance]:
+        """The service's instances by id as parsed (shared: do not mutate), revision set."""
+        return {
+            i.id: i for i in map(self._parse, self._store.cache.scan(_instance_prefix(service)))
+        }
+
+    def _parse(self, entry: Entry) -> registry_pb2.Instance:
+        held = self._parsed.get(entry.key)
+        if held is None or held.revision != entry.mod_revision:
+            held = registry_pb2.Instance.FromString(entry.value)
+            held.revision = entry.mod_revision
+            if len(self._parsed) > 4 * len(self._store.cache):
+                self._parsed.clear()  # bounded by the live keys, not by every id ever seen
+            self._parsed[entry.key] = held
+        return held
 
     def primary(self, service: str) -> registry_pb2.Primary | None:
         """The service's primary record (revision set), or None if it never had one."""
@@ -121,14 +141,16 @@ class ServiceRegistry:
         NotFound when the service has neither instances nor a primary record.
         """
         record = self.primary(service)
-        instances = self.instances(service)
         if record is None:
-            if not instances:
+            if not self._store.cache.scan(_instance_prefix(service), limit=1):
                 raise NotFound(f"service {service!r} has no instances and never had a primary")
             record = registry_pb2.Primary(
                 service=service, reason="no SERVING instance has been promoted yet"
             )
-        return record, instances.get(record.instance_id) if record.instance_id else None
+        if not record.instance_id:
+            return record, None
+        entry = self._store.get(INSTANCE_KIND, instance_name(service, record.instance_id))
+        return record, self._instance(entry, record.instance_id) if entry is not None else None
 
     def list(
         self, service: str, size: int, start_after: str
@@ -145,7 +167,7 @@ class ServiceRegistry:
 
     def pick(self, service: str, affinity_key: str, zone: str) -> registry_pb2.Instance:
         """A SERVING instance: by affinity key if given, else the least loaded."""
-        instances = list(self.instances(service).values())
+        instances = list(self._current(service).values())
         if not instances:
             raise NotFound(f"service {service!r} has no registered instances")
         if affinity_key:
@@ -154,29 +176,34 @@ class ServiceRegistry:
             pending = self._pending_picks(service, instances)
             chosen = picking.least_loaded(instances, zone, pending, self._rng)
             if chosen is not None:
-                revision, count = self._pending.get((service, chosen.id), (chosen.revision, 0))
-                self._pending[(service, chosen.id)] = (revision, count + 1)
+                held = self._pending.setdefault(service, {})
+                held[chosen.id] = (chosen.revision, pending.get(chosen.id, 0) + 1)
         if chosen is None:
             raise FailedPrecondition(
                 f"service {service!r} has no SERVING instance ({len(instances)} registered)"
             )
-        return chosen
+        primary = self.primary(service)
+        out = registry_pb2.Instance()
+        out.CopyFrom(chosen)
+        out.role = _role(out.id, primary.instance_id if primary is not None else "")
+        return out
 
     def _pending_picks(
         self, service: str, instances: list[registry_pb2.Instance]
     ) -> dict[str, int]:
-        """Picks handed out since each instance last reported its load."""
-        pending = {}
-        for instance in instances:
-            key = (service, instance.id)
-            held = self._pending.get(key)
-            if held is None:
-                continue
-            if held[0] != instance.revision:
-                del self._pending[key]  # a fresh load report already counts them
-                continue
-            pending[instance.id] = held[1]
-        return pending
+        """Picks handed out since each instance last reported its load.
+
+        Counts of instances that left, or that reported load since (the report
+        includes those picks), are dropped.
+        """
+        held = self._pending.get(service)
+        if not held:
+            return {}
+        fresh = {
+            i.id: held[i.id] for i in instances if i.id in held and held[i.id][0] == i.revision
+        }
+        self._pending[service] = fresh
+        return {instance_id: count for instance_id, (_, count) in fresh.items()}
 
     # -- instance lifecycle -----------------------------------------------------
 
@@ -230,8 +257,11 @@ class ServiceRegistry:
             record.address,
             extra={"event": "registry.registered", "service": record.service, "instance": name},
         )
-        primary, _ = self.get_primary(instance.service)
-        stored = self.instances(instance.service).get(instance.id, record)
+        primary = self.primary(instance.service) or registry_pb2.Primary(
+            service=instance.service, reason="no SERVING instance has been promoted yet"
+        )
+        entry = self._store.get(INSTANCE_KIND, name)
+        stored = self._instance(entry, primary.instance_id) if entry is not None else record
         return stored, primary
 
     async def heartbeat(
@@ -251,8 +281,17 @@ class ServiceRegistry:
         entry = self._store.get(INSTANCE_KIND, name) or await self._store.read(INSTANCE_KIND, name)
         if entry is None:
             raise gone
-        if await self._store.keep_alive(entry.lease) <= 0:
-            raise gone
+        ttl, seen = await self._store.renew(entry.lease)
+        if ttl <= 0:
+            # This replica's cache may still hold the lease of a registration that
+            # another replica has since replaced: ask etcd before saying "gone".
+            fresh = await self._store.read(INSTANCE_KIND, name)
+            if fresh is None or fresh.lease == entry.lease:
+                raise gone
+            entry = fresh
+            ttl, seen = await self._store.renew(entry.lease)
+            if ttl <= 0:
+                raise gone
         now = self._clock()
 
         def change(current: Entry) -> bytes | None:
@@ -273,7 +312,7 @@ class ServiceRegistry:
         except NotFound:
             raise gone from None
         record = registry_pb2.Instance.FromString(written.value)
-        primary = self.primary(service) or registry_pb2.Primary(service=service)
+        primary = await self._primary_as_of(service, seen)
         is_primary = primary.instance_id == instance_id
         response = registry_pb2.HeartbeatResponse(
             role=registry_pb2.ROLE_PRIMARY if is_primary else registry_pb2.ROLE_BACKUP,
@@ -284,6 +323,16 @@ class ServiceRegistry:
         )
         response.ttl.CopyFrom(record.ttl)
         return response
+
+    async def _primary_as_of(self, service: str, revision: int) -> registry_pb2.Primary:
+        """The primary record no older than etcd ``revision``: a deposed primary must
+        not be told it still leads because this replica's cache lags."""
+        if await self._store.wait_for_revision(revision, timeout=CACHE_WAIT_S):
+            record = self.primary(service)
+        else:
+            entry = await self._store.read(PRIMARY_KIND, service)
+            record = self._record(entry) if entry is not None else None
+        return record or registry_pb2.Primary(service=service)
 
     async def deregister(self, service: str, instance_id: str) -> int:
         """Remove the instance now; return the revision of the removal."""
@@ -318,7 +367,7 @@ class ServiceRegistry:
             written[:] = [record]
             return record.SerializeToString()
 
-        await self._store.modify(PRIMARY_KIND, service, request)
+        requested, _ = await self._store.modify(PRIMARY_KIND, service, request)
         old = written[0]
         log.info(
             "switchover of %s requested from %s to %s",
@@ -334,7 +383,11 @@ class ServiceRegistry:
                 current = self.primary(service)
                 if current is not None and current.epoch > old.epoch:
                     return current
-                if current is not None and not current.HasField("switchover_target"):
+                if (
+                    current is not None
+                    and current.revision > requested.mod_revision
+                    and not current.HasField("switchover_target")
+                ):
                     raise FailedPrecondition(f"switchover did not happen: {current.reason}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -353,6 +406,7 @@ class ServiceRegistry:
         self, service: str, start_revision: int = 0
     ) -> AsyncIterator[registry_pb2.WatchInstancesResponse]:
         prefix = _instance_prefix(service)
+        primary_key = key_for(PRIMARY_KIND, service)
 
         def snapshot() -> tuple[list[registry_pb2.WatchInstancesResponse], int]:
             revision = self._store.cache.revision
@@ -376,7 +430,22 @@ class ServiceRegistry:
             leader_id = primary.instance_id if primary is not None else ""
             out = []
             for ev in events:
-                if ev.type is EventType.DELETE:
+                if ev.entry.key == primary_key:
+                    # A promotion changes the role of two instances without writing them.
+                    record = registry_pb2.Primary.FromString(ev.entry.value)
+                    for instance_id in (record.previous_instance_id, record.instance_id):
+                        entry = self._store.get(INSTANCE_KIND, instance_name(service, instance_id))
+                        if instance_id and entry is not None:
+                            out.append(
+                                registry_pb2.WatchInstancesResponse(
+                                    type=watch_pb2.WATCH_EVENT_TYPE_PUT,
+                                    instance=self._instance(entry, leader_id),
+                                    revision=ev.revision,
+                                )
+                            )
+                elif not ev.entry.key.startswith(prefix):
+                    continue  # the primary record of another service
+                elif ev.type is EventType.DELETE:
                     instance_id = ev.entry.key[len(prefix) :].decode()
                     out.append(
                         registry_pb2.WatchInstancesResponse(
@@ -395,7 +464,7 @@ class ServiceRegistry:
                     )
             return out
 
-        return follow(self._store, (prefix,), start_revision, snapshot, convert)
+        return follow(self._store, (prefix, primary_key), start_revision, snapshot, convert)
 
     def watch_primaries(
         self, services: frozenset[str], start_revision: int = 0
@@ -461,26 +530,41 @@ class ServiceRegistry:
             self._leader_task = None
 
     async def _lead(self) -> None:
-        """While leading: re-decide services on every change, and on a timer for deadlines."""
+        """While leading: re-decide the services each change touches, and all of them
+        every ``tick_interval`` (switchover deadlines, and decisions a failed write left
+        undone). The sweep's timer is not reset by changes, so a busy store cannot
+        starve it."""
         queue = self._store.subscribe()
         try:
-            services = self._services()
+            dirty = self._services()
+            next_sweep = time.monotonic() + self._tick_interval
             while True:
-                if services and self._election.is_leader:
+                if dirty and self._election.is_leader:
                     try:
-                        await self.reconcile(services)
+                        await self.reconcile(dirty)
                     except (NotLeader, StoreUnavailable) as exc:
                         log.debug("registry leader loop: %s", exc)
                     except Exception:
                         log.exception("registry leader loop failed; continuing")
+                dirty = set()
                 try:
-                    async with asyncio.timeout(self._tick_interval):
-                        batch = await queue.get()
+                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                        batches = [await queue.get()]
                 except TimeoutError:
-                    services = self._services()  # deadlines pass without any change
+                    dirty = self._services()
+                    next_sweep = time.monotonic() + self._tick_interval
                     continue
-                # An empty batch means changes were missed: look at everything.
-                services = self._touched(batch) if batch else self._services()
+                # Take everything queued: one decision per service per round.
+                while not queue.empty():
+                    batches.append(queue.get_nowait())
+                for batch in batches:
+                    if not batch:
+                        # This subscriber fell behind and was dropped: follow again.
+                        self._store.unsubscribe(queue)
+                        queue = self._store.subscribe()
+                        dirty = self._services()
+                        break
+                    dirty |= self._touched(batch)
         finally:
             self._store.unsubscribe(queue)
 
@@ -505,19 +589,18 @@ class ServiceRegistry:
         for service in sorted(services):
             entry = self._store.get(PRIMARY_KIND, service)
             current = registry_pb2.Primary.FromString(entry.value) if entry is not None else None
-            instances = {}
-            revisions = {}
-            for item in self._store.cache.scan(_instance_prefix(service)):
-                instance = registry_pb2.Instance.FromString(item.value)
-                instances[instance.id] = instance
-                revisions[instance.id] = item.mod_revision
+            instances = self._current(service)
             record = failover.decide(service, current, instances, self._clock())
             if record is None:
                 continue
             # The write stands only if what it was decided on is still so.
             involved = {record.instance_id, current.instance_id if current else ""} - {""}
             guards = [
-                Unchanged(INSTANCE_KIND, instance_name(service, i), revisions.get(i, 0))
+                Unchanged(
+                    INSTANCE_KIND,
+                    instance_name(service, i),
+                    instances[i].revision if i in instances else 0,
+                )
                 for i in sorted(involved)
             ]
             value = record.SerializeToString()
@@ -555,14 +638,17 @@ class ServiceRegistry:
     # -- helpers ----------------------------------------------------------------
 
     def _instance(self, entry: Entry, primary_id: str) -> registry_pb2.Instance:
-        instance = registry_pb2.Instance.FromString(entry.value)
-        instance.revision = entry.mod_revision
-        instance.role = (
-            registry_pb2.ROLE_PRIMARY if instance.id == primary_id else registry_pb2.ROLE_BACKUP
-        )
+        """A private copy of the instance with its revision and role."""
+        instance = registry_pb2.Instance()
+        instance.CopyFrom(self._parse(entry))
+        instance.role = _role(instance.id, primary_id)
         return instance
 
     def _record(self, entry: Entry) -> registry_pb2.Primary:
         record = registry_pb2.Primary.FromString(entry.value)
         record.revision = entry.mod_revision
         return record
+
+
+def _role(instance_id: str, primary_id: str) -> int:
+    return registry_pb2.ROLE_PRIMARY if instance_id == primary_id else registry_pb2.ROLE_BACKUP

@@ -509,6 +509,14 @@ class EtcdStore:
 
     async def keep_alive(self, lease_id: int) -> int:
         """Renew a lease once; return its remaining TTL in seconds (0: it has expired)."""
+        return (await self.renew(lease_id))[0]
+
+    async def renew(self, lease_id: int) -> tuple[int, int]:
+        """Renew a lease once; return (remaining TTL in seconds, etcd's revision then).
+
+        A reader that must not answer from an older state than etcd's at the
+        renewal waits for the cache to reach that revision.
+        """
         stub = self._require_lease_stub()
 
         async def one() -> AsyncIterator[ec.rpc_pb2.LeaseKeepAliveRequest]:
@@ -517,7 +525,7 @@ class EtcdStore:
         call = stub.LeaseKeepAlive(one(), timeout=self._timeout)
         try:
             async for resp in call:
-                return max(0, int(resp.TTL))
+                return max(0, int(resp.TTL)), int(resp.header.revision)
         except _ETCD_ERRORS as exc:
             self._note_failure(exc)
             raise StoreUnavailable(f"etcd lease keep-alive failed: {_describe(exc)}") from exc

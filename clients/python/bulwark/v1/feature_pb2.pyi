@@ -142,10 +142,12 @@ class ListFeaturesResponse(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchFeaturesRequest(_message.Message):
-    __slots__ = ("names",)
+    __slots__ = ("names", "start_revision")
     NAMES_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
     names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+    start_revision: int
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchFeaturesResponse(_message.Message):
     __slots__ = ("type", "feature", "revision")

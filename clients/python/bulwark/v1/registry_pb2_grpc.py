@@ -141,7 +141,8 @@ class RegistryServiceServicer:
 
     def WatchInstances(self, request, context):
         """WatchInstances streams a snapshot of a service's instances, then every
-        change, resumable from a revision.
+        change (a promotion sends the new roles of both instances), resumable
+        from a revision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
