@@ -203,3 +203,10 @@ def test_epochs_only_grow_over_a_long_run_of_failures() -> None:
     del instances[record.instance_id]
     vacant = decide("db", record, instances, NOW)
     assert vacant.instance_id == "" and vacant.epoch == record.epoch
+
+
+def test_the_old_primarys_zone_is_preferred_even_after_its_key_is_gone() -> None:
+    first = decide("db", None, fleet(inst("b1", zone="z-b")), NOW)
+    assert first.zone == "z-b"
+    instances = fleet(inst("a1", zone="z-a"), inst("a2", zone="z-a"), inst("b2", zone="z-b"))
+    assert decide("db", first, instances, NOW).instance_id == "b2"

@@ -63,6 +63,7 @@ def _promote(
         service=service,
         instance_id=chosen.id,
         address=chosen.address,
+        zone=chosen.zone,
         epoch=(current.epoch if current else 0) + 1,
         since=timestamps.at(now),
         reason=reason,
@@ -98,7 +99,8 @@ def decide(
 
     old = current.instance_id
     primary = instances.get(old)
-    zone = primary.zone if primary is not None else ""
+    # Once the primary's key is gone, the record still knows where it ran.
+    zone = primary.zone if primary is not None else current.zone
     if primary is None:
         cause = f"primary {old} left (deregistered or its lease ended)"
     elif primary.health == NOT_SERVING:

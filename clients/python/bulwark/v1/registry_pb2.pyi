@@ -84,7 +84,7 @@ class Instance(_message.Message):
     def __init__(self, service: _Optional[str] = ..., id: _Optional[str] = ..., address: _Optional[str] = ..., zone: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health: _Optional[_Union[InstanceHealth, str]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
 
 class Primary(_message.Message):
-    __slots__ = ("service", "instance_id", "address", "epoch", "since", "reason", "previous_instance_id", "switchover_target", "switchover_deadline", "revision")
+    __slots__ = ("service", "instance_id", "address", "epoch", "since", "reason", "previous_instance_id", "switchover_target", "switchover_deadline", "revision", "zone")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Primary(_message.Message):
     SWITCHOVER_TARGET_FIELD_NUMBER: _ClassVar[int]
     SWITCHOVER_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
     service: str
     instance_id: str
     address: str
@@ -105,7 +106,8 @@ class Primary(_message.Message):
     switchover_target: str
     switchover_deadline: _timestamp_pb2.Timestamp
     revision: int
-    def __init__(self, service: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., previous_instance_id: _Optional[str] = ..., switchover_target: _Optional[str] = ..., switchover_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    zone: str
+    def __init__(self, service: _Optional[str] = ..., instance_id: _Optional[str] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., previous_instance_id: _Optional[str] = ..., switchover_target: _Optional[str] = ..., switchover_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., zone: _Optional[str] = ...) -> None: ...
 
 class RegisterInstanceRequest(_message.Message):
     __slots__ = ("instance",)
