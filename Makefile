@@ -43,6 +43,7 @@ bench: install
 	$(PY) benchmarks/getleader_bench.py
 	$(PY) benchmarks/breaker_bench.py
 	$(PY) benchmarks/ratelimit_bench.py
+	$(PY) benchmarks/registry_bench.py
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)
