@@ -32,6 +32,74 @@ def grpcurl(*args: str) -> str:
     return result.stdout
 
 
+def test_the_readme_grpcurl_commands_for_registry_and_features_work(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    """Enum names, durations and timestamps as an operator types them in JSON."""
+    replica = replica_factory("r1", [etcd.endpoint])
+    wait_for(lambda: (get_leader(replica.address) or cluster_pb2.GetLeaderResponse()).is_self, 5)
+    a = replica.address
+    registered = json.loads(
+        grpcurl(
+            "-d",
+            '{"instance": {"service": "orders-db", "id": "db-1", "address": "10.0.0.7:5432", '
+            '"zone": "eu-1a", "priority": 10, "ttl": "10s"}}',
+            a,
+            "bulwark.v1.RegistryService/RegisterInstance",
+        )
+    )
+    assert registered["instance"]["health"] == "INSTANCE_HEALTH_SERVING"
+
+    def primary() -> dict:
+        out = json.loads(
+            grpcurl("-d", '{"service": "orders-db"}', a, "bulwark.v1.RegistryService/GetPrimary")
+        )
+        return out if out["primary"].get("instance_id") == "db-1" else {}
+
+    got = wait_for(primary, 5)
+    assert got["primary"]["epoch"] == "1"
+    beat = json.loads(
+        grpcurl(
+            "-d",
+            '{"service": "orders-db", "instance_id": "db-1", '
+            '"load": {"in_flight": 12, "replication_lag": "0.2s"}, "epoch": 1}',
+            a,
+            "bulwark.v1.RegistryService/Heartbeat",
+        )
+    )
+    assert beat["role"] == "ROLE_PRIMARY"
+    assert beat.get("stale_epoch", False) is False
+
+    grpcurl("-d", '{"name": "smtp"}', a, "bulwark.v1.CircuitBreakerService/PutBreaker")
+    grpcurl(
+        "-d",
+        '{"feature": {"name": "email", "fallback": "sms", "depends_on": '
+        '[{"kind": "DEPENDENCY_KIND_CIRCUIT_BREAKER", "name": "smtp"}]}}',
+        a,
+        "bulwark.v1.FeatureService/PutFeature",
+    )
+    grpcurl(
+        "-d",
+        '{"feature": {"name": "signup", "depends_on": '
+        '[{"kind": "DEPENDENCY_KIND_FEATURE", "name": "email", "soft": true}]}}',
+        a,
+        "bulwark.v1.FeatureService/PutFeature",
+    )
+    grpcurl(
+        "-d",
+        '{"name": "email", "status": "FEATURE_STATUS_DISABLED", "reason": "provider outage", '
+        '"expires_at": "2030-01-01T00:00:00Z"}',
+        a,
+        "bulwark.v1.FeatureService/SetFeatureStatus",
+    )
+    view = json.loads(
+        grpcurl("-d", '{"name": "signup"}', a, "bulwark.v1.FeatureService/GetFeature")
+    )["feature"]
+    assert view["effective_status"] == "FEATURE_STATUS_DEGRADED"
+    assert [d["name"] for d in view["blocked_by"]] == ["email"]
+    assert view["effective_reason"] == "provider outage"
+
+
 def test_grpcurl_lists_services_and_calls_cluster_service(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ):
@@ -42,6 +110,8 @@ def test_grpcurl_lists_services_and_calls_cluster_service(
     assert "bulwark.v1.ClusterService" in services
     assert "grpc.health.v1.Health" in services
     assert "grpc.reflection.v1alpha.ServerReflection" in services
+    assert "bulwark.v1.RegistryService" in services
+    assert "bulwark.v1.FeatureService" in services
 
     leader = json.loads(grpcurl(replica.address, "bulwark.v1.ClusterService/GetLeader"))
     assert leader["isSelf"] if "isSelf" in leader else leader["is_self"]
