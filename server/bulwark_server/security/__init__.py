@@ -1,0 +1,1 @@
+"""Transport security, identities and roles, the audit trail, and overload shedding."""
