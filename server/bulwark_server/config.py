@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -58,18 +59,53 @@ class Settings:
     lease_ttl: int = 2
     etcd_timeout: float = 2.0
     shutdown_grace: float = 5.0
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "json"
     otel_exporter: str = "none"
     otel_endpoint: str = ""
     limits_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_client_auth: str = "require"
+    allow_plaintext: bool = False
+    auth: str = "auto"
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    max_in_flight: int = 1000
+    audit_retention_days: float = 30.0
+    audit_max_events: int = 100_000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def embedded_etcd(self) -> bool:
         """True when no etcd is configured and Bulwark runs its own child etcd."""
         return not self.etcd_endpoints
+
+    @property
+    def tls(self) -> bool:
+        """True when the gRPC port speaks TLS (mutual TLS with a client CA)."""
+        return self.tls_cert is not None
+
+    @property
+    def loopback(self) -> bool:
+        """True when the listen address is reachable from this machine only."""
+        host, _ = split_host_port(self.listen, "listen")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether callers must prove an identity. ``auto``: yes, except plaintext on loopback."""
+        if self.auth == "auto":
+            return self.tls or not self.loopback
+        return self.auth == "on"
 
     def validate(self) -> Settings:
         """Return self, or raise SettingsError listing every problem at once."""
@@ -114,9 +150,50 @@ class Settings:
             )
         if self.limits_file is not None:
             problems.extend(_limits_file_problems(self.limits_file))
+        problems.extend(self._security_problems())
         if problems:
             raise SettingsError(problems)
         return self
+
+    def _security_problems(self) -> list[str]:
+        problems = []
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("tls_cert and tls_key (BULWARK_TLS_CERT, BULWARK_TLS_KEY): set both")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append("tls_client_ca: needs tls_cert and tls_key (mutual TLS is TLS first)")
+        if self.tls_client_auth not in {"require", "optional"}:
+            problems.append(f"tls_client_auth: require or optional, got {self.tls_client_auth!r}")
+        if (self.etcd_cert is None) != (self.etcd_key is None):
+            problems.append("etcd_cert and etcd_key: set both")
+        if self.etcd_cert is not None and self.etcd_ca is None:
+            problems.append("etcd_cert: needs etcd_ca (client certificates go over TLS)")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "etcd_ca", "etcd_cert", "etcd_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{name} (BULWARK_{name.upper()}): no such file: {path}")
+        if self.auth not in {"auto", "on", "off"}:
+            problems.append(f"auth (BULWARK_AUTH): auto, on or off, got {self.auth!r}")
+        try:
+            loopback = self.loopback
+        except ValueError:
+            return problems  # the listen address itself is reported above
+        if not self.tls and not loopback and not self.allow_plaintext:
+            problems.append(
+                f"listen {self.listen} is not a loopback address: set tls_cert and tls_key, "
+                "or allow_plaintext=true to serve without TLS anyway"
+            )
+        if self.auth == "off" and not loopback:
+            problems.append(
+                f"auth=off lets anyone who reaches {self.listen} act as admin: "
+                "only allowed on a loopback address"
+            )
+        if self.max_in_flight < 1:
+            problems.append(f"max_in_flight: at least 1, got {self.max_in_flight}")
+        if self.audit_retention_days <= 0:
+            problems.append(f"audit_retention_days: more than 0, got {self.audit_retention_days:g}")
+        if self.audit_max_events < 100:
+            problems.append(f"audit_max_events: at least 100, got {self.audit_max_events}")
+        return problems
 
     def resolved(self) -> Settings:
         """Fill derived defaults (replica id, advertise address)."""
@@ -142,6 +219,15 @@ def _limits_file_problems(path: Path) -> list[str]:
 def _optional_path(text: str) -> Path | None:
     # An empty variable means "no file", not the current directory.
     return Path(text) if text.strip() else None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(text)
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -177,7 +263,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease_ttl", int, "leader and replica lease TTL in whole seconds (default 2)"),
     Option("etcd_timeout", float, "timeout of one etcd request in seconds (default 2)"),
     Option("shutdown_grace", float, "seconds in-flight RPCs get to finish on SIGTERM (default 5)"),
-    Option("max_message_bytes", int, "largest gRPC message accepted (default 4 MiB)"),
+    Option("max_message_bytes", int, "largest gRPC message accepted (default 1 MiB)"),
     Option("log_level", str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     Option("log_format", str, "json or text (default json)", ("json", "text")),
     Option(
@@ -189,6 +275,43 @@ OPTIONS: tuple[Option, ...] = (
         _optional_path,
         "envoyproxy/ratelimit YAML file of rate limits, created or updated at start",
     ),
+    Option("tls_cert", _optional_path, "PEM certificate of the gRPC port; turns TLS on"),
+    Option("tls_key", _optional_path, "PEM private key of --tls-cert"),
+    Option(
+        "tls_client_ca",
+        _optional_path,
+        "PEM CA bundle that client certificates must chain to; turns mutual TLS on",
+    ),
+    Option(
+        "tls_client_auth",
+        str,
+        "with a client CA: require a client certificate, or make it optional so bearer "
+        "tokens alone work (default require)",
+        ("require", "optional"),
+    ),
+    Option(
+        "allow_plaintext",
+        _bool,
+        "serve without TLS on a non-loopback address (default false)",
+    ),
+    Option(
+        "auth",
+        str,
+        "auto, on or off: whether callers must present a client certificate or token; "
+        "auto is on except for plaintext on loopback (default auto)",
+        ("auto", "on", "off"),
+    ),
+    Option("etcd_ca", _optional_path, "PEM CA bundle to verify etcd over TLS"),
+    Option("etcd_cert", _optional_path, "PEM client certificate for etcd"),
+    Option("etcd_key", _optional_path, "PEM private key of --etcd-cert"),
+    Option(
+        "max_in_flight",
+        int,
+        "unary RPCs in progress per replica before shedding with RESOURCE_EXHAUSTED "
+        "(configuration and listing first, decisions last; default 1000)",
+    ),
+    Option("audit_retention_days", float, "days audit events are kept (default 30)"),
+    Option("audit_max_events", int, "most audit events kept (default 100000)"),
 )
 
 

@@ -2,6 +2,12 @@
 
 Used by ``bulwark serve`` when no etcd is configured (the embedded default),
 by ``bulwark local-cluster`` and by the integration tests.
+
+Without :class:`EtcdTls` a member speaks plain HTTP/gRPC, as it always has. With
+it, the client URL is HTTPS only (optionally demanding a client certificate
+signed by ``ca_file``); peer traffic stays plain HTTP on loopback. Either way
+``EtcdMember.endpoint`` is ``127.0.0.1:<port>`` with no scheme, and a member is
+healthy only once its ``/health`` answers over the same transport a client uses.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -82,9 +89,50 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS for a member's client URL.
+
+    ``ca_file`` is the CA that signed ``cert_file``: the health probe verifies the
+    member against it (against the system's trust store when it is None), and
+    with ``client_cert_auth`` etcd accepts only client certificates it signed.
+    ``cert_file`` must name 127.0.0.1 (an IP SAN) and allow clientAuth too, since
+    etcd's own gRPC gateway presents it as a client certificate.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    client_cert_auth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.client_cert_auth and self.ca_file is None:
+            raise ValueError(
+                "client_cert_auth needs ca_file, the CA trusted for client certificates"
+            )
+
+    def etcd_args(self) -> list[str]:
+        """etcd flags for the client listener."""
+        args = [f"--cert-file={self.cert_file}", f"--key-file={self.key_file}"]
+        if self.client_cert_auth:
+            args += ["--client-cert-auth", f"--trusted-ca-file={self.ca_file}"]
+        return args
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client-side context trusting ``ca_file``, presenting ``cert_file`` if required."""
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        if self.client_cert_auth:
+            # The member's own certificate carries clientAuth, so it serves as
+            # the probe's client certificate with nothing extra to configure.
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
 @dataclass
 class EtcdMember:
-    """One etcd member: its name, data folder and loopback ports."""
+    """One etcd member: its name, data folder and loopback ports, and optional client TLS."""
 
     name: str
     data_dir: Path
@@ -92,6 +140,10 @@ class EtcdMember:
     peer_port: int = 0
     unsafe_no_fsync: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    tls: EtcdTls | None = None
+    # Why the last health probe failed, for wait_healthy's error: a TLS mistake
+    # shows up here, not in etcd's log.
+    last_probe_error: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
@@ -99,7 +151,8 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -138,6 +191,8 @@ class EtcdMember:
             "--logger=zap",
             "--log-level=warn",
         ]
+        if self.tls is not None:
+            args += self.tls.etcd_args()
         if self.unsafe_no_fsync:
             args.append("--unsafe-no-fsync")
         log_file = (self.data_dir / "etcd.log").open("ab")
@@ -151,11 +206,22 @@ class EtcdMember:
         log_file.close()
 
     def healthy(self) -> bool:
+        """Whether ``/health`` on the client URL says so (over TLS when the member uses it).
+
+        Unreadable TLS files raise (OSError, ssl.SSLError) rather than read as
+        "not healthy yet": no amount of waiting fixes them.
+        """
+        context = self.tls.client_context() if self.tls is not None else None
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1.0) as resp:
-                return bool(json.loads(resp.read()).get("health") == "true")
-        except (urllib.error.URLError, OSError, ValueError):
+            with urllib.request.urlopen(
+                f"{self.client_url}/health", timeout=1.0, context=context
+            ) as resp:
+                body = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            self.last_probe_error = f"{type(exc).__name__}: {exc}"
             return False
+        self.last_probe_error = "" if body.get("health") == "true" else f"/health: {body}"
+        return not self.last_probe_error
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Block until the member answers /health, or raise RuntimeError with its log tail."""
@@ -166,7 +232,10 @@ class EtcdMember:
             if self.healthy():
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"etcd {self.name} not healthy after {timeout:.0f}s: {self.log_tail()}")
+        raise RuntimeError(
+            f"etcd {self.name} not healthy after {timeout:.0f}s"
+            f" (last probe: {self.last_probe_error or 'none'}): {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 5) -> str:
         return " | ".join(tail_lines(self.data_dir / "etcd.log", lines))
@@ -187,11 +256,21 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    """N etcd members on loopback, each with its own folder under ``root``."""
+    """N etcd members on loopback, each with its own folder under ``root``.
 
-    def __init__(self, root: Path, size: int = 3, *, unsafe_no_fsync: bool = False) -> None:
+    With ``tls`` every member serves its client URL with the same certificate.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        *,
+        unsafe_no_fsync: bool = False,
+        tls: EtcdTls | None = None,
+    ) -> None:
         self.members = [
-            EtcdMember(f"etcd{i}", root / f"etcd{i}", unsafe_no_fsync=unsafe_no_fsync)
+            EtcdMember(f"etcd{i}", root / f"etcd{i}", unsafe_no_fsync=unsafe_no_fsync, tls=tls)
             for i in range(size)
         ]
 

@@ -32,6 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+from bulwark_server.api.handlers import rewrap, status_of
 from bulwark_server.config import Settings
 
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -114,18 +115,6 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     return Telemetry(tracer_provider, meter_provider)
 
 
-def _status_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    code = context.code()
-    if code is None:
-        return grpc.StatusCode.OK
-    if isinstance(code, grpc.StatusCode):
-        return code
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == code:
-            return candidate
-    return grpc.StatusCode.UNKNOWN
-
-
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """A span, a duration sample and a count for every RPC, by method and status code."""
 
@@ -148,28 +137,10 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rewrap(
+            handler,
+            lambda behavior: self._unary(method, behavior),
+            lambda behavior: self._streaming(method, behavior),
         )
 
     def _attributes(self, method: str) -> dict[str, str]:
@@ -197,9 +168,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         ) as span:
             try:
                 yield
-                code = _status_of(context)
+                code = status_of(context)
             except BaseException:
-                code = _status_of(context)
+                code = status_of(context)
                 if code is grpc.StatusCode.OK:
                     code = failure
                 raise

@@ -9,6 +9,7 @@ most ``shutdown_grace`` → close the store → stop the embedded etcd.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -17,6 +18,10 @@ from collections.abc import Awaitable, Callable
 
 from bulwark import __version__
 from bulwark.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
     breaker_pb2,
     breaker_pb2_grpc,
     bulkhead_pb2,
@@ -31,6 +36,7 @@ from bulwark.v1 import (
     registry_pb2_grpc,
 )
 from bulwark_server import timestamps
+from bulwark_server.api.auth import AuditServicer, AuthServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
@@ -44,7 +50,7 @@ from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from bulwark_server.errors import NotFound
+from bulwark_server.errors import BulwarkError, NotFound
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.observability import Telemetry, TelemetryInterceptor, setup_telemetry
@@ -56,10 +62,20 @@ from bulwark_server.ratelimits.envoy_config import (
 )
 from bulwark_server.ratelimits.limiter import RateLimiter
 from bulwark_server.registry.manager import ServiceRegistry
+from bulwark_server.security.access import AccessInterceptor
+from bulwark_server.security.audit import AuditLog
+from bulwark_server.security.roles import Role
+from bulwark_server.security.shedding import LoadShedder
+from bulwark_server.security.tls import etcd_tls, peer_credentials
+from bulwark_server.security.tokens import TokenStore
 from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)
+
+# A replica's own token outlives any sane uptime; a stop revokes it, a crash leaves it
+# to expire (its secret lived only in the dead process).
+REPLICA_TOKEN_TTL_S = 365 * 86400.0
 
 
 class Replica:
@@ -71,6 +87,7 @@ class Replica:
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._limiter: RateLimiter | None = None
+        self._replica_token: str | None = None
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -97,7 +114,7 @@ class Replica:
                 extra={"event": "etcd.embedded", "endpoint": etcd.endpoint},
             )
         telemetry = setup_telemetry(settings)
-        store = EtcdStore(endpoints, timeout=settings.etcd_timeout)
+        store = EtcdStore(endpoints, timeout=settings.etcd_timeout, tls=etcd_tls(settings))
         try:
             await store.start()
             await self._serve(store, telemetry)
@@ -114,8 +131,25 @@ class Replica:
             id=settings.replica_id, version=__version__, started_at=timestamps.at(time.time())
         )
         election = Election(store, replica, ttl=settings.lease_ttl)
+        tokens = TokenStore(store)
+        audit = AuditLog(
+            store,
+            election,
+            replica.id,
+            retention=settings.audit_retention_days * 86400,
+            max_events=settings.audit_max_events,
+        )
+        audit.start()
+        self._closers.append(audit.close)
+        await self._announce_security(tokens)
         built = build_server(
-            settings, self._bindings(store, election), [TelemetryInterceptor(telemetry)]
+            settings,
+            [*self._bindings(store, election), *self._security_bindings(tokens, audit)],
+            [
+                TelemetryInterceptor(telemetry),
+                LoadShedder(settings.max_in_flight),
+                AccessInterceptor(tokens, audit, enabled=settings.auth_enabled),
+            ],
         )
         host, listen_port = split_host_port(settings.listen, "listen")
         if listen_port == 0:
@@ -152,9 +186,59 @@ class Replica:
                 await close()
             log.info("stopped", extra={"event": "stopped"})
 
+    async def _announce_security(self, tokens: TokenStore) -> None:
+        """Log how callers are admitted; with authentication on, make this replica's token."""
+        settings = self.settings
+        if not settings.tls:
+            log.warning(
+                "serving PLAINTEXT on %s%s: set tls_cert and tls_key for TLS",
+                settings.listen,
+                " (loopback only)" if settings.loopback else "",
+                extra={"event": "security.plaintext", "loopback": settings.loopback},
+            )
+        if not settings.auth_enabled:
+            log.warning(
+                "authentication is OFF: every caller on %s acts as admin",
+                settings.listen,
+                extra={"event": "security.auth_off"},
+            )
+            return
+        # Forwarded calls reach the leader as this replica, with a token of its own.
+        self._replica_token, record = await tokens.create(
+            f"replica-{settings.replica_id}", Role.DATAPLANE, "bulwark", REPLICA_TOKEN_TTL_S
+        )
+        self._closers.append(lambda: _revoke(tokens, record.id))
+        log.info(
+            "authentication on: client certificates%s and bearer tokens",
+            " (required)"
+            if settings.tls_client_ca and settings.tls_client_auth == "require"
+            else "",
+            extra={"event": "security.auth_on", "tls": settings.tls},
+        )
+
+    def _security_bindings(self, tokens: TokenStore, audit: AuditLog) -> list[ServiceBinding]:
+        return [
+            ServiceBinding(
+                auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                AuthServicer(tokens),
+                auth_pb2_grpc.add_AuthServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+                AuditServicer(audit),
+                audit_pb2_grpc.add_AuditServiceServicer_to_server,
+            ),
+        ]
+
     def _bindings(self, store: EtcdStore, election: Election) -> list[ServiceBinding]:
-        """Every bulwark.v1 service this replica serves."""
-        forwarder = LeaderForwarder(store, election.replica.id, self.settings.etcd_timeout)
+        """Every bulwark.v1 capability service this replica serves."""
+        forwarder = LeaderForwarder(
+            store,
+            election.replica.id,
+            self.settings.etcd_timeout,
+            credentials=peer_credentials(self.settings),
+            token=lambda: self._replica_token,
+        )
         self._closers.append(forwarder.close)
         breakers = BreakerRegistry(store, election)
         self._closers.append(breakers.stop)
@@ -260,6 +344,11 @@ class Replica:
                 **{f"limits_{action}": n for action, n in counts.items()},
             },
         )
+
+
+async def _revoke(tokens: TokenStore, token_id: str) -> None:
+    with contextlib.suppress(BulwarkError):
+        await tokens.revoke(token_id)
 
 
 async def serve(settings: Settings) -> None:

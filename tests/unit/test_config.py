@@ -35,7 +35,7 @@ def test_defaults_resolve_replica_id_and_advertise_address() -> None:
 
 
 def test_replica_id_default_uses_listen_port() -> None:
-    settings = load({"listen": "0.0.0.0:6000"}, {})
+    settings = load({"listen": "0.0.0.0:6000", "allow_plaintext": "true"}, {})
     assert settings.replica_id == "node-a-6000"
     assert settings.advertise_address == "0.0.0.0:6000"
 
@@ -49,6 +49,7 @@ def test_explicit_replica_id_and_advertise_address_are_kept() -> None:
 def test_environment_variables_are_read() -> None:
     environ = {
         "BULWARK_LISTEN": "0.0.0.0:6001",
+        "BULWARK_ALLOW_PLAINTEXT": "yes",
         "BULWARK_LEASE_TTL": "5",
         "BULWARK_ETCD_TIMEOUT": "1.5",
         "BULWARK_LOG_LEVEL": "DEBUG",
@@ -258,3 +259,49 @@ def test_split_host_port_rejects(value: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment) as info:
         split_host_port(value, "my_setting")
     assert str(info.value).startswith("my_setting: ")
+
+
+def test_plaintext_is_refused_off_loopback_unless_allowed(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not a loopback address"):
+        load({"listen": "0.0.0.0:6000"}, {})
+    allowed = load({"listen": "0.0.0.0:6000", "allow_plaintext": "true"}, {})
+    assert not allowed.tls
+    # Plaintext off loopback still requires callers to prove who they are.
+    assert allowed.auth_enabled
+    with pytest.raises(SettingsError, match="only allowed on a loopback"):
+        load({"listen": "0.0.0.0:6000", "allow_plaintext": "true", "auth": "off"}, {})
+
+
+def test_auth_defaults_off_only_for_plaintext_on_loopback(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    assert not load({"listen": "127.0.0.1:0"}, {}).auth_enabled
+    assert not load({"listen": "[::1]:0"}, {}).auth_enabled
+    assert load({"listen": "127.0.0.1:0", "auth": "on"}, {}).auth_enabled
+    tls = load({"listen": "127.0.0.1:0", "tls_cert": str(cert), "tls_key": str(key)}, {})
+    assert tls.tls and tls.auth_enabled
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        ({"tls_cert": "CERT"}, "set both"),
+        ({"tls_client_ca": "CERT"}, "needs tls_cert"),
+        ({"etcd_cert": "CERT", "etcd_key": "CERT"}, "needs etcd_ca"),
+        ({"tls_cert": "/nonexistent.pem", "tls_key": "CERT"}, "no such file"),
+        ({"tls_client_auth": "sometimes"}, "require or optional"),
+        ({"auth": "maybe"}, "auto, on or off"),
+        ({"max_in_flight": "0"}, "max_in_flight"),
+        ({"audit_max_events": "5"}, "audit_max_events"),
+        ({"allow_plaintext": "perhaps"}, "cannot parse"),
+    ],
+)
+def test_bad_security_settings_are_named(
+    tmp_path: Path, flags: dict[str, str], problem: str
+) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    flags = {k: v.replace("CERT", str(cert)) for k, v in flags.items()}
+    with pytest.raises(SettingsError, match=problem):
+        load({"listen": "127.0.0.1:0", **flags}, {})

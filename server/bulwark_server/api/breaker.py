@@ -14,6 +14,7 @@ from bulwark_server.api.status import rpc, status_for
 from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.election import Election
 from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
+from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import page_params, validate_id, validate_name
 
@@ -151,7 +152,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
             )
         if len(request.reason) > MAX_REASON:
             raise InvalidArgument("reason", f"longer than {MAX_REASON} characters")
-        actor = validate_id(request.actor, "actor", required=False) or "anonymous"
+        actor = caller_name(validate_id(request.actor, "actor", required=False))
         breaker = await self._registry.force(request.name, request.state, actor, request.reason)
         return breaker_pb2.ForceStateResponse(breaker=breaker)
 

@@ -11,6 +11,7 @@ from bulwark.v1 import feature_pb2, feature_pb2_grpc
 from bulwark_server.api.status import rpc, status_for
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.features.manager import FeatureManager
+from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
     page_params,
@@ -84,6 +85,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         self, request: feature_pb2.PutFeatureRequest, context: grpc.aio.ServicerContext
     ) -> feature_pb2.PutFeatureResponse:
         feature = validate_feature(request.feature)
+        feature.updated_by = caller_name(feature.updated_by)
         if request.expected_revision < 0:
             raise InvalidArgument("expected_revision", "must not be negative")
         view, created = await self._features.put(feature, request.expected_revision)
@@ -96,7 +98,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         validate_name(request.name)
         status = _status(request.status, "status", required=True)
         _reason(request.reason, "reason")
-        updated_by = validate_id(request.updated_by, "updated_by", required=False)
+        updated_by = caller_name(validate_id(request.updated_by, "updated_by", required=False))
         expires_at = None
         if request.HasField("expires_at"):
             timestamp_seconds(request.expires_at, "expires_at")

@@ -40,10 +40,21 @@ def was_forwarded(context: grpc.aio.ServicerContext) -> bool:
 class LeaderForwarder:
     """Channels to the current leader, opened on demand and reused."""
 
-    def __init__(self, store: EtcdStore, replica_id: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: EtcdStore,
+        replica_id: str,
+        timeout: float = 2.0,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._store = store
         self._replica_id = replica_id
         self._timeout = timeout
+        self._credentials = credentials
+        # The replica's own bearer token: the leader authorizes a forwarded call as it.
+        self._token = token
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self) -> tuple[str, grpc.aio.Channel]:
@@ -55,7 +66,10 @@ class LeaderForwarder:
             raise NotLeader("leadership is changing; retry shortly", leader.address)
         channel = self._channels.get(leader.address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(leader.address)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(leader.address)
+            else:
+                channel = grpc.aio.secure_channel(leader.address, self._credentials)
             self._channels[leader.address] = channel
         return leader.address, channel
 
@@ -67,9 +81,13 @@ class LeaderForwarder:
     ) -> Response:
         """Send ``request`` to the leader with ``make_call(channel)`` (a stub method)."""
         address, channel = self.channel()
+        metadata = FORWARDED_METADATA
+        token = self._token()
+        if token:
+            metadata = (*metadata, ("authorization", f"Bearer {token}"))
         try:
             return await make_call(channel)(
-                request, metadata=FORWARDED_METADATA, timeout=deadline_s or self._timeout
+                request, metadata=metadata, timeout=deadline_s or self._timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise _as_domain_error(exc, address) from exc

@@ -6,7 +6,16 @@ prefix that reads are answered from.
 """
 
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
-from bulwark_server.store.etcd import EtcdStore, Fence, MemberInfo, StoreStatus, Unchanged
+from bulwark_server.store.etcd import (
+    EtcdStore,
+    EtcdTls,
+    Fence,
+    MemberInfo,
+    StoreStatus,
+    Unchanged,
+    WriteLog,
+    track_writes,
+)
 from bulwark_server.store.keys import PREFIX, key_for, split_key
 
 __all__ = [
@@ -14,12 +23,15 @@ __all__ = [
     "Cache",
     "Entry",
     "EtcdStore",
+    "EtcdTls",
     "Event",
     "EventType",
     "Fence",
     "MemberInfo",
     "StoreStatus",
     "Unchanged",
+    "WriteLog",
     "key_for",
     "split_key",
+    "track_writes",
 ]

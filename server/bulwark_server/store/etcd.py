@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -49,7 +51,34 @@ _PREFIX_END = ec.prefix_range_end(_PREFIX)
 # Keys per range read when resyncing, so no answer nears gRPC's 4 MiB message limit
 # unless single values are very large.
 RESYNC_PAGE = 500
+# Operations per transaction: etcd refuses more than 128 by default (--max-txn-ops).
+MAX_TXN_OPS = 100
 _ETCD_ERRORS = (ec.EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError)
+
+
+class WriteLog:
+    """The etcd revision of the last write made while this log is current."""
+
+    __slots__ = ("revision",)
+
+    def __init__(self) -> None:
+        self.revision = 0
+
+
+_WRITES: contextvars.ContextVar[WriteLog | None] = contextvars.ContextVar(
+    "bulwark_writes", default=None
+)
+
+
+def track_writes() -> WriteLog:
+    """Start recording the writes of the current task (and the tasks it starts).
+
+    The audit trail uses it to learn the revision a call's change got without
+    every capability having to report it.
+    """
+    writes = WriteLog()
+    _WRITES.set(writes)
+    return writes
 
 
 @dataclass(frozen=True)
@@ -126,8 +155,26 @@ async def resolve_endpoints(endpoints: Sequence[str]) -> list[str]:
     return out
 
 
+def _host_of(endpoint: str) -> str:
+    return endpoint.rpartition(":")[0].strip("[]")
+
+
 def _url_to_endpoint(url: str) -> str:
     return url.split("://", 1)[-1].rstrip("/")
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """PEM material for TLS to etcd: the CA to trust, and a client certificate if etcd asks."""
+
+    ca: bytes
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
 
 
 class EtcdStore:
@@ -140,8 +187,10 @@ class EtcdStore:
         timeout: float = 2.0,
         probe_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        tls: EtcdTls | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
+        self._tls = tls
         self._timeout = timeout
         self._probe_interval = probe_interval
         self._clock = clock
@@ -169,8 +218,17 @@ class EtcdStore:
     async def start(self, wait: float = 30.0) -> None:
         """Connect and load the cache; StoreUnavailable if etcd stays unreachable for ``wait`` s."""
         resolved = await resolve_endpoints(self._endpoints)
+        tls_args: dict[str, Any] = {}
+        if self._tls is not None:
+            tls_args = {
+                "ca_cert": self._tls.ca,
+                "cert_key": self._tls.key,
+                "cert_chain": self._tls.cert,
+                # Endpoints are dialled by IP: verify the certificate for the name given.
+                "tls_server_name": _host_of(self._endpoints[0]),
+            }
         # One attempt per call: a retried Put/Txn could apply twice.
-        self._client = ec.Etcd3Client(resolved, rpc_max_attempts=1)
+        self._client = ec.Etcd3Client(resolved, rpc_max_attempts=1, **tls_args)
         await self._client.connect()
         channel = self._client._channel
         self._watch_stub = ec.rpc_grpc.WatchStub(channel)
@@ -462,6 +520,39 @@ class EtcdStore:
             self._raise_fence(resp, fence)
         return int(resp.header.revision)
 
+    async def put_many(
+        self, kind: str, items: Sequence[tuple[str, bytes]], *, fence: Fence | None = None
+    ) -> int:
+        """Write several keys of ``kind`` in one transaction (at most ``MAX_TXN_OPS``)."""
+        if not items:
+            return 0
+        if len(items) > MAX_TXN_OPS:
+            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(items)}")
+        ops = [_put(key_for(kind, name), value, 0) for name, value in items]
+        resp = await self._txn([], ops, key_for(kind, items[0][0]), fence)
+        if not resp.succeeded:
+            self._raise_fence(resp, fence)
+        return int(resp.header.revision)
+
+    async def delete_many(
+        self, kind: str, names: Sequence[str], *, fence: Fence | None = None
+    ) -> int:
+        """Delete several keys of ``kind`` (absent ones are no error) in one transaction."""
+        if not names:
+            return 0
+        if len(names) > MAX_TXN_OPS:
+            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(names)}")
+        ops = [
+            ec.rpc_pb2.RequestOp(
+                request_delete_range=ec.rpc_pb2.DeleteRangeRequest(key=key_for(kind, name))
+            )
+            for name in names
+        ]
+        resp = await self._txn([], ops, key_for(kind, names[0]), fence)
+        if not resp.succeeded:
+            self._raise_fence(resp, fence)
+        return int(resp.header.revision)
+
     async def delete(
         self,
         kind: str,
@@ -572,7 +663,14 @@ class EtcdStore:
                 resolved = await resolve_endpoints([endpoint])
             except StoreUnavailable as exc:
                 return MemberInfo(**{**base.__dict__, "error": exc.message})
-            channel = grpc.aio.insecure_channel(resolved[0])
+            if self._tls is None:
+                channel = grpc.aio.insecure_channel(resolved[0])
+            else:
+                channel = grpc.aio.secure_channel(
+                    resolved[0],
+                    self._tls.channel_credentials(),
+                    options=[("grpc.ssl_target_name_override", _host_of(endpoint))],
+                )
             self._member_channels[endpoint] = channel
         stub = ec.rpc_grpc.MaintenanceStub(channel)
         try:
@@ -635,6 +733,9 @@ class EtcdStore:
                 f"etcd write failed ({_describe(exc)}); it may not have been applied"
             ) from exc
         if resp.succeeded:
+            writes = _WRITES.get()
+            if writes is not None and success:
+                writes.revision = max(writes.revision, int(resp.header.revision))
             await self.wait_for_revision(int(resp.header.revision), timeout=self._timeout)
         return resp
 

@@ -1,0 +1,253 @@
+"""The audit trail: who changed what, when, at which etcd revision, and how it ended.
+
+Layout: ``/bulwark/v1/audit/<id>``, one ``AuditEvent`` per key; ids start with
+the time in nanoseconds, so keys sort in time order.
+
+Guarantees:
+
+* An event of a call audited ``ALWAYS`` (configuration, operator and admin
+  actions) is written before the call answers. If etcd cannot take it then
+  (it took the change a moment before), the event is kept in memory and
+  written with the next batch once etcd answers again.
+* Events of data-plane calls that changed state (``ON_WRITE``) are batched, up
+  to ``BATCH`` per transaction every ``flush_interval``: a crash may lose the
+  events of the last interval, never the changes themselves.
+* The leader deletes events older than the retention, and the oldest beyond
+  the maximum count, every ``prune_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import message as pb_message
+
+from bulwark.v1 import audit_pb2
+from bulwark_server import timestamps
+from bulwark_server.election import Election
+from bulwark_server.errors import NotLeader, StoreUnavailable
+from bulwark_server.store import EtcdStore
+from bulwark_server.store.etcd import MAX_TXN_OPS
+from bulwark_server.store.keys import kind_prefix
+from bulwark_server.validation import page_token
+
+log = logging.getLogger(__name__)
+
+KIND = "audit"
+BATCH = MAX_TXN_OPS
+# Request fields that name what a call acts on, in the order they are looked for.
+TARGET_FIELDS = (
+    "name",
+    "domain",
+    "service",
+    "instance_id",
+    "bulkhead",
+    "permit_id",
+    "id",
+    "target_instance_id",
+)
+
+
+def describe_target(request: pb_message.Message) -> str:
+    """What a request acts on, as "field=value" pairs, from its own or one nested message."""
+    parts: list[str] = []
+    for holder in _holders(request):
+        for field in TARGET_FIELDS:
+            descriptor = holder.DESCRIPTOR.fields_by_name.get(field)
+            if descriptor is None or descriptor.type != descriptor.TYPE_STRING:
+                continue
+            if descriptor.is_repeated:
+                continue
+            value = getattr(holder, field)
+            if value:
+                parts.append(f"{field}={value[:128]}")
+        if parts:
+            break
+    return " ".join(parts)
+
+
+def _holders(request: pb_message.Message) -> list[pb_message.Message]:
+    nested = [
+        getattr(request, f.name)
+        for f in request.DESCRIPTOR.fields
+        if f.type == f.TYPE_MESSAGE
+        and not f.is_repeated
+        and request.HasField(f.name)
+        and not f.message_type.full_name.startswith("google.protobuf.")
+    ]
+    return [request, *nested]
+
+
+class AuditLog:
+    """Record events (see the module docstring) and serve them back."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        election: Election,
+        replica_id: str,
+        *,
+        retention: float,
+        max_events: int,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = 0.1,
+        prune_interval: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._election = election
+        self._replica = replica_id
+        self._retention = retention
+        self._max_events = max_events
+        self._clock = clock
+        self._flush_interval = flush_interval
+        self._prune_interval = prune_interval
+        self._seq = itertools.count(1)
+        self._pending: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+        election.on_change(self._on_leadership)
+        self._pruner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._flush_loop()))
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *([self._pruner] if self._pruner else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(StoreUnavailable, NotLeader):
+            await self._flush()
+
+    def event(self, **fields: Any) -> audit_pb2.AuditEvent:
+        """A new event with its id, time and replica set."""
+        now = self._clock()
+        event = audit_pb2.AuditEvent(replica=self._replica, **fields)
+        event.id = f"{int(now * 1e9):019d}-{self._replica}-{next(self._seq):08d}"
+        event.at.CopyFrom(timestamps.at(now))
+        return event
+
+    async def write(self, event: audit_pb2.AuditEvent) -> None:
+        """Write one event now (StoreUnavailable if etcd cannot take it)."""
+        await self._store.put(KIND, event.id, event.SerializeToString())
+
+    def enqueue(self, event: audit_pb2.AuditEvent) -> None:
+        """Write an event with the next batch."""
+        if len(self._pending) >= 100 * BATCH:
+            # etcd has been unreachable for a while: keep memory bounded.
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append((event.id, event.SerializeToString()))
+        if len(self._pending) >= BATCH:
+            self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._flush_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except (StoreUnavailable, NotLeader) as exc:
+                log.debug("audit flush: %s", exc)
+            except Exception:
+                log.exception("audit flush failed; retrying")
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:BATCH]
+            await self._store.put_many(KIND, batch)
+            del self._pending[: len(batch)]
+
+    # -- reading ----------------------------------------------------------------
+
+    def list(
+        self,
+        size: int,
+        start_after: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        actor: str = "",
+        method: str = "",
+        newest_first: bool = False,
+    ) -> tuple[list[audit_pb2.AuditEvent], str]:
+        """One page of matching events, and the token of the next page."""
+        entries = self._store.scan(KIND)
+        if newest_first:
+            entries.reverse()
+        start = len(kind_prefix(KIND))
+        out: list[audit_pb2.AuditEvent] = []
+        token = ""
+        for entry in entries:
+            event_id = entry.key[start:].decode()
+            if start_after and (
+                event_id >= start_after if newest_first else event_id <= start_after
+            ):
+                continue
+            event = audit_pb2.AuditEvent.FromString(entry.value)
+            at = timestamps.unix(event.at)
+            if since is not None and at < since:
+                continue
+            if until is not None and at >= until:
+                continue
+            if actor and event.actor != actor:
+                continue
+            if method and event.method != method and not event.method.endswith(f"/{method}"):
+                continue
+            if len(out) == size:
+                token = page_token(out[-1].id)
+                break
+            out.append(event)
+        return out, token
+
+    # -- retention (leader) -----------------------------------------------------
+
+    def _on_leadership(self, term: int | None) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            self._pruner = None
+        if term is not None:
+            self._pruner = asyncio.get_running_loop().create_task(self._prune_loop())
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._prune_interval)
+            try:
+                await self.prune()
+            except (StoreUnavailable, NotLeader) as exc:
+                log.debug("audit prune: %s", exc)
+            except Exception:
+                log.exception("audit prune failed; retrying")
+
+    async def prune(self) -> int:
+        """Delete expired events and the oldest beyond the maximum; return how many."""
+        entries = self._store.scan(KIND)
+        start = len(kind_prefix(KIND))
+        cutoff_ns = int((self._clock() - self._retention) * 1e9)
+        excess = max(0, len(entries) - self._max_events)
+        doomed = []
+        for i, entry in enumerate(entries):
+            name = entry.key[start:].decode()
+            if i < excess or int(name.split("-", 1)[0]) < cutoff_ns:
+                doomed.append(name)
+            else:
+                break  # ids are in time order
+        fence = self._election.fence()
+        for i in range(0, len(doomed), BATCH):
+            await self._store.delete_many(KIND, doomed[i : i + BATCH], fence=fence)
+        if doomed:
+            log.info(
+                "pruned %d audit events",
+                len(doomed),
+                extra={"event": "audit.pruned", "count": len(doomed)},
+            )
+        return len(doomed)

@@ -1,0 +1,173 @@
+"""The one table from every RPC to the role it needs, its audit rule and its shedding class.
+
+* Roles are ordered: ``admin`` may do what ``operator`` may, which may do what
+  ``dataplane`` may.
+* ``AUDIT_ALWAYS`` calls are recorded whatever their outcome; ``AUDIT_ON_WRITE``
+  calls (data-plane decisions and reports, frequent by nature) are recorded when
+  they changed stored state; ``AUDIT_NEVER`` calls only read.
+* Under overload, ``SHED_FIRST`` calls (configuration, listing, operations) are
+  refused before ``SHED_LAST`` ones (the decisions data planes wait on).
+* Health checking and reflection stay open to everyone; a method missing from
+  the table is refused (``tests/unit/test_roles.py`` fails when one is missing).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from bulwark.v1 import auth_pb2
+
+
+class Role(enum.IntEnum):
+    """What a caller may do; values are those of ``bulwark.v1.AccessRole``."""
+
+    DATAPLANE = auth_pb2.ACCESS_ROLE_DATAPLANE
+    OPERATOR = auth_pb2.ACCESS_ROLE_OPERATOR
+    ADMIN = auth_pb2.ACCESS_ROLE_ADMIN
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role | None:
+        """The role named ``text`` ("dataplane", "operator", "admin"), or None."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            return None
+
+
+class Audit(enum.Enum):
+    NEVER = "never"
+    ON_WRITE = "on_write"
+    ALWAYS = "always"
+
+
+class Shed(enum.IntEnum):
+    FIRST = 0
+    LAST = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: Role
+    audit: Audit
+    shed: Shed
+
+
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+DP, OP, ADMIN = Role.DATAPLANE, Role.OPERATOR, Role.ADMIN
+_READ = Audit.NEVER
+_WRITE = Audit.ON_WRITE
+_ALWAYS = Audit.ALWAYS
+
+
+def _rules(service: str, table: dict[str, tuple[Role, Audit, Shed]]) -> dict[str, Rule]:
+    return {f"/{service}/{method}": Rule(*spec) for method, spec in table.items()}
+
+
+RULES: dict[str, Rule] = {
+    **_rules(
+        "bulwark.v1.ClusterService",
+        {
+            "GetClusterStatus": (OP, _READ, Shed.FIRST),
+            "GetLeader": (DP, _READ, Shed.FIRST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.CircuitBreakerService",
+        {
+            "PutBreaker": (OP, _ALWAYS, Shed.FIRST),
+            "GetBreaker": (DP, _READ, Shed.FIRST),
+            "ListBreakers": (DP, _READ, Shed.FIRST),
+            "DeleteBreaker": (OP, _ALWAYS, Shed.FIRST),
+            "Allow": (DP, _WRITE, Shed.LAST),
+            "ReportOutcomes": (DP, _WRITE, Shed.LAST),
+            "ForceState": (OP, _ALWAYS, Shed.FIRST),
+            "WatchBreakers": (DP, _READ, Shed.LAST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.BulkheadService",
+        {
+            "PutBulkhead": (OP, _ALWAYS, Shed.FIRST),
+            "GetBulkhead": (DP, _READ, Shed.FIRST),
+            "ListBulkheads": (DP, _READ, Shed.FIRST),
+            "DeleteBulkhead": (OP, _ALWAYS, Shed.FIRST),
+            "Acquire": (DP, _WRITE, Shed.LAST),
+            "Release": (DP, _WRITE, Shed.LAST),
+            "ExtendPermit": (DP, _WRITE, Shed.LAST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.RateLimitService",
+        {
+            "PutLimit": (OP, _ALWAYS, Shed.FIRST),
+            "GetLimit": (DP, _READ, Shed.FIRST),
+            "ListLimits": (DP, _READ, Shed.FIRST),
+            "DeleteLimit": (OP, _ALWAYS, Shed.FIRST),
+            "Check": (DP, _WRITE, Shed.LAST),
+            "LeaseQuota": (DP, _WRITE, Shed.LAST),
+        },
+    ),
+    **_rules(
+        "envoy.service.ratelimit.v3.RateLimitService",
+        {"ShouldRateLimit": (DP, _WRITE, Shed.LAST)},
+    ),
+    **_rules(
+        "bulwark.v1.RegistryService",
+        {
+            "RegisterInstance": (DP, _ALWAYS, Shed.LAST),
+            "Heartbeat": (DP, _WRITE, Shed.LAST),
+            "DeregisterInstance": (DP, _ALWAYS, Shed.LAST),
+            "ListInstances": (DP, _READ, Shed.FIRST),
+            "WatchInstances": (DP, _READ, Shed.LAST),
+            "PickInstance": (DP, _READ, Shed.LAST),
+            "GetPrimary": (DP, _READ, Shed.LAST),
+            "WatchPrimary": (DP, _READ, Shed.LAST),
+            "Switchover": (OP, _ALWAYS, Shed.FIRST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.FeatureService",
+        {
+            "PutFeature": (OP, _ALWAYS, Shed.FIRST),
+            "SetFeatureStatus": (OP, _ALWAYS, Shed.FIRST),
+            "GetFeature": (DP, _READ, Shed.LAST),
+            "ListFeatures": (DP, _READ, Shed.FIRST),
+            "WatchFeatures": (DP, _READ, Shed.LAST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.AuthService",
+        {
+            "CreateToken": (ADMIN, _ALWAYS, Shed.FIRST),
+            "ListTokens": (ADMIN, _READ, Shed.FIRST),
+            "RevokeToken": (ADMIN, _ALWAYS, Shed.FIRST),
+            "WhoAmI": (DP, _READ, Shed.FIRST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.AuditService",
+        {"ListAuditEvents": (ADMIN, _READ, Shed.FIRST)},
+    ),
+}
+
+
+def is_open(method: str) -> bool:
+    """True for methods anyone may call (health checking, reflection)."""
+    return method.lstrip("/").rpartition("/")[0] in OPEN_SERVICES
+
+
+def rule_for(method: str) -> Rule | None:
+    """The rule of a full method name ("/pkg.Service/Method"), or None if it has none."""
+    return RULES.get(method)

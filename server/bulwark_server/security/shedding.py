@@ -1,0 +1,75 @@
+"""Overload shedding: a bound on the unary RPCs a replica works on at once.
+
+* Calls beyond the bound are refused at once with ``RESOURCE_EXHAUSTED`` and a
+  ``retry-after-ms`` trailing hint, before any work, so a replica under a
+  flood keeps answering the calls it admitted instead of falling over.
+* Shedding is by class (``security.roles``): ``SHED_FIRST`` calls
+  (configuration, listing, operations) are admitted only while fewer than
+  ``first_share`` of the bound are in flight; decisions (``SHED_LAST``) up to
+  the bound itself. So configuration and listing are refused first and the
+  data plane's decisions last.
+* Streams (watches) are long-lived and not counted; health checking and
+  reflection are never shed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from bulwark_server.api.handlers import rewrap
+from bulwark_server.security.roles import Shed, is_open, rule_for
+
+# Retry hints: decisions come back soon; configuration and listing can wait longer.
+RETRY_LAST_MS = 50
+RETRY_FIRST_MS = 500
+
+
+class LoadShedder(grpc.aio.ServerInterceptor):
+    """Admit unary calls while in flight < bound (or < first_share of it for SHED_FIRST)."""
+
+    def __init__(self, max_in_flight: int, first_share: float = 0.5) -> None:
+        self.max_in_flight = max_in_flight
+        self.first_limit = max(1, int(max_in_flight * first_share))
+        self.in_flight = 0
+        self.shed = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or is_open(method):
+            return handler
+        rule = rule_for(method)
+        last = rule is not None and rule.shed is Shed.LAST
+        return rewrap(handler, lambda behavior: self._unary(last, behavior), lambda b: b)
+
+    def _unary(
+        self, last: bool, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        limit = self.max_in_flight if last else self.first_limit
+        retry_ms = RETRY_LAST_MS if last else RETRY_FIRST_MS
+        kind = "decisions" if last else "configuration and listing calls"
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_flight >= limit:
+                self.shed += 1
+                context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"overloaded: {self.in_flight} calls in progress; {kind} are refused "
+                    f"beyond {limit}; retry after {retry_ms} ms",
+                )
+            self.in_flight += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.in_flight -= 1
+
+        return wrapper
