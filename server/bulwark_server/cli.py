@@ -5,13 +5,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
 
 from bulwark import __version__
 from bulwark_server import config
 
 log = logging.getLogger("bulwark_server")
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """--server and how to reach it securely: CA, client certificate, bearer token."""
+    parser.add_argument(
+        "--server",
+        default="127.0.0.1:50051",
+        help="host:port of any Bulwark replica (default 127.0.0.1:50051)",
+    )
+    parser.add_argument("--ca", help="PEM CA bundle to verify the server; turns TLS on")
+    parser.add_argument("--cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--key", help="PEM private key of --cert")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("BULWARK_TOKEN"),
+        help="bearer token to send [env BULWARK_TOKEN]",
+    )
+
+
+def client_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from --ca/--cert/--key, or None for plaintext."""
+    if not args.ca:
+        if args.cert or args.key:
+            raise ValueError("--cert and --key need --ca (client certificates go over TLS)")
+        return None
+    if bool(args.cert) != bool(args.key):
+        raise ValueError("set both --cert and --key")
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    return grpc.ssl_channel_credentials(read(args.ca), read(args.key), read(args.cert))
+
+
+def client_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {args.token}"),) if args.token else ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     import_.add_argument("file", metavar="FILE", help="the YAML file")
-    import_.add_argument(
-        "--server",
-        default="127.0.0.1:50051",
-        help="host:port of any Bulwark replica (default 127.0.0.1:50051)",
-    )
+    add_client_arguments(import_)
     import_.add_argument(
         "--timeout", type=float, default=5.0, help="seconds per call to the server (default 5)"
     )
@@ -109,14 +142,73 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a label (repeatable)",
     )
-    instance.add_argument(
-        "--server",
-        default="127.0.0.1:50051",
-        help="host:port of any Bulwark replica (default 127.0.0.1:50051)",
-    )
+    add_client_arguments(instance)
     instance.add_argument(
         "--timeout", type=float, default=2.0, help="seconds per call to the server (default 2)"
     )
+
+    certs = commands.add_parser(
+        "certs",
+        help="make a local CA and certificates for mutual TLS",
+        description=(
+            "Make a private CA, a server certificate and client certificates whose "
+            "organizational unit carries the caller's role (dataplane, operator, admin). "
+            "For trials and small deployments; use your own PKI where you have one."
+        ),
+    )
+    certs.set_defaults(certs_help=certs.print_help)
+    cert_commands = certs.add_subparsers(dest="certs_command", metavar="COMMAND")
+    init = cert_commands.add_parser(
+        "init",
+        help="create DIR with ca.pem, server.pem and client certificates",
+        description="Create a new CA in DIR (never overwriting one) and issue certificates.",
+    )
+    init.add_argument("dir", metavar="DIR", help="folder to create (keys are mode 0600)")
+    init.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a name or IP the server is reached by (repeatable; default localhost, "
+        "127.0.0.1, ::1)",
+    )
+    init.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME:ROLE",
+        help="a client certificate to issue (repeatable; default admin:admin, "
+        "operator:operator, dataplane:dataplane)",
+    )
+    issue = cert_commands.add_parser(
+        "issue",
+        help="issue more client certificates from the CA in DIR",
+        description="Issue client certificates signed by DIR/ca.pem and DIR/ca-key.pem.",
+    )
+    issue.add_argument("dir", metavar="DIR", help="folder made by `bulwark certs init`")
+    issue.add_argument(
+        "--client", action="append", required=True, metavar="NAME:ROLE", help="repeatable"
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="create a bearer token directly in etcd (bootstrap)",
+        description=(
+            "Create a bearer token by writing its digest to etcd directly, for the first "
+            "admin token of a deployment (later ones: AuthService/CreateToken). Prints "
+            "the token once. Needs the etcd endpoints (and TLS files) the replicas use."
+        ),
+    )
+    token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND")
+    create = token_commands.add_parser("create", help="create a token and print it")
+    create.add_argument("--name", required=True, help="who or what it is for")
+    create.add_argument(
+        "--role", required=True, choices=("dataplane", "operator", "admin"), help="its role"
+    )
+    create.add_argument("--ttl-days", type=float, help="days it works (default: until revoked)")
+    for name in ("etcd_endpoints", "etcd_ca", "etcd_cert", "etcd_key", "etcd_timeout"):
+        opt = next(o for o in config.OPTIONS if o.name == name)
+        create.add_argument(opt.flag, dest=name, default=None, help=f"{opt.help} [env {opt.env}]")
+    token.set_defaults(token_help=token.print_help)
     return parser
 
 
@@ -136,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "instance":
         return _run_instance(args)
+    if args.command == "certs":
+        return _certs(args)
+    if args.command == "token":
+        if args.token_command == "create":
+            return _create_token(args)
+        args.token_help()
+        return 2
     if args.command == "limits":
         if args.limits_command == "import":
             return _import_limits(args)
@@ -145,10 +244,97 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _client_pair(name_role: str) -> tuple[str, str]:
+    name, sep, role = name_role.partition(":")
+    if not sep or not name or not role:
+        raise ValueError(f"--client: expected NAME:ROLE, got {name_role!r}")
+    return name, role
+
+
+def _certs(args: argparse.Namespace) -> int:
+    """``bulwark certs init|issue``: write a CA and certificates; print what was written."""
+    from bulwark_server.security import certs
+
+    me = f"bulwark certs {args.certs_command or ''}".strip()
+    if args.certs_command not in ("init", "issue"):
+        args.certs_help()
+        return 2
+    try:
+        directory = Path(args.dir)
+        if args.certs_command == "init":
+            clients = [_client_pair(c) for c in args.client] or [
+                ("admin", "admin"),
+                ("operator", "operator"),
+                ("dataplane", "dataplane"),
+            ]
+            hosts = args.host or ["localhost", "127.0.0.1", "::1"]
+            written = certs.write_bundle(directory, hosts, clients)
+        else:
+            written = certs.issue_more(directory, [_client_pair(c) for c in args.client])
+    except (ValueError, OSError) as exc:
+        print(f"{me}: {exc}", file=sys.stderr)
+        return 2
+    for label, path in written.items():
+        print(f"{label:>16}  {path}")
+    if args.certs_command == "init":
+        print(
+            f"\nserve with: bulwark serve --tls-cert {directory / 'server.pem'} "
+            f"--tls-key {directory / 'server-key.pem'} --tls-client-ca {directory / 'ca.pem'}"
+        )
+    return 0
+
+
+def _create_token(args: argparse.Namespace) -> int:
+    """``bulwark token create``: write a token's digest to etcd; print the token once."""
+    from bulwark_server.security.roles import Role
+    from bulwark_server.security.tls import etcd_tls
+    from bulwark_server.security.tokens import TokenStore
+    from bulwark_server.store import EtcdStore
+
+    me = "bulwark token create"
+    flags = {
+        name: getattr(args, name)
+        for name in ("etcd_endpoints", "etcd_ca", "etcd_cert", "etcd_key", "etcd_timeout")
+    }
+    try:
+        settings = config.load(flags)
+    except config.SettingsError as exc:
+        print(f"{me}: {exc}", file=sys.stderr)
+        return 2
+    if not settings.etcd_endpoints:
+        print(
+            f"{me}: --etcd-endpoints (or BULWARK_ETCD_ENDPOINTS) is required: the token "
+            "goes into the etcd the replicas use",
+            file=sys.stderr,
+        )
+        return 2
+    role = Role.parse(args.role)
+    assert role is not None  # argparse choices
+    ttl = args.ttl_days * 86400 if args.ttl_days else None
+
+    async def create() -> str:
+        store = EtcdStore(
+            settings.etcd_endpoints, timeout=settings.etcd_timeout, tls=etcd_tls(settings)
+        )
+        await store.start(wait=settings.etcd_timeout * 3)
+        try:
+            token, _ = await TokenStore(store).create(args.name, role, "bulwark token create", ttl)
+            return token
+        finally:
+            await store.close()
+
+    from bulwark_server.errors import BulwarkError
+
+    try:
+        print(asyncio.run(create()))
+    except BulwarkError as exc:
+        print(f"{me}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _import_limits(args: argparse.Namespace) -> int:
     """``bulwark limits import FILE``: PutLimit each limit of the file; print what was done."""
-    import grpc
-
     from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
     from bulwark_server.ratelimits.envoy_config import (
         EnvoyConfigError,
@@ -164,12 +350,19 @@ def _import_limits(args: argparse.Namespace) -> int:
         print(f"{me}: {exc}", file=sys.stderr)
         return 2
     try:
+        credentials = client_credentials(args)
         entries = load_file(args.file)
-    except EnvoyConfigError as exc:
+    except (EnvoyConfigError, ValueError, OSError) as exc:
         print(f"{me}: {exc}", file=sys.stderr)
         return 2
+    metadata = client_metadata(args)
     done = 0
-    with grpc.insecure_channel(args.server) as channel:
+    channel = (
+        grpc.insecure_channel(args.server)
+        if credentials is None
+        else grpc.secure_channel(args.server, credentials)
+    )
+    with channel:
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         for entry in entries:
             limit = entry.limit
@@ -178,6 +371,7 @@ def _import_limits(args: argparse.Namespace) -> int:
                     stored = stub.GetLimit(
                         ratelimit_pb2.GetLimitRequest(domain=limit.domain, name=limit.name),
                         timeout=args.timeout,
+                        metadata=metadata,
                     ).limit
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
@@ -187,7 +381,9 @@ def _import_limits(args: argparse.Namespace) -> int:
                     print(f"unchanged {describe(limit)}")
                 else:
                     put = stub.PutLimit(
-                        ratelimit_pb2.PutLimitRequest(limit=limit), timeout=args.timeout
+                        ratelimit_pb2.PutLimitRequest(limit=limit),
+                        timeout=args.timeout,
+                        metadata=metadata,
                     )
                     action = "created" if put.created else "updated"
                     print(f"{action} {describe(put.limit)} (revision {put.limit.revision})")
@@ -233,7 +429,12 @@ def _run_instance(args: argparse.Namespace) -> int:
         metadata=metadata,
     )
     record.ttl.FromSeconds(args.ttl)
-    return instance_agent.run(args.server, record, args.timeout)
+    try:
+        credentials = client_credentials(args)
+    except (ValueError, OSError) as exc:
+        print(f"{me}: {exc}", file=sys.stderr)
+        return 2
+    return instance_agent.run(args.server, record, args.timeout, credentials, client_metadata(args))
 
 
 def _serve(args: argparse.Namespace) -> int:

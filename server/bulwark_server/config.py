@@ -68,7 +68,6 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
-    tls_client_auth: str = "require"
     allow_plaintext: bool = False
     auth: str = "auto"
     etcd_ca: Path | None = None
@@ -161,8 +160,6 @@ class Settings:
             problems.append("tls_cert and tls_key (BULWARK_TLS_CERT, BULWARK_TLS_KEY): set both")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("tls_client_ca: needs tls_cert and tls_key (mutual TLS is TLS first)")
-        if self.tls_client_auth not in {"require", "optional"}:
-            problems.append(f"tls_client_auth: require or optional, got {self.tls_client_auth!r}")
         if (self.etcd_cert is None) != (self.etcd_key is None):
             problems.append("etcd_cert and etcd_key: set both")
         if self.etcd_cert is not None and self.etcd_ca is None:
@@ -280,14 +277,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "tls_client_ca",
         _optional_path,
-        "PEM CA bundle that client certificates must chain to; turns mutual TLS on",
-    ),
-    Option(
-        "tls_client_auth",
-        str,
-        "with a client CA: require a client certificate, or make it optional so bearer "
-        "tokens alone work (default require)",
-        ("require", "optional"),
+        "PEM CA bundle that client certificates must chain to; turns mutual TLS on "
+        "(every caller then presents a certificate, even with a token)",
     ),
     Option(
         "allow_plaintext",

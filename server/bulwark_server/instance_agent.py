@@ -33,10 +33,19 @@ def _emit(event: str, **fields: object) -> None:
 class InstanceAgent:
     """Register, heartbeat and report role changes until stopped."""
 
-    def __init__(self, server: str, instance: registry_pb2.Instance, timeout: float) -> None:
+    def __init__(
+        self,
+        server: str,
+        instance: registry_pb2.Instance,
+        timeout: float,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._server = server
         self._instance = instance
         self._timeout = timeout
+        self._credentials = credentials
+        self._metadata = metadata
         self._stopping = asyncio.Event()
         self._seen: tuple[int, int] | None = None
         self._health = registry_pb2.INSTANCE_HEALTH_SERVING
@@ -45,7 +54,12 @@ class InstanceAgent:
         self._stopping.set()
 
     async def run(self) -> int:
-        async with grpc.aio.insecure_channel(self._server) as channel:
+        channel = (
+            grpc.aio.insecure_channel(self._server)
+            if self._credentials is None
+            else grpc.aio.secure_channel(self._server, self._credentials)
+        )
+        async with channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             try:
                 ttl = await self._register(stub)
@@ -78,6 +92,7 @@ class InstanceAgent:
                         service=self._instance.service, instance_id=self._instance.id
                     ),
                     timeout=self._timeout,
+                    metadata=self._metadata,
                 )
                 _emit("deregistered", service=self._instance.service, id=self._instance.id)
             except grpc.aio.AioRpcError as exc:
@@ -86,7 +101,9 @@ class InstanceAgent:
 
     async def _register(self, stub: registry_pb2_grpc.RegistryServiceStub) -> float:
         response = await stub.RegisterInstance(
-            registry_pb2.RegisterInstanceRequest(instance=self._instance), timeout=self._timeout
+            registry_pb2.RegisterInstanceRequest(instance=self._instance),
+            timeout=self._timeout,
+            metadata=self._metadata,
         )
         self._health = registry_pb2.INSTANCE_HEALTH_SERVING
         stored = response.instance
@@ -117,7 +134,7 @@ class InstanceAgent:
             epoch=epoch,
         )
         try:
-            response = await stub.Heartbeat(request, timeout=self._timeout)
+            response = await stub.Heartbeat(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 _emit("expired", details=exc.details())
@@ -153,11 +170,17 @@ class InstanceAgent:
         )
 
 
-def run(server: str, instance: registry_pb2.Instance, timeout: float) -> int:
+def run(
+    server: str,
+    instance: registry_pb2.Instance,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> int:
     """Run the agent until SIGTERM or SIGINT; the exit status."""
 
     async def main() -> int:
-        agent = InstanceAgent(server, instance, timeout)
+        agent = InstanceAgent(server, instance, timeout, credentials, metadata)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.stop)

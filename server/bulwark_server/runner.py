@@ -209,10 +209,10 @@ class Replica:
         )
         self._closers.append(lambda: _revoke(tokens, record.id))
         log.info(
-            "authentication on: client certificates%s and bearer tokens",
-            " (required)"
-            if settings.tls_client_ca and settings.tls_client_auth == "require"
-            else "",
+            "authentication on: %s",
+            "client certificates (required) and bearer tokens"
+            if settings.tls_client_ca
+            else "bearer tokens",
             extra={"event": "security.auth_on", "tls": settings.tls},
         )
 

@@ -290,7 +290,6 @@ def test_auth_defaults_off_only_for_plaintext_on_loopback(tmp_path: Path) -> Non
         ({"tls_client_ca": "CERT"}, "needs tls_cert"),
         ({"etcd_cert": "CERT", "etcd_key": "CERT"}, "needs etcd_ca"),
         ({"tls_cert": "/nonexistent.pem", "tls_key": "CERT"}, "no such file"),
-        ({"tls_client_auth": "sometimes"}, "require or optional"),
         ({"auth": "maybe"}, "auto, on or off"),
         ({"max_in_flight": "0"}, "max_in_flight"),
         ({"audit_max_events": "5"}, "audit_max_events"),

@@ -69,10 +69,13 @@ def caller_name(claimed: str = "") -> str:
 
 
 class Denied(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, identity: Identity | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.identity = identity
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
@@ -127,12 +130,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             )
         rule = rule_for(method)
         if rule is None:
-            raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to callers")
+            raise Denied(
+                grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to callers", identity
+            )
         if identity.role is None or identity.role < rule.role:
             has = identity.role.label if identity.role is not None else "no role"
             raise Denied(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method} needs the {rule.role.label} role; {identity.name} has {has}",
+                identity,
             )
         return identity
 
@@ -148,7 +154,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             except Denied as denied:
                 if audit is not Audit.NEVER:
                     await self._record_safely(
-                        method, request, context, None, denied.code, denied.message, 0, audit
+                        method,
+                        request,
+                        context,
+                        denied.identity,
+                        denied.code,
+                        denied.message,
+                        0,
+                        audit,
                     )
                 await context.abort(denied.code, denied.message)
             CALLER.set(identity)

@@ -22,7 +22,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [(_read(settings.tls_key), _read(settings.tls_cert))],
         root_certificates=client_ca,
-        require_client_auth=client_ca is not None and settings.tls_client_auth == "require",
+        # gRPC can require a client certificate or not ask for one; nothing between.
+        require_client_auth=client_ca is not None,
     )
 
 
