@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, cluster_pb2, cluster_pb2_grpc
 from bulwark_server.etcd_process import EtcdMember, EtcdTls
+from bulwark_server.localcluster import ReplicaProcess
 from bulwark_server.security.certs import issue_more, write_bundle
 from bulwark_server.store._etcd_client import Etcd3Client
 
@@ -125,3 +129,60 @@ def test_wait_healthy_reports_why_the_probe_fails(tmp_path: Path, bundle: dict[s
 def test_client_cert_auth_needs_a_ca(bundle: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="ca_file"):
         EtcdTls(bundle["server"], bundle["server-key"], client_cert_auth=True)
+
+
+def test_a_replica_keeps_its_state_in_an_etcd_that_requires_client_certificates(
+    tls_etcd: EtcdMember,
+    bundle: dict[str, Path],
+    replica_factory: Callable[..., ReplicaProcess],
+) -> None:
+    replica = replica_factory(
+        "r1",
+        [f"localhost:{tls_etcd.client_port}"],
+        f"--etcd-ca={bundle['ca']}",
+        f"--etcd-cert={bundle['replica']}",
+        f"--etcd-key={bundle['replica-key']}",
+    )
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        stub.PutBreaker(breaker_pb2.PutBreakerRequest(name="over-tls"), timeout=5)
+        status = cluster_pb2_grpc.ClusterServiceStub(channel).GetClusterStatus(
+            cluster_pb2.GetClusterStatusRequest(), timeout=5
+        )
+    assert status.etcd_members[0].healthy, status.etcd_members[0].error
+    # The breaker is in etcd: read it back over mutual TLS, as the replica wrote it.
+    client = Etcd3Client(
+        [tls_etcd.endpoint],
+        ca_cert=bundle["ca"].read_bytes(),
+        cert_key=bundle["replica-key"].read_bytes(),
+        cert_chain=bundle["replica"].read_bytes(),
+    )
+
+    async def read() -> int:
+        await client.connect()
+        try:
+            resp = await client.kv.get(b"/bulwark/v1/breakers/over-tls")
+            return len(resp.kvs)
+        finally:
+            await client.close()
+
+    assert asyncio.run(read()) == 1
+
+
+def test_a_replica_without_the_client_certificate_is_refused_by_etcd(
+    tls_etcd: EtcdMember, bundle: dict[str, Path], tmp_path: Path
+) -> None:
+    replica = ReplicaProcess(
+        "r1",
+        [f"localhost:{tls_etcd.client_port}"],
+        tmp_path / "r1.log",
+        extra_args=[f"--etcd-ca={bundle['ca']}", "--etcd-timeout=0.5"],
+    )
+    replica.start()
+    try:
+        # It keeps trying (etcd may be fixed meanwhile) but never serves without its state.
+        with pytest.raises(RuntimeError, match="not serving"):
+            replica.wait_serving(timeout=4)
+        assert "BAD_CERTIFICATE" in replica.tail()
+    finally:
+        replica.stop()
