@@ -17,6 +17,7 @@ For each call, in order:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -187,14 +188,48 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def _streaming(
         self, method: str, token: str | None, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
+        rule = rule_for(method)
+        audit = rule.audit if rule is not None else Audit.ALWAYS
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 identity = self._authorize(method, token, context)
             except Denied as denied:
+                if audit is not Audit.NEVER:
+                    await self._record_safely(
+                        method,
+                        request,
+                        context,
+                        denied.identity,
+                        denied.code,
+                        denied.message,
+                        0,
+                        audit,
+                    )
                 await context.abort(denied.code, denied.message)
             CALLER.set(identity)
-            async for response in behavior(request, context):
-                yield response
+            writes = track_writes()
+            code = grpc.StatusCode.OK
+            message = ""
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                code = status_of(context)
+                if code is grpc.StatusCode.OK:
+                    # A stream the caller closed ends with GeneratorExit or cancellation.
+                    code = (
+                        grpc.StatusCode.CANCELLED
+                        if isinstance(exc, GeneratorExit | asyncio.CancelledError)
+                        else grpc.StatusCode.UNKNOWN
+                    )
+                message = context.details() or ""
+                raise
+            finally:
+                if audit is Audit.ALWAYS or (audit is Audit.ON_WRITE and writes.revision):
+                    await self._record_safely(
+                        method, request, context, identity, code, message, writes.revision, audit
+                    )
 
         return wrapper
 

@@ -160,6 +160,27 @@ RULES: dict[str, Rule] = {
         "bulwark.v1.AuditService",
         {"ListAuditEvents": (ADMIN, _READ, Shed.FIRST)},
     ),
+    **_rules(
+        "bulwark.v1.KeyBackupService",
+        {
+            # A data plane backs up its own keys; reading material back is for admins
+            # (and is audited like a change).
+            "BackupKey": (DP, _ALWAYS, Shed.FIRST),
+            "RestoreKey": (ADMIN, _ALWAYS, Shed.FIRST),
+            "ListKeyBackups": (OP, _READ, Shed.FIRST),
+            "VerifyKeyBackups": (OP, _READ, Shed.FIRST),
+            "RotateKeyEncryptionKey": (ADMIN, _ALWAYS, Shed.FIRST),
+        },
+    ),
+    **_rules(
+        "bulwark.v1.RecoveryService",
+        {
+            "CreateSnapshot": (OP, _ALWAYS, Shed.FIRST),
+            "ListSnapshots": (OP, _READ, Shed.FIRST),
+            "RestoreSnapshot": (ADMIN, _ALWAYS, Shed.FIRST),
+            "RunDrill": (ADMIN, _ALWAYS, Shed.FIRST),
+        },
+    ),
 }
 
 
