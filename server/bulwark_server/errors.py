@@ -11,7 +11,9 @@ status code in one table.
     ├── Conflict               a compare-and-swap lost against a concurrent writer
     ├── ResourceExhausted      carries a retry-after hint
     ├── NotLeader              a leader-only action on a follower, or a fenced write refused
-    └── StoreUnavailable       etcd cannot be reached; nothing was written
+    ├── StoreUnavailable       etcd cannot be reached; nothing was written
+    ├── PermissionDenied       the caller may not act on this object (beyond its role)
+    └── DataLoss               stored data is lost or corrupt everywhere it was kept
 """
 
 from __future__ import annotations
@@ -77,3 +79,11 @@ class NotLeader(BulwarkError):
 
 class StoreUnavailable(BulwarkError):
     """etcd is unreachable or timed out; the write was not applied."""
+
+
+class PermissionDenied(BulwarkError):
+    """The caller's role allows the method but not on this object (say, another's key)."""
+
+
+class DataLoss(BulwarkError):
+    """Every copy of the data is missing or corrupt; nothing is returned."""

@@ -17,10 +17,12 @@ from bulwark_server.errors import (
     AlreadyExists,
     BulwarkError,
     Conflict,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     NotLeader,
+    PermissionDenied,
     ResourceExhausted,
     StoreUnavailable,
 )
@@ -39,6 +41,8 @@ Code = grpc.StatusCode
         (ResourceExhausted("limit reached", retry_after=0.5), Code.RESOURCE_EXHAUSTED),
         (NotLeader("not the leader", leader="10.0.0.1:50051"), Code.UNAVAILABLE),
         (StoreUnavailable("etcd timed out"), Code.UNAVAILABLE),
+        (PermissionDenied("key 'k' belongs to another caller"), Code.PERMISSION_DENIED),
+        (DataLoss("every copy is corrupt"), Code.DATA_LOSS),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BulwarkError) else v.name,
 )

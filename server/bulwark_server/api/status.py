@@ -21,10 +21,12 @@ from bulwark_server.errors import (
     AlreadyExists,
     BulwarkError,
     Conflict,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     NotLeader,
+    PermissionDenied,
     ResourceExhausted,
     StoreUnavailable,
 )
@@ -40,6 +42,8 @@ STATUS_BY_ERROR: dict[type[BulwarkError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 
