@@ -76,6 +76,12 @@ class Settings:
     max_in_flight: int = 1000
     audit_retention_days: float = 30.0
     audit_max_events: int = 100_000
+    kek_file: Path | None = None
+    keks: str = ""
+    kek_active: str = ""
+    backup_dirs: tuple[Path, ...] = ()
+    snapshot_interval: float = 3600.0
+    snapshot_retention: int = 24
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,6 +196,16 @@ class Settings:
             problems.append(f"audit_retention_days: more than 0, got {self.audit_retention_days:g}")
         if self.audit_max_events < 100:
             problems.append(f"audit_max_events: at least 100, got {self.audit_max_events}")
+        if self.kek_file is not None and self.keks:
+            problems.append("kek_file and keks (BULWARK_KEKS): set one, not both")
+        if self.kek_file is not None and not self.kek_file.is_file():
+            problems.append(f"kek_file (BULWARK_KEK_FILE): no such file: {self.kek_file}")
+        if not 0 <= self.snapshot_interval <= 7 * 86400:
+            problems.append(
+                f"snapshot_interval: 0 (off) to 604800 s, got {self.snapshot_interval:g}"
+            )
+        if not 1 <= self.snapshot_retention <= 10_000:
+            problems.append(f"snapshot_retention: 1-10000, got {self.snapshot_retention}")
         return problems
 
     def resolved(self) -> Settings:
@@ -216,6 +232,10 @@ def _limits_file_problems(path: Path) -> list[str]:
 def _optional_path(text: str) -> Path | None:
     # An empty variable means "no file", not the current directory.
     return Path(text) if text.strip() else None
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(part) for part in _csv(text))
 
 
 def _bool(text: str) -> bool:
@@ -303,6 +323,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("audit_retention_days", float, "days audit events are kept (default 30)"),
     Option("audit_max_events", int, "most audit events kept (default 100000)"),
+    Option(
+        "kek_file",
+        _optional_path,
+        "file (mode 0600) of key-encryption keys, one 'id=base64 of 32 bytes' per line; "
+        "the last is active unless --kek-active says otherwise",
+    ),
+    Option("keks", str, "the same entries, comma-separated, instead of a file"),
+    Option("kek_active", str, "id of the key-encryption key new backups are wrapped with"),
+    Option(
+        "backup_dirs",
+        _paths,
+        "comma-separated directories that hold copies of key backups and the snapshots "
+        "(default with the embedded etcd: DATA_DIR/backups)",
+    ),
+    Option(
+        "snapshot_interval",
+        float,
+        "seconds between scheduled snapshots taken by the leader; 0 turns them off (default 3600)",
+    ),
+    Option("snapshot_retention", int, "scheduled snapshots kept (default 24)"),
 )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -30,13 +31,18 @@ from bulwark.v1 import (
     cluster_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
+    keybackup_pb2,
+    keybackup_pb2_grpc,
     ratelimit_pb2,
     ratelimit_pb2_grpc,
+    recovery_pb2,
+    recovery_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
 from bulwark_server import timestamps
 from bulwark_server.api.auth import AuditServicer, AuthServicer
+from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
@@ -45,6 +51,10 @@ from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
+from bulwark_server.backups.envelope import KeyRing
+from bulwark_server.backups.keys import KeyBackupManager
+from bulwark_server.backups.locations import BackupDir
+from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.registry import BreakerRegistry
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
@@ -73,9 +83,9 @@ from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)
 
-# A replica's own token outlives any sane uptime; a stop revokes it, a crash leaves it
-# to expire (its secret lived only in the dead process).
-REPLICA_TOKEN_TTL_S = 365 * 86400.0
+# A replica's own token lives on a lease it renews: a crashed replica's token ends with
+# the lease, and (being leased) it is left out of snapshots and of a restore's wipe.
+REPLICA_TOKEN_LEASE_S = 600
 
 
 class Replica:
@@ -88,6 +98,7 @@ class Replica:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._limiter: RateLimiter | None = None
         self._replica_token: str | None = None
+        self._replica_lease = 0
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -204,10 +215,15 @@ class Replica:
             )
             return
         # Forwarded calls reach the leader as this replica, with a token of its own.
-        self._replica_token, record = await tokens.create(
-            f"replica-{settings.replica_id}", Role.DATAPLANE, "bulwark", REPLICA_TOKEN_TTL_S
-        )
-        self._closers.append(lambda: _revoke(tokens, record.id))
+        await self._make_replica_token(tokens)
+        task = asyncio.get_running_loop().create_task(self._keep_replica_token(tokens))
+
+        async def end() -> None:
+            await _cancel(task)
+            with contextlib.suppress(BulwarkError):
+                await tokens.store.revoke_lease(self._replica_lease)
+
+        self._closers.append(end)
         log.info(
             "authentication on: %s",
             "client certificates (required) and bearer tokens"
@@ -215,6 +231,23 @@ class Replica:
             else "bearer tokens",
             extra={"event": "security.auth_on", "tls": settings.tls},
         )
+
+    async def _make_replica_token(self, tokens: TokenStore) -> None:
+        store = tokens.store
+        lease = await store.grant_lease(REPLICA_TOKEN_LEASE_S)
+        self._replica_token, _ = await tokens.create(
+            f"replica-{self.settings.replica_id}", Role.DATAPLANE, "bulwark", lease=lease
+        )
+        self._replica_lease = lease
+
+    async def _keep_replica_token(self, tokens: TokenStore) -> None:
+        while True:
+            await asyncio.sleep(REPLICA_TOKEN_LEASE_S / 4)
+            try:
+                if await tokens.store.keep_alive(self._replica_lease) <= 0:
+                    await self._make_replica_token(tokens)
+            except BulwarkError as exc:
+                log.warning("cannot renew this replica's token: %s", exc)
 
     def _security_bindings(self, tokens: TokenStore, audit: AuditLog) -> list[ServiceBinding]:
         return [
@@ -251,6 +284,18 @@ class Replica:
         self._closers.append(registry.stop)
         features = FeatureManager(store, election)
         self._closers.append(features.stop)
+        ring = self._key_ring()
+        dirs = self._backup_dirs()
+        keys = KeyBackupManager(store, ring, dirs)
+        recovery = RecoveryManager(
+            store,
+            election,
+            ring,
+            dirs,
+            interval=self.settings.snapshot_interval,
+            retention=self.settings.snapshot_retention,
+        )
+        self._closers.append(recovery.stop)
         # One native servicer: Envoy's protocol decides through its Check.
         ratelimits = RateLimitServicer(limiter, election, forwarder)
         return [
@@ -285,11 +330,65 @@ class Replica:
                 feature_pb2_grpc.add_FeatureServiceServicer_to_server,
             ),
             ServiceBinding(
+                keybackup_pb2.DESCRIPTOR.services_by_name["KeyBackupService"].full_name,
+                KeyBackupServicer(keys),
+                keybackup_pb2_grpc.add_KeyBackupServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                recovery_pb2.DESCRIPTOR.services_by_name["RecoveryService"].full_name,
+                RecoveryServicer(recovery),
+                recovery_pb2_grpc.add_RecoveryServiceServicer_to_server,
+            ),
+            ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
                 EnvoyRateLimitServicer(ratelimits),
                 rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
         ]
+
+    def _key_ring(self) -> KeyRing | None:
+        """The key-encryption keys; with the embedded etcd and none configured, a local one.
+
+        Raises RuntimeError for a KEK file or list that cannot be used.
+        """
+        settings = self.settings
+        try:
+            if settings.kek_file is not None:
+                return KeyRing.load(settings.kek_file, settings.kek_active)
+            if settings.keks:
+                return KeyRing.parse(settings.keks, settings.kek_active)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(f"key-encryption keys: {exc}") from None
+        if not settings.embedded_etcd:
+            log.warning(
+                "no key-encryption key configured: key backups and snapshots are off "
+                "(set BULWARK_KEK_FILE)",
+                extra={"event": "backups.no_kek"},
+            )
+            return None
+        path = settings.data_dir.resolve() / "keys" / "kek"
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(KeyRing.generate_entry("local-1") + "\n")
+            log.warning(
+                "made a local key-encryption key in %s for the embedded etcd; "
+                "production replicas take BULWARK_KEK_FILE",
+                path,
+                extra={"event": "backups.local_kek"},
+            )
+        try:
+            return KeyRing.load(path, settings.kek_active)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(f"key-encryption keys: {exc}") from None
+
+    def _backup_dirs(self) -> list[BackupDir]:
+        settings = self.settings
+        dirs = list(settings.backup_dirs)
+        if not dirs and settings.embedded_etcd:
+            dirs = [settings.data_dir.resolve() / "backups"]
+        return [BackupDir(d) for d in dirs]
 
     async def _load_limits_file(self, limiter: RateLimiter) -> None:
         """Create or update every limit of ``settings.limits_file``; log each one.
@@ -346,9 +445,10 @@ class Replica:
         )
 
 
-async def _revoke(tokens: TokenStore, token_id: str) -> None:
-    with contextlib.suppress(BulwarkError):
-        await tokens.revoke(token_id)
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -78,6 +78,29 @@ def rpc(method: Handler) -> Handler:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
+        except BulwarkError as error:
+            context.set_trailing_metadata(trailing_metadata_for(error))
+            await context.abort(status_for(error), error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return wrapper  # type: ignore[return-value]
+
+
+StreamHandler = TypeVar("StreamHandler", bound=Callable[..., AsyncIterator[Any]])
+
+
+def rpc_stream(method: StreamHandler) -> StreamHandler:
+    """``rpc`` for servicer methods that answer with a stream (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for response in method(self, request, context):
+                yield response
         except BulwarkError as error:
             context.set_trailing_metadata(trailing_metadata_for(error))
             await context.abort(status_for(error), error.message)

@@ -68,6 +68,7 @@ class TokenStore:
     """Create, list, revoke and verify tokens kept in etcd."""
 
     def __init__(self, store: EtcdStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self._store = store
         self._clock = clock
         self._decoded: dict[str, tuple[int, auth_pb2.Token]] = {}

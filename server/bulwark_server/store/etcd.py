@@ -524,34 +524,82 @@ class EtcdStore:
         self, kind: str, items: Sequence[tuple[str, bytes]], *, fence: Fence | None = None
     ) -> int:
         """Write several keys of ``kind`` in one transaction (at most ``MAX_TXN_OPS``)."""
-        if not items:
-            return 0
-        if len(items) > MAX_TXN_OPS:
-            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(items)}")
-        ops = [_put(key_for(kind, name), value, 0) for name, value in items]
-        resp = await self._txn([], ops, key_for(kind, items[0][0]), fence)
-        if not resp.succeeded:
-            self._raise_fence(resp, fence)
-        return int(resp.header.revision)
+        return await self.put_raw([(key_for(kind, name), value) for name, value in items], fence)
 
     async def delete_many(
         self, kind: str, names: Sequence[str], *, fence: Fence | None = None
     ) -> int:
         """Delete several keys of ``kind`` (absent ones are no error) in one transaction."""
-        if not names:
+        return await self.delete_raw([key_for(kind, name) for name in names], fence)
+
+    async def put_raw(
+        self, items: Sequence[tuple[bytes, bytes]], fence: Fence | None = None
+    ) -> int:
+        """Write full etcd keys in one transaction (snapshot restores and drills)."""
+        if not items:
             return 0
-        if len(names) > MAX_TXN_OPS:
-            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(names)}")
-        ops = [
-            ec.rpc_pb2.RequestOp(
-                request_delete_range=ec.rpc_pb2.DeleteRangeRequest(key=key_for(kind, name))
-            )
-            for name in names
-        ]
-        resp = await self._txn([], ops, key_for(kind, names[0]), fence)
+        if len(items) > MAX_TXN_OPS:
+            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(items)}")
+        ops = [_put(key, value, 0) for key, value in items]
+        resp = await self._txn([], ops, items[0][0], fence)
         if not resp.succeeded:
             self._raise_fence(resp, fence)
         return int(resp.header.revision)
+
+    async def delete_raw(self, keys: Sequence[bytes], fence: Fence | None = None) -> int:
+        """Delete full etcd keys (absent ones are no error) in one transaction."""
+        if not keys:
+            return 0
+        if len(keys) > MAX_TXN_OPS:
+            raise ValueError(f"at most {MAX_TXN_OPS} keys per transaction, got {len(keys)}")
+        ops = [
+            ec.rpc_pb2.RequestOp(request_delete_range=ec.rpc_pb2.DeleteRangeRequest(key=key))
+            for key in keys
+        ]
+        resp = await self._txn([], ops, keys[0], fence)
+        if not resp.succeeded:
+            self._raise_fence(resp, fence)
+        return int(resp.header.revision)
+
+    async def delete_prefix(self, prefix: bytes) -> int:
+        """Delete every key starting with ``prefix`` (one request); return how many went."""
+        if not prefix:
+            raise ValueError("refusing to delete an empty prefix")
+        self._check_reachable()
+        client = self._require_client()
+        try:
+            resp = await client.kv.delete(
+                prefix, range_end=ec.prefix_range_end(prefix), timeout=self._timeout
+            )
+        except _ETCD_ERRORS as exc:
+            self._note_failure(exc)
+            raise StoreUnavailable(f"etcd delete failed: {_describe(exc)}") from exc
+        return int(resp.deleted)
+
+    async def read_all(self, prefix: bytes = _PREFIX) -> tuple[int, list[Entry]]:
+        """Every key under ``prefix`` read from etcd at one revision; (revision, entries)."""
+        try:
+            return await self._range(prefix)
+        except _ETCD_ERRORS as exc:
+            self._note_failure(exc)
+            raise StoreUnavailable(f"etcd read failed: {_describe(exc)}") from exc
+
+    async def _range(self, prefix: bytes) -> tuple[int, list[Entry]]:
+        """Read a prefix in pages, all at the revision of the first page (etcd errors raw)."""
+        client = self._require_client()
+        entries: list[Entry] = []
+        start, revision = prefix, 0
+        end = ec.prefix_range_end(prefix)
+        while True:
+            resp = await client.kv.get(
+                start, range_end=end, revision=revision, limit=RESYNC_PAGE, timeout=self._timeout
+            )
+            revision = revision or int(resp.header.revision)
+            entries.extend(_entry(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                break
+            start = bytes(resp.kvs[-1].key) + b"\x00"
+        return revision, entries
 
     async def delete(
         self,
@@ -771,22 +819,7 @@ class EtcdStore:
 
     async def _resync(self) -> int:
         """Reload the whole prefix in pages, all read at one revision."""
-        client = self._require_client()
-        entries: list[Entry] = []
-        start, revision = _PREFIX, 0
-        while True:
-            resp = await client.kv.get(
-                start,
-                range_end=_PREFIX_END,
-                revision=revision,
-                limit=RESYNC_PAGE,
-                timeout=self._timeout,
-            )
-            revision = revision or int(resp.header.revision)
-            entries.extend(_entry(kv) for kv in resp.kvs)
-            if not resp.more or not resp.kvs:
-                break
-            start = bytes(resp.kvs[-1].key) + b"\x00"
+        revision, entries = await self._range(_PREFIX)
         self.cache.load(entries, revision)
         self._resyncs += 1
         self._confirm(revision)

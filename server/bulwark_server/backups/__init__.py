@@ -1,0 +1,1 @@
+"""Encrypted key backups and snapshots of Bulwark's state."""
