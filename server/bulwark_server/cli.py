@@ -189,6 +189,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--client", action="append", required=True, metavar="NAME:ROLE", help="repeatable"
     )
 
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="take, list or restore snapshots of Bulwark's state",
+        description=(
+            "Snapshots hold every Bulwark key at one etcd revision, sealed with the "
+            "key-encryption key and written to each backup directory of the replica. "
+            "Progress goes to stderr, the result to stdout."
+        ),
+    )
+    snapshot.set_defaults(snapshot_help=snapshot.print_help)
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", metavar="COMMAND")
+    snap_create = snapshot_commands.add_parser("create", help="take a snapshot now (operator)")
+    add_client_arguments(snap_create)
+    snap_list = snapshot_commands.add_parser("list", help="list snapshots, newest first")
+    add_client_arguments(snap_list)
+    snap_restore = snapshot_commands.add_parser(
+        "restore",
+        help="restore a snapshot (admin)",
+        description=(
+            "Verify a snapshot, then restore it in dependency order. Refused when Bulwark "
+            "already holds keys, unless --wipe deletes them first."
+        ),
+    )
+    snap_restore.add_argument("id", nargs="?", default="", help="snapshot id (default: latest)")
+    snap_restore.add_argument(
+        "--wipe", action="store_true", help="delete the current keys first (except leased ones)"
+    )
+    add_client_arguments(snap_restore)
+    drill = commands.add_parser(
+        "drill",
+        help="restore a snapshot into scratch space and report RTO and RPO (admin)",
+        description=(
+            "Restore a snapshot (default: the latest) into a scratch prefix, compare it with "
+            "the snapshot and with the live state, delete the scratch, and report the "
+            "recovery time (RTO) and the snapshot's age (RPO)."
+        ),
+    )
+    drill.add_argument("id", nargs="?", default="", help="snapshot id (default: latest)")
+    add_client_arguments(drill)
+    for sub in (snap_create, snap_list, snap_restore, drill):
+        sub.add_argument(
+            "--timeout", type=float, default=600.0, help="seconds to wait (default 600)"
+        )
+
     token = commands.add_parser(
         "token",
         help="create a bearer token directly in etcd (bootstrap)",
@@ -230,6 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_instance(args)
     if args.command == "certs":
         return _certs(args)
+    if args.command == "snapshot":
+        if args.snapshot_command is None:
+            args.snapshot_help()
+            return 2
+        return _recovery(args, args.snapshot_command)
+    if args.command == "drill":
+        return _recovery(args, "drill")
     if args.command == "token":
         if args.token_command == "create":
             return _create_token(args)
@@ -242,6 +293,86 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser.print_help()
     return 2
+
+
+class ProgressLine:
+    """One progress line on stderr: redrawn in place on a terminal, a line per phase otherwise."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._phase = ""
+
+    def show(self, phase: str, done: int, total: int) -> None:
+        if self._tty:
+            width = 30
+            filled = width * done // total if total else 0
+            bar = "#" * filled + "." * (width - filled)
+            count = f"{done}/{total}" if total else ""
+            print(f"\r{phase:<10} [{bar}] {count:<15}", end="", file=sys.stderr, flush=True)
+        elif phase != self._phase:
+            print(f"{phase}...", file=sys.stderr, flush=True)
+        self._phase = phase
+
+    def close(self) -> None:
+        if self._tty and self._phase:
+            print(file=sys.stderr)
+
+
+def _recovery(args: argparse.Namespace, command: str) -> int:
+    """``bulwark snapshot create|list|restore`` and ``bulwark drill`` against a replica."""
+    from google.protobuf import json_format
+
+    from bulwark.v1 import recovery_pb2, recovery_pb2_grpc
+
+    me = f"bulwark {'drill' if command == 'drill' else 'snapshot ' + command}"
+    try:
+        config.split_host_port(args.server, "--server")
+        credentials = client_credentials(args)
+    except (ValueError, OSError) as exc:
+        print(f"{me}: {exc}", file=sys.stderr)
+        return 2
+    channel = (
+        grpc.insecure_channel(args.server)
+        if credentials is None
+        else grpc.secure_channel(args.server, credentials)
+    )
+    options = {"timeout": args.timeout, "metadata": client_metadata(args)}
+    progress = ProgressLine()
+    try:
+        with channel:
+            stub = recovery_pb2_grpc.RecoveryServiceStub(channel)
+            if command == "list":
+                for snap in stub.ListSnapshots(
+                    recovery_pb2.ListSnapshotsRequest(), **options
+                ).snapshots:
+                    print(
+                        f"{snap.id}  revision {snap.revision}  {snap.keys} keys  "
+                        f"by {snap.created_by}  in {len(snap.locations)} locations"
+                    )
+                return 0
+            if command == "create":
+                stream = stub.CreateSnapshot(recovery_pb2.CreateSnapshotRequest(), **options)
+            elif command == "restore":
+                stream = stub.RestoreSnapshot(
+                    recovery_pb2.RestoreSnapshotRequest(snapshot_id=args.id, wipe=args.wipe),
+                    **options,
+                )
+            else:
+                stream = stub.RunDrill(recovery_pb2.RunDrillRequest(snapshot_id=args.id), **options)
+            last = None
+            for message in stream:
+                progress.show(message.progress.phase, message.progress.done, message.progress.total)
+                last = message
+            progress.close()
+    except grpc.RpcError as exc:
+        progress.close()
+        code = exc.code().name  # type: ignore[attr-defined]
+        print(f"{me}: {args.server}: {code}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+    if last is not None:
+        result = last.report if command == "drill" else last
+        print(json_format.MessageToJson(result, preserving_proto_field_name=True))
+    return 0
 
 
 def _client_pair(name_role: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ class BackupDir:
 
     def write(self, rel: str, data: bytes) -> None:
         path = self._path(rel)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:

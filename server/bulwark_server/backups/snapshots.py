@@ -327,16 +327,11 @@ class RecoveryManager:
             _, restored = await self._store.read_all(scratch)
             expected = {e.key: e.value for e in contents.entries}
             got = {e.key[len(scratch) :]: e.value for e in restored}
-            mismatched = sorted(
-                k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)
-            )
+            mismatched = _differences(expected, got)
             _, live_entries = await self._store.read_all(PREFIX.encode())
-            live = {e.key: e.value for e in live_entries if not e.lease}
-            changed = sorted(
-                k for k in expected.keys() | live.keys() if expected.get(k) != live.get(k)
-            )
+            changed = _differences(expected, {e.key: e.value for e in live_entries if not e.lease})
         finally:
-            yield Progress(phase="cleaning"), None
+            # No progress message here: a stream the caller closed cannot send one.
             with contextlib.suppress(StoreUnavailable):
                 await self._store.delete_prefix(scratch)
         report = recovery_pb2.DrillReport(
