@@ -441,7 +441,10 @@ def _create_token(args: argparse.Namespace) -> int:
         return 2
     role = Role.parse(args.role)
     assert role is not None  # argparse choices
-    ttl = args.ttl_days * 86400 if args.ttl_days else None
+    if args.ttl_days is not None and args.ttl_days <= 0:
+        print(f"{me}: --ttl-days must be more than 0", file=sys.stderr)
+        return 2
+    ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
 
     async def create() -> str:
         store = EtcdStore(

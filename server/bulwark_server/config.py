@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +69,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    tls_peer_ca: Path | None = None
     allow_plaintext: bool = False
     auth: str = "auto"
     etcd_ca: Path | None = None
@@ -107,9 +109,14 @@ class Settings:
 
     @property
     def auth_enabled(self) -> bool:
-        """Whether callers must prove an identity. ``auto``: yes, except plaintext on loopback."""
+        """Whether callers must prove an identity.
+
+        ``auto`` turns it off only for the development default: plaintext on
+        loopback with the embedded etcd. A replica of a shared etcd must not hand
+        admin to every local process, whatever address it listens on.
+        """
         if self.auth == "auto":
-            return self.tls or not self.loopback
+            return self.tls or not self.loopback or not self.embedded_etcd
         return self.auth == "on"
 
     def validate(self) -> Settings:
@@ -170,7 +177,8 @@ class Settings:
             problems.append("etcd_cert and etcd_key: set both")
         if self.etcd_cert is not None and self.etcd_ca is None:
             problems.append("etcd_cert: needs etcd_ca (client certificates go over TLS)")
-        for name in ("tls_cert", "tls_key", "tls_client_ca", "etcd_ca", "etcd_cert", "etcd_key"):
+        names = ("tls_cert", "tls_key", "tls_client_ca", "tls_peer_ca", "etcd_ca", "etcd_cert")
+        for name in (*names, "etcd_key"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 problems.append(f"{name} (BULWARK_{name.upper()}): no such file: {path}")
@@ -192,7 +200,7 @@ class Settings:
             )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: at least 1, got {self.max_in_flight}")
-        if self.audit_retention_days <= 0:
+        if not math.isfinite(self.audit_retention_days) or self.audit_retention_days <= 0:
             problems.append(f"audit_retention_days: more than 0, got {self.audit_retention_days:g}")
         if self.audit_max_events < 100:
             problems.append(f"audit_max_events: at least 100, got {self.audit_max_events}")
@@ -309,8 +317,14 @@ OPTIONS: tuple[Option, ...] = (
         "auth",
         str,
         "auto, on or off: whether callers must present a client certificate or token; "
-        "auto is on except for plaintext on loopback (default auto)",
+        "auto is on except for plaintext on loopback with the embedded etcd (default auto)",
         ("auto", "on", "off"),
+    ),
+    Option(
+        "tls_peer_ca",
+        _optional_path,
+        "PEM CA bundle to verify other replicas when forwarding to the leader "
+        "(default: --tls-client-ca, else the system's)",
     ),
     Option("etcd_ca", _optional_path, "PEM CA bundle to verify etcd over TLS"),
     Option("etcd_cert", _optional_path, "PEM client certificate for etcd"),

@@ -51,6 +51,9 @@ class ReplicaProcess:
             f"--etcd-endpoints={','.join(self.etcd_endpoints)}",
             f"--lease-ttl={self.lease_ttl}",
             "--log-level=DEBUG",
+            # A loopback development cluster: callers need no credentials unless the
+            # extra arguments say otherwise (a later --auth wins).
+            "--auth=off",
             *self.extra_args,
         ]
         with self.log_path.open("ab") as log_file:

@@ -86,6 +86,7 @@ log = logging.getLogger(__name__)
 # A replica's own token lives on a lease it renews: a crashed replica's token ends with
 # the lease, and (being leased) it is left out of snapshots and of a restore's wipe.
 REPLICA_TOKEN_LEASE_S = 600
+REPLICA_TOKEN_CHECK_S = 5.0
 
 
 class Replica:
@@ -99,6 +100,7 @@ class Replica:
         self._limiter: RateLimiter | None = None
         self._replica_token: str | None = None
         self._replica_lease = 0
+        self._replica_token_id = ""
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -158,8 +160,9 @@ class Replica:
             [*self._bindings(store, election), *self._security_bindings(tokens, audit)],
             [
                 TelemetryInterceptor(telemetry),
-                LoadShedder(settings.max_in_flight),
+                # Refuse strangers before counting: they must not take the slots of callers.
                 AccessInterceptor(tokens, audit, enabled=settings.auth_enabled),
+                LoadShedder(settings.max_in_flight),
             ],
         )
         host, listen_port = split_host_port(settings.listen, "listen")
@@ -235,17 +238,27 @@ class Replica:
     async def _make_replica_token(self, tokens: TokenStore) -> None:
         store = tokens.store
         lease = await store.grant_lease(REPLICA_TOKEN_LEASE_S)
-        self._replica_token, _ = await tokens.create(
+        self._replica_token, record = await tokens.create(
             f"replica-{self.settings.replica_id}", Role.DATAPLANE, "bulwark", lease=lease
         )
         self._replica_lease = lease
+        self._replica_token_id = record.id
 
     async def _keep_replica_token(self, tokens: TokenStore) -> None:
+        """Renew the token's lease; make a new token if it was revoked or its lease lost."""
+        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(REPLICA_TOKEN_LEASE_S / 4)
+            await asyncio.sleep(REPLICA_TOKEN_CHECK_S)
             try:
-                if await tokens.store.keep_alive(self._replica_lease) <= 0:
+                gone = tokens.store.get("tokens", self._replica_token_id) is None
+                if not gone and time.monotonic() - renewed >= REPLICA_TOKEN_LEASE_S / 4:
+                    gone = await tokens.store.keep_alive(self._replica_lease) <= 0
+                    renewed = time.monotonic()
+                if gone:
+                    with contextlib.suppress(BulwarkError):
+                        await tokens.store.revoke_lease(self._replica_lease)
                     await self._make_replica_token(tokens)
+                    renewed = time.monotonic()
             except BulwarkError as exc:
                 log.warning("cannot renew this replica's token: %s", exc)
 

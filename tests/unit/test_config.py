@@ -272,13 +272,19 @@ def test_plaintext_is_refused_off_loopback_unless_allowed(tmp_path: Path) -> Non
         load({"listen": "0.0.0.0:6000", "allow_plaintext": "true", "auth": "off"}, {})
 
 
-def test_auth_defaults_off_only_for_plaintext_on_loopback(tmp_path: Path) -> None:
+def test_auth_defaults_off_only_for_the_development_default(tmp_path: Path) -> None:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("x")
     key.write_text("x")
     assert not load({"listen": "127.0.0.1:0"}, {}).auth_enabled
     assert not load({"listen": "[::1]:0"}, {}).auth_enabled
     assert load({"listen": "127.0.0.1:0", "auth": "on"}, {}).auth_enabled
+    # A loopback replica of a shared etcd must not make every local process admin.
+    shared = load({"listen": "127.0.0.1:0", "etcd_endpoints": "10.0.0.1:2379"}, {})
+    assert shared.auth_enabled
+    assert not load(
+        {"listen": "127.0.0.1:0", "etcd_endpoints": "10.0.0.1:2379", "auth": "off"}, {}
+    ).auth_enabled
     tls = load({"listen": "127.0.0.1:0", "tls_cert": str(cert), "tls_key": str(key)}, {})
     assert tls.tls and tls.auth_enabled
 
@@ -293,6 +299,8 @@ def test_auth_defaults_off_only_for_plaintext_on_loopback(tmp_path: Path) -> Non
         ({"auth": "maybe"}, "auto, on or off"),
         ({"max_in_flight": "0"}, "max_in_flight"),
         ({"audit_max_events": "5"}, "audit_max_events"),
+        ({"audit_retention_days": "inf"}, "audit_retention_days"),
+        ({"audit_retention_days": "nan"}, "audit_retention_days"),
         ({"allow_plaintext": "perhaps"}, "cannot parse"),
     ],
 )

@@ -69,6 +69,9 @@ def test_configuration_is_shed_before_decisions() -> None:
     )
     assert rule_for("/bulwark.v1.CircuitBreakerService/PutBreaker").shed is Shed.FIRST
     assert rule_for("/bulwark.v1.CircuitBreakerService/ListBreakers").shed is Shed.FIRST
+    # The emergency controls stay available as long as decisions do.
+    for control in ("CircuitBreakerService/ForceState", "AuthService/RevokeToken"):
+        assert rule_for(f"/bulwark.v1.{control}").shed is Shed.LAST
 
 
 @pytest.mark.parametrize(

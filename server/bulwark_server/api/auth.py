@@ -57,7 +57,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RevokeTokenResponse:
         validate_name(request.id, "id")
-        return auth_pb2.RevokeTokenResponse(revision=await self._tokens.revoke(request.id))
+        revision = await self._tokens.revoke(request.id, caller_name())
+        return auth_pb2.RevokeTokenResponse(revision=revision)
 
     @rpc
     async def WhoAmI(

@@ -7,6 +7,7 @@ with the new leader's address and retries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,8 @@ from bulwark_server.errors import (
     ResourceExhausted,
 )
 from bulwark_server.store import EtcdStore
+
+log = logging.getLogger(__name__)
 
 FORWARDED = "bulwark-forwarded"
 FORWARDED_METADATA = ((FORWARDED, "1"),)
@@ -123,4 +126,14 @@ def _as_domain_error(exc: grpc.aio.AioRpcError, address: str) -> BulwarkError:
         except ValueError:
             retry = 1.0
         return ResourceExhausted(details, retry)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        # The caller was admitted here: the leader refusing this replica is a
+        # misconfiguration (peer CA, certificate usage, replica token), not theirs.
+        log.error(
+            "the leader %s refused a forwarded call: %s: %s",
+            address,
+            code.name,
+            details,
+            extra={"event": "forwarding.refused"},
+        )
     return NotLeader(f"leader {address} did not take the request: {code.name}: {details}", address)

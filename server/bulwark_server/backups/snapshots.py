@@ -15,6 +15,8 @@ Guarantees:
   ``DataLoss`` when none does. Nothing is written from a bad snapshot.
 * A restore writes into an empty prefix (leased keys aside), or wipes it first
   when asked, in dependency order: configuration, then state, then key backups.
+  The audit trail and revoked-token tombstones are never wiped (a restore adds
+  the snapshot's to them), and a token revoked since the snapshot stays revoked.
 * A drill restores into a scratch prefix outside ``/bulwark/v1/`` (replicas
   never see it), reads it back, compares, and deletes it, even when it fails.
 * The leader takes a snapshot every ``interval`` (when the newest is older) and
@@ -58,6 +60,9 @@ SCHEDULED_BY = "schedule"
 CONFIGURATION = ("tokens", "breakers", "bulkheads", "limits", "features", "primaries")
 KEY_MATERIAL = ("keybackups",)
 MAX_DIFFERENCES = 20
+# History a restore adds to but never replaces: the audit trail, and the tombstones of
+# revoked tokens (restoring an older snapshot must not bring a revoked token back).
+KEPT_ON_WIPE = ("audit", "token-revocations")
 
 Progress = recovery_pb2.Progress
 
@@ -260,7 +265,8 @@ class RecoveryManager:
         manifest, contents = await self.load(snapshot_id)
         async with self._lock:
             _, current = await self._store.read_all(PREFIX.encode())
-            present = [e for e in current if not e.lease]
+            present = [e for e in current if not e.lease and _kind(e.key) not in KEPT_ON_WIPE]
+            revoked = {split_key(e.key)[1] for e in current if _kind(e.key) == "token-revocations"}
             if present and not wipe:
                 raise FailedPrecondition(
                     f"{len(present)} Bulwark keys exist: restore into an empty prefix, or "
@@ -271,7 +277,11 @@ class RecoveryManager:
                 async for progress in self._batched("wiping", present, self._delete_batch):
                     yield progress, None
                 wiped = len(present)
-            ordered = restore_order(contents.entries)
+            ordered = [
+                e
+                for e in restore_order(contents.entries)
+                if not (_kind(e.key) == "tokens" and split_key(e.key)[1] in revoked)
+            ]
             async for progress in self._batched("restoring", ordered, self._put_batch(b"")):
                 yield progress, None
         log.info(

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from bulwark.v1 import audit_pb2
 from bulwark_server.api.handlers import rewrap, status_of
@@ -106,18 +107,29 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def identify(self, token: str | None, context: grpc.aio.ServicerContext) -> Identity | None:
         if not self._enabled:
             return ANONYMOUS
+        invalid = Denied(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "the bearer token is not valid (unknown, revoked or expired)",
+        )
         if token is not None:
-            record = self._tokens.verify(token)
-            if record is None:
-                raise Denied(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "the bearer token is not valid (unknown, revoked or expired)",
-                )
-            return Identity(record.name, Role(record.role), "token", record.id)
+            try:
+                record = self._tokens.verify(token)
+                role = Role(record.role) if record is not None else None
+            except (ValueError, DecodeError):
+                log.warning("unreadable token record; refusing the token")
+                raise invalid from None
+            if record is None or role is None:
+                raise invalid
+            return Identity(record.name, role, "token", record.id)
         pem = (context.auth_context() or {}).get("x509_pem_cert")
         if pem:
-            name, role = certs.identity_of(pem[0])
-            return Identity(name, Role.parse(role), "certificate")
+            try:
+                name, role_text = certs.identity_of(pem[0])
+            except ValueError:
+                raise Denied(
+                    grpc.StatusCode.UNAUTHENTICATED, "the client certificate cannot be read"
+                ) from None
+            return Identity(name, Role.parse(role_text), "certificate")
         return None
 
     def _authorize(
@@ -143,6 +155,19 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             )
         return identity
 
+    async def _admit(
+        self, method: str, token: str | None, request: Any, context: grpc.aio.ServicerContext
+    ) -> Identity:
+        """The caller's identity, or abort the call (a refusal is tallied, never written
+        one by one: refused callers must not be able to flood etcd or the trail)."""
+        try:
+            identity = self._authorize(method, token, context)
+        except Denied as denied:
+            self._note(method, request, context, denied.identity, denied.code, denied.message, 0)
+            await context.abort(denied.code, denied.message)
+        CALLER.set(identity)
+        return identity
+
     def _unary(
         self, method: str, token: str | None, behavior: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
@@ -150,38 +175,19 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         audit = rule.audit if rule is not None else Audit.ALWAYS
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                identity = self._authorize(method, token, context)
-            except Denied as denied:
-                if audit is not Audit.NEVER:
-                    await self._record_safely(
-                        method,
-                        request,
-                        context,
-                        denied.identity,
-                        denied.code,
-                        denied.message,
-                        0,
-                        audit,
-                    )
-                await context.abort(denied.code, denied.message)
-            CALLER.set(identity)
+            identity = await self._admit(method, token, request, context)
             writes = track_writes()
             code = grpc.StatusCode.OK
             message = ""
             try:
                 return await behavior(request, context)
-            except BaseException:
-                code = status_of(context)
-                if code is grpc.StatusCode.OK:
-                    code = grpc.StatusCode.UNKNOWN
-                message = context.details() or ""
+            except BaseException as exc:
+                code, message = _outcome(context, exc)
                 raise
             finally:
-                if audit is Audit.ALWAYS or (audit is Audit.ON_WRITE and writes.revision):
-                    await self._record_safely(
-                        method, request, context, identity, code, message, writes.revision, audit
-                    )
+                await self._after(
+                    audit, method, request, context, identity, code, message, writes.revision
+                )
 
         return wrapper
 
@@ -192,48 +198,75 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         audit = rule.audit if rule is not None else Audit.ALWAYS
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            try:
-                identity = self._authorize(method, token, context)
-            except Denied as denied:
-                if audit is not Audit.NEVER:
-                    await self._record_safely(
-                        method,
-                        request,
-                        context,
-                        denied.identity,
-                        denied.code,
-                        denied.message,
-                        0,
-                        audit,
-                    )
-                await context.abort(denied.code, denied.message)
-            CALLER.set(identity)
+            identity = await self._admit(method, token, request, context)
+            if audit is Audit.ALWAYS:
+                # Long operations (restores, rotations) are on record before they begin,
+                # even if the replica dies before they end.
+                await self._write(self._event(method, request, context, identity, "STARTED", "", 0))
             writes = track_writes()
             code = grpc.StatusCode.OK
             message = ""
             try:
                 async for response in behavior(request, context):
+                    if token is not None and self._tokens.verify(token) is None:
+                        # Revoked or expired while the stream was open.
+                        await context.abort(
+                            grpc.StatusCode.UNAUTHENTICATED, "the bearer token was revoked"
+                        )
                     yield response
             except BaseException as exc:
-                code = status_of(context)
-                if code is grpc.StatusCode.OK:
-                    # A stream the caller closed ends with GeneratorExit or cancellation.
-                    code = (
-                        grpc.StatusCode.CANCELLED
-                        if isinstance(exc, GeneratorExit | asyncio.CancelledError)
-                        else grpc.StatusCode.UNKNOWN
-                    )
-                message = context.details() or ""
+                code, message = _outcome(context, exc)
                 raise
             finally:
-                if audit is Audit.ALWAYS or (audit is Audit.ON_WRITE and writes.revision):
-                    await self._record_safely(
-                        method, request, context, identity, code, message, writes.revision, audit
-                    )
+                await self._after(
+                    audit, method, request, context, identity, code, message, writes.revision
+                )
 
         return wrapper
 
-    async def _record(
+    async def _after(
+        self,
+        audit: Audit,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+        code: grpc.StatusCode,
+        message: str,
+        revision: int,
+    ) -> None:
+        """Record a call that was let in, by its audit rule."""
+        if audit is Audit.ALWAYS:
+            await self._write(
+                self._event(method, request, context, identity, code.name, message, revision)
+            )
+        elif audit is Audit.ON_WRITE and revision:
+            self._note(method, request, context, identity, code, message, revision)
+
+    def _event(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        identity: Identity | None,
+        code: str,
+        message: str,
+        revision: int,
+    ) -> audit_pb2.AuditEvent:
+        return self._audit.event(
+            actor=identity.name if identity else "unknown",
+            role=identity.role.value if identity and identity.role else 0,
+            auth_method=identity.method if identity else "",
+            token_id=identity.token_id if identity else "",
+            peer=context.peer() or "",
+            method=method,
+            target=describe_target(request),
+            code=code,
+            message=message[:1024],
+            revision=revision,
+        )
+
+    def _note(
         self,
         method: str,
         request: Any,
@@ -242,31 +275,30 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         code: grpc.StatusCode,
         message: str,
         revision: int,
-        audit: Audit,
     ) -> None:
-        event: audit_pb2.AuditEvent = self._audit.event(
-            actor=identity.name if identity else "unknown",
-            role=identity.role.value if identity and identity.role else 0,
-            auth_method=identity.method if identity else "",
-            peer=context.peer() or "",
-            method=method,
-            target=describe_target(request),
-            code=code.name,
-            message=message[:1024],
-            revision=revision,
-        )
-        if audit is Audit.ALWAYS:
-            try:
-                await self._audit.write(event)
-                return
-            except (StoreUnavailable, NotLeader) as exc:
-                # The event still goes with the next batch, once etcd answers again.
-                log.warning("audit event %s queued: %s", event.id, exc)
-        self._audit.enqueue(event)
-
-    async def _record_safely(self, *args: Any) -> None:
-        """Record an event; a failure to do so is logged, never the caller's problem."""
+        """Tally an event (data-plane changes, refusals); never fails the call."""
         try:
-            await self._record(*args)
+            self._audit.tally(
+                self._event(method, request, context, identity, code.name, message, revision)
+            )
         except Exception:
-            log.exception("could not record an audit event for %s", args[0])
+            log.exception("could not tally an audit event for %s", method)
+
+    async def _write(self, event: audit_pb2.AuditEvent) -> None:
+        """Write an event now; if etcd cannot take it, with the next batch. Never raises."""
+        try:
+            await self._audit.write(event)
+        except (StoreUnavailable, NotLeader) as exc:
+            log.warning("audit event %s queued: %s", event.id, exc)
+            self._audit.enqueue(event)
+        except Exception:
+            log.exception("could not record audit event %s", event.id)
+
+
+def _outcome(context: grpc.aio.ServicerContext, exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a call ended with, when it ended by an exception."""
+    code = status_of(context)
+    if code is grpc.StatusCode.OK:
+        cancelled = isinstance(exc, GeneratorExit | asyncio.CancelledError)
+        code = grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN
+    return code, context.details() or ""

@@ -9,9 +9,14 @@ Guarantees:
   actions) is written before the call answers. If etcd cannot take it then
   (it took the change a moment before), the event is kept in memory and
   written with the next batch once etcd answers again.
-* Events of data-plane calls that changed state (``ON_WRITE``) are batched, up
-  to ``BATCH`` per transaction every ``flush_interval``: a crash may lose the
-  events of the last interval, never the changes themselves.
+* Data-plane calls that changed state (``ON_WRITE``) and refused calls are
+  tallied: one event per actor, peer, method, target and outcome per
+  ``flush_interval``, with a count, written in batches. So a flood of permits
+  or of refused calls costs a few writes a second, not one each, and cannot
+  push the configuration events out of the trail. At most ``MAX_TALLIES``
+  distinct tallies are kept per interval; the rest are counted into one
+  overflow event. A crash may lose the tallies of the last interval, never
+  the changes themselves.
 * The leader deletes events older than the retention, and the oldest beyond
   the maximum count, every ``prune_interval``.
 """
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 KIND = "audit"
 BATCH = MAX_TXN_OPS
+MAX_TALLIES = 1000
 # Request fields that name what a call acts on, in the order they are looked for.
 TARGET_FIELDS = (
     "name",
@@ -109,6 +115,8 @@ class AuditLog:
         self._prune_interval = prune_interval
         self._seq = itertools.count(1)
         self._pending: list[tuple[str, bytes]] = []
+        self._tallies: dict[tuple[str, ...], audit_pb2.AuditEvent] = {}
+        self._overflow = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
@@ -129,10 +137,29 @@ class AuditLog:
     def event(self, **fields: Any) -> audit_pb2.AuditEvent:
         """A new event with its id, time and replica set."""
         now = self._clock()
-        event = audit_pb2.AuditEvent(replica=self._replica, **fields)
-        event.id = f"{int(now * 1e9):019d}-{self._replica}-{next(self._seq):08d}"
+        event = audit_pb2.AuditEvent(replica=self._replica, count=1, **fields)
+        event.id = self._new_id(now)
         event.at.CopyFrom(timestamps.at(now))
         return event
+
+    def _new_id(self, now: float) -> str:
+        return f"{int(now * 1e9):019d}-{self._replica}-{next(self._seq):08d}"
+
+    def tally(self, event: audit_pb2.AuditEvent) -> None:
+        """Count an event into the current interval's tally of events like it."""
+        key = (event.actor, event.peer, event.method, event.target, event.code, event.token_id)
+        held = self._tallies.get(key)
+        if held is None:
+            if len(self._tallies) >= MAX_TALLIES:
+                self._overflow += 1
+                return
+            self._tallies[key] = event
+            return
+        held.count += 1
+        held.at.CopyFrom(event.at)
+        held.revision = max(held.revision, event.revision)
+        if event.message:
+            held.message = event.message
 
     async def write(self, event: audit_pb2.AuditEvent) -> None:
         """Write one event now (StoreUnavailable if etcd cannot take it)."""
@@ -161,7 +188,25 @@ class AuditLog:
             except Exception:
                 log.exception("audit flush failed; retrying")
 
+    def _close_tallies(self) -> None:
+        """Turn this interval's tallies into events (ids taken now, so in time order)."""
+        tallies, self._tallies = self._tallies, {}
+        for event in tallies.values():
+            event.id = self._new_id(self._clock())
+            self.enqueue(event)
+        if self._overflow:
+            overflow = self.event(
+                actor="bulwark",
+                method="(overflow)",
+                code="RESOURCE_EXHAUSTED",
+                message=f"{self._overflow} more calls in this interval were only counted",
+            )
+            overflow.count = self._overflow
+            self._overflow = 0
+            self.enqueue(overflow)
+
     async def _flush(self) -> None:
+        self._close_tallies()
         while self._pending:
             batch = self._pending[:BATCH]
             await self._store.put_many(KIND, batch)
@@ -237,7 +282,8 @@ class AuditLog:
         doomed = []
         for i, entry in enumerate(entries):
             name = entry.key[start:].decode()
-            if i < excess or int(name.split("-", 1)[0]) < cutoff_ns:
+            stamp = name.split("-", 1)[0]
+            if i < excess or (stamp.isdigit() and int(stamp) < cutoff_ns):
                 doomed.append(name)
             else:
                 break  # ids are in time order

@@ -6,7 +6,9 @@
   calls (data-plane decisions and reports, frequent by nature) are recorded when
   they changed stored state; ``AUDIT_NEVER`` calls only read.
 * Under overload, ``SHED_FIRST`` calls (configuration, listing, operations) are
-  refused before ``SHED_LAST`` ones (the decisions data planes wait on).
+  refused before ``SHED_LAST`` ones: the decisions data planes wait on, and the
+  emergency controls (forcing a breaker, a switchover, a feature's status,
+  revoking a token) that are needed most when a fleet is in trouble.
 * Health checking and reflection stay open to everyone; a method missing from
   the table is refused (``tests/unit/test_roles.py`` fails when one is missing).
 """
@@ -92,7 +94,7 @@ RULES: dict[str, Rule] = {
             "DeleteBreaker": (OP, _ALWAYS, Shed.FIRST),
             "Allow": (DP, _WRITE, Shed.LAST),
             "ReportOutcomes": (DP, _WRITE, Shed.LAST),
-            "ForceState": (OP, _ALWAYS, Shed.FIRST),
+            "ForceState": (OP, _ALWAYS, Shed.LAST),
             "WatchBreakers": (DP, _READ, Shed.LAST),
         },
     ),
@@ -134,14 +136,14 @@ RULES: dict[str, Rule] = {
             "PickInstance": (DP, _READ, Shed.LAST),
             "GetPrimary": (DP, _READ, Shed.LAST),
             "WatchPrimary": (DP, _READ, Shed.LAST),
-            "Switchover": (OP, _ALWAYS, Shed.FIRST),
+            "Switchover": (OP, _ALWAYS, Shed.LAST),
         },
     ),
     **_rules(
         "bulwark.v1.FeatureService",
         {
             "PutFeature": (OP, _ALWAYS, Shed.FIRST),
-            "SetFeatureStatus": (OP, _ALWAYS, Shed.FIRST),
+            "SetFeatureStatus": (OP, _ALWAYS, Shed.LAST),
             "GetFeature": (DP, _READ, Shed.LAST),
             "ListFeatures": (DP, _READ, Shed.FIRST),
             "WatchFeatures": (DP, _READ, Shed.LAST),
@@ -152,7 +154,7 @@ RULES: dict[str, Rule] = {
         {
             "CreateToken": (ADMIN, _ALWAYS, Shed.FIRST),
             "ListTokens": (ADMIN, _READ, Shed.FIRST),
-            "RevokeToken": (ADMIN, _ALWAYS, Shed.FIRST),
+            "RevokeToken": (ADMIN, _ALWAYS, Shed.LAST),
             "WhoAmI": (DP, _READ, Shed.FIRST),
         },
     ),

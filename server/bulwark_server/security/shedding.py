@@ -8,13 +8,17 @@
   ``first_share`` of the bound are in flight; decisions (``SHED_LAST``) up to
   the bound itself. So configuration and listing are refused first and the
   data plane's decisions last.
-* Streams (watches) are long-lived and not counted; health checking and
-  reflection are never shed.
+* Streams (watches, long operations) are long-lived: they are bounded apart,
+  at ``STREAMS_PER_SLOT`` times the bound, so a caller opening watch after
+  watch cannot exhaust the replica either. Health checking and reflection are
+  never shed.
+* It runs after authentication, so callers Bulwark refuses anyway do not
+  take the slots of those it serves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -26,6 +30,7 @@ from bulwark_server.security.roles import Shed, is_open, rule_for
 # Retry hints: decisions come back soon; configuration and listing can wait longer.
 RETRY_LAST_MS = 50
 RETRY_FIRST_MS = 500
+STREAMS_PER_SLOT = 10
 
 
 class LoadShedder(grpc.aio.ServerInterceptor):
@@ -35,6 +40,8 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         self.max_in_flight = max_in_flight
         self.first_limit = max(1, int(max_in_flight * first_share))
         self.in_flight = 0
+        self.max_streams = max_in_flight * STREAMS_PER_SLOT
+        self.streams = 0
         self.shed = 0
 
     async def intercept_service(
@@ -48,7 +55,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
             return handler
         rule = rule_for(method)
         last = rule is not None and rule.shed is Shed.LAST
-        return rewrap(handler, lambda behavior: self._unary(last, behavior), lambda b: b)
+        return rewrap(handler, lambda behavior: self._unary(last, behavior), self._streaming)
 
     def _unary(
         self, last: bool, behavior: Callable[..., Awaitable[Any]]
@@ -71,5 +78,25 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             finally:
                 self.in_flight -= 1
+
+        return wrapper
+
+    def _streaming(
+        self, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if self.streams >= self.max_streams:
+                self.shed += 1
+                context.set_trailing_metadata((("retry-after-ms", str(RETRY_FIRST_MS)),))
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"overloaded: {self.streams} streams open; retry after {RETRY_FIRST_MS} ms",
+                )
+            self.streams += 1
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                self.streams -= 1
 
         return wrapper

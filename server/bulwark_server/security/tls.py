@@ -30,13 +30,14 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def peer_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     """How a replica reaches another (forwarding to the leader); None for plaintext.
 
-    It trusts the client CA (replicas are usually issued by the same CA) and
-    presents its own certificate, which therefore needs the client-auth usage.
+    It trusts the peer CA (by default the client CA: replicas are usually issued
+    by the same CA) and presents its own certificate, which therefore needs the
+    client-auth usage.
     """
     if not settings.tls:
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(settings.tls_client_ca),
+        root_certificates=_read(settings.tls_peer_ca or settings.tls_client_ca),
         private_key=_read(settings.tls_key),
         certificate_chain=_read(settings.tls_cert),
     )

@@ -21,9 +21,12 @@ from bulwark_server import timestamps
 from bulwark_server.errors import NotFound
 from bulwark_server.security.roles import Role
 from bulwark_server.store import EtcdStore
+from bulwark_server.store.keys import kind_prefix
 from bulwark_server.validation import page_token
 
 KIND = "tokens"
+# A revoked token leaves a tombstone, so restoring an older snapshot cannot revive it.
+REVOKED_KIND = "token-revocations"
 PREFIX = "bwk"
 ID_BYTES = 8
 SECRET_BYTES = 32
@@ -104,11 +107,23 @@ class TokenStore:
         token = page_token(page[-1].id) if len(entries) > size else ""
         return page, token
 
-    async def revoke(self, token_id: str) -> int:
+    async def revoke(self, token_id: str, revoked_by: str = "") -> int:
+        entry = self._store.get(KIND, token_id) or await self._store.read(KIND, token_id)
+        if entry is None:
+            raise NotFound(f"token {token_id!r} does not exist (or was revoked)")
+        record = _public(auth_pb2.Token.FromString(entry.value))
+        record.created_by = f"{record.created_by}; revoked by {revoked_by or 'anonymous'}"
+        # The tombstone first: a token must never be deleted without one.
+        await self._store.put(REVOKED_KIND, token_id, record.SerializeToString())
         try:
             return await self._store.delete(KIND, token_id)
         except NotFound:
             raise NotFound(f"token {token_id!r} does not exist (or was revoked)") from None
+
+    def revoked(self) -> set[str]:
+        """Ids of every revoked token."""
+        start = len(kind_prefix(REVOKED_KIND))
+        return {e.key[start:].decode() for e in self._store.scan(REVOKED_KIND)}
 
     def verify(self, token: str) -> auth_pb2.Token | None:
         """The record of a valid token (known, secret matching, not expired), else None."""

@@ -26,7 +26,7 @@ from bulwark.v1 import auth_pb2 as bulwark_dot_v1_dot_auth__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62ulwark/v1/audit.proto\x12\nbulwark.v1\x1a\x15\x62ulwark/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12\x13\n\x0b\x61uth_method\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x03\x12\x0f\n\x07replica\x18\x0c \x01(\t\"\xca\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x14\n\x0cnewest_first\x18\x07 \x01(\x08\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.bulwark.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2j\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12\".bulwark.v1.ListAuditEventsRequest\x1a#.bulwark.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62ulwark/v1/audit.proto\x12\nbulwark.v1\x1a\x15\x62ulwark/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12\x13\n\x0b\x61uth_method\x18\x05 \x01(\t\x12\x0c\n\x04peer\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x03\x12\x0f\n\x07replica\x18\x0c \x01(\t\x12\r\n\x05\x63ount\x18\r \x01(\x03\x12\x10\n\x08token_id\x18\x0e \x01(\t\"\xca\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x14\n\x0cnewest_first\x18\x07 \x01(\x08\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.bulwark.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2j\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12\".bulwark.v1.ListAuditEventsRequest\x1a#.bulwark.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.audit_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT']._serialized_start=95
-  _globals['_AUDITEVENT']._serialized_end=345
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=348
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=550
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=552
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=642
-  _globals['_AUDITSERVICE']._serialized_start=644
-  _globals['_AUDITSERVICE']._serialized_end=750
+  _globals['_AUDITEVENT']._serialized_end=378
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=381
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=583
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=585
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=675
+  _globals['_AUDITSERVICE']._serialized_start=677
+  _globals['_AUDITSERVICE']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

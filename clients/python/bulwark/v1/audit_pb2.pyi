@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("id", "at", "actor", "role", "auth_method", "peer", "method", "target", "code", "message", "revision", "replica")
+    __slots__ = ("id", "at", "actor", "role", "auth_method", "peer", "method", "target", "code", "message", "revision", "replica", "count", "token_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,8 @@ class AuditEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     at: _timestamp_pb2.Timestamp
     actor: str
@@ -36,7 +38,9 @@ class AuditEvent(_message.Message):
     message: str
     revision: int
     replica: str
-    def __init__(self, id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., role: _Optional[_Union[_auth_pb2.AccessRole, str]] = ..., auth_method: _Optional[str] = ..., peer: _Optional[str] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ..., replica: _Optional[str] = ...) -> None: ...
+    count: int
+    token_id: str
+    def __init__(self, id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., role: _Optional[_Union[_auth_pb2.AccessRole, str]] = ..., auth_method: _Optional[str] = ..., peer: _Optional[str] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ..., replica: _Optional[str] = ..., count: _Optional[int] = ..., token_id: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "since", "until", "actor", "method", "newest_first")
