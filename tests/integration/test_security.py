@@ -22,6 +22,7 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ from bulwark.v1 import (
     bulkhead_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    watch_pb2,
 )
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2
 from bulwark_server.etcd_process import EtcdMember
@@ -738,3 +740,48 @@ def test_overload_sheds_configuration_first_and_decisions_last(
         assert health(channel) == health_pb2.HealthCheckResponse.SERVING
         state = bulkheads.GetBulkhead(bulkhead_pb2.GetBulkheadRequest(name="pool"), timeout=5)
         assert state.bulkhead.in_use == 0
+
+
+def test_a_revoked_token_ends_the_streams_it_opened(
+    etcd: EtcdMember, replica_factory: Factory
+) -> None:
+    admin = bootstrap_token(etcd, "root", "admin")
+    replica = replica_factory("streams", [etcd.endpoint], "--auth=on")
+    with grpc.insecure_channel(replica.address) as channel:
+        watcher = create_token(channel, admin, "watcher", Role.DATAPLANE)
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        stream = breakers.WatchBreakers(
+            breaker_pb2.WatchBreakersRequest(), timeout=20, metadata=bearer(watcher.token)
+        )
+        types = []
+        outcome: list[Code] = []
+
+        def read() -> None:
+            try:
+                for event in stream:
+                    types.append(event.type)
+            except grpc.RpcError as exc:
+                outcome.append(exc.code())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            wait_for(lambda: watch_pb2.WATCH_EVENT_TYPE_SYNCED in types, 5)
+            put = breaker_pb2.PutBreakerRequest(name="watched-1")
+            breakers.PutBreaker(put, timeout=5, metadata=bearer(admin))
+            wait_for(lambda: watch_pb2.WATCH_EVENT_TYPE_PUT in types, 5)
+            seen = len(types)
+            auth_pb2_grpc.AuthServiceStub(channel).RevokeToken(
+                auth_pb2.RevokeTokenRequest(id=watcher.record.id),
+                timeout=5,
+                metadata=bearer(admin),
+            )
+            # The next change would have been sent: the stream ends instead.
+            put = breaker_pb2.PutBreakerRequest(name="watched-2")
+            breakers.PutBreaker(put, timeout=5, metadata=bearer(admin))
+            reader.join(5)
+            assert outcome == [Code.UNAUTHENTICATED]
+            assert len(types) == seen
+        finally:
+            stream.cancel()
+            reader.join(5)
