@@ -22,6 +22,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -62,8 +63,16 @@ def file_name(key_id: str, version: int) -> str:
     return f"keys/{key_id}/{version:0{VERSION_DIGITS}d}.bwk"
 
 
-def associated_data(key_id: str, version: int) -> bytes:
-    return f"bulwark/key-backup/v1\x00{key_id}\x00{version}".encode()
+def associated_data(backup: keybackup_pb2.KeyBackup) -> bytes:
+    """What a version's seal binds: its whole description (key id, version, labels,
+    creation, size), so an altered description fails like altered material. The KEK
+    id is bound by the key's wrapping, the checksum by the ciphertext itself."""
+    description = keybackup_pb2.KeyBackup()
+    description.CopyFrom(backup)
+    for derived in ("kek_id", "ciphertext_sha256", "locations"):
+        description.ClearField(derived)
+    digest = hashlib.sha256(description.SerializeToString(deterministic=True)).digest()
+    return b"bulwark/key-backup/v1\x00" + digest
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,12 @@ class KeyBackupManager:
         self, key_id: str, material: bytes, labels: Mapping[str, str], caller: Caller
     ) -> keybackup_pb2.KeyBackup:
         ring = self.ring()
-        versions = self._etcd_versions(key_id)
+        # Directories count too: a version etcd lost must never be taken again.
+        versions = await self._all_versions(key_id)
         if versions and not caller.privileged:
-            owner = self._read_etcd(key_id, versions[-1])
+            owner = self._read_etcd(key_id, versions[-1]) or await self._read_dirs(
+                key_id, versions[-1]
+            )
             if owner is not None and owner.backup.created_by != caller.name:
                 raise PermissionDenied(
                     f"key {key_id!r} was backed up by {owner.backup.created_by!r}; "
@@ -136,7 +148,9 @@ class KeyBackupManager:
         data = stored.SerializeToString()
         for directory in self._dirs:
             try:
-                await asyncio.to_thread(directory.write, file_name(key_id, version), data)
+                await asyncio.to_thread(
+                    directory.write, file_name(key_id, version), data, exclusive=True
+                )
                 locations.append(directory.name)
             except OSError as exc:
                 log.warning(
@@ -169,17 +183,17 @@ class KeyBackupManager:
         labels: Mapping[str, str],
         created_by: str,
     ) -> keybackup_pb2.StoredKeyBackup:
-        sealed = envelope.seal(ring, material, associated_data(key_id, version))
         backup = keybackup_pb2.KeyBackup(
             key_id=key_id,
             version=version,
             labels=dict(labels),
             created_at=timestamps.at(self._clock()),
             created_by=created_by,
-            kek_id=sealed.kek_id,
-            ciphertext_sha256=envelope.sha256_hex(sealed.ciphertext),
             size=len(material),
         )
+        sealed = envelope.seal(ring, material, associated_data(backup))
+        backup.kek_id = sealed.kek_id
+        backup.ciphertext_sha256 = envelope.sha256_hex(sealed.ciphertext)
         return keybackup_pb2.StoredKeyBackup(backup=backup, sealed=sealed)
 
     # -- restore and verify -----------------------------------------------------
@@ -265,8 +279,10 @@ class KeyBackupManager:
             return CopyResult(location, corrupt, "corrupt (holds another key or version)")
         if envelope.sha256_hex(stored.sealed.ciphertext) != stored.backup.ciphertext_sha256:
             return CopyResult(location, corrupt, "corrupt (checksum mismatch)")
+        if stored.backup.kek_id != stored.sealed.kek_id:
+            return CopyResult(location, corrupt, "corrupt (description names another KEK)")
         try:
-            material = envelope.open_sealed(ring, stored.sealed, associated_data(key_id, version))
+            material = envelope.open_sealed(ring, stored.sealed, associated_data(stored.backup))
         except envelope.UnknownKek as exc:
             return CopyResult(location, corrupt, f"unreadable ({exc})")
         except envelope.Corrupt as exc:
@@ -304,6 +320,17 @@ class KeyBackupManager:
             return keybackup_pb2.StoredKeyBackup.FromString(entry.value)
         except DecodeError:
             return None
+
+    async def _read_dirs(self, key_id: str, version: int) -> keybackup_pb2.StoredKeyBackup | None:
+        for directory in self._dirs:
+            data = await asyncio.to_thread(directory.read, file_name(key_id, version))
+            if data is None:
+                continue
+            try:
+                return keybackup_pb2.StoredKeyBackup.FromString(data)
+            except DecodeError:
+                continue
+        return None
 
     async def _all_versions(self, key_id: str) -> list[int]:
         """Versions of a key in etcd or in any directory (etcd may have lost some)."""
@@ -364,13 +391,13 @@ class KeyBackupManager:
         self, ring: envelope.KeyRing, key_id: str, version: int, target: str
     ) -> int:
         """Re-wrap each copy of one version not yet under ``target``; 1 if any was."""
-        aad = associated_data(key_id, version)
         changed = 0
 
         def rewrapped(data: bytes) -> bytes | None:
             stored = keybackup_pb2.StoredKeyBackup.FromString(data)
             if stored.sealed.kek_id == target:
                 return None
+            aad = associated_data(stored.backup)
             stored.sealed.CopyFrom(envelope.rewrap(ring, stored.sealed, aad, target))
             stored.backup.kek_id = target
             return stored.SerializeToString()

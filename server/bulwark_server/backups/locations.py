@@ -31,7 +31,8 @@ class BackupDir:
             raise ValueError(f"{rel!r} is outside {self.root}")
         return path
 
-    def write(self, rel: str, data: bytes) -> None:
+    def write(self, rel: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Write a file atomically; with ``exclusive``, FileExistsError if it exists."""
         path = self._path(rel)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -41,7 +42,12 @@ class BackupDir:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            if exclusive:
+                # link() refuses an existing name, unlike rename(): a copy is never replaced.
+                os.link(tmp, path)
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

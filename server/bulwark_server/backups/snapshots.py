@@ -339,7 +339,15 @@ class RecoveryManager:
             got = {e.key[len(scratch) :]: e.value for e in restored}
             mismatched = _differences(expected, got)
             _, live_entries = await self._store.read_all(PREFIX.encode())
-            changed = _differences(expected, {e.key: e.value for e in live_entries if not e.lease})
+            # History a restore keeps rather than replaces is no difference.
+            changed = _differences(
+                {k: v for k, v in expected.items() if _kind(k) not in KEPT_ON_WIPE},
+                {
+                    e.key: e.value
+                    for e in live_entries
+                    if not e.lease and _kind(e.key) not in KEPT_ON_WIPE
+                },
+            )
         finally:
             # No progress message here: a stream the caller closed cannot send one.
             with contextlib.suppress(StoreUnavailable):
