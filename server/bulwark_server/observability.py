@@ -192,8 +192,23 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             # A stream ended by the caller (GeneratorExit) counts as CANCELLED.
-            with self._observed(method, attrs, context, grpc.StatusCode.CANCELLED):
+            # Not made current: the generator is resumed and closed from other contexts,
+            # where detaching a context attached elsewhere fails.
+            span = self._tracer.start_span(method, kind=trace.SpanKind.SERVER, attributes=attrs)
+            started = time.perf_counter()
+            code = grpc.StatusCode.CANCELLED
+            try:
                 async for response in behavior(request, context):
                     yield response
+                code = status_of(context)
+            except BaseException:
+                code = status_of(context)
+                if code is grpc.StatusCode.OK:
+                    code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.name)
+                span.end()
+                self._record(attrs, code, started)
 
         return wrapper

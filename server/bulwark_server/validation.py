@@ -9,6 +9,7 @@ import re
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.store.keys import MAX_NAME_BYTES
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_PAGE_SIZE = 100
@@ -27,6 +28,20 @@ def validate_name(value: str, field: str = "name") -> str:
             "starting with a letter or digit)",
         )
     return value
+
+
+def validate_pair(first: str, second: str, first_field: str, second_field: str) -> None:
+    """Two names stored as one key name, "<first>/<second>": each valid, and together
+    within the key layout's limit (checked here so it is INVALID_ARGUMENT, naming
+    the second field)."""
+    validate_name(first, first_field)
+    validate_name(second, second_field)
+    if len(first) + 1 + len(second) > MAX_NAME_BYTES:
+        raise InvalidArgument(
+            second_field,
+            f"{first_field} and {second_field} together must be at most "
+            f"{MAX_NAME_BYTES - 1} characters",
+        )
 
 
 def validate_id(value: str, field: str, *, required: bool = True) -> str:

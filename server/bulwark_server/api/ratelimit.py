@@ -19,7 +19,7 @@ from bulwark_server.election import Election
 from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
 from bulwark_server.ratelimits.limiter import RateLimiter
-from bulwark_server.validation import page_params, validate_id, validate_name
+from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     async def GetLimit(
         self, request: ratelimit_pb2.GetLimitRequest, context: grpc.aio.ServicerContext
     ) -> ratelimit_pb2.GetLimitResponse:
-        validate_name(request.domain, "domain")
-        validate_name(request.name, "name")
+        validate_pair(request.domain, request.name, "domain", "name")
         return ratelimit_pb2.GetLimitResponse(limit=self._limiter.get(request.domain, request.name))
 
     @rpc
@@ -84,8 +83,7 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     async def DeleteLimit(
         self, request: ratelimit_pb2.DeleteLimitRequest, context: grpc.aio.ServicerContext
     ) -> ratelimit_pb2.DeleteLimitResponse:
-        validate_name(request.domain, "domain")
-        validate_name(request.name, "name")
+        validate_pair(request.domain, request.name, "domain", "name")
         revision = await self._limiter.delete(request.domain, request.name)
         return ratelimit_pb2.DeleteLimitResponse(revision=revision)
 

@@ -13,12 +13,12 @@ from bulwark_server.api.status import rpc, status_for
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.registry.manager import ServiceRegistry
 from bulwark_server.store import EtcdStore
-from bulwark_server.store.keys import MAX_NAME_BYTES
 from bulwark_server.validation import (
     duration_seconds,
     page_params,
     validate_id,
     validate_name,
+    validate_pair,
 )
 
 DEFAULT_TTL_S = 10.0
@@ -38,15 +38,9 @@ HEALTH_VALUES = frozenset(registry_pb2.InstanceHealth.values())
 
 
 def _ids(service: str, instance_id: str, prefix: str = "") -> None:
-    validate_name(service, f"{prefix}service")
-    id_field = f"{prefix}id" if prefix else "instance_id"
-    validate_name(instance_id, id_field)
-    # Both make one etcd key name, which has a length limit of its own.
-    if len(service) + 1 + len(instance_id) > MAX_NAME_BYTES:
-        raise InvalidArgument(
-            id_field,
-            f"service and instance id together must be at most {MAX_NAME_BYTES - 1} characters",
-        )
+    validate_pair(
+        service, instance_id, f"{prefix}service", f"{prefix}id" if prefix else "instance_id"
+    )
 
 
 def _optional_name(value: str, field: str) -> str:

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.errors import InvalidArgument
-from bulwark_server.validation import validate_name
+from bulwark_server.validation import validate_name, validate_pair
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
 MINUTE = ratelimit_pb2.RATE_UNIT_MINUTE
@@ -42,8 +42,9 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     The input message is left untouched and shares no sub-message with the result.
     """
     out = ratelimit_pb2.Limit()
-    out.domain = validate_name(limit.domain, "limit.domain")
-    out.name = validate_name(limit.name, "limit.name")
+    validate_pair(limit.domain, limit.name, "limit.domain", "limit.name")
+    out.domain = limit.domain
+    out.name = limit.name
     out.descriptor.extend(_pattern(limit.descriptor))
     out.unlimited = limit.unlimited
     out.shadow_mode = limit.shadow_mode

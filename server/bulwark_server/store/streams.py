@@ -34,7 +34,7 @@ async def follow(
     events under ``prefixes``, until cancelled.
 
     ``snapshot`` returns its messages and the cache revision it was taken at;
-    ``convert`` gets only events newer than everything already sent.
+    ``convert`` gets only events newer than everything already sent, never none.
     """
     queue = store.subscribe()
     try:
@@ -45,8 +45,10 @@ async def follow(
             for item in items:
                 yield item
         else:
-            for item in convert([ev for ev in replay if ev.entry.key.startswith(prefixes)]):
-                yield item
+            missed = [ev for ev in replay if ev.entry.key.startswith(prefixes)]
+            if missed:
+                for item in convert(missed):
+                    yield item
             if replay:
                 sent = max(sent, replay[-1].revision)
         while True:
