@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/breaker_bench.py
 	$(PY) benchmarks/ratelimit_bench.py
 	$(PY) benchmarks/registry_bench.py
+	$(PY) benchmarks/backup_bench.py
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)

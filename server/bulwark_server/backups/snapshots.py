@@ -277,10 +277,13 @@ class RecoveryManager:
                 async for progress in self._batched("wiping", present, self._delete_batch):
                     yield progress, None
                 wiped = len(present)
+            kept = {e.key: e.value for e in current if _kind(e.key) in KEPT_ON_WIPE}
             ordered = [
                 e
                 for e in restore_order(contents.entries)
                 if not (_kind(e.key) == "tokens" and split_key(e.key)[1] in revoked)
+                # History that was kept needs no rewrite where it is unchanged.
+                and kept.get(e.key) != e.value
             ]
             async for progress in self._batched("restoring", ordered, self._put_batch(b"")):
                 yield progress, None

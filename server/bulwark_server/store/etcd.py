@@ -784,7 +784,10 @@ class EtcdStore:
             writes = _WRITES.get()
             if writes is not None and success:
                 writes.revision = max(writes.revision, int(resp.header.revision))
-            await self.wait_for_revision(int(resp.header.revision), timeout=self._timeout)
+            # Read-your-writes for the cache, which mirrors only the Bulwark prefix: a
+            # write elsewhere (a drill's scratch space) would wait out the timeout.
+            if key.startswith(_PREFIX):
+                await self.wait_for_revision(int(resp.header.revision), timeout=self._timeout)
         return resp
 
     @staticmethod
