@@ -1,0 +1,49 @@
+"""Client options shared by Client and AsyncClient: endpoints' TLS, token, deadlines."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client reaches Bulwark and how it behaves when Bulwark is away.
+
+    ``ca``/``cert``/``key`` are PEM file paths (TLS; mutual TLS with cert and
+    key); ``token`` is a bearer token (default: the ``BULWARK_TOKEN`` variable).
+    ``fallback_rate`` is the requests per second a rate limit allows locally
+    when no quota lease is valid and Bulwark cannot be reached (None: allow).
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    token: str | None = None
+    timeout: float = 2.0
+    client_id: str = ""
+    report_interval: float = 0.1
+    slow_call: float = 60.0
+    fallback_rate: float | None = None
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self.token or os.environ.get("BULWARK_TOKEN")
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def channel_credentials(options: ClientOptions) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the options, or None for plaintext."""
+    if options.ca is None:
+        if options.cert or options.key:
+            raise ValueError("cert and key need ca (client certificates go over TLS)")
+        return None
+    if bool(options.cert) != bool(options.key):
+        raise ValueError("set both cert and key")
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(read(options.ca), read(options.key), read(options.cert))
