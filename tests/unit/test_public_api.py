@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import grpc
+
 import bulwark
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 
+PUBLIC = [
+    "AccessDeniedError",
+    "AsyncClient",
+    "BreakerOpenError",
+    "BulwarkError",
+    "ClientOptions",
+    "Decision",
+    "Feature",
+    "InvalidRequestError",
+    "NotFoundError",
+    "RateLimitedError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "__version__",
+]
 
-def test_all_is_only_version() -> None:
-    assert bulwark.__all__ == ["__version__"]
+
+def test_the_public_surface_is_pinned() -> None:
+    assert bulwark.__all__ == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(bulwark, name), name
     assert isinstance(bulwark.__version__, str)
     assert bulwark.__version__.count(".") >= 2
 
@@ -33,3 +53,25 @@ def test_generated_grpc_module_exposes_stub_and_servicer() -> None:
     servicer = cluster_pb2_grpc.ClusterServiceServicer
     assert callable(servicer.GetLeader)
     assert callable(servicer.GetClusterStatus)
+
+
+def test_errors_carry_the_grpc_status() -> None:
+    error = bulwark.BreakerOpenError("payments", 1.5, "cache")
+    assert isinstance(error, bulwark.BulwarkError)
+    assert error.code is grpc.StatusCode.UNAVAILABLE
+    assert error.retry_after == 1.5
+    assert "payments" in str(error)
+    limited = bulwark.RateLimitedError("edge", "ip=1")
+    assert limited.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_client_never_imports_the_server() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bulwark, bulwark.aio; "
+        "print(any(m.startswith('bulwark_server') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
