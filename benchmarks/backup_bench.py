@@ -59,7 +59,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import math
 import os
 import shutil
@@ -68,13 +67,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from breaker_bench import _finite
 from getleader_bench import (
     HOST,
     LEADER_TIMEOUT,
@@ -83,6 +81,7 @@ from getleader_bench import (
     machine_info,
     percentile,
     probe_getleader,
+    run_and_print,
 )
 
 from bulwark.v1 import (
@@ -889,19 +888,9 @@ def benchmark(args: argparse.Namespace) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables (or JSON)."""
-    args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        report = benchmark(args)
-    except KeyboardInterrupt:
-        _progress("interrupted; the replica is stopped")
-        return 130
-    _progress(f"done in {time.monotonic() - started:.0f}s")
-    if args.json:
-        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
-    return 0
+    return run_and_print(
+        parse_args(argv), benchmark, format_report, _progress, "the replica is stopped"
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import datetime
 import importlib.metadata
-import json
 import math
 import os
 import shutil
@@ -63,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +86,7 @@ from getleader_bench import (
     machine_info,
     percentile,
     probe_getleader,
+    run_and_print,
     run_load,
 )
 
@@ -744,17 +744,6 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _finite(value: Any) -> Any:
-    """Replace NaN by None, recursively, so the JSON stays valid."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -986,17 +975,13 @@ def benchmark(args: argparse.Namespace) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables (or JSON)."""
-    args = parse_args(argv)
-    try:
-        report = benchmark(args)
-    except KeyboardInterrupt:
-        _progress("interrupted; servers, load processes and redis-server stopped")
-        return 130
-    if args.json:
-        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
-    return 0
+    return run_and_print(
+        parse_args(argv),
+        benchmark,
+        format_report,
+        _progress,
+        "servers, load processes and redis-server stopped",
+    )
 
 
 if __name__ == "__main__":

@@ -684,12 +684,40 @@ def benchmark(args: argparse.Namespace) -> Report:
 
 
 def _finite(value: Any) -> Any:
-    """Replace NaN (a target with no successful call) by None so the JSON stays valid."""
+    """Replace NaN (a target with no successful call) by None, recursively, so the JSON
+    stays valid."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
     return value
+
+
+def run_and_print(
+    args: argparse.Namespace,
+    benchmark: Callable[[argparse.Namespace], Any],
+    format_report: Callable[[Any], str],
+    progress: Callable[[str], None],
+    stopped: str,
+) -> int:
+    """Run one benchmark and print its report (JSON with ``--json``); 130 on Ctrl-C.
+
+    ``stopped`` says what was cleaned up when the run is interrupted.
+    """
+    started = time.monotonic()
+    try:
+        report = benchmark(args)
+    except KeyboardInterrupt:
+        progress(f"interrupted; {stopped}")
+        return 130
+    progress(f"done in {time.monotonic() - started:.0f}s")
+    if args.json:
+        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
+    else:
+        print(format_report(report))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -698,16 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.echo_server:
         asyncio.run(run_echo_server())
         return 0
-    try:
-        report = benchmark(args)
-    except KeyboardInterrupt:
-        _progress("interrupted; servers and load processes stopped")
-        return 130
-    if args.json:
-        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
-    return 0
+    return run_and_print(
+        args, benchmark, format_report, _progress, "servers and load processes stopped"
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import itertools
-import json
 import math
 import multiprocessing
 import multiprocessing.queues
@@ -71,7 +70,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -82,7 +81,6 @@ from breaker_bench import (
     REDIS_READY_TIMEOUT,
     PeerResult,
     RedisProcess,
-    _finite,
     _Peer,
     find_redis_server,
     redis_server_version,
@@ -102,6 +100,7 @@ from getleader_bench import (
     echo_call,
     machine_info,
     probe_getleader,
+    run_and_print,
     run_load,
     run_processes,
     summarize,
@@ -887,19 +886,13 @@ def benchmark(args: argparse.Namespace) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables (or JSON)."""
-    args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        report = benchmark(args)
-    except KeyboardInterrupt:
-        _progress("interrupted; servers, load processes and redis-server stopped")
-        return 130
-    _progress(f"done in {time.monotonic() - started:.0f}s")
-    if args.json:
-        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
-    return 0
+    return run_and_print(
+        parse_args(argv),
+        benchmark,
+        format_report,
+        _progress,
+        "servers, load processes and redis-server stopped",
+    )
 
 
 if __name__ == "__main__":

@@ -60,13 +60,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from breaker_bench import _finite
 from getleader_bench import (
     CALL_TIMEOUT,
     HOST,
@@ -81,6 +80,7 @@ from getleader_bench import (
     machine_info,
     percentile,
     probe_getleader,
+    run_and_print,
     run_load,
 )
 
@@ -742,19 +742,13 @@ def benchmark(args: argparse.Namespace) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables (or JSON)."""
-    args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        report = benchmark(args)
-    except KeyboardInterrupt:
-        _progress("interrupted; servers, agents and load processes stopped")
-        return 130
-    _progress(f"done in {time.monotonic() - started:.0f}s")
-    if args.json:
-        print(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False))
-    else:
-        print(format_report(report))
-    return 0
+    return run_and_print(
+        parse_args(argv),
+        benchmark,
+        format_report,
+        _progress,
+        "servers, agents and load processes stopped",
+    )
 
 
 if __name__ == "__main__":
