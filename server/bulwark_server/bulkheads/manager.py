@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -369,7 +370,11 @@ class BulkheadManager:
             return
         # Subscribe now, not when the task first runs: a change in between would be lost.
         queue = self._store.subscribe()
-        self._follower = asyncio.create_task(self._follow(queue), name="bulkheads-follow")
+        # A fresh context: started by the first Acquire, it must not carry that
+        # caller's identity or write log for the rest of its life.
+        self._follower = asyncio.create_task(
+            self._follow(queue), name="bulkheads-follow", context=contextvars.Context()
+        )
 
     async def _follow(self, queue: asyncio.Queue[list[Event]]) -> None:
         try:
