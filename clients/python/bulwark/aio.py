@@ -83,6 +83,7 @@ class AsyncClient:
         self._local: dict[str, _core.LocalBreaker] = {}
         self._quotas: dict[tuple[str, tuple[tuple[str, str], ...]], _core.QuotaBucket] = {}
         self._callbacks: dict[str, list[PrimaryCallback]] = {}
+        self._instances: dict[str, _core.InstanceCache] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reachable = True
 
@@ -99,12 +100,14 @@ class AsyncClient:
         """Start the watches and the reporter; wait (up to the timeout) for a first sync."""
         loop = asyncio.get_running_loop()
         watches = [
-            ("breakers", self._watch_breakers),
-            ("features", self._watch_features),
-            ("primaries", self._watch_primaries),
+            ("breakers", self._watch_breakers, self.breakers),
+            ("features", self._watch_features, self.features),
+            ("primaries", self._watch_primaries, self.primaries),
         ]
-        for name, run in watches:
-            self._tasks.append(loop.create_task(self._follow(name, run), name=f"bulwark-{name}"))
+        for name, run, cache in watches:
+            self._tasks.append(
+                loop.create_task(self._follow(name, run, cache), name=f"bulwark-{name}")
+            )
         self._tasks.append(loop.create_task(self._report_loop(), name="bulwark-reporter"))
         deadline = time.monotonic() + self.options.timeout
         while time.monotonic() < deadline and self.breakers.synced_at is None:
@@ -204,9 +207,8 @@ class AsyncClient:
                     details="stream ended",
                 )
             except grpc.aio.AioRpcError as exc:
-                for cache in (self.breakers, self.features, self.primaries):
-                    if cache.connected:
-                        cache.mark_disconnected(time.monotonic())
+                if cache.connected:
+                    cache.mark_disconnected(time.monotonic())
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     self._endpoints.failed(address, time.monotonic())
                     self._reachable = False
@@ -339,6 +341,10 @@ class AsyncClient:
 
     # -- bulkheads --------------------------------------------------------------
 
+    def bulkhead(self, name: str) -> Bulkhead:
+        """A handle: ``async with bulwark.bulkhead("db").permit():``."""
+        return Bulkhead(self, name)
+
     @contextlib.asynccontextmanager
     async def permit(
         self, bulkhead: str, *, ttl: float | None = None, max_wait: float | None = None
@@ -441,6 +447,30 @@ class AsyncClient:
         """The service's primary from the cache (None before the first sync)."""
         return self.primaries.get(service)
 
+    def instances(self, service: str) -> list[registry_pb2.Instance]:
+        """The service's instances from a watch-fed cache (started on the first call)."""
+        cache = self._instances.get(service)
+        if cache is None:
+            cache = _core.InstanceCache(service)
+            self._instances[service] = cache
+
+            async def watch(channel: grpc.aio.Channel) -> None:
+                request = registry_pb2.WatchInstancesRequest(
+                    service=service, start_revision=cache.revision
+                )
+                stream = registry_pb2_grpc.RegistryServiceStub(channel).WatchInstances(
+                    request, metadata=self.options.metadata()
+                )
+                await self._consume(stream, cache, lambda ev: cache.apply(ev, time.monotonic()))
+
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._follow(f"instances of {service}", watch, cache),
+                    name=f"bulwark-{service}",
+                )
+            )
+        return cache.instances()
+
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:
         """Call ``callback(service, primary)`` whenever the service's primary or epoch changes."""
         self._callbacks.setdefault(service, []).append(callback)
@@ -494,3 +524,16 @@ class Feature:
     @property
     def fallback(self) -> str | None:
         return self._cache.fallback(self.name)
+
+
+class Bulkhead:
+    """A bulkhead of the fleet: ``async with bulwark.bulkhead("db").permit():``."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self.name = name
+        self._client = client
+
+    def permit(
+        self, *, ttl: float | None = None, max_wait: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[bulkhead_pb2.Permit]:
+        return self._client.permit(self.name, ttl=ttl, max_wait=max_wait)
