@@ -190,7 +190,9 @@ class AsyncClient:
 
     # -- watches ----------------------------------------------------------------
 
-    async def _follow(self, name: str, run: Callable[[grpc.aio.Channel], Awaitable[None]]) -> None:
+    async def _follow(
+        self, name: str, run: Callable[[grpc.aio.Channel], Awaitable[None]], cache: Any
+    ) -> None:
         """Keep one watch running, failing over and resuming until closed."""
         while True:
             now = time.monotonic()
