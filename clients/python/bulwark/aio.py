@@ -222,7 +222,7 @@ class AsyncClient:
         stream = breaker_pb2_grpc.CircuitBreakerServiceStub(channel).WatchBreakers(
             request, metadata=self.options.metadata()
         )
-        await self._consume(stream, self.breakers, lambda ev: self._on_breaker(ev))
+        await self._consume(channel, stream, self.breakers, lambda ev: self._on_breaker(ev))
 
     async def _watch_features(self, channel: grpc.aio.Channel) -> None:
         request = feature_pb2.WatchFeaturesRequest(start_revision=self.features.revision)
@@ -230,7 +230,7 @@ class AsyncClient:
             request, metadata=self.options.metadata()
         )
         await self._consume(
-            stream, self.features, lambda ev: self.features.apply(ev, time.monotonic())
+            channel, stream, self.features, lambda ev: self.features.apply(ev, time.monotonic())
         )
 
     async def _watch_primaries(self, channel: grpc.aio.Channel) -> None:
@@ -238,24 +238,32 @@ class AsyncClient:
         stream = registry_pb2_grpc.RegistryServiceStub(channel).WatchPrimary(
             request, metadata=self.options.metadata()
         )
-        await self._consume(stream, self.primaries, self._on_primary)
+        await self._consume(channel, stream, self.primaries, self._on_primary)
 
-    async def _consume(self, stream: Any, cache: Any, apply: Callable[[Any], None]) -> None:
-        resumed = cache.revision > 0
-        if resumed:
-            # A resumed stream sends only what changed, perhaps nothing: it is live once open.
-            await stream.wait_for_connection()
+    async def _consume(
+        self, channel: grpc.aio.Channel, stream: Any, cache: Any, apply: Callable[[Any], None]
+    ) -> None:
+        if cache.revision > 0:
+            # A resumed stream sends only what changed, perhaps nothing, and the server
+            # sends no headers before its first event: it is live once the channel is.
+            async with asyncio.timeout(self.options.timeout):
+                await channel.channel_ready()
             cache.mark_connected(time.monotonic())
+            self._on_connected(cache)
         async for event in stream:
             apply(event)
             self._reachable = True
 
+    def _on_connected(self, cache: Any) -> None:
+        self._reachable = True
+        if cache is self.breakers:
+            # The fleet's breakers decide again; what was counted while away is done with.
+            self._local.clear()
+
     def _on_breaker(self, event: breaker_pb2.WatchBreakersResponse) -> None:
         self.breakers.apply(event, time.monotonic(), time.time())
         if event.type == watch_pb2.WATCH_EVENT_TYPE_SYNCED:
-            # Bulwark is back: the fleet's breaker decides again, not the local one.
-            for local in self._local.values():
-                local.reset()
+            self._on_connected(self.breakers)
 
     def _on_primary(self, event: registry_pb2.WatchPrimaryResponse) -> None:
         for service in self.primaries.apply(event, time.monotonic()):
@@ -271,10 +279,15 @@ class AsyncClient:
         """Whether a call to the dependency behind breaker ``name`` may go ahead now."""
         now = time.monotonic()
         decision = self.breakers.decide(name, now)
-        if decision.source == "cache" and self.breakers.connected:
-            return decision
-        if not self._reachable and self.breakers.get(name) is not None:
-            return self._local_breaker(name).decide(now)
+        if not self.breakers.connected:
+            # Away from Bulwark: the local breaker may have cut the dependency off since.
+            local = self._local.get(name)
+            if local is not None:
+                refused = local.decide(now)
+                if not refused.allowed:
+                    return refused
+            if decision.source != "cache" and self._endpoints.next_healthy(now) is None:
+                return self._local_breaker(name).decide(now)
         if decision.source == "cache":
             return decision
         try:
@@ -463,7 +476,9 @@ class AsyncClient:
                 stream = registry_pb2_grpc.RegistryServiceStub(channel).WatchInstances(
                     request, metadata=self.options.metadata()
                 )
-                await self._consume(stream, cache, lambda ev: cache.apply(ev, time.monotonic()))
+                await self._consume(
+                    channel, stream, cache, lambda ev: cache.apply(ev, time.monotonic())
+                )
 
             self._tasks.append(
                 asyncio.get_running_loop().create_task(
@@ -486,7 +501,7 @@ class AsyncClient:
         bulkhead: str | None = None,
         limit: tuple[str, Mapping[str, str]] | None = None,
     ) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-        """Decorate an async function: rate limit, then breaker, then bulkhead, around it."""
+        """Decorate an async function: rate limit, then bulkhead permit, then breaker."""
 
         def decorate(func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             @functools.wraps(func)
@@ -494,10 +509,11 @@ class AsyncClient:
                 if limit is not None:
                     await self.require(*limit)
                 async with contextlib.AsyncExitStack() as stack:
-                    if breaker is not None:
-                        await stack.enter_async_context(self.breaker(breaker))
+                    # The permit first: a full bulkhead is no failure of the dependency.
                     if bulkhead is not None:
                         await stack.enter_async_context(self.permit(bulkhead))
+                    if breaker is not None:
+                        await stack.enter_async_context(self.breaker(breaker))
                     return await func(*args, **kwargs)
 
             return wrapper
