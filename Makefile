@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/ratelimit_bench.py
 	$(PY) benchmarks/registry_bench.py
 	$(PY) benchmarks/backup_bench.py
+	$(PY) benchmarks/client_bench.py
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)
