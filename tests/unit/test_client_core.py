@@ -701,15 +701,28 @@ def test_endpoints_rotate_and_back_off_exponentially() -> None:
     endpoints.failed("a:1", MONO + 0.1)
     assert endpoints.backoff("a:1") == pytest.approx(0.2)
     assert endpoints.next_healthy(MONO + 0.15) == "b:2"
+    at = MONO + 0.1
     for _ in range(10):
-        endpoints.failed("a:1", MONO)
+        at += endpoints.backoff("a:1")  # each failure after the last backoff ran out
+        endpoints.failed("a:1", at)
     assert endpoints.backoff("a:1") == 5.0  # capped
+
+
+def test_endpoints_count_one_outage_once_however_many_report_it() -> None:
+    endpoints = Endpoints(["a:1", "b:2"])
+    for reporter in range(5):  # three watches, the reporter and a caller, at once
+        endpoints.failed("a:1", MONO + reporter * 0.01)
+    assert endpoints.backoff("a:1") == pytest.approx(0.1)
+    endpoints.failed("a:1", MONO + 0.1)
+    assert endpoints.backoff("a:1") == pytest.approx(0.2)
+    assert not endpoints.healthy("a:1", MONO + 0.25)
+    assert endpoints.healthy("a:1", MONO + 0.31)
 
 
 def test_endpoints_success_resets_backoff_and_sticks() -> None:
     endpoints = Endpoints(["a:1", "b:2"])
     endpoints.failed("a:1", MONO)
-    endpoints.failed("a:1", MONO)
+    endpoints.failed("a:1", MONO + 0.1)
     assert endpoints.backoff("a:1") == pytest.approx(0.2)
     endpoints.succeeded("a:1")
     assert endpoints.backoff("a:1") == 0.0

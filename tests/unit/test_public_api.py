@@ -9,12 +9,16 @@ from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 
 PUBLIC = [
     "AccessDeniedError",
+    "AsyncBulwarkInterceptor",
     "AsyncClient",
     "BreakerOpenError",
     "BulwarkError",
+    "BulwarkInterceptor",
+    "Client",
     "ClientOptions",
     "Decision",
     "Feature",
+    "Guard",
     "InvalidRequestError",
     "NotFoundError",
     "RateLimitedError",
@@ -70,7 +74,7 @@ def test_the_client_never_imports_the_server() -> None:
     import sys
 
     code = (
-        "import sys, bulwark, bulwark.aio; "
+        "import sys, bulwark, bulwark.aio, bulwark.sync, bulwark.interceptors; "
         "print(any(m.startswith('bulwark_server') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

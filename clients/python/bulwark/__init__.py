@@ -20,17 +20,23 @@ from bulwark.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from bulwark.interceptors import AsyncBulwarkInterceptor, BulwarkInterceptor, Guard
+from bulwark.sync import Client
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccessDeniedError",
+    "AsyncBulwarkInterceptor",
     "AsyncClient",
     "BreakerOpenError",
     "BulwarkError",
+    "BulwarkInterceptor",
+    "Client",
     "ClientOptions",
     "Decision",
     "Feature",
+    "Guard",
     "InvalidRequestError",
     "NotFoundError",
     "RateLimitedError",

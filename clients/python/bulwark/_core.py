@@ -766,11 +766,20 @@ class Endpoints:
         if address not in self.addresses:
             return
         previous = self._backoff.get(address)
-        delay = self.base_backoff if previous is None else min(self.max_backoff, previous * 2)
+        if previous is not None and now < self._retry_at.get(address, 0.0):
+            # Already backing off: the watches, the reporter and callers all report
+            # one outage, which must double the wait once, not once per reporter.
+            delay = previous
+        else:
+            delay = self.base_backoff if previous is None else min(self.max_backoff, previous * 2)
+            self._retry_at[address] = now + delay
         self._backoff[address] = delay
-        self._retry_at[address] = now + delay
         if self.current() == address:
             self._index = (self._index + 1) % len(self.addresses)
+
+    def healthy(self, address: str, now: float) -> bool:
+        """True when ``address`` is not backing off after a failure."""
+        return now >= self._retry_at.get(address, 0.0)
 
     def succeeded(self, address: str) -> None:
         """``address`` answered: clear its backoff and stick to it."""

@@ -57,6 +57,13 @@ from bulwark.v1 import (
 log = logging.getLogger("bulwark")
 
 T = TypeVar("T")
+# gRPC's own reconnect backoff grows to 120 s: far too slow to notice Bulwark is back.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+REFUSED_BACKOFF_MAX_S = 5.0
 PrimaryCallback = Callable[[str, registry_pb2.Primary | None], None]
 
 
@@ -110,13 +117,14 @@ class AsyncClient:
             )
         self._tasks.append(loop.create_task(self._report_loop(), name="bulwark-reporter"))
         deadline = time.monotonic() + self.options.timeout
-        while time.monotonic() < deadline and self.breakers.synced_at is None:
+        caches = (self.breakers, self.features, self.primaries)
+        while time.monotonic() < deadline and any(c.synced_at is None for c in caches):
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Send the outcomes still buffered, stop the background tasks, close channels."""
         with contextlib.suppress(BulwarkError):
-            await self._flush()
+            await self._flush(drain=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -142,9 +150,11 @@ class AsyncClient:
         channel = self._channels.get(address)
         if channel is None:
             if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address)
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             else:
-                channel = grpc.aio.secure_channel(address, self._credentials)
+                channel = grpc.aio.secure_channel(
+                    address, self._credentials, options=CHANNEL_OPTIONS
+                )
             self._channels[address] = channel
         return channel
 
@@ -158,14 +168,14 @@ class AsyncClient:
         deadline: float | None = None,
     ) -> Any:
         """One unary call; on a retryable failure, once more on each other endpoint."""
-        last: grpc.RpcError | None = None
-        tried: set[str] = set()
-        for _ in range(len(self._endpoints.addresses)):
-            now = time.monotonic()
-            address = self._endpoints.next_healthy(now) or self._endpoints.current()
-            if address in tried:
-                break
-            tried.add(address)
+        last: grpc.aio.AioRpcError | None = None
+        now = time.monotonic()
+        first = self._endpoints.next_healthy(now) or self._endpoints.current()
+        addresses = self._endpoints.addresses
+        start = addresses.index(first)
+        for address in addresses[start:] + addresses[:start]:
+            if address != first and not self._endpoints.healthy(address, time.monotonic()):
+                continue  # backing off after a failure: not worth a deadline now
             try:
                 call = getattr(stub(self._channel(address)), method)
                 response = await call(
@@ -183,7 +193,11 @@ class AsyncClient:
             self._endpoints.succeeded(address)
             self._reachable = True
             return response
-        self._reachable = False
+        if last is None or last.code() in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            self._reachable = False
         if last is None:
             raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "no endpoint to try")
         raise BulwarkError.from_rpc(last) from None
@@ -194,6 +208,7 @@ class AsyncClient:
         self, name: str, run: Callable[[grpc.aio.Channel], Awaitable[None]], cache: Any
     ) -> None:
         """Keep one watch running, failing over and resuming until closed."""
+        refused = 0.0
         while True:
             now = time.monotonic()
             address = self._endpoints.next_healthy(now)
@@ -202,20 +217,33 @@ class AsyncClient:
                 continue
             try:
                 await run(self._channel(address))
-                raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.aio.Metadata(),
-                    grpc.aio.Metadata(),
-                    details="stream ended",
-                )
+                code, details = grpc.StatusCode.UNAVAILABLE, "stream ended"
             except grpc.aio.AioRpcError as exc:
-                if cache.connected:
-                    cache.mark_disconnected(time.monotonic())
-                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    self._endpoints.failed(address, time.monotonic())
-                    self._reachable = False
-                log.debug("bulwark %s watch on %s ended: %s", name, address, exc.code().name)
+                code, details = exc.code(), exc.details() or ""
+            except TimeoutError:
+                # The channel did not become ready in time: the replica is away.
+                code, details = grpc.StatusCode.UNAVAILABLE, "not reachable in time"
+            if cache.connected:
+                cache.mark_disconnected(time.monotonic())
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._endpoints.failed(address, time.monotonic())
+                self._reachable = False
+                refused = 0.0
+                log.debug("bulwark %s watch on %s ended: %s", name, address, code.name)
                 await asyncio.sleep(0.05 + random.random() * 0.1)
+                continue
+            # A replica that answers but refuses (credentials, role): retrying fast
+            # would not help, and somebody should hear about it.
+            if not refused:
+                log.warning(
+                    "bulwark refused the %s watch on %s: %s: %s",
+                    name,
+                    address,
+                    code.name,
+                    details,
+                )
+            refused = min(REFUSED_BACKOFF_MAX_S, max(0.2, refused * 2))
+            await asyncio.sleep(refused * (1 + random.random() / 4))
 
     async def _watch_breakers(self, channel: grpc.aio.Channel) -> None:
         request = breaker_pb2.WatchBreakersRequest(start_revision=self.breakers.revision)
@@ -299,7 +327,9 @@ class AsyncClient:
             )
         except UnavailableError:
             return self._local_breaker(name).decide(time.monotonic())
-        retry = response.retry_after.ToNanoseconds() / 1e9 if response.retry_after else None
+        retry = (
+            response.retry_after.ToNanoseconds() / 1e9 if response.HasField("retry_after") else None
+        )
         return _core.Decision(response.allowed, response.state, "remote", retry)
 
     def record(self, name: str, success: bool, slow: bool = False) -> None:
@@ -337,8 +367,9 @@ class AsyncClient:
                 with contextlib.suppress(BulwarkError):
                     await self._flush()
 
-    async def _flush(self) -> None:
-        while self._outcomes.pending:
+    async def _flush(self, drain: bool = False) -> None:
+        """Send what is due (everything with ``drain``): one report per batch, not per call."""
+        while self._outcomes.pending and (drain or self._outcomes.due(time.monotonic())):
             batch = self._outcomes.take(time.monotonic())
             if not batch:
                 return
