@@ -79,3 +79,10 @@ def test_the_client_never_imports_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_client_and_async_client_offer_the_same_methods() -> None:
+    def public(cls: type) -> set[str]:
+        return {name for name in vars(cls) if not name.startswith("_")}
+
+    assert public(bulwark.Client) == public(bulwark.AsyncClient)

@@ -125,6 +125,7 @@ class Client:
         self._synced = {name: threading.Event() for name in ("breakers", "features", "primaries")}
         self._closed = False
         self._watch_threads: list[threading.Thread] = []
+        self._instances: dict[str, _core.InstanceCache] = {}
         self._reporter: threading.Thread | None = None
         self._streams: dict[str, grpc.Future] = {}
 
@@ -629,6 +630,45 @@ class Client:
         with self._lock:
             return self.primaries.get(service)
 
+    def instances(self, service: str) -> list[registry_pb2.Instance]:
+        """The service's instances from a watch-fed cache (its watch starts on the first call)."""
+        with self._lock:
+            cache = self._instances.get(service)
+            if cache is None:
+                cache = _core.InstanceCache(service)
+                self._instances[service] = cache
+                name = f"instances-{service}"
+
+                def watch(channel: grpc.Channel) -> None:
+                    with self._lock:
+                        revision = cache.revision
+                    request = registry_pb2.WatchInstancesRequest(
+                        service=service, start_revision=revision
+                    )
+                    stream = registry_pb2_grpc.RegistryServiceStub(channel).WatchInstances(
+                        request, metadata=self.options.metadata()
+                    )
+
+                    def apply(event: registry_pb2.WatchInstancesResponse) -> list[Any]:
+                        cache.apply(event, time.monotonic())
+                        return []
+
+                    self._consume(name, channel, stream, cache, apply)
+
+                thread = threading.Thread(
+                    target=self._follow,
+                    args=(name, cache, watch),
+                    name=f"bulwark-{name}",
+                    daemon=True,
+                )
+                self._watch_threads.append(thread)
+                thread.start()
+            return cache.instances()
+
+    def bulkhead(self, name: str) -> Bulkhead:
+        """A handle: ``with bulwark.bulkhead("db").permit():``."""
+        return Bulkhead(self, name)
+
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:
         """Call ``callback(service, primary)`` whenever the service's primary or epoch changes.
 
@@ -676,3 +716,16 @@ def _run_callback(
         callback(service, primary)
     except Exception:
         log.exception("primary change callback for %s failed", service)
+
+
+class Bulkhead:
+    """A bulkhead of the fleet: ``with bulwark.bulkhead("db").permit():``."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.name = name
+        self._client = client
+
+    def permit(
+        self, *, ttl: float | None = None, max_wait: float | None = None
+    ) -> contextlib.AbstractContextManager[bulkhead_pb2.Permit]:
+        return self._client.permit(self.name, ttl=ttl, max_wait=max_wait)
