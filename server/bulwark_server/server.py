@@ -56,6 +56,10 @@ def build_server(
             ("grpc.max_send_message_length", limit),
             # Without this a second server on the same port would start silently.
             ("grpc.so_reuseport", 0),
+            # Clients ping every 10 s to notice a dead connection under a quiet watch;
+            # the default policy would answer such pings with GOAWAY.
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
     for binding in bindings:

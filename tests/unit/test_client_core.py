@@ -763,3 +763,15 @@ def test_endpoints_need_an_address() -> None:
 )
 def test_retryable(code: grpc.StatusCode, idempotent: bool, expected: bool) -> None:
     assert retryable(code, idempotent) is expected
+
+
+def test_quota_buckets_never_grow_past_their_cap() -> None:
+    from bulwark._core import MAX_QUOTA_BUCKETS, quota_for
+
+    buckets: dict = {}
+    first = quota_for(buckets, ("edge", (("user", "0"),)), 5.0)
+    assert quota_for(buckets, ("edge", (("user", "0"),)), 5.0) is first
+    for n in range(1, MAX_QUOTA_BUCKETS + 500):
+        quota_for(buckets, ("edge", (("user", str(n)),)), 5.0)
+    assert len(buckets) == MAX_QUOTA_BUCKETS
+    assert ("edge", (("user", "0"),)) not in buckets  # the oldest went first

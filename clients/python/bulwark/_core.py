@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -56,6 +56,7 @@ __all__ = [
     "QuotaBucket",
     "monotonic_from_wall",
     "per_second",
+    "quota_for",
     "retryable",
 ]
 
@@ -733,6 +734,24 @@ class QuotaBucket:
 
 
 # -- connections ---------------------------------------------------------------
+
+
+MAX_QUOTA_BUCKETS = 10_000
+
+
+def quota_for(
+    buckets: dict[Any, QuotaBucket], key: Any, fallback_rate: float | None
+) -> QuotaBucket:
+    """The bucket of one descriptor, kept in ``buckets``, which never grows past
+    ``MAX_QUOTA_BUCKETS`` however many descriptors (users, addresses) come by."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = QuotaBucket(fallback_rate=fallback_rate)
+        if len(buckets) >= MAX_QUOTA_BUCKETS:
+            # Dicts keep insertion order: the oldest descriptor goes first.
+            del buckets[next(iter(buckets))]
+        buckets[key] = bucket
+    return bucket
 
 
 class Endpoints:

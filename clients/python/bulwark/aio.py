@@ -54,6 +54,8 @@ from bulwark.v1 import (
     watch_pb2,
 )
 
+__all__ = ["AsyncClient", "Bulkhead", "Feature", "PrimaryCallback"]
+
 log = logging.getLogger("bulwark")
 
 T = TypeVar("T")
@@ -62,8 +64,13 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    # A watch on a connection that died silently must end, not look live forever.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
 ]
 REFUSED_BACKOFF_MAX_S = 5.0
+# Codes meaning "this endpoint did not answer": back it off, count Bulwark as away.
+AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 PrimaryCallback = Callable[[str, registry_pb2.Primary | None], None]
 
 
@@ -93,6 +100,7 @@ class AsyncClient:
         self._instances: dict[str, _core.InstanceCache] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reachable = True
+        self._closed = False
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -123,6 +131,8 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Send the outcomes still buffered, stop the background tasks, close channels."""
+        if self._closed:
+            return
         with contextlib.suppress(BulwarkError):
             await self._flush(drain=True)
         for task in self._tasks:
@@ -131,6 +141,7 @@ class AsyncClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._closed = True
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -147,6 +158,8 @@ class AsyncClient:
     # -- calls with failover ----------------------------------------------------
 
     def _channel(self, address: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise UnavailableError(grpc.StatusCode.CANCELLED, "the client is closed")
         channel = self._channels.get(address)
         if channel is None:
             if self._credentials is None:
@@ -185,11 +198,16 @@ class AsyncClient:
                 )
             except grpc.aio.AioRpcError as exc:
                 last = exc
-                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                away = exc.code() in AWAY
+                if away:
                     self._endpoints.failed(address, time.monotonic())
                 if not _core.retryable(exc.code(), idempotent):
+                    if away:
+                        self._reachable = False
                     raise BulwarkError.from_rpc(exc) from None
                 continue
+            except grpc.aio.UsageError:  # the channel was closed by close() meanwhile
+                raise UnavailableError(grpc.StatusCode.CANCELLED, "the client is closed") from None
             self._endpoints.succeeded(address)
             self._reachable = True
             return response
@@ -223,8 +241,11 @@ class AsyncClient:
             except TimeoutError:
                 # The channel did not become ready in time: the replica is away.
                 code, details = grpc.StatusCode.UNAVAILABLE, "not reachable in time"
-            if cache.connected:
-                cache.mark_disconnected(time.monotonic())
+            except Exception:  # a bug must not end the watch for good
+                log.exception("bulwark %s watch on %s failed", name, address)
+                code, details = grpc.StatusCode.UNKNOWN, "client error"
+            # Always: a half-received snapshot must not mix with the next one.
+            cache.mark_disconnected(time.monotonic() if cache.connected else None)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self._endpoints.failed(address, time.monotonic())
                 self._reachable = False
@@ -381,8 +402,14 @@ class AsyncClient:
                     request,
                     idempotent=False,
                 )
-            except BulwarkError:
-                self._outcomes.restore(batch)  # counts stay bounded per breaker
+            except BulwarkError as exc:
+                if exc.code == grpc.StatusCode.UNAVAILABLE:
+                    # Not delivered: send again later (counts stay bounded per breaker).
+                    self._outcomes.restore(batch)
+                else:
+                    # It may have been applied (a deadline): sending it again could count
+                    # the same failures twice and trip the breaker for the whole fleet.
+                    log.warning("dropped a report of %d breakers: %s", len(batch), exc)
                 raise
 
     # -- bulkheads --------------------------------------------------------------
@@ -431,12 +458,15 @@ class AsyncClient:
         request.descriptors.add().entries.extend(
             ratelimit_pb2.DescriptorEntry(key=k, value=v) for k, v in entries
         )
+        if not self._reachable and self._endpoints.next_healthy(time.monotonic()) is None:
+            # Every endpoint is backing off: decide now rather than wait out a deadline.
+            return self.check_local(domain, entries, hits)
         try:
             response = await self._call(
                 ratelimit_pb2_grpc.RateLimitServiceStub, "Check", request, idempotent=False
             )
         except UnavailableError:
-            return self._quota(domain, entries).try_acquire(hits, time.monotonic())
+            return self.check_local(domain, entries, hits)
         return response.overall_code != ratelimit_pb2.CHECK_CODE_OVER_LIMIT
 
     async def require(
@@ -476,12 +506,7 @@ class AsyncClient:
         return self._quota(domain, entries).try_acquire(hits, time.monotonic())
 
     def _quota(self, domain: str, entries: tuple[tuple[str, str], ...]) -> _core.QuotaBucket:
-        key = (domain, entries)
-        bucket = self._quotas.get(key)
-        if bucket is None:
-            bucket = _core.QuotaBucket(fallback_rate=self.options.fallback_rate)
-            self._quotas[key] = bucket
-        return bucket
+        return _core.quota_for(self._quotas, (domain, entries), self.options.fallback_rate)
 
     # -- features and primaries -------------------------------------------------
 
@@ -496,7 +521,7 @@ class AsyncClient:
     def instances(self, service: str) -> list[registry_pb2.Instance]:
         """The service's instances from a watch-fed cache (started on the first call)."""
         cache = self._instances.get(service)
-        if cache is None:
+        if cache is None and not self._closed:
             cache = _core.InstanceCache(service)
             self._instances[service] = cache
 
@@ -517,7 +542,7 @@ class AsyncClient:
                     name=f"bulwark-{service}",
                 )
             )
-        return cache.instances()
+        return cache.instances() if cache is not None else []
 
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:
         """Call ``callback(service, primary)`` whenever the service's primary or epoch changes."""

@@ -318,15 +318,9 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             if not within:
                 raise policy.refused_by_limit(domain, descriptor)
         breaker = guard.breaker
-        if breaker is not None:
-            try:
-                decision = await client.allow(breaker)
-            except BulwarkError as error:
-                policy.bulwark_failed("breaker", breaker, error)
-            else:
-                if not decision.allowed:
-                    raise policy.refused_by_breaker(breaker, decision)
         async with contextlib.AsyncExitStack() as stack:
+            # The permit before the breaker: a trial call a full bulkhead then refused
+            # would never report, and would hold the breaker HALF_OPEN.
             if guard.bulkhead is not None:
                 try:
                     await stack.enter_async_context(client.permit(guard.bulkhead))
@@ -334,6 +328,14 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
                     raise policy.refused_by_bulkhead(guard.bulkhead, error) from None
                 except BulwarkError as error:
                     policy.bulwark_failed("bulkhead", guard.bulkhead, error)
+            if breaker is not None:
+                try:
+                    decision = await client.allow(breaker)
+                except BulwarkError as error:
+                    policy.bulwark_failed("breaker", breaker, error)
+                else:
+                    if not decision.allowed:
+                        raise policy.refused_by_breaker(breaker, decision)
             started = time.monotonic()
             try:
                 call = await continuation(details, request)
@@ -406,15 +408,8 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             if not within:
                 raise policy.refused_by_limit(domain, descriptor)
         breaker = guard.breaker
-        if breaker is not None:
-            try:
-                decision = client.allow(breaker)
-            except BulwarkError as error:
-                policy.bulwark_failed("breaker", breaker, error)
-            else:
-                if not decision.allowed:
-                    raise policy.refused_by_breaker(breaker, decision)
         if guard.bulkhead is None:
+            self._check_breaker(breaker)
             started = time.monotonic()
             outcome = continuation(details, request)
             if breaker is not None:
@@ -428,11 +423,26 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
                 raise policy.refused_by_bulkhead(guard.bulkhead, error) from None
             except BulwarkError as error:
                 policy.bulwark_failed("bulkhead", guard.bulkhead, error)
+            # The permit before the breaker: a trial call a full bulkhead then refused
+            # would never report, and would hold the breaker HALF_OPEN.
+            self._check_breaker(breaker)
             started = time.monotonic()
             outcome = continuation(details, request)
             outcome.code()  # waits for the end of the call: the permit covers all of it
         self._record(breaker, outcome, started)
         return outcome
+
+    def _check_breaker(self, breaker: str | None) -> None:
+        """Refuse the call when the breaker is open (no-op without a breaker)."""
+        if breaker is None:
+            return
+        try:
+            decision = self._client.allow(breaker)
+        except BulwarkError as error:
+            self._policy.bulwark_failed("breaker", breaker, error)
+        else:
+            if not decision.allowed:
+                raise self._policy.refused_by_breaker(breaker, decision)
 
     def _record(self, breaker: str | None, outcome: Any, started: float) -> None:
         if breaker is None:

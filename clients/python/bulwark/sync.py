@@ -46,7 +46,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulwark import _core
 from bulwark._settings import ClientOptions, channel_credentials
-from bulwark.aio import Feature
+from bulwark.aio import CHANNEL_OPTIONS, Feature
 from bulwark.errors import (
     BreakerOpenError,
     BulwarkError,
@@ -78,11 +78,7 @@ Descriptor = Mapping[str, str] | Sequence[tuple[str, str]]
 # gRPC's own reconnect backoff (up to 120 s by default) would hide a replica that
 # is back long after ``Endpoints`` lets it be tried again: keep it within the
 # endpoints' own backoff, which paces the retries.
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-)
+_CHANNEL_OPTIONS = CHANNEL_OPTIONS
 
 # Codes meaning "this endpoint did not answer": back it off, count Bulwark as away.
 _AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -225,12 +221,14 @@ class Client:
             return channel
 
     def _candidates(self) -> list[str]:
-        """Every endpoint once, from the first healthy one on."""
+        """Every endpoint not backing off, once, from the first healthy one on."""
         with self._lock:
-            first = self._endpoints.next_healthy(time.monotonic()) or self._endpoints.current()
+            now = time.monotonic()
+            first = self._endpoints.next_healthy(now) or self._endpoints.current()
             addresses = list(self._endpoints.addresses)
-        start = addresses.index(first)
-        return addresses[start:] + addresses[:start]
+            start = addresses.index(first)
+            ordered = addresses[start:] + addresses[:start]
+            return [a for a in ordered if a == first or self._endpoints.healthy(a, now)]
 
     def _call(
         self,
@@ -261,9 +259,12 @@ class Client:
                         self._endpoints.failed(address, time.monotonic())
                 if not _core.retryable(code, idempotent):
                     if code in _AWAY:
-                        self._reachable = False
+                        with self._lock:
+                            self._reachable = False
                     raise BulwarkError.from_rpc(exc) from None
                 continue
+            except ValueError:  # the channel was closed by close() meanwhile
+                raise UnavailableError(grpc.StatusCode.CANCELLED, "the client is closed") from None
             with self._lock:
                 self._endpoints.succeeded(address)
                 self._reachable = True
@@ -271,7 +272,8 @@ class Client:
         if last is None:
             raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "no endpoint to try")
         if last.code() in _AWAY:  # type: ignore[attr-defined]
-            self._reachable = False
+            with self._lock:
+                self._reachable = False
         raise BulwarkError.from_rpc(last) from None
 
     # -- watches ----------------------------------------------------------------
@@ -308,8 +310,8 @@ class Client:
             with self._lock:
                 now = time.monotonic()
                 was_live = cache.connected
-                if was_live:
-                    cache.mark_disconnected(now)
+                # Always: a half-received snapshot must not mix with the next one.
+                cache.mark_disconnected(now if was_live else None)
                 if code in _AWAY:
                     self._endpoints.failed(address, now)
                     self._reachable = False
@@ -436,10 +438,15 @@ class Client:
         with self._lock:
             now = time.monotonic()
             decision = self.breakers.decide(name, now)
-            if decision.source == "cache" and self.breakers.connected:
-                return decision
-            if not self._reachable and self.breakers.get(name) is not None:
-                return self._local_breaker(name).decide(now)
+            if not self.breakers.connected:
+                # Away from Bulwark: the local breaker may have cut the dependency off since.
+                local = self._local.get(name)
+                if local is not None:
+                    refused = local.decide(now)
+                    if not refused.allowed:
+                        return refused
+                if decision.source != "cache" and self._endpoints.next_healthy(now) is None:
+                    return self._local_breaker(name).decide(now)
             if decision.source == "cache":
                 return decision
         try:
@@ -521,9 +528,15 @@ class Client:
                     request,
                     idempotent=False,
                 )
-            except BulwarkError:
-                with self._lock:
-                    self._outcomes.restore(batch)  # counts stay bounded per breaker
+            except BulwarkError as exc:
+                if exc.code == grpc.StatusCode.UNAVAILABLE:
+                    # Not delivered: send again later (counts stay bounded per breaker).
+                    with self._lock:
+                        self._outcomes.restore(batch)
+                else:
+                    # It may have been applied (a deadline): sending it again could count
+                    # the same failures twice and trip the breaker for the whole fleet.
+                    log.warning("dropped a report of %d breakers: %s", len(batch), exc)
                 raise
 
     # -- bulkheads --------------------------------------------------------------
@@ -566,13 +579,17 @@ class Client:
         request.descriptors.add().entries.extend(
             ratelimit_pb2.DescriptorEntry(key=k, value=v) for k, v in entries
         )
+        with self._lock:
+            away = not self._reachable and self._endpoints.next_healthy(time.monotonic()) is None
+        if away:
+            # Every endpoint is backing off: decide now rather than wait out a deadline.
+            return self.check_local(domain, descriptor, hits)
         try:
             response = self._call(
                 ratelimit_pb2_grpc.RateLimitServiceStub, "Check", request, idempotent=False
             )
         except UnavailableError:
-            with self._lock:
-                return self._quota(domain, entries).try_acquire(hits, time.monotonic())
+            return self.check_local(domain, descriptor, hits)
         return bool(response.overall_code != ratelimit_pb2.CHECK_CODE_OVER_LIMIT)
 
     def require(self, domain: str, descriptor: Descriptor, hits: int = 1) -> None:
@@ -609,12 +626,7 @@ class Client:
 
     def _quota(self, domain: str, entries: tuple[tuple[str, str], ...]) -> _core.QuotaBucket:
         """The bucket of one descriptor (callers hold the lock)."""
-        key = (domain, entries)
-        bucket = self._quotas.get(key)
-        if bucket is None:
-            bucket = _core.QuotaBucket(fallback_rate=self.options.fallback_rate)
-            self._quotas[key] = bucket
-        return bucket
+        return _core.quota_for(self._quotas, (domain, entries), self.options.fallback_rate)
 
     # -- features and primaries -------------------------------------------------
 
@@ -686,7 +698,7 @@ class Client:
         bulkhead: str | None = None,
         limit: tuple[str, Mapping[str, str]] | None = None,
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorate a function: rate limit, then breaker, then bulkhead, around it."""
+        """Decorate a function: rate limit, then bulkhead permit, then breaker, around it."""
 
         def decorate(func: Callable[..., T]) -> Callable[..., T]:
             @functools.wraps(func)
@@ -694,10 +706,11 @@ class Client:
                 if limit is not None:
                     self.require(*limit)
                 with contextlib.ExitStack() as stack:
-                    if breaker is not None:
-                        stack.enter_context(self.breaker(breaker))
+                    # The permit first: a full bulkhead is no failure of the dependency.
                     if bulkhead is not None:
                         stack.enter_context(self.permit(bulkhead))
+                    if breaker is not None:
+                        stack.enter_context(self.breaker(breaker))
                     return func(*args, **kwargs)
 
             return wrapper
