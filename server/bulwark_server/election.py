@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bulwark.v1 import cluster_pb2
 from bulwark_server import timestamps
@@ -348,3 +349,36 @@ class Election:
                 listener(term)
             except Exception:
                 log.exception("leadership listener failed")
+
+
+class LeaderTask:
+    """One coroutine that runs while this replica leads: started on each new term,
+    cancelled when the term ends, and by ``stop``."""
+
+    def __init__(
+        self,
+        election: Election,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+        *,
+        enabled: bool = True,
+    ) -> None:
+        self._run = run
+        self._name = name
+        self._enabled = enabled
+        self._task: asyncio.Task[None] | None = None
+        election.on_change(self._on_change)
+
+    def _on_change(self, term: int | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if term is not None and self._enabled:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None

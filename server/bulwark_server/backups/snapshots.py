@@ -39,7 +39,7 @@ from bulwark.v1 import recovery_pb2
 from bulwark_server import timestamps
 from bulwark_server.backups import envelope
 from bulwark_server.backups.locations import BackupDir
-from bulwark_server.election import Election
+from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import (
     DataLoss,
     FailedPrecondition,
@@ -120,8 +120,12 @@ class RecoveryManager:
         self._retention = retention
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._scheduler: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._scheduler = LeaderTask(
+            election,
+            self._schedule,
+            "snapshot-schedule",
+            enabled=interval > 0 and bool(self._dirs) and ring is not None,
+        )
 
     def _require(self) -> envelope.KeyRing:
         if not self._dirs:
@@ -381,19 +385,8 @@ class RecoveryManager:
 
     # -- the schedule (leader) --------------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            self._scheduler = None
-        if term is not None and self._interval > 0 and self._dirs and self._ring is not None:
-            self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
-
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._scheduler
-            self._scheduler = None
+        await self._scheduler.stop()
 
     async def _schedule(self) -> None:
         while True:

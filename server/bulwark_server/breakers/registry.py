@@ -34,7 +34,7 @@ from bulwark_server import timestamps
 from bulwark_server.breakers import machine
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.window import SlidingWindow
-from bulwark_server.election import Election, read_leader
+from bulwark_server.election import Election, LeaderTask, read_leader
 from bulwark_server.errors import (
     Conflict,
     NotFound,
@@ -79,8 +79,7 @@ class BreakerRegistry:
         self._windows: dict[str, tuple[tuple[int, int], int, SlidingWindow]] = {}
         self._dirty: set[str] = set()
         self._last_transitions: dict[str, int] = {}
-        self._leader_task: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._leading = LeaderTask(election, self._lead, "breakers-leader")
 
     # -- reads (from the cache) -------------------------------------------------
 
@@ -327,14 +326,8 @@ class BreakerRegistry:
 
     # -- leader loop ------------------------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            self._leader_task = None
-        if term is not None:
-            self._leader_task = asyncio.get_running_loop().create_task(
-                self._lead(), name="breakers-leader"
-            )
+    async def stop(self) -> None:
+        await self._leading.stop()
 
     async def _lead(self) -> None:
         """While leading: restore windows, run timers, checkpoint windows."""
@@ -356,13 +349,6 @@ class BreakerRegistry:
             except Exception:
                 log.exception("breaker leader loop failed; continuing")
             await asyncio.sleep(self._tick_interval)
-
-    async def stop(self) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._leader_task
-            self._leader_task = None
 
     async def _tick(self) -> None:
         now = self._clock()

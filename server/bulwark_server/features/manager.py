@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2
 from bulwark.v1 import breaker_pb2, feature_pb2, watch_pb2
 from bulwark_server import timestamps
 from bulwark_server.breakers.registry import KIND as BREAKER_KIND
-from bulwark_server.election import Election
+from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import (
     AlreadyExists,
     Conflict,
@@ -104,8 +104,7 @@ class FeatureManager:
         self._tick_interval = tick_interval
         self._decoded: dict[str, tuple[int, feature_pb2.Feature]] = {}
         self._breakers: dict[str, tuple[int, int]] = {}
-        self._leader_task: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._leading = LeaderTask(election, self._lead, "features-leader")
 
     # -- reads ------------------------------------------------------------------
 
@@ -363,21 +362,8 @@ class FeatureManager:
 
     # -- the leader's expiry loop -----------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            self._leader_task = None
-        if term is not None:
-            self._leader_task = asyncio.get_running_loop().create_task(
-                self._lead(), name="features-leader"
-            )
-
     async def stop(self) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._leader_task
-            self._leader_task = None
+        await self._leading.stop()
 
     async def _lead(self) -> None:
         while True:

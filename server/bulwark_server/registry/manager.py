@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 
 from bulwark.v1 import registry_pb2, watch_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election
+from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import (
     AlreadyExists,
     Conflict,
@@ -93,8 +93,7 @@ class ServiceRegistry:
         self._pending: dict[str, dict[str, tuple[int, int]]] = {}
         # key -> an instance as parsed at its mod revision (revision set): shared, read-only
         self._parsed: dict[bytes, registry_pb2.Instance] = {}
-        self._leader_task: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._leading = LeaderTask(election, self._lead, "registry-leader")
 
     # -- reads (from the cache) -------------------------------------------------
 
@@ -513,21 +512,8 @@ class ServiceRegistry:
 
     # -- the leader's failover loop ---------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            self._leader_task = None
-        if term is not None:
-            self._leader_task = asyncio.get_running_loop().create_task(
-                self._lead(), name="registry-leader"
-            )
-
     async def stop(self) -> None:
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._leader_task
-            self._leader_task = None
+        await self._leading.stop()
 
     async def _lead(self) -> None:
         """While leading: re-decide the services each change touches, and all of them

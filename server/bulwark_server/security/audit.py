@@ -35,7 +35,7 @@ from google.protobuf import message as pb_message
 
 from bulwark.v1 import audit_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election
+from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.etcd import MAX_TXN_OPS
@@ -120,14 +120,14 @@ class AuditLog:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
-        election.on_change(self._on_leadership)
-        self._pruner: asyncio.Task[None] | None = None
+        self._pruner = LeaderTask(election, self._prune_loop, "audit-prune")
 
     def start(self) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self._flush_loop()))
 
     async def close(self) -> None:
-        for task in [*self._tasks, *([self._pruner] if self._pruner else [])]:
+        await self._pruner.stop()
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -255,13 +255,6 @@ class AuditLog:
         return out, token
 
     # -- retention (leader) -----------------------------------------------------
-
-    def _on_leadership(self, term: int | None) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            self._pruner = None
-        if term is not None:
-            self._pruner = asyncio.get_running_loop().create_task(self._prune_loop())
 
     async def _prune_loop(self) -> None:
         while True:
