@@ -204,8 +204,6 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 # even if the replica dies before they end.
                 await self._write(self._event(method, request, context, identity, "STARTED", "", 0))
             writes = track_writes()
-            code = grpc.StatusCode.OK
-            message = ""
             try:
                 async for response in behavior(request, context):
                     if token is not None and self._tokens.verify(token) is None:
@@ -216,13 +214,43 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                     yield response
             except BaseException as exc:
                 code, message = _outcome(context, exc)
+                # No await here: a stream the caller dropped is closed by gRPC (or by the
+                # garbage collector) outside its task, where awaiting is unsafe. The
+                # event goes with the next batch instead.
+                if audit is Audit.ALWAYS or (audit is Audit.ON_WRITE and writes.revision):
+                    self._note_now(
+                        method, request, context, identity, code, message, writes.revision
+                    )
                 raise
-            finally:
-                await self._after(
-                    audit, method, request, context, identity, code, message, writes.revision
-                )
+            await self._after(
+                audit,
+                method,
+                request,
+                context,
+                identity,
+                grpc.StatusCode.OK,
+                "",
+                writes.revision,
+            )
 
         return wrapper
+
+    def _note_now(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+        code: grpc.StatusCode,
+        message: str,
+        revision: int,
+    ) -> None:
+        """Queue an event for the next batch, as it is (not tallied)."""
+        try:
+            event = self._event(method, request, context, identity, code.name, message, revision)
+            self._audit.enqueue(event)
+        except Exception:
+            log.exception("could not queue an audit event for %s", method)
 
     async def _after(
         self,
