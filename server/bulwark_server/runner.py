@@ -72,7 +72,7 @@ from bulwark_server.ratelimits.envoy_config import (
 )
 from bulwark_server.ratelimits.limiter import RateLimiter
 from bulwark_server.registry.manager import ServiceRegistry
-from bulwark_server.security.access import AccessInterceptor
+from bulwark_server.security.access import REPLICA_TOKEN_CREATOR, AccessInterceptor
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.roles import Role
 from bulwark_server.security.shedding import LoadShedder
@@ -239,7 +239,10 @@ class Replica:
         store = tokens.store
         lease = await store.grant_lease(REPLICA_TOKEN_LEASE_S)
         self._replica_token, record = await tokens.create(
-            f"replica-{self.settings.replica_id}", Role.DATAPLANE, "bulwark", lease=lease
+            f"replica-{self.settings.replica_id}",
+            Role.DATAPLANE,
+            REPLICA_TOKEN_CREATOR,
+            lease=lease,
         )
         self._replica_lease = lease
         self._replica_token_id = record.id

@@ -785,3 +785,52 @@ def test_a_revoked_token_ends_the_streams_it_opened(
         finally:
             stream.cancel()
             reader.join(5)
+
+
+def test_a_forwarded_call_is_audited_as_its_caller_via_the_replica(
+    etcd: EtcdMember, replica_factory: Factory
+) -> None:
+    admin = bootstrap_token(etcd, "root", "admin")
+    a = replica_factory("fwd-a", [etcd.endpoint], "--auth=on")
+    b = replica_factory("fwd-b", [etcd.endpoint], "--auth=on")
+    with grpc.insecure_channel(a.address) as ca, grpc.insecure_channel(b.address) as cb:
+        leader = cluster_pb2_grpc.ClusterServiceStub(ca).GetLeader(
+            cluster_pb2.GetLeaderRequest(), timeout=5, metadata=bearer(admin)
+        )
+        follower = cb if leader.is_self else ca
+        follower_id = "fwd-b" if leader.is_self else "fwd-a"
+        gateway = create_token(ca, admin, "gateway", Role.DATAPLANE).token
+        config = breaker_pb2.BreakerConfig(minimum_number_of_calls=5, sliding_window_size=5)
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(follower)
+        breakers.PutBreaker(
+            breaker_pb2.PutBreakerRequest(name="forwarded", config=config),
+            timeout=5,
+            metadata=bearer(admin),
+        )
+        # Failures reported to the follower are aggregated on the leader, and trip it.
+        report = breaker_pb2.ReportOutcomesRequest(
+            reporter="gw-1",
+            outcomes=[
+                breaker_pb2.BreakerOutcomes(
+                    name="forwarded", counts=breaker_pb2.OutcomeCounts(failures=5)
+                )
+            ],
+        )
+        breakers.ReportOutcomes(report, timeout=5, metadata=bearer(gateway))
+
+        def reports() -> list[audit_pb2.AuditEvent]:
+            return [
+                e
+                for e in list_events(ca, admin, method="ReportOutcomes")
+                if e.target == "name=forwarded" or e.actor.startswith("gateway")
+            ]
+
+        events = wait_for(reports, 3)
+        assert events[0].actor == f"gateway via replica-{follower_id}", events[0]
+        assert events[0].revision > 0
+        # The header means nothing from a caller's own token.
+        spoofed = (*bearer(gateway), ("bulwark-on-behalf-of", "mallory"))
+        me = auth_pb2_grpc.AuthServiceStub(ca).WhoAmI(
+            auth_pb2.WhoAmIRequest(), timeout=5, metadata=spoofed
+        )
+        assert me.name == "gateway"

@@ -25,12 +25,15 @@ from bulwark_server.errors import (
     NotLeader,
     ResourceExhausted,
 )
+from bulwark_server.security.access import current_caller
 from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)
 
 FORWARDED = "bulwark-forwarded"
 FORWARDED_METADATA = ((FORWARDED, "1"),)
+# Who the forwarded call came from; the leader believes it only from a replica's token.
+ON_BEHALF_OF = "bulwark-on-behalf-of"
 
 Response = TypeVar("Response")
 
@@ -87,7 +90,10 @@ class LeaderForwarder:
         metadata = FORWARDED_METADATA
         token = self._token()
         if token:
+            caller = current_caller()
             metadata = (*metadata, ("authorization", f"Bearer {token}"))
+            if caller is not None and caller.method != "none":
+                metadata = (*metadata, (ON_BEHALF_OF, caller.name[:256]))
         try:
             return await make_call(channel)(
                 request, metadata=metadata, timeout=deadline_s or self._timeout

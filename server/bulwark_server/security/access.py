@@ -56,6 +56,17 @@ CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
 )
 
 
+# The creator recorded on the tokens replicas make for themselves.
+REPLICA_TOKEN_CREATOR = "bulwark"
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return ""
+
+
 def current_caller() -> Identity | None:
     """The identity of the call being served, if any."""
     return CALLER.get()
@@ -120,7 +131,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 raise invalid from None
             if record is None or role is None:
                 raise invalid
-            return Identity(record.name, role, "token", record.id)
+            name = record.name
+            if record.created_by == REPLICA_TOKEN_CREATOR and name.startswith("replica-"):
+                # A replica forwarding a caller's call: the record names the caller, while
+                # the replica's own role is what the call may do.
+                behalf = _metadata_value(context, "bulwark-on-behalf-of")
+                if behalf:
+                    name = f"{behalf[:256]} via {name}"
+            return Identity(name, role, "token", record.id)
         pem = (context.auth_context() or {}).get("x509_pem_cert")
         if pem:
             try:
