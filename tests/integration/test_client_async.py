@@ -652,3 +652,64 @@ def test_sync_interceptor_guards_calls_to_a_real_downstream(
                 assert downstream.calls["Call"] == calls_before
     finally:
         server.stop(None)
+
+
+async def test_client_over_mutual_tls_with_a_token(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+) -> None:
+    """The client reaches a replica that requires client certificates, and its token
+    (not its certificate) decides who it is."""
+    from bulwark.v1 import auth_pb2, auth_pb2_grpc
+    from bulwark_server.security.certs import write_bundle
+
+    pki = write_bundle(
+        tmp_path / "pki",
+        ["localhost", "127.0.0.1"],
+        [("root", "admin"), ("svc", "dataplane")],
+    )
+    replica = replica_factory(
+        "mtls",
+        [etcd.endpoint],
+        f"--tls-cert={pki['server']}",
+        f"--tls-key={pki['server-key']}",
+        f"--tls-client-ca={pki['ca']}",
+        "--auth=on",
+    )
+    admin_creds = grpc.ssl_channel_credentials(
+        pki["ca"].read_bytes(), pki["root-key"].read_bytes(), pki["root"].read_bytes()
+    )
+    with grpc.secure_channel(replica.address, admin_creds) as channel:
+        token = (
+            auth_pb2_grpc.AuthServiceStub(channel)
+            .CreateToken(
+                auth_pb2.CreateTokenRequest(name="checkout", role=auth_pb2.ACCESS_ROLE_DATAPLANE),
+                timeout=5,
+            )
+            .token
+        )
+        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).PutBreaker(
+            breaker_pb2.PutBreakerRequest(name="tls-dep"), timeout=5
+        )
+    client = AsyncClient(
+        [replica.address],
+        ca=str(pki["ca"]),
+        cert=str(pki["svc"]),
+        key=str(pki["svc-key"]),
+        token=token,
+    )
+    await client.start()
+    try:
+        assert client.staleness()["breakers"] == 0.0
+        decision = await client.allow("tls-dep")
+        assert decision.allowed and decision.source == "cache"
+        async with client.breaker("tls-dep"):
+            pass
+    finally:
+        await client.close()
+    # Without the client certificate the handshake is refused: nothing is decided remotely.
+    bare = AsyncClient([replica.address], ca=str(pki["ca"]), token=token, timeout=1.0)
+    await bare.start()
+    try:
+        assert bare.breakers.synced_at is None
+    finally:
+        await bare.close()
