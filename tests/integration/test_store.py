@@ -136,6 +136,10 @@ async def test_etcd_outage_is_stale_reads_fast_failing_writes_and_recovery(etcd:
         other = await started(etcd)
         rev = await other.create("things", "written-elsewhere", b"y")
         assert await store.wait_for_revision(rev, timeout=10)
+        # The cache has caught up; the watch and the health probe confirm it a moment later.
+        deadline = time.monotonic() + 2
+        while store.status().stale and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         assert not store.status().stale
         assert store.status().resyncs > resyncs_before
         assert store.get("things", "written-elsewhere") is not None
