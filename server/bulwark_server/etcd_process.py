@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -69,6 +70,10 @@ def tail_lines(path: Path, lines: int) -> list[str]:
     except OSError:
         return ["(no log)"]
     return text.strip().splitlines()[-lines:]
+
+
+def _port_taken(error: Exception) -> bool:
+    return "address already in use" in str(error)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -237,6 +242,25 @@ class EtcdMember:
             f" (last probe: {self.last_probe_error or 'none'}): {self.log_tail()}"
         )
 
+    def start_healthy(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """``start`` and ``wait_healthy``; on a port another process took since it was
+        picked (free-port checks race), pick new ports and try again."""
+        for attempt in range(attempts):
+            self.start()
+            try:
+                self.wait_healthy(timeout)
+                return
+            except RuntimeError as exc:
+                if attempt == attempts - 1 or not _port_taken(exc):
+                    raise
+                self.stop()
+                self.forget_ports()
+
+    def forget_ports(self) -> None:
+        """Drop the chosen ports, so the next start picks free ones."""
+        self.client_port = self.peer_port = 0
+        (self.data_dir / "bulwark-ports.json").unlink(missing_ok=True)
+
     def log_tail(self, lines: int = 5) -> str:
         return " | ".join(tail_lines(self.data_dir / "etcd.log", lines))
 
@@ -278,14 +302,27 @@ class EtcdCluster:
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
 
-    def start(self, timeout: float = 30.0) -> None:
-        for member in self.members:
-            member.choose_ports()
-        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        for member in self.members:
-            member.start(initial_cluster=cluster)
-        for member in self.members:
-            member.wait_healthy(timeout)
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start a new cluster; when a member finds its port taken (the free-port check
+        raced another process), start the whole cluster again on new ports."""
+        for attempt in range(attempts):
+            for member in self.members:
+                member.choose_ports()
+            cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+            for member in self.members:
+                member.start(initial_cluster=cluster)
+            try:
+                for member in self.members:
+                    member.wait_healthy(timeout)
+                return
+            except RuntimeError as exc:
+                if attempt == attempts - 1 or not _port_taken(exc):
+                    raise
+                for member in self.members:
+                    member.stop()
+                    member.forget_ports()
+                    # A half-formed cluster must not be resumed with other peer URLs.
+                    shutil.rmtree(member.data_dir / "data", ignore_errors=True)
 
     def stop(self) -> None:
         for member in self.members:

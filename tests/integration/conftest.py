@@ -25,9 +25,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
     """A single-member etcd of this test's own."""
     member = EtcdMember("test", tmp_path / "etcd", unsafe_no_fsync=True)
-    member.start()
     try:
-        member.wait_healthy()
+        member.start_healthy()
         yield member
     finally:
         member.stop()

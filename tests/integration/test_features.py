@@ -205,9 +205,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ReplicaP
     root: Path = tmp_path_factory.mktemp("features")
     member = EtcdMember("features", root / "etcd", unsafe_no_fsync=True)
     started: list[ReplicaProcess] = []
-    member.start()
     try:
-        member.wait_healthy()
+        member.start_healthy()
         for i in range(2):
             replica = ReplicaProcess(f"f{i}", [member.endpoint], root / f"f{i}.log")
             started.append(replica)

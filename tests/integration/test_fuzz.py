@@ -290,10 +290,9 @@ class Server(Brief):
 def start_server(root: Path, name: str) -> Iterator[Server]:
     member = EtcdMember(name, root / "etcd", unsafe_no_fsync=True)
     replica = ReplicaProcess(name, [member.endpoint], root / f"{name}.log")
-    member.start()
     channel: grpc.Channel | None = None
     try:
-        member.wait_healthy()
+        member.start_healthy()
         replica.etcd_endpoints = [member.endpoint]
         replica.start()
         replica.wait_serving()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 
 import pytest
 from google.protobuf import wrappers_pb2
@@ -172,3 +174,19 @@ async def test_watch_falls_behind_a_compaction_and_resyncs(etcd: EtcdMember):
     finally:
         await store.close()
         await writer.close()
+
+
+def test_an_etcd_whose_port_was_taken_meanwhile_starts_on_new_ports(tmp_path: Path) -> None:
+    """Free-port checks race other processes: a taken port means new ports, not a failure."""
+    member = EtcdMember("racy", tmp_path / "etcd", unsafe_no_fsync=True)
+    member.choose_ports()
+    taken = member.client_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            member.start_healthy(timeout=20)
+            assert member.client_port != taken
+            assert member.healthy()
+        finally:
+            member.stop()
