@@ -34,12 +34,10 @@ from bulwark.v1 import cluster_pb2
 from bulwark_server import timestamps
 from bulwark_server.errors import AlreadyExists, NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore, Event, EventType, Fence, key_for
+from bulwark_server.store.keys import ELECTION_KIND, LEADER_NAME, REPLICA_KIND
 
 log = logging.getLogger(__name__)
 
-ELECTION_KIND = "election"
-LEADER_NAME = "leader"
-REPLICA_KIND = "replicas"
 LEADER_KEY = key_for(ELECTION_KIND, LEADER_NAME)
 RENEW_ATTEMPTS = 3
 RENEW_RETRY_S = 0.2

@@ -55,7 +55,7 @@ from bulwark_server.backups.envelope import KeyRing
 from bulwark_server.backups.keys import KeyBackupManager
 from bulwark_server.backups.locations import BackupDir
 from bulwark_server.backups.snapshots import RecoveryManager
-from bulwark_server.breakers.registry import BreakerRegistry
+from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.election import Election
@@ -70,8 +70,8 @@ from bulwark_server.ratelimits.envoy_config import (
     load_file,
     same_limit,
 )
-from bulwark_server.ratelimits.limiter import RateLimiter
-from bulwark_server.registry.manager import ServiceRegistry
+from bulwark_server.ratelimits.manager import RateLimitManager
+from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.security.access import REPLICA_TOKEN_CREATOR, AccessInterceptor
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.roles import Role
@@ -97,7 +97,7 @@ class Replica:
         self.stopping = asyncio.Event()
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._limiter: RateLimiter | None = None
+        self._limiter: RateLimitManager | None = None
         self._replica_token: str | None = None
         self._replica_lease = 0
         self._replica_token_id = ""
@@ -289,14 +289,14 @@ class Replica:
             token=lambda: self._replica_token,
         )
         self._closers.append(forwarder.close)
-        breakers = BreakerRegistry(store, election)
+        breakers = BreakerManager(store, election)
         self._closers.append(breakers.stop)
         bulkheads = BulkheadManager(store)
         self._closers.append(bulkheads.close)
-        limiter = RateLimiter(store, election)
+        limiter = RateLimitManager(store, election)
         self._closers.append(limiter.stop)
         self._limiter = limiter
-        registry = ServiceRegistry(store, election)
+        registry = RegistryManager(store, election)
         self._closers.append(registry.stop)
         features = FeatureManager(store, election)
         self._closers.append(features.stop)
@@ -406,7 +406,7 @@ class Replica:
             dirs = [settings.data_dir.resolve() / "backups"]
         return [BackupDir(d) for d in dirs]
 
-    async def _load_limits_file(self, limiter: RateLimiter) -> None:
+    async def _load_limits_file(self, limiter: RateLimitManager) -> None:
         """Create or update every limit of ``settings.limits_file``; log each one.
 
         A limit already stored exactly as in the file is left alone, so replicas

@@ -26,8 +26,6 @@ from google.protobuf import duration_pb2
 
 from bulwark.v1 import bulkhead_pb2, bulkhead_pb2_grpc
 from bulwark_server.bulkheads import (
-    BULKHEAD_KIND,
-    PERMIT_KIND,
     AcquireSpec,
     BulkheadManager,
     BulkheadSpec,
@@ -37,6 +35,7 @@ from bulwark_server.errors import AlreadyExists
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.localcluster import LocalCluster, ReplicaProcess
 from bulwark_server.store import EtcdStore, EventType, key_for
+from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND
 from tests.integration.conftest import get_leader, wait_for
 
 Code = grpc.StatusCode

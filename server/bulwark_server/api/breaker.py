@@ -11,7 +11,7 @@ import grpc.aio
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
 from bulwark_server.api.status import rpc, status_for
-from bulwark_server.breakers.registry import BreakerRegistry
+from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.election import Election
 from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
 from bulwark_server.security.access import caller_name
@@ -59,11 +59,11 @@ def _validate_report(request: breaker_pb2.ReportOutcomesRequest) -> None:
 
 
 class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
-    """Thin layer over BreakerRegistry; ReportOutcomes on a follower is forwarded to the leader."""
+    """Thin layer over BreakerManager; ReportOutcomes on a follower is forwarded to the leader."""
 
     def __init__(
         self,
-        registry: BreakerRegistry,
+        registry: BreakerManager,
         store: EtcdStore,
         election: Election,
         forwarder: LeaderForwarder,

@@ -18,7 +18,7 @@ from bulwark_server.api.status import rpc
 from bulwark_server.election import Election
 from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
-from bulwark_server.ratelimits.limiter import RateLimiter
+from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
 
 
 class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
-    """Thin layer over RateLimiter."""
+    """Thin layer over RateLimitManager."""
 
     def __init__(
-        self, limiter: RateLimiter, election: Election, forwarder: LeaderForwarder
+        self, limiter: RateLimitManager, election: Election, forwarder: LeaderForwarder
     ) -> None:
         self._limiter = limiter
         self._election = election

@@ -11,7 +11,7 @@ import grpc.aio
 from bulwark.v1 import registry_pb2, registry_pb2_grpc
 from bulwark_server.api.status import rpc, status_for
 from bulwark_server.errors import BulwarkError, InvalidArgument
-from bulwark_server.registry.manager import ServiceRegistry
+from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
     duration_seconds,
@@ -101,9 +101,9 @@ def validate_instance(instance: registry_pb2.Instance) -> registry_pb2.Instance:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    """Thin layer over ServiceRegistry; every RPC works on any replica."""
+    """Thin layer over RegistryManager; every RPC works on any replica."""
 
-    def __init__(self, registry: ServiceRegistry, store: EtcdStore) -> None:
+    def __init__(self, registry: RegistryManager, store: EtcdStore) -> None:
         self._registry = registry
         self._store = store
 

@@ -44,12 +44,11 @@ from bulwark_server.errors import (
     PermissionDenied,
 )
 from bulwark_server.store import EtcdStore
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import KEY_BACKUP_KIND, kind_prefix
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-KIND = "keybackups"
 VERSION_DIGITS = 10
 CREATE_ATTEMPTS = 10
 PROGRESS_EVERY = 100
@@ -137,7 +136,7 @@ class KeyBackupManager:
             stored = self._seal(ring, key_id, version, material, labels, caller.name)
             try:
                 await self._store.create(
-                    KIND, record_name(key_id, version), stored.SerializeToString()
+                    KEY_BACKUP_KIND, record_name(key_id, version), stored.SerializeToString()
                 )
                 break
             except AlreadyExists:
@@ -253,7 +252,7 @@ class KeyBackupManager:
     async def _copies(self, ring: envelope.KeyRing, key_id: str, version: int) -> list[CopyResult]:
         """Every copy of one version, each checked: etcd first, then each directory."""
         sources: list[tuple[str, bytes | None]] = []
-        entry = await self._store.read(KIND, record_name(key_id, version))
+        entry = await self._store.read(KEY_BACKUP_KIND, record_name(key_id, version))
         sources.append((ETCD, entry.value if entry is not None else None))
         for directory in self._dirs:
             try:
@@ -294,8 +293,8 @@ class KeyBackupManager:
     def list(
         self, key_id: str, size: int, start_after: str
     ) -> tuple[list[keybackup_pb2.KeyBackup], str]:
-        prefix = kind_prefix(KIND) + (f"{key_id}/".encode() if key_id else b"")
-        after = kind_prefix(KIND) + start_after.encode() if start_after else b""
+        prefix = kind_prefix(KEY_BACKUP_KIND) + (f"{key_id}/".encode() if key_id else b"")
+        after = kind_prefix(KEY_BACKUP_KIND) + start_after.encode() if start_after else b""
         entries = self._store.cache.scan(prefix, after, size + 1)
         page = []
         for entry in entries[:size]:
@@ -309,11 +308,11 @@ class KeyBackupManager:
         return page, token
 
     def _etcd_versions(self, key_id: str) -> list[int]:
-        prefix = kind_prefix(KIND) + f"{key_id}/".encode()
+        prefix = kind_prefix(KEY_BACKUP_KIND) + f"{key_id}/".encode()
         return [int(e.key[len(prefix) :]) for e in self._store.cache.scan(prefix)]
 
     def _read_etcd(self, key_id: str, version: int) -> keybackup_pb2.StoredKeyBackup | None:
-        entry = self._store.get(KIND, record_name(key_id, version))
+        entry = self._store.get(KEY_BACKUP_KIND, record_name(key_id, version))
         if entry is None:
             return None
         try:
@@ -341,7 +340,7 @@ class KeyBackupManager:
         return sorted(versions)
 
     async def _all_records(self, key_id: str) -> list[tuple[str, int]]:
-        prefix = kind_prefix(KIND)
+        prefix = kind_prefix(KEY_BACKUP_KIND)
         found = set()
         for entry in self._store.cache.scan(prefix + (f"{key_id}/".encode() if key_id else b"")):
             kid, _, version = entry.key[len(prefix) :].decode().rpartition("/")
@@ -405,7 +404,7 @@ class KeyBackupManager:
         name = record_name(key_id, version)
         try:
             _, written = await self._store.modify(
-                KIND, name, lambda entry: _or_none(rewrapped, entry.value)
+                KEY_BACKUP_KIND, name, lambda entry: _or_none(rewrapped, entry.value)
             )
             changed |= written
         except NotFound:

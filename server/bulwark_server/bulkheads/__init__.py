@@ -6,7 +6,7 @@
   docstring states the guarantees (the bound holds without a leader).
 """
 
-from bulwark_server.bulkheads.manager import BULKHEAD_KIND, PERMIT_KIND, BulkheadManager
+from bulwark_server.bulkheads.manager import BulkheadManager
 from bulwark_server.bulkheads.rules import (
     AcquireSpec,
     BulkheadSpec,
@@ -18,8 +18,6 @@ from bulwark_server.bulkheads.rules import (
 )
 
 __all__ = [
-    "BULKHEAD_KIND",
-    "PERMIT_KIND",
     "AcquireSpec",
     "BulkheadManager",
     "BulkheadSpec",

@@ -74,12 +74,10 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.store import Entry, EtcdStore, Event, EventType, split_key
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
 
-BULKHEAD_KIND = "bulkheads"
-PERMIT_KIND = "permits"
 # Slots tried per round before waiting: bounds the etcd round trips one Acquire
 # makes when a stale cache shows slots free that are not.
 TRIES_PER_ROUND = 8

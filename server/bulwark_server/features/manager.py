@@ -29,7 +29,6 @@ from google.protobuf import timestamp_pb2
 
 from bulwark.v1 import breaker_pb2, feature_pb2, watch_pb2
 from bulwark_server import timestamps
-from bulwark_server.breakers.registry import KIND as BREAKER_KIND
 from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import (
     AlreadyExists,
@@ -41,13 +40,12 @@ from bulwark_server.errors import (
 )
 from bulwark_server.features import graph
 from bulwark_server.store import Entry, EtcdStore, Event, Unchanged
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import BREAKER_KIND, FEATURE_KIND, kind_prefix
 from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-KIND = "features"
 PUT_ATTEMPTS = 20
 # Guards per write: etcd refuses transactions of more than 128 operations by default.
 MAX_GUARDS = 100
@@ -65,7 +63,7 @@ class _Features(Mapping[str, feature_pb2.Feature]):
         self._decoded = decoded
 
     def __getitem__(self, name: str) -> feature_pb2.Feature:
-        entry = self._store.get(KIND, name)
+        entry = self._store.get(FEATURE_KIND, name)
         if entry is None:
             raise KeyError(name)
         return self._decode(name, entry)
@@ -80,11 +78,11 @@ class _Features(Mapping[str, feature_pb2.Feature]):
         return held[1]
 
     def __iter__(self) -> Iterator[str]:
-        start = len(kind_prefix(KIND))
-        return (e.key[start:].decode() for e in self._store.scan(KIND))
+        start = len(kind_prefix(FEATURE_KIND))
+        return (e.key[start:].decode() for e in self._store.scan(FEATURE_KIND))
 
     def __len__(self) -> int:
-        return len(self._store.scan(KIND))
+        return len(self._store.scan(FEATURE_KIND))
 
 
 class FeatureManager:
@@ -143,8 +141,8 @@ class FeatureManager:
 
     def list(self, size: int, start_after: str) -> tuple[list[feature_pb2.FeatureView], str]:
         """One page of features in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(KIND, start_after=start_after, limit=size + 1)
-        start = len(kind_prefix(KIND))
+        entries = self._store.scan(FEATURE_KIND, start_after=start_after, limit=size + 1)
+        start = len(kind_prefix(FEATURE_KIND))
         features = self.features()
         memo: dict[str, graph.Effective] = {}
         page = [self.view(e.key[start:].decode(), features, memo) for e in entries[:size]]
@@ -172,9 +170,9 @@ class FeatureManager:
             revision = self._store.cache.revision
             features = self.features()
             self._check_dependencies(record, features)
-            entry = self._store.get(KIND, name)
+            entry = self._store.get(FEATURE_KIND, name)
             if expected_revision and (entry is None or entry.mod_revision != expected_revision):
-                entry = await self._store.read(KIND, name)
+                entry = await self._store.read(FEATURE_KIND, name)
                 if entry is None:
                     raise NotFound(f"feature {name!r} does not exist")
                 if entry.mod_revision != expected_revision:
@@ -185,11 +183,15 @@ class FeatureManager:
             guards = self._graph_guards(record, features, revision)
             try:
                 if entry is None:
-                    await self._store.create(KIND, name, value, guards=guards)
+                    await self._store.create(FEATURE_KIND, name, value, guards=guards)
                     created = True
                 else:
                     await self._store.update(
-                        KIND, name, value, expected_mod_revision=entry.mod_revision, guards=guards
+                        FEATURE_KIND,
+                        name,
+                        value,
+                        expected_mod_revision=entry.mod_revision,
+                        guards=guards,
                     )
                     created = False
             except (AlreadyExists, Conflict, NotFound):
@@ -225,9 +227,9 @@ class FeatureManager:
                 continue
             seen.add(name)
             if len(seen) > MAX_GUARDS:
-                return [Unchanged(KIND, "", revision)]
+                return [Unchanged(FEATURE_KIND, "", revision)]
             todo.extend(d.name for d in features[name].depends_on if d.kind == graph.FEATURE)
-        return [Unchanged(KIND, name, features[name].revision) for name in sorted(seen)]
+        return [Unchanged(FEATURE_KIND, name, features[name].revision) for name in sorted(seen)]
 
     def _check_dependencies(
         self, feature: feature_pb2.Feature, features: Mapping[str, feature_pb2.Feature]
@@ -280,7 +282,7 @@ class FeatureManager:
             return feature.SerializeToString()
 
         try:
-            await self._store.modify(KIND, name, change)
+            await self._store.modify(FEATURE_KIND, name, change)
         except NotFound:
             raise NotFound(f"feature {name!r} does not exist") from None
         log.info(
@@ -304,7 +306,7 @@ class FeatureManager:
         affected by changes after it come first instead of a snapshot.
         """
         sent: dict[str, bytes] = {}
-        feature_prefix = kind_prefix(KIND)
+        feature_prefix = kind_prefix(FEATURE_KIND)
         breaker_prefix = kind_prefix(BREAKER_KIND)
 
         def views(wanted: set[str]) -> list[feature_pb2.FeatureView]:
@@ -396,7 +398,7 @@ class FeatureManager:
                 return current.SerializeToString()
 
             with contextlib.suppress(NotFound):
-                await self._store.modify(KIND, name, reset, fence=self._election.fence())
+                await self._store.modify(FEATURE_KIND, name, reset, fence=self._election.fence())
                 log.info(
                     "feature %s expired back to AVAILABLE",
                     name,

@@ -97,7 +97,7 @@ class EnvoyConfigError(ValueError):
 class EnvoyLimit:
     """One limit read from the YAML, with what Bulwark's Limit does not carry.
 
-    ``limit`` is normalized (as ``RateLimiter.put`` stores it). ``path`` is the
+    ``limit`` is normalized (as ``RateLimitManager.put`` stores it). ``path`` is the
     YAML path of the node that defines it. ``replaces`` are the names listed
     under ``rate_limit.replaces`` (also stored in ``limit.replaces``, where the
     limiter enforces them). ``detailed_metric`` is parsed and otherwise unused.

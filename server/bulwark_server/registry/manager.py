@@ -1,4 +1,4 @@
-"""ServiceRegistry: instances on leases, one fenced primary per service, picking.
+"""RegistryManager: instances on leases, one fenced primary per service, picking.
 
 Layout:
 
@@ -49,14 +49,12 @@ from bulwark_server.errors import (
 )
 from bulwark_server.registry import failover, picking
 from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged
-from bulwark_server.store.keys import key_for, kind_prefix
+from bulwark_server.store.keys import INSTANCE_KIND, PRIMARY_KIND, key_for, kind_prefix
 from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-INSTANCE_KIND = "instances"
-PRIMARY_KIND = "primaries"
 REGISTER_ATTEMPTS = 10
 # How long Switchover waits beyond the drain timeout for the leader to act.
 SWITCHOVER_SLACK_S = 5.0
@@ -72,7 +70,7 @@ def _instance_prefix(service: str) -> bytes:
     return kind_prefix(INSTANCE_KIND) + f"{service}/".encode()
 
 
-class ServiceRegistry:
+class RegistryManager:
     """Instances, primaries and picks; the leader's failover loop. See the module docstring."""
 
     def __init__(

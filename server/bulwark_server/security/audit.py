@@ -39,12 +39,11 @@ from bulwark_server.election import Election, LeaderTask
 from bulwark_server.errors import NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.etcd import MAX_TXN_OPS
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import AUDIT_KIND, kind_prefix
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-KIND = "audit"
 BATCH = MAX_TXN_OPS
 MAX_TALLIES = 1000
 # Request fields that name what a call acts on, in the order they are looked for.
@@ -163,7 +162,7 @@ class AuditLog:
 
     async def write(self, event: audit_pb2.AuditEvent) -> None:
         """Write one event now (StoreUnavailable if etcd cannot take it)."""
-        await self._store.put(KIND, event.id, event.SerializeToString())
+        await self._store.put(AUDIT_KIND, event.id, event.SerializeToString())
 
     def enqueue(self, event: audit_pb2.AuditEvent) -> None:
         """Write an event with the next batch."""
@@ -209,7 +208,7 @@ class AuditLog:
         self._close_tallies()
         while self._pending:
             batch = self._pending[:BATCH]
-            await self._store.put_many(KIND, batch)
+            await self._store.put_many(AUDIT_KIND, batch)
             del self._pending[: len(batch)]
 
     # -- reading ----------------------------------------------------------------
@@ -226,10 +225,10 @@ class AuditLog:
         newest_first: bool = False,
     ) -> tuple[list[audit_pb2.AuditEvent], str]:
         """One page of matching events, and the token of the next page."""
-        entries = self._store.scan(KIND)
+        entries = self._store.scan(AUDIT_KIND)
         if newest_first:
             entries.reverse()
-        start = len(kind_prefix(KIND))
+        start = len(kind_prefix(AUDIT_KIND))
         out: list[audit_pb2.AuditEvent] = []
         token = ""
         for entry in entries:
@@ -268,8 +267,8 @@ class AuditLog:
 
     async def prune(self) -> int:
         """Delete expired events and the oldest beyond the maximum; return how many."""
-        entries = self._store.scan(KIND)
-        start = len(kind_prefix(KIND))
+        entries = self._store.scan(AUDIT_KIND)
+        start = len(kind_prefix(AUDIT_KIND))
         cutoff_ns = int((self._clock() - self._retention) * 1e9)
         excess = max(0, len(entries) - self._max_events)
         doomed = []
@@ -282,7 +281,7 @@ class AuditLog:
                 break  # ids are in time order
         fence = self._election.fence()
         for i in range(0, len(doomed), BATCH):
-            await self._store.delete_many(KIND, doomed[i : i + BATCH], fence=fence)
+            await self._store.delete_many(AUDIT_KIND, doomed[i : i + BATCH], fence=fence)
         if doomed:
             log.info(
                 "pruned %d audit events",

@@ -21,12 +21,10 @@ from bulwark_server import timestamps
 from bulwark_server.errors import NotFound
 from bulwark_server.security.roles import Role
 from bulwark_server.store import EtcdStore
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import TOKEN_KIND, TOKEN_REVOCATION_KIND, kind_prefix
 from bulwark_server.validation import page_token
 
-KIND = "tokens"
 # A revoked token leaves a tombstone, so restoring an older snapshot cannot revive it.
-REVOKED_KIND = "token-revocations"
 PREFIX = "bwk"
 ID_BYTES = 8
 SECRET_BYTES = 32
@@ -98,32 +96,34 @@ class TokenStore:
         )
         if ttl is not None:
             record.expires_at.CopyFrom(timestamps.at(now + ttl))
-        await self._store.create(KIND, token_id, record.SerializeToString(), lease=lease)
+        await self._store.create(TOKEN_KIND, token_id, record.SerializeToString(), lease=lease)
         return token, _public(record)
 
     def list(self, size: int, start_after: str) -> tuple[list[auth_pb2.Token], str]:
-        entries = self._store.scan(KIND, start_after=start_after, limit=size + 1)
+        entries = self._store.scan(TOKEN_KIND, start_after=start_after, limit=size + 1)
         page = [_public(auth_pb2.Token.FromString(e.value)) for e in entries[:size]]
         token = page_token(page[-1].id) if len(entries) > size else ""
         return page, token
 
     async def revoke(self, token_id: str, revoked_by: str = "") -> int:
-        entry = self._store.get(KIND, token_id) or await self._store.read(KIND, token_id)
+        entry = self._store.get(TOKEN_KIND, token_id) or await self._store.read(
+            TOKEN_KIND, token_id
+        )
         if entry is None:
             raise NotFound(f"token {token_id!r} does not exist (or was revoked)")
         record = _public(auth_pb2.Token.FromString(entry.value))
         record.created_by = f"{record.created_by}; revoked by {revoked_by or 'anonymous'}"
         # The tombstone first: a token must never be deleted without one.
-        await self._store.put(REVOKED_KIND, token_id, record.SerializeToString())
+        await self._store.put(TOKEN_REVOCATION_KIND, token_id, record.SerializeToString())
         try:
-            return await self._store.delete(KIND, token_id)
+            return await self._store.delete(TOKEN_KIND, token_id)
         except NotFound:
             raise NotFound(f"token {token_id!r} does not exist (or was revoked)") from None
 
     def revoked(self) -> set[str]:
         """Ids of every revoked token."""
-        start = len(kind_prefix(REVOKED_KIND))
-        return {e.key[start:].decode() for e in self._store.scan(REVOKED_KIND)}
+        start = len(kind_prefix(TOKEN_REVOCATION_KIND))
+        return {e.key[start:].decode() for e in self._store.scan(TOKEN_REVOCATION_KIND)}
 
     def verify(self, token: str) -> auth_pb2.Token | None:
         """The record of a valid token (known, secret matching, not expired), else None."""
@@ -131,14 +131,14 @@ class TokenStore:
         if parsed is None:
             return None
         token_id, secret = parsed
-        entry = self._store.get(KIND, token_id)
+        entry = self._store.get(TOKEN_KIND, token_id)
         if entry is None:
             return None
         held = self._decoded.get(token_id)
         if held is None or held[0] != entry.mod_revision:
             held = (entry.mod_revision, auth_pb2.Token.FromString(entry.value))
             self._decoded[token_id] = held
-            if len(self._decoded) > 2 * len(self._store.scan(KIND)) + 16:
+            if len(self._decoded) > 2 * len(self._store.scan(TOKEN_KIND)) + 16:
                 self._decoded = {token_id: held}  # forget revoked ones
         record = held[1]
         if not hmac.compare_digest(record.secret_sha256, digest(secret)):

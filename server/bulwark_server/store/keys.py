@@ -5,6 +5,25 @@ from __future__ import annotations
 PREFIX = "/bulwark/v1/"
 MAX_NAME_BYTES = 256
 
+# Every kind of object, in one place: a capability names its keys with these and
+# reads another capability's state only by asking that capability.
+BREAKER_KIND = "breakers"
+BREAKER_WINDOW_KIND = "breaker-windows"
+BULKHEAD_KIND = "bulkheads"
+PERMIT_KIND = "permits"
+LIMIT_KIND = "limits"
+LIMIT_COUNTER_KIND = "limit-counters"
+INSTANCE_KIND = "instances"
+PRIMARY_KIND = "primaries"
+FEATURE_KIND = "features"
+KEY_BACKUP_KIND = "keybackups"
+ELECTION_KIND = "election"
+LEADER_NAME = "leader"
+REPLICA_KIND = "replicas"
+TOKEN_KIND = "tokens"
+TOKEN_REVOCATION_KIND = "token-revocations"
+AUDIT_KIND = "audit"
+
 
 def key_for(kind: str, name: str) -> bytes:
     """Return the etcd key of object ``name`` of ``kind``.

@@ -1,4 +1,4 @@
-"""RateLimiter: limits in etcd, counters in the leader's memory.
+"""RateLimitManager: limits in etcd, counters in the leader's memory.
 
 Guarantees:
 
@@ -34,19 +34,18 @@ from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import REPLICA_KIND, Election
+from bulwark_server.election import Election
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-KIND = "limits"
-COUNTERS_KIND = "limit-counters"
 LEASE_TERM_S = 10.0
 # Reported loads closer than this to the stored one are not worth an etcd write.
 LOAD_STEP = 0.01
@@ -72,7 +71,7 @@ class _Held:
     limit_name: str
 
 
-class RateLimiter:
+class RateLimitManager:
     """Configuration of limits and the decisions on them."""
 
     def __init__(
@@ -108,12 +107,12 @@ class RateLimiter:
         name = limit_key(normalized.domain, normalized.name)
         value = normalized.SerializeToString()
         revision, created = await self._store.upsert(
-            KIND, name, lambda _: value, expected_revision=expected_revision
+            LIMIT_KIND, name, lambda _: value, expected_revision=expected_revision
         )
         return self._view(normalized, revision), created
 
     def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
-        entry = self._store.get(KIND, limit_key(domain, name))
+        entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
         if entry is None:
             raise NotFound(f"limit {limit_key(domain, name)!r} does not exist")
         return self._view(ratelimit_pb2.Limit.FromString(entry.value), entry.mod_revision)
@@ -126,8 +125,8 @@ class RateLimiter:
         after = start_after if start_after else ""
         entries = [
             e
-            for e in self._store.scan(KIND, start_after=after, limit=0)
-            if e.key.decode().split(f"/{KIND}/", 1)[1].startswith(prefix)
+            for e in self._store.scan(LIMIT_KIND, start_after=after, limit=0)
+            if e.key.decode().split(f"/{LIMIT_KIND}/", 1)[1].startswith(prefix)
         ][: size + 1]
         page = [
             self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
@@ -140,9 +139,9 @@ class RateLimiter:
 
     async def delete(self, domain: str, name: str) -> int:
         key = limit_key(domain, name)
-        revision = await self._store.delete(KIND, key)
+        revision = await self._store.delete(LIMIT_KIND, key)
         with contextlib.suppress(NotFound, StoreUnavailable):
-            await self._store.delete(COUNTERS_KIND, key)
+            await self._store.delete(LIMIT_COUNTER_KIND, key)
         return revision
 
     # -- decisions ---------------------------------------------------------------
@@ -285,7 +284,7 @@ class RateLimiter:
         revision = self._store.cache.revision
         if revision != self._index_revision:
             index: dict[str, list[tuple[ratelimit_pb2.Limit, int]]] = {}
-            for entry in self._store.scan(KIND):
+            for entry in self._store.scan(LIMIT_KIND):
                 limit = ratelimit_pb2.Limit.FromString(entry.value)
                 index.setdefault(limit.domain, []).append((limit, entry.create_revision))
             self._index = index
@@ -354,7 +353,7 @@ class RateLimiter:
             # Discarded before the record is built: hits counted while it is being
             # written mark the limit dirty again for the next round.
             self._dirty.discard((domain, name))
-            entry = self._store.get(KIND, limit_key(domain, name))
+            entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
             if entry is None:
                 continue
             record = ratelimit_pb2.LimitCounters(
@@ -374,7 +373,10 @@ class RateLimiter:
                         record.counters.add(values=list(key[2:]), level=tokens, time=last)
             try:
                 await self._store.put(
-                    COUNTERS_KIND, limit_key(domain, name), record.SerializeToString(), fence=fence
+                    LIMIT_COUNTER_KIND,
+                    limit_key(domain, name),
+                    record.SerializeToString(),
+                    fence=fence,
                 )
             except NotLeader:
                 raise
@@ -388,7 +390,7 @@ class RateLimiter:
         """Write reported loads into their limits (only changes worth a write)."""
         pending, self._pending_load = self._pending_load, {}
         for (domain, name), load in pending.items():
-            entry = self._store.get(KIND, limit_key(domain, name))
+            entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
             if entry is None:
                 continue
             limit = ratelimit_pb2.Limit.FromString(entry.value)
@@ -398,7 +400,7 @@ class RateLimiter:
             limit.adaptive.load_updated_at.CopyFrom(timestamps.at(self._clock()))
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.update(
-                    KIND,
+                    LIMIT_KIND,
                     limit_key(domain, name),
                     limit.SerializeToString(),
                     expected_mod_revision=entry.mod_revision,
@@ -411,9 +413,9 @@ class RateLimiter:
         self._dirty.clear()
         self._leases.clear()
         now = self._clock()
-        for entry in self._store.scan(COUNTERS_KIND):
+        for entry in self._store.scan(LIMIT_COUNTER_KIND):
             record = ratelimit_pb2.LimitCounters.FromString(entry.value)
-            own = self._store.get(KIND, limit_key(record.domain, record.name))
+            own = self._store.get(LIMIT_KIND, limit_key(record.domain, record.name))
             if own is None or own.create_revision != record.limit_create_revision:
                 continue
             limit = ratelimit_pb2.Limit.FromString(own.value)

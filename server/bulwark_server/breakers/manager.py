@@ -43,21 +43,19 @@ from bulwark_server.errors import (
 )
 from bulwark_server.store import EtcdStore, Event, EventType, Fence
 from bulwark_server.store.cache import Entry
-from bulwark_server.store.keys import kind_prefix
+from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
 from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
-KIND = "breakers"
-WINDOW_KIND = "breaker-windows"
 # States whose outcomes feed the sliding window.
 COUNTING = (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_METRICS_ONLY)
 
 Mutation = Callable[[breaker_pb2.CircuitBreaker], breaker_pb2.CircuitBreaker | None]
 
 
-class BreakerRegistry:
+class BreakerManager:
     """Reads, writes and decisions for every breaker, and the leader's aggregation loop."""
 
     def __init__(
@@ -85,7 +83,7 @@ class BreakerRegistry:
 
     def current(self, name: str) -> tuple[breaker_pb2.CircuitBreaker, int]:
         """The cached breaker (shared: do not mutate) and its revision; NotFound if absent."""
-        entry = self._store.get(KIND, name)
+        entry = self._store.get(BREAKER_KIND, name)
         if entry is None:
             self._decoded.pop(name, None)
             raise NotFound(f"breaker {name!r} does not exist")
@@ -110,7 +108,7 @@ class BreakerRegistry:
 
     def list(self, size: int, start_after: str) -> tuple[list[breaker_pb2.CircuitBreaker], str]:
         """One page of breakers in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(KIND, start_after=start_after, limit=size + 1)
+        entries = self._store.scan(BREAKER_KIND, start_after=start_after, limit=size + 1)
         page = [self._from_entry(e) for e in entries[:size]]
         token = page_token(page[-1].name) if len(entries) > size else ""
         return page, token
@@ -120,12 +118,12 @@ class BreakerRegistry:
         held = self._windows.get(breaker.name)
         if held is not None and self._election.is_leader:
             return held[2].stats(self._clock(), breaker.config.minimum_number_of_calls)
-        entry = self._store.get(WINDOW_KIND, breaker.name)
+        entry = self._store.get(BREAKER_WINDOW_KIND, breaker.name)
         empty = breaker_pb2.WindowStats(failure_rate=-1, slow_call_rate=-1)
         if entry is None:
             return empty
         record = breaker_pb2.BreakerWindow.FromString(entry.value)
-        own = self._store.get(KIND, breaker.name)
+        own = self._store.get(BREAKER_KIND, breaker.name)
         if own is None or record.breaker_create_revision != own.create_revision:
             return empty  # the window of an earlier breaker of the same name
         return record.stats
@@ -151,19 +149,19 @@ class BreakerRegistry:
             return breaker.SerializeToString()
 
         revision, created = await self._store.upsert(
-            KIND, name, build, expected_revision=expected_revision
+            BREAKER_KIND, name, build, expected_revision=expected_revision
         )
         return self._view(written[0], revision), created
 
     async def delete(self, name: str, expected_revision: int = 0) -> int:
         """Delete the breaker (and its window checkpoint)."""
         revision = await self._store.delete(
-            KIND, name, expected_mod_revision=expected_revision or None
+            BREAKER_KIND, name, expected_mod_revision=expected_revision or None
         )
         self._windows.pop(name, None)
         self._decoded.pop(name, None)
         with contextlib.suppress(NotFound, StoreUnavailable):
-            await self._store.delete(WINDOW_KIND, name)
+            await self._store.delete(BREAKER_WINDOW_KIND, name)
         return revision
 
     async def force(
@@ -278,7 +276,7 @@ class BreakerRegistry:
 
         return follow(
             self._store,
-            (kind_prefix(KIND),),
+            (kind_prefix(BREAKER_KIND),),
             start_revision,
             lambda: self._snapshot(names),
             convert,
@@ -289,7 +287,7 @@ class BreakerRegistry:
     ) -> tuple[list[breaker_pb2.WatchBreakersResponse], int]:
         revision = self._store.cache.revision
         out = []
-        for entry in self._store.scan(KIND):
+        for entry in self._store.scan(BREAKER_KIND):
             breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
             if names and breaker.name not in names:
                 continue
@@ -309,7 +307,7 @@ class BreakerRegistry:
         return out, revision
 
     def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
-        name = ev.entry.key[len(kind_prefix(KIND)) :].decode()
+        name = ev.entry.key[len(kind_prefix(BREAKER_KIND)) :].decode()
         if names and name not in names:
             return None
         if ev.type is EventType.DELETE:
@@ -353,7 +351,7 @@ class BreakerRegistry:
     async def _tick(self) -> None:
         now = self._clock()
         self._forget_deleted()
-        for entry in self._store.scan(KIND):
+        for entry in self._store.scan(BREAKER_KIND):
             breaker = self._from_entry(entry)
             self._note_state(breaker)
             if machine.tick(breaker.config, breaker.status, now) is None:
@@ -373,7 +371,7 @@ class BreakerRegistry:
         fence = self._fence()
         for name in sorted(self._dirty):
             held = self._windows.get(name)
-            entry = self._store.get(KIND, name)
+            entry = self._store.get(BREAKER_KIND, name)
             if held is None or entry is None:
                 self._dirty.discard(name)
                 continue
@@ -387,7 +385,9 @@ class BreakerRegistry:
             )
             for start, calls, failures, slow in held[2].to_buckets():
                 record.buckets.add(start=start, calls=calls, failures=failures, slow_calls=slow)
-            await self._store.put(WINDOW_KIND, name, record.SerializeToString(), fence=fence)
+            await self._store.put(
+                BREAKER_WINDOW_KIND, name, record.SerializeToString(), fence=fence
+            )
             # Only once written: a failed checkpoint is retried at the next interval.
             self._dirty.discard(name)
 
@@ -395,9 +395,9 @@ class BreakerRegistry:
         self._windows.clear()
         # Transitions seen in an earlier term say nothing about the restored windows.
         self._last_transitions.clear()
-        for entry in self._store.scan(WINDOW_KIND):
+        for entry in self._store.scan(BREAKER_WINDOW_KIND):
             record = breaker_pb2.BreakerWindow.FromString(entry.value)
-            own = self._store.get(KIND, record.name)
+            own = self._store.get(BREAKER_KIND, record.name)
             if own is None or own.create_revision != record.breaker_create_revision:
                 continue  # the breaker is gone, or is a new one under the same name
             shape = _shape(self._from_entry(own))
@@ -418,7 +418,7 @@ class BreakerRegistry:
 
     def _window(self, breaker: breaker_pb2.CircuitBreaker) -> SlidingWindow:
         shape = _shape(breaker)
-        entry = self._store.get(KIND, breaker.name)
+        entry = self._store.get(BREAKER_KIND, breaker.name)
         created = entry.create_revision if entry is not None else 0
         held = self._windows.get(breaker.name)
         # A fresh window when the shape changed or the breaker was deleted and re-created.
@@ -446,7 +446,7 @@ class BreakerRegistry:
     def _forget_deleted(self) -> None:
         """Drop what this replica remembers of breakers that no longer exist."""
         for table in (self._windows, self._last_transitions, self._decoded):
-            for name in [n for n in table if self._store.get(KIND, n) is None]:
+            for name in [n for n in table if self._store.get(BREAKER_KIND, n) is None]:
                 del table[name]
         self._dirty &= set(self._windows)
 
@@ -456,7 +456,7 @@ class BreakerRegistry:
         return breaker
 
     async def _refresh(self, name: str) -> Entry | None:
-        entry = await self._store.read(KIND, name)
+        entry = await self._store.read(BREAKER_KIND, name)
         if entry is not None:
             await self._store.wait_for_revision(entry.mod_revision, timeout=1.0)
         return entry
@@ -482,7 +482,7 @@ class BreakerRegistry:
             return changed.SerializeToString()
 
         try:
-            entry, _ = await self._store.modify(KIND, name, apply, fence=fence)
+            entry, _ = await self._store.modify(BREAKER_KIND, name, apply, fence=fence)
         except NotFound:
             raise NotFound(f"breaker {name!r} does not exist") from None
         return result[0], entry.mod_revision
