@@ -57,8 +57,8 @@ from bulwark_server.backups.locations import BackupDir
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
+from bulwark_server.cluster.election import Election
 from bulwark_server.config import Settings, split_host_port
-from bulwark_server.election import Election
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError, NotFound
 from bulwark_server.etcd_process import EtcdMember

@@ -12,7 +12,7 @@ from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
 from bulwark_server.api.status import rpc, status_for
 from bulwark_server.breakers.manager import BreakerManager
-from bulwark_server.election import Election
+from bulwark_server.cluster.election import Election
 from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
 from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore

@@ -9,7 +9,7 @@ import grpc.aio
 
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 from bulwark_server.api.status import rpc
-from bulwark_server.election import Election, read_leader
+from bulwark_server.cluster.election import Election, read_leader
 from bulwark_server.errors import StoreUnavailable
 from bulwark_server.store import EtcdStore, MemberInfo, StoreStatus
 from bulwark_server.store.keys import REPLICA_KIND

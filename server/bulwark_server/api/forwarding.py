@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from bulwark_server.election import read_leader
+from bulwark_server.cluster.election import read_leader
 from bulwark_server.errors import (
     AlreadyExists,
     BulwarkError,

@@ -15,7 +15,7 @@ import grpc.aio
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
 from bulwark_server.api.status import rpc
-from bulwark_server.election import Election
+from bulwark_server.cluster.election import Election
 from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
 from bulwark_server.ratelimits.manager import RateLimitManager

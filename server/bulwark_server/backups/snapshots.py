@@ -39,7 +39,7 @@ from bulwark.v1 import recovery_pb2
 from bulwark_server import timestamps
 from bulwark_server.backups import envelope
 from bulwark_server.backups.locations import BackupDir
-from bulwark_server.election import Election, LeaderTask
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import (
     DataLoss,
     FailedPrecondition,

@@ -34,7 +34,7 @@ from bulwark_server import timestamps
 from bulwark_server.breakers import machine
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.window import SlidingWindow
-from bulwark_server.election import Election, LeaderTask, read_leader
+from bulwark_server.cluster.election import Election, LeaderTask, read_leader
 from bulwark_server.errors import (
     Conflict,
     NotFound,

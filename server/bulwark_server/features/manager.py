@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2
 
 from bulwark.v1 import breaker_pb2, feature_pb2, watch_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election, LeaderTask
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import (
     AlreadyExists,
     Conflict,

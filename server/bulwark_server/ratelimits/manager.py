@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election
+from bulwark_server.cluster.election import Election
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 
 from bulwark.v1 import registry_pb2, watch_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election, LeaderTask
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import (
     AlreadyExists,
     Conflict,

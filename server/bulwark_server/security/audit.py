@@ -35,7 +35,7 @@ from google.protobuf import message as pb_message
 
 from bulwark.v1 import audit_pb2
 from bulwark_server import timestamps
-from bulwark_server.election import Election, LeaderTask
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.etcd import MAX_TXN_OPS

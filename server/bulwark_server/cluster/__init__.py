@@ -1,0 +1,1 @@
+"""The control plane itself: leader election among replicas and the cluster status."""
