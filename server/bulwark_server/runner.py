@@ -51,6 +51,7 @@ from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
+from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.backups.envelope import KeyRing
 from bulwark_server.backups.keys import KeyBackupManager
 from bulwark_server.backups.locations import BackupDir
@@ -289,6 +290,7 @@ class Replica:
             token=lambda: self._replica_token,
         )
         self._closers.append(forwarder.close)
+        router = LeaderRouter(election, forwarder)
         breakers = BreakerManager(store, election)
         self._closers.append(breakers.stop)
         bulkheads = BulkheadManager(store)
@@ -312,8 +314,6 @@ class Replica:
             retention=self.settings.snapshot_retention,
         )
         self._closers.append(recovery.stop)
-        # One native servicer: Envoy's protocol decides through its Check.
-        ratelimits = RateLimitServicer(limiter, election, forwarder)
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -322,7 +322,7 @@ class Replica:
             ),
             ServiceBinding(
                 breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
-                BreakerServicer(breakers, store, election, forwarder),
+                BreakerServicer(breakers, store, router),
                 breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
             ),
             ServiceBinding(
@@ -332,7 +332,7 @@ class Replica:
             ),
             ServiceBinding(
                 ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
-                ratelimits,
+                RateLimitServicer(limiter, router),
                 ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
             ServiceBinding(
@@ -357,7 +357,7 @@ class Replica:
             ),
             ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
-                EnvoyRateLimitServicer(ratelimits),
+                EnvoyRateLimitServicer(limiter, router),
                 rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
         ]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
-from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
+from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc, status_for
 from bulwark_server.breakers.manager import BreakerManager
-from bulwark_server.cluster.election import Election
-from bulwark_server.errors import BulwarkError, InvalidArgument, NotLeader
+from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import page_params, validate_id, validate_name
@@ -58,6 +58,10 @@ def _validate_report(request: breaker_pb2.ReportOutcomesRequest) -> None:
             )
 
 
+def _report_stub(channel: grpc.aio.Channel) -> Any:
+    return breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ReportOutcomes
+
+
 class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     """Thin layer over BreakerManager; ReportOutcomes on a follower is forwarded to the leader."""
 
@@ -65,13 +69,11 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         self,
         registry: BreakerManager,
         store: EtcdStore,
-        election: Election,
-        forwarder: LeaderForwarder,
+        router: LeaderRouter,
     ) -> None:
         self._registry = registry
         self._store = store
-        self._election = election
-        self._forwarder = forwarder
+        self._router = router
 
     @rpc
     async def PutBreaker(
@@ -131,13 +133,11 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         self, request: breaker_pb2.ReportOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> breaker_pb2.ReportOutcomesResponse:
         _validate_report(request)
-        if not self._election.is_leader:
-            if was_forwarded(context):
-                raise NotLeader("this replica no longer leads; retry")
-            return await self._forwarder.call(
-                lambda channel: breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ReportOutcomes,
-                request,
-            )
+        return await self._router.run(context, request, _report_stub, lambda: self._record(request))
+
+    async def _record(
+        self, request: breaker_pb2.ReportOutcomesRequest
+    ) -> breaker_pb2.ReportOutcomesResponse:
         accepted, unknown = await self._registry.record(list(request.outcomes))
         return breaker_pb2.ReportOutcomesResponse(accepted=accepted, unknown_breakers=unknown)
 

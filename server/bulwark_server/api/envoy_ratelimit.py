@@ -3,11 +3,11 @@
 Envoy's ``ratelimit`` HTTP and network filters call ``ShouldRateLimit`` as they
 would call envoyproxy/ratelimit. Guarantees:
 
-* Every decision is made by the native ``bulwark.v1.RateLimitService/Check`` of
-  this replica, called in-process with this call's context: the same limits, the
-  same counters on the leader, the same forwarding from followers and the same
-  local fallback (with its ``bulwark-ratelimit-mode: local`` trailing metadata).
-  Envoy's protocol adds no state of its own.
+* Every decision is a native Check decided by the rate-limit capability as
+  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``): the same
+  limits, the same counters on the leader, the same forwarding from followers and
+  the same local fallback (with its ``bulwark-ratelimit-mode: local`` trailing
+  metadata). Envoy's protocol adds no state of its own.
 * As envoyproxy/ratelimit: an empty domain or descriptor list is INVALID_ARGUMENT
   ("rate limit domain must not be empty", "rate limit descriptor list must not be
   empty"); ``hits_addend`` 0 means 1, and a descriptor's own ``hits_addend``
@@ -31,22 +31,23 @@ Differences:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
 
-import grpc
 import grpc.aio
 
 from bulwark.v1 import ratelimit_pb2
-from bulwark_server.api.ratelimit import MAX_HITS, RateLimitServicer
+from bulwark_server.api.ratelimit import MAX_HITS, decide_check
+from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.ratelimits.config import (
     MAX_DESCRIPTOR_ENTRIES,
     MAX_KEY_LENGTH,
     MAX_VALUE_LENGTH,
 )
 from bulwark_server.ratelimits.descriptors import MAX_DESCRIPTORS
+from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import NAME_RE
 
 SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
@@ -64,25 +65,34 @@ UNITS: dict[int, int] = {
 _NANOS = 1_000_000_000
 
 
+class EnvoyInvalid(InvalidArgument):
+    """INVALID_ARGUMENT in envoyproxy/ratelimit's own words, which name no field first."""
+
+    def __init__(self, message: str) -> None:
+        BulwarkError.__init__(self, message)
+        self.field = ""
+
+
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     """Translates ShouldRateLimit into native Checks and their results back."""
 
-    def __init__(self, native: RateLimitServicer) -> None:
-        self._native = native
+    def __init__(self, limits: RateLimitManager, router: LeaderRouter) -> None:
+        self._limits = limits
+        self._router = router
 
     @rpc
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         if not request.domain:
-            await _invalid(context, "rate limit domain must not be empty")
+            raise EnvoyInvalid("rate limit domain must not be empty")
         if not request.descriptors:
-            await _invalid(context, "rate limit descriptor list must not be empty")
+            raise EnvoyInvalid("rate limit descriptor list must not be empty")
         statuses = [_Status(code=OK) for _ in request.descriptors]
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
         if NAME_RE.fullmatch(request.domain):
-            for hits, indexes in (await _plan(request, context)).items():
+            for hits, indexes in _plan(request).items():
                 for start in range(0, len(indexes), MAX_DESCRIPTORS):
                     batch = indexes[start : start + MAX_DESCRIPTORS]
                     check = ratelimit_pb2.CheckRequest(
@@ -90,16 +100,14 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                         descriptors=[_native(request.descriptors[i]) for i in batch],
                         hits=hits,
                     )
-                    decided = await self._native.Check(check, context)
+                    decided = await decide_check(self._router, self._limits, check, context)
                     for i, result in zip(batch, decided.results, strict=True):
                         statuses[i] = _status(result)
         overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
         return rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
 
 
-async def _plan(
-    request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
-) -> dict[int, list[int]]:
+def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
     """Indexes of the descriptors a limit could match, grouped by the hits each adds.
 
     A native Check charges one hits count to all its descriptors, so each distinct
@@ -108,7 +116,7 @@ async def _plan(
     """
     default = request.hits_addend or 1
     if default > MAX_HITS:
-        await _invalid(context, f"hits_addend: must be at most {MAX_HITS}, got {default}")
+        raise EnvoyInvalid(f"hits_addend: must be at most {MAX_HITS}, got {default}")
     plan: dict[int, list[int]] = {}
     for i, descriptor in enumerate(request.descriptors):
         if not _matchable(descriptor.entries):
@@ -117,17 +125,16 @@ async def _plan(
             # A long value could still match an any-value limit: refuse it, as the
             # native API does, rather than let it pass uncounted.
             if len(entry.value) > MAX_VALUE_LENGTH:
-                await _invalid(
-                    context,
+                raise EnvoyInvalid(
                     f"descriptors[{i}].entries[{j}].value: longer than "
-                    f"{MAX_VALUE_LENGTH} characters",
+                    f"{MAX_VALUE_LENGTH} characters"
                 )
         hits = default
         if descriptor.HasField("hits_addend"):
             hits = descriptor.hits_addend.value
             if hits > MAX_HITS:
-                await _invalid(
-                    context, f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
+                raise EnvoyInvalid(
+                    f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
                 )
         plan.setdefault(hits, []).append(i)
     return plan
@@ -167,8 +174,3 @@ def _status(result: ratelimit_pb2.DescriptorResult) -> _Status:
     nanos = max(0, result.reset_after.ToNanoseconds())
     status.duration_until_reset.seconds = -(-nanos // _NANOS)
     return status
-
-
-async def _invalid(context: grpc.aio.ServicerContext, message: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-    raise AssertionError("abort returned")

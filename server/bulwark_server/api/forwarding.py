@@ -14,17 +14,9 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from bulwark_server.api.status import error_from_status
 from bulwark_server.cluster.election import read_leader
-from bulwark_server.errors import (
-    AlreadyExists,
-    BulwarkError,
-    Conflict,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    NotLeader,
-    ResourceExhausted,
-)
+from bulwark_server.errors import BulwarkError, NotLeader
 from bulwark_server.security.access import current_caller
 from bulwark_server.store import EtcdStore
 
@@ -36,6 +28,8 @@ FORWARDED_METADATA = ((FORWARDED, "1"),)
 ON_BEHALF_OF = "bulwark-on-behalf-of"
 
 Response = TypeVar("Response")
+# A stub method of the leader's channel, e.g. ``lambda ch: FooServiceStub(ch).Bar``.
+StubMethod = Callable[[grpc.aio.Channel], Callable[..., Awaitable[Response]]]
 
 
 def was_forwarded(context: grpc.aio.ServicerContext) -> bool:
@@ -81,7 +75,7 @@ class LeaderForwarder:
 
     async def call(
         self,
-        make_call: Callable[[grpc.aio.Channel], Callable[..., Awaitable[Response]]],
+        make_call: StubMethod[Response],
         request: Any,
         deadline_s: float | None = None,
     ) -> Response:
@@ -110,28 +104,17 @@ class LeaderForwarder:
 def _as_domain_error(exc: grpc.aio.AioRpcError, address: str) -> BulwarkError:
     """The leader's answer as the same domain error, so the caller sees the leader's status.
 
-    Only a leader that could not be reached (or is leader no more) becomes
-    NotLeader (UNAVAILABLE, worth a retry); NOT_FOUND stays NOT_FOUND, and so on.
+    The status table, read backwards, decides (``error_from_status``); whatever is no
+    domain error (the leader unreachable, leader no more, or refusing this replica)
+    becomes NotLeader: UNAVAILABLE, worth a retry.
     """
     code, details = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(details)
-    if code == grpc.StatusCode.ALREADY_EXISTS:
-        return AlreadyExists(details)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(details)
-    if code == grpc.StatusCode.ABORTED:
-        return Conflict(details)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        field, _, problem = details.partition(": ")
-        return InvalidArgument(field, problem) if problem else InvalidArgument("request", details)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_ms = dict(exc.trailing_metadata() or ()).get("retry-after-ms", "1000")
-        try:
-            retry = int(retry_ms) / 1000
-        except ValueError:
-            retry = 1.0
-        return ResourceExhausted(details, retry)
+    trailing = {
+        key: value for key, value in exc.trailing_metadata() or () if isinstance(value, str)
+    }
+    error = error_from_status(code, details, trailing)
+    if error is not None:
+        return error
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         # The caller was admitted here: the leader refusing this replica is a
         # misconfiguration (peer CA, certificate usage, replica token), not theirs.

@@ -1,22 +1,23 @@
 """RateLimitService: validate, decide on the leader (forwarding if needed), map errors.
 
-A follower forwards Check to the leader. When no leader answers, the follower
-decides on its own share of each limit and says so: ``local_fallback`` in the
-response and ``bulwark-ratelimit-mode: local`` in the trailing metadata.
+A follower forwards Check to the leader. When no leader answers in time, the
+follower decides by the capability's fallback (``RateLimitManager.check_fallback``)
+and says so: ``local_fallback`` in the response and ``bulwark-ratelimit-mode: local``
+in the trailing metadata.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from bulwark_server.api.forwarding import LeaderForwarder, was_forwarded
+from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
-from bulwark_server.cluster.election import Election
-from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
+from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
@@ -25,9 +26,6 @@ log = logging.getLogger(__name__)
 
 MAX_HITS = 1_000_000
 MAX_WANTED = 1_000_000_000
-# A decision on the request path must not wait long for a leader that does not
-# answer: past this, the replica decides on its local share.
-FORWARD_TIMEOUT_S = 0.25
 LOCAL_MODE = (("bulwark-ratelimit-mode", "local"),)
 
 
@@ -43,15 +41,43 @@ def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
     return hits
 
 
+def _check_stub(channel: grpc.aio.Channel) -> Any:
+    return ratelimit_pb2_grpc.RateLimitServiceStub(channel).Check
+
+
+def _lease_stub(channel: grpc.aio.Channel) -> Any:
+    return ratelimit_pb2_grpc.RateLimitServiceStub(channel).LeaseQuota
+
+
+async def decide_check(
+    router: LeaderRouter,
+    limits: RateLimitManager,
+    request: ratelimit_pb2.CheckRequest,
+    context: grpc.aio.ServicerContext,
+) -> ratelimit_pb2.CheckResponse:
+    """A Check, validated, decided on the leader, or by the fallback when it is away
+    (then marked in the trailing metadata). Shared by the native and Envoy APIs."""
+    hits = _validate_check(request)
+    descriptors = [d.entries for d in request.descriptors]
+    load = request.load if request.HasField("load") else None
+    response, local = await router.run_or_fallback(
+        context,
+        request,
+        _check_stub,
+        lambda: limits.check(request.domain, descriptors, hits, load),
+        limits.check_fallback(request.domain, descriptors, hits),
+    )
+    if local:
+        context.set_trailing_metadata(LOCAL_MODE)
+    return response
+
+
 class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     """Thin layer over RateLimitManager."""
 
-    def __init__(
-        self, limiter: RateLimitManager, election: Election, forwarder: LeaderForwarder
-    ) -> None:
+    def __init__(self, limiter: RateLimitManager, router: LeaderRouter) -> None:
         self._limiter = limiter
-        self._election = election
-        self._forwarder = forwarder
+        self._router = router
 
     @rpc
     async def PutLimit(
@@ -91,23 +117,7 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     async def Check(
         self, request: ratelimit_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> ratelimit_pb2.CheckResponse:
-        hits = _validate_check(request)
-        descriptors = [d.entries for d in request.descriptors]
-        if self._election.is_leader:
-            load = request.load if request.HasField("load") else None
-            return self._limiter.check(request.domain, descriptors, hits, load)
-        if was_forwarded(context):
-            raise NotLeader("this replica no longer leads; retry")
-        try:
-            return await self._forwarder.call(
-                lambda channel: ratelimit_pb2_grpc.RateLimitServiceStub(channel).Check,
-                request,
-                deadline_s=FORWARD_TIMEOUT_S,
-            )
-        except (NotLeader, StoreUnavailable) as exc:
-            log.debug("leader unreachable for Check, deciding locally: %s", exc)
-        context.set_trailing_metadata(LOCAL_MODE)
-        return self._limiter.check_local(request.domain, descriptors, hits)
+        return await decide_check(self._router, self._limiter, request, context)
 
     @rpc
     async def LeaseQuota(
@@ -118,15 +128,13 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
         validate_id(request.client_id, "client_id")
         if not 0 <= request.wanted <= MAX_WANTED:
             raise InvalidArgument("wanted", f"must be 0-{MAX_WANTED}, got {request.wanted}")
-        if self._election.is_leader:
-            return self._limiter.lease(
-                request.domain, request.descriptor.entries, request.client_id, request.wanted
-            )
-        if was_forwarded(context):
-            raise NotLeader("this replica no longer leads; retry")
         # No local fallback: a client without a fresh lease keeps its last one or
         # its configured safe share until a leader answers.
-        return await self._forwarder.call(
-            lambda channel: ratelimit_pb2_grpc.RateLimitServiceStub(channel).LeaseQuota,
+        return await self._router.run(
+            context,
             request,
+            _lease_stub,
+            lambda: self._limiter.lease(
+                request.domain, request.descriptor.entries, request.client_id, request.wanted
+            ),
         )

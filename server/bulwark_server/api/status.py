@@ -4,6 +4,12 @@ Metadata sent with an error (trailing):
 
 * ``retry-after-ms`` with ``RESOURCE_EXHAUSTED``: how long to back off.
 * ``bulwark-leader`` with ``UNAVAILABLE`` from ``NotLeader``: the leader's address.
+* ``bulwark-error: PermissionDenied`` with ``PERMISSION_DENIED`` raised by a
+  capability (the caller may not act on that object), so a replica forwarding the
+  call can tell it from the access layer refusing the replica itself.
+
+``error_from_status`` reads the table backwards: a forwarding replica turns the
+leader's answer into the same domain error, so its caller sees the leader's status.
 """
 
 from __future__ import annotations
@@ -55,13 +61,54 @@ def status_for(error: BulwarkError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+ERROR_KIND = "bulwark-error"
+RETRY_AFTER = "retry-after-ms"
+LEADER = "bulwark-leader"
+
+# The table read backwards, for codes one domain error owns. UNAVAILABLE (NotLeader or
+# StoreUnavailable) is left out: forwarded, it means the leader did not take the call.
+# PERMISSION_DENIED is a domain error only when the capability said so (ERROR_KIND).
+_ERROR_BY_STATUS: dict[grpc.StatusCode, type[BulwarkError]] = {
+    code: cls
+    for cls, code in STATUS_BY_ERROR.items()
+    if list(STATUS_BY_ERROR.values()).count(code) == 1 and cls is not PermissionDenied
+}
+
+
 def trailing_metadata_for(error: BulwarkError) -> tuple[tuple[str, str], ...]:
+    """Metadata that goes with an error's status (see the module docstring)."""
+    if isinstance(error, PermissionDenied):
+        return ((ERROR_KIND, PermissionDenied.__name__),)
     if isinstance(error, ResourceExhausted):
         retry = error.retry_after if math.isfinite(error.retry_after) else 1.0
-        return (("retry-after-ms", str(max(1, round(retry * 1000)))),)
+        return ((RETRY_AFTER, str(max(1, round(retry * 1000)))),)
     if isinstance(error, NotLeader) and error.leader:
-        return (("bulwark-leader", error.leader),)
+        return ((LEADER, error.leader),)
     return ()
+
+
+def error_from_status(
+    code: grpc.StatusCode, details: str, trailing: dict[str, str]
+) -> BulwarkError | None:
+    """The domain error another replica answered with, or None when the status is not
+    one (UNAVAILABLE, a refusal by the access layer, a transport failure)."""
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        if trailing.get(ERROR_KIND) == PermissionDenied.__name__:
+            return PermissionDenied(details)
+        return None
+    cls = _ERROR_BY_STATUS.get(code)
+    if cls is None:
+        return None
+    if cls is InvalidArgument:
+        field, _, problem = details.partition(": ")
+        return InvalidArgument(field, problem) if problem else InvalidArgument("request", details)
+    if cls is ResourceExhausted:
+        try:
+            retry = int(trailing.get(RETRY_AFTER, "1000")) / 1000
+        except ValueError:
+            retry = 1.0
+        return ResourceExhausted(details, retry)
+    return cls(details)
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -39,6 +40,7 @@ from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailabl
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
+from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND
@@ -200,6 +202,10 @@ class RateLimitManager:
         response = self._decide(domain, descriptors, hits, self._local, share=replicas, dirty=False)
         response.local_fallback = True
         return response
+
+    def check_fallback(self, domain: str, descriptors: Sequence[Entries], hits: int) -> LocalCheck:
+        """How a follower decides this Check when the leader does not answer in time."""
+        return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits))
 
     def _decide(
         self,
