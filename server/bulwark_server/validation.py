@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -87,6 +88,22 @@ def timestamp_seconds(value: timestamp_pb2.Timestamp, field: str) -> float:
     ):
         raise InvalidArgument(field, "is not a valid timestamp")
     return value.seconds + value.nanos / 1e9
+
+
+MAX_WATCH_NAMES = 1000
+
+
+def validate_watch(
+    start_revision: int, names: Sequence[str], field: str = "names"
+) -> frozenset[str]:
+    """The names a Watch call follows (empty: all), checked with its start revision."""
+    if start_revision < 0:
+        raise InvalidArgument("start_revision", "must not be negative")
+    if len(names) > MAX_WATCH_NAMES:
+        raise InvalidArgument(field, f"at most {MAX_WATCH_NAMES} {field}")
+    for i, name in enumerate(names):
+        validate_name(name, f"{field}[{i}]")
+    return frozenset(names)
 
 
 def page_params(page_size: int, page_token: str) -> tuple[int, str]:

@@ -11,17 +11,16 @@ import grpc.aio
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 from bulwark_server.api.routing import LeaderRouter
-from bulwark_server.api.status import rpc, status_for
+from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.breakers.manager import BreakerManager
-from bulwark_server.errors import BulwarkError, InvalidArgument
+from bulwark_server.errors import InvalidArgument
 from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore
-from bulwark_server.validation import page_params, validate_id, validate_name
+from bulwark_server.validation import page_params, validate_id, validate_name, validate_watch
 
 MAX_REPORT_ENTRIES = 1000
 MAX_COUNT = 10**9
 MAX_REASON = 1024
-MAX_WATCH_NAMES = 1000
 FORCEABLE = (
     breaker_pb2.BREAKER_STATE_FORCED_OPEN,
     breaker_pb2.BREAKER_STATE_DISABLED,
@@ -156,21 +155,10 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         breaker = await self._registry.force(request.name, request.state, actor, request.reason)
         return breaker_pb2.ForceStateResponse(breaker=breaker)
 
+    @rpc_stream
     async def WatchBreakers(
         self, request: breaker_pb2.WatchBreakersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[breaker_pb2.WatchBreakersResponse]:
-        try:
-            names = self._validate_watch(request)
-        except BulwarkError as error:
-            await context.abort(status_for(error), error.message)
+        names = validate_watch(request.start_revision, request.names)
         async for response in self._registry.watch(names, request.start_revision):
             yield response
-
-    def _validate_watch(self, request: breaker_pb2.WatchBreakersRequest) -> frozenset[str]:
-        if request.start_revision < 0:
-            raise InvalidArgument("start_revision", "must not be negative")
-        if len(request.names) > MAX_WATCH_NAMES:
-            raise InvalidArgument("names", f"at most {MAX_WATCH_NAMES} names")
-        for i, name in enumerate(request.names):
-            validate_name(name, f"names[{i}]")
-        return frozenset(request.names)

@@ -8,8 +8,8 @@ import grpc
 import grpc.aio
 
 from bulwark.v1 import feature_pb2, feature_pb2_grpc
-from bulwark_server.api.status import rpc, status_for
-from bulwark_server.errors import BulwarkError, InvalidArgument
+from bulwark_server.api.status import rpc, rpc_stream
+from bulwark_server.errors import InvalidArgument
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.security.access import caller_name
 from bulwark_server.store import EtcdStore
@@ -18,12 +18,12 @@ from bulwark_server.validation import (
     timestamp_seconds,
     validate_id,
     validate_name,
+    validate_watch,
 )
 
 MAX_REASON = 1024
 MAX_FALLBACK = 256
 MAX_DEPENDENCIES = 64
-MAX_WATCH_NAMES = 1000
 STATUSES = frozenset(feature_pb2.FeatureStatus.values())
 KINDS = (feature_pb2.DEPENDENCY_KIND_FEATURE, feature_pb2.DEPENDENCY_KIND_CIRCUIT_BREAKER)
 
@@ -125,19 +125,10 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         views, token = self._features.list(size, start_after)
         return feature_pb2.ListFeaturesResponse(features=views, next_page_token=token)
 
+    @rpc_stream
     async def WatchFeatures(
         self, request: feature_pb2.WatchFeaturesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[feature_pb2.WatchFeaturesResponse]:
-        try:
-            if request.start_revision < 0:
-                raise InvalidArgument("start_revision", "must not be negative")
-            if len(request.names) > MAX_WATCH_NAMES:
-                raise InvalidArgument("names", f"at most {MAX_WATCH_NAMES} names")
-            for i, name in enumerate(request.names):
-                validate_name(name, f"names[{i}]")
-        except BulwarkError as error:
-            await context.abort(status_for(error), error.message)
-        async for response in self._features.watch(
-            frozenset(request.names), request.start_revision
-        ):
+        names = validate_watch(request.start_revision, request.names)
+        async for response in self._features.watch(names, request.start_revision):
             yield response

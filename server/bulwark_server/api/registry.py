@@ -9,8 +9,8 @@ import grpc
 import grpc.aio
 
 from bulwark.v1 import registry_pb2, registry_pb2_grpc
-from bulwark_server.api.status import rpc, status_for
-from bulwark_server.errors import BulwarkError, InvalidArgument
+from bulwark_server.api.status import rpc, rpc_stream
+from bulwark_server.errors import InvalidArgument
 from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
@@ -19,6 +19,7 @@ from bulwark_server.validation import (
     validate_id,
     validate_name,
     validate_pair,
+    validate_watch,
 )
 
 DEFAULT_TTL_S = 10.0
@@ -33,7 +34,6 @@ MAX_UTILIZATION = 1000.0
 MAX_LAG_S = 86400.0 * 365
 DEFAULT_DRAIN_S = 10.0
 MAX_DRAIN_S = 300.0
-MAX_WATCH_SERVICES = 1000
 HEALTH_VALUES = frozenset(registry_pb2.InstanceHealth.values())
 
 
@@ -155,14 +155,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             stale=self._store.status().stale,
         )
 
+    @rpc_stream
     async def WatchInstances(
         self, request: registry_pb2.WatchInstancesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.WatchInstancesResponse]:
-        try:
-            validate_name(request.service, "service")
-            _start_revision(request.start_revision)
-        except BulwarkError as error:
-            await context.abort(status_for(error), error.message)
+        validate_name(request.service, "service")
+        _start_revision(request.start_revision)
         async for response in self._registry.watch_instances(
             request.service, request.start_revision
         ):
@@ -194,20 +192,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             response.instance.CopyFrom(instance)
         return response
 
+    @rpc_stream
     async def WatchPrimary(
         self, request: registry_pb2.WatchPrimaryRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.WatchPrimaryResponse]:
-        try:
-            _start_revision(request.start_revision)
-            if len(request.services) > MAX_WATCH_SERVICES:
-                raise InvalidArgument("services", f"at most {MAX_WATCH_SERVICES} services")
-            for i, service in enumerate(request.services):
-                validate_name(service, f"services[{i}]")
-        except BulwarkError as error:
-            await context.abort(status_for(error), error.message)
-        async for response in self._registry.watch_primaries(
-            frozenset(request.services), request.start_revision
-        ):
+        services = validate_watch(request.start_revision, request.services, "services")
+        async for response in self._registry.watch_primaries(services, request.start_revision):
             yield response
 
     @rpc
