@@ -64,7 +64,7 @@ from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError, NotFound
 from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.features.manager import FeatureManager
-from bulwark_server.observability import Telemetry, TelemetryInterceptor, setup_telemetry
+from bulwark_server.observability import Telemetry, setup_telemetry
 from bulwark_server.ratelimits.envoy_config import (
     EnvoyConfigError,
     describe,
@@ -73,14 +73,17 @@ from bulwark_server.ratelimits.envoy_config import (
 )
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.registry.manager import RegistryManager
-from bulwark_server.security.access import REPLICA_TOKEN_CREATOR, AccessInterceptor
 from bulwark_server.security.audit import AuditLog
+from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
 from bulwark_server.security.roles import Role
-from bulwark_server.security.shedding import LoadShedder
-from bulwark_server.security.tls import etcd_tls, peer_credentials
+from bulwark_server.security.tls import etcd_tls
 from bulwark_server.security.tokens import TokenStore
-from bulwark_server.server import ServiceBinding, build_server
 from bulwark_server.store import EtcdStore
+from bulwark_server.transport.access import AccessInterceptor
+from bulwark_server.transport.server import ServiceBinding, build_server
+from bulwark_server.transport.shedding import LoadShedder
+from bulwark_server.transport.telemetry import TelemetryInterceptor
+from bulwark_server.transport.tls import peer_credentials
 
 log = logging.getLogger(__name__)
 

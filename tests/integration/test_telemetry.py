@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
 from bulwark_server.api.status import rpc
 from bulwark_server.errors import NotFound
-from bulwark_server.observability import Telemetry, TelemetryInterceptor
+from bulwark_server.observability import Telemetry
+from bulwark_server.transport.telemetry import TelemetryInterceptor
 
 
 class Servicer(cluster_pb2_grpc.ClusterServiceServicer):

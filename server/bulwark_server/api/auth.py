@@ -8,8 +8,8 @@ import grpc.aio
 from bulwark.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc
 from bulwark_server.api.status import rpc
 from bulwark_server.errors import InvalidArgument
-from bulwark_server.security.access import caller_name, current_caller
 from bulwark_server.security.audit import AuditLog
+from bulwark_server.security.identity import caller_name, current_caller
 from bulwark_server.security.roles import Role
 from bulwark_server.security.tokens import TokenStore
 from bulwark_server.validation import (

@@ -17,7 +17,7 @@ from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.backups.keys import Caller, KeyBackupManager
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.errors import InvalidArgument
-from bulwark_server.security.access import caller_name, current_caller
+from bulwark_server.security.identity import caller_name, current_caller
 from bulwark_server.security.roles import Role
 from bulwark_server.validation import page_params, validate_id, validate_name
 

@@ -14,7 +14,7 @@ from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.errors import InvalidArgument
-from bulwark_server.security.access import caller_name
+from bulwark_server.security.identity import caller_name
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_watch
 

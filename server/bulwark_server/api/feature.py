@@ -11,7 +11,7 @@ from bulwark.v1 import feature_pb2, feature_pb2_grpc
 from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.features.manager import FeatureManager
-from bulwark_server.security.access import caller_name
+from bulwark_server.security.identity import caller_name
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
     page_params,

@@ -17,7 +17,7 @@ import grpc.aio
 from bulwark_server.api.status import error_from_status
 from bulwark_server.cluster.election import read_leader
 from bulwark_server.errors import BulwarkError, NotLeader
-from bulwark_server.security.access import current_caller
+from bulwark_server.security.identity import current_caller
 from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bulwark_server.api.handlers import rewrap
 from bulwark_server.security.roles import Shed, is_open, rule_for
+from bulwark_server.transport.handlers import rewrap
 
 # Retry hints: decisions come back soon; configuration and listing can wait longer.
 RETRY_LAST_MS = 50

@@ -18,10 +18,8 @@ For each call, in order:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,35 +27,16 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from bulwark.v1 import audit_pb2
-from bulwark_server.api.handlers import rewrap, status_of
 from bulwark_server.errors import NotLeader, StoreUnavailable
 from bulwark_server.security import certs
 from bulwark_server.security.audit import AuditLog, describe_target
+from bulwark_server.security.identity import ANONYMOUS, CALLER, REPLICA_TOKEN_CREATOR, Identity
 from bulwark_server.security.roles import Audit, Role, is_open, rule_for
 from bulwark_server.security.tokens import TokenStore, bearer
 from bulwark_server.store import track_writes
+from bulwark_server.transport.handlers import rewrap, status_of
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A caller as Bulwark knows it."""
-
-    name: str
-    role: Role | None
-    method: str  # "certificate", "token" or "none"
-    token_id: str = ""
-
-
-ANONYMOUS = Identity("anonymous", Role.ADMIN, "none")
-CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
-    "bulwark_caller", default=None
-)
-
-
-# The creator recorded on the tokens replicas make for themselves.
-REPLICA_TOKEN_CREATOR = "bulwark"
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
@@ -65,20 +44,6 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
         if name == key:
             return value.decode(errors="replace") if isinstance(value, bytes) else value
     return ""
-
-
-def current_caller() -> Identity | None:
-    """The identity of the call being served, if any."""
-    return CALLER.get()
-
-
-def caller_name(claimed: str = "") -> str:
-    """Who is calling, for the record: the authenticated identity; with authentication
-    off, the name the request claims (or "anonymous")."""
-    caller = CALLER.get()
-    if caller is None or caller.method == "none":
-        return claimed or "anonymous"
-    return caller.name
 
 
 class Denied(Exception):

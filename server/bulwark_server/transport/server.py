@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bulwark_server.config import Settings
-from bulwark_server.security.tls import server_credentials
+from bulwark_server.transport.tls import server_credentials
 
 
 @dataclass(frozen=True)
