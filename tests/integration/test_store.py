@@ -167,8 +167,8 @@ async def test_watch_falls_behind_a_compaction_and_resyncs(etcd: EtcdMember):
         await client.kv.compact(last)
         await client.close()
         # A watch resuming from before the compaction must report that it needs a resync.
-        await asyncio.wait_for(store._watch_from(old), 5)
-        await store._resync()
+        await asyncio.wait_for(store._feed.watch_from(old), 5)
+        await store._feed.resync()
         assert store.get("things", "gone") is None
         assert store.get("things", "new") is not None
     finally:

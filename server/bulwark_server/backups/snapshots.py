@@ -47,8 +47,7 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore
-from bulwark_server.store.etcd import MAX_TXN_OPS
+from bulwark_server.store import MAX_TXN_OPS, Entry, EtcdStore
 from bulwark_server.store.keys import PREFIX, split_key
 
 log = logging.getLogger(__name__)

@@ -41,10 +41,8 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import EtcdStore, Event, EventType, Fence
-from bulwark_server.store.cache import Entry
+from bulwark_server.store import Entry, EtcdStore, Event, EventType, Fence, follow
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
-from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)

@@ -39,9 +39,8 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.features import graph
-from bulwark_server.store import Entry, EtcdStore, Event, Unchanged
+from bulwark_server.store import Entry, EtcdStore, Event, Unchanged, follow
 from bulwark_server.store.keys import BREAKER_KIND, FEATURE_KIND, kind_prefix
-from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)

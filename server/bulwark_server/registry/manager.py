@@ -48,9 +48,8 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.registry import failover, picking
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged
+from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged, follow
 from bulwark_server.store.keys import INSTANCE_KIND, PRIMARY_KIND, key_for, kind_prefix
-from bulwark_server.store.streams import follow
 from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,7 @@ from bulwark.v1 import audit_pb2
 from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import NotLeader, StoreUnavailable
-from bulwark_server.store import EtcdStore
-from bulwark_server.store.etcd import MAX_TXN_OPS
+from bulwark_server.store import MAX_TXN_OPS, EtcdStore
 from bulwark_server.store.keys import AUDIT_KIND, kind_prefix
 from bulwark_server.validation import page_token
 

@@ -1,24 +1,42 @@
 """State in etcd: the only package that talks to etcd.
 
-``EtcdStore`` (store/etcd.py) writes with compare-and-swap transactions and
-keeps a watch-fed ``Cache`` (store/cache.py) of the whole ``/bulwark/v1/``
-prefix that reads are answered from.
+This module is the store's front: code outside ``bulwark_server.store``
+imports from here, or from ``bulwark_server.store.keys`` for the key layout,
+and never from the modules below, which may change shape.
+
+``EtcdStore`` (store/etcd.py) is a facade over one part per concern:
+
+* ``connection``: endpoints, TLS (``EtcdTls``), the client, reachability.
+* ``kv``: linearizable reads and compare-and-swap transactions, with
+  ``Fence`` (leader fencing) and ``Unchanged`` (further write conditions).
+* ``leases`` and ``members`` (``MemberInfo``).
+* ``watch``: the watch, resyncs and probe that keep the ``Cache``
+  (store/cache.py) of the whole ``/bulwark/v1/`` prefix current, and
+  ``StoreStatus``, how current it is. Reads are answered from the cache.
+* ``writelog``: ``track_writes`` / ``WriteLog``, the revision a task's writes
+  reached.
+* ``streams``: ``follow``, the snapshot-then-changes shape of every Watch* RPC.
+
+``MAX_TXN_OPS`` is the most keys ``EtcdStore.put_many``, ``delete_many``,
+``put_raw`` and ``delete_raw`` take in one call (more raise ValueError). Each
+such call is one etcd transaction, all or nothing, safely under etcd's own
+default limit of 128 operations. A caller with more keys splits them into
+batches of at most ``MAX_TXN_OPS``; the batches are then separate
+transactions, so a reader or a failure can fall between them.
 """
 
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
-from bulwark_server.store.etcd import (
-    EtcdStore,
-    EtcdTls,
-    Fence,
-    MemberInfo,
-    StoreStatus,
-    Unchanged,
-    WriteLog,
-    track_writes,
-)
+from bulwark_server.store.connection import EtcdTls
+from bulwark_server.store.etcd import EtcdStore
 from bulwark_server.store.keys import PREFIX, key_for, split_key
+from bulwark_server.store.kv import MAX_TXN_OPS, Fence, Unchanged
+from bulwark_server.store.members import MemberInfo
+from bulwark_server.store.streams import follow
+from bulwark_server.store.watch import StoreStatus
+from bulwark_server.store.writelog import WriteLog, track_writes
 
 __all__ = [
+    "MAX_TXN_OPS",
     "PREFIX",
     "Cache",
     "Entry",
@@ -31,6 +49,7 @@ __all__ = [
     "StoreStatus",
     "Unchanged",
     "WriteLog",
+    "follow",
     "key_for",
     "split_key",
     "track_writes",
