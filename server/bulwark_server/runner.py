@@ -59,6 +59,7 @@ from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.manager import ClusterManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError, NotFound
@@ -320,7 +321,7 @@ class Replica:
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-                ClusterServicer(store, election, draining=lambda: self._draining),
+                ClusterServicer(ClusterManager(store, election, draining=lambda: self._draining)),
                 cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
             ),
             ServiceBinding(
