@@ -63,8 +63,8 @@ from bulwark_server.cluster.manager import ClusterManager
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError, NotFound
-from bulwark_server.etcd_process import EtcdMember
 from bulwark_server.features.manager import FeatureManager
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.observability import Telemetry, setup_telemetry
 from bulwark_server.ratelimits.envoy_config import (
     EnvoyConfigError,

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,8 +50,8 @@ from bulwark.v1 import (
     recovery_pb2_grpc,
 )
 from bulwark_server.backups.envelope import KeyRing
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import _etcd_client as ec
 from tests.integration.conftest import wait_for
 

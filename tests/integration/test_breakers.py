@@ -13,8 +13,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, watch_pb2
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 OPEN = breaker_pb2.BREAKER_STATE_OPEN

@@ -32,8 +32,8 @@ from bulwark_server.bulkheads import (
     parse_permit_ref,
 )
 from bulwark_server.errors import AlreadyExists
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import EtcdStore, EventType, key_for
 from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND
 from tests.integration.conftest import get_leader, wait_for

@@ -12,7 +12,7 @@ import pytest
 from bulwark.v1 import cluster_pb2
 from bulwark_server.cluster.election import REPLICA_KIND, Election, read_leader
 from bulwark_server.errors import StoreUnavailable
-from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import EtcdStore
 
 

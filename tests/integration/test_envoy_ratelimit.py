@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as common
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, cluster_pb2, cluster_pb2_grpc
-from bulwark_server.etcd_process import EtcdMember, EtcdTls
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember, EtcdTls
 from bulwark_server.security.certs import issue_more, write_bundle
 from bulwark_server.store._etcd_client import Etcd3Client
 

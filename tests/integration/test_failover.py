@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from tests.integration.conftest import get_leader, wait_for
 
 TTL = 2

@@ -18,8 +18,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, feature_pb2, feature_pb2_grpc, watch_pb2
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 AVAILABLE = feature_pb2.FEATURE_STATUS_AVAILABLE

@@ -49,8 +49,8 @@ from hypothesis import strategies as st
 
 from bulwark.v1 import ratelimit_pb2, watch_pb2
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2  # noqa: F401 (registers)
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.security.roles import RULES, Audit
 from bulwark_server.store import _etcd_client as ec
 from tests.integration.conftest import get_leader, wait_for

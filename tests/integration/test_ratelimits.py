@@ -13,8 +13,8 @@ import grpc.aio
 import pytest
 
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND

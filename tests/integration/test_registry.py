@@ -27,8 +27,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 from bulwark.v1 import cluster_pb2, registry_pb2, registry_pb2_grpc, watch_pb2
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 Code = grpc.StatusCode

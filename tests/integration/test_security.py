@@ -50,8 +50,8 @@ from bulwark.v1 import (
     watch_pb2,
 )
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.security import certs
 from bulwark_server.security.roles import OPEN_SERVICES, RULES, Role
 from tests.integration.conftest import wait_for

@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulwark.v1 import cluster_pb2
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import cluster_stub, get_leader, wait_for
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import wrappers_pb2
 
 from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
-from bulwark_server.etcd_process import EtcdMember
+from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import EtcdStore, EventType, Fence, key_for
 from bulwark_server.store import _etcd_client as ec
 

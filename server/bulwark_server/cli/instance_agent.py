@@ -1,4 +1,7 @@
-"""``bulwark instance``: keep one instance registered for a process that cannot do it itself.
+"""The loop behind ``bulwark instance``: keep one instance registered for a process.
+
+For processes that cannot embed the client library, so it needs only the
+generated stubs, grpc and the standard library.
 
 Registers the instance, heartbeats every third of its TTL, and prints one JSON
 line on stdout whenever its role or the epoch changes (``{"event": "role",
@@ -16,6 +19,7 @@ import json
 import signal
 import sys
 import time
+from typing import Protocol
 
 import grpc
 import grpc.aio
@@ -26,6 +30,18 @@ from bulwark.v1 import registry_pb2, registry_pb2_grpc
 RETRY_S = 0.2
 
 
+class Target(Protocol):
+    """Where the agent calls: what :class:`bulwark_server.cli.channel.ServerTarget` offers."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]: ...
+
+    def aio_channel(self) -> grpc.aio.Channel: ...
+
+
 def _emit(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, "time": round(time.time(), 3), **fields}), flush=True)
 
@@ -33,33 +49,23 @@ def _emit(event: str, **fields: object) -> None:
 class InstanceAgent:
     """Register, heartbeat and report role changes until stopped."""
 
-    def __init__(
-        self,
-        server: str,
-        instance: registry_pb2.Instance,
-        timeout: float,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        self._server = server
+    def __init__(self, target: Target, instance: registry_pb2.Instance, timeout: float) -> None:
+        self._target = target
+        self._server = target.address
         self._instance = instance
         self._timeout = timeout
-        self._credentials = credentials
-        self._metadata = metadata
+        self._metadata = target.metadata
         self._stopping = asyncio.Event()
         self._seen: tuple[int, int] | None = None
         self._health = registry_pb2.INSTANCE_HEALTH_SERVING
 
     def stop(self) -> None:
+        """Ask the loop to deregister the instance and end."""
         self._stopping.set()
 
     async def run(self) -> int:
-        channel = (
-            grpc.aio.insecure_channel(self._server)
-            if self._credentials is None
-            else grpc.aio.secure_channel(self._server, self._credentials)
-        )
-        async with channel:
+        """Register, heartbeat until stopped, deregister; 1 when the registration is refused."""
+        async with self._target.aio_channel() as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             try:
                 ttl = await self._register(stub)
@@ -170,17 +176,11 @@ class InstanceAgent:
         )
 
 
-def run(
-    server: str,
-    instance: registry_pb2.Instance,
-    timeout: float,
-    credentials: grpc.ChannelCredentials | None = None,
-    metadata: tuple[tuple[str, str], ...] = (),
-) -> int:
+def run(target: Target, instance: registry_pb2.Instance, timeout: float) -> int:
     """Run the agent until SIGTERM or SIGINT; the exit status."""
 
     async def main() -> int:
-        agent = InstanceAgent(server, instance, timeout, credentials, metadata)
+        agent = InstanceAgent(target, instance, timeout)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.stop)

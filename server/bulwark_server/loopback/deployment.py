@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulwark_server.etcd_process import EtcdCluster, stop_process, tail_lines
+from bulwark_server.loopback.etcd import EtcdCluster, stop_process, tail_lines
 
 
 @dataclass
