@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -115,7 +115,15 @@ async def run_echo_server() -> None:
 class ServerProcess:
     """A server subprocess whose output is drained by a thread; reports its port once."""
 
-    def __init__(self, name: str, argv: list[str], port_stream: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port_stream: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self.name = name
         self.tail: deque[str] = deque(maxlen=40)
         self.port: int | None = None
@@ -127,6 +135,8 @@ class ServerProcess:
             stderr=subprocess.PIPE if port_stream == "stderr" else None,
             text=True,
             bufsize=1,
+            env=env,
+            cwd=cwd,
         )
         stream = self.proc.stdout if port_stream == "stdout" else self.proc.stderr
         assert stream is not None
@@ -189,11 +199,19 @@ class BulwarkProcess(ServerProcess):
 
     ``extra_args`` are appended to the command line (e.g. ``--etcd-endpoints`` to share
     another replica's etcd, ``--replica-id``). When the replica starts an embedded etcd,
-    ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line.
+    ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line. ``env`` and
+    ``cwd`` are those of the subprocess (default: this process's), e.g. a ``PYTHONPATH``
+    naming another source tree.
     """
 
     def __init__(
-        self, data_dir: str, *, name: str = "bulwark", extra_args: Sequence[str] = ()
+        self,
+        data_dir: str,
+        *,
+        name: str = "bulwark",
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.etcd_endpoint: str | None = None
         argv = [
@@ -209,7 +227,7 @@ class BulwarkProcess(ServerProcess):
             "INFO",
             *extra_args,
         ]
-        super().__init__(name, argv, port_stream="stderr")
+        super().__init__(name, argv, port_stream="stderr", env=env, cwd=cwd)
 
     def _parse_port(self, line: str) -> int | None:
         try:
