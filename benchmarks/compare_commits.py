@@ -24,7 +24,8 @@ What it measures
     3. The Python client's ``await client.allow("bench")`` decisions/s in one process, from
        the watch-fed cache (``compare_client_worker.py``, the loop of ``client_bench.py``).
 
-    The sides take turns: for each of ``--turns`` turns and each measure, old then new,
+    The sides take turns: for each of ``--turns`` turns and each measure, old then new
+    (new then old in even turns),
     each for ``--warmup`` discarded seconds and ``--duration`` measured seconds, so that
     drifting background load hits both alike. Reported per measure and side: the median,
     min and max over the turns; then new/old (ratio of the medians; the median of the
@@ -476,7 +477,12 @@ def benchmark(args: argparse.Namespace) -> Report:
         )
         for turn in range(1, args.turns + 1):
             for key, measure in report.measures.items():
-                for side in sides.values():
+                # Old first in odd turns, new first in even ones (A B B A ...), so the
+                # position in a pair favours neither side.
+                order = list(sides.values())
+                if turn % 2 == 0:
+                    order.reverse()
+                for side in order:
                     server = servers[side.key]
                     if key == "client_allow":
                         value, errors = client_allow_turn(side, args.warmup, args.duration)
