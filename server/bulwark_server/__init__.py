@@ -1,5 +1,6 @@
 """Bulwark server: the resilience control plane on etcd."""
 
-from bulwark import __version__
+# Released in step with bulwark-client, which it requires at this same version.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

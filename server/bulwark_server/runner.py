@@ -17,7 +17,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from bulwark import __version__
 from bulwark.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -40,7 +39,7 @@ from bulwark.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from bulwark_server import timestamps
+from bulwark_server import __version__, timestamps
 from bulwark_server.api.auth import AuditServicer, AuthServicer
 from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bulwark import __version__
+from bulwark_server import __version__
 from bulwark_server.cli import certs, instance, limits, local_cluster, recovery, serve, token
 
 
