@@ -50,9 +50,10 @@ from bulwark._caches import (
 from bulwark._endpoints import AWAY, CallPlan, Endpoints, retryable
 from bulwark._local_breaker import LocalBreaker
 from bulwark._outcomes import COUNT_CAP, MAX_REPORT_ENTRIES, OutcomeBuffer
-from bulwark._policy import ClientPolicy, Remote, WatchRetry, report_pause, serving
+from bulwark._policy import ClientPolicy, Remote
 from bulwark._quota import MAX_QUOTA_BUCKETS, QuotaBucket, quota_for
 from bulwark._states import Decision, monotonic_from_wall, per_second
+from bulwark._watching import Watch, WatchRetry, report_pause, serving
 
 __all__ = [
     "AWAY",
@@ -73,6 +74,7 @@ __all__ = [
     "PrimaryCache",
     "QuotaBucket",
     "Remote",
+    "Watch",
     "WatchRetry",
     "monotonic_from_wall",
     "per_second",

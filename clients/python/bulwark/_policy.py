@@ -38,6 +38,7 @@ from bulwark._outcomes import OutcomeBuffer
 from bulwark._quota import QuotaBucket, quota_for
 from bulwark._settings import ClientOptions
 from bulwark._states import SYNCED, Decision, monotonic_from_wall, per_second
+from bulwark._watching import Watch
 from bulwark.errors import (
     BreakerOpenError,
     BulwarkError,
@@ -54,55 +55,17 @@ from bulwark.v1 import (
     registry_pb2,
 )
 
-__all__ = [
-    "REFUSED_BACKOFF_MAX_S",
-    "ClientPolicy",
-    "Descriptor",
-    "Remote",
-    "WatchRetry",
-    "entries_of",
-    "report_pause",
-    "serving",
-]
+__all__ = ["ClientPolicy", "Descriptor", "Remote", "entries_of"]
 
 T = TypeVar("T")
 Descriptor = Mapping[str, str] | Sequence[tuple[str, str]]
 Entries = tuple[tuple[str, str], ...]
 PrimaryCallback = Callable[[str, registry_pb2.Primary | None], None]
 
-#: The longest wait between two tries of a watch a replica refuses (credentials, role).
-REFUSED_BACKOFF_MAX_S = 5.0
-#: The report loop's longest sleep: a full batch (or the first outcomes) need
-#: not wait out a long ``report_interval``.
-REPORT_PAUSE_MAX_S = 0.05
-#: ... and its shortest, so ``report_interval=0`` is no busy loop.
-REPORT_PAUSE_MIN_S = 0.005
-
 
 def entries_of(descriptor: Descriptor) -> Entries:
     """A descriptor (mapping or pairs) as a hashable tuple of (key, value) pairs."""
     return tuple(descriptor.items() if isinstance(descriptor, Mapping) else descriptor)
-
-
-def report_pause(interval: float) -> float:
-    """The report loop's sleep between two looks at the buffer: half the interval, in bounds."""
-    return min(max(interval / 2, REPORT_PAUSE_MIN_S), REPORT_PAUSE_MAX_S)
-
-
-def serving(status: int | None, code: grpc.StatusCode | None) -> bool | None:
-    """What a gRPC health check says about a replica whose resumed watch sent nothing yet.
-
-    ``status`` is the response's ``ServingStatus`` (None when the check failed
-    with ``code``). True: the replica serves, the stream is live (UNIMPLEMENTED
-    counts: a replica without the health service still answered). False: the
-    replica is away (UNAVAILABLE, DEADLINE_EXCEEDED): fail over. None: not
-    proven either way; the stream's first event will tell.
-    """
-    if code is None:
-        return True if status == 1 else None  # 1: HealthCheckResponse.SERVING
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return True
-    return False if code in AWAY else None
 
 
 class Remote(Generic[T]):
@@ -144,37 +107,6 @@ def _reraise(error: BulwarkError, now: float) -> Any:
 
 def _response(response: Any, now: float, now_wall: float) -> Any:
     return response
-
-
-class WatchRetry:
-    """When one watch tries again after its stream ended, and whether to warn.
-
-    A replica that did not answer (``AWAY``) is retried soon, on the next
-    healthy endpoint. A replica that answers but refuses (a bad token, a role
-    too small) is retried after a doubling wait, 0.2 s up to
-    ``REFUSED_BACKOFF_MAX_S``, with a warning for the first refusal only; a
-    stream that was live before it ended starts that count again.
-    """
-
-    __slots__ = ("_jitter", "refusals")
-
-    def __init__(self, jitter: Callable[[], float] = random.random) -> None:
-        self._jitter = jitter
-        self.refusals = 0
-
-    def ended(self, code: grpc.StatusCode, was_live: bool) -> tuple[float, int]:
-        """Seconds to wait before the next try, and the log level to report the end at."""
-        if code in AWAY:
-            self.refusals = 0
-            return 0.05 + self._jitter() * 0.1, logging.DEBUG
-        self.refusals = 1 if was_live else self.refusals + 1
-        base = min(REFUSED_BACKOFF_MAX_S, 0.2 * 2 ** (self.refusals - 1))
-        level = logging.WARNING if self.refusals == 1 else logging.DEBUG
-        return base * (1 + self._jitter() / 4), level
-
-    def all_backing_off(self, wait: float) -> float:
-        """Seconds to sleep when every endpoint is backing off for ``wait`` more seconds."""
-        return wait * (1 + self._jitter() / 4)
 
 
 class ClientPolicy:
@@ -407,28 +339,35 @@ class ClientPolicy:
 
     # -- watches ------------------------------------------------------------------
 
-    def on_breaker_event(
-        self, event: breaker_pb2.WatchBreakersResponse, now: float, now_wall: float
-    ) -> None:
-        """Apply one WatchBreakers event; a SYNCED hands decisions back to the fleet."""
-        self.breakers.apply(event, now, now_wall)
-        self.reachable = True
-        if event.type == SYNCED:
-            self.local.clear()
+    def watch(self, name: str, service: str = "") -> Watch:
+        """The watch ``name`` (breakers, features, primaries; instances of ``service``)."""
+        if name == "instances":
+            cache = self.instances.get(service)
+            if cache is None:
+                cache = self.instances[service] = InstanceCache(service)
+            return Watch(f"instances-{service}", cache, service, self.jitter)
+        return Watch(name, getattr(self, name), jitter=self.jitter)
 
-    def on_event(self, cache: Any, event: Any, now: float) -> None:
-        """Apply one WatchFeatures or WatchInstances event."""
-        cache.apply(event, now)
-        self.reachable = True
-
-    def on_primary_event(
-        self, event: registry_pb2.WatchPrimaryResponse, now: float
+    def on_event(
+        self, cache: Any, event: Any, now: float, now_wall: float
     ) -> list[tuple[PrimaryCallback, str, registry_pb2.Primary | None]]:
-        """Apply one WatchPrimary event; the callbacks to run (outside any lock)."""
+        """Apply one watch event; the primary-change callbacks to run (outside any lock).
+
+        An event proves Bulwark reachable; a breakers SYNCED hands decisions
+        back to the fleet's breakers (the local ones are forgotten).
+        """
         self.reachable = True
+        if cache is self.breakers:
+            cache.apply(event, now, now_wall)
+            if event.type == SYNCED:
+                self.local.clear()
+            return []
+        if cache is not self.primaries:
+            cache.apply(event, now)
+            return []
         calls = []
-        for service in self.primaries.apply(event, now):
-            primary = self.primaries.get(service)
+        for service in cache.apply(event, now):
+            primary = cache.get(service)
             for callback in self.callbacks.get(service, ()):
                 calls.append((callback, service, primary))
         return calls
