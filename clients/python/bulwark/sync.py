@@ -5,22 +5,10 @@ made by the same I/O-free ``bulwark._policy.ClientPolicy``; this driver only
 performs the remote calls it names (blocking gRPC) and runs the watches and
 the reporter on background daemon threads.
 
-What it guarantees:
+What it guarantees: everything :mod:`bulwark.aio` lists (decisions from
+watch-fed caches, batched reports, local fallbacks while Bulwark is away,
+deadlines and safe retries), and:
 
-* "May I call X?", "is feature F available?" and "who is primary?" are
-  answered in-process from caches fed by watch streams; a call to Bulwark is
-  made only when the cache cannot decide (a HALF_OPEN trial permit).
-* Outcomes are reported by a background thread, batched (every ~100 ms or
-  500 outcomes), with bounded memory while Bulwark is unreachable.
-* When no endpoint answers: the last known breaker, feature and primary state
-  keeps answering (``staleness()`` says for how long it has been unconfirmed);
-  a local breaker keeps counting each dependency's outcomes and cuts it off
-  by the breaker's own thresholds; rate limits are enforced from the last
-  quota lease, then a configured safe rate. Watches resume from the last
-  revision when Bulwark is back, and the local breakers give way to the
-  fleet's again.
-* Every call has a deadline; a call is retried on another endpoint only when
-  that is safe (``_core.retryable``), each endpoint at most once per call.
 * Thread-safe: any number of threads may share one client. The core objects
   (caches, buffers, local breakers, buckets, endpoints) are only touched under
   one lock, never held across a network call; primary-change callbacks run on
