@@ -178,3 +178,25 @@ def test_start_after_close_raises_and_a_second_start_does_nothing() -> None:
     with pytest.raises(RuntimeError):
         client.start()
     assert client.instances("svc") == []
+
+
+def test_every_core_module_is_io_free() -> None:
+    import importlib
+    from pathlib import Path
+
+    for name in (
+        "_states",
+        "_caches",
+        "_local_breaker",
+        "_quota",
+        "_outcomes",
+        "_endpoints",
+        "_policy",
+        "_watching",
+        "_guard",
+    ):
+        module = importlib.import_module(f"bulwark.{name}")
+        source = Path(module.__file__ or "").read_text(encoding="utf-8")
+        for forbidden in ("bulwark_server", "asyncio", "threading", "time"):
+            assert f"import {forbidden}\n" not in source, (name, forbidden)
+            assert f"from {forbidden} " not in source, (name, forbidden)
