@@ -86,3 +86,37 @@ def test_client_and_async_client_offer_the_same_methods() -> None:
         return {name for name in vars(cls) if not name.startswith("_")}
 
     assert public(bulwark.Client) == public(bulwark.AsyncClient)
+
+
+def test_client_and_async_client_share_one_policy() -> None:
+    from bulwark._policy import ClientPolicy
+
+    sync_client = bulwark.Client("127.0.0.1:1")
+    async_client = bulwark.AsyncClient("127.0.0.1:1")
+    assert type(sync_client._policy) is type(async_client._policy) is ClientPolicy
+    sync_client.close()
+
+
+def test_importing_the_stubs_loads_no_client() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bulwark.v1.breaker_pb2; "
+        "print(sorted(m for m in ('bulwark.sync', 'bulwark.aio', 'bulwark.interceptors') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = "from bulwark import Client; import bulwark; print(bulwark.Client is Client)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_no_client_module_is_over_500_lines() -> None:
+    from pathlib import Path
+
+    package = Path(bulwark.__file__).parent
+    for path in package.glob("*.py"):
+        lines = path.read_text(encoding="utf-8").count("\n")
+        assert lines <= 500, (path.name, lines)

@@ -8,6 +8,17 @@ from pathlib import Path
 
 import grpc
 
+# gRPC's own reconnect backoff grows to 120 s: far too slow to notice Bulwark is
+# back. Keep it within the endpoints' own backoff, which paces the retries.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    # A watch on a connection that died silently must end, not look live forever.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+
 
 @dataclass(frozen=True)
 class ClientOptions:

@@ -46,19 +46,25 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
-from bulwark.errors import BulwarkError, ResourceExhaustedError
+from bulwark._guard import (
+    DEFAULT_FAILURE_CODES,
+    REJECTED_BY_KEY,
+    Guard,
+    GuardPolicy,
+    Refusal,
+    RejectedCall,
+    slow_call_of,
+)
+from bulwark.errors import BulwarkError
 
 if TYPE_CHECKING:
-    from bulwark._core import Decision
     from bulwark.aio import AsyncClient
     from bulwark.sync import Client
 
@@ -71,199 +77,7 @@ __all__ = [
     "RejectedCall",
 ]
 
-log = logging.getLogger("bulwark")
-
-#: Downstream statuses that count as a failure of the dependency.
-DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
-
-#: Trailing metadata key naming the step that refused a call.
-REJECTED_BY_KEY = "bulwark-rejected-by"
-
-
-@dataclass(frozen=True)
-class Guard:
-    """What guards the calls of one method or service; each part is optional.
-
-    ``limit`` is ``(domain, descriptor)``, e.g. ``("outbound", {"service": "payments"})``.
-    """
-
-    breaker: str | None = None
-    bulkhead: str | None = None
-    limit: tuple[str, Mapping[str, str]] | None = None
-
-
-class RejectedCall(grpc.RpcError, grpc.Call):
-    """A call Bulwark refused before it reached the downstream (synchronous channels)."""
-
-    def __init__(
-        self, code: grpc.StatusCode, details: str, rejected_by: str, retry_after: float | None
-    ) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self._code = code
-        self._details = details
-        self.rejected_by = rejected_by
-        self.retry_after = retry_after
-        self._trailing = _trailing_metadata(rejected_by, retry_after)
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def initial_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._trailing
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Callable[[], None]) -> bool:
-        return False
-
-
-def _trailing_metadata(rejected_by: str, retry_after: float | None) -> tuple[tuple[str, str], ...]:
-    items = [(REJECTED_BY_KEY, rejected_by)]
-    if retry_after is not None:
-        items.append(("retry-after-ms", str(max(0, round(retry_after * 1000)))))
-    return tuple(items)
-
-
-class _Refusal(Exception):
-    """Internal: a guard step refused the call."""
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        details: str,
-        rejected_by: str,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-        self.rejected_by = rejected_by
-        self.retry_after = retry_after
-
-    def as_aio_error(self) -> grpc.aio.AioRpcError:
-        return grpc.aio.AioRpcError(
-            self.code,
-            grpc.aio.Metadata(),
-            grpc.aio.Metadata(*_trailing_metadata(self.rejected_by, self.retry_after)),
-            details=self.details,
-        )
-
-    def as_rejected_call(self) -> RejectedCall:
-        return RejectedCall(self.code, self.details, self.rejected_by, self.retry_after)
-
-
-class _Policy:
-    """Rule lookup, outcome classification and Bulwark-error handling shared by both."""
-
-    def __init__(
-        self,
-        rules: Mapping[str, Guard],
-        failure_codes: Collection[grpc.StatusCode],
-        fail_open: bool,
-    ) -> None:
-        exact: dict[str, Guard] = {}
-        prefixes: list[tuple[str, Guard]] = []
-        for key, guard in rules.items():
-            if not key.startswith("/"):
-                raise ValueError(f"rule {key!r}: a method starts with '/' ('/pkg.Service/Method')")
-            if not isinstance(guard, Guard):
-                raise TypeError(f"rule {key!r}: expected a Guard, got {type(guard).__name__}")
-            if key.endswith("/"):
-                prefixes.append((key, guard))
-            else:
-                exact[key] = guard
-        self._exact = exact
-        self._prefixes = sorted(prefixes, key=lambda item: len(item[0]), reverse=True)
-        self._cache: dict[str, Guard | None] = {}
-        self.failure_codes = frozenset(failure_codes)
-        self.fail_open = fail_open
-        self._warned: set[tuple[str, str, grpc.StatusCode]] = set()
-
-    def guard_for(self, method: str | bytes) -> Guard | None:
-        name = method.decode() if isinstance(method, bytes) else method
-        if name in self._cache:
-            return self._cache[name]
-        guard = self._exact.get(name)
-        if guard is None:
-            guard = next((g for prefix, g in self._prefixes if name.startswith(prefix)), None)
-        if len(self._cache) < 10_000:  # method names are few; never grow without bound
-            self._cache[name] = guard
-        return guard
-
-    def failed(self, code: grpc.StatusCode | None) -> bool:
-        return code in self.failure_codes
-
-    def refused_by_breaker(self, name: str, decision: Decision) -> _Refusal:
-        when = f"; retry in {decision.retry_after:.3f}s" if decision.retry_after is not None else ""
-        return _Refusal(
-            grpc.StatusCode.UNAVAILABLE,
-            f"circuit breaker {name!r} is open ({decision.source}){when}",
-            "breaker",
-            decision.retry_after,
-        )
-
-    @staticmethod
-    def refused_by_limit(domain: str, descriptor: Mapping[str, str]) -> _Refusal:
-        return _Refusal(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"over the rate limit of {domain!r}: {dict(descriptor)}",
-            "rate-limit",
-        )
-
-    @staticmethod
-    def refused_by_bulkhead(name: str, error: ResourceExhaustedError) -> _Refusal:
-        return _Refusal(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"bulkhead {name!r} is full: {error.details}",
-            "bulkhead",
-            getattr(error, "retry_after", None),
-        )
-
-    def bulwark_failed(self, step: str, name: str, error: BulwarkError) -> None:
-        """Bulwark could not decide ``step`` for ``name``: go on (fail open) or refuse."""
-        key = (step, name, error.code)
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(
-                "bulwark could not decide %s %r (%s); %s",
-                step,
-                name,
-                error,
-                "calls go ahead without it" if self.fail_open else "calls fail with UNAVAILABLE",
-            )
-        if not self.fail_open:
-            raise _Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                f"bulwark could not decide {step} {name!r}: {error}",
-                step,
-            )
-
-
-def _slow_call(client: Any) -> float:
-    """The client's slow-call threshold in seconds (60 when it has none)."""
-    options = getattr(client, "options", None)
-    return float(getattr(options, "slow_call", 60.0))
+_monotonic = time.monotonic
 
 
 # -- asyncio -------------------------------------------------------------------------
@@ -284,7 +98,7 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         fail_open: bool = True,
     ) -> None:
         self._client = client
-        self._policy = _Policy(rules, failure_codes, fail_open)
+        self._policy = GuardPolicy(rules, failure_codes, fail_open)
 
     async def intercept_unary_unary(
         self,
@@ -297,7 +111,7 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return await continuation(client_call_details, request)
         try:
             return await self._guarded(guard, continuation, client_call_details, request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             raise refusal.as_aio_error() from None
 
     async def _guarded(
@@ -311,12 +125,10 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
-                within = await client.check(domain, descriptor)
+                within: Any = await client.check(domain, descriptor)
             except BulwarkError as error:
-                policy.bulwark_failed("rate-limit", domain, error)
-                within = True
-            if not within:
-                raise policy.refused_by_limit(domain, descriptor)
+                within = error
+            policy.within_limit(domain, descriptor, within)
         breaker = guard.breaker
         async with contextlib.AsyncExitStack() as stack:
             # The permit before the breaker: a trial call a full bulkhead then refused
@@ -324,19 +136,15 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             if guard.bulkhead is not None:
                 try:
                     await stack.enter_async_context(client.permit(guard.bulkhead))
-                except ResourceExhaustedError as error:
-                    raise policy.refused_by_bulkhead(guard.bulkhead, error) from None
                 except BulwarkError as error:
-                    policy.bulwark_failed("bulkhead", guard.bulkhead, error)
+                    policy.permit_failed(guard.bulkhead, error)
             if breaker is not None:
                 try:
-                    decision = await client.allow(breaker)
+                    decision: Any = await client.allow(breaker)
                 except BulwarkError as error:
-                    policy.bulwark_failed("breaker", breaker, error)
-                else:
-                    if not decision.allowed:
-                        raise policy.refused_by_breaker(breaker, decision)
-            started = time.monotonic()
+                    decision = error
+                policy.admitted(breaker, decision)
+            started = _monotonic()
             try:
                 call = await continuation(details, request)
                 code = await call.code()
@@ -347,11 +155,10 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return call
 
     def _record(self, breaker: str | None, code: grpc.StatusCode | None, started: float) -> None:
-        if breaker is None:
-            return
-        failed = self._policy.failed(code)
-        slow = time.monotonic() - started > _slow_call(self._client)
-        self._client.record(breaker, not failed, slow=slow)
+        if breaker is not None:
+            elapsed = _monotonic() - started
+            success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
+            self._client.record(breaker, success, slow=slow)
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -374,7 +181,7 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
         fail_open: bool = True,
     ) -> None:
         self._client = client
-        self._policy = _Policy(rules, failure_codes, fail_open)
+        self._policy = GuardPolicy(rules, failure_codes, fail_open)
 
     def intercept_unary_unary(
         self,
@@ -387,7 +194,7 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             return continuation(client_call_details, request)
         try:
             return self._guarded(guard, continuation, client_call_details, request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             raise refusal.as_rejected_call() from None
 
     def _guarded(
@@ -401,16 +208,14 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
-                within = client.check(domain, descriptor)
+                within: Any = client.check(domain, descriptor)
             except BulwarkError as error:
-                policy.bulwark_failed("rate-limit", domain, error)
-                within = True
-            if not within:
-                raise policy.refused_by_limit(domain, descriptor)
+                within = error
+            policy.within_limit(domain, descriptor, within)
         breaker = guard.breaker
         if guard.bulkhead is None:
             self._check_breaker(breaker)
-            started = time.monotonic()
+            started = _monotonic()
             outcome = continuation(details, request)
             if breaker is not None:
                 # Blocking calls are complete already; futures report when done.
@@ -419,14 +224,12 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(client.permit(guard.bulkhead))
-            except ResourceExhaustedError as error:
-                raise policy.refused_by_bulkhead(guard.bulkhead, error) from None
             except BulwarkError as error:
-                policy.bulwark_failed("bulkhead", guard.bulkhead, error)
+                policy.permit_failed(guard.bulkhead, error)
             # The permit before the breaker: a trial call a full bulkhead then refused
             # would never report, and would hold the breaker HALF_OPEN.
             self._check_breaker(breaker)
-            started = time.monotonic()
+            started = _monotonic()
             outcome = continuation(details, request)
             outcome.code()  # waits for the end of the call: the permit covers all of it
         self._record(breaker, outcome, started)
@@ -437,12 +240,10 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
         if breaker is None:
             return
         try:
-            decision = self._client.allow(breaker)
+            decision: Any = self._client.allow(breaker)
         except BulwarkError as error:
-            self._policy.bulwark_failed("breaker", breaker, error)
-        else:
-            if not decision.allowed:
-                raise self._policy.refused_by_breaker(breaker, decision)
+            decision = error
+        self._policy.admitted(breaker, decision)
 
     def _record(self, breaker: str | None, outcome: Any, started: float) -> None:
         if breaker is None:
@@ -451,6 +252,6 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             code = outcome.code()
         except Exception:  # not a grpc.Call: the call failed before reaching the wire
             code = grpc.StatusCode.UNKNOWN
-        failed = self._policy.failed(code)
-        slow = time.monotonic() - started > _slow_call(self._client)
-        self._client.record(breaker, not failed, slow=slow)
+        elapsed = _monotonic() - started
+        success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
+        self._client.record(breaker, success, slow=slow)
