@@ -21,7 +21,7 @@ GENERATED = (SERVER / "envoy_api", CLIENT / "v1")
 # client, nor each other (they are handed what they need from one another).
 CAPABILITIES = ("breakers", "bulkheads", "ratelimits", "registry", "features", "backups")
 # Foundations every layer may use: no gRPC, no etcd client either.
-FOUNDATIONS = ("security", "cluster", "errors", "validation", "timestamps", "config")
+FOUNDATIONS = ("security", "cluster", "errors", "validation", "timestamps")
 # Server code that speaks gRPC: servicers, the transport in front of them, the store
 # (the etcd client is a gRPC client) and the command line (a client of Bulwark's API).
 GRPC_ALLOWED = ("api", "transport", "store", "cli")
@@ -115,14 +115,22 @@ def test_capabilities_and_foundations_stay_below_the_transport(module: str) -> N
         )
     }
     assert not above, f"{module} imports a layer above it: {sorted(above)}"
-    if layer in CAPABILITIES:
-        others = {
-            i
-            for i in imported
-            for other in CAPABILITIES
-            if other != layer and _within(i, f"bulwark_server.{other}")
-        }
-        assert not others, f"{module} imports another capability: {sorted(others)}"
+    others = {
+        i
+        for i in imported
+        for other in CAPABILITIES
+        if other != layer and _within(i, f"bulwark_server.{other}")
+    }
+    assert not others, f"{module} imports a capability not its own: {sorted(others)}"
+
+
+@pytest.mark.parametrize("module", sorted(SERVER_MODULES), ids=str)
+def test_the_transport_knows_no_capability(module: str) -> None:
+    if _layer(module) != "transport":
+        return
+    imported = imports_of(module, SERVER_MODULES[module])
+    inner = {i for i in imported for c in CAPABILITIES if _within(i, f"bulwark_server.{c}")}
+    assert not inner, f"{module} imports {sorted(inner)}"
 
 
 @pytest.mark.parametrize("module", sorted(SERVER_MODULES), ids=str)
