@@ -20,8 +20,8 @@ from bulwark.v1 import (
     ratelimit_pb2,
     ratelimit_pb2_grpc,
 )
-from bulwark_server.etcd_process import EtcdMember
-from bulwark_server.localcluster import ReplicaProcess
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, wait_for
 
 CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
