@@ -231,6 +231,7 @@ def test_server_wheel_imports_every_module_and_answers_get_leader(
         if server.poll() is None:
             server.kill()
             server.wait()
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)  # the embedded etcd's (~60 MB)
 
 
 def _wait_for_leader(
