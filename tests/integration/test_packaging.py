@@ -7,7 +7,7 @@
   the client's unit tests pass there.
 
 The fresh venvs are made without pip (the outer pip installs into them with ``--python``),
-from pip's cache where it can; nothing of the source tree is on their path.
+from pip's cache where it can; no package of the source tree is on their path.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PROJECT = ROOT / "clients" / "python"
 
 # Distributions that only the server may bring (normalized names; opentelemetry-* by prefix).
+# grpcio-health-checking is not among them: bulwark.sync imports grpc_health.v1, so the
+# client declares it.
 SERVER_ONLY = (
     "bulwark-server",
     "etcd3aio",
@@ -119,18 +121,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
     shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
     out = work / "dist"
     for project in (source / "clients" / "python", source):
-        _run(
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "-w",
-            out,
-            project,
-            cwd=work,
-        )
+        pip_wheel = ("-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, project)
+        _run(sys.executable, *pip_wheel, cwd=work)
     built = {
         "client": list(out.glob("bulwark_client-*.whl")),
         "server": list(out.glob("bulwark_server-*.whl")),
