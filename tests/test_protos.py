@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
+
+import bulwark
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "clients" / "python" / "bulwark" / "v1"
 
 
-def _generate_into(out: Path) -> list[Path]:
+def _generator():
     spec = importlib.util.spec_from_file_location("protogen", ROOT / "protos" / "generate.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.generate(out)
+    return module
+
+
+def _generate_into(out: Path) -> list[Path]:
+    return _generator().generate(out)
 
 
 def test_committed_generated_code_is_current(tmp_path: Path):
@@ -39,3 +47,23 @@ def test_buf_lint_passes():
         [exe, "lint", "protos"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_runs_on_the_lowest_versions_the_client_declares():
+    """Each stub demands exactly the client's lower bounds, no newer grpcio or protobuf."""
+    generator = _generator()
+    grpcio, protobuf = generator.lowest_version("grpcio"), generator.lowest_version("protobuf")
+    for path in sorted(COMMITTED.glob("*_pb2.py")):
+        made_for = re.search(r"^# Protobuf Python Version: (\S+)$", path.read_text(), re.M)
+        assert made_for and made_for.group(1) == protobuf, path.name
+    for path in sorted(COMMITTED.glob("*_pb2_grpc.py")):
+        made_for = re.search(r"^GRPC_GENERATED_VERSION = '(\S+)'$", path.read_text(), re.M)
+        assert made_for and made_for.group(1) == grpcio, path.name
+
+
+def test_client_and_server_distributions_share_one_version():
+    client = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text())
+    server = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    version = client["project"]["version"]
+    assert server["project"]["version"] == version == bulwark.__version__
+    assert f"bulwark-client=={version}" in server["project"]["dependencies"]

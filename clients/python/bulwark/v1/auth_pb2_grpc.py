@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import auth_pb2 as bulwark_dot_v1_dot_auth__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class AuthServiceStub:
+class AuthServiceStub(object):
     """AuthService manages the bearer tokens callers may use instead of a client
     certificate, and tells a caller who Bulwark takes it for. Tokens are shown
     once, when created; Bulwark stores only their SHA-256 digest. A revoked
@@ -60,7 +60,7 @@ class AuthServiceStub:
                 _registered_method=True)
 
 
-class AuthServiceServicer:
+class AuthServiceServicer(object):
     """AuthService manages the bearer tokens callers may use instead of a client
     certificate, and tells a caller who Bulwark takes it for. Tokens are shown
     once, when created; Bulwark stores only their SHA-256 digest. A revoked
@@ -126,7 +126,7 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class AuthService:
+class AuthService(object):
     """AuthService manages the bearer tokens callers may use instead of a client
     certificate, and tells a caller who Bulwark takes it for. Tokens are shown
     once, when created; Bulwark stores only their SHA-256 digest. A revoked

@@ -60,7 +60,7 @@ class BreakerConfig(_message.Message):
     permitted_number_of_calls_in_half_open_state: int
     max_wait_duration_in_half_open_state: _duration_pb2.Duration
     automatic_transition_from_open_to_half_open_enabled: bool
-    def __init__(self, failure_rate_threshold: _Optional[float] = ..., slow_call_rate_threshold: _Optional[float] = ..., slow_call_duration_threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sliding_window_type: _Optional[_Union[SlidingWindowType, str]] = ..., sliding_window_size: _Optional[int] = ..., minimum_number_of_calls: _Optional[int] = ..., wait_duration_in_open_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., permitted_number_of_calls_in_half_open_state: _Optional[int] = ..., max_wait_duration_in_half_open_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., automatic_transition_from_open_to_half_open_enabled: _Optional[bool] = ...) -> None: ...
+    def __init__(self, failure_rate_threshold: _Optional[float] = ..., slow_call_rate_threshold: _Optional[float] = ..., slow_call_duration_threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sliding_window_type: _Optional[_Union[SlidingWindowType, str]] = ..., sliding_window_size: _Optional[int] = ..., minimum_number_of_calls: _Optional[int] = ..., wait_duration_in_open_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., permitted_number_of_calls_in_half_open_state: _Optional[int] = ..., max_wait_duration_in_half_open_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., automatic_transition_from_open_to_half_open_enabled: bool = ...) -> None: ...
 
 class Transition(_message.Message):
     __slots__ = ("from_state", "to_state", "reason", "failure_rate", "slow_call_rate", "calls", "actor", "at")
@@ -154,7 +154,7 @@ class PutBreakerResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     breaker: CircuitBreaker
     created: bool
-    def __init__(self, breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    def __init__(self, breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., created: bool = ...) -> None: ...
 
 class GetBreakerRequest(_message.Message):
     __slots__ = ("name",)
@@ -168,7 +168,7 @@ class GetBreakerResponse(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     breaker: CircuitBreaker
     stale: bool
-    def __init__(self, breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class ListBreakersRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -222,7 +222,7 @@ class AllowResponse(_message.Message):
     retry_after: _duration_pb2.Duration
     revision: int
     stale: bool
-    def __init__(self, allowed: _Optional[bool] = ..., state: _Optional[_Union[BreakerState, str]] = ..., trial: _Optional[bool] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revision: _Optional[int] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, allowed: bool = ..., state: _Optional[_Union[BreakerState, str]] = ..., trial: bool = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revision: _Optional[int] = ..., stale: bool = ...) -> None: ...
 
 class BreakerOutcomes(_message.Message):
     __slots__ = ("name", "counts")

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import breaker_pb2 as bulwark_dot_v1_dot_breaker__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class CircuitBreakerServiceStub:
+class CircuitBreakerServiceStub(object):
     """CircuitBreakerService holds one circuit breaker per dependency for a whole
     fleet. Outcomes reported by every caller on every replica feed one sliding
     window per breaker, so a breaker trips once, for everyone. "May I call?"
@@ -80,7 +80,7 @@ class CircuitBreakerServiceStub:
                 _registered_method=True)
 
 
-class CircuitBreakerServiceServicer:
+class CircuitBreakerServiceServicer(object):
     """CircuitBreakerService holds one circuit breaker per dependency for a whole
     fleet. Outcomes reported by every caller on every replica feed one sliding
     window per breaker, so a breaker trips once, for everyone. "May I call?"
@@ -196,7 +196,7 @@ def add_CircuitBreakerServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class CircuitBreakerService:
+class CircuitBreakerService(object):
     """CircuitBreakerService holds one circuit breaker per dependency for a whole
     fleet. Outcomes reported by every caller on every replica feed one sliding
     window per breaker, so a breaker trips once, for everyone. "May I call?"

@@ -54,7 +54,7 @@ class PutBulkheadResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     bulkhead: Bulkhead
     created: bool
-    def __init__(self, bulkhead: _Optional[_Union[Bulkhead, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    def __init__(self, bulkhead: _Optional[_Union[Bulkhead, _Mapping]] = ..., created: bool = ...) -> None: ...
 
 class GetBulkheadRequest(_message.Message):
     __slots__ = ("name",)

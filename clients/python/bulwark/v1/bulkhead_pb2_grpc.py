@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import bulkhead_pb2 as bulwark_dot_v1_dot_bulkhead__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class BulkheadServiceStub:
+class BulkheadServiceStub(object):
     """BulkheadService holds cluster-wide concurrency limits. A permit is held on
     an etcd lease, so a holder that dies leaks nothing: its permit is freed
     when its TTL ends.
@@ -74,7 +74,7 @@ class BulkheadServiceStub:
                 _registered_method=True)
 
 
-class BulkheadServiceServicer:
+class BulkheadServiceServicer(object):
     """BulkheadService holds cluster-wide concurrency limits. A permit is held on
     an etcd lease, so a holder that dies leaks nothing: its permit is freed
     when its TTL ends.
@@ -175,7 +175,7 @@ def add_BulkheadServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class BulkheadService:
+class BulkheadService(object):
     """BulkheadService holds cluster-wide concurrency limits. A permit is held on
     an etcd lease, so a holder that dies leaks nothing: its permit is freed
     when its TTL ends.

@@ -64,7 +64,7 @@ class GetLeaderResponse(_message.Message):
     is_self: bool
     answered_by: str
     stale: bool
-    def __init__(self, leader: _Optional[_Union[Leader, _Mapping]] = ..., is_self: _Optional[bool] = ..., answered_by: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, leader: _Optional[_Union[Leader, _Mapping]] = ..., is_self: bool = ..., answered_by: _Optional[str] = ..., stale: bool = ...) -> None: ...
 
 class GetClusterStatusRequest(_message.Message):
     __slots__ = ()
@@ -98,7 +98,7 @@ class EtcdMember(_message.Message):
     version: str
     db_size_bytes: int
     error: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., client_urls: _Optional[_Iterable[str]] = ..., healthy: _Optional[bool] = ..., is_raft_leader: _Optional[bool] = ..., version: _Optional[str] = ..., db_size_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., client_urls: _Optional[_Iterable[str]] = ..., healthy: bool = ..., is_raft_leader: bool = ..., version: _Optional[str] = ..., db_size_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class CacheStatus(_message.Message):
     __slots__ = ("revision", "etcd_revision", "lag_revisions", "lag", "keys", "stale", "resyncs")
@@ -116,7 +116,7 @@ class CacheStatus(_message.Message):
     keys: int
     stale: bool
     resyncs: int
-    def __init__(self, revision: _Optional[int] = ..., etcd_revision: _Optional[int] = ..., lag_revisions: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keys: _Optional[int] = ..., stale: _Optional[bool] = ..., resyncs: _Optional[int] = ...) -> None: ...
+    def __init__(self, revision: _Optional[int] = ..., etcd_revision: _Optional[int] = ..., lag_revisions: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keys: _Optional[int] = ..., stale: bool = ..., resyncs: _Optional[int] = ...) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
     __slots__ = ("replica_id", "leader", "replicas", "etcd_members", "cache", "components", "stale")
@@ -134,4 +134,4 @@ class GetClusterStatusResponse(_message.Message):
     cache: CacheStatus
     components: _containers.RepeatedCompositeFieldContainer[ComponentStatus]
     stale: bool
-    def __init__(self, replica_id: _Optional[str] = ..., leader: _Optional[_Union[Leader, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., cache: _Optional[_Union[CacheStatus, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, replica_id: _Optional[str] = ..., leader: _Optional[_Union[Leader, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., cache: _Optional[_Union[CacheStatus, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., stale: bool = ...) -> None: ...

@@ -39,7 +39,7 @@ class Dependency(_message.Message):
     kind: DependencyKind
     name: str
     soft: bool
-    def __init__(self, kind: _Optional[_Union[DependencyKind, str]] = ..., name: _Optional[str] = ..., soft: _Optional[bool] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[DependencyKind, str]] = ..., name: _Optional[str] = ..., soft: bool = ...) -> None: ...
 
 class Feature(_message.Message):
     __slots__ = ("name", "status", "reason", "expires_at", "fallback", "depends_on", "updated_by", "updated_at", "revision")
@@ -89,7 +89,7 @@ class PutFeatureResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     feature: FeatureView
     created: bool
-    def __init__(self, feature: _Optional[_Union[FeatureView, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    def __init__(self, feature: _Optional[_Union[FeatureView, _Mapping]] = ..., created: bool = ...) -> None: ...
 
 class SetFeatureStatusRequest(_message.Message):
     __slots__ = ("name", "status", "reason", "expires_at", "updated_by")
@@ -123,7 +123,7 @@ class GetFeatureResponse(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     feature: FeatureView
     stale: bool
-    def __init__(self, feature: _Optional[_Union[FeatureView, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, feature: _Optional[_Union[FeatureView, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class ListFeaturesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import feature_pb2 as bulwark_dot_v1_dot_feature__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class FeatureServiceStub:
+class FeatureServiceStub(object):
     """FeatureService tracks which features of a fleet are degraded. A feature
     may depend on other features and on circuit breakers; its effective status
     is the worst along its dependencies, and blocked_by names the path to the
@@ -65,7 +65,7 @@ class FeatureServiceStub:
                 _registered_method=True)
 
 
-class FeatureServiceServicer:
+class FeatureServiceServicer(object):
     """FeatureService tracks which features of a fleet are degraded. A feature
     may depend on other features and on circuit breakers; its effective status
     is the worst along its dependencies, and blocked_by names the path to the
@@ -145,7 +145,7 @@ def add_FeatureServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class FeatureService:
+class FeatureService(object):
     """FeatureService tracks which features of a fleet are degraded. A feature
     may depend on other features and on circuit breakers; its effective status
     is the worst along its dependencies, and blocked_by names the path to the

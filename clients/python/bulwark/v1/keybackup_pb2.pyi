@@ -161,7 +161,7 @@ class RotateKeyEncryptionKeyResponse(_message.Message):
     rewrapped: int
     finished: bool
     kek_id: str
-    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., rewrapped: _Optional[int] = ..., finished: _Optional[bool] = ..., kek_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., rewrapped: _Optional[int] = ..., finished: bool = ..., kek_id: _Optional[str] = ...) -> None: ...
 
 class SealedData(_message.Message):
     __slots__ = ("kek_id", "wrapped_key", "wrap_nonce", "nonce", "ciphertext")

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import keybackup_pb2 as bulwark_dot_v1_dot_keybackup__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class KeyBackupServiceStub:
+class KeyBackupServiceStub(object):
     """KeyBackupService keeps encrypted copies of the key material data-plane
     services hand it (signing keys, encryption keys), so that losing a region
     or a database does not lose the keys.
@@ -71,7 +71,7 @@ class KeyBackupServiceStub:
                 _registered_method=True)
 
 
-class KeyBackupServiceServicer:
+class KeyBackupServiceServicer(object):
     """KeyBackupService keeps encrypted copies of the key material data-plane
     services hand it (signing keys, encryption keys), so that losing a region
     or a database does not lose the keys.
@@ -158,7 +158,7 @@ def add_KeyBackupServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class KeyBackupService:
+class KeyBackupService(object):
     """KeyBackupService keeps encrypted copies of the key material data-plane
     services hand it (signing keys, encryption keys), so that losing a region
     or a database does not lose the keys.

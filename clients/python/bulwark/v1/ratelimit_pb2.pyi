@@ -74,7 +74,7 @@ class AdaptiveScaling(_message.Message):
     floor: float
     load: float
     load_updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, enabled: _Optional[bool] = ..., floor: _Optional[float] = ..., load: _Optional[float] = ..., load_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, enabled: bool = ..., floor: _Optional[float] = ..., load: _Optional[float] = ..., load_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Limit(_message.Message):
     __slots__ = ("domain", "name", "descriptor", "rate", "burst", "algorithm", "unlimited", "shadow_mode", "adaptive", "revision", "effective_rate", "replaces")
@@ -102,7 +102,7 @@ class Limit(_message.Message):
     revision: int
     effective_rate: Rate
     replaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: _Optional[bool] = ..., shadow_mode: _Optional[bool] = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: bool = ..., shadow_mode: bool = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PutLimitRequest(_message.Message):
     __slots__ = ("limit", "expected_revision")
@@ -118,7 +118,7 @@ class PutLimitResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     limit: Limit
     created: bool
-    def __init__(self, limit: _Optional[_Union[Limit, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    def __init__(self, limit: _Optional[_Union[Limit, _Mapping]] = ..., created: bool = ...) -> None: ...
 
 class GetLimitRequest(_message.Message):
     __slots__ = ("domain", "name")
@@ -196,7 +196,7 @@ class DescriptorResult(_message.Message):
     retry_after: _duration_pb2.Duration
     shadow: bool
     unlimited: bool
-    def __init__(self, code: _Optional[_Union[CheckCode, str]] = ..., limit_name: _Optional[str] = ..., current_limit: _Optional[_Union[Rate, _Mapping]] = ..., remaining: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., shadow: _Optional[bool] = ..., unlimited: _Optional[bool] = ...) -> None: ...
+    def __init__(self, code: _Optional[_Union[CheckCode, str]] = ..., limit_name: _Optional[str] = ..., current_limit: _Optional[_Union[Rate, _Mapping]] = ..., remaining: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., shadow: bool = ..., unlimited: bool = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("overall_code", "results", "local_fallback")
@@ -206,7 +206,7 @@ class CheckResponse(_message.Message):
     overall_code: CheckCode
     results: _containers.RepeatedCompositeFieldContainer[DescriptorResult]
     local_fallback: bool
-    def __init__(self, overall_code: _Optional[_Union[CheckCode, str]] = ..., results: _Optional[_Iterable[_Union[DescriptorResult, _Mapping]]] = ..., local_fallback: _Optional[bool] = ...) -> None: ...
+    def __init__(self, overall_code: _Optional[_Union[CheckCode, str]] = ..., results: _Optional[_Iterable[_Union[DescriptorResult, _Mapping]]] = ..., local_fallback: bool = ...) -> None: ...
 
 class LeaseQuotaRequest(_message.Message):
     __slots__ = ("domain", "descriptor", "client_id", "wanted")

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import ratelimit_pb2 as bulwark_dot_v1_dot_ratelimit__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RateLimitServiceStub:
+class RateLimitServiceStub(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
     memory on the leader, which every replica forwards decisions to; etcd holds
     the limits and periodic checkpoints of the counters.
@@ -69,7 +69,7 @@ class RateLimitServiceStub:
                 _registered_method=True)
 
 
-class RateLimitServiceServicer:
+class RateLimitServiceServicer(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
     memory on the leader, which every replica forwards decisions to; etcd holds
     the limits and periodic checkpoints of the counters.
@@ -158,7 +158,7 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RateLimitService:
+class RateLimitService(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
     memory on the leader, which every replica forwards decisions to; etcd holds
     the limits and periodic checkpoints of the counters.

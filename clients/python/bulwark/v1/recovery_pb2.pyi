@@ -116,7 +116,7 @@ class RestoreSnapshotRequest(_message.Message):
     WIPE_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     wipe: bool
-    def __init__(self, snapshot_id: _Optional[str] = ..., wipe: _Optional[bool] = ...) -> None: ...
+    def __init__(self, snapshot_id: _Optional[str] = ..., wipe: bool = ...) -> None: ...
 
 class RunDrillRequest(_message.Message):
     __slots__ = ("snapshot_id",)

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import recovery_pb2 as bulwark_dot_v1_dot_recovery__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RecoveryServiceStub:
+class RecoveryServiceStub(object):
     """RecoveryService backs up and restores Bulwark's own state. A snapshot is
     every Bulwark key at one etcd revision (except keys held on leases, which
     live only as long as their holders), sealed like a key backup and written
@@ -60,7 +60,7 @@ class RecoveryServiceStub:
                 _registered_method=True)
 
 
-class RecoveryServiceServicer:
+class RecoveryServiceServicer(object):
     """RecoveryService backs up and restores Bulwark's own state. A snapshot is
     every Bulwark key at one etcd revision (except keys held on leases, which
     live only as long as their holders), sealed like a key backup and written
@@ -129,7 +129,7 @@ def add_RecoveryServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RecoveryService:
+class RecoveryService(object):
     """RecoveryService backs up and restores Bulwark's own state. A snapshot is
     every Bulwark key at one etcd revision (except keys held on leases, which
     live only as long as their holders), sealed like a key backup and written

@@ -151,7 +151,7 @@ class HeartbeatResponse(_message.Message):
     drain: bool
     primary: Primary
     ttl: _duration_pb2.Duration
-    def __init__(self, role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., stale_epoch: _Optional[bool] = ..., drain: _Optional[bool] = ..., primary: _Optional[_Union[Primary, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., stale_epoch: bool = ..., drain: bool = ..., primary: _Optional[_Union[Primary, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DeregisterInstanceRequest(_message.Message):
     __slots__ = ("service", "instance_id")
@@ -187,7 +187,7 @@ class ListInstancesResponse(_message.Message):
     next_page_token: str
     primary: Primary
     stale: bool
-    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., primary: _Optional[_Union[Primary, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., primary: _Optional[_Union[Primary, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class WatchInstancesRequest(_message.Message):
     __slots__ = ("service", "start_revision")
@@ -223,7 +223,7 @@ class PickInstanceResponse(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     instance: Instance
     stale: bool
-    def __init__(self, instance: _Optional[_Union[Instance, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, instance: _Optional[_Union[Instance, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class GetPrimaryRequest(_message.Message):
     __slots__ = ("service",)
@@ -239,7 +239,7 @@ class GetPrimaryResponse(_message.Message):
     primary: Primary
     instance: Instance
     stale: bool
-    def __init__(self, primary: _Optional[_Union[Primary, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    def __init__(self, primary: _Optional[_Union[Primary, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class WatchPrimaryRequest(_message.Message):
     __slots__ = ("services", "start_revision")

@@ -5,7 +5,7 @@ import warnings
 
 from bulwark.v1 import registry_pb2 as bulwark_dot_v1_dot_registry__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RegistryServiceStub:
+class RegistryServiceStub(object):
     """RegistryService holds the instances of each service, keeps one primary per
     service and picks instances for callers.
 
@@ -93,7 +93,7 @@ class RegistryServiceStub:
                 _registered_method=True)
 
 
-class RegistryServiceServicer:
+class RegistryServiceServicer(object):
     """RegistryService holds the instances of each service, keeps one primary per
     service and picks instances for callers.
 
@@ -237,7 +237,7 @@ def add_RegistryServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RegistryService:
+class RegistryService(object):
     """RegistryService holds the instances of each service, keeps one primary per
     service and picks instances for callers.
 
