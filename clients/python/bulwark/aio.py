@@ -39,13 +39,12 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulwark._caches import Feature
 from bulwark._policy import ClientPolicy, Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions, channel_credentials
 from bulwark._states import Decision
-from bulwark._watching import Watch, report_pause, serving
+from bulwark._watching import Watch, health_check, report_pause, serving
 from bulwark.errors import BulwarkError, UnavailableError
 from bulwark.v1 import (
     bulkhead_pb2,
@@ -272,14 +271,12 @@ class AsyncClient:
     async def _probe(self, channel: grpc.aio.Channel) -> bool | None:
         """The gRPC health check on ``channel``, as ``_policy.serving`` reads it."""
         try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(),
-                timeout=self.options.timeout,
-                metadata=self.options.metadata(),
+            status = await health_check(channel)(
+                None, timeout=self.options.timeout, metadata=self.options.metadata()
             )
         except grpc.aio.AioRpcError as exc:
             return serving(None, exc.code())
-        return serving(response.status, None)
+        return serving(status, None)
 
     # -- circuit breakers -------------------------------------------------------
 

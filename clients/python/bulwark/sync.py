@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulwark._caches import Feature
 from bulwark._policy import ClientPolicy, Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions, channel_credentials
 from bulwark._states import SYNCED, Decision
-from bulwark._watching import Watch, report_pause, serving
+from bulwark._watching import Watch, health_check, report_pause, serving
 from bulwark.errors import BulwarkError, UnavailableError
 from bulwark.v1 import (
     bulkhead_pb2,
@@ -310,14 +309,12 @@ class Client:
     def _probe(self, channel: grpc.Channel) -> bool | None:
         """The gRPC health check on ``channel``, as ``_policy.serving`` reads it."""
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(),
-                timeout=self.options.timeout,
-                metadata=self.options.metadata(),
+            status = health_check(channel)(
+                None, timeout=self.options.timeout, metadata=self.options.metadata()
             )
         except grpc.RpcError as exc:
             return serving(None, exc.code())  # type: ignore[attr-defined]
-        return serving(response.status, None)
+        return serving(status, None)
 
     # -- circuit breakers -------------------------------------------------------
 
