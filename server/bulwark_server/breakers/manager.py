@@ -44,8 +44,8 @@ from bulwark_server.errors import (
 from bulwark_server.store import EtcdStore, Event, EventType, Fence
 from bulwark_server.store.cache import Entry
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
+from bulwark_server.store.paging import Page, scan_page
 from bulwark_server.store.streams import follow
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,10 @@ class BreakerManager:
         out.window.CopyFrom(self.window_stats(breaker))
         return out
 
-    def list(self, size: int, start_after: str) -> tuple[list[breaker_pb2.CircuitBreaker], str]:
+    def list(self, size: int, start_after: str) -> Page[breaker_pb2.CircuitBreaker]:
         """One page of breakers in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(BREAKER_KIND, start_after=start_after, limit=size + 1)
-        page = [self._from_entry(e) for e in entries[:size]]
-        token = page_token(page[-1].name) if len(entries) > size else ""
-        return page, token
+        page = scan_page(self._store.cache, kind_prefix(BREAKER_KIND), size, start_after)
+        return page.map(self._from_entry)
 
     def window_stats(self, breaker: breaker_pb2.CircuitBreaker) -> breaker_pb2.WindowStats:
         """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere."""

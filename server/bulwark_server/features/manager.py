@@ -41,8 +41,8 @@ from bulwark_server.errors import (
 from bulwark_server.features import graph
 from bulwark_server.store import Entry, EtcdStore, Event, Unchanged
 from bulwark_server.store.keys import BREAKER_KIND, FEATURE_KIND, kind_prefix
+from bulwark_server.store.paging import Page, scan_page
 from bulwark_server.store.streams import follow
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +139,13 @@ class FeatureManager:
             effective_reason=effective.reason,
         )
 
-    def list(self, size: int, start_after: str) -> tuple[list[feature_pb2.FeatureView], str]:
+    def list(self, size: int, start_after: str) -> Page[feature_pb2.FeatureView]:
         """One page of features in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(FEATURE_KIND, start_after=start_after, limit=size + 1)
-        start = len(kind_prefix(FEATURE_KIND))
+        prefix = kind_prefix(FEATURE_KIND)
+        page = scan_page(self._store.cache, prefix, size, start_after)
         features = self.features()
         memo: dict[str, graph.Effective] = {}
-        page = [self.view(e.key[start:].decode(), features, memo) for e in entries[:size]]
-        token = page_token(page[-1].feature.name) if len(entries) > size else ""
-        return page, token
+        return page.map(lambda e: self.view(e.key[len(prefix) :].decode(), features, memo))
 
     # -- writes -----------------------------------------------------------------
 

@@ -41,8 +41,8 @@ from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence
-from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND
-from bulwark_server.validation import page_token
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND, kind_prefix
+from bulwark_server.store.paging import Page, scan_page
 
 log = logging.getLogger(__name__)
 
@@ -117,25 +117,15 @@ class RateLimitManager:
             raise NotFound(f"limit {limit_key(domain, name)!r} does not exist")
         return self._view(ratelimit_pb2.Limit.FromString(entry.value), entry.mod_revision)
 
-    def list(
-        self, domain: str, size: int, start_after: str
-    ) -> tuple[list[ratelimit_pb2.Limit], str]:
+    def list(self, domain: str, size: int, start_after: str) -> Page[ratelimit_pb2.Limit]:
         """A page of limits in (domain, name) order; the token encodes the last key."""
-        prefix = f"{domain}/" if domain else ""
-        after = start_after if start_after else ""
-        entries = [
-            e
-            for e in self._store.scan(LIMIT_KIND, start_after=after, limit=0)
-            if e.key.decode().split(f"/{LIMIT_KIND}/", 1)[1].startswith(prefix)
-        ][: size + 1]
-        page = [
-            self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
-            for e in entries[:size]
-        ]
-        token = ""
-        if len(entries) > size and page:
-            token = page_token(limit_key(page[-1].domain, page[-1].name))
-        return page, token
+        # Names (tokens) stay "<domain>/<name>" whether or not one domain is listed.
+        limits = kind_prefix(LIMIT_KIND)
+        prefix = limits + f"{domain}/".encode() if domain else limits
+        page = scan_page(self._store.cache, prefix, size, start_after, names_under=limits)
+        return page.map(
+            lambda e: self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
+        )
 
     async def delete(self, domain: str, name: str) -> int:
         key = limit_key(domain, name)

@@ -2,7 +2,8 @@
 
 ``EtcdStore`` (store/etcd.py) writes with compare-and-swap transactions and
 keeps a watch-fed ``Cache`` (store/cache.py) of the whole ``/bulwark/v1/``
-prefix that reads are answered from.
+prefix that reads are answered from. ``scan_page``/``take_page``
+(store/paging.py) page every listing the same way.
 """
 
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
@@ -17,6 +18,14 @@ from bulwark_server.store.etcd import (
     track_writes,
 )
 from bulwark_server.store.keys import PREFIX, key_for, split_key
+from bulwark_server.store.paging import (
+    Page,
+    Scanner,
+    decode_token,
+    encode_token,
+    scan_page,
+    take_page,
+)
 
 __all__ = [
     "PREFIX",
@@ -28,10 +37,16 @@ __all__ = [
     "EventType",
     "Fence",
     "MemberInfo",
+    "Page",
+    "Scanner",
     "StoreStatus",
     "Unchanged",
     "WriteLog",
+    "decode_token",
+    "encode_token",
     "key_for",
+    "scan_page",
     "split_key",
+    "take_page",
     "track_writes",
 ]
