@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
-from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
@@ -94,8 +94,9 @@ class RateLimitManager:
         self._leases: dict[tuple[str, ...], LeasePool] = {}
         self._local_swept_at = 0.0
         self._pending_load: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._leading = LeaderTask(
+            election, self._lead, "ratelimit-leader", prepare=self._restore_or_empty
+        )
 
     # -- configuration ----------------------------------------------------------
 
@@ -283,20 +284,14 @@ class RateLimitManager:
 
     # -- leader: checkpoints -----------------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if term is not None:
-            # Restored before any Check can reach this leader's counters.
-            try:
-                self._restore()
-            except Exception:
-                log.exception("restoring rate-limit counters failed; starting empty")
-                self._counters.clear()
-            self._task = asyncio.get_running_loop().create_task(
-                self._lead(), name="ratelimit-leader"
-            )
+    def _restore_or_empty(self) -> None:
+        """Run as a term starts (``LeaderTask`` prepare), so the counters are restored
+        before any Check can reach this leader's counters."""
+        try:
+            self._restore()
+        except Exception:
+            log.exception("restoring rate-limit counters failed; starting empty")
+            self._counters.clear()
 
     async def _lead(self) -> None:
         while True:
@@ -330,11 +325,8 @@ class RateLimitManager:
         return dropped
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """Stop the leader's checkpoint loop (the counters are not saved once more)."""
+        await self._leading.stop()
 
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
