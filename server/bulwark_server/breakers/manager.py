@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from bulwark.v1 import breaker_pb2, watch_pb2
 from bulwark_server import timestamps
@@ -92,6 +92,29 @@ class BreakerManager:
             cached = (entry.mod_revision, breaker_pb2.CircuitBreaker.FromString(entry.value))
             self._decoded[name] = cached
         return cached[1], cached[0]
+
+    def state(self, name: str) -> int | None:
+        """The breaker's ``BreakerState`` as this replica's cache holds it; None when
+        there is no such breaker. Read by other capabilities (features) that depend
+        on breakers, so they never decode breaker records themselves."""
+        try:
+            breaker, _ = self.current(name)
+        except NotFound:
+            return None
+        return breaker.status.state
+
+    def change_prefixes(self) -> tuple[bytes, ...]:
+        """The key ranges whose changes can change a breaker's state: what a stream
+        that follows breaker states (``store.streams.follow``) subscribes to."""
+        return (kind_prefix(BREAKER_KIND),)
+
+    def changed(self, events: Iterable[Event]) -> set[str]:
+        """Names of the breakers that ``events`` created, changed or deleted (other
+        keys' events are ignored)."""
+        prefix = kind_prefix(BREAKER_KIND)
+        return {
+            ev.entry.key[len(prefix) :].decode() for ev in events if ev.entry.key.startswith(prefix)
+        }
 
     def get(self, name: str) -> breaker_pb2.CircuitBreaker:
         """A copy of the breaker with its revision and current window rates."""

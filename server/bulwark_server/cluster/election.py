@@ -103,6 +103,11 @@ class Election:
             raise NotLeader("this replica is not the leader", leader.address if leader else "")
         return Fence(LEADER_KEY, term)
 
+    def replica_count(self) -> int:
+        """How many replicas hold a live registration, as this replica's cache sees
+        it (itself included once registered); may lag a lease expiry by the cache."""
+        return len(self._store.scan(REPLICA_KIND))
+
     def on_change(self, listener: Callable[[int | None], None]) -> None:
         """Call ``listener(term)`` when this replica gains (term) or loses (None) leadership."""
         self._listeners.append(listener)

@@ -41,7 +41,7 @@ from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence
-from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND, kind_prefix
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, kind_prefix
 from bulwark_server.store.paging import Page, scan_page
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class RateLimitManager:
         self, domain: str, descriptors: Sequence[Entries], hits: int
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
-        replicas = max(1, len(self._store.scan(REPLICA_KIND)))
+        replicas = max(1, self._election.replica_count())
         now = self._clock()
         if now - self._local_swept_at >= 1.0:
             # Followers have no leader loop: bound the fallback counters here.
