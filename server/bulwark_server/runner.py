@@ -303,7 +303,7 @@ class Replica:
         self._limiter = limiter
         registry = RegistryManager(store, election)
         self._closers.append(registry.stop)
-        features = FeatureManager(store, election)
+        features = FeatureManager(store, election, breakers)
         self._closers.append(features.stop)
         ring = self._key_ring()
         dirs = self._backup_dirs()

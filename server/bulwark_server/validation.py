@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Sequence
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.store import decode_token
 from bulwark_server.store.keys import MAX_NAME_BYTES
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -114,16 +113,11 @@ def page_params(page_size: int, page_token: str) -> tuple[int, str]:
     if not page_token:
         return size, ""
     try:
-        start_after = base64.urlsafe_b64decode(page_token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        start_after = decode_token(page_token)
+    except ValueError:
         raise InvalidArgument("page_token", "is not a token returned by this API") from None
     # Tokens hold the last name of a page: a name, or "<scope>/<name>" (limits).
     parts = start_after.split("/")
     if len(parts) > 2 or not all(NAME_RE.fullmatch(part) for part in parts):
         raise InvalidArgument("page_token", "is not a token returned by this API")
     return size, start_after
-
-
-def page_token(last_name: str) -> str:
-    """The opaque token of the page after ``last_name``."""
-    return base64.urlsafe_b64encode(last_name.encode()).decode()

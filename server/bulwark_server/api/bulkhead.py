@@ -18,7 +18,7 @@ from bulwark_server.bulkheads import (
     parse_expected_revision,
     parse_permit_ref,
 )
-from bulwark_server.validation import page_params, page_token, validate_name
+from bulwark_server.validation import page_params, validate_name
 
 
 class BulkheadServicer(bulkhead_pb2_grpc.BulkheadServiceServicer):
@@ -49,11 +49,8 @@ class BulkheadServicer(bulkhead_pb2_grpc.BulkheadServiceServicer):
         self, request: bulkhead_pb2.ListBulkheadsRequest, context: grpc.aio.ServicerContext
     ) -> bulkhead_pb2.ListBulkheadsResponse:
         size, start_after = page_params(request.page_size, request.page_token)
-        page, more = self._bulkheads.list_page(size, start_after)
-        response = bulkhead_pb2.ListBulkheadsResponse(bulkheads=page)
-        if more and page:
-            response.next_page_token = page_token(page[-1].name)
-        return response
+        page, token = self._bulkheads.list(size, start_after)
+        return bulkhead_pb2.ListBulkheadsResponse(bulkheads=page, next_page_token=token)
 
     @rpc
     async def DeleteBulkhead(

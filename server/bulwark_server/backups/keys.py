@@ -43,9 +43,8 @@ from bulwark_server.errors import (
     NotFound,
     PermissionDenied,
 )
-from bulwark_server.store import EtcdStore
+from bulwark_server.store import Entry, EtcdStore, Page, scan_page
 from bulwark_server.store.keys import KEY_BACKUP_KIND, kind_prefix
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -290,22 +289,15 @@ class KeyBackupManager:
 
     # -- listing ----------------------------------------------------------------
 
-    def list(
-        self, key_id: str, size: int, start_after: str
-    ) -> tuple[list[keybackup_pb2.KeyBackup], str]:
-        prefix = kind_prefix(KEY_BACKUP_KIND) + (f"{key_id}/".encode() if key_id else b"")
-        after = kind_prefix(KEY_BACKUP_KIND) + start_after.encode() if start_after else b""
-        entries = self._store.cache.scan(prefix, after, size + 1)
-        page = []
-        for entry in entries[:size]:
-            stored = keybackup_pb2.StoredKeyBackup.FromString(entry.value)
-            backup = stored.backup
-            backup.locations.append(ETCD)
-            page.append(backup)
-        token = ""
-        if len(entries) > size:
-            token = page_token(record_name(page[-1].key_id, page[-1].version))
-        return page, token
+    def list(self, key_id: str, size: int, start_after: str) -> Page[keybackup_pb2.KeyBackup]:
+        """One page of the backups in etcd (of one key, or all), and the next page's token.
+
+        Names (tokens) are whole record names, "<key_id>/<version>", either way.
+        """
+        backups = kind_prefix(KEY_BACKUP_KIND)
+        prefix = backups + (f"{key_id}/".encode() if key_id else b"")
+        page = scan_page(self._store.cache, prefix, size, start_after, names_under=backups)
+        return page.map(_listed)
 
     def _etcd_versions(self, key_id: str) -> list[int]:
         prefix = kind_prefix(KEY_BACKUP_KIND) + f"{key_id}/".encode()
@@ -437,3 +429,10 @@ def _subdirs(root: Path) -> list[str]:
         return sorted(p.name for p in keys.iterdir() if p.is_dir())
     except FileNotFoundError:
         return []
+
+
+def _listed(entry: Entry) -> keybackup_pb2.KeyBackup:
+    """A stored backup as listed: its metadata, and etcd among its locations."""
+    backup = keybackup_pb2.StoredKeyBackup.FromString(entry.value).backup
+    backup.locations.append(ETCD)
+    return backup

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from bulwark.v1 import breaker_pb2, watch_pb2
 from bulwark_server import timestamps
@@ -41,9 +41,8 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Fence, follow
+from bulwark_server.store import Entry, EtcdStore, Event, EventType, Fence, Page, follow, scan_page
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,29 @@ class BreakerManager:
             self._decoded[name] = cached
         return cached[1], cached[0]
 
+    def state(self, name: str) -> int | None:
+        """The breaker's ``BreakerState`` as this replica's cache holds it; None when
+        there is no such breaker. Read by other capabilities (features) that depend
+        on breakers, so they never decode breaker records themselves."""
+        try:
+            breaker, _ = self.current(name)
+        except NotFound:
+            return None
+        return breaker.status.state
+
+    def change_prefixes(self) -> tuple[bytes, ...]:
+        """The key ranges whose changes can change a breaker's state: what a stream
+        that follows breaker states (``store.streams.follow``) subscribes to."""
+        return (kind_prefix(BREAKER_KIND),)
+
+    def changed(self, events: Iterable[Event]) -> set[str]:
+        """Names of the breakers that ``events`` created, changed or deleted (other
+        keys' events are ignored)."""
+        prefix = kind_prefix(BREAKER_KIND)
+        return {
+            ev.entry.key[len(prefix) :].decode() for ev in events if ev.entry.key.startswith(prefix)
+        }
+
     def get(self, name: str) -> breaker_pb2.CircuitBreaker:
         """A copy of the breaker with its revision and current window rates."""
         return self._view(*self.current(name))
@@ -104,12 +126,10 @@ class BreakerManager:
         out.window.CopyFrom(self.window_stats(breaker))
         return out
 
-    def list(self, size: int, start_after: str) -> tuple[list[breaker_pb2.CircuitBreaker], str]:
+    def list(self, size: int, start_after: str) -> Page[breaker_pb2.CircuitBreaker]:
         """One page of breakers in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(BREAKER_KIND, start_after=start_after, limit=size + 1)
-        page = [self._from_entry(e) for e in entries[:size]]
-        token = page_token(page[-1].name) if len(entries) > size else ""
-        return page, token
+        page = scan_page(self._store.cache, kind_prefix(BREAKER_KIND), size, start_after)
+        return page.map(self._from_entry)
 
     def window_stats(self, breaker: breaker_pb2.CircuitBreaker) -> breaker_pb2.WindowStats:
         """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere."""

@@ -26,7 +26,7 @@ Guarantees:
   may have written with it.
 * **Release never frees someone else's permit**: the delete is conditional on
   the mod revision of the key that carries the caller's permit id.
-* ``get``, ``list_page`` and the choice of free slots read the watch-fed cache,
+* ``get``, ``list`` and the choice of free slots read the watch-fed cache,
   which may be a few milliseconds stale. Before answering NotFound (unknown
   bulkhead or permit) etcd itself is asked, so a bulkhead created or a permit
   acquired through another replica is usable through this one at once.
@@ -73,7 +73,7 @@ from bulwark_server.errors import (
     ResourceExhausted,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, split_key
+from bulwark_server.store import Entry, EtcdStore, Event, EventType, Page, scan_page, split_key
 from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
@@ -160,16 +160,12 @@ class BulkheadManager:
         stored = bulkhead_pb2.Bulkhead.FromString(entry.value)
         return self._view(stored, entry.mod_revision), permits
 
-    def list_page(
-        self, size: int, start_after: str = ""
-    ) -> tuple[list[bulkhead_pb2.Bulkhead], bool]:
-        """Up to ``size`` bulkheads in name order after ``start_after``, and whether more follow."""
-        entries = self._store.scan(BULKHEAD_KIND, start_after=start_after, limit=size + 1)
-        page = [
-            self._view(bulkhead_pb2.Bulkhead.FromString(e.value), e.mod_revision)
-            for e in entries[:size]
-        ]
-        return page, len(entries) > size
+    def list(self, size: int, start_after: str = "") -> Page[bulkhead_pb2.Bulkhead]:
+        """One page of bulkheads in name order, and the next page's token ("" on the last)."""
+        page = scan_page(self._store.cache, kind_prefix(BULKHEAD_KIND), size, start_after)
+        return page.map(
+            lambda e: self._view(bulkhead_pb2.Bulkhead.FromString(e.value), e.mod_revision)
+        )
 
     async def delete(self, name: str) -> int:
         """Delete a bulkhead and release its permits; return how many were released.

@@ -103,6 +103,11 @@ class Election:
             raise NotLeader("this replica is not the leader", leader.address if leader else "")
         return Fence(LEADER_KEY, term)
 
+    def replica_count(self) -> int:
+        """How many replicas hold a live registration, as this replica's cache sees
+        it (itself included once registered); may lag a lease expiry by the cache."""
+        return len(self._store.scan(REPLICA_KIND))
+
     def on_change(self, listener: Callable[[int | None], None]) -> None:
         """Call ``listener(term)`` when this replica gains (term) or loses (None) leadership."""
         self._listeners.append(listener)
@@ -351,7 +356,13 @@ class Election:
 
 class LeaderTask:
     """One coroutine that runs while this replica leads: started on each new term,
-    cancelled when the term ends, and by ``stop``."""
+    cancelled when the term ends, and by ``stop``.
+
+    ``prepare``, when given, runs synchronously as the term starts, before the
+    coroutine is created: leader-only requests are served from the moment the
+    term is set, so state they read (restored counters) must be ready then, not
+    at the coroutine's first step.
+    """
 
     def __init__(
         self,
@@ -360,10 +371,12 @@ class LeaderTask:
         name: str,
         *,
         enabled: bool = True,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self._run = run
         self._name = name
         self._enabled = enabled
+        self._prepare = prepare
         self._task: asyncio.Task[None] | None = None
         election.on_change(self._on_change)
 
@@ -372,6 +385,8 @@ class LeaderTask:
             self._task.cancel()
             self._task = None
         if term is not None and self._enabled:
+            if self._prepare is not None:
+                self._prepare()
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:

@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from google.protobuf import timestamp_pb2
 
-from bulwark.v1 import breaker_pb2, feature_pb2, watch_pb2
+from bulwark.v1 import feature_pb2, watch_pb2
 from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import (
@@ -39,15 +40,34 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.features import graph
-from bulwark_server.store import Entry, EtcdStore, Event, Unchanged, follow
-from bulwark_server.store.keys import BREAKER_KIND, FEATURE_KIND, kind_prefix
-from bulwark_server.validation import page_token
+from bulwark_server.store import Entry, EtcdStore, Event, Page, Unchanged, follow, scan_page
+from bulwark_server.store.keys import FEATURE_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
 
 PUT_ATTEMPTS = 20
 # Guards per write: etcd refuses transactions of more than 128 operations by default.
 MAX_GUARDS = 100
+
+
+class BreakerStates(Protocol):
+    """What features need of the breakers capability (``BreakerManager`` provides it).
+
+    Features depend on breakers but never read breaker keys: they ask for a
+    breaker's state, and which breakers a batch of store events changed.
+    """
+
+    def state(self, name: str) -> int | None:
+        """The breaker's ``BreakerState`` now; None when there is no such breaker."""
+        ...
+
+    def change_prefixes(self) -> tuple[bytes, ...]:
+        """Key ranges to follow for breaker changes (with the features' own, in one stream)."""
+        ...
+
+    def changed(self, events: Iterable[Event]) -> set[str]:
+        """Names of the breakers ``events`` changed."""
+        ...
 
 
 def _status_name(status: int) -> str:
@@ -91,33 +111,23 @@ class FeatureManager:
         self,
         store: EtcdStore,
         election: Election,
+        breakers: BreakerStates,
         *,
         clock: Callable[[], float] = time.time,
         tick_interval: float = 0.25,
     ) -> None:
         self._store = store
         self._election = election
+        self._breaker_states = breakers
         self._clock = clock
         self._tick_interval = tick_interval
         self._decoded: dict[str, tuple[int, feature_pb2.Feature]] = {}
-        self._breakers: dict[str, tuple[int, int]] = {}
         self._leading = LeaderTask(election, self._lead, "features-leader")
 
     # -- reads ------------------------------------------------------------------
 
     def features(self) -> Mapping[str, feature_pb2.Feature]:
         return _Features(self._store, self._decoded)
-
-    def breaker_state(self, name: str) -> int | None:
-        entry = self._store.get(BREAKER_KIND, name)
-        if entry is None:
-            return None
-        held = self._breakers.get(name)
-        if held is None or held[0] != entry.mod_revision:
-            state = breaker_pb2.CircuitBreaker.FromString(entry.value).status.state
-            held = (entry.mod_revision, state)
-            self._breakers[name] = held
-        return held[1]
 
     def view(
         self,
@@ -130,7 +140,7 @@ class FeatureManager:
         feature = features.get(name)
         if feature is None:
             raise NotFound(f"feature {name!r} does not exist")
-        effective = graph.evaluate(name, features, self.breaker_state, self._clock(), memo)
+        effective = graph.evaluate(name, features, self._breaker_states.state, self._clock(), memo)
         return feature_pb2.FeatureView(
             feature=feature,
             effective_status=effective.status,
@@ -138,15 +148,13 @@ class FeatureManager:
             effective_reason=effective.reason,
         )
 
-    def list(self, size: int, start_after: str) -> tuple[list[feature_pb2.FeatureView], str]:
+    def list(self, size: int, start_after: str) -> Page[feature_pb2.FeatureView]:
         """One page of features in name order, and the next page's token ("" on the last)."""
-        entries = self._store.scan(FEATURE_KIND, start_after=start_after, limit=size + 1)
-        start = len(kind_prefix(FEATURE_KIND))
+        prefix = kind_prefix(FEATURE_KIND)
+        page = scan_page(self._store.cache, prefix, size, start_after)
         features = self.features()
         memo: dict[str, graph.Effective] = {}
-        page = [self.view(e.key[start:].decode(), features, memo) for e in entries[:size]]
-        token = page_token(page[-1].feature.name) if len(entries) > size else ""
-        return page, token
+        return page.map(lambda e: self.view(e.key[len(prefix) :].decode(), features, memo))
 
     # -- writes -----------------------------------------------------------------
 
@@ -238,7 +246,7 @@ class FeatureManager:
             if dep.kind == graph.FEATURE:
                 if dep.name != feature.name and dep.name not in features:
                     raise NotFound(f"{field}: feature {dep.name!r} does not exist")
-            elif self._store.get(BREAKER_KIND, dep.name) is None:
+            elif self._breaker_states.state(dep.name) is None:
                 raise NotFound(f"{field}: circuit breaker {dep.name!r} does not exist")
         cycle = graph.find_cycle(features, feature)
         if cycle is not None:
@@ -306,7 +314,7 @@ class FeatureManager:
         """
         sent: dict[str, bytes] = {}
         feature_prefix = kind_prefix(FEATURE_KIND)
-        breaker_prefix = kind_prefix(BREAKER_KIND)
+        breakers = self._breaker_states
 
         def views(wanted: set[str]) -> list[feature_pb2.FeatureView]:
             features = self.features()
@@ -332,14 +340,12 @@ class FeatureManager:
             return out, revision
 
         def convert(events: list[Event]) -> list[feature_pb2.WatchFeaturesResponse]:
-            changed_features = set()
-            changed_breakers = set()
-            for ev in events:
-                key = ev.entry.key
-                if key.startswith(feature_prefix):
-                    changed_features.add(key[len(feature_prefix) :].decode())
-                else:
-                    changed_breakers.add(key[len(breaker_prefix) :].decode())
+            changed_features = {
+                ev.entry.key[len(feature_prefix) :].decode()
+                for ev in events
+                if ev.entry.key.startswith(feature_prefix)
+            }
+            changed_breakers = breakers.changed(events)
             touched = graph.affected(self.features(), changed_features, changed_breakers)
             if names:
                 touched &= names
@@ -357,9 +363,10 @@ class FeatureManager:
                 )
             return out
 
-        return follow(
-            self._store, (feature_prefix, breaker_prefix), start_revision, snapshot, convert
-        )
+        # One stream over both, so a view is never built from features and
+        # breakers at different revisions.
+        prefixes = (feature_prefix, *breakers.change_prefixes())
+        return follow(self._store, prefixes, start_revision, snapshot, convert)
 
     # -- the leader's expiry loop -----------------------------------------------
 

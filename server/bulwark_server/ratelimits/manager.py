@@ -35,16 +35,15 @@ from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
-from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
 from bulwark_server.ratelimits.descriptors import best_match, counter_key
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.leases import LeasePool
-from bulwark_server.store import EtcdStore, Fence
-from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, REPLICA_KIND
-from bulwark_server.validation import page_token
+from bulwark_server.store import EtcdStore, Fence, Page, scan_page
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,9 @@ class RateLimitManager:
         self._leases: dict[tuple[str, ...], LeasePool] = {}
         self._local_swept_at = 0.0
         self._pending_load: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
-        election.on_change(self._on_leadership)
+        self._leading = LeaderTask(
+            election, self._lead, "ratelimit-leader", prepare=self._restore_or_empty
+        )
 
     # -- configuration ----------------------------------------------------------
 
@@ -119,25 +119,15 @@ class RateLimitManager:
             raise NotFound(f"limit {limit_key(domain, name)!r} does not exist")
         return self._view(ratelimit_pb2.Limit.FromString(entry.value), entry.mod_revision)
 
-    def list(
-        self, domain: str, size: int, start_after: str
-    ) -> tuple[list[ratelimit_pb2.Limit], str]:
+    def list(self, domain: str, size: int, start_after: str) -> Page[ratelimit_pb2.Limit]:
         """A page of limits in (domain, name) order; the token encodes the last key."""
-        prefix = f"{domain}/" if domain else ""
-        after = start_after if start_after else ""
-        entries = [
-            e
-            for e in self._store.scan(LIMIT_KIND, start_after=after, limit=0)
-            if e.key.decode().split(f"/{LIMIT_KIND}/", 1)[1].startswith(prefix)
-        ][: size + 1]
-        page = [
-            self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
-            for e in entries[:size]
-        ]
-        token = ""
-        if len(entries) > size and page:
-            token = page_token(limit_key(page[-1].domain, page[-1].name))
-        return page, token
+        # Names (tokens) stay "<domain>/<name>" whether or not one domain is listed.
+        limits = kind_prefix(LIMIT_KIND)
+        prefix = limits + f"{domain}/".encode() if domain else limits
+        page = scan_page(self._store.cache, prefix, size, start_after, names_under=limits)
+        return page.map(
+            lambda e: self._view(ratelimit_pb2.Limit.FromString(e.value), e.mod_revision)
+        )
 
     async def delete(self, domain: str, name: str) -> int:
         key = limit_key(domain, name)
@@ -192,7 +182,7 @@ class RateLimitManager:
         self, domain: str, descriptors: Sequence[Entries], hits: int
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
-        replicas = max(1, len(self._store.scan(REPLICA_KIND)))
+        replicas = max(1, self._election.replica_count())
         now = self._clock()
         if now - self._local_swept_at >= 1.0:
             # Followers have no leader loop: bound the fallback counters here.
@@ -299,20 +289,14 @@ class RateLimitManager:
 
     # -- leader: checkpoints -----------------------------------------------------
 
-    def _on_leadership(self, term: int | None) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if term is not None:
-            # Restored before any Check can reach this leader's counters.
-            try:
-                self._restore()
-            except Exception:
-                log.exception("restoring rate-limit counters failed; starting empty")
-                self._counters.clear()
-            self._task = asyncio.get_running_loop().create_task(
-                self._lead(), name="ratelimit-leader"
-            )
+    def _restore_or_empty(self) -> None:
+        """Run as a term starts (``LeaderTask`` prepare), so the counters are restored
+        before any Check can reach this leader's counters."""
+        try:
+            self._restore()
+        except Exception:
+            log.exception("restoring rate-limit counters failed; starting empty")
+            self._counters.clear()
 
     async def _lead(self) -> None:
         while True:
@@ -346,11 +330,8 @@ class RateLimitManager:
         return dropped
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """Stop the leader's checkpoint loop (the counters are not saved once more)."""
+        await self._leading.stop()
 
     async def _checkpoint(self) -> None:
         fence = self._election.fence()

@@ -48,9 +48,17 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.registry import failover, picking
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged, follow
+from bulwark_server.store import (
+    Entry,
+    EtcdStore,
+    Event,
+    EventType,
+    Page,
+    Unchanged,
+    follow,
+    scan_page,
+)
 from bulwark_server.store.keys import INSTANCE_KIND, PRIMARY_KIND, key_for, kind_prefix
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +156,12 @@ class RegistryManager:
         entry = self._store.get(INSTANCE_KIND, instance_name(service, record.instance_id))
         return record, self._instance(entry, record.instance_id) if entry is not None else None
 
-    def list(
-        self, service: str, size: int, start_after: str
-    ) -> tuple[list[registry_pb2.Instance], str]:
+    def list(self, service: str, size: int, start_after: str) -> Page[registry_pb2.Instance]:
         """One page of the service's instances in id order, and the next page's token."""
-        prefix = _instance_prefix(service)
-        after = prefix + start_after.encode() if start_after else b""
         primary = self.primary(service)
         leader_id = primary.instance_id if primary is not None else ""
-        entries = self._store.cache.scan(prefix, after, size + 1)
-        page = [self._instance(e, leader_id) for e in entries[:size]]
-        token = page_token(page[-1].id) if len(entries) > size else ""
-        return page, token
+        page = scan_page(self._store.cache, _instance_prefix(service), size, start_after)
+        return page.map(lambda e: self._instance(e, leader_id))
 
     def pick(self, service: str, affinity_key: str, zone: str) -> registry_pb2.Instance:
         """A SERVING instance: by affinity key if given, else the least loaded."""

@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.protobuf import message as pb_message
@@ -37,9 +37,8 @@ from bulwark.v1 import audit_pb2
 from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import NotLeader, StoreUnavailable
-from bulwark_server.store import MAX_TXN_OPS, EtcdStore
+from bulwark_server.store import MAX_TXN_OPS, EtcdStore, Page, take_page
 from bulwark_server.store.keys import AUDIT_KIND, kind_prefix
-from bulwark_server.validation import page_token
 
 log = logging.getLogger(__name__)
 
@@ -222,35 +221,35 @@ class AuditLog:
         actor: str = "",
         method: str = "",
         newest_first: bool = False,
-    ) -> tuple[list[audit_pb2.AuditEvent], str]:
+    ) -> Page[audit_pb2.AuditEvent]:
         """One page of matching events, and the token of the next page."""
         entries = self._store.scan(AUDIT_KIND)
         if newest_first:
             entries.reverse()
         start = len(kind_prefix(AUDIT_KIND))
-        out: list[audit_pb2.AuditEvent] = []
-        token = ""
-        for entry in entries:
-            event_id = entry.key[start:].decode()
-            if start_after and (
-                event_id >= start_after if newest_first else event_id <= start_after
-            ):
-                continue
-            event = audit_pb2.AuditEvent.FromString(entry.value)
-            at = timestamps.unix(event.at)
-            if since is not None and at < since:
-                continue
-            if until is not None and at >= until:
-                continue
-            if actor and event.actor != actor:
-                continue
-            if method and event.method != method and not event.method.endswith(f"/{method}"):
-                continue
-            if len(out) == size:
-                token = page_token(out[-1].id)
-                break
-            out.append(event)
-        return out, token
+
+        def matching() -> Iterator[audit_pb2.AuditEvent]:
+            for entry in entries:
+                event_id = entry.key[start:].decode()
+                if start_after and (
+                    event_id >= start_after if newest_first else event_id <= start_after
+                ):
+                    continue
+                event = audit_pb2.AuditEvent.FromString(entry.value)
+                at = timestamps.unix(event.at)
+                if since is not None and at < since:
+                    continue
+                if until is not None and at >= until:
+                    continue
+                if actor and event.actor != actor:
+                    continue
+                if method and event.method != method and not event.method.endswith(f"/{method}"):
+                    continue
+                yield event
+
+        # Filters apply to every event, so the listing is scanned whole and paged
+        # lazily: only up to one event past the page is decoded.
+        return take_page(matching(), size, lambda event: event.id)
 
     # -- retention (leader) -----------------------------------------------------
 

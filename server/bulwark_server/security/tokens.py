@@ -20,9 +20,8 @@ from bulwark.v1 import auth_pb2
 from bulwark_server import timestamps
 from bulwark_server.errors import NotFound
 from bulwark_server.security.roles import Role
-from bulwark_server.store import EtcdStore
+from bulwark_server.store import EtcdStore, Page, scan_page
 from bulwark_server.store.keys import TOKEN_KIND, TOKEN_REVOCATION_KIND, kind_prefix
-from bulwark_server.validation import page_token
 
 # A revoked token leaves a tombstone, so restoring an older snapshot cannot revive it.
 PREFIX = "bwk"
@@ -99,11 +98,10 @@ class TokenStore:
         await self._store.create(TOKEN_KIND, token_id, record.SerializeToString(), lease=lease)
         return token, _public(record)
 
-    def list(self, size: int, start_after: str) -> tuple[list[auth_pb2.Token], str]:
-        entries = self._store.scan(TOKEN_KIND, start_after=start_after, limit=size + 1)
-        page = [_public(auth_pb2.Token.FromString(e.value)) for e in entries[:size]]
-        token = page_token(page[-1].id) if len(entries) > size else ""
-        return page, token
+    def list(self, size: int, start_after: str) -> Page[auth_pb2.Token]:
+        """One page of tokens (without secrets) in id order, and the next page's token."""
+        page = scan_page(self._store.cache, kind_prefix(TOKEN_KIND), size, start_after)
+        return page.map(lambda e: _public(auth_pb2.Token.FromString(e.value)))
 
     async def revoke(self, token_id: str, revoked_by: str = "") -> int:
         entry = self._store.get(TOKEN_KIND, token_id) or await self._store.read(

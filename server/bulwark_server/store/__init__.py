@@ -16,6 +16,7 @@ and never from the modules below, which may change shape.
 * ``writelog``: ``track_writes`` / ``WriteLog``, the revision a task's writes
   reached.
 * ``streams``: ``follow``, the snapshot-then-changes shape of every Watch* RPC.
+* ``paging``: ``scan_page`` / ``take_page`` page every listing the same way.
 
 ``MAX_TXN_OPS`` is the most keys ``EtcdStore.put_many``, ``delete_many``,
 ``put_raw`` and ``delete_raw`` take in one call (more raise ValueError). Each
@@ -31,6 +32,14 @@ from bulwark_server.store.etcd import EtcdStore
 from bulwark_server.store.keys import PREFIX, key_for, split_key
 from bulwark_server.store.kv import MAX_TXN_OPS, Fence, Unchanged
 from bulwark_server.store.members import MemberInfo
+from bulwark_server.store.paging import (
+    Page,
+    Scanner,
+    decode_token,
+    encode_token,
+    scan_page,
+    take_page,
+)
 from bulwark_server.store.streams import follow
 from bulwark_server.store.watch import StoreStatus
 from bulwark_server.store.writelog import WriteLog, track_writes
@@ -46,11 +55,17 @@ __all__ = [
     "EventType",
     "Fence",
     "MemberInfo",
+    "Page",
+    "Scanner",
     "StoreStatus",
     "Unchanged",
     "WriteLog",
+    "decode_token",
+    "encode_token",
     "follow",
     "key_for",
+    "scan_page",
     "split_key",
+    "take_page",
     "track_writes",
 ]
