@@ -7,7 +7,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 ARGS ?=
 
-.PHONY: install run test lint proto proto-check bench clean local-cluster
+.PHONY: install run test lint proto proto-check bench bench-compare clean local-cluster
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: install
 	$(PY) benchmarks/registry_bench.py
 	$(PY) benchmarks/backup_bench.py
 	$(PY) benchmarks/client_bench.py
+
+## Allow, Check and the client's allow() of this tree against an older commit
+## (OLD=<rev>, by default the last one before the two-distribution layout), in alternating turns.
+bench-compare: install
+	$(PY) -m pip install --quiet -e clients/python -e '.[dev,embedded,bench]'
+	$(PY) benchmarks/compare_commits.py $(if $(OLD),--old $(OLD)) $(ARGS)
 
 local-cluster: install
 	$(VENV)/bin/bulwark local-cluster $(ARGS)
