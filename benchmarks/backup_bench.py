@@ -28,7 +28,7 @@ What it measures, in one run, on one Bulwark replica (its own embedded etcd)
     are busy is CPU-bound, a step whose processes are idle is waiting on something.
 
 How
-    The replica is ``BulwarkProcess`` from ``getleader_bench.py`` (``python -m
+    The replica is ``BulwarkProcess`` from ``bench_servers.py`` (``python -m
     bulwark_server serve`` on 127.0.0.1 with a private embedded etcd in a temporary data
     dir), started with ``--snapshot-interval 0`` so no scheduled snapshot runs during the
     measurement. With the embedded etcd and no KEK configured, the replica makes a local
@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import math
 import os
 import shutil
@@ -73,16 +72,18 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from getleader_bench import (
-    HOST,
-    LEADER_TIMEOUT,
-    SERVING_TIMEOUT,
-    BulwarkProcess,
+from bench_load import ms_percentiles
+from bench_report import (
+    add_json_option,
+    bench_parser,
     machine_info,
-    percentile,
-    probe_getleader,
+    machine_line,
+    progress_to,
+    require_at_least_one,
     run_and_print,
+    utc_now,
 )
+from bench_servers import SERVING_TIMEOUT, BulwarkProcess, probe_getleader
 
 from bulwark.v1 import (
     breaker_pb2,
@@ -101,8 +102,7 @@ SETTLE_TIMEOUT = 15.0  # seconds for the replica's cache to list everything afte
 PAGE = 1000  # ListKeyBackups/ListBreakers page size (the largest allowed)
 
 
-def _progress(message: str) -> None:
-    print(f"[backup-bench] {message}", file=sys.stderr, flush=True)
+_progress = progress_to("backup-bench")
 
 
 def key_id(n: int) -> str:
@@ -180,10 +180,7 @@ async def run_calls(
         concurrency=concurrency,
         wall_s=wall,
         per_s=ok / wall if wall > 0 else math.nan,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p90_ms=percentile(latencies, 90) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-        max_ms=latencies[-1] * 1000 if ok else math.nan,
+        **ms_percentiles(latencies),
         mean_ms=sum(latencies) / ok * 1000 if ok else math.nan,
     )
 
@@ -678,8 +675,7 @@ def format_report(report: Report) -> str:
     m, s = report.machine, report.settings
     lines = [
         f"Bulwark key backup and snapshot benchmark, started {report.started_utc}",
-        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, grpcio "
-        f"{m['grpcio']}, etcd {m['etcd']} (embedded, single member, fsync on)",
+        machine_line(m, " (embedded, single member, fsync on)"),
         f"Backup directory: {s['backup_dir']}",
         f"Note: {report.note}",
     ]
@@ -776,17 +772,14 @@ def format_report(report: Report) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; ``--help`` documents each."""
-    parser = argparse.ArgumentParser(
-        prog="backup_bench.py",
-        description=(
-            "Measure Bulwark's key backups and snapshots on one local replica (embedded "
-            "etcd): (1) BackupKey then RestoreKey throughput (keys/s) and p50/p99 for --keys "
-            "keys with --concurrency calls in flight, every material checked; (2) "
-            "CreateSnapshot and RestoreSnapshot(wipe=true) times, by phase, of that state "
-            "plus --breakers breakers; (3) RunDrill's RTO, RPO and mismatches on that "
-            "snapshot. Everything runs on 127.0.0.1; client and server share the CPUs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = bench_parser(
+        "backup_bench.py",
+        "Measure Bulwark's key backups and snapshots on one local replica (embedded "
+        "etcd): (1) BackupKey then RestoreKey throughput (keys/s) and p50/p99 for --keys "
+        "keys with --concurrency calls in flight, every material checked; (2) "
+        "CreateSnapshot and RestoreSnapshot(wipe=true) times, by phase, of that state "
+        "plus --breakers breakers; (3) RunDrill's RTO, RPO and mismatches on that "
+        "snapshot. Everything runs on 127.0.0.1; client and server share the CPUs.",
     )
     parser.add_argument("--keys", type=int, default=10_000, help="keys backed up and restored")
     parser.add_argument(
@@ -821,12 +814,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "of this one, removed at the end (e.g. /dev/shm to take the disk out of the copies); "
         "default DATA_DIR/backups in the temporary data dir, on the same disk as etcd",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON summary instead of the tables"
-    )
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if args.keys < 1 or args.concurrency < 1:
-        parser.error("--keys and --concurrency must be at least 1")
+    require_at_least_one(parser, args, "keys", "concurrency")
     if not 1 <= args.material_bytes <= 64 * 1024:
         parser.error("--material-bytes must be 1-65536 (BackupKey's limits)")
     if args.breakers < 0 or args.verify_sample < 0:
@@ -846,7 +836,7 @@ def benchmark(args: argparse.Namespace) -> Report:
     else:
         backup_dir = data_dir.resolve() / "backups"
     report = Report(
-        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=utc_now(),
         machine=machine,
         note=(
             f"client, replica and etcd share this {machine['cpus']}-core machine on "
@@ -869,8 +859,8 @@ def benchmark(args: argparse.Namespace) -> Report:
     try:
         _progress("starting Bulwark replica (embedded etcd, no snapshot schedule)...")
         replica = BulwarkProcess(str(data_dir), name="replica", extra_args=extra)
-        address = f"{HOST}:{replica.wait_port(SERVING_TIMEOUT)}"
-        probe_getleader(address, LEADER_TIMEOUT)
+        address = replica.wait_address()
+        probe_getleader(address)
         _progress(f"replica serving on {address}")
         asyncio.run(run_parts(address, args, report, CpuMeter(replica.proc.pid)))
         replica.check_alive()

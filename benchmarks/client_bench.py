@@ -68,8 +68,8 @@ What it measures, in one run, beside pybreaker with Redis-shared state
 How
     Bulwark runs as ``python -m bulwark_server serve`` on 127.0.0.1 with a free port and a
     private embedded etcd in a temporary data dir (``BulwarkProcess`` of
-    ``getleader_bench.py``); ``redis-server`` runs as a child process with no persistence
-    (``RedisProcess`` and ``find_redis_server`` of ``breaker_bench.py``, which installs it
+    ``bench_servers.py``); ``redis-server`` runs as a child process with no persistence
+    (``RedisProcess`` and ``find_redis_server`` of ``bench_redis.py``, which installs it
     with ``apt-get`` when it is missing and this runs as root). The client processes of
     part 2 are this script with hidden ``--child-*`` flags; they exit when their stdin
     closes. Every subprocess and the temporary directory are removed on exit, error or
@@ -90,14 +90,10 @@ import argparse
 import array
 import asyncio
 import contextlib
-import datetime
-import importlib.metadata
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -110,30 +106,33 @@ import grpc
 import grpc.aio
 import pybreaker
 import redis
-from breaker_bench import (
-    ALLOW_BREAKER,
-    REDIS_READY_TIMEOUT,
-    LatencySummary,
-    RedisProcess,
-    _PybreakerPeer,
-    find_redis_server,
-    latency_summary,
-    prepare_allow_breaker,
-    pybreaker_version,
-    redis_server_version,
+from bench_load import LatencySummary, latency_summary, percentile
+from bench_peers import PybreakerPeer, pybreaker_version
+from bench_redis import RedisProcess, add_redis_options, find_redis_server, redis_versions
+from bench_report import (
+    add_json_option,
+    bench_parser,
+    latency_header,
+    latency_row,
+    machine_info,
+    machine_line,
+    progress_to,
+    ratio,
+    require_at_least_one,
+    require_duration_warmup,
+    run_and_print,
+    utc_now,
 )
-from getleader_bench import (
+from bench_servers import (
     CALL_TIMEOUT,
     HOST,
-    LEADER_TIMEOUT,
-    SERVING_TIMEOUT,
     BulwarkProcess,
-    ServerProcess,
-    machine_info,
-    percentile,
+    ProcessGroup,
     probe_getleader,
-    run_and_print,
+    watch_stdin,
 )
+from breaker_bench import ALLOW_BREAKER, prepare_allow_breaker
+from compare_client_worker import BATCH, count
 
 from bulwark.aio import AsyncClient
 from bulwark.errors import BreakerOpenError
@@ -142,7 +141,6 @@ from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 TRIP_BREAKER = "client-bench-trip"
 TRIP_FAILURES = 10
 ACTOR = "client-bench"
-BATCH = 256  # Bulwark decisions between clock reads (untimed) and between yields to the loop
 ROUND_TIMEOUT = 10.0  # seconds for every client to see one trip or one reset
 SETTLE = 0.2  # seconds after a reset before the next trip, plus up to JITTER more
 JITTER = 0.1  # random, so trips do not lock to the phase of the client's 50 ms reporter
@@ -153,12 +151,7 @@ OPEN_STATES = frozenset({breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STA
 CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
 
 
-def _progress(message: str) -> None:
-    print(f"[client-bench] {message}", file=sys.stderr, flush=True)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and a == a and b == b else float("nan")
+_progress = progress_to("client-bench")
 
 
 # --------------------------------------------------------------------------- part 1
@@ -251,18 +244,9 @@ class _AllowPeer(_LocalPeer):
         self.name = name
 
     async def untimed(self, seconds: float) -> None:
-        allow, name, clock = self.client.allow, self.name, time.perf_counter
-        n = bad = 0
-        begin = clock()
-        end = begin + seconds
-        while clock() < end:
-            for _ in range(BATCH):
-                decision = await allow(name)
-                if not decision.allowed or decision.source != "cache":
-                    bad += 1
-            n += BATCH
-            await asyncio.sleep(0)
-        self.seconds += clock() - begin
+        # The loop compare_commits.py runs on each side (compare_client_worker.py).
+        n, took, bad = await count(self.client, self.name, seconds)
+        self.seconds += took
         self.decisions += n
         self.not_from_cache += bad
 
@@ -333,17 +317,15 @@ class _GuardPeer(_LocalPeer):
 
 
 class _PybreakerLocalPeer(_LocalPeer):
-    """pybreaker + ``CircuitRedisStorage``, ``breaker.call(noop)`` (breaker_bench's peer)."""
+    """pybreaker + ``CircuitRedisStorage``, ``breaker.call(noop)`` (``PybreakerPeer``'s)."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.peer = _PybreakerPeer(client)
+        self.peer = PybreakerPeer(client)
         super().__init__(
             "pybreaker_redis",
             f"pybreaker {pybreaker_version()} + Redis, call(no-op)",
             "Redis commands, counted with INFO stats",
         )
-        self._client = client
-        self._before = 0
 
     async def untimed(self, seconds: float) -> None:
         decide, clock = self.peer.decide, time.perf_counter
@@ -369,15 +351,13 @@ class _PybreakerLocalPeer(_LocalPeer):
             if not ok:
                 self.refused += 1
 
-    def _commands(self) -> int:
-        return int(self._client.info("stats")["total_commands_processed"])
-
     def before_slice(self) -> None:
-        self._before = self._commands()
+        self.peer.before_slice()
 
     def after_slice(self) -> None:
-        # This INFO counts the one of before_slice.
-        self.backend_ops += self._commands() - self._before - 1
+        # The pybreaker peer counts the Redis commands of the turn (with INFO stats).
+        self.peer.after_slice()
+        self.backend_ops = self.peer.backend_ops
 
 
 async def measure_local(
@@ -423,18 +403,6 @@ async def measure_local(
 # --------------------------------------------------------------------------- part 2 children
 
 
-def _watch_stdin(on_eof: Callable[[], None]) -> None:
-    """Call ``on_eof`` (in a daemon thread) when the parent closes our stdin."""
-
-    def run() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(sys.stdin.fileno(), 4096):
-                pass
-        on_eof()
-
-    threading.Thread(target=run, name="stdin-eof", daemon=True).start()
-
-
 def _emit(kind: str, wall: float) -> None:
     print(f"{kind} {wall!r}", flush=True)
 
@@ -451,7 +419,7 @@ async def child_bulwark(address: str, name: str) -> None:
     """One Bulwark client: report every change of ``name``'s state in its cache."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    _watch_stdin(lambda: loop.call_soon_threadsafe(stop.set))
+    watch_stdin(lambda: loop.call_soon_threadsafe(stop.set))
     client = AsyncClient(address, client_id=f"client-bench-{os.getpid()}")
     cache = client.breakers
     original = cache.apply
@@ -476,7 +444,7 @@ async def child_bulwark(address: str, name: str) -> None:
 def child_pybreaker(port: int, namespace: str, interval: float) -> None:
     """One pybreaker client: decide every ``interval`` s; report each change of outcome."""
     stop = threading.Event()
-    _watch_stdin(stop.set)
+    watch_stdin(stop.set)
     client = redis.Redis(host=HOST, port=port)
     storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
     breaker = pybreaker.CircuitBreaker(
@@ -823,10 +791,7 @@ class Report:
 
 
 def _fmt_trip_row(label: str, s: LatencySummary) -> str:
-    return (
-        f"  {label:<30} {s.samples:>7} {s.p50_ms:>8.2f} {s.p90_ms:>8.2f} "
-        f"{s.p99_ms:>8.2f} {s.max_ms:>8.2f}"
-    )
+    return latency_row(label, s, 30, samples=7, indent="  ")
 
 
 def format_report(report: Report) -> str:
@@ -834,9 +799,7 @@ def format_report(report: Report) -> str:
     m, c = report.machine, report.config
     lines = [
         f"Bulwark Python client benchmark, started {report.started_utc}",
-        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, grpcio "
-        f"{m['grpcio']}, etcd {m['etcd']}, pybreaker {m['pybreaker']}, redis-py "
-        f"{m['redis_py']}, redis-server {m['redis_server']}",
+        machine_line(m),
         f"Note: {report.note}",
         "",
         f"1. Local decisions in one process, breaker CLOSED: {c['warmup_s']:g}s warm-up each, "
@@ -870,8 +833,7 @@ def format_report(report: Report) -> str:
         for t in report.trips:
             lines += [
                 f"{t.system}, trip: {t.trip}",
-                f"  {'':<30} {'samples':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-                f"{'max ms':>8}",
+                latency_header("", 30, samples=7, indent="  "),
                 _fmt_trip_row("each client", t.each_client),
                 _fmt_trip_row("slowest client of the trial", t.slowest_client),
                 _fmt_trip_row("(the trip call itself)", t.trip_call),
@@ -886,17 +848,14 @@ def format_report(report: Report) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; ``--help`` documents each."""
-    parser = argparse.ArgumentParser(
-        prog="client_bench.py",
-        description=(
-            "Measure the Bulwark Python client (AsyncClient) beside pybreaker with "
-            "Redis-shared state, in one run: (1) local breaker decisions per second and "
-            "their latency in one process; (2) the time from a trip to every client "
-            "process's cache (Bulwark: pushed by WatchBreakers) or next decision "
-            "(pybreaker: pulled from Redis on each call). Everything runs on 127.0.0.1; "
-            "the replica, etcd, Redis and the clients share the CPUs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = bench_parser(
+        "client_bench.py",
+        "Measure the Bulwark Python client (AsyncClient) beside pybreaker with "
+        "Redis-shared state, in one run: (1) local breaker decisions per second and "
+        "their latency in one process; (2) the time from a trip to every client "
+        "process's cache (Bulwark: pushed by WatchBreakers) or next decision "
+        "(pybreaker: pulled from Redis on each call). Everything runs on 127.0.0.1; "
+        "the replica, etcd, Redis and the clients share the CPUs.",
     )
     local = parser.add_argument_group("part 1: local decisions in one process")
     local.add_argument(
@@ -918,30 +877,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.001,
         help="seconds between two decisions of each pybreaker client",
     )
-    parser.add_argument(
-        "--redis-server",
-        metavar="PATH",
-        default=None,
-        help="redis-server binary; %(default)s finds it on PATH",
-    )
-    parser.add_argument(
-        "--no-install-redis",
-        action="store_true",
-        help="fail instead of running 'apt-get install -y redis-server' when it is missing",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON summary instead of the tables"
-    )
+    add_redis_options(parser)
+    add_json_option(parser)
     parser.add_argument("--child-bulwark", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--child-pybreaker", metavar="PORT", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-breaker", default=TRIP_BREAKER, help=argparse.SUPPRESS)
     parser.add_argument("--child-namespace", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child-interval", type=float, default=0.001, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be positive and --warmup not negative")
-    if args.slices < 1 or args.clients < 1 or args.trials < 1:
-        parser.error("--slices, --clients and --trials must be at least 1")
+    require_duration_warmup(parser, args)
+    require_at_least_one(parser, args, "slices", "clients", "trials")
     if args.pybreaker_interval <= 0:
         parser.error("--pybreaker-interval must be positive")
     return args
@@ -958,10 +903,10 @@ async def _measure(args: argparse.Namespace, report: Report, address: str, redis
     allow, guard = report.local["bulwark_allow"], report.local["bulwark_breaker"]
     py = report.local["pybreaker_redis"]
     report.allow_vs_pybreaker = {
-        "decisions_per_s": _ratio(allow.decisions_per_s, py.decisions_per_s),
-        "p50": _ratio(allow.p50_us, py.p50_us),
-        "p99": _ratio(allow.p99_us, py.p99_us),
-        "guard_decisions_per_s": _ratio(guard.decisions_per_s, py.decisions_per_s),
+        "decisions_per_s": ratio(allow.decisions_per_s, py.decisions_per_s),
+        "p50": ratio(allow.p50_us, py.p50_us),
+        "p99": ratio(allow.p99_us, py.p99_us),
+        "guard_decisions_per_s": ratio(guard.decisions_per_s, py.decisions_per_s),
     }
     _progress(f"trips: {args.clients} Bulwark client processes, 1 + {args.trials} trips per way")
     report.trips = await measure_bulwark_trips(address, args.clients, args.trials)
@@ -980,13 +925,12 @@ async def _measure(args: argparse.Namespace, report: Report, address: str, redis
 
 def benchmark(args: argparse.Namespace) -> Report:
     """Start Bulwark and Redis, run both parts, stop everything; return the report."""
-    redis_binary = find_redis_server(args.redis_server, install=not args.no_install_redis)
-    machine = machine_info()
-    machine["pybreaker"] = pybreaker_version()
-    machine["redis_py"] = importlib.metadata.version("redis")
-    machine["redis_server"] = redis_server_version(redis_binary)
+    redis_binary = find_redis_server(
+        args.redis_server, install=not args.no_install_redis, progress=_progress
+    )
+    machine = {**machine_info(), "pybreaker": pybreaker_version(), **redis_versions(redis_binary)}
     report = Report(
-        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=utc_now(),
         machine=machine,
         note=(
             f"the replica, etcd, Redis and every client share this {machine['cpus']}-core "
@@ -1001,33 +945,15 @@ def benchmark(args: argparse.Namespace) -> Report:
             "pybreaker_interval_s": args.pybreaker_interval,
         },
     )
-    root = tempfile.mkdtemp(prefix="bulwark-client-bench-")
-    servers: list[ServerProcess] = []
-    redis_proc: RedisProcess | None = None
-    try:
+    with ProcessGroup("bulwark-client-bench-", _progress) as group:
         _progress("starting Bulwark (embedded etcd) and redis-server...")
-        bulwark = BulwarkProcess(str(Path(root) / "replica"), name="replica")
-        servers.append(bulwark)
-        redis_dir = Path(root) / "redis"
-        redis_dir.mkdir()
-        redis_proc = RedisProcess(redis_binary, str(redis_dir))
-        address = f"{HOST}:{bulwark.wait_port(SERVING_TIMEOUT)}"
-        probe_getleader(address, LEADER_TIMEOUT)
-        redis_proc.wait_ready(REDIS_READY_TIMEOUT)
+        bulwark = group.add(BulwarkProcess(str(group.root / "replica"), name="replica"))
+        redis_proc = group.add(RedisProcess.under(redis_binary, group.root))
+        address = bulwark.wait_address()
+        probe_getleader(address)
+        redis_proc.wait_ready()
         asyncio.run(_measure(args, report, address, redis_proc.port))
         bulwark.check_alive()
-    finally:
-        if redis_proc is not None:
-            try:
-                redis_proc.stop()
-            except Exception as exc:
-                _progress(f"stopping redis-server failed: {exc}")
-        for server in servers:
-            try:
-                server.stop()
-            except Exception as exc:
-                _progress(f"stopping {server.name} failed: {exc}")
-        shutil.rmtree(root, ignore_errors=True)
     return report
 
 

@@ -14,7 +14,8 @@ parent runs from) off ``sys.path``.
 
 After ``async with AsyncClient(address)`` it calls ``allow()`` until a decision comes from
 the watch-fed cache (the breaker must exist and be CLOSED), then counts decisions as
-``client_bench.py``'s ``_AllowPeer.untimed`` does: ``BATCH`` decisions between clock reads,
+``client_bench.py``'s ``_AllowPeer.untimed`` does (it calls ``count`` of this module):
+``BATCH`` decisions between clock reads,
 an ``asyncio.sleep(0)`` after each batch so the client's watch and reporter tasks run,
 first for WARMUP seconds (discarded), then for DURATION seconds. Prints one JSON line:
 ``decisions``, ``seconds``, ``not_from_cache`` (decisions that were not allowed from the

@@ -16,7 +16,7 @@ What it measures
     1. ``CircuitBreakerService/Allow`` calls/s on that side's server, for a breaker
        ``bench`` created with PutBreaker and the default configuration (CLOSED, every call
        allowed): ``--processes`` load processes, each one ``grpc.aio`` channel with
-       ``--concurrency`` calls in flight (``run_load`` of ``getleader_bench.py``, the call
+       ``--concurrency`` calls in flight (``run_load`` of ``bench_load.py``, the call
        of ``breaker_bench.py``).
     2. ``RateLimitService/Check`` calls/s, one descriptor per call naming users u0..u999 in
        turn, under the limit ``bench/per-user`` of 1,000,000 per second created with
@@ -63,34 +63,35 @@ Caveats
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from breaker_bench import ALLOW_BREAKER, allow_call, prepare_allow_breaker
-from getleader_bench import (
-    HOST,
-    LEADER_TIMEOUT,
-    SERVING_TIMEOUT,
-    BulwarkProcess,
+from bench_load import run_load
+from bench_report import (
+    add_json_option,
+    bench_parser,
     machine_info,
-    probe_getleader,
+    machine_line,
+    progress_to,
+    ratio,
+    require_at_least_one,
+    require_duration_warmup,
     run_and_print,
-    run_load,
+    utc_now,
 )
+from bench_servers import SERVING_TIMEOUT, BulwarkProcess, ProcessGroup, probe_getleader
+from breaker_bench import ALLOW_BREAKER, allow_call, prepare_allow_breaker
 from ratelimit_bench import check_call, check_requests, probe_check, put_limit
 
 DEFAULT_OLD = "86cf2f869f48332077816f2fb035470f9a5b48ff"
@@ -109,12 +110,7 @@ MEASURES = {
 }
 
 
-def _progress(message: str) -> None:
-    print(f"[compare] {message}", file=sys.stderr, flush=True)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+_progress = progress_to("compare")
 
 
 # --------------------------------------------------------------------------- source trees
@@ -301,8 +297,8 @@ class MeasureResult:
             self.median[side] = statistics.median(values) if values else math.nan
             self.minimum[side] = min(values, default=math.nan)
             self.maximum[side] = max(values, default=math.nan)
-        self.ratio = _ratio(self.median["new"], self.median["old"])
-        pairs = [_ratio(n, o) for o, n in zip(self.turns["old"], self.turns["new"], strict=True)]
+        self.ratio = ratio(self.median["new"], self.median["old"])
+        pairs = [ratio(n, o) for o, n in zip(self.turns["old"], self.turns["new"], strict=True)]
         self.pair_ratio_median = statistics.median(pairs) if pairs else math.nan
         self.passed = self.ratio >= threshold and not any(self.errors.values())
 
@@ -331,8 +327,7 @@ def format_report(report: Report) -> str:
     m, c = report.machine, report.config
     lines = [
         f"Bulwark old vs new, started {report.started_utc}",
-        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, "
-        f"grpcio {m['grpcio']}, etcd {m['etcd']}",
+        machine_line(m),
     ]
     for key, side in report.sides.items():
         lines += [
@@ -380,15 +375,12 @@ def format_report(report: Report) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; ``--help`` documents each."""
-    parser = argparse.ArgumentParser(
-        prog="compare_commits.py",
-        description=(
-            "Run two revisions of Bulwark side by side, each from its own source tree with "
-            "its own server and embedded etcd on 127.0.0.1, and compare in alternating turns "
-            "CircuitBreakerService/Allow and RateLimitService/Check throughput and the Python "
-            "client's allow() decisions/s; new/old must stay >= --threshold."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = bench_parser(
+        "compare_commits.py",
+        "Run two revisions of Bulwark side by side, each from its own source tree with "
+        "its own server and embedded etcd on 127.0.0.1, and compare in alternating turns "
+        "CircuitBreakerService/Allow and RateLimitService/Check throughput and the Python "
+        "client's allow() decisions/s; new/old must stay >= --threshold.",
     )
     parser.add_argument("--old", default=DEFAULT_OLD, help="the old revision (a commit)")
     parser.add_argument(
@@ -414,21 +406,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-fail", action="store_true", help="exit 0 even when a ratio is below --threshold"
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON summary instead of the tables"
-    )
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if args.turns < 1 or args.processes < 1 or args.concurrency < 1:
-        parser.error("--turns, --processes and --concurrency must be at least 1")
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be positive and --warmup not negative")
+    require_at_least_one(parser, args, "turns", "processes", "concurrency")
+    require_duration_warmup(parser, args)
     return args
 
 
 def benchmark(args: argparse.Namespace) -> Report:
     """Materialise both sides, start their servers, take the turns, clean up."""
     report = Report(
-        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=utc_now(),
         machine=machine_info(),
         config={
             "turns": args.turns,
@@ -442,9 +430,9 @@ def benchmark(args: argparse.Namespace) -> Report:
     report.measures = {
         key: MeasureResult(key, label, unit) for key, (label, unit) in MEASURES.items()
     }
-    root = Path(tempfile.mkdtemp(prefix="bulwark-compare-"))
     servers: dict[str, BulwarkProcess] = {}
-    try:
+    with ProcessGroup("bulwark-compare-", _progress) as group:
+        root = group.root
         sides = {
             "old": make_side("old", args.old, root),
             "new": make_side("new", args.new, root),
@@ -454,17 +442,19 @@ def benchmark(args: argparse.Namespace) -> Report:
             report.sides[side.key] = side.describe()
             _progress(f"{side.key}: {side.commit}; runs {side.bulwark_server_file}")
         for side in sides.values():
-            servers[side.key] = BulwarkProcess(
-                str(root / f"{side.key}-data"),
-                name=f"{side.key} server",
-                extra_args=[f"--replica-id=compare-{side.key}"],
-                env=side.server_env,
-                cwd=str(side.run_dir),
+            servers[side.key] = group.add(
+                BulwarkProcess(
+                    str(root / f"{side.key}-data"),
+                    name=f"{side.key} server",
+                    extra_args=[f"--replica-id=compare-{side.key}"],
+                    env=side.server_env,
+                    cwd=str(side.run_dir),
+                )
             )
         requests = check_requests(CHECK_USERS, 1)
         for side in sides.values():
-            side.address = f"{HOST}:{servers[side.key].wait_port(SERVING_TIMEOUT)}"
-            probe_getleader(side.address, LEADER_TIMEOUT)
+            side.address = servers[side.key].wait_address()
+            probe_getleader(side.address)
             prepare_allow_breaker(side.address)
             put_limit(side.address)
             probe_check(side.address, requests[0])
@@ -500,13 +490,6 @@ def benchmark(args: argparse.Namespace) -> Report:
         for measure in report.measures.values():
             measure.finish(args.threshold)
         report.passed = all(m.passed for m in report.measures.values())
-    finally:
-        for server in servers.values():
-            try:
-                server.stop()
-            except Exception as exc:
-                _progress(f"stopping {server.name} failed: {exc}")
-        shutil.rmtree(root, ignore_errors=True)
     return report
 
 

@@ -35,13 +35,14 @@ What it measures, in one run, on one Bulwark replica
        turns so that drifting background load hits all of them alike.
 
 How
-    The machinery is that of ``getleader_bench.py`` (the replica as a subprocess with a
-    private embedded etcd in a temporary data dir; the echo server; ``--processes`` spawned
-    load processes keeping ``--concurrency`` calls in flight each over one ``grpc.aio``
-    channel; warm-up discarded; exact merged percentiles) and ``breaker_bench.py``
-    (``redis-server`` as a child process with no persistence, installed with apt-get when
-    missing; the alternating single-caller turns). Redis is flushed before each ``limits``
-    strategy, whose keys would otherwise collide. Every phase is bounded in time; every
+    The machinery is that of ``bench_servers.py`` and ``bench_load.py`` (the replica as a
+    subprocess with a private embedded etcd in a temporary data dir; the echo server;
+    ``--processes`` spawned load processes keeping ``--concurrency`` calls in flight each
+    over one ``grpc.aio`` channel; warm-up discarded; exact merged percentiles),
+    ``bench_redis.py`` (``redis-server`` as a child process with no persistence, installed
+    with apt-get when missing) and ``bench_peers.py`` (the alternating single-caller
+    turns). Redis is flushed before each ``limits`` strategy, whose keys would otherwise
+    collide. Every phase is bounded in time; every
     subprocess and temporary directory is removed on exit, error or Ctrl-C.
 
 Client and server share the machine's CPUs (2 cores where the numbers in RESULTS.md were
@@ -53,19 +54,14 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
-import datetime
 import importlib
 import importlib.metadata
 import importlib.util
 import itertools
 import math
 import multiprocessing
-import multiprocessing.queues
 import multiprocessing.synchronize
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -77,33 +73,43 @@ from typing import Any
 
 import grpc
 import redis
-from breaker_bench import (
-    REDIS_READY_TIMEOUT,
-    PeerResult,
-    RedisProcess,
-    _Peer,
-    find_redis_server,
-    redis_server_version,
-)
-from getleader_bench import (
-    CALL_TIMEOUT,
-    ECHO_METHOD,
-    HOST,
-    LEADER_TIMEOUT,
-    SERVING_TIMEOUT,
+from bench_load import (
     WORKER_SLACK,
-    BulwarkProcess,
     CallSpec,
-    EchoProcess,
-    ServerProcess,
     TargetResult,
     echo_call,
-    machine_info,
-    probe_getleader,
-    run_and_print,
-    run_load,
+    load_target,
     run_processes,
     summarize,
+)
+from bench_peers import Peer, PeerResult, echo_peer, peer_table, take_turns
+from bench_redis import RedisProcess, add_redis_options, find_redis_server, redis_versions
+from bench_report import (
+    NAMED_TARGET_RATIOS,
+    add_json_option,
+    add_load_options,
+    bench_parser,
+    load_settings,
+    machine_info,
+    machine_line,
+    progress_to,
+    ratio,
+    ratio_lines,
+    ratios,
+    require_at_least_one,
+    run_and_print,
+    shared_cpus_note,
+    target_table,
+    utc_now,
+)
+from bench_servers import (
+    CALL_TIMEOUT,
+    HOST,
+    BulwarkProcess,
+    EchoProcess,
+    ProcessGroup,
+    ServerProcess,
+    probe_getleader,
 )
 
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
@@ -126,12 +132,7 @@ OK = ratelimit_pb2.CHECK_CODE_OK
 STRATEGIES = {"fixed": "FixedWindowRateLimiter", "moving": "MovingWindowRateLimiter"}
 
 
-def _progress(message: str) -> None:
-    print(f"[ratelimit-bench] {message}", file=sys.stderr, flush=True)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+_progress = progress_to("ratelimit-bench")
 
 
 def user(n: int) -> str:
@@ -394,23 +395,6 @@ def _limits_drive(
     return {"latencies": merged.tobytes(), "errors": dict(errors)}
 
 
-def run_limits_worker(
-    spec: LimitsWorkerSpec,
-    barrier: multiprocessing.synchronize.Barrier,
-    results: multiprocessing.queues.Queue[dict[str, Any]],
-) -> None:
-    """Entry point of one `limits` load process: one result dict on ``results``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    try:
-        outcome = _limits_drive(spec, barrier)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            barrier.abort()
-        outcome = {"failure": f"{type(exc).__name__}: {exc}"}
-    outcome["index"] = spec.index
-    results.put(outcome)
-
-
 def run_limits_load(
     strategy: str, redis_proc: RedisProcess, args: argparse.Namespace
 ) -> TargetResult:
@@ -429,9 +413,7 @@ def run_limits_load(
         if redis_proc.proc.poll() is not None:
             raise RuntimeError("redis-server exited during the load")
 
-    latencies, errors = run_processes(
-        f"limits-{strategy}", run_limits_worker, specs, args, redis_alive
-    )
+    latencies, errors = run_processes(f"limits-{strategy}", _limits_drive, specs, args, redis_alive)
     label = f"limits {STRATEGIES[strategy]} + Redis"
     return summarize(f"limits_{strategy}", label, latencies, errors, args.duration)
 
@@ -457,9 +439,7 @@ def measure_sequential(
     checks = itertools.cycle(check_requests(args.users, 1))
     with contextlib.ExitStack() as stack:
         check_channel = stack.enter_context(grpc.insecure_channel(address))
-        echo_channel = stack.enter_context(grpc.insecure_channel(echo_address))
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(check_channel)
-        echo = echo_channel.unary_unary(ECHO_METHOD)
 
         def fixed_window() -> bool:
             return limiter.hit(item, KEY, next(names))
@@ -467,37 +447,24 @@ def measure_sequential(
         def check() -> bool:
             return stub.Check(next(checks), timeout=CALL_TIMEOUT).overall_code == OK
 
-        def echo_once() -> bool:
-            echo(echo_payload, timeout=CALL_TIMEOUT)
-            return True
-
         peers = [
-            _Peer(
+            Peer(
                 "limits_fixed_window_sequential",
                 "limits FixedWindowRateLimiter + Redis",
                 fixed_window,
                 "Redis round trips (one EVALSHA: INCRBY, EXPIRE on a window's first hit)",
             ),
-            _Peer(
+            Peer(
                 "bulwark_check_sequential",
                 "Bulwark Check (sync gRPC, 1 channel)",
                 check,
                 "gRPC round trips (the leader decides in memory; no etcd access)",
             ),
-            _Peer(
-                "echo_sequential",
-                "bare grpc.aio echo (sync gRPC, 1 channel; the floor)",
-                echo_once,
-                "gRPC round trips",
-            ),
+            echo_peer(stack, echo_address, echo_payload),
         ]
-        for peer in peers:
-            peer.warm_up(args.seq_warmup)
-        for _ in range(args.seq_slices):
-            for peer in peers:
-                peer.run_slice(args.seq_duration / args.seq_slices)
+        take_turns(peers, args.seq_warmup, args.seq_duration, args.seq_slices)
     for peer in peers:  # one round trip per decision, by construction
-        peer.backend_ops = peer.allowed + peer.denied + peer.errors
+        peer.one_round_trip_each()
     return {peer.key: peer.result() for peer in peers}
 
 
@@ -535,49 +502,47 @@ def compute_ratios(report: Report) -> dict[str, float]:
     t, r = report.targets, {}
     check, echo = t.get("check"), t.get("echo")
     if check and echo:
-        r["Check / echo: QPS"] = _ratio(check.qps, echo.qps)
-        r["Check / echo: p50"] = _ratio(check.p50_ms, echo.p50_ms)
-        r["Check / echo: p99"] = _ratio(check.p99_ms, echo.p99_ms)
+        r.update(ratios(check, echo, NAMED_TARGET_RATIOS, "Check / echo"))
     srl = t.get("should_rate_limit")
     if srl and echo and check:
-        r["ShouldRateLimit / echo: QPS"] = _ratio(srl.qps, echo.qps)
-        r["ShouldRateLimit / echo: p99"] = _ratio(srl.p99_ms, echo.p99_ms)
-        r["ShouldRateLimit / Check: QPS"] = _ratio(srl.qps, check.qps)
-        r["ShouldRateLimit / Check: p99"] = _ratio(srl.p99_ms, check.p99_ms)
+        r["ShouldRateLimit / echo: QPS"] = ratio(srl.qps, echo.qps)
+        r["ShouldRateLimit / echo: p99"] = ratio(srl.p99_ms, echo.p99_ms)
+        r["ShouldRateLimit / Check: QPS"] = ratio(srl.qps, check.qps)
+        r["ShouldRateLimit / Check: p99"] = ratio(srl.p99_ms, check.p99_ms)
     batched = t.get("check_batched")
     if batched and check:
-        r["batched descriptor decisions/s / Check QPS"] = _ratio(
+        r["batched descriptor decisions/s / Check QPS"] = ratio(
             report.batched_descriptor_decisions_per_s, check.qps
         )
-        r["batched request QPS / Check QPS"] = _ratio(batched.qps, check.qps)
-        r["batched request p99 / Check p99"] = _ratio(batched.p99_ms, check.p99_ms)
+        r["batched request QPS / Check QPS"] = ratio(batched.qps, check.qps)
+        r["batched request p99 / Check p99"] = ratio(batched.p99_ms, check.p99_ms)
     fixed, moving = t.get("limits_fixed"), t.get("limits_moving")
     if check and fixed:
-        r["Check QPS / limits fixed-window hits/s"] = _ratio(check.qps, fixed.qps)
+        r["Check QPS / limits fixed-window hits/s"] = ratio(check.qps, fixed.qps)
     if check and moving:
-        r["Check QPS / limits moving-window hits/s"] = _ratio(check.qps, moving.qps)
+        r["Check QPS / limits moving-window hits/s"] = ratio(check.qps, moving.qps)
     if srl and fixed:
-        r["ShouldRateLimit QPS / limits fixed-window hits/s"] = _ratio(srl.qps, fixed.qps)
+        r["ShouldRateLimit QPS / limits fixed-window hits/s"] = ratio(srl.qps, fixed.qps)
     if batched and fixed:
-        r["batched descriptor decisions/s / limits fixed-window hits/s"] = _ratio(
+        r["batched descriptor decisions/s / limits fixed-window hits/s"] = ratio(
             report.batched_descriptor_decisions_per_s, fixed.qps
         )
     lease = report.lease
     if lease and check:
-        r["lease local decisions/s / Check QPS"] = _ratio(lease.decisions_per_s, check.qps)
+        r["lease local decisions/s / Check QPS"] = ratio(lease.decisions_per_s, check.qps)
     if lease and fixed:
-        r["lease local decisions/s / limits fixed-window hits/s"] = _ratio(
+        r["lease local decisions/s / limits fixed-window hits/s"] = ratio(
             lease.decisions_per_s, fixed.qps
         )
     seq = report.sequential
     if "bulwark_check_sequential" in seq and "limits_fixed_window_sequential" in seq:
         a, b = seq["bulwark_check_sequential"], seq["limits_fixed_window_sequential"]
-        r["one caller: Check / limits fixed window: calls/s"] = _ratio(a.calls_per_s, b.calls_per_s)
-        r["one caller: Check / limits fixed window: p50"] = _ratio(a.p50_ms, b.p50_ms)
-        r["one caller: Check / limits fixed window: p99"] = _ratio(a.p99_ms, b.p99_ms)
+        r["one caller: Check / limits fixed window: calls/s"] = ratio(a.calls_per_s, b.calls_per_s)
+        r["one caller: Check / limits fixed window: p50"] = ratio(a.p50_ms, b.p50_ms)
+        r["one caller: Check / limits fixed window: p99"] = ratio(a.p99_ms, b.p99_ms)
     if "bulwark_check_sequential" in seq and "echo_sequential" in seq:
         a, b = seq["bulwark_check_sequential"], seq["echo_sequential"]
-        r["one caller: Check / echo: calls/s"] = _ratio(a.calls_per_s, b.calls_per_s)
+        r["one caller: Check / echo: calls/s"] = ratio(a.calls_per_s, b.calls_per_s)
     return r
 
 
@@ -586,9 +551,7 @@ def format_report(report: Report) -> str:
     m, load = report.machine, report.load
     lines = [
         f"Bulwark rate-limit benchmark, started {report.started_utc}",
-        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, grpcio "
-        f"{m['grpcio']}, etcd {m['etcd']}, limits {m['limits']}, redis-py {m['redis_py']}, "
-        f"redis-server {m['redis_server']}",
+        machine_line(m),
         f"Note: {report.note}",
         f"Limit: {DOMAIN}/{LIMIT_NAME}, [{{{KEY}: any}}], {RATE} per SECOND (never reached); "
         f"{load['users']} users in turn",
@@ -597,17 +560,10 @@ def format_report(report: Report) -> str:
         f"(limits: {load['processes']} processes x {load['peer_threads']} synchronous "
         f"loop(s)), {load['warmup_s']:g}s warm-up + {load['duration_s']:g}s per target, one "
         f"target after the other; echo payload {load['echo_payload_bytes']} bytes",
-        f"{'target':<38} {'calls':>8} {'errors':>6} {'QPS':>9} {'p50 ms':>7} {'p90 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7}",
+        *target_table(
+            ((TARGET_LABELS[key], r) for key, r in report.targets.items()), 38, compact=True
+        ),
     ]
-    for key, r in report.targets.items():
-        lines.append(
-            f"{TARGET_LABELS[key]:<38} {r.calls:>8} {r.errors:>6} {r.qps:>9.1f} "
-            f"{r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.2f}"
-        )
-        if r.errors_by_code:
-            codes = ", ".join(f"{code}={n}" for code, n in sorted(r.errors_by_code.items()))
-            lines.append(f"{'':<38} errors by code: {codes}")
     if "should_rate_limit" not in report.targets:
         lines.append(f"{NOT_AVAILABLE} ({report.should_rate_limit})")
     if "check_batched" in report.targets:
@@ -634,19 +590,9 @@ def format_report(report: Report) -> str:
             f"One caller in one process, one decision per call: {load['seq_warmup_s']:g}s "
             f"warm-up, then {load['seq_duration_s']:g}s each in {load['seq_slices']} "
             "alternating turns",
-            f"{'peer':<52} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}  round trips per call",
+            *peer_table(report.sequential.values(), 52),
         ]
-        for p in report.sequential.values():
-            lines.append(
-                f"{p.peer:<52} {p.calls_per_s:>9.1f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f}  "
-                f"{p.round_trips_per_call:.2f} {p.round_trips}"
-            )
-            if p.denied or p.errors:
-                lines.append(f"{'':<52} denied {p.denied}, errors {p.errors}")
-    if report.ratios:
-        lines += ["", "Ratios:"]
-        width = max(len(key) for key in report.ratios)
-        lines += [f"  {key:<{width}}  {value:.2f}x" for key, value in report.ratios.items()]
+    lines += ratio_lines(report.ratios)
     return "\n".join(lines)
 
 
@@ -655,29 +601,20 @@ def format_report(report: Report) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; ``--help`` documents each."""
-    parser = argparse.ArgumentParser(
-        prog="ratelimit_bench.py",
-        description=(
-            "Measure Bulwark's rate limits on one local replica (embedded etcd) in one run: "
-            "RateLimitService/Check and Envoy ShouldRateLimit decisions/s and p50/p99 beside "
-            "a bare grpc.aio echo; Check with batched descriptors; local decisions from a "
-            "quota lease; and the `limits` library with Redis (fixed and moving window) "
-            "under the same number of processes, plus a one-caller comparison. Everything "
-            "runs on 127.0.0.1; clients and servers share the same CPUs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = bench_parser(
+        "ratelimit_bench.py",
+        "Measure Bulwark's rate limits on one local replica (embedded etcd) in one run: "
+        "RateLimitService/Check and Envoy ShouldRateLimit decisions/s and p50/p99 beside "
+        "a bare grpc.aio echo; Check with batched descriptors; local decisions from a "
+        "quota lease; and the `limits` library with Redis (fixed and moving window) "
+        "under the same number of processes, plus a one-caller comparison. Everything "
+        "runs on 127.0.0.1; clients and servers share the same CPUs.",
     )
     load = parser.add_argument_group("load (same shape as getleader_bench)")
-    load.add_argument("--processes", type=int, default=2, help="load processes per target")
-    load.add_argument(
-        "--concurrency",
-        type=int,
-        default=32,
-        help="gRPC calls kept in flight by each load process (over one grpc.aio channel)",
-    )
-    load.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
-    load.add_argument(
-        "--warmup", type=float, default=2.0, help="seconds of discarded load before measuring"
+    add_load_options(
+        load,
+        concurrency_help="gRPC calls kept in flight by each load process (over one grpc.aio "
+        "channel)",
     )
     load.add_argument(
         "--users", type=int, default=1000, help="distinct descriptor values u0..u<N-1>, in turn"
@@ -710,31 +647,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=5,
         help="one caller: turns the peers take, so drifting background load hits all alike",
     )
-    peers.add_argument(
-        "--redis-server",
-        metavar="PATH",
-        default=None,
-        help="redis-server binary; %(default)s finds it on PATH",
-    )
-    peers.add_argument(
-        "--no-install-redis",
-        action="store_true",
-        help="fail instead of running 'apt-get install -y redis-server' when it is missing",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON summary instead of the tables"
-    )
+    add_redis_options(peers)
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if args.processes < 1 or args.concurrency < 1 or args.peer_threads < 1:
-        parser.error("--processes, --concurrency and --peer-threads must be at least 1")
+    require_at_least_one(parser, args, "processes", "concurrency", "peer_threads")
     if args.duration <= 0 or args.warmup < 0 or args.lease_duration <= 0:
         parser.error("--duration and --lease-duration must be positive, --warmup not negative")
     if args.seq_duration <= 0 or args.seq_warmup < 0 or args.seq_slices < 1:
         parser.error("--seq-duration must be positive, --seq-warmup not negative, slices >= 1")
     if not 1 <= args.batch <= 100:
         parser.error("--batch must be 1-100 (Check takes at most 100 descriptors)")
-    if args.users < 1:
-        parser.error("--users must be at least 1")
+    require_at_least_one(parser, args, "users")
     return args
 
 
@@ -746,35 +669,27 @@ def _load(
     args: argparse.Namespace,
     server: ServerProcess,
 ) -> TargetResult:
-    _progress(
-        f"loading {key}: {args.processes} x {args.concurrency} in flight, "
-        f"{args.warmup:g}s warm-up + {args.duration:g}s"
-    )
-    result = run_load(key, address, call, args, server)
+    result = load_target(key, address, call, args, server, _progress, show_p99=True)
     report.targets[key] = result
-    _progress(f"{key}: {result.calls} calls, {result.qps:.1f} QPS, p99 {result.p99_ms:.2f} ms")
     return result
 
 
 def benchmark(args: argparse.Namespace) -> Report:
     """Start the servers, run every part, stop everything; return the report."""
-    redis_binary = find_redis_server(args.redis_server, install=not args.no_install_redis)
-    machine = machine_info()
-    machine["limits"] = importlib.metadata.version("limits")
-    machine["redis_py"] = importlib.metadata.version("redis")
-    machine["redis_server"] = redis_server_version(redis_binary)
+    redis_binary = find_redis_server(
+        args.redis_server, install=not args.no_install_redis, progress=_progress
+    )
+    machine = {
+        **machine_info(),
+        "limits": importlib.metadata.version("limits"),
+        **redis_versions(redis_binary),
+    }
     report = Report(
-        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=utc_now(),
         machine=machine,
-        note=(
-            f"clients and servers share this {machine['cpus']}-core machine on 127.0.0.1, so "
-            "they compete for CPU: absolute figures are lower bounds; read the ratios."
-        ),
+        note=shared_cpus_note(machine["cpus"]),
         load={
-            "processes": args.processes,
-            "concurrency": args.concurrency,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
+            **load_settings(args),
             "users": args.users,
             "batch": args.batch,
             "peer_threads": args.peer_threads,
@@ -784,22 +699,15 @@ def benchmark(args: argparse.Namespace) -> Report:
             "seq_slices": args.seq_slices,
         },
     )
-    root = tempfile.mkdtemp(prefix="bulwark-ratelimit-bench-")
-    servers: list[ServerProcess] = []
-    redis_proc: RedisProcess | None = None
-    try:
+    with ProcessGroup("bulwark-ratelimit-bench-", _progress) as group:
         _progress("starting Bulwark replica (embedded etcd), the echo server and redis-server...")
-        replica = BulwarkProcess(str(Path(root) / "replica"), name="replica")
-        servers.append(replica)
-        echo = EchoProcess()
-        servers.append(echo)
-        redis_dir = Path(root) / "redis"
-        redis_dir.mkdir()
-        redis_proc = RedisProcess(redis_binary, str(redis_dir))
-        address = f"{HOST}:{replica.wait_port(SERVING_TIMEOUT)}"
-        echo_address = f"{HOST}:{echo.wait_port(SERVING_TIMEOUT)}"
-        redis_proc.wait_ready(REDIS_READY_TIMEOUT)
-        probe_getleader(address, LEADER_TIMEOUT)
+        replica = group.add(BulwarkProcess(str(group.root / "replica"), name="replica"))
+        echo = group.add(EchoProcess())
+        redis_proc = group.add(RedisProcess.under(redis_binary, group.root))
+        address = replica.wait_address()
+        echo_address = echo.wait_address()
+        redis_proc.wait_ready()
+        probe_getleader(address)
         put_limit(address)
         singles = check_requests(args.users, 1)
         payload = probe_check(address, singles[0])
@@ -868,18 +776,6 @@ def benchmark(args: argparse.Namespace) -> Report:
         probe_check(address, singles[0])  # still deciding OK on per-user after all that
         replica.check_alive()
         echo.check_alive()
-    finally:
-        if redis_proc is not None:
-            try:
-                redis_proc.stop()
-            except Exception as exc:
-                _progress(f"stopping redis-server failed: {exc}")
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except Exception as exc:
-                _progress(f"stopping {server.name} failed: {exc}")
-        shutil.rmtree(root, ignore_errors=True)
     report.ratios = compute_ratios(report)
     return report
 

@@ -26,10 +26,10 @@ What it measures, in one run, on one Bulwark replica (its own embedded etcd)
        serialized bytes of a real PickInstanceResponse.
 
 How
-    The machinery is that of ``getleader_bench.py``: the replica as a subprocess with a
-    private embedded etcd in a temporary data dir, the echo server, ``--processes``
-    spawned load processes keeping ``--concurrency`` calls in flight each over one
-    ``grpc.aio`` channel, warm-up discarded, exact merged percentiles. The failover part
+    The machinery is that of ``bench_servers.py`` and ``bench_load.py``: the replica as a
+    subprocess with a private embedded etcd in a temporary data dir, the echo server,
+    ``--processes`` spawned load processes keeping ``--concurrency`` calls in flight each
+    over one ``grpc.aio`` channel, warm-up discarded, exact merged percentiles. The failover part
     runs first, on an otherwise idle replica; its agents are stopped (SIGTERM, which
     deregisters) before part 2. The GetPrimary poll and both watch streams share one
     asyncio loop in this process and take their times with ``time.perf_counter`` when a
@@ -51,37 +51,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import math
 import random
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from getleader_bench import (
+from bench_load import CallSpec, TargetResult, echo_call, load_target, percentile
+from bench_report import (
+    NAMED_TARGET_RATIOS,
+    add_json_option,
+    add_load_options,
+    bench_parser,
+    load_settings,
+    machine_info,
+    machine_line,
+    progress_to,
+    ratio_lines,
+    ratios,
+    require_at_least_one,
+    require_duration_warmup,
+    run_and_print,
+    shared_cpus_note,
+    target_table,
+    utc_now,
+)
+from bench_servers import (
     CALL_TIMEOUT,
     HOST,
     LEADER_TIMEOUT,
-    SERVING_TIMEOUT,
     BulwarkProcess,
-    CallSpec,
     EchoProcess,
+    ProcessGroup,
     ServerProcess,
-    TargetResult,
-    echo_call,
-    machine_info,
-    percentile,
     probe_getleader,
-    run_and_print,
-    run_load,
+    stop_all,
 )
 
 from bulwark.v1 import registry_pb2, registry_pb2_grpc, watch_pb2
@@ -102,12 +111,7 @@ TARGET_LABELS = {
 }
 
 
-def _progress(message: str) -> None:
-    print(f"[registry-bench] {message}", file=sys.stderr, flush=True)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+_progress = progress_to("registry-bench")
 
 
 # --------------------------------------------------------------------------- part 1: failover
@@ -247,29 +251,33 @@ class _Streams:
         self.promoted: dict[int, float] = {}  # epoch -> perf_counter of its first PUT
         self.errors: list[str] = []
 
-    async def watch_instances(self, stub: registry_pb2_grpc.RegistryServiceStub) -> None:
-        request = registry_pb2.WatchInstancesRequest(service=FAILOVER_SERVICE)
+    async def _follow(
+        self, label: str, events: AsyncIterator[Any], on_event: Callable[[Any, float], None]
+    ) -> None:
+        """``on_event(event, perf_counter at its arrival)`` for each event; errors noted."""
         try:
-            async for event in stub.WatchInstances(request):
-                now = time.perf_counter()
-                if event.type == watch_pb2.WATCH_EVENT_TYPE_DELETE:
-                    self.deleted.setdefault(event.instance.id, now)
+            async for event in events:
+                on_event(event, time.perf_counter())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.errors.append(f"WatchInstances: {type(exc).__name__}: {exc}")
+            self.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+
+    async def watch_instances(self, stub: registry_pb2_grpc.RegistryServiceStub) -> None:
+        def on_event(event: registry_pb2.WatchInstancesResponse, now: float) -> None:
+            if event.type == watch_pb2.WATCH_EVENT_TYPE_DELETE:
+                self.deleted.setdefault(event.instance.id, now)
+
+        request = registry_pb2.WatchInstancesRequest(service=FAILOVER_SERVICE)
+        await self._follow("WatchInstances", stub.WatchInstances(request), on_event)
 
     async def watch_primary(self, stub: registry_pb2_grpc.RegistryServiceStub) -> None:
+        def on_event(event: registry_pb2.WatchPrimaryResponse, now: float) -> None:
+            if event.type == watch_pb2.WATCH_EVENT_TYPE_PUT:
+                self.promoted.setdefault(event.primary.epoch, now)
+
         request = registry_pb2.WatchPrimaryRequest(services=[FAILOVER_SERVICE])
-        try:
-            async for event in stub.WatchPrimary(request):
-                now = time.perf_counter()
-                if event.type == watch_pb2.WATCH_EVENT_TYPE_PUT:
-                    self.promoted.setdefault(event.primary.epoch, now)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.errors.append(f"WatchPrimary: {type(exc).__name__}: {exc}")
+        await self._follow("WatchPrimary", stub.WatchPrimary(request), on_event)
 
     def check(self) -> None:
         if self.errors:
@@ -541,8 +549,7 @@ def format_report(report: Report) -> str:
     m, load = report.machine, report.load
     lines = [
         f"Bulwark registry benchmark, started {report.started_utc}",
-        f"Machine: {m['cpus']} CPUs ({m['machine']}), Python {m['python']}, grpcio "
-        f"{m['grpcio']}, etcd {m['etcd']} (embedded, single member)",
+        machine_line(m, " (embedded, single member)"),
         f"Note: {report.note}",
     ]
     f = report.failover
@@ -575,17 +582,10 @@ def format_report(report: Report) -> str:
             f"+ {load['duration_s']:g}s per target, one target after the other; "
             f"{load['keys']} affinity keys in turn; echo payload {load['echo_payload_bytes']} "
             "bytes",
-            f"{'target':<42} {'calls':>8} {'errors':>6} {'QPS':>9} {'p50 ms':>7} {'p90 ms':>7} "
-            f"{'p99 ms':>7} {'max ms':>7}",
+            *target_table(
+                ((TARGET_LABELS[key], r) for key, r in report.pick.items()), 42, compact=True
+            ),
         ]
-        for key, r in report.pick.items():
-            lines.append(
-                f"{TARGET_LABELS[key]:<42} {r.calls:>8} {r.errors:>6} {r.qps:>9.1f} "
-                f"{r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.2f}"
-            )
-            if r.errors_by_code:
-                codes = ", ".join(f"{code}={n}" for code, n in sorted(r.errors_by_code.items()))
-                lines.append(f"{'':<42} errors by code: {codes}")
         c = report.pick_check
         if c:
             lines.append(
@@ -593,10 +593,7 @@ def format_report(report: Report) -> str:
                 f"distinct instances; affinity keys by instance: "
                 f"{c['affinity_picks_by_instance']}"
             )
-    if report.ratios:
-        lines += ["", "Ratios:"]
-        width = max(len(key) for key in report.ratios)
-        lines += [f"  {key:<{width}}  {value:.2f}x" for key, value in report.ratios.items()]
+    lines += ratio_lines(report.ratios)
     return "\n".join(lines)
 
 
@@ -605,17 +602,14 @@ def format_report(report: Report) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; ``--help`` documents each."""
-    parser = argparse.ArgumentParser(
-        prog="registry_bench.py",
-        description=(
-            "Measure Bulwark's service registry on one local replica (embedded etcd): "
-            "(1) failover time, from SIGKILL of the primary's `bulwark instance` agent to the "
-            "promotion of a backup, over --trials trials, beside the lease TTL; (2) "
-            "RegistryService/PickInstance QPS and p50/p99, least-load and with an affinity "
-            "key, beside a bare grpc.aio echo server under the same load. Everything runs on "
-            "127.0.0.1; clients and servers share the same CPUs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = bench_parser(
+        "registry_bench.py",
+        "Measure Bulwark's service registry on one local replica (embedded etcd): "
+        "(1) failover time, from SIGKILL of the primary's `bulwark instance` agent to the "
+        "promotion of a backup, over --trials trials, beside the lease TTL; (2) "
+        "RegistryService/PickInstance QPS and p50/p99, least-load and with an affinity "
+        "key, beside a bare grpc.aio echo server under the same load. Everything runs on "
+        "127.0.0.1; clients and servers share the same CPUs.",
     )
     fail = parser.add_argument_group("part 1: failover")
     fail.add_argument("--trials", type=int, default=20, help="primaries killed, one at a time")
@@ -629,34 +623,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds between GetPrimary calls while waiting for the promotion",
     )
     load = parser.add_argument_group("part 2: PickInstance under load (as getleader_bench)")
-    load.add_argument("--processes", type=int, default=2, help="load processes per target")
-    load.add_argument(
-        "--concurrency",
-        type=int,
-        default=32,
-        help="calls kept in flight by each load process (over one grpc.aio channel)",
-    )
-    load.add_argument("--duration", type=float, default=10.0, help="measured seconds per target")
-    load.add_argument(
-        "--warmup", type=float, default=2.0, help="seconds of discarded load before measuring"
-    )
+    add_load_options(load)
     load.add_argument(
         "--keys", type=int, default=1000, help="distinct affinity keys user-0..user-<N-1>, in turn"
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON summary instead of the tables"
-    )
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if args.trials < 1:
-        parser.error("--trials must be at least 1")
+    require_at_least_one(parser, args, "trials")
     if not 2 <= args.ttl <= 300:
         parser.error("--ttl must be 2-300 seconds (the registry's limits)")
     if args.poll_interval < 0:
         parser.error("--poll-interval must not be negative")
-    if args.processes < 1 or args.concurrency < 1 or args.keys < 1:
-        parser.error("--processes, --concurrency and --keys must be at least 1")
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be positive and --warmup not negative")
+    require_at_least_one(parser, args, "processes", "concurrency", "keys")
+    require_duration_warmup(parser, args)
     return args
 
 
@@ -664,31 +643,18 @@ def benchmark(args: argparse.Namespace) -> Report:
     """Start the servers, run both parts, stop everything; return the report."""
     machine = machine_info()
     report = Report(
-        started_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=utc_now(),
         machine=machine,
-        note=(
-            f"clients and servers share this {machine['cpus']}-core machine on 127.0.0.1, so "
-            "they compete for CPU: absolute figures are lower bounds; read the ratios."
-        ),
-        load={
-            "processes": args.processes,
-            "concurrency": args.concurrency,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
-            "keys": args.keys,
-        },
+        note=shared_cpus_note(machine["cpus"]),
+        load={**load_settings(args), "keys": args.keys},
     )
-    root = tempfile.mkdtemp(prefix="bulwark-registry-bench-")
-    servers: list[ServerProcess] = []  # stopped in reverse: agents before the replica
-    try:
+    with ProcessGroup("bulwark-registry-bench-", _progress) as group:
         _progress("starting Bulwark replica (embedded etcd) and the echo server...")
-        replica = BulwarkProcess(str(Path(root) / "replica"), name="replica")
-        servers.append(replica)
-        echo = EchoProcess()
-        servers.append(echo)
-        address = f"{HOST}:{replica.wait_port(SERVING_TIMEOUT)}"
-        echo_address = f"{HOST}:{echo.wait_port(SERVING_TIMEOUT)}"
-        probe_getleader(address, LEADER_TIMEOUT)
+        replica = group.add(BulwarkProcess(str(group.root / "replica"), name="replica"))
+        echo = group.add(EchoProcess())
+        address = replica.wait_address()
+        echo_address = echo.wait_address()
+        probe_getleader(address)
 
         # Part 1: failover.
         _progress(f"failover: starting {AGENTS} `bulwark instance` agents (TTL {args.ttl}s)...")
@@ -696,11 +662,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         try:
             report.failover = measure_failover(address, agents, replica, args)
         finally:
-            for agent in reversed(agents):
-                try:
-                    agent.stop()  # SIGTERM deregisters a live agent
-                except Exception as exc:
-                    _progress(f"stopping {agent.name} failed: {exc}")
+            stop_all(reversed(agents), _progress)  # SIGTERM deregisters a live agent
         f = report.failover
         _progress(
             f"failover p50 {f.spreads['poll_s'].p50_s:.3f}s, max "
@@ -717,26 +679,10 @@ def benchmark(args: argparse.Namespace) -> Report:
             ("pick_affinity", address, pick_call(args.keys), replica),
             ("echo", echo_address, echo_call(payload), echo),
         ):
-            _progress(
-                f"loading {key}: {args.processes} x {args.concurrency} in flight, "
-                f"{args.warmup:g}s warm-up + {args.duration:g}s"
-            )
-            result = run_load(key, target_address, call, args, server)
-            report.pick[key] = result
-            _progress(f"{key}: {result.calls} calls, {result.qps:.1f} QPS")
+            report.pick[key] = load_target(key, target_address, call, args, server, _progress)
         e = report.pick["echo"]
         for key, name in (("pick", "PickInstance"), ("pick_affinity", "PickInstance + key")):
-            r = report.pick[key]
-            report.ratios[f"{name} / echo: QPS"] = _ratio(r.qps, e.qps)
-            report.ratios[f"{name} / echo: p50"] = _ratio(r.p50_ms, e.p50_ms)
-            report.ratios[f"{name} / echo: p99"] = _ratio(r.p99_ms, e.p99_ms)
-    finally:
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except Exception as exc:
-                _progress(f"stopping {server.name} failed: {exc}")
-        shutil.rmtree(root, ignore_errors=True)
+            report.ratios.update(ratios(report.pick[key], e, NAMED_TARGET_RATIOS, f"{name} / echo"))
     return report
 
 

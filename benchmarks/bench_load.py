@@ -1,0 +1,328 @@
+"""Load processes and the statistics of what they measure.
+
+Holds the unary call a load process makes (``CallSpec``), the spawned processes that keep
+``--concurrency`` calls in flight each over one ``grpc.aio`` channel (started together at
+a barrier, warm-up discarded, every latency kept), the parent's merge of their samples
+into exact nearest-rank percentiles, and the summaries those percentiles fill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import itertools
+import math
+import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
+import queue
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from bench_servers import CALL_TIMEOUT, ECHO_METHOD, SERVING_TIMEOUT, ServerProcess
+
+WORKER_SLACK = 60.0  # seconds on top of warm-up + duration for workers to start and finish
+
+# What one load process does: (its spec, the start barrier) -> its result dict.
+Drive = Callable[[Any, multiprocessing.synchronize.Barrier], dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def ms_percentiles(sorted_seconds: Sequence[float]) -> dict[str, float]:
+    """``p50_ms``, ``p90_ms``, ``p99_ms`` and ``max_ms`` of ascending durations in seconds."""
+    return {
+        "p50_ms": percentile(sorted_seconds, 50) * 1000,
+        "p90_ms": percentile(sorted_seconds, 90) * 1000,
+        "p99_ms": percentile(sorted_seconds, 99) * 1000,
+        "max_ms": (sorted_seconds[-1] * 1000) if sorted_seconds else math.nan,
+    }
+
+
+@dataclass
+class LatencySummary:
+    """Percentiles of a set of durations, in milliseconds."""
+
+    samples: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def latency_summary(seconds: Sequence[float]) -> LatencySummary:
+    """Exact (nearest-rank) percentiles of ``seconds``, reported in milliseconds."""
+    ordered = sorted(seconds)
+    return LatencySummary(samples=len(ordered), **ms_percentiles(ordered))
+
+
+@dataclass
+class TargetResult:
+    """Merged outcome of all load processes against one target."""
+
+    target: str
+    method: str
+    calls: int
+    errors: int
+    errors_by_code: dict[str, int]
+    duration_s: float
+    qps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+
+def summarize(
+    target: str, method: str, latencies: list[float], errors: Counter[str], duration: float
+) -> TargetResult:
+    """Exact percentiles over every successful call; QPS counts successful calls only."""
+    latencies.sort()
+    n = len(latencies)
+    return TargetResult(
+        target=target,
+        method=method,
+        calls=n,
+        errors=sum(errors.values()),
+        errors_by_code=dict(errors),
+        duration_s=duration,
+        qps=n / duration,
+        **ms_percentiles(latencies),
+        mean_ms=(sum(latencies) / n * 1000) if n else math.nan,
+    )
+
+
+# --------------------------------------------------------------------------- load workers
+
+
+@dataclass
+class CallSpec:
+    """The unary method a load process calls; picklable so it crosses the spawn boundary.
+
+    With ``response_type`` set, ``request`` is a protobuf message and the call is built
+    exactly as a generated stub builds it. With ``response_type`` None, ``request`` is raw
+    bytes sent and received unchanged (the echo baseline). With ``requests`` set (messages
+    of ``request``'s type), each process sends them in turn, one per call, instead of
+    ``request`` every time.
+    """
+
+    label: str
+    method: str
+    request: Any
+    response_type: type[Any] | None = None
+    requests: tuple[Any, ...] = ()
+
+
+def echo_call(payload: bytes) -> CallSpec:
+    """The echo baseline, sending (and getting back) ``payload``."""
+    return CallSpec(label=ECHO_METHOD.lstrip("/"), method=ECHO_METHOD, request=payload)
+
+
+@dataclass
+class WorkerSpec:
+    """What one load process does; picklable so it crosses the spawn boundary."""
+
+    index: int
+    target: str
+    address: str
+    call: CallSpec
+    concurrency: int
+    warmup: float
+    duration: float
+
+
+async def _drive(spec: WorkerSpec, barrier: multiprocessing.synchronize.Barrier) -> dict[str, Any]:
+    latencies = array.array("d")
+    errors: Counter[str] = Counter()
+    async with grpc.aio.insecure_channel(spec.address) as channel:
+        request = spec.call.request
+        if spec.call.response_type is not None:
+            # As a generated stub does it.
+            method = channel.unary_unary(
+                spec.call.method,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=spec.call.response_type.FromString,
+                _registered_method=True,
+            )
+        else:
+            method = channel.unary_unary(spec.call.method)
+
+        if spec.call.requests:
+            in_turn = itertools.cycle(spec.call.requests)
+
+            async def call() -> object:
+                return await method(next(in_turn), timeout=CALL_TIMEOUT)
+
+        else:
+
+            async def call() -> object:
+                return await method(request, timeout=CALL_TIMEOUT)
+
+        await asyncio.wait_for(channel.channel_ready(), SERVING_TIMEOUT)
+        # All processes start the clock together, so their windows line up.
+        await asyncio.to_thread(barrier.wait, WORKER_SLACK)
+        begin = time.perf_counter() + spec.warmup
+        end = begin + spec.duration
+
+        async def loop() -> None:
+            clock = time.perf_counter
+            while (started := clock()) < end:
+                try:
+                    await call()
+                    outcome = None
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    outcome = code.name if code is not None else "UNKNOWN"
+                except Exception as exc:
+                    outcome = type(exc).__name__
+                finished = clock()
+                if begin <= finished < end:
+                    if outcome is None:
+                        latencies.append(finished - started)
+                    else:
+                        errors[outcome] += 1
+
+        await asyncio.gather(*(loop() for _ in range(spec.concurrency)))
+    return {"latencies": latencies.tobytes(), "errors": dict(errors)}
+
+
+def drive_grpc(spec: WorkerSpec, barrier: multiprocessing.synchronize.Barrier) -> dict[str, Any]:
+    """One gRPC load process: ``spec.concurrency`` calls in flight over one channel."""
+    return asyncio.run(_drive(spec, barrier))
+
+
+def run_worker(
+    drive: Drive,
+    spec: Any,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.queues.Queue[dict[str, Any]],
+) -> None:
+    """Entry point of one load process: ``drive`` it, put one result dict on ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        outcome = drive(spec, barrier)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            barrier.abort()  # do not leave the other workers waiting
+        outcome = {"failure": f"{type(exc).__name__}: {exc}"}
+    outcome["index"] = spec.index
+    results.put(outcome)
+
+
+def run_processes(
+    label: str,
+    drive: Drive,
+    specs: Sequence[Any],
+    args: argparse.Namespace,
+    check_alive: Callable[[], None],
+) -> tuple[list[float], Counter[str]]:
+    """Run ``drive(spec, barrier)`` in one process per spec; merge their samples.
+
+    ``drive`` is a module-level function (it is pickled into a spawned process) returning
+    a dict with ``latencies`` (array of doubles as bytes) and ``errors``; each spec has an
+    ``index``. ``args`` needs ``warmup`` and ``duration`` (to bound the wait);
+    ``check_alive`` raises if the server under test died. Every process is stopped on
+    the way out, whatever happens.
+    """
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
+    barrier = ctx.Barrier(len(specs))
+    results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
+    workers = [
+        ctx.Process(target=run_worker, args=(drive, spec, barrier, results), name=f"{label}-{i}")
+        for i, spec in enumerate(specs)
+    ]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    received: set[int] = set()
+    deadline = time.monotonic() + args.warmup + args.duration + CALL_TIMEOUT + WORKER_SLACK
+    try:
+        for process in workers:
+            process.start()
+        while len(received) < len(workers):
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{label} processes did not finish") from None
+                exited = [w for w in workers if w.exitcode is not None]
+                if len(exited) > len(received):
+                    barrier.abort()
+                    raise RuntimeError(f"a {label} process died without a result") from None
+                continue
+            received.add(item["index"])
+            if "failure" in item:
+                barrier.abort()
+                raise RuntimeError(f"{label} process {item['index']} failed: {item['failure']}")
+            chunk = array.array("d")
+            chunk.frombytes(item["latencies"])
+            latencies.extend(chunk)
+            errors.update(item["errors"])
+        for process in workers:
+            process.join(10.0)
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        results.close()
+        results.join_thread()
+    return latencies, errors
+
+
+def run_load(
+    target: str, address: str, call: CallSpec, args: argparse.Namespace, server: ServerProcess
+) -> TargetResult:
+    """Run ``args.processes`` load processes against one target and merge their results.
+
+    ``args`` needs ``processes``, ``concurrency``, ``warmup`` and ``duration``.
+    """
+    specs = [
+        WorkerSpec(i, target, address, call, args.concurrency, args.warmup, args.duration)
+        for i in range(args.processes)
+    ]
+    latencies, errors = run_processes(f"load-{target}", drive_grpc, specs, args, server.check_alive)
+    server.check_alive()
+    return summarize(target, call.label, latencies, errors, args.duration)
+
+
+def load_target(
+    target: str,
+    address: str,
+    call: CallSpec,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    progress: Callable[[str], None],
+    *,
+    show_p99: bool = False,
+) -> TargetResult:
+    """``run_load``, saying what it loads before and what it measured after."""
+    progress(
+        f"loading {target}: {args.processes} x {args.concurrency} in flight, "
+        f"{args.warmup:g}s warm-up + {args.duration:g}s"
+    )
+    result = run_load(target, address, call, args, server)
+    p99 = f", p99 {result.p99_ms:.2f} ms" if show_p99 else ""
+    progress(f"{target}: {result.calls} calls, {result.qps:.1f} QPS{p99}")
+    return result

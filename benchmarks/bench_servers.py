@@ -1,0 +1,311 @@
+"""The servers a benchmark runs as subprocesses, and how they are started and stopped.
+
+Holds the Bulwark replica (``python -m bulwark_server serve`` with a private embedded etcd),
+the bare ``grpc.aio`` echo server that is every benchmark's floor (run as this module),
+the base class that drains a server's output and reads its port from it, and
+``ProcessGroup``, which stops every process of a run and removes its temporary directory
+whatever happens. Run as a script, this module is the echo server: it prints its port on
+stdout and serves until SIGTERM, SIGINT or the end of its stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+
+from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
+
+HOST = "127.0.0.1"
+ECHO_SERVICE = "bulwark.bench.Echo"
+ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+SERVING_TIMEOUT = 60.0  # seconds to wait for each server to report its port
+LEADER_TIMEOUT = 15.0  # seconds to wait for GetLeader to name a leader
+CALL_TIMEOUT = 5.0  # deadline of one benchmark call
+STOP_TIMEOUT = 15.0  # seconds a server gets after SIGTERM before SIGKILL
+
+
+# --------------------------------------------------------------------------- echo server
+
+
+def watch_stdin(on_eof: Callable[[], None], name: str = "stdin-eof") -> None:
+    """Call ``on_eof`` (in a daemon thread) when the parent closes our stdin."""
+
+    def run() -> None:
+        # Raw reads: a daemon thread blocked in a buffered reader aborts interpreter exit.
+        with contextlib.suppress(OSError):
+            while os.read(sys.stdin.fileno(), 4096):
+                pass
+        on_eof()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return request
+
+
+async def run_echo_server() -> None:
+    """Serve the raw-bytes echo method on 127.0.0.1:0; print the port; stop on signal/EOF."""
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(f"{HOST}:0")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # The parent holds our stdin open; EOF means it is gone, so do not outlive it.
+    watch_stdin(lambda: loop.call_soon_threadsafe(stop.set), name="echo-stdin")
+    print(port, flush=True)
+    await stop.wait()
+    await server.stop(1.0)
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+class ServerProcess:
+    """A server subprocess whose output is drained by a thread; reports its port once."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port_stream: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.name = name
+        self.tail: deque[str] = deque(maxlen=40)
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if port_stream == "stdout" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if port_stream == "stderr" else None,
+            text=True,
+            bufsize=1,
+            env=env,
+            cwd=cwd,
+        )
+        stream = self.proc.stdout if port_stream == "stdout" else self.proc.stderr
+        assert stream is not None
+        self._thread = threading.Thread(
+            target=self._drain, args=(stream,), name=f"{name}-drain", daemon=True
+        )
+        self._thread.start()
+
+    def _parse_port(self, line: str) -> int | None:
+        raise NotImplementedError
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.tail.append(line.rstrip("\n"))
+            if self.port is None:
+                port = self._parse_port(line)
+                if port is not None:
+                    self.port = port
+                    self._ready.set()
+        self._ready.set()  # EOF: wake a waiter so it sees the process died
+
+    def wait_port(self, timeout: float) -> int:
+        """Block until the server reports its port; raise if it dies or takes too long."""
+        if not self._ready.wait(timeout) or self.port is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(1.0)  # output ended: let the exit code arrive
+            code = self.proc.poll()
+            state = f"exited with code {code}" if code is not None else "did not report a port"
+            raise RuntimeError(
+                f"{self.name} {state} within {timeout:.0f}s; last output:\n  "
+                + "\n  ".join(self.tail)
+            )
+        return self.port
+
+    def wait_address(self, timeout: float = SERVING_TIMEOUT) -> str:
+        """``HOST:port`` once the server reports its port (see ``wait_port``)."""
+        return f"{HOST}:{self.wait_port(timeout)}"
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {self.proc.returncode}; last output:\n  "
+                + "\n  ".join(self.tail)
+            )
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL; close our end of its pipes."""
+        terminate(self.proc)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self._thread.join(5.0)
+
+
+def terminate(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` if it runs, wait STOP_TIMEOUT, then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+class BulwarkProcess(ServerProcess):
+    """``python -m bulwark_server serve`` with an embedded etcd under ``data_dir``.
+
+    ``extra_args`` are appended to the command line (e.g. ``--etcd-endpoints`` to share
+    another replica's etcd, ``--replica-id``). When the replica starts an embedded etcd,
+    ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line. ``env`` and
+    ``cwd`` are those of the subprocess (default: this process's), e.g. a ``PYTHONPATH``
+    naming another source tree.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        name: str = "bulwark",
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.etcd_endpoint: str | None = None
+        argv = [
+            sys.executable,
+            "-m",
+            "bulwark_server",
+            "serve",
+            "--listen",
+            f"{HOST}:0",
+            "--data-dir",
+            data_dir,
+            "--log-level",
+            "INFO",
+            *extra_args,
+        ]
+        super().__init__(name, argv, port_stream="stderr", env=env, cwd=cwd)
+
+    def _parse_port(self, line: str) -> int | None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        if record.get("event") == "etcd.embedded":
+            self.etcd_endpoint = str(record["endpoint"])
+        if record.get("event") == "serving":
+            return int(record["port"])
+        return None
+
+
+class EchoProcess(ServerProcess):
+    """This module run as a script: the echo server, printing its port as the first line."""
+
+    def __init__(self) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve())]
+        super().__init__("echo", argv, port_stream="stdout")
+
+    def _parse_port(self, line: str) -> int | None:
+        text = line.strip()
+        return int(text) if text.isdigit() else None
+
+
+def probe_getleader(address: str, timeout: float = LEADER_TIMEOUT) -> bytes:
+    """Call GetLeader until it names a leader; return that response's serialized bytes."""
+    deadline = time.monotonic() + timeout
+    last_error = "no response"
+    with grpc.insecure_channel(address) as channel:
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.GetLeader(cluster_pb2.GetLeaderRequest(), timeout=2.0)
+            except grpc.RpcError as exc:
+                last_error = f"{exc.code().name}: {exc.details()}"
+            else:
+                if response.HasField("leader"):
+                    return response.SerializeToString()
+                last_error = "response names no leader yet"
+            time.sleep(0.2)
+    raise RuntimeError(f"GetLeader on {address} gave no leader in {timeout:.0f}s ({last_error})")
+
+
+# --------------------------------------------------------------------------- clean-up
+
+
+class Stoppable(Protocol):
+    name: str
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+def stop_all(processes: Iterable[Stoppable], progress: Callable[[str], None]) -> None:
+    """Stop each process in turn; a failure is reported and does not stop the others."""
+    for process in processes:
+        try:
+            process.stop()
+        except Exception as exc:
+            progress(f"stopping {process.name} failed: {exc}")
+
+
+class ProcessGroup:
+    """The processes of one run and its temporary directory ``root``.
+
+    On exit, however the block ends, every process added is stopped, last added first
+    (so a replica that joined another's etcd stops before it), then ``root`` is removed.
+    """
+
+    def __init__(self, prefix: str, progress: Callable[[str], None]) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=prefix))
+        self.progress = progress
+        self.processes: list[Stoppable] = []
+
+    def add(self, process: S) -> S:
+        self.processes.append(process)
+        return process
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            stop_all(reversed(self.processes), self.progress)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(run_echo_server())
