@@ -568,7 +568,13 @@ def benchmark(args: argparse.Namespace) -> Report:
                 BulwarkProcess(
                     str(group.root / "replica-2"),
                     name="replica-2",
-                    extra_args=[f"--etcd-endpoints={first.etcd_endpoint}", "--replica-id=bench-2"],
+                    extra_args=[
+                        f"--etcd-endpoints={first.etcd_endpoint}",
+                        "--replica-id=bench-2",
+                        # A replica of an external etcd requires callers to authenticate
+                        # by default; the benchmark measures decisions, not identities.
+                        "--auth=off",
+                    ],
                 )
             )
             probe_getleader(second.wait_address())
