@@ -36,6 +36,8 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 
+from google.protobuf import duration_pb2
+
 from bulwark.v1 import registry_pb2, watch_pb2
 from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
@@ -47,7 +49,7 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.registry import failover, picking
+from bulwark_server.registry import failover, picking, rules
 from bulwark_server.store import Entry, EtcdStore, Event, EventType, Unchanged
 from bulwark_server.store.keys import INSTANCE_KIND, PRIMARY_KIND, key_for, kind_prefix
 from bulwark_server.store.paging import Page, scan_page
@@ -201,10 +203,13 @@ class RegistryManager:
     async def register(
         self, instance: registry_pb2.Instance
     ) -> tuple[registry_pb2.Instance, registry_pb2.Primary]:
-        """Store the instance on a fresh lease (replacing a registration of the same id)."""
+        """Store the instance on a fresh lease (replacing a registration of the same id).
+
+        ``rules.registration`` checks the registration and fills its defaults
+        (TTL, health) before any lease is taken; ids and names are the caller's.
+        """
         now = self._clock()
-        record = registry_pb2.Instance()
-        record.CopyFrom(instance)
+        record = rules.registration(instance)
         record.ClearField("revision")
         record.ClearField("role")
         record.registered_at.CopyFrom(timestamps.at(now))
@@ -263,7 +268,12 @@ class RegistryManager:
         load: registry_pb2.Load | None,
         epoch: int,
     ) -> registry_pb2.HeartbeatResponse:
-        """Renew the lease, record health and load if changed, and say where the instance stands."""
+        """Renew the lease, record health and load if changed, and say where the instance stands.
+
+        A load out of bounds (``rules.validate_load``) is refused before the lease is renewed.
+        """
+        if load is not None:
+            rules.validate_load(load, "load")
         name = instance_name(service, instance_id)
         gone = NotFound(
             f"instance {instance_id!r} of service {service!r} is not registered "
@@ -343,9 +353,14 @@ class RegistryManager:
         return revision
 
     async def switchover(
-        self, service: str, target: str, drain_timeout: float
+        self, service: str, target: str, drain: duration_pb2.Duration | None = None
     ) -> registry_pb2.Primary:
-        """Ask the primary to drain, then wait for the leader to promote; return the new primary."""
+        """Ask the primary to drain, then wait for the leader to promote; return the new primary.
+
+        ``drain`` bounds the drain (``rules.drain_seconds``: 10 s when None),
+        checked before anything is read.
+        """
+        drain_timeout = rules.drain_seconds(drain)
         if self.primary(service) is None and await self._store.read(PRIMARY_KIND, service) is None:
             raise FailedPrecondition(f"service {service!r} has no primary to switch over from")
         written: list[registry_pb2.Primary] = []
