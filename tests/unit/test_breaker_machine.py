@@ -13,6 +13,7 @@ from bulwark_server.breakers import (
     Decision,
     SlidingWindow,
     allow,
+    check_force,
     force,
     initial_status,
     normalize_config,
@@ -465,3 +466,30 @@ def test_state_names() -> None:
     assert state_name(FORCED_OPEN) == "FORCED_OPEN"
     assert state_name(METRICS_ONLY) == "METRICS_ONLY"
     assert state_name(99) == "UNKNOWN(99)"
+
+
+# -- ForceState's rules (checked before the breaker is read) ------------------
+
+
+@pytest.mark.parametrize("state", [FORCED_OPEN, DISABLED, METRICS_ONLY, CLOSED])
+def test_check_force_accepts_the_forceable_states(state: int) -> None:
+    check_force(state, "x" * 1024)
+
+
+@pytest.mark.parametrize("state", [OPEN, HALF_OPEN, breaker_pb2.BREAKER_STATE_UNSPECIFIED, 99])
+def test_check_force_refuses_other_states(state: int) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        check_force(state, "")
+    assert err.value.field == "state"
+    assert "FORCED_OPEN, DISABLED, METRICS_ONLY or CLOSED" in err.value.message
+
+
+def test_check_force_bounds_the_reason() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        check_force(FORCED_OPEN, "x" * 1025)
+    assert err.value.field == "reason"
+
+
+def test_force_applies_the_same_rules() -> None:
+    with pytest.raises(InvalidArgument):
+        force(make_config(), initial_status(T0), HALF_OPEN, "ops", "", T0)

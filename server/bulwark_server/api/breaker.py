@@ -20,13 +20,6 @@ from bulwark_server.validation import page_params, validate_id, validate_name, v
 
 MAX_REPORT_ENTRIES = 1000
 MAX_COUNT = 10**9
-MAX_REASON = 1024
-FORCEABLE = (
-    breaker_pb2.BREAKER_STATE_FORCED_OPEN,
-    breaker_pb2.BREAKER_STATE_DISABLED,
-    breaker_pb2.BREAKER_STATE_METRICS_ONLY,
-    breaker_pb2.BREAKER_STATE_CLOSED,
-)
 
 
 def _expected_revision(value: int) -> int:
@@ -145,12 +138,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         self, request: breaker_pb2.ForceStateRequest, context: grpc.aio.ServicerContext
     ) -> breaker_pb2.ForceStateResponse:
         validate_name(request.name)
-        if request.state not in FORCEABLE:
-            raise InvalidArgument(
-                "state", "must be FORCED_OPEN, DISABLED, METRICS_ONLY or CLOSED (to reset)"
-            )
-        if len(request.reason) > MAX_REASON:
-            raise InvalidArgument("reason", f"longer than {MAX_REASON} characters")
+        # The state and reason rules are the capability's (breakers.machine.check_force).
         actor = caller_name(validate_id(request.actor, "actor", required=False))
         breaker = await self._registry.force(request.name, request.state, actor, request.reason)
         return breaker_pb2.ForceStateResponse(breaker=breaker)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,7 +13,6 @@ from bulwark_server.errors import InvalidArgument
 from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
-    duration_seconds,
     page_params,
     validate_id,
     validate_name,
@@ -22,18 +20,9 @@ from bulwark_server.validation import (
     validate_watch,
 )
 
-DEFAULT_TTL_S = 10.0
-MIN_TTL_S = 2.0  # etcd's own floor for a lease with its default election timeout
-MAX_TTL_S = 300.0
-MAX_PRIORITY = 1000
 MAX_METADATA = 64
 MAX_ADDRESS = 256
 MAX_AFFINITY_KEY = 1024
-MAX_IN_FLIGHT = 10**9
-MAX_UTILIZATION = 1000.0
-MAX_LAG_S = 86400.0 * 365
-DEFAULT_DRAIN_S = 10.0
-MAX_DRAIN_S = 300.0
 HEALTH_VALUES = frozenset(registry_pb2.InstanceHealth.values())
 
 
@@ -53,19 +42,10 @@ def _health(value: int, field: str) -> int:
     return value
 
 
-def validate_load(load: registry_pb2.Load, field: str) -> registry_pb2.Load:
-    if not 0 <= load.in_flight <= MAX_IN_FLIGHT:
-        raise InvalidArgument(f"{field}.in_flight", f"must be 0-{MAX_IN_FLIGHT}")
-    for name in ("cpu", "memory"):
-        value = getattr(load, name)
-        if not (math.isfinite(value) and 0 <= value <= MAX_UTILIZATION):
-            raise InvalidArgument(f"{field}.{name}", f"must be 0-{MAX_UTILIZATION:g}, got {value}")
-    duration_seconds(load.replication_lag, f"{field}.replication_lag", maximum=MAX_LAG_S)
-    return load
-
-
-def validate_instance(instance: registry_pb2.Instance) -> registry_pb2.Instance:
-    """A copy of the registration with defaults applied; InvalidArgument naming the field."""
+def validate_instance(instance: registry_pb2.Instance) -> None:
+    """The registration's shape: ids, address, zone and region names, metadata and
+    the health value. Priority, load, TTL and defaults are the registry's rules
+    (``registry.rules.registration``), applied by the manager."""
     _ids(instance.service, instance.id, "instance.")
     if not instance.address:
         raise InvalidArgument("instance.address", "is required")
@@ -75,29 +55,12 @@ def validate_instance(instance: registry_pb2.Instance) -> registry_pb2.Instance:
         )
     _optional_name(instance.zone, "instance.zone")
     _optional_name(instance.region, "instance.region")
-    if abs(instance.priority) > MAX_PRIORITY:
-        raise InvalidArgument(
-            "instance.priority",
-            f"must be -{MAX_PRIORITY} to {MAX_PRIORITY}, got {instance.priority}",
-        )
     if len(instance.metadata) > MAX_METADATA:
         raise InvalidArgument("instance.metadata", f"at most {MAX_METADATA} entries")
     for key, value in instance.metadata.items():
         validate_id(key, "instance.metadata key")
         validate_id(value, f"instance.metadata[{key!r}]", required=False)
     _health(instance.health, "instance.health")
-    validate_load(instance.load, "instance.load")
-    out = registry_pb2.Instance()
-    out.CopyFrom(instance)
-    if instance.HasField("ttl"):
-        duration_seconds(instance.ttl, "instance.ttl", minimum=MIN_TTL_S, maximum=MAX_TTL_S)
-    else:
-        out.ttl.FromNanoseconds(int(DEFAULT_TTL_S * 1e9))
-    # etcd leases count whole seconds: store the TTL the lease really has.
-    out.ttl.FromSeconds(math.ceil(out.ttl.seconds + out.ttl.nanos / 1e9))
-    if out.health == registry_pb2.INSTANCE_HEALTH_UNSPECIFIED:
-        out.health = registry_pb2.INSTANCE_HEALTH_SERVING
-    return out
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -111,8 +74,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def RegisterInstance(
         self, request: registry_pb2.RegisterInstanceRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RegisterInstanceResponse:
-        instance = validate_instance(request.instance)
-        stored, primary = await self._registry.register(instance)
+        validate_instance(request.instance)
+        stored, primary = await self._registry.register(request.instance)
         return registry_pb2.RegisterInstanceResponse(instance=stored, primary=primary)
 
     @rpc
@@ -121,7 +84,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.HeartbeatResponse:
         _ids(request.service, request.instance_id)
         _health(request.health, "health")
-        load = validate_load(request.load, "load") if request.HasField("load") else None
+        load = request.load if request.HasField("load") else None
         if request.epoch < 0:
             raise InvalidArgument("epoch", "must not be negative")
         return await self._registry.heartbeat(
@@ -206,9 +169,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.SwitchoverResponse:
         validate_name(request.service, "service")
         _optional_name(request.target_instance_id, "target_instance_id")
-        drain = DEFAULT_DRAIN_S
-        if request.HasField("drain_timeout"):
-            drain = duration_seconds(request.drain_timeout, "drain_timeout", maximum=MAX_DRAIN_S)
+        drain = request.drain_timeout if request.HasField("drain_timeout") else None
         primary = await self._registry.switchover(
             request.service, request.target_instance_id, drain
         )

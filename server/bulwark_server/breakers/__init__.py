@@ -18,6 +18,7 @@ from bulwark_server.breakers.config import normalize_config, seconds
 from bulwark_server.breakers.machine import (
     Decision,
     allow,
+    check_force,
     force,
     initial_status,
     on_outcomes,
@@ -30,6 +31,7 @@ __all__ = [
     "Decision",
     "SlidingWindow",
     "allow",
+    "check_force",
     "force",
     "initial_status",
     "normalize_config",

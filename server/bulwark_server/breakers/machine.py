@@ -30,6 +30,7 @@ DISABLED = breaker_pb2.BREAKER_STATE_DISABLED
 METRICS_ONLY = breaker_pb2.BREAKER_STATE_METRICS_ONLY
 
 FORCEABLE_STATES = (FORCED_OPEN, DISABLED, METRICS_ONLY, CLOSED)
+MAX_FORCE_REASON = 1024
 # How long a caller refused in HALF_OPEN should wait for the trial calls to report.
 HALF_OPEN_RETRY_AFTER = 1.0
 NOT_EVALUATED = -1.0
@@ -135,6 +136,21 @@ def tick(
     return None
 
 
+def check_force(state: int, reason: str) -> None:
+    """ForceState's rules: a forceable state, and a reason of at most 1024 characters.
+
+    Pure, so it runs before the breaker is read or written: a refused request
+    changes nothing, whether or not the breaker exists. Raises InvalidArgument
+    naming the field.
+    """
+    if state not in FORCEABLE_STATES:
+        raise InvalidArgument(
+            "state", "must be FORCED_OPEN, DISABLED, METRICS_ONLY or CLOSED (to reset)"
+        )
+    if len(reason) > MAX_FORCE_REASON:
+        raise InvalidArgument("reason", f"longer than {MAX_FORCE_REASON} characters")
+
+
 def force(
     config: breaker_pb2.BreakerConfig,
     status: breaker_pb2.BreakerStatus,
@@ -146,14 +162,9 @@ def force(
     """An operator's override: FORCED_OPEN, DISABLED, METRICS_ONLY, or CLOSED to reset.
 
     Always records a transition, even to the current state, so the audit trail
-    shows who acted and why.
+    shows who acted and why. InvalidArgument when ``check_force`` refuses.
     """
-    if state not in FORCEABLE_STATES:
-        raise InvalidArgument(
-            "state",
-            f"cannot force {state_name(state)}; use FORCED_OPEN, DISABLED, METRICS_ONLY "
-            "or CLOSED (to reset)",
-        )
+    check_force(state, reason)
     reason = reason or f"forced by {actor or 'an operator'}"
     return _transition(config, status, state, reason, now, actor=actor)
 

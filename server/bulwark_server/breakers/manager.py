@@ -185,7 +185,12 @@ class BreakerManager:
     async def force(
         self, name: str, state: int, actor: str, reason: str
     ) -> breaker_pb2.CircuitBreaker:
-        """Force a state (or reset to CLOSED), recording who and why."""
+        """Force a state (or reset to CLOSED), recording who and why.
+
+        InvalidArgument (``machine.check_force``) before anything is read, so a
+        refused request is refused the same way for a breaker that does not exist.
+        """
+        machine.check_force(state, reason)
         now = self._clock()
 
         def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker:

@@ -32,6 +32,10 @@ Guarantees:
   acquired through another replica is usable through this one at once.
 * Waiting is fair per replica (oldest waiter first) but not across replicas.
 
+Modules: ``rules`` (pure), ``permits`` (permit keys and their leases),
+``waiters`` (this replica's queue) and ``wakeups`` (store changes turned into
+wake-ups); this front holds configuration and the acquire loop.
+
 Errors: ``NotFound``, ``Conflict``, ``ResourceExhausted`` (with a retry hint)
 and ``StoreUnavailable`` (nothing handed out; a permit key that may have been
 written is withdrawn with its lease).
@@ -40,41 +44,28 @@ written is withdrawn with its lease).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
 
-from google.protobuf import duration_pb2
-
 from bulwark.v1 import bulkhead_pb2
-from bulwark_server import timestamps
+from bulwark_server.bulkheads.permits import Permits, decode, not_held
 from bulwark_server.bulkheads.rules import (
     AcquireSpec,
     BulkheadSpec,
     PermitRef,
     effective_wait,
     lease_seconds,
-    new_permit_id,
-    permit_name,
-    permit_prefix,
     pick_slots,
     retry_hint,
-    slot_of,
 )
 from bulwark_server.bulkheads.waiters import WaitQueue
-from bulwark_server.errors import (
-    AlreadyExists,
-    Conflict,
-    NotFound,
-    ResourceExhausted,
-    StoreUnavailable,
-)
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Page, scan_page, split_key
-from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND, kind_prefix
+from bulwark_server.bulkheads.wakeups import WakeUps
+from bulwark_server.errors import AlreadyExists, NotFound, ResourceExhausted
+from bulwark_server.store import Entry, EtcdStore, Page, scan_page
+from bulwark_server.store.keys import BULKHEAD_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +77,6 @@ TRIES_PER_ROUND = 8
 RECHECK_S = 1.0
 # Concurrent etcd calls when DeleteBulkhead releases many permits.
 RELEASE_CONCURRENCY = 32
-
-
-def not_held(permit_id: str, why: str = "already released or expired") -> NotFound:
-    """The NotFound of Release and ExtendPermit for a permit that is no longer held."""
-    return NotFound(f"permit {permit_id} is not held ({why})")
 
 
 class BulkheadManager:
@@ -109,24 +95,18 @@ class BulkheadManager:
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
-        self._token = token
+        self._permits = Permits(store, wall=wall, token=token)
         self._waiters = WaitQueue()
         # Slots an attempt on this replica is creating now: other local attempts
         # skip them instead of racing their own replica. One set per bulkhead name,
         # kept (not popped when empty) because attempts hold on to it across awaits.
         self._trying: dict[str, set[int]] = {}
-        self._follower: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._wakeups = WakeUps(store, self._waiters, self._busy)
 
     async def close(self) -> None:
         """Stop following the store and wait for pending lease revocations."""
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
-        if self._background:
-            await asyncio.wait(self._background, timeout=2.0)
+        await self._wakeups.close()
+        await self._permits.close()
         self._waiters.wake_all()
 
     # -- configuration -------------------------------------------------------------
@@ -156,7 +136,7 @@ class BulkheadManager:
     async def get(self, name: str) -> tuple[bulkhead_pb2.Bulkhead, list[bulkhead_pb2.Permit]]:
         """The bulkhead and the permits held now (from the cache). NotFound if absent."""
         entry = await self._config_entry(name)
-        permits = [_permit(e) for e in self._held(name).values()]
+        permits = [decode(e) for e in self._permits.held(name).values()]
         stored = bulkhead_pb2.Bulkhead.FromString(entry.value)
         return self._view(stored, entry.mod_revision), permits
 
@@ -185,9 +165,9 @@ class BulkheadManager:
 
         async def release(entry: Entry) -> bool:
             async with limit:
-                return await self._release_entry(entry)
+                return await self._permits.release_entry(entry)
 
-        held = list(self._held(name).values())
+        held = list(self._permits.held(name).values())
         released = sum(await asyncio.gather(*(release(e) for e in held)))
         log.info(
             "bulkhead %s deleted; %d permits released",
@@ -215,7 +195,7 @@ class BulkheadManager:
             while True:
                 if deadline > self._clock() and (ticket is None or ticket.done()):
                     # Join before looking, so a slot freed while we try still wakes us.
-                    self._follow_store()
+                    self._wakeups.follow()
                     ticket = self._waiters.join(name, front=requeue_front)
                     requeue_front = True
                 permit = await self._attempt(name, request, config)
@@ -245,25 +225,15 @@ class BulkheadManager:
         NotFound when the permit is not held (released, expired, or the slot now
         carries another permit, which is left alone).
         """
-        entry = await self._find(ref)
-        try:
-            revision = await self._store.delete(
-                PERMIT_KIND,
-                permit_name(ref.bulkhead, ref.slot),
-                expected_mod_revision=entry.mod_revision,
-            )
-        except (NotFound, Conflict):
-            raise not_held(ref.permit_id) from None
-        await self._revoke(entry.lease)
-        return revision
+        return await self._permits.release(ref)
 
     async def extend(self, ref: PermitRef) -> tuple[bulkhead_pb2.Permit, int]:
         """Renew a permit's lease for another TTL; return it and the seconds left."""
-        entry = await self._find(ref)
+        entry = await self._permits.find(ref)
         remaining = await self._store.keep_alive(entry.lease)
         if remaining <= 0:
             raise not_held(ref.permit_id, "expired")
-        return _permit(entry), remaining
+        return decode(entry), remaining
 
     # -- internals: acquiring ----------------------------------------------------------
 
@@ -278,24 +248,21 @@ class BulkheadManager:
         return at once without asking etcd for anything.
         """
         trying = self._trying.setdefault(name, set())
-        busy = set(self._held(name)) | trying
+        busy = set(self._permits.held(name)) | trying
         slots = pick_slots(config.max_concurrent, busy, TRIES_PER_ROUND, self._rng)
         ttl = lease_seconds(request.ttl or config.default_permit_ttl)
         lease = 0
         try:
             for slot in slots:
-                key_name = permit_name(name, slot)
                 # Our awaits let the cache and other local attempts move on: re-check.
-                if slot in trying or self._store.get(PERMIT_KIND, key_name) is not None:
+                if slot in trying or self._permits.cached(name, slot) is not None:
                     continue
                 trying.add(slot)
                 try:
                     if not lease:
                         lease = await self._store.grant_lease(ttl)
-                    permit = self._new_permit(name, slot, request.holder, ttl)
-                    revision = await self._store.create(
-                        PERMIT_KIND, key_name, permit.SerializeToString(), lease=lease
-                    )
+                    permit = self._permits.mint(name, slot, request.holder, ttl)
+                    revision = await self._permits.create(permit, slot, lease)
                 except AlreadyExists:
                     continue  # held elsewhere: nobody waiting here needed this slot
                 except BaseException:
@@ -321,7 +288,7 @@ class BulkheadManager:
             return None
         finally:
             if lease:
-                await self._revoke(lease)
+                await self._permits.revoke(lease)
 
     async def _still_allowed(self, name: str, slot: int, revision: int) -> bool:
         """Whether the configuration, as of ``revision`` or later, still allows ``slot``.
@@ -337,18 +304,8 @@ class BulkheadManager:
             raise NotFound(f"bulkhead {name!r} was deleted")
         return slot < bulkhead_pb2.Bulkhead.FromString(entry.value).max_concurrent
 
-    def _new_permit(self, name: str, slot: int, holder: str, ttl: int) -> bulkhead_pb2.Permit:
-        acquired_at = timestamps.at(self._wall())
-        return bulkhead_pb2.Permit(
-            id=new_permit_id(slot, self._token()),
-            bulkhead=name,
-            holder=holder,
-            acquired_at=acquired_at,
-            ttl=duration_pb2.Duration(seconds=ttl),
-        )
-
     def _exhausted(self, name: str, config: BulkheadSpec, waited: float) -> ResourceExhausted:
-        held = [_permit(e) for e in self._held(name).values()]
+        held = [decode(e) for e in self._permits.held(name).values()]
         expiries = [p.acquired_at.ToNanoseconds() / 1e9 + p.ttl.seconds for p in held]
         return ResourceExhausted(
             f"bulkhead {name!r} is full: {len(held)} of {config.max_concurrent} permits held "
@@ -356,75 +313,11 @@ class BulkheadManager:
             retry_after=retry_hint(expiries, self._wall()),
         )
 
-    # -- internals: wake-ups -------------------------------------------------------------
-
-    def _follow_store(self) -> None:
-        """Start (once) the task that turns store changes into wake-ups."""
-        if self._follower is not None and not self._follower.done():
-            return
-        # Subscribe now, not when the task first runs: a change in between would be lost.
-        queue = self._store.subscribe()
-        # A fresh context: started by the first Acquire, it must not carry that
-        # caller's identity or write log for the rest of its life.
-        self._follower = asyncio.create_task(
-            self._follow(queue), name="bulkheads-follow", context=contextvars.Context()
-        )
-
-    async def _follow(self, queue: asyncio.Queue[list[Event]]) -> None:
-        try:
-            while True:
-                batch = await queue.get()
-                if not batch:
-                    # We fell behind and changes were dropped: every waiter re-checks.
-                    self._store.unsubscribe(queue)
-                    queue = self._store.subscribe()
-                    self._waiters.wake_all()
-                    continue
-                try:
-                    self._dispatch(batch)
-                except Exception:
-                    log.exception("bulkhead wake-up dispatch failed; waking every waiter")
-                    self._waiters.wake_all()
-        finally:
-            self._store.unsubscribe(queue)
-
-    def _dispatch(self, batch: list[Event]) -> None:
-        freed: set[str] = set()
-        for event in batch:
-            try:
-                kind, key_name = split_key(event.entry.key)
-            except ValueError:
-                continue
-            if kind == BULKHEAD_KIND:
-                # New limits or a deletion: every waiter must look again.
-                self._waiters.wake_all(key_name)
-            elif kind == PERMIT_KIND and event.type is EventType.DELETE:
-                parsed = slot_of(key_name)
-                if parsed is not None:
-                    freed.add(parsed[0])
-        for name in freed:
-            if not self._waiters.waiting(name):
-                continue
-            entry = self._store.get(BULKHEAD_KIND, name)
-            if entry is None:
-                self._waiters.wake_all(name)
-                continue
-            max_concurrent = bulkhead_pb2.Bulkhead.FromString(entry.value).max_concurrent
-            busy = set(self._held(name)) | self._trying.get(name, set())
-            free = max(0, max_concurrent - len(busy))
-            self._waiters.wake(name, free)
-
     # -- internals: lookups ----------------------------------------------------------------
 
-    def _held(self, name: str) -> dict[int, Entry]:
-        """Permit keys of ``name`` in the cache, by slot (slots >= the limit included)."""
-        prefix = kind_prefix(PERMIT_KIND) + permit_prefix(name).encode()
-        out: dict[int, Entry] = {}
-        for entry in self._store.cache.scan(prefix):
-            parsed = slot_of(split_key(entry.key)[1])
-            if parsed is not None:
-                out[parsed[1]] = entry
-        return out
+    def _busy(self, name: str) -> set[int]:
+        """Slots of ``name`` held (as the cache shows) or being taken on this replica."""
+        return set(self._permits.held(name)) | self._trying.get(name, set())
 
     async def _config_entry(self, name: str) -> Entry:
         entry = self._store.get(BULKHEAD_KIND, name)
@@ -439,59 +332,9 @@ class BulkheadManager:
         entry = await self._config_entry(name)
         return BulkheadSpec.from_proto(bulkhead_pb2.Bulkhead.FromString(entry.value))
 
-    async def _find(self, ref: PermitRef) -> Entry:
-        """The key holding permit ``ref`` (cache first, then etcd); NotFound otherwise."""
-        key_name = permit_name(ref.bulkhead, ref.slot)
-        entry = self._store.get(PERMIT_KIND, key_name)
-        if entry is None or _permit(entry).id != ref.permit_id:
-            # The permit may come from another replica whose write this cache has
-            # not seen yet: only etcd can say it is not held.
-            entry = await self._store.read(PERMIT_KIND, key_name)
-        if entry is None or _permit(entry).id != ref.permit_id:
-            raise not_held(ref.permit_id)
-        return entry
-
     def _view(self, stored: bulkhead_pb2.Bulkhead, revision: int) -> bulkhead_pb2.Bulkhead:
         out = bulkhead_pb2.Bulkhead()
         out.CopyFrom(stored)
         out.revision = revision
-        out.in_use = len(self._held(stored.name))
+        out.in_use = len(self._permits.held(stored.name))
         return out
-
-    async def _release_entry(self, entry: Entry) -> bool:
-        """Delete one permit key (at its mod revision) and revoke its lease; False if gone."""
-        kind, key_name = split_key(entry.key)
-        try:
-            await self._store.delete(kind, key_name, expected_mod_revision=entry.mod_revision)
-            released = True
-        except (NotFound, Conflict):
-            released = False
-        except StoreUnavailable as exc:
-            log.warning("permit %s not released (%s); it ends with its lease", key_name, exc)
-            return False
-        await self._revoke(entry.lease)
-        return released
-
-    async def _revoke(self, lease: int) -> None:
-        """Revoke a lease, even if the calling request is cancelled meanwhile.
-
-        Failure is logged, not raised: the lease then ends by its TTL.
-        """
-        if not lease:
-            return
-
-        async def revoke() -> None:
-            try:
-                await self._store.revoke_lease(lease)
-            except StoreUnavailable as exc:
-                log.warning("lease %x not revoked (%s); it ends with its TTL", lease, exc)
-
-        task = asyncio.create_task(revoke())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        # Shielded: a client hanging up must not leave the lease (and a key) behind.
-        await asyncio.shield(task)
-
-
-def _permit(entry: Entry) -> bulkhead_pb2.Permit:
-    return bulkhead_pb2.Permit.FromString(entry.value)

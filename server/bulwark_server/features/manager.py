@@ -39,7 +39,7 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.features import graph
+from bulwark_server.features import graph, rules
 from bulwark_server.store import Entry, EtcdStore, Event, Page, Unchanged, follow, scan_page
 from bulwark_server.store.keys import FEATURE_KIND, kind_prefix
 
@@ -161,12 +161,14 @@ class FeatureManager:
     async def put(
         self, feature: feature_pb2.Feature, expected_revision: int = 0
     ) -> tuple[feature_pb2.FeatureView, bool]:
-        """Create or replace a feature, keeping the dependency graph acyclic."""
+        """Create or replace a feature, keeping the dependency graph acyclic.
+
+        The definition is checked and defaulted by ``rules.normalize_feature``
+        before anything is read; its name and ``updated_by`` are the caller's to check.
+        """
         name = feature.name
         now = self._clock()
-        self._check_expiry(feature.status, feature, now, "feature.expires_at")
-        record = feature_pb2.Feature()
-        record.CopyFrom(feature)
+        record = rules.normalize_feature(feature, now)
         record.ClearField("revision")
         record.updated_at.CopyFrom(timestamps.at(now))
         value = record.SerializeToString()
@@ -252,16 +254,6 @@ class FeatureManager:
         if cycle is not None:
             raise InvalidArgument("feature.depends_on", f"would form a cycle: {' -> '.join(cycle)}")
 
-    def _check_expiry(
-        self, status: int, holder: feature_pb2.Feature, now: float, field: str
-    ) -> None:
-        if not holder.HasField("expires_at"):
-            return
-        if status in (graph.AVAILABLE, feature_pb2.FEATURE_STATUS_UNSPECIFIED):
-            raise InvalidArgument(field, "is only for DEGRADED or DISABLED")
-        if timestamps.unix(holder.expires_at) <= now:
-            raise InvalidArgument(field, "must be in the future")
-
     async def set_status(
         self,
         name: str,
@@ -270,12 +262,15 @@ class FeatureManager:
         expires_at: timestamp_pb2.Timestamp | None,
         updated_by: str,
     ) -> feature_pb2.FeatureView:
-        """Change a feature's own status, reason and expiry."""
+        """Change a feature's own status, reason and expiry.
+
+        ``status`` is required and the rules (``rules``) are checked before
+        anything is read; ``expires_at`` must already be a valid timestamp.
+        """
         now = self._clock()
-        probe = feature_pb2.Feature()
-        if expires_at is not None:
-            probe.expires_at.CopyFrom(expires_at)
-        self._check_expiry(status, probe, now, "expires_at")
+        status = rules.parse_status(status, "status", required=True)
+        rules.check_reason(reason, "reason")
+        rules.check_expiry(status, expires_at, now, "expires_at")
 
         def change(entry: Entry) -> bytes:
             feature = feature_pb2.Feature.FromString(entry.value)
