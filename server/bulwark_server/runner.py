@@ -325,7 +325,7 @@ class Replica:
             ),
             ServiceBinding(
                 breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
-                BreakerServicer(breakers, store, router),
+                BreakerServicer(breakers, router),
                 breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
             ),
             ServiceBinding(
@@ -340,12 +340,12 @@ class Replica:
             ),
             ServiceBinding(
                 registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-                RegistryServicer(registry, store),
+                RegistryServicer(registry),
                 registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             ),
             ServiceBinding(
                 feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
-                FeatureServicer(features, store),
+                FeatureServicer(features),
                 feature_pb2_grpc.add_FeatureServiceServicer_to_server,
             ),
             ServiceBinding(

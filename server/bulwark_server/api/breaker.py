@@ -1,4 +1,4 @@
-"""CircuitBreakerService: validate, call the breaker registry, map errors."""
+"""CircuitBreakerService: validate, call the breakers, map errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.security.identity import caller_name
-from bulwark_server.store import EtcdStore
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_watch
 
 MAX_REPORT_ENTRIES = 1000
@@ -59,12 +58,10 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
 
     def __init__(
         self,
-        registry: BreakerManager,
-        store: EtcdStore,
+        breakers: BreakerManager,
         router: LeaderRouter,
     ) -> None:
-        self._registry = registry
-        self._store = store
+        self._breakers = breakers
         self._router = router
 
     @rpc
@@ -73,7 +70,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     ) -> breaker_pb2.PutBreakerResponse:
         validate_name(request.name)
         expected = _expected_revision(request.expected_revision)
-        breaker, created = await self._registry.put(request.name, request.config, expected)
+        breaker, created = await self._breakers.put(request.name, request.config, expected)
         return breaker_pb2.PutBreakerResponse(breaker=breaker, created=created)
 
     @rpc
@@ -82,7 +79,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     ) -> breaker_pb2.GetBreakerResponse:
         validate_name(request.name)
         return breaker_pb2.GetBreakerResponse(
-            breaker=self._registry.get(request.name), stale=self._store.status().stale
+            breaker=self._breakers.get(request.name), stale=self._breakers.stale
         )
 
     @rpc
@@ -90,7 +87,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         self, request: breaker_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext
     ) -> breaker_pb2.ListBreakersResponse:
         size, start_after = page_params(request.page_size, request.page_token)
-        breakers, token = self._registry.list(size, start_after)
+        breakers, token = self._breakers.list(size, start_after)
         return breaker_pb2.ListBreakersResponse(breakers=breakers, next_page_token=token)
 
     @rpc
@@ -99,7 +96,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     ) -> breaker_pb2.DeleteBreakerResponse:
         validate_name(request.name)
         expected = _expected_revision(request.expected_revision)
-        revision = await self._registry.delete(request.name, expected)
+        revision = await self._breakers.delete(request.name, expected)
         return breaker_pb2.DeleteBreakerResponse(revision=revision)
 
     @rpc
@@ -108,13 +105,13 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     ) -> breaker_pb2.AllowResponse:
         validate_name(request.name)
         validate_id(request.caller, "caller", required=False)
-        decision, state, revision = await self._registry.allow(request.name)
+        decision, state, revision = await self._breakers.allow(request.name)
         response = breaker_pb2.AllowResponse(
             allowed=decision.allowed,
             state=state,
             trial=decision.trial,
             revision=revision,
-            stale=self._store.status().stale,
+            stale=self._breakers.stale,
         )
         if not decision.allowed and math.isfinite(decision.retry_after):
             response.retry_after.FromNanoseconds(int(max(0.0, decision.retry_after) * 1e9))
@@ -130,7 +127,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     async def _record(
         self, request: breaker_pb2.ReportOutcomesRequest
     ) -> breaker_pb2.ReportOutcomesResponse:
-        accepted, unknown = await self._registry.record(list(request.outcomes))
+        accepted, unknown = await self._breakers.record(list(request.outcomes))
         return breaker_pb2.ReportOutcomesResponse(accepted=accepted, unknown_breakers=unknown)
 
     @rpc
@@ -140,7 +137,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         validate_name(request.name)
         # The state and reason rules are the capability's (breakers.machine.check_force).
         actor = caller_name(validate_id(request.actor, "actor", required=False))
-        breaker = await self._registry.force(request.name, request.state, actor, request.reason)
+        breaker = await self._breakers.force(request.name, request.state, actor, request.reason)
         return breaker_pb2.ForceStateResponse(breaker=breaker)
 
     @rpc_stream
@@ -148,5 +145,5 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
         self, request: breaker_pb2.WatchBreakersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[breaker_pb2.WatchBreakersResponse]:
         names = validate_watch(request.start_revision, request.names)
-        async for response in self._registry.watch(names, request.start_revision):
+        async for response in self._breakers.watch(names, request.start_revision):
             yield response

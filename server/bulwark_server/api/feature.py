@@ -12,7 +12,6 @@ from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.security.identity import caller_name
-from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
     page_params,
     timestamp_seconds,
@@ -25,9 +24,8 @@ from bulwark_server.validation import (
 class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
     """Thin layer over FeatureManager; every RPC works on any replica."""
 
-    def __init__(self, features: FeatureManager, store: EtcdStore) -> None:
+    def __init__(self, features: FeatureManager) -> None:
         self._features = features
-        self._store = store
 
     @rpc
     async def PutFeature(
@@ -66,7 +64,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
     ) -> feature_pb2.GetFeatureResponse:
         validate_name(request.name)
         return feature_pb2.GetFeatureResponse(
-            feature=self._features.view(request.name), stale=self._store.status().stale
+            feature=self._features.view(request.name), stale=self._features.stale
         )
 
     @rpc

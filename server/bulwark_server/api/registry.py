@@ -11,7 +11,6 @@ from bulwark.v1 import registry_pb2, registry_pb2_grpc
 from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.registry.manager import RegistryManager
-from bulwark_server.store import EtcdStore
 from bulwark_server.validation import (
     page_params,
     validate_id,
@@ -66,9 +65,8 @@ def validate_instance(instance: registry_pb2.Instance) -> None:
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Thin layer over RegistryManager; every RPC works on any replica."""
 
-    def __init__(self, registry: RegistryManager, store: EtcdStore) -> None:
+    def __init__(self, registry: RegistryManager) -> None:
         self._registry = registry
-        self._store = store
 
     @rpc
     async def RegisterInstance(
@@ -115,7 +113,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             instances=instances,
             next_page_token=token,
             primary=primary,
-            stale=self._store.status().stale,
+            stale=self._registry.stale,
         )
 
     @rpc_stream
@@ -138,9 +136,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise InvalidArgument("affinity_key", f"longer than {MAX_AFFINITY_KEY} characters")
         _optional_name(request.zone, "zone")
         instance = self._registry.pick(request.service, request.affinity_key, request.zone)
-        return registry_pb2.PickInstanceResponse(
-            instance=instance, stale=self._store.status().stale
-        )
+        return registry_pb2.PickInstanceResponse(instance=instance, stale=self._registry.stale)
 
     @rpc
     async def GetPrimary(
@@ -148,9 +144,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.GetPrimaryResponse:
         validate_name(request.service, "service")
         primary, instance = self._registry.get_primary(request.service)
-        response = registry_pb2.GetPrimaryResponse(
-            primary=primary, stale=self._store.status().stale
-        )
+        response = registry_pb2.GetPrimaryResponse(primary=primary, stale=self._registry.stale)
         if instance is not None:
             response.instance.CopyFrom(instance)
         return response

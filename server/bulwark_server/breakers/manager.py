@@ -29,9 +29,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
-from bulwark.v1 import breaker_pb2, watch_pb2
+from bulwark.v1 import breaker_pb2
 from bulwark_server import timestamps
-from bulwark_server.breakers import machine
+from bulwark_server.breakers import machine, watches
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.window import SlidingWindow
 from bulwark_server.cluster.election import Election, LeaderTask, read_leader
@@ -41,7 +41,7 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Fence, Page, follow, scan_page
+from bulwark_server.store import Entry, EtcdStore, Event, Fence, Page, scan_page
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
@@ -293,57 +293,12 @@ class BreakerManager:
         history still reaches back to it; otherwise a snapshot comes first. A
         watcher that falls too far behind is sent a fresh snapshot.
         """
+        return watches.watch_breakers(self._store, names, start_revision)
 
-        def convert(events: list[Event]) -> list[breaker_pb2.WatchBreakersResponse]:
-            return [r for ev in events if (r := self._event(ev, names)) is not None]
-
-        return follow(
-            self._store,
-            (kind_prefix(BREAKER_KIND),),
-            start_revision,
-            lambda: self._snapshot(names),
-            convert,
-        )
-
-    def _snapshot(
-        self, names: frozenset[str]
-    ) -> tuple[list[breaker_pb2.WatchBreakersResponse], int]:
-        revision = self._store.cache.revision
-        out = []
-        for entry in self._store.scan(BREAKER_KIND):
-            breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
-            if names and breaker.name not in names:
-                continue
-            breaker.revision = entry.mod_revision
-            out.append(
-                breaker_pb2.WatchBreakersResponse(
-                    type=watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT,
-                    breaker=breaker,
-                    revision=entry.mod_revision,
-                )
-            )
-        out.append(
-            breaker_pb2.WatchBreakersResponse(
-                type=watch_pb2.WATCH_EVENT_TYPE_SYNCED, revision=revision
-            )
-        )
-        return out, revision
-
-    def _event(self, ev: Event, names: frozenset[str]) -> breaker_pb2.WatchBreakersResponse | None:
-        name = ev.entry.key[len(kind_prefix(BREAKER_KIND)) :].decode()
-        if names and name not in names:
-            return None
-        if ev.type is EventType.DELETE:
-            return breaker_pb2.WatchBreakersResponse(
-                type=watch_pb2.WATCH_EVENT_TYPE_DELETE,
-                breaker=breaker_pb2.CircuitBreaker(name=name),
-                revision=ev.revision,
-            )
-        breaker = breaker_pb2.CircuitBreaker.FromString(ev.entry.value)
-        breaker.revision = ev.entry.mod_revision
-        return breaker_pb2.WatchBreakersResponse(
-            type=watch_pb2.WATCH_EVENT_TYPE_PUT, breaker=breaker, revision=ev.revision
-        )
+    @property
+    def stale(self) -> bool:
+        """True while this replica's cache does not follow etcd (answers are its last view)."""
+        return self._store.status().stale
 
     # -- leader loop ------------------------------------------------------------
 

@@ -148,6 +148,11 @@ class FeatureManager:
             effective_reason=effective.reason,
         )
 
+    @property
+    def stale(self) -> bool:
+        """True while this replica's cache does not follow etcd (answers are its last view)."""
+        return self._store.status().stale
+
     def list(self, size: int, start_after: str) -> Page[feature_pb2.FeatureView]:
         """One page of features in name order, and the next page's token ("" on the last)."""
         prefix = kind_prefix(FEATURE_KIND)

@@ -84,6 +84,11 @@ class RegistryManager:
             return record, None
         return record, self._instances.view(entry, record.instance_id)
 
+    @property
+    def stale(self) -> bool:
+        """True while this replica's cache does not follow etcd (answers are its last view)."""
+        return self._store.status().stale
+
     def list(self, service: str, size: int, start_after: str) -> Page[registry_pb2.Instance]:
         """One page of the service's instances in id order, and the next page's token."""
         leader_id = self._primaries.primary_id(service)
