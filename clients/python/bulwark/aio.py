@@ -33,7 +33,6 @@ import contextlib
 import functools
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -41,8 +40,9 @@ import grpc
 import grpc.aio
 
 from bulwark._caches import Feature
-from bulwark._policy import ClientPolicy, Descriptor, Remote
-from bulwark._settings import CHANNEL_OPTIONS, ClientOptions, channel_credentials
+from bulwark._driver import Driver
+from bulwark._policy import Descriptor, Remote
+from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
 from bulwark._states import Decision
 from bulwark._watching import Watch, health_check, report_pause, serving
 from bulwark.errors import BulwarkError, UnavailableError
@@ -60,7 +60,7 @@ PrimaryCallback = Callable[[str, registry_pb2.Primary | None], None]
 _monotonic = time.monotonic
 
 
-class AsyncClient:
+class AsyncClient(Driver):
     """One per process: ``async with AsyncClient(["10.0.0.1:50051", ...]) as bulwark:``."""
 
     def __init__(
@@ -70,18 +70,7 @@ class AsyncClient:
         options: ClientOptions | None = None,
         **kwargs: Any,
     ) -> None:
-        self.options = options or ClientOptions(**kwargs)
-        addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        client_id = self.options.client_id or f"client-{uuid.uuid4().hex[:12]}"
-        self._policy = policy = ClientPolicy(addresses, self.options, client_id)
-        self._client_id = client_id
-        # The policy's parts, under the names callers and tests know.
-        self._endpoints = policy.endpoints
-        self.breakers = policy.breakers
-        self.features = policy.features
-        self.primaries = policy.primaries
-        self._outcomes = policy.outcomes
-        self._credentials = channel_credentials(self.options)
+        super().__init__(endpoints, options=options, **kwargs)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reporter: asyncio.Task[None] | None = None

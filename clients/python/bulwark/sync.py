@@ -24,15 +24,15 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from bulwark._caches import Feature
-from bulwark._policy import ClientPolicy, Descriptor, Remote
-from bulwark._settings import CHANNEL_OPTIONS, ClientOptions, channel_credentials
+from bulwark._driver import Driver
+from bulwark._policy import Descriptor, Remote
+from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
 from bulwark._states import SYNCED, Decision
 from bulwark._watching import Watch, health_check, report_pause, serving
 from bulwark.errors import BulwarkError, UnavailableError
@@ -56,7 +56,7 @@ class _Closed(Exception):
     code = grpc.StatusCode.CANCELLED
 
 
-class Client:
+class Client(Driver):
     """One per process: ``with Client(["10.0.0.1:50051", ...]) as bulwark:``."""
 
     def __init__(
@@ -66,18 +66,7 @@ class Client:
         options: ClientOptions | None = None,
         **kwargs: Any,
     ) -> None:
-        self.options = options or ClientOptions(**kwargs)
-        addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        client_id = self.options.client_id or f"client-{uuid.uuid4().hex[:12]}"
-        self._policy = policy = ClientPolicy(addresses, self.options, client_id)
-        self._client_id = client_id
-        # The policy's parts, under the names callers and tests know.
-        self._endpoints = policy.endpoints
-        self.breakers = policy.breakers
-        self.features = policy.features
-        self.primaries = policy.primaries
-        self._outcomes = policy.outcomes
-        self._credentials = channel_credentials(self.options)
+        super().__init__(endpoints, options=options, **kwargs)
         self._channels: dict[str, grpc.Channel] = {}
         # Guards the policy (not thread-safe) and the fields below; never held
         # across a network call.

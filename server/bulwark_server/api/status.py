@@ -114,6 +114,16 @@ def error_from_status(
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: Any) -> None:
+    """End the call with the status the table gives ``exc``; anything that is no domain
+    error is a bug: logged with its traceback (we are inside its ``except``), INTERNAL."""
+    if isinstance(exc, BulwarkError):
+        context.set_trailing_metadata(trailing_metadata_for(exc))
+        await context.abort(status_for(exc), exc.message)
+    log.exception("unexpected error in %s", method.__qualname__)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
 def rpc(method: Handler) -> Handler:
     """Turn domain errors raised by a unary servicer method into their gRPC status.
 
@@ -125,14 +135,10 @@ def rpc(method: Handler) -> Handler:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except BulwarkError as error:
-            context.set_trailing_metadata(trailing_metadata_for(error))
-            await context.abort(status_for(error), error.message)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        except Exception as exc:
+            await _abort(context, exc, method)
 
     return wrapper  # type: ignore[return-value]
 
@@ -148,13 +154,9 @@ def rpc_stream(method: StreamHandler) -> StreamHandler:
         try:
             async for response in method(self, request, context):
                 yield response
-        except BulwarkError as error:
-            context.set_trailing_metadata(trailing_metadata_for(error))
-            await context.abort(status_for(error), error.message)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        except Exception as exc:
+            await _abort(context, exc, method)
 
     return wrapper  # type: ignore[return-value]
