@@ -23,6 +23,8 @@ from bulwark.v1 import (
     registry_pb2_grpc,
 )
 
+log = logging.getLogger("bulwark")
+
 __all__ = [
     "REFUSED_BACKOFF_MAX_S",
     "REPORT_PAUSE_MAX_S",
@@ -193,6 +195,15 @@ class Watch:
         else:
             self.stub, self.method, self._request = _STREAMS[name]
         self.retry = WatchRetry(jitter)
+
+    def ended(self, address: str, code: grpc.StatusCode, details: str, was_live: bool) -> float:
+        """Seconds to wait before trying again, after saying (once, for a refusal) why
+        the stream on ``address`` ended."""
+        delay, level = self.retry.ended(code, was_live)
+        log.log(
+            level, "bulwark %s watch on %s ended: %s %s", self.name, address, code.name, details
+        )
+        return delay
 
     def request(self) -> Any:
         """The request that resumes from the cache's revision (0: a full snapshot)."""

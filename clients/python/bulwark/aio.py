@@ -221,15 +221,7 @@ class AsyncClient(Driver):
                 log.exception("bulwark %s watch on %s failed", watch.name, address)
                 code, details = grpc.StatusCode.UNKNOWN, "client error"
             was_live = self._policy.on_watch_end(watch.cache, address, code, _monotonic())
-            delay, level = watch.retry.ended(code, was_live)
-            log.log(
-                level,
-                "bulwark %s watch on %s ended: %s %s",
-                watch.name,
-                address,
-                code.name,
-                details,
-            )
+            delay = watch.ended(address, code, details, was_live)
             await asyncio.sleep(delay)
 
     async def _consume(self, watch: Watch, channel: grpc.aio.Channel) -> None:

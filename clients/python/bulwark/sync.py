@@ -248,15 +248,7 @@ class Client(Driver):
                 return
             with self._lock:
                 was_live = self._policy.on_watch_end(watch.cache, address, code, _monotonic())
-            delay, level = watch.retry.ended(code, was_live)
-            log.log(
-                level,
-                "bulwark %s watch on %s ended: %s %s",
-                watch.name,
-                address,
-                code.name,
-                details,
-            )
+            delay = watch.ended(address, code, details, was_live)
             self._stopping.wait(delay)
 
     def _consume(self, watch: Watch, channel: grpc.Channel) -> None:
