@@ -61,13 +61,13 @@ def status_for(error: BulwarkError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-ERROR_KIND = "bulwark-error"
+ERROR_CLASS = "bulwark-error"
 RETRY_AFTER = "retry-after-ms"
 LEADER = "bulwark-leader"
 
 # The table read backwards, for codes one domain error owns. UNAVAILABLE (NotLeader or
 # StoreUnavailable) is left out: forwarded, it means the leader did not take the call.
-# PERMISSION_DENIED is a domain error only when the capability said so (ERROR_KIND).
+# PERMISSION_DENIED is a domain error only when the capability said so (ERROR_CLASS).
 _ERROR_BY_STATUS: dict[grpc.StatusCode, type[BulwarkError]] = {
     code: cls
     for cls, code in STATUS_BY_ERROR.items()
@@ -78,7 +78,7 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[BulwarkError]] = {
 def trailing_metadata_for(error: BulwarkError) -> tuple[tuple[str, str], ...]:
     """Metadata that goes with an error's status (see the module docstring)."""
     if isinstance(error, PermissionDenied):
-        return ((ERROR_KIND, PermissionDenied.__name__),)
+        return ((ERROR_CLASS, PermissionDenied.__name__),)
     if isinstance(error, ResourceExhausted):
         retry = error.retry_after if math.isfinite(error.retry_after) else 1.0
         return ((RETRY_AFTER, str(max(1, round(retry * 1000)))),)
@@ -93,7 +93,7 @@ def error_from_status(
     """The domain error another replica answered with, or None when the status is not
     one (UNAVAILABLE, a refusal by the access layer, a transport failure)."""
     if code is grpc.StatusCode.PERMISSION_DENIED:
-        if trailing.get(ERROR_KIND) == PermissionDenied.__name__:
+        if trailing.get(ERROR_CLASS) == PermissionDenied.__name__:
             return PermissionDenied(details)
         return None
     cls = _ERROR_BY_STATUS.get(code)
