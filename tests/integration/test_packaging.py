@@ -46,7 +46,11 @@ SERVER_ONLY = (
 )
 # What runs the client's unit tests in the client-only venv, at the dev extra's pins.
 TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout")
-CLIENT_UNIT_TESTS = ("tests/unit/test_client_core.py", "tests/unit/test_public_api.py")
+CLIENT_UNIT_TESTS = (
+    "tests/unit/test_client_core.py",
+    "tests/unit/test_client_policy.py",
+    "tests/unit/test_public_api.py",
+)
 # Left out of the copy the wheels are built from (a build writes build/ and *.egg-info there).
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", ".tools", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"

@@ -21,6 +21,8 @@ Guarantees:
   clock. Every time-dependent method takes ``now`` (seconds from
   ``time.monotonic()``); wall-clock times from the server are converted with an
   explicit ``now_wall`` (``time.time()``) taken by the caller at the same moment.
+  The one side effect is logging, through the ``bulwark`` logger, of what the
+  application should hear about (a dropped report, a refused watch).
 * Not thread-safe: each object is meant to be owned by one thread or one event
   loop; the clients serialize access themselves.
 * Bounded memory: the outcome buffer holds one entry per breaker however many

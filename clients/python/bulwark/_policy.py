@@ -11,7 +11,8 @@ Guarantees:
 * No I/O: no gRPC call, no thread, no asyncio, no clock read. Times come in as
   ``now`` (``time.monotonic()``) and, where the server's wall clock matters,
   ``now_wall`` (``time.time()``, read at the same moment). Randomness (watch
-  retry jitter) comes from an injectable ``jitter`` function.
+  retry jitter) comes from an injectable ``jitter`` function. The one side effect
+  is logging, through the ``bulwark`` logger (a dropped report, a refused watch).
 * Not thread-safe: the synchronous driver calls it under one lock, the async
   driver from its event loop only.
 * Allow from the cache (the hot path) allocates nothing: it returns a shared,

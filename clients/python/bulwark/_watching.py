@@ -178,6 +178,14 @@ _STREAMS: dict[str, tuple[Callable[[Any], Any], str, Any]] = {
 }
 
 
+def run_callback(callback: Callable[[str, Any], None], service: str, primary: Any) -> None:
+    """Call a primary-change callback; its failure is logged, never the watch's."""
+    try:
+        callback(service, primary)
+    except Exception:
+        log.exception("primary change callback for %s failed", service)
+
+
 class Watch:
     """One watch stream a driver keeps running: its cache, its call, its retry state."""
 

@@ -44,7 +44,7 @@ from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
 from bulwark._states import Decision
-from bulwark._watching import Watch, health_check, report_pause, serving
+from bulwark._watching import Watch, health_check, report_pause, run_callback, serving
 from bulwark.errors import BulwarkError, UnavailableError
 from bulwark.v1 import (
     bulkhead_pb2,
@@ -244,10 +244,7 @@ class AsyncClient(Driver):
             for callback, service, primary in policy.on_event(
                 cache, event, _monotonic(), time.time()
             ):
-                try:
-                    callback(service, primary)
-                except Exception:
-                    log.exception("primary change callback for %s failed", service)
+                run_callback(callback, service, primary)
 
     async def _probe(self, channel: grpc.aio.Channel) -> bool | None:
         """The gRPC health check on ``channel``, as ``_policy.serving`` reads it."""

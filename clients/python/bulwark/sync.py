@@ -34,7 +34,7 @@ from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
 from bulwark._states import SYNCED, Decision
-from bulwark._watching import Watch, health_check, report_pause, serving
+from bulwark._watching import Watch, health_check, report_pause, run_callback, serving
 from bulwark.errors import BulwarkError, UnavailableError
 from bulwark.v1 import (
     bulkhead_pb2,
@@ -281,7 +281,7 @@ class Client(Driver):
                 if synced is not None and event.type == SYNCED:
                     synced.set()
                 for call in calls:
-                    _run_callback(*call)
+                    run_callback(*call)
         finally:
             with self._lock:
                 if self._streams.get(watch.name) is stream:
@@ -452,15 +452,6 @@ class Client(Driver):
             return wrapper
 
         return decorate
-
-
-def _run_callback(
-    callback: PrimaryCallback, service: str, primary: registry_pb2.Primary | None
-) -> None:
-    try:
-        callback(service, primary)
-    except Exception:
-        log.exception("primary change callback for %s failed", service)
 
 
 class Bulkhead:

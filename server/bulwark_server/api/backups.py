@@ -17,19 +17,11 @@ from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.backups.keys import Caller, KeyBackupManager
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.errors import InvalidArgument
-from bulwark_server.security.identity import caller_name, current_caller
-from bulwark_server.security.roles import Role
+from bulwark_server.security.identity import caller_name
 from bulwark_server.validation import page_params, validate_id, validate_name
 
 MAX_MATERIAL = 64 * 1024
 MAX_LABELS = 16
-
-
-def _caller() -> Caller:
-    """The caller of a backup: operators and admins may add versions to anyone's keys."""
-    caller = current_caller()
-    privileged = caller is None or (caller.role is not None and caller.role >= Role.OPERATOR)
-    return Caller(caller_name(), privileged)
 
 
 def _snapshot_id(value: str) -> str:
@@ -53,7 +45,7 @@ class KeyBackupServicer(keybackup_pb2_grpc.KeyBackupServiceServicer):
             validate_id(key, "labels key")
             validate_id(value, f"labels[{key!r}]", required=False)
         backup = await self._keys.backup(
-            request.key_id, request.material, request.labels, _caller()
+            request.key_id, request.material, request.labels, Caller.current()
         )
         return keybackup_pb2.BackupKeyResponse(backup=backup)
 

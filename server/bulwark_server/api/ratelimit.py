@@ -65,7 +65,7 @@ async def decide_check(
         request,
         _check_stub,
         lambda: limits.check(request.domain, descriptors, hits, load),
-        limits.check_fallback(request.domain, descriptors, hits),
+        lambda: limits.check_fallback(request.domain, descriptors, hits),
     )
     if local:
         context.set_trailing_metadata(LOCAL_MODE)

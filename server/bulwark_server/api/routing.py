@@ -71,10 +71,11 @@ class LeaderRouter:
         request: Any,
         method: StubMethod[R],
         on_leader: Callable[[], R | Awaitable[R]],
-        fallback: Fallback[R],
+        fallback: Callable[[], Fallback[R]],
     ) -> tuple[R, bool]:
-        """``run``, except that a follower whose leader does not answer within
-        ``fallback.timeout_s`` decides with ``fallback.decide()``.
+        """``run``, except that a follower whose leader does not answer within the
+        fallback's ``timeout_s`` decides with its ``decide()``. ``fallback`` makes the
+        capability's rule for this request; only a follower asks for it.
 
         Returns the answer and whether it came from the fallback. A call forwarded
         here by another replica never falls back: that replica has its own fallback.
@@ -82,11 +83,12 @@ class LeaderRouter:
         if self._election.is_leader:
             return await _result(on_leader()), False
         self._refuse_second_hop(context)
+        rule = fallback()
         try:
-            return await self._forwarder.call(method, request, fallback.timeout_s), False
+            return await self._forwarder.call(method, request, rule.timeout_s), False
         except (NotLeader, StoreUnavailable) as exc:
             log.debug("the leader did not answer; deciding here: %s", exc)
-        return fallback.decide(), True
+        return rule.decide(), True
 
     @staticmethod
     def _refuse_second_hop(context: grpc.aio.ServicerContext) -> None:

@@ -43,6 +43,8 @@ from bulwark_server.errors import (
     NotFound,
     PermissionDenied,
 )
+from bulwark_server.security.identity import caller_name, current_caller
+from bulwark_server.security.roles import Role
 from bulwark_server.store import Entry, EtcdStore, Page, scan_page
 from bulwark_server.store.keys import KEY_BACKUP_KIND, kind_prefix
 
@@ -79,6 +81,14 @@ class Caller:
 
     name: str
     privileged: bool
+
+    @classmethod
+    def current(cls) -> Caller:
+        """The caller of the call being served: operators and admins (and everyone, with
+        authentication off) may add versions to anyone's keys; others to their own."""
+        caller = current_caller()
+        privileged = caller is None or (caller.role is not None and caller.role >= Role.OPERATOR)
+        return cls(caller_name(), privileged)
 
 
 @dataclass
