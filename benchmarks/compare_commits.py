@@ -208,7 +208,7 @@ def format_report(report: Report) -> str:
         ]
     lines += [
         f"Turns: {c['turns']} x ({c['warmup_s']:g}s warm-up + {c['duration_s']:g}s measured) "
-        "per measure and side, old then new; RPC load: "
+        "per measure and side, old and new alternating which goes first; RPC load: "
         f"{c['processes']} process(es) x {c['concurrency']} calls in flight (grpc.aio)",
         "Both servers, their etcds and the load share the machine's CPUs: read the ratios.",
     ]
