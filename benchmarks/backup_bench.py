@@ -83,7 +83,7 @@ from bench_report import (
     run_and_print,
     utc_now,
 )
-from bench_servers import SERVING_TIMEOUT, BulwarkProcess, probe_getleader
+from bench_servers import SERVING_TIMEOUT, BulwarkProcess, cpu_seconds, probe_getleader
 
 from bulwark.v1 import (
     breaker_pb2,
@@ -259,16 +259,6 @@ def phase_seconds(t: StreamTiming, name: str) -> float:
 # --------------------------------------------------------------------------- CPU
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc (NaN when unreadable)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
@@ -305,8 +295,8 @@ class CpuMeter:
         etcd = self._etcd_pid()
         return (
             time.perf_counter(),
-            _cpu_seconds(self.replica_pid),
-            _cpu_seconds(etcd) if etcd is not None else math.nan,
+            cpu_seconds(self.replica_pid),
+            cpu_seconds(etcd) if etcd is not None else math.nan,
             time.process_time(),
         )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -161,6 +162,16 @@ class ServerProcess:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
         self._thread.join(5.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc (NaN when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 def terminate(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

@@ -136,6 +136,25 @@ def tick(
     return None
 
 
+def next_due(config: breaker_pb2.BreakerConfig, status: breaker_pb2.BreakerStatus) -> float | None:
+    """When ``tick`` would next change this status (Unix seconds), or None if never.
+
+    ``tick(config, status, now)`` is None for every ``now`` before the time returned
+    and not None from it on; with None, ``tick`` never changes the status. So the
+    leader only needs to tick a breaker once its due time has passed, and again
+    whenever its record changes.
+    """
+    if status.state == OPEN:
+        if config.automatic_transition_from_open_to_half_open_enabled:
+            return _open_until(config, status)
+        return None
+    if status.state == HALF_OPEN:
+        max_wait = seconds(config.max_wait_duration_in_half_open_state)
+        if max_wait > 0:
+            return unix(status.state_since) + max_wait
+    return None
+
+
 def check_force(state: int, reason: str) -> None:
     """ForceState's rules: a forceable state, and a reason of at most 1024 characters.
 

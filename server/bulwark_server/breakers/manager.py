@@ -18,7 +18,11 @@ Guarantees:
   last checkpoint, so a failover loses at most the reports of one interval.
 * The OPEN → HALF_OPEN timer (when automatic) and the HALF_OPEN time limit run
   on the leader from the stored ``open_until`` / ``state_since``, so they
-  survive failover.
+  survive failover. The leader keeps each breaker's next due time
+  (``machine.next_due``) in a heap, built from the cache when its term starts
+  and kept current by the cache's change events (every replica's writes, and
+  resyncs, which reach subscribers as plain changes): a tick touches only the
+  breakers that fell due, never every breaker.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bulwark.v1 import breaker_pb2
 from bulwark_server import timestamps
 from bulwark_server.breakers import machine, watches
 from bulwark_server.breakers.config import normalize_config
+from bulwark_server.breakers.tracker import BreakerTracker
 from bulwark_server.breakers.window import SlidingWindow
 from bulwark_server.cluster.election import Election, LeaderTask, read_leader
 from bulwark_server.errors import (
@@ -73,7 +78,13 @@ class BreakerManager:
         # name -> (window shape, the breaker's create revision, window)
         self._windows: dict[str, tuple[tuple[int, int], int, SlidingWindow]] = {}
         self._dirty: set[str] = set()
-        self._last_transitions: dict[str, int] = {}
+        # On the leader: each breaker's next due time, and its new entries into CLOSED.
+        self._tracker = BreakerTracker(
+            store,
+            on_closed=self._reset_window,
+            on_gone=self._forget,
+            remembered=lambda: [*self._windows, *self._decoded],
+        )
         self._leading = LeaderTask(election, self._lead, "breakers-leader")
 
     # -- reads (from the cache) -------------------------------------------------
@@ -281,8 +292,8 @@ class BreakerManager:
             b.status.CopyFrom(new)
             return b
 
-        written, _ = await self._mutate(name, change, fence)
-        self._note_state(written)
+        written, revision = await self._mutate(name, change, fence)
+        self._tracker.observe(written, revision)
 
     def watch(
         self, names: frozenset[str], start_revision: int = 0
@@ -306,44 +317,63 @@ class BreakerManager:
         await self._leading.stop()
 
     async def _lead(self) -> None:
-        """While leading: restore windows, run timers, checkpoint windows."""
-        self._restore_windows()
-        next_checkpoint = time.monotonic() + self._checkpoint_interval
-        # Until cancelled (on losing the term): is_leader may be False for a moment
-        # (a late keep-alive) without the term ending, and then the loop must go on.
-        while True:
-            if not self._election.is_leader:
+        """While leading: restore windows, run the timers that fall due, checkpoint windows."""
+        # Subscribed before the build, so no change made meanwhile is missed.
+        changes = self._store.subscribe()
+        try:
+            self._restore_windows()
+            self._tracker.observe_all()
+            next_checkpoint = time.monotonic() + self._checkpoint_interval
+            # Until cancelled (on losing the term): is_leader may be False for a moment
+            # (a late keep-alive) without the term ending, and then the loop must go on.
+            while True:
+                if not self._election.is_leader:
+                    await asyncio.sleep(self._tick_interval)
+                    continue
+                try:
+                    changes = self._tracker.follow(changes)
+                    await self._tick()
+                    if time.monotonic() >= next_checkpoint:
+                        await self._checkpoint()
+                        next_checkpoint = time.monotonic() + self._checkpoint_interval
+                except (NotLeader, StoreUnavailable) as exc:
+                    log.debug("breaker leader loop: %s", exc)
+                except Exception:
+                    log.exception("breaker leader loop failed; continuing")
                 await asyncio.sleep(self._tick_interval)
-                continue
-            try:
-                await self._tick()
-                if time.monotonic() >= next_checkpoint:
-                    await self._checkpoint()
-                    next_checkpoint = time.monotonic() + self._checkpoint_interval
-            except (NotLeader, StoreUnavailable) as exc:
-                log.debug("breaker leader loop: %s", exc)
-            except Exception:
-                log.exception("breaker leader loop failed; continuing")
-            await asyncio.sleep(self._tick_interval)
+        finally:
+            self._store.unsubscribe(changes)
 
     async def _tick(self) -> None:
         now = self._clock()
-        self._forget_deleted()
-        for entry in self._store.scan(BREAKER_KIND):
-            breaker = self._from_entry(entry)
-            self._note_state(breaker)
-            if machine.tick(breaker.config, breaker.status, now) is None:
-                continue
+        due = self._tracker.pop_due(now)
+        for i, name in enumerate(due):
+            try:
+                await self._tick_one(name, now)
+            except BaseException:
+                for left in due[i:]:
+                    self._tracker.refresh(left)  # re-armed from the cache: tried next tick
+                raise
 
-            def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker | None:
-                new = machine.tick(b.config, b.status, now)
-                if new is None:
-                    return None
-                b.status.CopyFrom(new)
-                return b
+    async def _tick_one(self, name: str, now: float) -> None:
+        entry = self._store.get(BREAKER_KIND, name)
+        if entry is None:
+            self._tracker.forget(name)
+            return
+        breaker = self._from_entry(entry)
+        if machine.tick(breaker.config, breaker.status, now) is None:
+            self._tracker.observe(breaker, entry.mod_revision)  # changed meanwhile: re-armed
+            return
 
-            written, _ = await self._mutate(breaker.name, change, self._fence())
-            self._note_state(written)
+        def change(b: breaker_pb2.CircuitBreaker) -> breaker_pb2.CircuitBreaker | None:
+            new = machine.tick(b.config, b.status, now)
+            if new is None:
+                return None
+            b.status.CopyFrom(new)
+            return b
+
+        written, revision = await self._mutate(name, change, self._fence())
+        self._tracker.observe(written, revision)
 
     async def _checkpoint(self) -> None:
         fence = self._fence()
@@ -372,7 +402,7 @@ class BreakerManager:
     def _restore_windows(self) -> None:
         self._windows.clear()
         # Transitions seen in an earlier term say nothing about the restored windows.
-        self._last_transitions.clear()
+        self._tracker.reset()
         for entry in self._store.scan(BREAKER_WINDOW_KIND):
             record = breaker_pb2.BreakerWindow.FromString(entry.value)
             own = self._store.get(BREAKER_KIND, record.name)
@@ -405,28 +435,18 @@ class BreakerManager:
             self._windows[breaker.name] = held
         return held[2]
 
-    def _note_state(self, breaker: breaker_pb2.CircuitBreaker) -> None:
-        """Start a fresh window whenever a breaker (re-)enters CLOSED, as resilience4j does."""
-        previous = self._last_transitions.get(breaker.name)
-        status = breaker.status
-        self._last_transitions[breaker.name] = status.transitions
-        # Any new transition into CLOSED (a reset of a CLOSED breaker included).
-        if (
-            previous is not None
-            and status.transitions > previous
-            and status.state == breaker_pb2.BREAKER_STATE_CLOSED
-        ):
-            held = self._windows.get(breaker.name)
-            if held is not None:
-                held[2].reset()
-                self._dirty.add(breaker.name)
+    def _reset_window(self, name: str) -> None:
+        """A fresh window whenever a breaker (re-)enters CLOSED, as resilience4j does."""
+        held = self._windows.get(name)
+        if held is not None:
+            held[2].reset()
+            self._dirty.add(name)
 
-    def _forget_deleted(self) -> None:
-        """Drop what this replica remembers of breakers that no longer exist."""
-        for table in (self._windows, self._last_transitions, self._decoded):
-            for name in [n for n in table if self._store.get(BREAKER_KIND, n) is None]:
-                del table[name]
-        self._dirty &= set(self._windows)
+    def _forget(self, name: str) -> None:
+        """Drop what this replica remembers of a breaker that no longer exists."""
+        self._windows.pop(name, None)
+        self._decoded.pop(name, None)
+        self._dirty.discard(name)
 
     def _from_entry(self, entry: Entry) -> breaker_pb2.CircuitBreaker:
         breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
