@@ -327,10 +327,17 @@ class RateLimitManager:
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
         await self._save_loads(fence)
-        for domain, name in sorted(self._dirty):
-            # Discarded before the record is built: hits counted while it is being
-            # written mark the limit dirty again for the next round.
-            self._dirty.discard((domain, name))
+        # Taken whole before the records are built: hits counted while they are being
+        # written mark their limits dirty again for the next round.
+        dirty, self._dirty = self._dirty, set()
+        # One pass over the counters, grouped by limit: a pass per dirty limit would
+        # cost (dirty limits x counters), which grows with every customer's override.
+        held_by: dict[tuple[str, str], list[tuple[tuple[str, ...], _Held]]] = {}
+        for key, held in self._counters.items():
+            if (key[0], key[1]) in dirty:
+                held_by.setdefault((key[0], key[1]), []).append((key, held))
+        order = sorted(dirty)
+        for i, (domain, name) in enumerate(order):
             entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
             if entry is None:
                 continue
@@ -340,15 +347,16 @@ class RateLimitManager:
                 limit_create_revision=entry.create_revision,
                 checkpointed_at=timestamps.at(self._clock()),
             )
-            for key, held in self._counters.items():
-                if key[0] == domain and key[1] == name:
-                    counter = held.counter
-                    if isinstance(counter, FixedWindow):
-                        start, count = counter.state()
-                        record.counters.add(values=list(key[2:]), level=count, time=start)
-                    else:
-                        tokens, last = counter.state()
-                        record.counters.add(values=list(key[2:]), level=tokens, time=last)
+            for key, held in held_by.get((domain, name), ()):
+                if self._counters.get(key) is not held:
+                    continue  # swept or replaced while an earlier record was written
+                counter = held.counter
+                if isinstance(counter, FixedWindow):
+                    start, count = counter.state()
+                    record.counters.add(values=list(key[2:]), level=count, time=start)
+                else:
+                    tokens, last = counter.state()
+                    record.counters.add(values=list(key[2:]), level=tokens, time=last)
             try:
                 await self._store.put(
                     LIMIT_COUNTER_KIND,
@@ -357,6 +365,7 @@ class RateLimitManager:
                     fence=fence,
                 )
             except NotLeader:
+                self._dirty.update(order[i:])  # as before this round: still to save
                 raise
             except Exception as exc:
                 # One limit's failure (etcd away, a record too large) must not
