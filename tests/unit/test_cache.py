@@ -347,6 +347,21 @@ async def test_subscriber_only_sees_later_batches() -> None:
     assert await asyncio.wait_for(queue.get(), 1) == later
 
 
+async def test_prefix_subscriber_sees_only_its_keys() -> None:
+    cache = Cache()
+    queue = cache.subscribe(b"/l/")
+    cache.apply([put(b"/h/1", mod=1)], revision=1)  # nothing under the prefix: no batch
+    assert queue.empty()
+    cache.apply([put(b"/h/2", mod=2), put(b"/l/a", mod=2)], revision=2)
+    cache.apply([delete(b"/l/a", revision=3)], revision=3)
+    got = [await asyncio.wait_for(queue.get(), 1) for _ in range(2)]
+    assert [[(ev.type, ev.entry.key) for ev in batch] for batch in got] == [
+        [(EventType.PUT, b"/l/a")],
+        [(EventType.DELETE, b"/l/a")],
+    ]
+    assert queue.empty()
+
+
 async def test_unsubscribed_queue_receives_nothing() -> None:
     cache = Cache()
     queue = cache.subscribe()

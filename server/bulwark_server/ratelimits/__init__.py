@@ -6,6 +6,9 @@
   (``best_match``) and which counter a request charges (``counter_key``).
 * ``counters``: ``TokenBucket`` and ``FixedWindow`` (envoyproxy/ratelimit's
   epoch-aligned window), both driven by an injected clock.
+* ``index``: ``LimitIndex``, the limits of each domain in a trie over their
+  patterns, so finding the limit that applies costs the same at 100 limits and at
+  100,000 (``best_match`` stays the reference it is tested against).
 """
 
 from bulwark_server.ratelimits.config import (

@@ -37,10 +37,12 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
+from bulwark_server.ratelimits.catalog import LimitCatalog
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
-from bulwark_server.ratelimits.descriptors import best_match, counter_key
+from bulwark_server.ratelimits.descriptors import counter_key
 from bulwark_server.ratelimits.fallback import LocalCheck
+from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.store import EtcdStore, Fence, Page, scan_page
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, kind_prefix
@@ -87,8 +89,7 @@ class RateLimitManager:
         self._election = election
         self._clock = clock
         self._checkpoint_interval = checkpoint_interval
-        self._index_revision = -1
-        self._index: dict[str, list[tuple[ratelimit_pb2.Limit, int]]] = {}
+        self._catalog = LimitCatalog(store)
         self._counters: dict[tuple[str, ...], _Held] = {}
         self._local: dict[tuple[str, ...], _Held] = {}
         self._dirty: set[tuple[str, str]] = set()
@@ -149,11 +150,11 @@ class RateLimitManager:
         if not self._election.is_leader:
             raise NotLeader("rate-limit counters are kept by the leader")
         if load is not None:
-            for limit, _ in self._limits(domain):
-                if limit.adaptive.enabled and any(
-                    best_match([limit], entries) is not None for entries in descriptors
-                ):
-                    self._pending_load[(limit.domain, limit.name)] = load
+            index = self._catalog.current()
+            for entries in descriptors:
+                for item in index.matching(domain, entries):
+                    if item.limit.adaptive.enabled:
+                        self._pending_load[(domain, item.limit.name)] = load
         return self._decide(domain, descriptors, hits, self._counters, share=1, dirty=True)
 
     def lease(
@@ -162,9 +163,10 @@ class RateLimitManager:
         """Lease ``client_id`` a share of the limit matching ``entries`` for one term."""
         if not self._election.is_leader:
             raise NotLeader("quota leases are kept by the leader")
-        match = best_match([limit for limit, _ in self._limits(domain)], entries)
-        if match is None:
+        found = self._catalog.current().lookup(domain, entries)
+        if found is None:
             raise NotFound(f"no limit of domain {domain!r} matches the descriptor")
+        match = found.limit
         now = self._clock()
         response = ratelimit_pb2.LeaseQuotaResponse(limit_name=match.name)
         response.expires_at.CopyFrom(timestamps.at(now + LEASE_TERM_S))
@@ -208,18 +210,17 @@ class RateLimitManager:
         dirty: bool,
     ) -> ratelimit_pb2.CheckResponse:
         now = self._clock()
-        limits = self._limits(domain)
+        index = self._catalog.current()
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        candidates = [limit for limit, _ in limits]
-        created = {limit.name: revision for limit, revision in limits}
-        matched = [best_match(candidates, entries) for entries in descriptors]
+        matched: list[Indexed | None] = [index.lookup(domain, entries) for entries in descriptors]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
-        replaced = {name for m in matched if m is not None for name in m.replaces}
-        for entries, match in zip(descriptors, matched, strict=True):
+        replaced = {name for m in matched if m is not None for name in m.limit.replaces}
+        for entries, found in zip(descriptors, matched, strict=True):
             result = response.results.add(code=OK)
-            if match is None or match.name in replaced:
+            if found is None or found.limit.name in replaced:
                 continue
+            match = found.limit
             result.limit_name = match.name
             if match.unlimited:
                 result.unlimited = True
@@ -227,7 +228,7 @@ class RateLimitManager:
             rate = effective_rate(match)
             result.current_limit.CopyFrom(rate)
             key = counter_key(match, entries)
-            counter = self._counter(table, key, match, share, now, created[match.name])
+            counter = self._counter(table, key, match, share, now, found.created)
             outcome = counter.take(hits, now)
             if dirty and hits:
                 self._dirty.add((match.domain, match.name))
@@ -276,17 +277,6 @@ class RateLimitManager:
         table[key] = _Held(shape, counter, limit.name)
         return counter
 
-    def _limits(self, domain: str) -> list[tuple[ratelimit_pb2.Limit, int]]:
-        revision = self._store.cache.revision
-        if revision != self._index_revision:
-            index: dict[str, list[tuple[ratelimit_pb2.Limit, int]]] = {}
-            for entry in self._store.scan(LIMIT_KIND):
-                limit = ratelimit_pb2.Limit.FromString(entry.value)
-                index.setdefault(limit.domain, []).append((limit, entry.create_revision))
-            self._index = index
-            self._index_revision = revision
-        return self._index.get(domain, [])
-
     # -- leader: checkpoints -----------------------------------------------------
 
     def _restore_or_empty(self) -> None:
@@ -332,14 +322,22 @@ class RateLimitManager:
     async def stop(self) -> None:
         """Stop the leader's checkpoint loop (the counters are not saved once more)."""
         await self._leading.stop()
+        self._catalog.close()
 
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
         await self._save_loads(fence)
-        for domain, name in sorted(self._dirty):
-            # Discarded before the record is built: hits counted while it is being
-            # written mark the limit dirty again for the next round.
-            self._dirty.discard((domain, name))
+        # Taken whole before the records are built: hits counted while they are being
+        # written mark their limits dirty again for the next round.
+        dirty, self._dirty = self._dirty, set()
+        # One pass over the counters, grouped by limit: a pass per dirty limit would
+        # cost (dirty limits x counters), which grows with every customer's override.
+        held_by: dict[tuple[str, str], list[tuple[tuple[str, ...], _Held]]] = {}
+        for key, held in self._counters.items():
+            if (key[0], key[1]) in dirty:
+                held_by.setdefault((key[0], key[1]), []).append((key, held))
+        order = sorted(dirty)
+        for i, (domain, name) in enumerate(order):
             entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
             if entry is None:
                 continue
@@ -349,15 +347,16 @@ class RateLimitManager:
                 limit_create_revision=entry.create_revision,
                 checkpointed_at=timestamps.at(self._clock()),
             )
-            for key, held in self._counters.items():
-                if key[0] == domain and key[1] == name:
-                    counter = held.counter
-                    if isinstance(counter, FixedWindow):
-                        start, count = counter.state()
-                        record.counters.add(values=list(key[2:]), level=count, time=start)
-                    else:
-                        tokens, last = counter.state()
-                        record.counters.add(values=list(key[2:]), level=tokens, time=last)
+            for key, held in held_by.get((domain, name), ()):
+                if self._counters.get(key) is not held:
+                    continue  # swept or replaced while an earlier record was written
+                counter = held.counter
+                if isinstance(counter, FixedWindow):
+                    start, count = counter.state()
+                    record.counters.add(values=list(key[2:]), level=count, time=start)
+                else:
+                    tokens, last = counter.state()
+                    record.counters.add(values=list(key[2:]), level=tokens, time=last)
             try:
                 await self._store.put(
                     LIMIT_COUNTER_KIND,
@@ -366,6 +365,7 @@ class RateLimitManager:
                     fence=fence,
                 )
             except NotLeader:
+                self._dirty.update(order[i:])  # as before this round: still to save
                 raise
             except Exception as exc:
                 # One limit's failure (etcd away, a record too large) must not

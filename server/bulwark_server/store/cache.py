@@ -52,7 +52,8 @@ class Cache:
         self._entries: dict[bytes, Entry] = {}
         self._sorted: list[bytes] = []
         self.revision = 0
-        self._subscribers: set[asyncio.Queue[list[Event]]] = set()
+        # Each subscriber's queue and the key prefix it follows.
+        self._subscribers: dict[asyncio.Queue[list[Event]], bytes] = {}
         self._max_queue = max_queue
         # Recent events, so a watcher can resume from a revision without a snapshot.
         # Every event with revision > _history_floor is in _history.
@@ -144,26 +145,32 @@ class Cache:
         """Record that etcd confirmed nothing changed up to ``revision``."""
         self.revision = max(self.revision, revision)
 
-    def subscribe(self) -> asyncio.Queue[list[Event]]:
-        """Return a queue receiving every later batch of events.
+    def subscribe(self, prefix: bytes = b"") -> asyncio.Queue[list[Event]]:
+        """Return a queue receiving every later batch of events under ``prefix``.
 
-        A subscriber that falls ``max_queue`` batches behind is dropped and
-        receives an empty batch as its last item, so it knows to re-list.
+        Batches with no event under ``prefix`` are not delivered. A subscriber
+        that falls ``max_queue`` batches behind is dropped and receives an empty
+        batch as its last item, so it knows to re-list.
         """
         queue: asyncio.Queue[list[Event]] = asyncio.Queue(self._max_queue)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = prefix
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
-        self._subscribers.discard(queue)
+        self._subscribers.pop(queue, None)
 
     def _publish(self, events: list[Event]) -> None:
         if not events:
             return
-        for queue in list(self._subscribers):
+        for queue, prefix in list(self._subscribers.items()):
+            batch = events
+            if prefix:
+                batch = [ev for ev in events if ev.entry.key.startswith(prefix)]
+                if not batch:
+                    continue
             try:
-                queue.put_nowait(events)
+                queue.put_nowait(batch)
             except asyncio.QueueFull:
-                self._subscribers.discard(queue)
+                self._subscribers.pop(queue, None)
                 queue.get_nowait()
                 queue.put_nowait([])

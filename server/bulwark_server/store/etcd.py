@@ -111,9 +111,10 @@ class EtcdStore:
         after = prefix + start_after.encode() if start_after else b""
         return self.cache.scan(prefix, after, limit)
 
-    def subscribe(self) -> asyncio.Queue[list[Event]]:
-        """A queue of every later change under the prefix (see ``Cache.subscribe``)."""
-        return self.cache.subscribe()
+    def subscribe(self, kind: str = "") -> asyncio.Queue[list[Event]]:
+        """A queue of every later change under the prefix, or only of keys of ``kind``
+        (see ``Cache.subscribe``)."""
+        return self.cache.subscribe(kind_prefix(kind) if kind else b"")
 
     def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
         """Stop feeding a queue from ``subscribe``."""
