@@ -95,7 +95,7 @@ def _etcd_pid(pid: int) -> int | None:
     return None
 
 
-async def _create(address: str, n: int, concurrency: int) -> Counter[str]:
+async def create_breakers(address: str, n: int, concurrency: int) -> Counter[str]:
     """PutBreaker ``idle-00000`` ... with ``concurrency`` calls in flight; errors by code."""
     errors: Counter[str] = Counter()
     names = iter(range(n))
@@ -154,7 +154,7 @@ def benchmark(args: argparse.Namespace) -> Report:
             _progress(f"{label} leads, serving on {address}")
         _progress(f"creating {args.breakers} breakers on loaded...")
         started = time.monotonic()
-        errors = asyncio.run(_create(addresses["loaded"], args.breakers, args.concurrency))
+        errors = asyncio.run(create_breakers(addresses["loaded"], args.breakers, args.concurrency))
         report.put_s = time.monotonic() - started
         report.put_errors = dict(errors)
         _progress(f"created in {report.put_s:.1f}s ({sum(errors.values())} errors)")

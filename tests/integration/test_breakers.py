@@ -13,8 +13,11 @@ import pytest
 from google.protobuf import duration_pb2
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, watch_pb2
+from bulwark_server import timestamps
 from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.store import EtcdStore
+from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND
 from tests.integration.conftest import get_leader, wait_for
 
 OPEN = breaker_pb2.BREAKER_STATE_OPEN
@@ -485,3 +488,57 @@ def test_many_concurrent_trials_answer_without_errors(two_replicas: list[Replica
         assert 0 < granted <= 150
         final = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="wide"), timeout=5).breaker
         assert final.status.half_open_permits_granted == granted
+
+
+async def _write_old_checkpoint(endpoint: str, name: str, failures: int) -> None:
+    """A window record as the previous version's checkpoint wrote it: one put per breaker."""
+    store = EtcdStore([endpoint], timeout=2.0)
+    await store.start(wait=10)
+    try:
+        own = await store.read(BREAKER_KIND, name)
+        assert own is not None
+        record = breaker_pb2.BreakerWindow(
+            name=name,
+            stats=breaker_pb2.WindowStats(
+                calls=failures, failures=failures, failure_rate=-1, slow_call_rate=-1
+            ),
+            checkpointed_at=timestamps.at(time.time()),
+            breaker_create_revision=own.create_revision,
+        )
+        record.buckets.add(start=time.time(), calls=failures, failures=failures, slow_calls=0)
+        await store.put(BREAKER_WINDOW_KIND, name, record.SerializeToString())
+    finally:
+        await store.close()
+
+
+def test_a_new_leader_restores_a_window_the_previous_version_checkpointed(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    first = replica_factory("first", [etcd.endpoint])
+    ch, s = stub(first.address)
+    with ch:
+        s.PutBreaker(breaker_pb2.PutBreakerRequest(name="legacy", config=small_config()), timeout=5)
+    first.stop()
+    asyncio.run(_write_old_checkpoint(etcd.endpoint, "legacy", failures=5))
+    second = replica_factory("second", [etcd.endpoint])
+    ch, s = stub(second.address)
+    with ch:
+        assert (
+            s.GetBreaker(
+                breaker_pb2.GetBreakerRequest(name="legacy"), timeout=5
+            ).breaker.window.calls
+            == 5
+        )  # read from the old record
+
+        def reported() -> bool:
+            try:
+                report(s, "legacy", ok=5, failed=0, who="svc")
+                return True
+            except grpc.RpcError:
+                return False  # not leading yet
+
+        wait_for(reported, 15, interval=0.2)
+        # 10 calls, 5 failed: only the restored window reaches the 50% threshold.
+        breaker = s.GetBreaker(breaker_pb2.GetBreakerRequest(name="legacy"), timeout=5).breaker
+        assert breaker.status.state == OPEN
+        assert breaker.status.last_transition.calls == 10

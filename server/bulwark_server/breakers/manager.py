@@ -13,9 +13,12 @@ Guarantees:
 * Outcome reports are aggregated by the leader into one sliding window per
   breaker (followers forward them). Transitions decided by the leader are
   fenced writes: a deposed leader cannot trip or close a breaker.
-* The leader checkpoints each changed window every ``checkpoint_interval``
-  under ``/bulwark/v1/breaker-windows/<name>``; a new leader goes on from the
-  last checkpoint, so a failover loses at most the reports of one interval.
+* The leader checkpoints changed windows every ``checkpoint_interval`` under
+  ``/bulwark/v1/breaker-windows/<name>``, up to ``MAX_TXN_OPS`` windows per fenced
+  transaction (``checkpoints.py``); a new leader goes on from the last checkpoint.
+  A failover loses at most the reports of one interval, except successes-only
+  changes to windows far from their thresholds, which may wait up to
+  ``checkpoint_max_deferral`` (``deferral.py`` has the exact rule and bound).
 * The OPEN → HALF_OPEN timer (when automatic) and the HALF_OPEN time limit run
   on the leader from the stored ``open_until`` / ``state_since``, so they
   survive failover. The leader keeps each breaker's next due time
@@ -34,8 +37,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from bulwark.v1 import breaker_pb2
-from bulwark_server import timestamps
 from bulwark_server.breakers import machine, watches
+from bulwark_server.breakers.checkpoints import Checkpoints, Held, shape_of
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.tracker import BreakerTracker
 from bulwark_server.breakers.window import SlidingWindow
@@ -68,6 +71,7 @@ class BreakerManager:
         clock: Callable[[], float] = time.time,
         tick_interval: float = 0.1,
         checkpoint_interval: float = 1.0,
+        checkpoint_max_deferral: float = 10.0,
     ) -> None:
         self._store = store
         self._election = election
@@ -76,8 +80,8 @@ class BreakerManager:
         self._checkpoint_interval = checkpoint_interval
         self._decoded: dict[str, tuple[int, breaker_pb2.CircuitBreaker]] = {}
         # name -> (window shape, the breaker's create revision, window)
-        self._windows: dict[str, tuple[tuple[int, int], int, SlidingWindow]] = {}
-        self._dirty: set[str] = set()
+        self._windows: dict[str, Held] = {}
+        self._checkpoints = Checkpoints(store, clock, checkpoint_max_deferral)
         # On the leader: each breaker's next due time, and its new entries into CLOSED.
         self._tracker = BreakerTracker(
             store,
@@ -187,8 +191,7 @@ class BreakerManager:
         revision = await self._store.delete(
             BREAKER_KIND, name, expected_mod_revision=expected_revision or None
         )
-        self._windows.pop(name, None)
-        self._decoded.pop(name, None)
+        self._forget(name)
         with contextlib.suppress(NotFound, StoreUnavailable):
             await self._store.delete(BREAKER_WINDOW_KIND, name)
         return revision
@@ -278,7 +281,7 @@ class BreakerManager:
         if state in COUNTING and calls:
             window = self._window(breaker)
             window.add(calls, counts.failures, counts.slow_calls, now)
-            self._dirty.add(name)
+            self._checkpoints.note(name, counts.failures, counts.slow_calls)
             stats = window.stats(now, breaker.config.minimum_number_of_calls)
         if state not in (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_HALF_OPEN):
             return
@@ -334,7 +337,7 @@ class BreakerManager:
                     changes = self._tracker.follow(changes)
                     await self._tick()
                     if time.monotonic() >= next_checkpoint:
-                        await self._checkpoint()
+                        await self._checkpoints.write(self._windows, self._fence())
                         next_checkpoint = time.monotonic() + self._checkpoint_interval
                 except (NotLeader, StoreUnavailable) as exc:
                     log.debug("breaker leader loop: %s", exc)
@@ -375,43 +378,10 @@ class BreakerManager:
         written, revision = await self._mutate(name, change, self._fence())
         self._tracker.observe(written, revision)
 
-    async def _checkpoint(self) -> None:
-        fence = self._fence()
-        for name in sorted(self._dirty):
-            held = self._windows.get(name)
-            entry = self._store.get(BREAKER_KIND, name)
-            if held is None or entry is None:
-                self._dirty.discard(name)
-                continue
-            breaker = self._from_entry(entry)
-            now = self._clock()
-            record = breaker_pb2.BreakerWindow(
-                name=name,
-                stats=held[2].stats(now, breaker.config.minimum_number_of_calls),
-                checkpointed_at=timestamps.at(now),
-                breaker_create_revision=entry.create_revision,
-            )
-            for start, calls, failures, slow in held[2].to_buckets():
-                record.buckets.add(start=start, calls=calls, failures=failures, slow_calls=slow)
-            await self._store.put(
-                BREAKER_WINDOW_KIND, name, record.SerializeToString(), fence=fence
-            )
-            # Only once written: a failed checkpoint is retried at the next interval.
-            self._dirty.discard(name)
-
     def _restore_windows(self) -> None:
-        self._windows.clear()
         # Transitions seen in an earlier term say nothing about the restored windows.
         self._tracker.reset()
-        for entry in self._store.scan(BREAKER_WINDOW_KIND):
-            record = breaker_pb2.BreakerWindow.FromString(entry.value)
-            own = self._store.get(BREAKER_KIND, record.name)
-            if own is None or own.create_revision != record.breaker_create_revision:
-                continue  # the breaker is gone, or is a new one under the same name
-            shape = _shape(self._from_entry(own))
-            buckets = [(b.start, b.calls, b.failures, b.slow_calls) for b in record.buckets]
-            window = SlidingWindow.from_buckets(*shape, buckets)
-            self._windows[record.name] = (shape, own.create_revision, window)
+        self._windows = self._checkpoints.restore()
 
     # -- helpers ----------------------------------------------------------------
 
@@ -425,7 +395,7 @@ class BreakerManager:
             ) from exc
 
     def _window(self, breaker: breaker_pb2.CircuitBreaker) -> SlidingWindow:
-        shape = _shape(breaker)
+        shape = shape_of(breaker)
         entry = self._store.get(BREAKER_KIND, breaker.name)
         created = entry.create_revision if entry is not None else 0
         held = self._windows.get(breaker.name)
@@ -433,6 +403,7 @@ class BreakerManager:
         if held is None or held[0] != shape or held[1] != created:
             held = (shape, created, SlidingWindow(*shape))
             self._windows[breaker.name] = held
+            self._checkpoints.note_reset(breaker.name)  # the stored window is not this one
         return held[2]
 
     def _reset_window(self, name: str) -> None:
@@ -440,13 +411,13 @@ class BreakerManager:
         held = self._windows.get(name)
         if held is not None:
             held[2].reset()
-            self._dirty.add(name)
+            self._checkpoints.note_reset(name)
 
     def _forget(self, name: str) -> None:
         """Drop what this replica remembers of a breaker that no longer exists."""
         self._windows.pop(name, None)
         self._decoded.pop(name, None)
-        self._dirty.discard(name)
+        self._checkpoints.forget(name)
 
     def _from_entry(self, entry: Entry) -> breaker_pb2.CircuitBreaker:
         breaker = breaker_pb2.CircuitBreaker.FromString(entry.value)
@@ -484,7 +455,3 @@ class BreakerManager:
         except NotFound:
             raise NotFound(f"breaker {name!r} does not exist") from None
         return result[0], entry.mod_revision
-
-
-def _shape(breaker: breaker_pb2.CircuitBreaker) -> tuple[int, int]:
-    return breaker.config.sliding_window_type, breaker.config.sliding_window_size
