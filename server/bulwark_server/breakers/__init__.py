@@ -10,6 +10,8 @@
 
 ``config`` normalizes and validates a BreakerConfig, ``window`` counts recent
 outcomes, and ``machine`` moves a shared BreakerStatus from state to state.
+``deferral`` decides which changed windows a checkpoint round writes;
+``checkpoints`` writes them in batched, fenced transactions and restores them.
 """
 
 from __future__ import annotations

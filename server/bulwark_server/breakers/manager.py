@@ -147,7 +147,8 @@ class BreakerManager:
         return page.map(self._from_entry)
 
     def window_stats(self, breaker: breaker_pb2.CircuitBreaker) -> breaker_pb2.WindowStats:
-        """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere."""
+        """Rates of the breaker's window: live on the leader, the last checkpoint elsewhere
+        (up to ``checkpoint_max_deferral`` old for a window far from its thresholds)."""
         held = self._windows.get(breaker.name)
         if held is not None and self._election.is_leader:
             return held[2].stats(self._clock(), breaker.config.minimum_number_of_calls)
