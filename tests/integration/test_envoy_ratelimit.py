@@ -378,3 +378,99 @@ def test_a_matched_limit_that_replaces_another_drops_it(
         assert both.overall_code == OK
         assert not both.statuses[0].HasField("current_limit")
         assert both.statuses[1].current_limit.requests_per_unit == 100
+
+
+BLOCK_CONFIG = """\
+domain: block-test
+descriptors:
+  # envoyproxy/ratelimit's "Black list IP": 0 requests per unit blocks it.
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: remote_address
+    value: 50.0.0.6
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 1000}
+"""
+
+
+def test_requests_per_unit_zero_blocks_every_matching_request(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    config = tmp_path / "block.yaml"
+    config.write_text(BLOCK_CONFIG)
+    replica = replica_factory("blocker", [etcd.endpoint], f"--limits-file={config}")
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        envoy = rls_pb2_grpc.RateLimitServiceStub(channel)
+        native = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        blocked, shadow, other = (
+            descriptor(("remote_address", ip)) for ip in ("50.0.0.5", "50.0.0.6", "10.0.0.1")
+        )
+        for hits in (0, 1, 5):
+            answer = envoy.ShouldRateLimit(request(blocked, domain="block-test", hits=hits))
+            assert answer.overall_code == OVER
+            (status,) = answer.statuses
+            assert status.code == OVER and status.limit_remaining == 0
+            assert status.current_limit.requests_per_unit == 0
+            assert status.current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.SECOND
+            assert 1 <= status.duration_until_reset.seconds <= 1
+        # Shadow mode still answers OK; other addresses get their own limit.
+        answer = envoy.ShouldRateLimit(request(shadow, other, domain="block-test"))
+        assert answer.overall_code == OK
+        assert [s.code for s in answer.statuses] == [OK, OK]
+        assert answer.statuses[0].current_limit.requests_per_unit == 0
+        assert answer.statuses[1].current_limit.requests_per_unit == 1000
+
+        entries = [ratelimit_pb2.DescriptorEntry(key="remote_address", value="50.0.0.5")]
+        check = native.Check(
+            ratelimit_pb2.CheckRequest(
+                domain="block-test",
+                descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=entries)],
+            )
+        )
+        assert check.overall_code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+        assert check.results[0].remaining == 0
+        assert check.results[0].current_limit.requests_per_unit == 0
+        lease = native.LeaseQuota(
+            ratelimit_pb2.LeaseQuotaRequest(
+                domain="block-test",
+                descriptor=ratelimit_pb2.RateLimitDescriptor(entries=entries),
+                client_id="gw-1",
+                wanted=10,
+            )
+        )
+        assert lease.granted == 0
+        assert lease.limit == ratelimit_pb2.Rate(
+            requests_per_unit=0, unit=ratelimit_pb2.RATE_UNIT_SECOND
+        )
+
+        # The native API takes the same limit: a rate of 0 with a unit.
+        put = native.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=ratelimit_pb2.Limit(
+                    domain="block-test",
+                    name="deny-bots",
+                    descriptor=[ratelimit_pb2.DescriptorEntry(key="agent", value="bot")],
+                    rate=ratelimit_pb2.Rate(unit=ratelimit_pb2.RATE_UNIT_HOUR),
+                )
+            )
+        )
+        assert put.limit.effective_rate.unit == ratelimit_pb2.RATE_UNIT_HOUR
+        assert put.limit.effective_rate.requests_per_unit == 0
+        bot = descriptor(("agent", "bot"))
+        assert envoy.ShouldRateLimit(request(bot, domain="block-test")).overall_code == OVER
+        with pytest.raises(grpc.RpcError) as err:
+            native.PutLimit(
+                ratelimit_pb2.PutLimitRequest(
+                    limit=ratelimit_pb2.Limit(
+                        domain="block-test",
+                        name="no-unit",
+                        descriptor=[ratelimit_pb2.DescriptorEntry(key="agent")],
+                        rate=ratelimit_pb2.Rate(requests_per_unit=0),
+                    )
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

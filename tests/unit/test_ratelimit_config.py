@@ -11,6 +11,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import (
     UNIT_SECONDS,
+    blocks_all,
     effective_per_unit,
     effective_rate,
     normalize_limit,
@@ -152,7 +153,8 @@ INVALID = [
     ({"descriptor": [Entry(key="path", value="**")]}, "limit.descriptor[0].value"),
     ({"rate": None}, "limit.rate.requests_per_unit"),
     ({"rate": Rate(requests_per_unit=-5, unit=SECOND)}, "limit.rate.requests_per_unit"),
-    ({"rate": Rate(requests_per_unit=0, unit=SECOND)}, "limit.rate.requests_per_unit"),
+    ({"rate": Rate(requests_per_unit=0)}, "limit.rate.unit"),
+    ({"rate": Rate(requests_per_unit=0, unit=SECOND), "burst": 1}, "limit.burst"),
     (
         {"rate": ratelimit_pb2.Rate(requests_per_unit=1_000_000_001, unit=SECOND)},
         "limit.rate.requests_per_unit",
@@ -247,3 +249,19 @@ def test_replaces_are_validated_and_deduplicated() -> None:
         with pytest.raises(InvalidArgument) as err:
             normalize_limit(make(replaces=replaces))
         assert err.value.field == field
+
+
+@pytest.mark.parametrize("algorithm", [TOKEN_BUCKET, FIXED_WINDOW])
+def test_a_rate_of_zero_with_a_unit_is_a_limit_that_blocks_every_request(algorithm: int) -> None:
+    out = normalize_limit(make(rate=Rate(requests_per_unit=0, unit=SECOND), algorithm=algorithm))
+    assert out.HasField("rate") and out.rate.unit == SECOND and out.rate.requests_per_unit == 0
+    assert out.burst == 0
+    assert blocks_all(out)
+    assert effective_rate(out) == Rate(requests_per_unit=0, unit=SECOND)
+    # Load scaling cannot raise it above 0, and the stored bytes read back the same.
+    adaptive = ratelimit_pb2.AdaptiveScaling(enabled=True, load=0.5)
+    scaled = normalize_limit(make(rate=Rate(requests_per_unit=0, unit=SECOND), adaptive=adaptive))
+    assert effective_rate(scaled) == Rate(requests_per_unit=0, unit=SECOND)
+    assert ratelimit_pb2.Limit.FromString(out.SerializeToString()) == out
+    assert not blocks_all(normalize_limit(make()))
+    assert not blocks_all(normalize_limit(make(unlimited=True, rate=Rate(unit=SECOND))))

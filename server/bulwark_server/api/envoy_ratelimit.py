@@ -15,8 +15,9 @@ would call envoyproxy/ratelimit. Guarantees:
   descriptor no limit matches (an unknown domain included) is OK without
   ``current_limit``; an unlimited limit answers OK with ``limit_remaining``
   4294967295; a limit in shadow mode answers OK even when over (with
-  ``limit_remaining`` 0) and never makes the request OVER_LIMIT; the overall code
-  is OVER_LIMIT iff any descriptor's code is.
+  ``limit_remaining`` 0) and never makes the request OVER_LIMIT; a limit of
+  ``requests_per_unit`` 0 answers OVER_LIMIT (``limit_remaining`` 0) to every
+  request it matches; the overall code is OVER_LIMIT iff any descriptor's code is.
 * ``duration_until_reset`` is in whole seconds, rounded up (envoyproxy/ratelimit
   reports the seconds left in the window, 1 to the unit's length).
 

@@ -3,6 +3,11 @@
 The stored limit always has its defaults filled (algorithm, burst, adaptive
 floor), so the counters and the service never have to know which defaults
 apply; ``normalize_limit`` is the only place that does. Pure: no I/O.
+
+A rate of 0 requests per unit (a unit is still required) is a limit that blocks
+every request it matches, as envoyproxy/ratelimit's ``requests_per_unit: 0``
+("Black list IP"): ``blocks_all`` tells it, its burst is 0 and its effective
+rate is 0 per that unit.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     # An unlimited limit needs no rate, but a rate it does carry (kept for when the
     # operator turns limiting back on) must be as valid as any other.
     if limit.HasField("rate") or not limit.unlimited:
+        if not limit.HasField("rate"):
+            raise InvalidArgument(
+                "limit.rate.requests_per_unit", "is required (0 with a unit blocks every request)"
+            )
         out.rate.CopyFrom(_rate(limit.rate))
         out.burst = _burst(limit.burst, out.rate.requests_per_unit, algorithm)
     elif limit.burst:
@@ -81,6 +90,11 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     return out
 
 
+def blocks_all(limit: ratelimit_pb2.Limit) -> bool:
+    """True for a limit that rejects every request it matches: a rate of 0 per a unit."""
+    return not limit.unlimited and limit.rate.requests_per_unit == 0 and limit.rate.unit != 0
+
+
 def effective_per_unit(limit: ratelimit_pb2.Limit) -> float:
     """Requests per unit after adaptive scaling: base * max(floor, 1 - load).
 
@@ -94,11 +108,14 @@ def effective_per_unit(limit: ratelimit_pb2.Limit) -> float:
 def effective_rate(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Rate:
     """The effective rate in the limit's unit, requests rounded down and at least 1.
 
-    A limit without a rate (an unlimited one) has an empty effective rate.
+    A limit without a rate (an unlimited one) has an empty effective rate; a
+    blocking limit (``blocks_all``) has 0 per its unit.
     """
     scaled = _scaled(limit)
-    if scaled < 1:
+    if not limit.rate.unit:
         return ratelimit_pb2.Rate()
+    if scaled < 1:
+        return ratelimit_pb2.Rate(requests_per_unit=0, unit=limit.rate.unit)
     return ratelimit_pb2.Rate(requests_per_unit=math.floor(scaled), unit=limit.rate.unit)
 
 
@@ -166,9 +183,10 @@ def _pattern(
 
 def _rate(rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Rate:
     requests = rate.requests_per_unit
-    if not 1 <= requests <= MAX_REQUESTS_PER_UNIT:
+    if not 0 <= requests <= MAX_REQUESTS_PER_UNIT:
         raise InvalidArgument(
-            "limit.rate.requests_per_unit", f"must be 1-{MAX_REQUESTS_PER_UNIT}, got {requests}"
+            "limit.rate.requests_per_unit",
+            f"must be 0-{MAX_REQUESTS_PER_UNIT} (0 blocks every request), got {requests}",
         )
     if rate.unit not in UNIT_SECONDS:
         raise InvalidArgument(
@@ -178,6 +196,11 @@ def _rate(rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Rate:
 
 
 def _burst(burst: int, requests: int, algorithm: int) -> int:
+    if requests == 0:
+        # Nothing is ever admitted, so there is nothing to admit at once.
+        if burst:
+            raise InvalidArgument("limit.burst", "a rate of 0 blocks every request; leave 0")
+        return 0
     if algorithm == FIXED_WINDOW:
         # A window admits requests_per_unit per window, all at once if they come at once.
         if burst not in (0, requests):

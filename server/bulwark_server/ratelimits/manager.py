@@ -38,8 +38,13 @@ from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.catalog import LimitCatalog
-from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
-from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
+from bulwark_server.ratelimits.config import (
+    UNIT_SECONDS,
+    blocks_all,
+    effective_rate,
+    normalize_limit,
+)
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, blocked, is_idle
 from bulwark_server.ratelimits.descriptors import counter_key
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.index import Indexed
@@ -112,6 +117,11 @@ class RateLimitManager:
         revision, created = await self._store.upsert(
             LIMIT_KIND, name, lambda _: value, expected_revision=expected_revision
         )
+        if blocks_all(normalized):
+            # It keeps no counters; a checkpoint left from an earlier rate would only
+            # be restored into counters nothing uses.
+            with contextlib.suppress(NotFound, StoreUnavailable):
+                await self._store.delete(LIMIT_COUNTER_KIND, name)
         return self._view(normalized, revision), created
 
     def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
@@ -175,6 +185,8 @@ class RateLimitManager:
             return response
         rate = effective_rate(match)
         response.limit.CopyFrom(rate)
+        if rate.requests_per_unit == 0:
+            return response  # a blocking limit has nothing to share: granted 0
         pool = self._leases.setdefault(counter_key(match, entries), LeasePool())
         granted = pool.request(client_id, wanted, rate.requests_per_unit, now, LEASE_TERM_S)
         response.granted = granted.granted
@@ -227,11 +239,14 @@ class RateLimitManager:
                 continue
             rate = effective_rate(match)
             result.current_limit.CopyFrom(rate)
-            key = counter_key(match, entries)
-            counter = self._counter(table, key, match, share, now, found.created)
-            outcome = counter.take(hits, now)
-            if dirty and hits:
-                self._dirty.add((match.domain, match.name))
+            if rate.requests_per_unit == 0:
+                outcome = blocked(UNIT_SECONDS[rate.unit], now)
+            else:
+                key = counter_key(match, entries)
+                counter = self._counter(table, key, match, share, now, found.created)
+                outcome = counter.take(hits, now)
+                if dirty and hits:
+                    self._dirty.add((match.domain, match.name))
             _fill(result, outcome)
             result.shadow = match.shadow_mode
             if not outcome.allowed:
@@ -406,7 +421,7 @@ class RateLimitManager:
             if own is None or own.create_revision != record.limit_create_revision:
                 continue
             limit = ratelimit_pb2.Limit.FromString(own.value)
-            if limit.unlimited:
+            if limit.unlimited or blocks_all(limit):
                 continue
             for saved in record.counters:
                 key = (record.domain, record.name, *saved.values)
