@@ -474,3 +474,71 @@ def test_requests_per_unit_zero_blocks_every_matching_request(
                 )
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+HEADERS_CONFIG = """\
+domain: headers-test
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 3}
+  - key: client
+    rate_limit: {unit: minute, requests_per_unit: 1000}
+  - key: internal
+    rate_limit: {unlimited: true}
+"""
+
+
+def test_response_headers_report_the_descriptor_closest_to_its_limit(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    avoid_day_boundary()
+    config = tmp_path / "headers.yaml"
+    config.write_text(HEADERS_CONFIG)
+    replica = replica_factory(
+        "headers",
+        [etcd.endpoint],
+        f"--limits-file={config}",
+        "--limit-response-headers-enabled=true",
+        env={"BULWARK_LIMIT_RESET_HEADER": "X-Reset"},
+    )
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+
+    def headers(answer: rls_pb2.RateLimitResponse) -> dict[str, str]:
+        return {h.key: h.value for h in answer.response_headers_to_add}
+
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        user, client = descriptor(("user", "u1")), descriptor(("client", "c1"))
+        internal, unknown = descriptor(("internal", "x")), descriptor(("nobody", "x"))
+        # No limit, or an unlimited one: no headers.
+        assert not stub.ShouldRateLimit(
+            request(internal, unknown, domain="headers-test")
+        ).response_headers_to_add
+        # The day limit has the least remaining (2 against 999).
+        answer = stub.ShouldRateLimit(request(client, user, internal, domain="headers-test"))
+        got = headers(answer)
+        assert list(got) == ["RateLimit-Limit", "RateLimit-Remaining", "X-Reset"]
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("3", "2")
+        assert abs(int(got["X-Reset"]) - seconds_to_utc_midnight()) <= 2
+        # Alone, the minute limit reports itself.
+        got = headers(stub.ShouldRateLimit(request(client, domain="headers-test")))
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("1000", "998")
+        assert 1 <= int(got["X-Reset"]) <= 60
+        # Over the limit: that descriptor, remaining 0.
+        for _ in range(3):
+            answer = stub.ShouldRateLimit(request(user, client, domain="headers-test"))
+        assert answer.overall_code == OVER
+        got = headers(answer)
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("3", "0")
+
+
+def test_response_headers_are_off_by_default(
+    two_replicas: tuple[ReplicaProcess, ReplicaProcess], config_file: Path
+):
+    leader, _ = two_replicas
+    assert run_cli("limits", "import", str(config_file), "--server", leader.address).returncode == 0
+    with grpc.insecure_channel(leader.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        answer = stub.ShouldRateLimit(request(descriptor(("user", "headers-off"))))
+        assert answer.statuses[0].HasField("current_limit")
+        assert not answer.response_headers_to_add

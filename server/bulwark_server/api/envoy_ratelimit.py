@@ -20,6 +20,14 @@ would call envoyproxy/ratelimit. Guarantees:
   request it matches; the overall code is OVER_LIMIT iff any descriptor's code is.
 * ``duration_until_reset`` is in whole seconds, rounded up (envoyproxy/ratelimit
   reports the seconds left in the window, 1 to the unit's length).
+* With ``headers`` (the ``limit_response_headers_enabled`` setting, as
+  envoyproxy/ratelimit's ``LIMIT_RESPONSE_HEADERS_ENABLED``),
+  ``response_headers_to_add`` carries three headers of one descriptor: the last
+  one OVER_LIMIT if any, else the first with the least ``limit_remaining`` among
+  those with a ``current_limit``; none when no descriptor has one. Values: the
+  limit's ``requests_per_unit``, its ``limit_remaining``, and the whole seconds
+  to the end of the epoch-aligned unit (1 to the unit's length), as that service
+  computes them.
 
 Differences:
 
@@ -31,7 +39,9 @@ Differences:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import grpc.aio
 
@@ -39,6 +49,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.api.ratelimit import MAX_HITS, decide_check
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
+from bulwark_server.envoy_api.config.core.v3.base_pb2 import HeaderValue
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError, InvalidArgument
@@ -63,7 +74,22 @@ UNITS: dict[int, int] = {
     ratelimit_pb2.RATE_UNIT_HOUR: _Unit.HOUR,
     ratelimit_pb2.RATE_UNIT_DAY: _Unit.DAY,
 }
+UNIT_SECONDS: dict[int, int] = {
+    _Unit.SECOND: 1,
+    _Unit.MINUTE: 60,
+    _Unit.HOUR: 3600,
+    _Unit.DAY: 86400,
+}
 _NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ResponseHeaders:
+    """The names of the headers ShouldRateLimit adds to its responses when enabled."""
+
+    limit: str = "RateLimit-Limit"
+    remaining: str = "RateLimit-Remaining"
+    reset: str = "RateLimit-Reset"
 
 
 class EnvoyInvalid(InvalidArgument):
@@ -77,9 +103,18 @@ class EnvoyInvalid(InvalidArgument):
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     """Translates ShouldRateLimit into native Checks and their results back."""
 
-    def __init__(self, limits: RateLimitManager, router: LeaderRouter) -> None:
+    def __init__(
+        self,
+        limits: RateLimitManager,
+        router: LeaderRouter,
+        *,
+        headers: ResponseHeaders | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._limits = limits
         self._router = router
+        self._headers = headers
+        self._clock = clock
 
     @rpc
     async def ShouldRateLimit(
@@ -105,7 +140,31 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                     for i, result in zip(batch, decided.results, strict=True):
                         statuses[i] = _status(result)
         overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
-        return rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+        response = rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+        if self._headers is not None:
+            response.response_headers_to_add.extend(
+                _headers(self._headers, statuses, int(self._clock()))
+            )
+        return response
+
+
+def _headers(names: ResponseHeaders, statuses: Sequence[_Status], now: int) -> list[HeaderValue]:
+    """The limit, remaining and reset headers of the descriptor closest to its limit."""
+    chosen: _Status | None = None
+    least = MAX_UINT32
+    for status in statuses:
+        if status.HasField("current_limit") and status.limit_remaining < least:
+            chosen, least = status, status.limit_remaining
+        if status.code == OVER_LIMIT:
+            chosen, least = status, 0
+    if chosen is None:
+        return []
+    unit = UNIT_SECONDS.get(chosen.current_limit.unit, 1)
+    return [
+        HeaderValue(key=names.limit, value=str(chosen.current_limit.requests_per_unit)),
+        HeaderValue(key=names.remaining, value=str(chosen.limit_remaining)),
+        HeaderValue(key=names.reset, value=str(unit - now % unit)),
+    ]
 
 
 def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
