@@ -378,6 +378,27 @@ def test_a_matched_limit_that_replaces_another_drops_it(
         assert both.overall_code == OK
         assert not both.statuses[0].HasField("current_limit")
         assert both.statuses[1].current_limit.requests_per_unit == 100
+        # Whatever each descriptor's hits: the replacing limit is matched in the same
+        # request, so per-user is still not applied (it was once decided apart).
+        heavy = descriptor(("user", "alice"), hits=5)
+        light = descriptor(("plan", "premium"), hits=0)
+        for first_descriptor, second_descriptor in (
+            (heavy, premium),
+            (user, light),
+            (heavy, light),
+        ):
+            mixed = stub.ShouldRateLimit(
+                request(first_descriptor, second_descriptor, domain="replaces-test", hits=2),
+                timeout=5,
+            )
+            assert mixed.overall_code == OK
+            assert not mixed.statuses[0].HasField("current_limit")
+            assert mixed.statuses[1].current_limit.requests_per_unit == 100
+        # premium counted 1 + 2 + 0 + 0 (the last two looked only): 97 left.
+        looked = stub.ShouldRateLimit(
+            request(descriptor(("plan", "premium"), hits=0), domain="replaces-test")
+        )
+        assert looked.statuses[0].limit_remaining == 97
 
 
 BLOCK_CONFIG = """\

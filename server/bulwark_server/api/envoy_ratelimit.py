@@ -4,7 +4,8 @@ Envoy's ``ratelimit`` HTTP and network filters call ``ShouldRateLimit`` as they
 would call envoyproxy/ratelimit. Guarantees:
 
 * Every decision is a native Check decided by the rate-limit capability as
-  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``): the same
+  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``; each
+  descriptor carries its own hits): the same
   limits, the same counters on the leader, the same forwarding from followers and
   the same local fallback (with its ``bulwark-ratelimit-mode: local`` trailing
   metadata). Envoy's protocol adds no state of its own.
@@ -32,9 +33,9 @@ would call envoyproxy/ratelimit. Guarantees:
 Differences:
 
 * a descriptor's ``limit`` override is ignored: the configured limit applies;
-* ``replaces`` is enforced within one native Check: descriptors with different
-  ``hits_addend`` values are decided in separate Checks, and a limit does not
-  replace one matched by a descriptor decided in another.
+* a request of more than 100 descriptors is decided in native Checks of 100, and
+  ``replaces`` holds within each (it holds across the whole of a smaller one,
+  whatever each descriptor's ``hits_addend``).
 """
 
 from __future__ import annotations
@@ -128,17 +129,18 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
         if NAME_RE.fullmatch(request.domain):
-            for hits, indexes in _plan(request).items():
-                for start in range(0, len(indexes), MAX_DESCRIPTORS):
-                    batch = indexes[start : start + MAX_DESCRIPTORS]
-                    check = ratelimit_pb2.CheckRequest(
-                        domain=request.domain,
-                        descriptors=[_native(request.descriptors[i]) for i in batch],
-                        hits=hits,
-                    )
-                    decided = await decide_check(self._router, self._limits, check, context)
-                    for i, result in zip(batch, decided.results, strict=True):
-                        statuses[i] = _status(result)
+            default, plan = _plan(request)
+            indexes = list(plan)
+            for start in range(0, len(indexes), MAX_DESCRIPTORS):
+                batch = indexes[start : start + MAX_DESCRIPTORS]
+                check = ratelimit_pb2.CheckRequest(
+                    domain=request.domain,
+                    descriptors=[_native(request.descriptors[i], plan[i]) for i in batch],
+                    hits=default,
+                )
+                decided = await decide_check(self._router, self._limits, check, context)
+                for i, result in zip(batch, decided.results, strict=True):
+                    statuses[i] = _status(result)
         overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
         response = rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
         if self._headers is not None:
@@ -167,17 +169,16 @@ def _headers(names: ResponseHeaders, statuses: Sequence[_Status], now: int) -> l
     ]
 
 
-def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
-    """Indexes of the descriptors a limit could match, grouped by the hits each adds.
+def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, int]]:
+    """The request's hits, and the hits of each descriptor a limit could match, by index.
 
-    A native Check charges one hits count to all its descriptors, so each distinct
-    count is one Check. Descriptors no Bulwark limit can match by their shape (no
-    entries, more than 16, an empty or over-long key) are left out: OK, no limit.
+    Descriptors no Bulwark limit can match by their shape (no entries, more than
+    16, an empty or over-long key) are left out: OK, no limit.
     """
     default = request.hits_addend or 1
     if default > MAX_HITS:
         raise EnvoyInvalid(f"hits_addend: must be at most {MAX_HITS}, got {default}")
-    plan: dict[int, list[int]] = {}
+    plan: dict[int, int] = {}
     for i, descriptor in enumerate(request.descriptors):
         if not _matchable(descriptor.entries):
             continue
@@ -196,8 +197,8 @@ def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
                 raise EnvoyInvalid(
                     f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
                 )
-        plan.setdefault(hits, []).append(i)
-    return plan
+        plan[i] = hits
+    return default, plan
 
 
 def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> bool:
@@ -207,12 +208,15 @@ def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> boo
     return all(1 <= len(entry.key) <= MAX_KEY_LENGTH for entry in entries)
 
 
-def _native(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.RateLimitDescriptor:
+def _native(
+    descriptor: envoy_common.RateLimitDescriptor, hits: int
+) -> ratelimit_pb2.RateLimitDescriptor:
     return ratelimit_pb2.RateLimitDescriptor(
         entries=[
             ratelimit_pb2.DescriptorEntry(key=entry.key, value=entry.value)
             for entry in descriptor.entries
-        ]
+        ],
+        hits=hits,
     )
 
 

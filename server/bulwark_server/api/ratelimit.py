@@ -29,8 +29,8 @@ MAX_WANTED = 1_000_000_000
 LOCAL_MODE = (("bulwark-ratelimit-mode", "local"),)
 
 
-def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
-    """The hits to charge; InvalidArgument naming the field for bad input."""
+def _validate_check(request: ratelimit_pb2.CheckRequest) -> list[int]:
+    """The hits to charge to each descriptor; InvalidArgument naming the field for bad input."""
     validate_name(request.domain, "domain")
     validate_descriptors(request.descriptors)
     hits = request.hits if request.HasField("hits") else 1
@@ -38,7 +38,13 @@ def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
         raise InvalidArgument("hits", f"must be 0-{MAX_HITS}, got {hits}")
     if request.HasField("load") and not 0.0 <= request.load <= 1.0:
         raise InvalidArgument("load", f"must be within 0-1, got {request.load}")
-    return hits
+    each = []
+    for i, descriptor in enumerate(request.descriptors):
+        own = descriptor.hits if descriptor.HasField("hits") else hits
+        if not 0 <= own <= MAX_HITS:
+            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {own}")
+        each.append(own)
+    return each
 
 
 def _check_stub(channel: grpc.aio.Channel) -> Any:

@@ -153,10 +153,15 @@ class RateLimitManager:
         self,
         domain: str,
         descriptors: Sequence[Entries],
-        hits: int,
+        hits: Sequence[int],
         load: float | None = None,
     ) -> ratelimit_pb2.CheckResponse:
-        """Charge ``hits`` to each descriptor's counter on the leader (memory only)."""
+        """Charge ``hits[i]`` to descriptor i's counter on the leader (memory only).
+
+        Which limits apply is decided for the whole request before anything is
+        charged, so a limit replaces another matched by any descriptor, whatever
+        the hits of each.
+        """
         if not self._election.is_leader:
             raise NotLeader("rate-limit counters are kept by the leader")
         if load is not None:
@@ -193,7 +198,7 @@ class RateLimitManager:
         return response
 
     def check_local(
-        self, domain: str, descriptors: Sequence[Entries], hits: int
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int]
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
         replicas = max(1, self._election.replica_count())
@@ -207,7 +212,9 @@ class RateLimitManager:
         response.local_fallback = True
         return response
 
-    def check_fallback(self, domain: str, descriptors: Sequence[Entries], hits: int) -> LocalCheck:
+    def check_fallback(
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int]
+    ) -> LocalCheck:
         """How a follower decides this Check when the leader does not answer in time."""
         return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits))
 
@@ -215,7 +222,7 @@ class RateLimitManager:
         self,
         domain: str,
         descriptors: Sequence[Entries],
-        hits: int,
+        hits: Sequence[int],
         table: dict[tuple[str, ...], _Held],
         *,
         share: int,
@@ -228,7 +235,7 @@ class RateLimitManager:
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
         replaced = {name for m in matched if m is not None for name in m.limit.replaces}
-        for entries, found in zip(descriptors, matched, strict=True):
+        for entries, found, charge in zip(descriptors, matched, hits, strict=True):
             result = response.results.add(code=OK)
             if found is None or found.limit.name in replaced:
                 continue
@@ -244,8 +251,8 @@ class RateLimitManager:
             else:
                 key = counter_key(match, entries)
                 counter = self._counter(table, key, match, share, now, found.created)
-                outcome = counter.take(hits, now)
-                if dirty and hits:
+                outcome = counter.take(charge, now)
+                if dirty and charge:
                     self._dirty.add((match.domain, match.name))
             _fill(result, outcome)
             result.shadow = match.shadow_mode

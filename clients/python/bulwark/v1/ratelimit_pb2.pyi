@@ -51,10 +51,12 @@ class DescriptorEntry(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RateLimitDescriptor(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "hits")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ...) -> None: ...
+    hits: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., hits: _Optional[int] = ...) -> None: ...
 
 class Rate(_message.Message):
     __slots__ = ("requests_per_unit", "unit")
