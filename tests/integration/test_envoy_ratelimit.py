@@ -563,3 +563,53 @@ def test_response_headers_are_off_by_default(
         answer = stub.ShouldRateLimit(request(descriptor(("user", "headers-off"))))
         assert answer.statuses[0].HasField("current_limit")
         assert not answer.response_headers_to_add
+
+
+def overridden(
+    pairs: tuple[str, str], per_unit: int, unit: int = DAY
+) -> common.RateLimitDescriptor:
+    out = descriptor(pairs)
+    out.limit.requests_per_unit = per_unit
+    out.limit.unit = unit  # type: ignore[assignment]
+    return out
+
+
+def test_a_descriptor_limit_override_applies_with_its_own_counter(
+    two_replicas: tuple[ReplicaProcess, ReplicaProcess], config_file: Path
+):
+    avoid_day_boundary()
+    leader, follower = two_replicas
+    assert run_cli("limits", "import", str(config_file), "--server", leader.address).returncode == 0
+    with grpc.insecure_channel(follower.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+        def decide(*descriptors: common.RateLimitDescriptor) -> rls_pb2.RateLimitResponse:
+            return stub.ShouldRateLimit(request(*descriptors), timeout=5)
+
+        # The override (2 a day) applies instead of the configured 3 a day.
+        answers = [decide(overridden(("user", "bob"), 2)) for _ in range(3)]
+        assert [a.overall_code for a in answers] == [OK, OK, OVER]
+        status = answers[0].statuses[0]
+        assert (status.current_limit.name, status.current_limit.requests_per_unit) == ("", 2)
+        assert status.current_limit.unit == DAY and status.limit_remaining == 1
+        # The configured limit's counter was not touched.
+        configured = decide(descriptor(("user", "bob"))).statuses[0]
+        assert (configured.current_limit.name, configured.limit_remaining) == ("user", 2)
+        # Keyed by domain, entries and unit, as envoyproxy/ratelimit: another
+        # requests_per_unit of the same unit shares the count (3 so far), another
+        # unit counts apart.
+        assert decide(overridden(("user", "bob"), 5)).statuses[0].limit_remaining == 1
+        hour = rls_pb2.RateLimitResponse.RateLimit.HOUR
+        assert decide(overridden(("user", "bob"), 5, hour)).statuses[0].limit_remaining == 4
+        # It applies where no limit is configured too, and 0 blocks.
+        assert decide(overridden(("nobody", "x"), 1)).statuses[0].limit_remaining == 0
+        blocked = decide(overridden(("nobody", "y"), 0))
+        assert (
+            blocked.overall_code == OVER
+            and blocked.statuses[0].current_limit.requests_per_unit == 0
+        )
+        # A unit Bulwark does not count in is refused.
+        month = rls_pb2.RateLimitResponse.RateLimit.MONTH
+        with pytest.raises(grpc.RpcError) as err:
+            decide(overridden(("user", "bob"), 5, month))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -21,6 +21,11 @@ would call envoyproxy/ratelimit. Guarantees:
   request it matches; the overall code is OVER_LIMIT iff any descriptor's code is.
 * ``duration_until_reset`` is in whole seconds, rounded up (envoyproxy/ratelimit
   reports the seconds left in the window, 1 to the unit's length).
+* A descriptor's ``limit`` override applies instead of any configured limit
+  (as the descriptor's own limit of the native Check): a fixed window counted per
+  (domain, entries, unit) as envoyproxy/ratelimit keys it, reported with an
+  unnamed ``current_limit``. Its unit must be SECOND to DAY (INVALID_ARGUMENT
+  otherwise); its counter is not checkpointed.
 * With ``headers`` (the ``limit_response_headers_enabled`` setting, as
   envoyproxy/ratelimit's ``LIMIT_RESPONSE_HEADERS_ENABLED``),
   ``response_headers_to_add`` carries three headers of one descriptor: the last
@@ -32,7 +37,6 @@ would call envoyproxy/ratelimit. Guarantees:
 
 Differences:
 
-* a descriptor's ``limit`` override is ignored: the configured limit applies;
 * a request of more than 100 descriptors is decided in native Checks of 100, and
   ``replaces`` holds within each (it holds across the whole of a smaller one,
   whatever each descriptor's ``hits_addend``).
@@ -53,6 +57,7 @@ from bulwark_server.api.status import rpc
 from bulwark_server.envoy_api.config.core.v3.base_pb2 import HeaderValue
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.envoy_api.type.v3 import ratelimit_unit_pb2 as envoy_units
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.ratelimits.config import (
     MAX_DESCRIPTOR_ENTRIES,
@@ -74,6 +79,12 @@ UNITS: dict[int, int] = {
     ratelimit_pb2.RATE_UNIT_MINUTE: _Unit.MINUTE,
     ratelimit_pb2.RATE_UNIT_HOUR: _Unit.HOUR,
     ratelimit_pb2.RATE_UNIT_DAY: _Unit.DAY,
+}
+OVERRIDE_UNITS: dict[int, int] = {
+    envoy_units.SECOND: ratelimit_pb2.RATE_UNIT_SECOND,
+    envoy_units.MINUTE: ratelimit_pb2.RATE_UNIT_MINUTE,
+    envoy_units.HOUR: ratelimit_pb2.RATE_UNIT_HOUR,
+    envoy_units.DAY: ratelimit_pb2.RATE_UNIT_DAY,
 }
 UNIT_SECONDS: dict[int, int] = {
     _Unit.SECOND: 1,
@@ -217,13 +228,25 @@ def _native(
             for entry in descriptor.entries
         ],
         hits=hits,
+        limit=_override(descriptor) if descriptor.HasField("limit") else None,
     )
+
+
+def _override(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.Rate:
+    """The native rate of a descriptor's ``limit`` override (EnvoyInvalid for other units)."""
+    unit = OVERRIDE_UNITS.get(descriptor.limit.unit)
+    if unit is None:
+        raise EnvoyInvalid(
+            f"descriptor limit override unit {descriptor.limit.unit}: Bulwark supports "
+            "SECOND, MINUTE, HOUR and DAY"
+        )
+    return ratelimit_pb2.Rate(requests_per_unit=descriptor.limit.requests_per_unit, unit=unit)
 
 
 def _status(result: ratelimit_pb2.DescriptorResult) -> _Status:
     """Envoy's status for one native result (see the module docstring for the rules)."""
     status = _Status(code=OK)
-    if not result.limit_name:
+    if not result.limit_name and not result.HasField("current_limit"):
         return status
     if result.unlimited:
         status.limit_remaining = MAX_UINT32

@@ -45,7 +45,7 @@ from bulwark_server.ratelimits.config import (
     normalize_limit,
 )
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, blocked, is_idle
-from bulwark_server.ratelimits.descriptors import counter_key
+from bulwark_server.ratelimits.descriptors import counter_key, own_counter_key, own_limit
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.leases import LeasePool
@@ -63,6 +63,7 @@ FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
 
 Counter = TokenBucket | FixedWindow
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
+Own = Sequence[ratelimit_pb2.Rate | None] | None
 
 
 def limit_key(domain: str, name: str) -> str:
@@ -155,12 +156,14 @@ class RateLimitManager:
         descriptors: Sequence[Entries],
         hits: Sequence[int],
         load: float | None = None,
+        own: Own = None,
     ) -> ratelimit_pb2.CheckResponse:
         """Charge ``hits[i]`` to descriptor i's counter on the leader (memory only).
 
         Which limits apply is decided for the whole request before anything is
         charged, so a limit replaces another matched by any descriptor, whatever
-        the hits of each.
+        the hits of each. ``own[i]``, when set, is descriptor i's own limit
+        (``descriptors.own_limit``): it applies instead of any stored one.
         """
         if not self._election.is_leader:
             raise NotLeader("rate-limit counters are kept by the leader")
@@ -170,7 +173,7 @@ class RateLimitManager:
                 for item in index.matching(domain, entries):
                     if item.limit.adaptive.enabled:
                         self._pending_load[(domain, item.limit.name)] = load
-        return self._decide(domain, descriptors, hits, self._counters, share=1, dirty=True)
+        return self._decide(domain, descriptors, hits, own, self._counters, share=1, dirty=True)
 
     def lease(
         self, domain: str, entries: Entries, client_id: str, wanted: int
@@ -198,7 +201,7 @@ class RateLimitManager:
         return response
 
     def check_local(
-        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int]
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
         replicas = max(1, self._election.replica_count())
@@ -208,21 +211,24 @@ class RateLimitManager:
             self._local_swept_at = now
             for key in [k for k, held in self._local.items() if is_idle(held.counter, now)]:
                 del self._local[key]
-        response = self._decide(domain, descriptors, hits, self._local, share=replicas, dirty=False)
+        response = self._decide(
+            domain, descriptors, hits, own, self._local, share=replicas, dirty=False
+        )
         response.local_fallback = True
         return response
 
     def check_fallback(
-        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int]
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
     ) -> LocalCheck:
         """How a follower decides this Check when the leader does not answer in time."""
-        return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits))
+        return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits, own))
 
     def _decide(
         self,
         domain: str,
         descriptors: Sequence[Entries],
         hits: Sequence[int],
+        own: Own,
         table: dict[tuple[str, ...], _Held],
         *,
         share: int,
@@ -231,15 +237,24 @@ class RateLimitManager:
         now = self._clock()
         index = self._catalog.current()
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        matched: list[Indexed | None] = [index.lookup(domain, entries) for entries in descriptors]
+        own = own or [None] * len(descriptors)
+        matched: list[Indexed | None] = [
+            None if limit is not None else index.lookup(domain, entries)
+            for entries, limit in zip(descriptors, own, strict=True)
+        ]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
         replaced = {name for m in matched if m is not None for name in m.limit.replaces}
-        for entries, found, charge in zip(descriptors, matched, hits, strict=True):
+        for entries, found, charge, limit in zip(descriptors, matched, hits, own, strict=True):
             result = response.results.add(code=OK)
-            if found is None or found.limit.name in replaced:
+            if limit is not None:
+                match, created = own_limit(domain, limit), 0
+                key = own_counter_key(domain, limit, entries)
+            elif found is None or found.limit.name in replaced:
                 continue
-            match = found.limit
+            else:
+                match, created = found.limit, found.created
+                key = counter_key(match, entries)
             result.limit_name = match.name
             if match.unlimited:
                 result.unlimited = True
@@ -249,10 +264,10 @@ class RateLimitManager:
             if rate.requests_per_unit == 0:
                 outcome = blocked(UNIT_SECONDS[rate.unit], now)
             else:
-                key = counter_key(match, entries)
-                counter = self._counter(table, key, match, share, now, found.created)
+                counter = self._counter(table, key, match, share, now, created)
                 outcome = counter.take(charge, now)
-                if dirty and charge:
+                # An own limit's counter lives in memory only: it has no record to save.
+                if dirty and charge and limit is None:
                     self._dirty.add((match.domain, match.name))
             _fill(result, outcome)
             result.shadow = match.shadow_mode

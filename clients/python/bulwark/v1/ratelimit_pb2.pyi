@@ -51,12 +51,14 @@ class DescriptorEntry(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RateLimitDescriptor(_message.Message):
-    __slots__ = ("entries", "hits")
+    __slots__ = ("entries", "hits", "limit")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     HITS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
     hits: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., hits: _Optional[int] = ...) -> None: ...
+    limit: Rate
+    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., hits: _Optional[int] = ..., limit: _Optional[_Union[Rate, _Mapping]] = ...) -> None: ...
 
 class Rate(_message.Message):
     __slots__ = ("requests_per_unit", "unit")
