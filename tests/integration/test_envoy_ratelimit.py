@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.store.keys import LIMIT_KIND, kind_prefix
 from tests.integration.conftest import get_leader, wait_for
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
@@ -65,6 +68,15 @@ def request(
     *descriptors: common.RateLimitDescriptor, domain: str = "envoy-test", hits: int = 0
 ) -> rls_pb2.RateLimitRequest:
     return rls_pb2.RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits)
+
+
+def etcd_value(etcd: EtcdMember, name: bytes) -> bytes:
+    """The stored bytes of limit ``name`` ("<domain>/<name>"), read through etcd's JSON gateway."""
+    key = kind_prefix(LIMIT_KIND) + name
+    body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
+    with urllib.request.urlopen(f"{etcd.client_url}/v3/kv/range", body, timeout=5) as answer:
+        (kv,) = json.load(answer)["kvs"]
+    return base64.b64decode(kv["value"])
 
 
 def seconds_to_utc_midnight() -> float:
@@ -481,6 +493,21 @@ def test_requests_per_unit_zero_blocks_every_matching_request(
         )
         assert put.limit.effective_rate.unit == ratelimit_pb2.RATE_UNIT_HOUR
         assert put.limit.effective_rate.requests_per_unit == 0
+        # Shown as written (rate 0, the flag); stored as 1 per hour with the flag, a
+        # limit a replica of the previous version counts instead of failing on.
+        got = native.GetLimit(ratelimit_pb2.GetLimitRequest(domain="block-test", name="deny-bots"))
+        for shown in (put.limit, got.limit):
+            assert shown.blocks_all and shown.burst == 0
+            assert shown.rate == ratelimit_pb2.Rate(unit=ratelimit_pb2.RATE_UNIT_HOUR)
+        stored = ratelimit_pb2.Limit.FromString(etcd_value(etcd, b"block-test/deny-bots"))
+        assert stored.blocks_all and stored.burst == 1
+        assert stored.rate == ratelimit_pb2.Rate(
+            requests_per_unit=1, unit=ratelimit_pb2.RATE_UNIT_HOUR
+        )
+        listed = native.ListLimits(ratelimit_pb2.ListLimitsRequest(domain="block-test"))
+        blocking = [limit for limit in listed.limits if limit.blocks_all]
+        assert len(blocking) == 3 and "deny-bots" in {limit.name for limit in blocking}
+        assert all(limit.rate.requests_per_unit == 0 and limit.burst == 0 for limit in blocking)
         bot = descriptor(("agent", "bot"))
         assert envoy.ShouldRateLimit(request(bot, domain="block-test")).overall_code == OVER
         with pytest.raises(grpc.RpcError) as err:

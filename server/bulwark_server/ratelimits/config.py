@@ -6,8 +6,14 @@ apply; ``normalize_limit`` is the only place that does. Pure: no I/O.
 
 A rate of 0 requests per unit (a unit is still required) is a limit that blocks
 every request it matches, as envoyproxy/ratelimit's ``requests_per_unit: 0``
-("Black list IP"): ``blocks_all`` tells it, its burst is 0 and its effective
-rate is 0 per that unit.
+("Black list IP"). ``blocks_all`` is the one rule that tells it, on either form:
+
+* the API form (``normalize_limit``'s result, what PutLimit/GetLimit/ListLimits
+  show): ``blocks_all`` set, rate 0 per the unit, burst 0, effective rate 0;
+* the stored form (``stored_limit``; ``presented_limit`` turns it back): the
+  same with rate 1 per the unit and burst 1. A replica of a version that does
+  not know ``blocks_all`` ignores the flag and enforces 1 request per unit
+  (nearly closed) instead of failing on a rate of 0, which it cannot count.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     out.descriptor.extend(_pattern(limit.descriptor))
     out.unlimited = limit.unlimited
     out.shadow_mode = limit.shadow_mode
+    blocking = limit.blocks_all or (limit.HasField("rate") and limit.rate.requests_per_unit == 0)
 
     algorithm = limit.algorithm
     if algorithm == ratelimit_pb2.LIMIT_ALGORITHM_UNSPECIFIED:
@@ -68,9 +75,16 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
                 "limit.rate.requests_per_unit", "is required (0 with a unit blocks every request)"
             )
         out.rate.CopyFrom(_rate(limit.rate))
-        out.burst = _burst(limit.burst, out.rate.requests_per_unit, algorithm)
+        if blocking:
+            out.blocks_all = True
+            out.rate.requests_per_unit = 0
+            out.burst = _blocking_burst(limit.burst, limit.rate.requests_per_unit)
+        else:
+            out.burst = _burst(limit.burst, out.rate.requests_per_unit, algorithm)
     elif limit.burst:
         raise InvalidArgument("limit.burst", "needs a rate to be measured against")
+    elif blocking:
+        raise InvalidArgument("limit.blocks_all", "needs a rate's unit (0 per the unit)")
     out.algorithm = algorithm
 
     if limit.HasField("adaptive"):
@@ -91,8 +105,33 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
 
 
 def blocks_all(limit: ratelimit_pb2.Limit) -> bool:
-    """True for a limit that rejects every request it matches: a rate of 0 per a unit."""
-    return not limit.unlimited and limit.rate.requests_per_unit == 0 and limit.rate.unit != 0
+    """True for a limit that rejects every request it matches (API or stored form)."""
+    return limit.blocks_all and not limit.unlimited
+
+
+def stored_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
+    """What is written to etcd for a normalized limit: a copy, a blocking rate as 1 per unit.
+
+    Only a limit with ``blocks_all`` (set by ``normalize_limit`` for a rate of 0)
+    changes: rate 1 per its unit and burst 1, a limit every earlier version
+    accepts and counts. ``normalize_limit`` of the result is ``limit`` again.
+    """
+    out = ratelimit_pb2.Limit()
+    out.CopyFrom(limit)
+    if out.blocks_all and out.HasField("rate"):
+        out.rate.requests_per_unit = 1
+        out.burst = 1
+    return out
+
+
+def presented_limit(stored: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
+    """A stored limit as the API shows it (a copy): a blocking one with rate 0 and burst 0."""
+    out = ratelimit_pb2.Limit()
+    out.CopyFrom(stored)
+    if out.blocks_all and out.HasField("rate"):
+        out.rate.requests_per_unit = 0
+        out.burst = 0
+    return out
 
 
 def effective_per_unit(limit: ratelimit_pb2.Limit) -> float:
@@ -114,13 +153,13 @@ def effective_rate(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Rate:
     scaled = _scaled(limit)
     if not limit.rate.unit:
         return ratelimit_pb2.Rate()
-    if scaled < 1:
+    if blocks_all(limit):
         return ratelimit_pb2.Rate(requests_per_unit=0, unit=limit.rate.unit)
     return ratelimit_pb2.Rate(requests_per_unit=math.floor(scaled), unit=limit.rate.unit)
 
 
 def _scaled(limit: ratelimit_pb2.Limit) -> Fraction:
-    base = limit.rate.requests_per_unit
+    base = 0 if blocks_all(limit) else limit.rate.requests_per_unit
     adaptive = limit.adaptive
     if base < 1 or not adaptive.enabled:
         return Fraction(max(base, 0))
@@ -195,12 +234,22 @@ def _rate(rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Rate:
     return ratelimit_pb2.Rate(requests_per_unit=requests, unit=rate.unit)
 
 
+def _blocking_burst(burst: int, requests: int) -> int:
+    # Nothing is ever admitted, so there is nothing to admit at once. A blocking
+    # limit's rate may come as 0, or as its stored form (1 per unit, burst 1)
+    # when a client of an earlier version read it from an earlier replica and
+    # writes it back with the flag it kept as an unknown field.
+    if requests > 1:
+        raise InvalidArgument(
+            "limit.rate.requests_per_unit",
+            f"must be 0 when the limit blocks every request, got {requests}",
+        )
+    if burst not in (0, requests):
+        raise InvalidArgument("limit.burst", "a rate of 0 blocks every request; leave 0")
+    return 0
+
+
 def _burst(burst: int, requests: int, algorithm: int) -> int:
-    if requests == 0:
-        # Nothing is ever admitted, so there is nothing to admit at once.
-        if burst:
-            raise InvalidArgument("limit.burst", "a rate of 0 blocks every request; leave 0")
-        return 0
     if algorithm == FIXED_WINDOW:
         # A window admits requests_per_unit per window, all at once if they come at once.
         if burst not in (0, requests):

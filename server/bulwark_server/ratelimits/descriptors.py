@@ -140,13 +140,15 @@ def own_limit(domain: str, rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Limit:
     """The limit a request descriptor carries itself (Envoy's per-request override).
 
     Unnamed, a fixed window of ``rate`` (as envoyproxy/ratelimit counts), never in
-    shadow mode, replacing nothing. ``rate`` must be valid (a unit, 0 or more).
+    shadow mode, replacing nothing. ``rate`` must be valid (a unit, 0 or more);
+    0 makes it block every request (``blocks_all``, in its API form).
     """
     return ratelimit_pb2.Limit(
         domain=domain,
         rate=rate,
         burst=rate.requests_per_unit,
         algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+        blocks_all=rate.requests_per_unit == 0,
     )
 
 

@@ -43,6 +43,8 @@ from bulwark_server.ratelimits.config import (
     blocks_all,
     effective_rate,
     normalize_limit,
+    presented_limit,
+    stored_limit,
 )
 from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, blocked, is_idle
 from bulwark_server.ratelimits.descriptors import counter_key, own_counter_key, own_limit
@@ -114,7 +116,9 @@ class RateLimitManager:
         """Create or replace a limit (validated, defaults filled)."""
         normalized = normalize_limit(limit)
         name = limit_key(normalized.domain, normalized.name)
-        value = normalized.SerializeToString()
+        # Stored in the form every version can count (config.stored_limit); shown
+        # back as written (config.presented_limit, in _view).
+        value = stored_limit(normalized).SerializeToString()
         revision, created = await self._store.upsert(
             LIMIT_KIND, name, lambda _: value, expected_revision=expected_revision
         )
@@ -193,7 +197,7 @@ class RateLimitManager:
             return response
         rate = effective_rate(match)
         response.limit.CopyFrom(rate)
-        if rate.requests_per_unit == 0:
+        if blocks_all(match):
             return response  # a blocking limit has nothing to share: granted 0
         pool = self._leases.setdefault(counter_key(match, entries), LeasePool())
         granted = pool.request(client_id, wanted, rate.requests_per_unit, now, LEASE_TERM_S)
@@ -261,7 +265,7 @@ class RateLimitManager:
                 continue
             rate = effective_rate(match)
             result.current_limit.CopyFrom(rate)
-            if rate.requests_per_unit == 0:
+            if blocks_all(match):
                 outcome = blocked(UNIT_SECONDS[rate.unit], now)
             else:
                 counter = self._counter(table, key, match, share, now, created)
@@ -462,8 +466,8 @@ class RateLimitManager:
     # -- helpers ----------------------------------------------------------------
 
     def _view(self, limit: ratelimit_pb2.Limit, revision: int) -> ratelimit_pb2.Limit:
-        out = ratelimit_pb2.Limit()
-        out.CopyFrom(limit)
+        """A limit (stored or normalized) as the API shows it, with its revision."""
+        out = presented_limit(limit)
         out.revision = revision
         if not limit.unlimited:
             out.effective_rate.CopyFrom(effective_rate(limit))
