@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class Settings:
     otel_exporter: str = "none"
     otel_endpoint: str = ""
     limits_file: Path | None = None
+    limit_response_headers_enabled: bool = False
+    limit_limit_header: str = "RateLimit-Limit"
+    limit_remaining_header: str = "RateLimit-Remaining"
+    limit_reset_header: str = "RateLimit-Reset"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -162,6 +167,12 @@ class Settings:
             )
         if self.limits_file is not None:
             problems.extend(_limits_file_problems(self.limits_file))
+        for name in ("limit_limit_header", "limit_remaining_header", "limit_reset_header"):
+            if not _HEADER_NAME.fullmatch(getattr(self, name)):
+                problems.append(
+                    f"{name} (BULWARK_{name.upper()}): an HTTP header name, "
+                    f"got {getattr(self, name)!r}"
+                )
         problems.extend(self._security_problems())
         if problems:
             raise SettingsError(problems)
@@ -223,6 +234,10 @@ class Settings:
         host_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
         replica_id = self.replica_id or f"{host_id}-{port}"
         return dataclasses.replace(self, advertise_address=advertise, replica_id=replica_id)
+
+
+# An HTTP field name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _limits_file_problems(path: Path) -> list[str]:
@@ -300,6 +315,18 @@ OPTIONS: tuple[Option, ...] = (
         _optional_path,
         "envoyproxy/ratelimit YAML file of rate limits, created or updated at start",
     ),
+    Option(
+        "limit_response_headers_enabled",
+        _bool,
+        "ShouldRateLimit adds the limit, remaining and reset headers of the descriptor "
+        "closest to its limit to the response, as envoyproxy/ratelimit's "
+        "LIMIT_RESPONSE_HEADERS_ENABLED (default false)",
+    ),
+    Option("limit_limit_header", str, "name of the limit header (default RateLimit-Limit)"),
+    Option(
+        "limit_remaining_header", str, "name of the remaining header (default RateLimit-Remaining)"
+    ),
+    Option("limit_reset_header", str, "name of the reset header (default RateLimit-Reset)"),
     Option("tls_cert", _optional_path, "PEM certificate of the gRPC port; turns TLS on"),
     Option("tls_key", _optional_path, "PEM private key of --tls-cert"),
     Option(

@@ -45,7 +45,7 @@ from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
-from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer
+from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer, ResponseHeaders
 from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
@@ -360,7 +360,7 @@ class Replica:
             ),
             ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
-                EnvoyRateLimitServicer(limiter, router),
+                EnvoyRateLimitServicer(limiter, router, headers=_envoy_headers(self.settings)),
                 rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
         ]
@@ -477,3 +477,12 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, replica.request_stop)
     await replica.run()
+
+
+def _envoy_headers(settings: Settings) -> ResponseHeaders | None:
+    """The rate-limit response headers ShouldRateLimit adds, if the setting turns them on."""
+    if not settings.limit_response_headers_enabled:
+        return None
+    return ResponseHeaders(
+        settings.limit_limit_header, settings.limit_remaining_header, settings.limit_reset_header
+    )

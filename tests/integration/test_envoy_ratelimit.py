@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.store.keys import LIMIT_KIND, kind_prefix
 from tests.integration.conftest import get_leader, wait_for
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
@@ -65,6 +68,15 @@ def request(
     *descriptors: common.RateLimitDescriptor, domain: str = "envoy-test", hits: int = 0
 ) -> rls_pb2.RateLimitRequest:
     return rls_pb2.RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits)
+
+
+def etcd_value(etcd: EtcdMember, name: bytes) -> bytes:
+    """The stored bytes of limit ``name`` ("<domain>/<name>"), read through etcd's JSON gateway."""
+    key = kind_prefix(LIMIT_KIND) + name
+    body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
+    with urllib.request.urlopen(f"{etcd.client_url}/v3/kv/range", body, timeout=5) as answer:
+        (kv,) = json.load(answer)["kvs"]
+    return base64.b64decode(kv["value"])
 
 
 def seconds_to_utc_midnight() -> float:
@@ -378,3 +390,253 @@ def test_a_matched_limit_that_replaces_another_drops_it(
         assert both.overall_code == OK
         assert not both.statuses[0].HasField("current_limit")
         assert both.statuses[1].current_limit.requests_per_unit == 100
+        # Whatever each descriptor's hits: the replacing limit is matched in the same
+        # request, so per-user is still not applied (it was once decided apart).
+        heavy = descriptor(("user", "alice"), hits=5)
+        light = descriptor(("plan", "premium"), hits=0)
+        for first_descriptor, second_descriptor in (
+            (heavy, premium),
+            (user, light),
+            (heavy, light),
+        ):
+            mixed = stub.ShouldRateLimit(
+                request(first_descriptor, second_descriptor, domain="replaces-test", hits=2),
+                timeout=5,
+            )
+            assert mixed.overall_code == OK
+            assert not mixed.statuses[0].HasField("current_limit")
+            assert mixed.statuses[1].current_limit.requests_per_unit == 100
+        # premium counted 1 + 2 + 0 + 0 (the last two looked only): 97 left.
+        looked = stub.ShouldRateLimit(
+            request(descriptor(("plan", "premium"), hits=0), domain="replaces-test")
+        )
+        assert looked.statuses[0].limit_remaining == 97
+
+
+BLOCK_CONFIG = """\
+domain: block-test
+descriptors:
+  # envoyproxy/ratelimit's "Black list IP": 0 requests per unit blocks it.
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: remote_address
+    value: 50.0.0.6
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 1000}
+"""
+
+
+def test_requests_per_unit_zero_blocks_every_matching_request(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    config = tmp_path / "block.yaml"
+    config.write_text(BLOCK_CONFIG)
+    replica = replica_factory("blocker", [etcd.endpoint], f"--limits-file={config}")
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        envoy = rls_pb2_grpc.RateLimitServiceStub(channel)
+        native = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        blocked, shadow, other = (
+            descriptor(("remote_address", ip)) for ip in ("50.0.0.5", "50.0.0.6", "10.0.0.1")
+        )
+        for hits in (0, 1, 5):
+            answer = envoy.ShouldRateLimit(request(blocked, domain="block-test", hits=hits))
+            assert answer.overall_code == OVER
+            (status,) = answer.statuses
+            assert status.code == OVER and status.limit_remaining == 0
+            assert status.current_limit.requests_per_unit == 0
+            assert status.current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.SECOND
+            assert 1 <= status.duration_until_reset.seconds <= 1
+        # Shadow mode still answers OK; other addresses get their own limit.
+        answer = envoy.ShouldRateLimit(request(shadow, other, domain="block-test"))
+        assert answer.overall_code == OK
+        assert [s.code for s in answer.statuses] == [OK, OK]
+        assert answer.statuses[0].current_limit.requests_per_unit == 0
+        assert answer.statuses[1].current_limit.requests_per_unit == 1000
+
+        entries = [ratelimit_pb2.DescriptorEntry(key="remote_address", value="50.0.0.5")]
+        check = native.Check(
+            ratelimit_pb2.CheckRequest(
+                domain="block-test",
+                descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=entries)],
+            )
+        )
+        assert check.overall_code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+        assert check.results[0].remaining == 0
+        assert check.results[0].current_limit.requests_per_unit == 0
+        lease = native.LeaseQuota(
+            ratelimit_pb2.LeaseQuotaRequest(
+                domain="block-test",
+                descriptor=ratelimit_pb2.RateLimitDescriptor(entries=entries),
+                client_id="gw-1",
+                wanted=10,
+            )
+        )
+        assert lease.granted == 0
+        assert lease.limit == ratelimit_pb2.Rate(
+            requests_per_unit=0, unit=ratelimit_pb2.RATE_UNIT_SECOND
+        )
+
+        # The native API takes the same limit: a rate of 0 with a unit.
+        put = native.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=ratelimit_pb2.Limit(
+                    domain="block-test",
+                    name="deny-bots",
+                    descriptor=[ratelimit_pb2.DescriptorEntry(key="agent", value="bot")],
+                    rate=ratelimit_pb2.Rate(unit=ratelimit_pb2.RATE_UNIT_HOUR),
+                )
+            )
+        )
+        assert put.limit.effective_rate.unit == ratelimit_pb2.RATE_UNIT_HOUR
+        assert put.limit.effective_rate.requests_per_unit == 0
+        # Shown as written (rate 0, the flag); stored as 1 per hour with the flag, a
+        # limit a replica of the previous version counts instead of failing on.
+        got = native.GetLimit(ratelimit_pb2.GetLimitRequest(domain="block-test", name="deny-bots"))
+        for shown in (put.limit, got.limit):
+            assert shown.blocks_all and shown.burst == 0
+            assert shown.rate == ratelimit_pb2.Rate(unit=ratelimit_pb2.RATE_UNIT_HOUR)
+        stored = ratelimit_pb2.Limit.FromString(etcd_value(etcd, b"block-test/deny-bots"))
+        assert stored.blocks_all and stored.burst == 1
+        assert stored.rate == ratelimit_pb2.Rate(
+            requests_per_unit=1, unit=ratelimit_pb2.RATE_UNIT_HOUR
+        )
+        listed = native.ListLimits(ratelimit_pb2.ListLimitsRequest(domain="block-test"))
+        blocking = [limit for limit in listed.limits if limit.blocks_all]
+        assert len(blocking) == 3 and "deny-bots" in {limit.name for limit in blocking}
+        assert all(limit.rate.requests_per_unit == 0 and limit.burst == 0 for limit in blocking)
+        bot = descriptor(("agent", "bot"))
+        assert envoy.ShouldRateLimit(request(bot, domain="block-test")).overall_code == OVER
+        with pytest.raises(grpc.RpcError) as err:
+            native.PutLimit(
+                ratelimit_pb2.PutLimitRequest(
+                    limit=ratelimit_pb2.Limit(
+                        domain="block-test",
+                        name="no-unit",
+                        descriptor=[ratelimit_pb2.DescriptorEntry(key="agent")],
+                        rate=ratelimit_pb2.Rate(requests_per_unit=0),
+                    )
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+HEADERS_CONFIG = """\
+domain: headers-test
+descriptors:
+  - key: user
+    rate_limit: {unit: day, requests_per_unit: 3}
+  - key: client
+    rate_limit: {unit: minute, requests_per_unit: 1000}
+  - key: internal
+    rate_limit: {unlimited: true}
+"""
+
+
+def test_response_headers_report_the_descriptor_closest_to_its_limit(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    avoid_day_boundary()
+    config = tmp_path / "headers.yaml"
+    config.write_text(HEADERS_CONFIG)
+    replica = replica_factory(
+        "headers",
+        [etcd.endpoint],
+        f"--limits-file={config}",
+        "--limit-response-headers-enabled=true",
+        env={"BULWARK_LIMIT_RESET_HEADER": "X-Reset"},
+    )
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+
+    def headers(answer: rls_pb2.RateLimitResponse) -> dict[str, str]:
+        return {h.key: h.value for h in answer.response_headers_to_add}
+
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        user, client = descriptor(("user", "u1")), descriptor(("client", "c1"))
+        internal, unknown = descriptor(("internal", "x")), descriptor(("nobody", "x"))
+        # No limit, or an unlimited one: no headers.
+        assert not stub.ShouldRateLimit(
+            request(internal, unknown, domain="headers-test")
+        ).response_headers_to_add
+        # The day limit has the least remaining (2 against 999).
+        answer = stub.ShouldRateLimit(request(client, user, internal, domain="headers-test"))
+        got = headers(answer)
+        assert list(got) == ["RateLimit-Limit", "RateLimit-Remaining", "X-Reset"]
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("3", "2")
+        assert abs(int(got["X-Reset"]) - seconds_to_utc_midnight()) <= 2
+        # Alone, the minute limit reports itself.
+        got = headers(stub.ShouldRateLimit(request(client, domain="headers-test")))
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("1000", "998")
+        assert 1 <= int(got["X-Reset"]) <= 60
+        # Over the limit: that descriptor, remaining 0.
+        for _ in range(3):
+            answer = stub.ShouldRateLimit(request(user, client, domain="headers-test"))
+        assert answer.overall_code == OVER
+        got = headers(answer)
+        assert (got["RateLimit-Limit"], got["RateLimit-Remaining"]) == ("3", "0")
+
+
+def test_response_headers_are_off_by_default(
+    two_replicas: tuple[ReplicaProcess, ReplicaProcess], config_file: Path
+):
+    leader, _ = two_replicas
+    assert run_cli("limits", "import", str(config_file), "--server", leader.address).returncode == 0
+    with grpc.insecure_channel(leader.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        answer = stub.ShouldRateLimit(request(descriptor(("user", "headers-off"))))
+        assert answer.statuses[0].HasField("current_limit")
+        assert not answer.response_headers_to_add
+
+
+def overridden(
+    pairs: tuple[str, str], per_unit: int, unit: int = DAY
+) -> common.RateLimitDescriptor:
+    out = descriptor(pairs)
+    out.limit.requests_per_unit = per_unit
+    out.limit.unit = unit  # type: ignore[assignment]
+    return out
+
+
+def test_a_descriptor_limit_override_applies_with_its_own_counter(
+    two_replicas: tuple[ReplicaProcess, ReplicaProcess], config_file: Path
+):
+    avoid_day_boundary()
+    leader, follower = two_replicas
+    assert run_cli("limits", "import", str(config_file), "--server", leader.address).returncode == 0
+    with grpc.insecure_channel(follower.address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+        def decide(*descriptors: common.RateLimitDescriptor) -> rls_pb2.RateLimitResponse:
+            return stub.ShouldRateLimit(request(*descriptors), timeout=5)
+
+        # The override (2 a day) applies instead of the configured 3 a day.
+        answers = [decide(overridden(("user", "bob"), 2)) for _ in range(3)]
+        assert [a.overall_code for a in answers] == [OK, OK, OVER]
+        status = answers[0].statuses[0]
+        assert (status.current_limit.name, status.current_limit.requests_per_unit) == ("", 2)
+        assert status.current_limit.unit == DAY and status.limit_remaining == 1
+        # The configured limit's counter was not touched.
+        configured = decide(descriptor(("user", "bob"))).statuses[0]
+        assert (configured.current_limit.name, configured.limit_remaining) == ("user", 2)
+        # Keyed by domain, entries and unit, as envoyproxy/ratelimit: another
+        # requests_per_unit of the same unit shares the count (3 so far), another
+        # unit counts apart.
+        assert decide(overridden(("user", "bob"), 5)).statuses[0].limit_remaining == 1
+        hour = rls_pb2.RateLimitResponse.RateLimit.HOUR
+        assert decide(overridden(("user", "bob"), 5, hour)).statuses[0].limit_remaining == 4
+        # It applies where no limit is configured too, and 0 blocks.
+        assert decide(overridden(("nobody", "x"), 1)).statuses[0].limit_remaining == 0
+        blocked = decide(overridden(("nobody", "y"), 0))
+        assert (
+            blocked.overall_code == OVER
+            and blocked.statuses[0].current_limit.requests_per_unit == 0
+        )
+        # A unit Bulwark does not count in is refused.
+        month = rls_pb2.RateLimitResponse.RateLimit.MONTH
+        with pytest.raises(grpc.RpcError) as err:
+            decide(overridden(("user", "bob"), 5, month))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

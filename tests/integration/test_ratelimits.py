@@ -344,3 +344,51 @@ def test_changed_and_recreated_limits_start_fresh_counters(two_replicas: list[Re
                 timeout=5,
             )
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_each_descriptor_may_charge_its_own_hits(two_replicas: list[ReplicaProcess]):
+    with grpc.insecure_channel(two_replicas[1].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        s.PutLimit(ratelimit_pb2.PutLimitRequest(limit=limit("per-hit", 10, entry("h"))))
+        s.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=limit(
+                    "bulk", 10, entry("b"), algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+                )
+            )
+        )
+        request = ratelimit_pb2.CheckRequest(
+            domain="edge",
+            hits=2,
+            descriptors=[
+                ratelimit_pb2.RateLimitDescriptor(entries=[entry("h", "x")], hits=7),
+                ratelimit_pb2.RateLimitDescriptor(entries=[entry("b", "y")]),
+            ],
+        )
+        answer = s.Check(request, timeout=5)
+        assert [r.remaining for r in answer.results] == [3, 8]
+        request.descriptors[0].hits = 1_000_001
+        with pytest.raises(grpc.RpcError) as err:
+            s.Check(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "descriptors[0].hits" in (err.value.details() or "")
+
+
+def test_a_descriptor_may_carry_its_own_limit(two_replicas: list[ReplicaProcess]):
+    with grpc.insecure_channel(two_replicas[0].address) as channel:
+        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        own = ratelimit_pb2.RateLimitDescriptor(
+            entries=[entry("tenant", "t1")],
+            limit=ratelimit_pb2.Rate(requests_per_unit=2, unit=ratelimit_pb2.RATE_UNIT_HOUR),
+        )
+        request = ratelimit_pb2.CheckRequest(domain="edge", descriptors=[own])
+        answers = [s.Check(request, timeout=5) for _ in range(3)]
+        assert [a.results[0].remaining for a in answers] == [1, 0, 0]
+        assert answers[2].overall_code == OVER
+        assert answers[0].results[0].limit_name == ""
+        assert answers[0].results[0].current_limit == own.limit
+        request.descriptors[0].limit.unit = ratelimit_pb2.RATE_UNIT_UNSPECIFIED
+        with pytest.raises(grpc.RpcError) as err:
+            s.Check(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "descriptors[0].limit.unit" in (err.value.details() or "")

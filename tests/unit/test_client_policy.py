@@ -12,7 +12,7 @@ import pytest
 from bulwark import AsyncClient, Client, UnavailableError
 from bulwark._core import ClientPolicy, Decision, Remote, WatchRetry, report_pause, serving
 from bulwark._settings import ClientOptions
-from bulwark.v1 import breaker_pb2, watch_pb2
+from bulwark.v1 import breaker_pb2, ratelimit_pb2, watch_pb2
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -200,3 +200,17 @@ def test_every_core_module_is_io_free() -> None:
         for forbidden in ("bulwark_server", "asyncio", "threading", "time"):
             assert f"import {forbidden}\n" not in source, (name, forbidden)
             assert f"from {forbidden} " not in source, (name, forbidden)
+
+
+@pytest.mark.parametrize(
+    "unit", [ratelimit_pb2.RATE_UNIT_SECOND, ratelimit_pb2.RATE_UNIT_UNSPECIFIED]
+)
+def test_a_lease_of_nothing_admits_nothing_until_it_expires(unit: int) -> None:
+    """A limit of rate 0 grants 0 (a previous server version sent no unit with it)."""
+    p = policy()
+    remote = p.lease("edge", {"remote_address": "50.0.0.5"}, 10)
+    response = ratelimit_pb2.LeaseQuotaResponse(granted=0, limit=ratelimit_pb2.Rate(unit=unit))
+    response.expires_at.FromSeconds(1_010)
+    assert remote.done(response, 100.0, 1_000.0) == 0
+    assert not p.check_local("edge", {"remote_address": "50.0.0.5"}, 1, 100.0)
+    assert not p.check_local("edge", {"remote_address": "50.0.0.5"}, 1, 105.0)

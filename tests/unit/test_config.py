@@ -312,3 +312,20 @@ def test_bad_security_settings_are_named(
     flags = {k: v.replace("CERT", str(cert)) for k, v in flags.items()}
     with pytest.raises(SettingsError, match=problem):
         load({"listen": "127.0.0.1:0", **flags}, {})
+
+
+def test_limit_response_headers_setting_and_header_names() -> None:
+    from bulwark_server.config import SettingsError, load
+
+    default = load({}, {})
+    assert not default.limit_response_headers_enabled
+    assert (default.limit_limit_header, default.limit_remaining_header) == (
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+    )
+    assert default.limit_reset_header == "RateLimit-Reset"
+    on = load({"limit_response_headers_enabled": "true"}, {"BULWARK_LIMIT_LIMIT_HEADER": "X-Limit"})
+    assert on.limit_response_headers_enabled and on.limit_limit_header == "X-Limit"
+    with pytest.raises(SettingsError) as err:
+        load({}, {"BULWARK_LIMIT_RESET_HEADER": "bad header"})
+    assert any("limit_reset_header" in p for p in err.value.problems)

@@ -374,13 +374,8 @@ def test_long_derived_names_are_cut_to_128_with_a_hash():
             "descriptors[0].rate_limit.unit: is required",
         ),
         (
-            one("unit: second, requests_per_unit: 0"),
-            "descriptors[0].rate_limit.requests_per_unit: must be a whole number, 1 or more, "
-            "got '0'",
-        ),
-        (
             one("unit: second, requests_per_unit: -5"),
-            "descriptors[0].rate_limit.requests_per_unit: must be a whole number, 1 or more",
+            "descriptors[0].rate_limit.requests_per_unit: must be a whole number, 0 or more",
         ),
         (
             one("unit: second, requests_per_unit: 1.5"),
@@ -393,7 +388,7 @@ def test_long_derived_names_are_cut_to_128_with_a_hash():
         (
             "domain: d\ndescriptors: [{key: a, rate_limit: {unit: second, "
             "requests_per_unit: 2000000000}}]\n",
-            "descriptors[0].rate_limit.requests_per_unit: must be 1-1000000000",
+            "descriptors[0].rate_limit.requests_per_unit: must be 0-1000000000",
         ),
         (
             "domain: d\ndescriptors: [{key: a, rate_limit: {unlimited: true, unit: second}}]\n",
@@ -536,3 +531,20 @@ def test_limits_file_setting_is_checked_when_settings_load(tmp_path: Path):
     )
     with pytest.raises(config.SettingsError, match="cannot read"):
         config.load({"limits_file": str(tmp_path / "missing.yaml")}, {})
+
+
+def test_requests_per_unit_zero_is_a_limit_that_blocks_every_request() -> None:
+    """envoyproxy/ratelimit's "Black list IP" example: 0 requests per unit."""
+    text = """\
+domain: edge
+descriptors:
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit: {unit: second, requests_per_unit: 0}
+"""
+    (limit,) = parse_limits(text)
+    assert limit.rate == ratelimit_pb2.Rate(
+        requests_per_unit=0, unit=ratelimit_pb2.RATE_UNIT_SECOND
+    )
+    assert limit.burst == 0
+    assert describe(limit) == "edge/remote_address_50.0.0.5 [remote_address=50.0.0.5] 0/second"

@@ -11,9 +11,12 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import (
     UNIT_SECONDS,
+    blocks_all,
     effective_per_unit,
     effective_rate,
     normalize_limit,
+    presented_limit,
+    stored_limit,
 )
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
@@ -152,7 +155,8 @@ INVALID = [
     ({"descriptor": [Entry(key="path", value="**")]}, "limit.descriptor[0].value"),
     ({"rate": None}, "limit.rate.requests_per_unit"),
     ({"rate": Rate(requests_per_unit=-5, unit=SECOND)}, "limit.rate.requests_per_unit"),
-    ({"rate": Rate(requests_per_unit=0, unit=SECOND)}, "limit.rate.requests_per_unit"),
+    ({"rate": Rate(requests_per_unit=0)}, "limit.rate.unit"),
+    ({"rate": Rate(requests_per_unit=0, unit=SECOND), "burst": 1}, "limit.burst"),
     (
         {"rate": ratelimit_pb2.Rate(requests_per_unit=1_000_000_001, unit=SECOND)},
         "limit.rate.requests_per_unit",
@@ -246,4 +250,85 @@ def test_replaces_are_validated_and_deduplicated() -> None:
     ):
         with pytest.raises(InvalidArgument) as err:
             normalize_limit(make(replaces=replaces))
+        assert err.value.field == field
+
+
+@pytest.mark.parametrize("algorithm", [TOKEN_BUCKET, FIXED_WINDOW])
+def test_a_rate_of_zero_with_a_unit_is_a_limit_that_blocks_every_request(algorithm: int) -> None:
+    out = normalize_limit(make(rate=Rate(requests_per_unit=0, unit=SECOND), algorithm=algorithm))
+    assert out.HasField("rate") and out.rate.unit == SECOND and out.rate.requests_per_unit == 0
+    assert out.burst == 0
+    assert blocks_all(out)
+    assert effective_rate(out) == Rate(requests_per_unit=0, unit=SECOND)
+    # Load scaling cannot raise it above 0, and the stored bytes read back the same.
+    adaptive = ratelimit_pb2.AdaptiveScaling(enabled=True, load=0.5)
+    scaled = normalize_limit(make(rate=Rate(requests_per_unit=0, unit=SECOND), adaptive=adaptive))
+    assert effective_rate(scaled) == Rate(requests_per_unit=0, unit=SECOND)
+    assert ratelimit_pb2.Limit.FromString(out.SerializeToString()) == out
+    assert not blocks_all(normalize_limit(make()))
+    assert not blocks_all(normalize_limit(make(unlimited=True, rate=Rate(unit=SECOND))))
+
+
+@pytest.mark.parametrize("algorithm", [TOKEN_BUCKET, FIXED_WINDOW])
+@pytest.mark.parametrize("unit", list(UNIT_SECONDS))
+def test_a_blocking_limit_is_stored_as_1_per_unit_with_the_flag(algorithm: int, unit: int) -> None:
+    written = make(rate=Rate(requests_per_unit=0, unit=unit), algorithm=algorithm)
+    shown = normalize_limit(written)
+    assert shown.blocks_all and shown.rate == Rate(requests_per_unit=0, unit=unit)
+    assert shown.burst == 0
+    stored = stored_limit(shown)
+    # What a replica of the previous version reads: it ignores blocks_all (an unknown
+    # field to it) and its rule is requests_per_unit 1 or more with a unit and a
+    # burst at least that: the bytes must keep that rule.
+    assert stored.blocks_all
+    assert stored.rate == Rate(requests_per_unit=1, unit=unit)
+    assert stored.burst == 1
+    legacy = ratelimit_pb2.Limit()
+    legacy.CopyFrom(stored)
+    legacy.ClearField("blocks_all")
+    assert normalize_limit(legacy) == legacy  # valid as is under the previous rules
+    assert effective_rate(legacy) == Rate(requests_per_unit=1, unit=unit)
+    # New code reads the stored bytes as blocking, whichever form it holds.
+    assert blocks_all(stored) and blocks_all(shown)
+    assert effective_rate(stored) == Rate(requests_per_unit=0, unit=unit)
+    assert effective_per_unit(stored) == 0.0
+    # Presented as written; every form normalizes to the same limit (an old
+    # client writing back the stored form it read from an old replica, flag kept
+    # as an unknown field, included).
+    assert presented_limit(stored) == shown
+    assert normalize_limit(stored) == shown
+    assert normalize_limit(presented_limit(stored)) == shown
+    assert stored_limit(normalize_limit(stored)) == stored
+
+
+def test_the_stored_form_of_other_limits_is_the_limit_itself() -> None:
+    for limit in (
+        normalize_limit(make()),
+        normalize_limit(make(unlimited=True, rate=None)),
+        normalize_limit(make(algorithm=FIXED_WINDOW, rate=Rate(requests_per_unit=1, unit=SECOND))),
+    ):
+        assert not limit.blocks_all
+        assert stored_limit(limit) == limit == presented_limit(limit)
+    # An unlimited limit keeping a rate of 0 for later is stored the same safe way.
+    kept = normalize_limit(make(unlimited=True, rate=Rate(requests_per_unit=0, unit=MINUTE)))
+    assert kept.blocks_all and not blocks_all(kept)
+    assert stored_limit(kept).rate == Rate(requests_per_unit=1, unit=MINUTE)
+    assert presented_limit(stored_limit(kept)) == kept
+
+
+def test_blocks_all_on_input() -> None:
+    # The flag alone, with a rate of 0, or with the stored form's rate of 1 blocks.
+    for rate, burst in ((0, 0), (1, 0), (1, 1)):
+        out = normalize_limit(
+            make(rate=Rate(requests_per_unit=rate, unit=SECOND), burst=burst, blocks_all=True)
+        )
+        assert out.blocks_all and out.rate.requests_per_unit == 0 and out.burst == 0
+    for fields, field in (
+        ({"rate": Rate(requests_per_unit=5, unit=SECOND)}, "limit.rate.requests_per_unit"),
+        ({"rate": Rate(requests_per_unit=1, unit=SECOND), "burst": 2}, "limit.burst"),
+        ({"rate": Rate(requests_per_unit=0, unit=SECOND), "burst": 1}, "limit.burst"),
+        ({"rate": None, "unlimited": True}, "limit.blocks_all"),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            normalize_limit(make(blocks_all=True, **fields))
         assert err.value.field == field

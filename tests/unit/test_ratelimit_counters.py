@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -275,3 +276,13 @@ def test_is_idle_only_when_forgetting_the_counter_changes_nothing():
     window.take(1, 120.0)
     assert not is_idle(window, 150.0)  # same window, one hit counted
     assert is_idle(window, 180.0)  # the window ended
+
+
+def test_blocked_refuses_any_hits_and_reports_the_end_of_the_unit() -> None:
+    from bulwark_server.ratelimits.counters import blocked
+
+    outcome = blocked(60.0, 60_015.0)
+    assert not outcome.allowed
+    assert outcome.remaining == 0
+    assert outcome.reset_after == pytest.approx(45.0)
+    assert math.isinf(outcome.retry_after)

@@ -207,3 +207,19 @@ def test_counter_key_separates_limits_and_domains() -> None:
 def test_counter_key_refuses_a_limit_that_does_not_match() -> None:
     with pytest.raises(ValueError, match="does not match"):
         counter_key(limit("exact", ("path", "/a")), entries(("path", "/b")))
+
+
+def test_an_own_limit_is_an_unnamed_fixed_window_counted_by_entries_and_unit() -> None:
+    from bulwark_server.ratelimits.descriptors import own_counter_key, own_limit
+
+    rate = ratelimit_pb2.Rate(requests_per_unit=5, unit=ratelimit_pb2.RATE_UNIT_MINUTE)
+    limit = own_limit("edge", rate)
+    assert (limit.name, limit.rate, limit.burst) == ("", rate, 5)
+    assert limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+    entries = [ratelimit_pb2.DescriptorEntry(key="a", value="1")]
+    key = own_counter_key("edge", rate, entries)
+    assert key == ("edge", "", str(ratelimit_pb2.RATE_UNIT_MINUTE), "a", "1")
+    other = ratelimit_pb2.Rate(requests_per_unit=9, unit=ratelimit_pb2.RATE_UNIT_MINUTE)
+    assert own_counter_key("edge", other, entries) == key
+    hour = ratelimit_pb2.Rate(requests_per_unit=5, unit=ratelimit_pb2.RATE_UNIT_HOUR)
+    assert own_counter_key("edge", hour, entries) != key

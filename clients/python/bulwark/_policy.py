@@ -256,9 +256,12 @@ class ClientPolicy:
         )
 
         def done(response: ratelimit_pb2.LeaseQuotaResponse, now: float, now_wall: float) -> int:
-            rate = per_second(response.granted, response.limit.unit)
             expires = monotonic_from_wall(response.expires_at.ToNanoseconds() / 1e9, now, now_wall)
-            self._quota(domain, entries).grant(rate, max(1.0, rate), expires, now)
+            # Nothing granted (a limit of rate 0 blocks everything) admits nothing, and
+            # needs no unit: a replica of the previous version reports none for it.
+            rate = per_second(response.granted, response.limit.unit) if response.granted > 0 else 0
+            burst = max(1.0, rate) if response.granted > 0 else 0.0
+            self._quota(domain, entries).grant(rate, burst, expires, now)
             return int(response.granted)
 
         return Remote(

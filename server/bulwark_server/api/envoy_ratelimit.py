@@ -4,7 +4,8 @@ Envoy's ``ratelimit`` HTTP and network filters call ``ShouldRateLimit`` as they
 would call envoyproxy/ratelimit. Guarantees:
 
 * Every decision is a native Check decided by the rate-limit capability as
-  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``): the same
+  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``; each
+  descriptor carries its own hits): the same
   limits, the same counters on the leader, the same forwarding from followers and
   the same local fallback (with its ``bulwark-ratelimit-mode: local`` trailing
   metadata). Envoy's protocol adds no state of its own.
@@ -15,22 +16,37 @@ would call envoyproxy/ratelimit. Guarantees:
   descriptor no limit matches (an unknown domain included) is OK without
   ``current_limit``; an unlimited limit answers OK with ``limit_remaining``
   4294967295; a limit in shadow mode answers OK even when over (with
-  ``limit_remaining`` 0) and never makes the request OVER_LIMIT; the overall code
-  is OVER_LIMIT iff any descriptor's code is.
+  ``limit_remaining`` 0) and never makes the request OVER_LIMIT; a limit of
+  ``requests_per_unit`` 0 answers OVER_LIMIT (``limit_remaining`` 0) to every
+  request it matches; the overall code is OVER_LIMIT iff any descriptor's code is.
 * ``duration_until_reset`` is in whole seconds, rounded up (envoyproxy/ratelimit
   reports the seconds left in the window, 1 to the unit's length).
+* A descriptor's ``limit`` override applies instead of any configured limit
+  (as the descriptor's own limit of the native Check): a fixed window counted per
+  (domain, entries, unit) as envoyproxy/ratelimit keys it, reported with an
+  unnamed ``current_limit``. Its unit must be SECOND to DAY (INVALID_ARGUMENT
+  otherwise); its counter is not checkpointed.
+* With ``headers`` (the ``limit_response_headers_enabled`` setting, as
+  envoyproxy/ratelimit's ``LIMIT_RESPONSE_HEADERS_ENABLED``),
+  ``response_headers_to_add`` carries three headers of one descriptor: the last
+  one OVER_LIMIT if any, else the first with the least ``limit_remaining`` among
+  those with a ``current_limit``; none when no descriptor has one. Values: the
+  limit's ``requests_per_unit``, its ``limit_remaining``, and the whole seconds
+  to the end of the epoch-aligned unit (1 to the unit's length), as that service
+  computes them.
 
 Differences:
 
-* a descriptor's ``limit`` override is ignored: the configured limit applies;
-* ``replaces`` is enforced within one native Check: descriptors with different
-  ``hits_addend`` values are decided in separate Checks, and a limit does not
-  replace one matched by a descriptor decided in another.
+* a request of more than 100 descriptors is decided in native Checks of 100, and
+  ``replaces`` holds within each (it holds across the whole of a smaller one,
+  whatever each descriptor's ``hits_addend``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import grpc.aio
 
@@ -38,8 +54,10 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.api.ratelimit import MAX_HITS, decide_check
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
+from bulwark_server.envoy_api.config.core.v3.base_pb2 import HeaderValue
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from bulwark_server.envoy_api.type.v3 import ratelimit_unit_pb2 as envoy_units
 from bulwark_server.errors import BulwarkError, InvalidArgument
 from bulwark_server.ratelimits.config import (
     MAX_DESCRIPTOR_ENTRIES,
@@ -62,7 +80,28 @@ UNITS: dict[int, int] = {
     ratelimit_pb2.RATE_UNIT_HOUR: _Unit.HOUR,
     ratelimit_pb2.RATE_UNIT_DAY: _Unit.DAY,
 }
+OVERRIDE_UNITS: dict[int, int] = {
+    envoy_units.SECOND: ratelimit_pb2.RATE_UNIT_SECOND,
+    envoy_units.MINUTE: ratelimit_pb2.RATE_UNIT_MINUTE,
+    envoy_units.HOUR: ratelimit_pb2.RATE_UNIT_HOUR,
+    envoy_units.DAY: ratelimit_pb2.RATE_UNIT_DAY,
+}
+UNIT_SECONDS: dict[int, int] = {
+    _Unit.SECOND: 1,
+    _Unit.MINUTE: 60,
+    _Unit.HOUR: 3600,
+    _Unit.DAY: 86400,
+}
 _NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ResponseHeaders:
+    """The names of the headers ShouldRateLimit adds to its responses when enabled."""
+
+    limit: str = "RateLimit-Limit"
+    remaining: str = "RateLimit-Remaining"
+    reset: str = "RateLimit-Reset"
 
 
 class EnvoyInvalid(InvalidArgument):
@@ -76,9 +115,18 @@ class EnvoyInvalid(InvalidArgument):
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     """Translates ShouldRateLimit into native Checks and their results back."""
 
-    def __init__(self, limits: RateLimitManager, router: LeaderRouter) -> None:
+    def __init__(
+        self,
+        limits: RateLimitManager,
+        router: LeaderRouter,
+        *,
+        headers: ResponseHeaders | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._limits = limits
         self._router = router
+        self._headers = headers
+        self._clock = clock
 
     @rpc
     async def ShouldRateLimit(
@@ -92,32 +140,56 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
         if NAME_RE.fullmatch(request.domain):
-            for hits, indexes in _plan(request).items():
-                for start in range(0, len(indexes), MAX_DESCRIPTORS):
-                    batch = indexes[start : start + MAX_DESCRIPTORS]
-                    check = ratelimit_pb2.CheckRequest(
-                        domain=request.domain,
-                        descriptors=[_native(request.descriptors[i]) for i in batch],
-                        hits=hits,
-                    )
-                    decided = await decide_check(self._router, self._limits, check, context)
-                    for i, result in zip(batch, decided.results, strict=True):
-                        statuses[i] = _status(result)
+            default, plan = _plan(request)
+            indexes = list(plan)
+            for start in range(0, len(indexes), MAX_DESCRIPTORS):
+                batch = indexes[start : start + MAX_DESCRIPTORS]
+                check = ratelimit_pb2.CheckRequest(
+                    domain=request.domain,
+                    descriptors=[_native(request.descriptors[i], plan[i]) for i in batch],
+                    hits=default,
+                )
+                decided = await decide_check(self._router, self._limits, check, context)
+                for i, result in zip(batch, decided.results, strict=True):
+                    statuses[i] = _status(result)
         overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
-        return rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+        response = rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+        if self._headers is not None:
+            response.response_headers_to_add.extend(
+                _headers(self._headers, statuses, int(self._clock()))
+            )
+        return response
 
 
-def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
-    """Indexes of the descriptors a limit could match, grouped by the hits each adds.
+def _headers(names: ResponseHeaders, statuses: Sequence[_Status], now: int) -> list[HeaderValue]:
+    """The limit, remaining and reset headers of the descriptor closest to its limit."""
+    chosen: _Status | None = None
+    least = MAX_UINT32
+    for status in statuses:
+        if status.HasField("current_limit") and status.limit_remaining < least:
+            chosen, least = status, status.limit_remaining
+        if status.code == OVER_LIMIT:
+            chosen, least = status, 0
+    if chosen is None:
+        return []
+    unit = UNIT_SECONDS.get(chosen.current_limit.unit, 1)
+    return [
+        HeaderValue(key=names.limit, value=str(chosen.current_limit.requests_per_unit)),
+        HeaderValue(key=names.remaining, value=str(chosen.limit_remaining)),
+        HeaderValue(key=names.reset, value=str(unit - now % unit)),
+    ]
 
-    A native Check charges one hits count to all its descriptors, so each distinct
-    count is one Check. Descriptors no Bulwark limit can match by their shape (no
-    entries, more than 16, an empty or over-long key) are left out: OK, no limit.
+
+def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, int]]:
+    """The request's hits, and the hits of each descriptor a limit could match, by index.
+
+    Descriptors no Bulwark limit can match by their shape (no entries, more than
+    16, an empty or over-long key) are left out: OK, no limit.
     """
     default = request.hits_addend or 1
     if default > MAX_HITS:
         raise EnvoyInvalid(f"hits_addend: must be at most {MAX_HITS}, got {default}")
-    plan: dict[int, list[int]] = {}
+    plan: dict[int, int] = {}
     for i, descriptor in enumerate(request.descriptors):
         if not _matchable(descriptor.entries):
             continue
@@ -136,8 +208,8 @@ def _plan(request: rls_pb2.RateLimitRequest) -> dict[int, list[int]]:
                 raise EnvoyInvalid(
                     f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
                 )
-        plan.setdefault(hits, []).append(i)
-    return plan
+        plan[i] = hits
+    return default, plan
 
 
 def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> bool:
@@ -147,19 +219,34 @@ def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> boo
     return all(1 <= len(entry.key) <= MAX_KEY_LENGTH for entry in entries)
 
 
-def _native(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.RateLimitDescriptor:
+def _native(
+    descriptor: envoy_common.RateLimitDescriptor, hits: int
+) -> ratelimit_pb2.RateLimitDescriptor:
     return ratelimit_pb2.RateLimitDescriptor(
         entries=[
             ratelimit_pb2.DescriptorEntry(key=entry.key, value=entry.value)
             for entry in descriptor.entries
-        ]
+        ],
+        hits=hits,
+        limit=_override(descriptor) if descriptor.HasField("limit") else None,
     )
+
+
+def _override(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.Rate:
+    """The native rate of a descriptor's ``limit`` override (EnvoyInvalid for other units)."""
+    unit = OVERRIDE_UNITS.get(descriptor.limit.unit)
+    if unit is None:
+        raise EnvoyInvalid(
+            f"descriptor limit override unit {descriptor.limit.unit}: Bulwark supports "
+            "SECOND, MINUTE, HOUR and DAY"
+        )
+    return ratelimit_pb2.Rate(requests_per_unit=descriptor.limit.requests_per_unit, unit=unit)
 
 
 def _status(result: ratelimit_pb2.DescriptorResult) -> _Status:
     """Envoy's status for one native result (see the module docstring for the rules)."""
     status = _Status(code=OK)
-    if not result.limit_name:
+    if not result.limit_name and not result.HasField("current_limit"):
         return status
     if result.unlimited:
         status.limit_remaining = MAX_UINT32

@@ -18,6 +18,7 @@ from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.ratelimits.config import MAX_REQUESTS_PER_UNIT, UNIT_SECONDS
 from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
@@ -29,8 +30,8 @@ MAX_WANTED = 1_000_000_000
 LOCAL_MODE = (("bulwark-ratelimit-mode", "local"),)
 
 
-def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
-    """The hits to charge; InvalidArgument naming the field for bad input."""
+def _validate_check(request: ratelimit_pb2.CheckRequest) -> list[int]:
+    """The hits to charge to each descriptor; InvalidArgument naming the field for bad input."""
     validate_name(request.domain, "domain")
     validate_descriptors(request.descriptors)
     hits = request.hits if request.HasField("hits") else 1
@@ -38,7 +39,28 @@ def _validate_check(request: ratelimit_pb2.CheckRequest) -> int:
         raise InvalidArgument("hits", f"must be 0-{MAX_HITS}, got {hits}")
     if request.HasField("load") and not 0.0 <= request.load <= 1.0:
         raise InvalidArgument("load", f"must be within 0-1, got {request.load}")
-    return hits
+    each = []
+    for i, descriptor in enumerate(request.descriptors):
+        own = descriptor.hits if descriptor.HasField("hits") else hits
+        if not 0 <= own <= MAX_HITS:
+            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {own}")
+        if descriptor.HasField("limit"):
+            _validate_own(descriptor.limit, f"descriptors[{i}].limit")
+        each.append(own)
+    return each
+
+
+def _validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
+    """A descriptor's own limit: a unit and 0 (blocks) to the largest stored rate."""
+    if not 0 <= rate.requests_per_unit <= MAX_REQUESTS_PER_UNIT:
+        raise InvalidArgument(
+            f"{field}.requests_per_unit",
+            f"must be 0-{MAX_REQUESTS_PER_UNIT}, got {rate.requests_per_unit}",
+        )
+    if rate.unit not in UNIT_SECONDS:
+        raise InvalidArgument(
+            f"{field}.unit", f"must be SECOND, MINUTE, HOUR or DAY, got {rate.unit}"
+        )
 
 
 def _check_stub(channel: grpc.aio.Channel) -> Any:
@@ -59,13 +81,14 @@ async def decide_check(
     (then marked in the trailing metadata). Shared by the native and Envoy APIs."""
     hits = _validate_check(request)
     descriptors = [d.entries for d in request.descriptors]
+    own = [d.limit if d.HasField("limit") else None for d in request.descriptors]
     load = request.load if request.HasField("load") else None
     response, local = await router.run_or_fallback(
         context,
         request,
         _check_stub,
-        lambda: limits.check(request.domain, descriptors, hits, load),
-        lambda: limits.check_fallback(request.domain, descriptors, hits),
+        lambda: limits.check(request.domain, descriptors, hits, load, own),
+        lambda: limits.check_fallback(request.domain, descriptors, hits, own),
     )
     if local:
         context.set_trailing_metadata(LOCAL_MODE)

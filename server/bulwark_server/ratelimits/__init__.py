@@ -1,7 +1,9 @@
 """Global rate limits as pure logic (no I/O): configuration, descriptors and counters.
 
 * ``config``: ``normalize_limit`` validates a Limit and fills its defaults;
-  ``effective_rate`` applies adaptive (load-based) scaling.
+  ``effective_rate`` applies adaptive (load-based) scaling; ``blocks_all`` tells a
+  limit that blocks every request, ``stored_limit``/``presented_limit`` turn a
+  limit into its stored form (readable by earlier versions) and back.
 * ``descriptors``: request validation, pattern matching, which limit applies
   (``best_match``) and which counter a request charges (``counter_key``).
 * ``counters``: ``TokenBucket`` and ``FixedWindow`` (envoyproxy/ratelimit's

@@ -3,6 +3,17 @@
 The stored limit always has its defaults filled (algorithm, burst, adaptive
 floor), so the counters and the service never have to know which defaults
 apply; ``normalize_limit`` is the only place that does. Pure: no I/O.
+
+A rate of 0 requests per unit (a unit is still required) is a limit that blocks
+every request it matches, as envoyproxy/ratelimit's ``requests_per_unit: 0``
+("Black list IP"). ``blocks_all`` is the one rule that tells it, on either form:
+
+* the API form (``normalize_limit``'s result, what PutLimit/GetLimit/ListLimits
+  show): ``blocks_all`` set, rate 0 per the unit, burst 0, effective rate 0;
+* the stored form (``stored_limit``; ``presented_limit`` turns it back): the
+  same with rate 1 per the unit and burst 1. A replica of a version that does
+  not know ``blocks_all`` ignores the flag and enforces 1 request per unit
+  (nearly closed) instead of failing on a rate of 0, which it cannot count.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     out.descriptor.extend(_pattern(limit.descriptor))
     out.unlimited = limit.unlimited
     out.shadow_mode = limit.shadow_mode
+    blocking = limit.blocks_all or (limit.HasField("rate") and limit.rate.requests_per_unit == 0)
 
     algorithm = limit.algorithm
     if algorithm == ratelimit_pb2.LIMIT_ALGORITHM_UNSPECIFIED:
@@ -58,10 +70,21 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     # An unlimited limit needs no rate, but a rate it does carry (kept for when the
     # operator turns limiting back on) must be as valid as any other.
     if limit.HasField("rate") or not limit.unlimited:
+        if not limit.HasField("rate"):
+            raise InvalidArgument(
+                "limit.rate.requests_per_unit", "is required (0 with a unit blocks every request)"
+            )
         out.rate.CopyFrom(_rate(limit.rate))
-        out.burst = _burst(limit.burst, out.rate.requests_per_unit, algorithm)
+        if blocking:
+            out.blocks_all = True
+            out.rate.requests_per_unit = 0
+            out.burst = _blocking_burst(limit.burst, limit.rate.requests_per_unit)
+        else:
+            out.burst = _burst(limit.burst, out.rate.requests_per_unit, algorithm)
     elif limit.burst:
         raise InvalidArgument("limit.burst", "needs a rate to be measured against")
+    elif blocking:
+        raise InvalidArgument("limit.blocks_all", "needs a rate's unit (0 per the unit)")
     out.algorithm = algorithm
 
     if limit.HasField("adaptive"):
@@ -81,6 +104,36 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     return out
 
 
+def blocks_all(limit: ratelimit_pb2.Limit) -> bool:
+    """True for a limit that rejects every request it matches (API or stored form)."""
+    return limit.blocks_all and not limit.unlimited
+
+
+def stored_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
+    """What is written to etcd for a normalized limit: a copy, a blocking rate as 1 per unit.
+
+    Only a limit with ``blocks_all`` (set by ``normalize_limit`` for a rate of 0)
+    changes: rate 1 per its unit and burst 1, a limit every earlier version
+    accepts and counts. ``normalize_limit`` of the result is ``limit`` again.
+    """
+    out = ratelimit_pb2.Limit()
+    out.CopyFrom(limit)
+    if out.blocks_all and out.HasField("rate"):
+        out.rate.requests_per_unit = 1
+        out.burst = 1
+    return out
+
+
+def presented_limit(stored: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
+    """A stored limit as the API shows it (a copy): a blocking one with rate 0 and burst 0."""
+    out = ratelimit_pb2.Limit()
+    out.CopyFrom(stored)
+    if out.blocks_all and out.HasField("rate"):
+        out.rate.requests_per_unit = 0
+        out.burst = 0
+    return out
+
+
 def effective_per_unit(limit: ratelimit_pb2.Limit) -> float:
     """Requests per unit after adaptive scaling: base * max(floor, 1 - load).
 
@@ -94,16 +147,19 @@ def effective_per_unit(limit: ratelimit_pb2.Limit) -> float:
 def effective_rate(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Rate:
     """The effective rate in the limit's unit, requests rounded down and at least 1.
 
-    A limit without a rate (an unlimited one) has an empty effective rate.
+    A limit without a rate (an unlimited one) has an empty effective rate; a
+    blocking limit (``blocks_all``) has 0 per its unit.
     """
     scaled = _scaled(limit)
-    if scaled < 1:
+    if not limit.rate.unit:
         return ratelimit_pb2.Rate()
+    if blocks_all(limit):
+        return ratelimit_pb2.Rate(requests_per_unit=0, unit=limit.rate.unit)
     return ratelimit_pb2.Rate(requests_per_unit=math.floor(scaled), unit=limit.rate.unit)
 
 
 def _scaled(limit: ratelimit_pb2.Limit) -> Fraction:
-    base = limit.rate.requests_per_unit
+    base = 0 if blocks_all(limit) else limit.rate.requests_per_unit
     adaptive = limit.adaptive
     if base < 1 or not adaptive.enabled:
         return Fraction(max(base, 0))
@@ -166,15 +222,31 @@ def _pattern(
 
 def _rate(rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Rate:
     requests = rate.requests_per_unit
-    if not 1 <= requests <= MAX_REQUESTS_PER_UNIT:
+    if not 0 <= requests <= MAX_REQUESTS_PER_UNIT:
         raise InvalidArgument(
-            "limit.rate.requests_per_unit", f"must be 1-{MAX_REQUESTS_PER_UNIT}, got {requests}"
+            "limit.rate.requests_per_unit",
+            f"must be 0-{MAX_REQUESTS_PER_UNIT} (0 blocks every request), got {requests}",
         )
     if rate.unit not in UNIT_SECONDS:
         raise InvalidArgument(
             "limit.rate.unit", f"must be SECOND, MINUTE, HOUR or DAY, got {rate.unit}"
         )
     return ratelimit_pb2.Rate(requests_per_unit=requests, unit=rate.unit)
+
+
+def _blocking_burst(burst: int, requests: int) -> int:
+    # Nothing is ever admitted, so there is nothing to admit at once. A blocking
+    # limit's rate may come as 0, or as its stored form (1 per unit, burst 1)
+    # when a client of an earlier version read it from an earlier replica and
+    # writes it back with the flag it kept as an unknown field.
+    if requests > 1:
+        raise InvalidArgument(
+            "limit.rate.requests_per_unit",
+            f"must be 0 when the limit blocks every request, got {requests}",
+        )
+    if burst not in (0, requests):
+        raise InvalidArgument("limit.burst", "a rate of 0 blocks every request; leave 0")
+    return 0
 
 
 def _burst(burst: int, requests: int, algorithm: int) -> int:

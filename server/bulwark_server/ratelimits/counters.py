@@ -186,6 +186,17 @@ class FixedWindow:
         return window
 
 
+def blocked(unit_seconds: float, now: float) -> Outcome:
+    """The outcome of a limit of 0 requests per unit: refused, whatever the hits (0 too).
+
+    No counter is kept. ``reset_after`` is the time to the end of the epoch-aligned
+    unit (what envoyproxy/ratelimit reports); waiting never helps, so
+    ``retry_after`` is infinite.
+    """
+    reset_after = unit_seconds - (now % unit_seconds)
+    return Outcome(allowed=False, remaining=0, reset_after=reset_after, retry_after=math.inf)
+
+
 def _check(capacity: int, per_second: float) -> None:
     if capacity < 1:
         raise ValueError(f"capacity must be at least 1, got {capacity}")

@@ -136,6 +136,33 @@ def counter_key(limit: ratelimit_pb2.Limit, entries: Entries) -> tuple[str, ...]
     return (limit.domain, limit.name, *(entry.value for entry in entries))
 
 
+def own_limit(domain: str, rate: ratelimit_pb2.Rate) -> ratelimit_pb2.Limit:
+    """The limit a request descriptor carries itself (Envoy's per-request override).
+
+    Unnamed, a fixed window of ``rate`` (as envoyproxy/ratelimit counts), never in
+    shadow mode, replacing nothing. ``rate`` must be valid (a unit, 0 or more);
+    0 makes it block every request (``blocks_all``, in its API form).
+    """
+    return ratelimit_pb2.Limit(
+        domain=domain,
+        rate=rate,
+        burst=rate.requests_per_unit,
+        algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+        blocks_all=rate.requests_per_unit == 0,
+    )
+
+
+def own_counter_key(domain: str, rate: ratelimit_pb2.Rate, entries: Entries) -> tuple[str, ...]:
+    """The counter of a descriptor's own limit: (domain, "", unit, key, value, ...).
+
+    envoyproxy/ratelimit keys it by the domain, every entry of the descriptor and
+    the unit's window, not by ``requests_per_unit``: two overrides of one
+    descriptor and unit share a count. ``""`` is no stored limit's name, so it
+    never meets a configured limit's counter.
+    """
+    return (domain, "", str(rate.unit), *(part for e in entries for part in (e.key, e.value)))
+
+
 def _entry_specificity(value: str) -> tuple[int, int]:
     if not value or value == WILDCARD:
         return (_ANY, 0)

@@ -8,7 +8,7 @@ The format (one ``domain`` per YAML document; several documents may share a file
         value: 10.0.0.1                # optional: absent matches any value
         rate_limit:                    # optional: absent makes a placeholder node
           unit: second                 # second | minute | hour | day (any case)
-          requests_per_unit: 10        # 1 or more
+          requests_per_unit: 10        # 0 or more: 0 blocks every matching request
           unlimited: false             # true: matches, never limits (then no unit)
           name: per_ip                 # optional: the Bulwark limit's name
           replaces: [{name: other}]    # optional: names of limits this one replaces
@@ -33,7 +33,7 @@ Guarantees:
   same names.
 * Anything wrong raises ``EnvoyConfigError`` naming the file and the YAML path
   (``descriptors[0].rate_limit.unit``): unknown or misplaced keys, wrong types,
-  an unknown unit, ``requests_per_unit`` below 1, an empty key, duplicate sibling
+  an unknown unit, ``requests_per_unit`` not a whole number, an empty key, duplicate sibling
   descriptors, duplicate names or domains, and anything ``normalize_limit``
   rejects. Nothing is returned for a file with any error.
 
@@ -384,10 +384,10 @@ class _DocumentParser:
     def _count(self, raw: Any, path: str) -> int:
         text = self._text(raw, path).strip()
         if not text:
-            self._fail(path, "is required (a whole number, 1 or more)")
+            self._fail(path, "is required (a whole number, 0 or more)")
         digits = text.removeprefix("+")
-        if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
-            self._fail(path, f"must be a whole number, 1 or more, got {text!r}")
+        if not (digits.isascii() and digits.isdigit()):
+            self._fail(path, f"must be a whole number, 0 or more, got {text!r}")
         return int(digits)
 
     def _fail(self, path: str, problem: str) -> NoReturn:

@@ -38,9 +38,16 @@ from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.catalog import LimitCatalog
-from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate, normalize_limit
-from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
-from bulwark_server.ratelimits.descriptors import counter_key
+from bulwark_server.ratelimits.config import (
+    UNIT_SECONDS,
+    blocks_all,
+    effective_rate,
+    normalize_limit,
+    presented_limit,
+    stored_limit,
+)
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, blocked, is_idle
+from bulwark_server.ratelimits.descriptors import counter_key, own_counter_key, own_limit
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.leases import LeasePool
@@ -58,6 +65,7 @@ FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
 
 Counter = TokenBucket | FixedWindow
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
+Own = Sequence[ratelimit_pb2.Rate | None] | None
 
 
 def limit_key(domain: str, name: str) -> str:
@@ -108,10 +116,17 @@ class RateLimitManager:
         """Create or replace a limit (validated, defaults filled)."""
         normalized = normalize_limit(limit)
         name = limit_key(normalized.domain, normalized.name)
-        value = normalized.SerializeToString()
+        # Stored in the form every version can count (config.stored_limit); shown
+        # back as written (config.presented_limit, in _view).
+        value = stored_limit(normalized).SerializeToString()
         revision, created = await self._store.upsert(
             LIMIT_KIND, name, lambda _: value, expected_revision=expected_revision
         )
+        if blocks_all(normalized):
+            # It keeps no counters; a checkpoint left from an earlier rate would only
+            # be restored into counters nothing uses.
+            with contextlib.suppress(NotFound, StoreUnavailable):
+                await self._store.delete(LIMIT_COUNTER_KIND, name)
         return self._view(normalized, revision), created
 
     def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
@@ -143,10 +158,17 @@ class RateLimitManager:
         self,
         domain: str,
         descriptors: Sequence[Entries],
-        hits: int,
+        hits: Sequence[int],
         load: float | None = None,
+        own: Own = None,
     ) -> ratelimit_pb2.CheckResponse:
-        """Charge ``hits`` to each descriptor's counter on the leader (memory only)."""
+        """Charge ``hits[i]`` to descriptor i's counter on the leader (memory only).
+
+        Which limits apply is decided for the whole request before anything is
+        charged, so a limit replaces another matched by any descriptor, whatever
+        the hits of each. ``own[i]``, when set, is descriptor i's own limit
+        (``descriptors.own_limit``): it applies instead of any stored one.
+        """
         if not self._election.is_leader:
             raise NotLeader("rate-limit counters are kept by the leader")
         if load is not None:
@@ -155,7 +177,7 @@ class RateLimitManager:
                 for item in index.matching(domain, entries):
                     if item.limit.adaptive.enabled:
                         self._pending_load[(domain, item.limit.name)] = load
-        return self._decide(domain, descriptors, hits, self._counters, share=1, dirty=True)
+        return self._decide(domain, descriptors, hits, own, self._counters, share=1, dirty=True)
 
     def lease(
         self, domain: str, entries: Entries, client_id: str, wanted: int
@@ -175,13 +197,15 @@ class RateLimitManager:
             return response
         rate = effective_rate(match)
         response.limit.CopyFrom(rate)
+        if blocks_all(match):
+            return response  # a blocking limit has nothing to share: granted 0
         pool = self._leases.setdefault(counter_key(match, entries), LeasePool())
         granted = pool.request(client_id, wanted, rate.requests_per_unit, now, LEASE_TERM_S)
         response.granted = granted.granted
         return response
 
     def check_local(
-        self, domain: str, descriptors: Sequence[Entries], hits: int
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (leader unreachable)."""
         replicas = max(1, self._election.replica_count())
@@ -191,19 +215,24 @@ class RateLimitManager:
             self._local_swept_at = now
             for key in [k for k, held in self._local.items() if is_idle(held.counter, now)]:
                 del self._local[key]
-        response = self._decide(domain, descriptors, hits, self._local, share=replicas, dirty=False)
+        response = self._decide(
+            domain, descriptors, hits, own, self._local, share=replicas, dirty=False
+        )
         response.local_fallback = True
         return response
 
-    def check_fallback(self, domain: str, descriptors: Sequence[Entries], hits: int) -> LocalCheck:
+    def check_fallback(
+        self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
+    ) -> LocalCheck:
         """How a follower decides this Check when the leader does not answer in time."""
-        return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits))
+        return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits, own))
 
     def _decide(
         self,
         domain: str,
         descriptors: Sequence[Entries],
-        hits: int,
+        hits: Sequence[int],
+        own: Own,
         table: dict[tuple[str, ...], _Held],
         *,
         share: int,
@@ -212,26 +241,38 @@ class RateLimitManager:
         now = self._clock()
         index = self._catalog.current()
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        matched: list[Indexed | None] = [index.lookup(domain, entries) for entries in descriptors]
+        own = own or [None] * len(descriptors)
+        matched: list[Indexed | None] = [
+            None if limit is not None else index.lookup(domain, entries)
+            for entries, limit in zip(descriptors, own, strict=True)
+        ]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
         replaced = {name for m in matched if m is not None for name in m.limit.replaces}
-        for entries, found in zip(descriptors, matched, strict=True):
+        for entries, found, charge, limit in zip(descriptors, matched, hits, own, strict=True):
             result = response.results.add(code=OK)
-            if found is None or found.limit.name in replaced:
+            if limit is not None:
+                match, created = own_limit(domain, limit), 0
+                key = own_counter_key(domain, limit, entries)
+            elif found is None or found.limit.name in replaced:
                 continue
-            match = found.limit
+            else:
+                match, created = found.limit, found.created
+                key = counter_key(match, entries)
             result.limit_name = match.name
             if match.unlimited:
                 result.unlimited = True
                 continue
             rate = effective_rate(match)
             result.current_limit.CopyFrom(rate)
-            key = counter_key(match, entries)
-            counter = self._counter(table, key, match, share, now, found.created)
-            outcome = counter.take(hits, now)
-            if dirty and hits:
-                self._dirty.add((match.domain, match.name))
+            if blocks_all(match):
+                outcome = blocked(UNIT_SECONDS[rate.unit], now)
+            else:
+                counter = self._counter(table, key, match, share, now, created)
+                outcome = counter.take(charge, now)
+                # An own limit's counter lives in memory only: it has no record to save.
+                if dirty and charge and limit is None:
+                    self._dirty.add((match.domain, match.name))
             _fill(result, outcome)
             result.shadow = match.shadow_mode
             if not outcome.allowed:
@@ -406,7 +447,7 @@ class RateLimitManager:
             if own is None or own.create_revision != record.limit_create_revision:
                 continue
             limit = ratelimit_pb2.Limit.FromString(own.value)
-            if limit.unlimited:
+            if limit.unlimited or blocks_all(limit):
                 continue
             for saved in record.counters:
                 key = (record.domain, record.name, *saved.values)
@@ -425,8 +466,8 @@ class RateLimitManager:
     # -- helpers ----------------------------------------------------------------
 
     def _view(self, limit: ratelimit_pb2.Limit, revision: int) -> ratelimit_pb2.Limit:
-        out = ratelimit_pb2.Limit()
-        out.CopyFrom(limit)
+        """A limit (stored or normalized) as the API shows it, with its revision."""
+        out = presented_limit(limit)
         out.revision = revision
         if not limit.unlimited:
             out.effective_rate.CopyFrom(effective_rate(limit))

@@ -51,10 +51,14 @@ class DescriptorEntry(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RateLimitDescriptor(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "hits", "limit")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ...) -> None: ...
+    hits: int
+    limit: Rate
+    def __init__(self, entries: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., hits: _Optional[int] = ..., limit: _Optional[_Union[Rate, _Mapping]] = ...) -> None: ...
 
 class Rate(_message.Message):
     __slots__ = ("requests_per_unit", "unit")
@@ -77,7 +81,7 @@ class AdaptiveScaling(_message.Message):
     def __init__(self, enabled: bool = ..., floor: _Optional[float] = ..., load: _Optional[float] = ..., load_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Limit(_message.Message):
-    __slots__ = ("domain", "name", "descriptor", "rate", "burst", "algorithm", "unlimited", "shadow_mode", "adaptive", "revision", "effective_rate", "replaces")
+    __slots__ = ("domain", "name", "descriptor", "rate", "burst", "algorithm", "unlimited", "shadow_mode", "adaptive", "revision", "effective_rate", "replaces", "blocks_all")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +94,7 @@ class Limit(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     REPLACES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_ALL_FIELD_NUMBER: _ClassVar[int]
     domain: str
     name: str
     descriptor: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
@@ -102,7 +107,8 @@ class Limit(_message.Message):
     revision: int
     effective_rate: Rate
     replaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: bool = ..., shadow_mode: bool = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    blocks_all: bool
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: bool = ..., shadow_mode: bool = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ..., blocks_all: bool = ...) -> None: ...
 
 class PutLimitRequest(_message.Message):
     __slots__ = ("limit", "expected_revision")

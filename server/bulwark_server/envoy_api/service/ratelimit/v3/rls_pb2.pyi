@@ -1,5 +1,6 @@
 import datetime
 
+from bulwark_server.envoy_api.config.core.v3 import base_pb2 as _base_pb2
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2 as _ratelimit_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf.internal import containers as _containers
@@ -22,7 +23,7 @@ class RateLimitRequest(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., descriptors: _Optional[_Iterable[_Union[_ratelimit_pb2.RateLimitDescriptor, _Mapping]]] = ..., hits_addend: _Optional[int] = ...) -> None: ...
 
 class RateLimitResponse(_message.Message):
-    __slots__ = ("overall_code", "statuses")
+    __slots__ = ("overall_code", "statuses", "response_headers_to_add")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[RateLimitResponse.Code]
@@ -69,6 +70,8 @@ class RateLimitResponse(_message.Message):
         def __init__(self, code: _Optional[_Union[RateLimitResponse.Code, str]] = ..., current_limit: _Optional[_Union[RateLimitResponse.RateLimit, _Mapping]] = ..., limit_remaining: _Optional[int] = ..., duration_until_reset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
     OVERALL_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
     overall_code: RateLimitResponse.Code
     statuses: _containers.RepeatedCompositeFieldContainer[RateLimitResponse.DescriptorStatus]
-    def __init__(self, overall_code: _Optional[_Union[RateLimitResponse.Code, str]] = ..., statuses: _Optional[_Iterable[_Union[RateLimitResponse.DescriptorStatus, _Mapping]]] = ...) -> None: ...
+    response_headers_to_add: _containers.RepeatedCompositeFieldContainer[_base_pb2.HeaderValue]
+    def __init__(self, overall_code: _Optional[_Union[RateLimitResponse.Code, str]] = ..., statuses: _Optional[_Iterable[_Union[RateLimitResponse.DescriptorStatus, _Mapping]]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValue, _Mapping]]] = ...) -> None: ...
