@@ -93,7 +93,17 @@ def test_full_names_and_field_numbers_are_envoys():
         "hits_addend": (3, F.TYPE_UINT32),
     }
     response = rls_pb2.RateLimitResponse
-    assert _fields(response) == {"overall_code": (1, F.TYPE_ENUM), "statuses": (2, F.TYPE_MESSAGE)}
+    assert _fields(response) == {
+        "overall_code": (1, F.TYPE_ENUM),
+        "statuses": (2, F.TYPE_MESSAGE),
+        "response_headers_to_add": (3, F.TYPE_MESSAGE),
+    }
+    headers = response.DESCRIPTOR.fields_by_name["response_headers_to_add"].message_type
+    assert headers.full_name == "envoy.config.core.v3.HeaderValue"
+    assert {f.name: (f.number, f.type) for f in headers.fields} == {
+        "key": (1, F.TYPE_STRING),
+        "value": (2, F.TYPE_STRING),
+    }
     assert _fields(response.DescriptorStatus) == {
         "code": (1, F.TYPE_ENUM),
         "current_limit": (2, F.TYPE_MESSAGE),
