@@ -142,3 +142,12 @@ def make_side(key: str, rev: str | None, root: Path) -> Side:
         server_env=_side_env(tree, server=True),
         client_env=_side_env(tree, server=False),
     )
+
+
+def server_side(rev: str | None, root: Path) -> Side:
+    """Where a one-revision benchmark runs its server from: ``rev``'s tree (its imports
+    checked to be its own), or this working tree when ``rev`` is None."""
+    side = make_side("server", rev, root)
+    if rev:
+        side.check_imports()
+    return side

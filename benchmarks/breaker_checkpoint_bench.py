@@ -41,7 +41,7 @@ from bench_report import (
     utc_now,
 )
 from bench_servers import BulwarkProcess, ProcessGroup, probe_getleader
-from bench_trees import make_side
+from bench_trees import server_side
 from breaker_idle_bench import BREAKER_PREFIX, create_breakers
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
@@ -149,14 +149,8 @@ async def _measure(
 
 def benchmark(args: argparse.Namespace) -> Report:
     with ProcessGroup("bulwark-breaker-checkpoint-", _progress) as group:
-        env: dict[str, str] | None = None
-        cwd: str | None = None
-        server = {"rev": "working tree"}
-        if args.rev:
-            side = make_side("server", args.rev, group.root)
-            side.check_imports()
-            env, cwd = side.server_env, str(side.run_dir)
-            server = side.describe()
+        side = server_side(args.rev, group.root)
+        env, cwd, server = side.server_env, str(side.run_dir), side.describe()
         report = Report(
             started_utc=utc_now(),
             machine=machine_info(),
@@ -199,7 +193,7 @@ def format_report(report: Report) -> str:
         [
             f"Breaker window checkpoints: etcd writes per outcome ({report.started_utc})",
             machine_line(report.machine),
-            f"Server: {report.server['rev']} {report.server.get('commit', '')}".rstrip(),
+            f"Server: {report.server['commit']}",
             f"Setup: {s['breakers']} breakers (PutBreaker errors: {report.put_errors or 'none'}),"
             f" one success each every {s['period_s']:g}s; warmup {s['warmup_s']:g}s,"
             f" measured {report.measured_s:.1f}s",

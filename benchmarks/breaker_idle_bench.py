@@ -49,7 +49,7 @@ from bench_report import (
     utc_now,
 )
 from bench_servers import BulwarkProcess, ProcessGroup, cpu_seconds, probe_getleader
-from bench_trees import make_side
+from bench_trees import server_side
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 
@@ -125,14 +125,8 @@ def _sample(pids: Mapping[str, tuple[int, int | None]]) -> dict[str, tuple[float
 
 def benchmark(args: argparse.Namespace) -> Report:
     with ProcessGroup("bulwark-breaker-idle-", _progress) as group:
-        env: dict[str, str] | None = None
-        cwd: str | None = None
-        server = {"rev": "working tree"}
-        if args.rev:
-            side = make_side("server", args.rev, group.root)
-            side.check_imports()
-            env, cwd = side.server_env, str(side.run_dir)
-            server = side.describe()
+        side = server_side(args.rev, group.root)
+        env, cwd, server = side.server_env, str(side.run_dir), side.describe()
         report = Report(
             started_utc=utc_now(),
             machine=machine_info(),
@@ -178,7 +172,7 @@ def format_report(report: Report) -> str:
     lines = [
         f"Idle leader CPU with breakers ({report.started_utc})",
         machine_line(report.machine),
-        f"Server: {report.server['rev']} {report.server.get('commit', '')}".rstrip(),
+        f"Server: {report.server['commit']}",
         f"Setup: {s['breakers']} PutBreaker in {report.put_s:.1f}s "
         f"(errors: {report.put_errors or 'none'}); settle {s['settle_s']:g}s, "
         f"window {s['window_s']:g}s",

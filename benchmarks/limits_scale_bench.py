@@ -50,7 +50,7 @@ from bench_report import (
     utc_now,
 )
 from bench_servers import CALL_TIMEOUT, HOST, BulwarkProcess, ProcessGroup, probe_getleader
-from bench_trees import make_side
+from bench_trees import server_side
 
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc, registry_pb2, registry_pb2_grpc
 
@@ -266,9 +266,7 @@ def benchmark(args: argparse.Namespace) -> Report:
     )
     rng = random.Random(7)
     with ProcessGroup("bulwark-limits-scale-", _progress) as group:
-        side = make_side("server", args.server_rev, group.root)
-        if args.server_rev:
-            side.check_imports()
+        side = server_side(args.server_rev, group.root)
         report.server = side.describe()
         servers = {
             size: group.add(

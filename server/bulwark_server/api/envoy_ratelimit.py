@@ -64,6 +64,7 @@ from bulwark_server.ratelimits.config import (
     MAX_KEY_LENGTH,
     MAX_VALUE_LENGTH,
 )
+from bulwark_server.ratelimits.config import UNIT_SECONDS as NATIVE_UNIT_SECONDS
 from bulwark_server.ratelimits.descriptors import MAX_DESCRIPTORS
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import NAME_RE
@@ -86,12 +87,8 @@ OVERRIDE_UNITS: dict[int, int] = {
     envoy_units.HOUR: ratelimit_pb2.RATE_UNIT_HOUR,
     envoy_units.DAY: ratelimit_pb2.RATE_UNIT_DAY,
 }
-UNIT_SECONDS: dict[int, int] = {
-    _Unit.SECOND: 1,
-    _Unit.MINUTE: 60,
-    _Unit.HOUR: 3600,
-    _Unit.DAY: 86400,
-}
+# Seconds of each Envoy unit, from the native units' own table.
+UNIT_SECONDS: dict[int, int] = {UNITS[native]: s for native, s in NATIVE_UNIT_SECONDS.items()}
 _NANOS = 1_000_000_000
 
 

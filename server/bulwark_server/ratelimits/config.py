@@ -116,21 +116,21 @@ def stored_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     changes: rate 1 per its unit and burst 1, a limit every earlier version
     accepts and counts. ``normalize_limit`` of the result is ``limit`` again.
     """
-    out = ratelimit_pb2.Limit()
-    out.CopyFrom(limit)
-    if out.blocks_all and out.HasField("rate"):
-        out.rate.requests_per_unit = 1
-        out.burst = 1
-    return out
+    return _blocking_rate(limit, 1)
 
 
 def presented_limit(stored: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     """A stored limit as the API shows it (a copy): a blocking one with rate 0 and burst 0."""
+    return _blocking_rate(stored, 0)
+
+
+def _blocking_rate(limit: ratelimit_pb2.Limit, per_unit: int) -> ratelimit_pb2.Limit:
+    """A copy of ``limit``; a blocking one with ``per_unit`` as its rate and burst."""
     out = ratelimit_pb2.Limit()
-    out.CopyFrom(stored)
+    out.CopyFrom(limit)
     if out.blocks_all and out.HasField("rate"):
-        out.rate.requests_per_unit = 0
-        out.burst = 0
+        out.rate.requests_per_unit = per_unit
+        out.burst = per_unit
     return out
 
 
