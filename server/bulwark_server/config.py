@@ -60,6 +60,7 @@ class Settings:
     data_dir: Path = Path("var")
     lease_ttl: int = 2
     etcd_timeout: float = 2.0
+    etcd_max_request_bytes: int = 512 * 1024
     shutdown_grace: float = 5.0
     max_message_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -146,6 +147,11 @@ class Settings:
         if not 0.1 <= self.etcd_timeout <= 60:
             problems.append(
                 f"etcd_timeout (BULWARK_ETCD_TIMEOUT): 0.1-60 s, got {self.etcd_timeout}"
+            )
+        if self.etcd_max_request_bytes < 16 * 1024:
+            problems.append(
+                "etcd_max_request_bytes (BULWARK_ETCD_MAX_REQUEST_BYTES): at least 16384, "
+                f"got {self.etcd_max_request_bytes}"
             )
         if not 0 <= self.shutdown_grace <= 300:
             problems.append(
@@ -302,6 +308,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", Path, "directory for the embedded etcd's data (default var/)"),
     Option("lease_ttl", int, "leader and replica lease TTL in whole seconds (default 2)"),
     Option("etcd_timeout", float, "timeout of one etcd request in seconds (default 2)"),
+    Option(
+        "etcd_max_request_bytes",
+        int,
+        "largest etcd write Bulwark makes; rate-limit checkpoints are trimmed to fit. "
+        "Keep it below etcd's --max-request-bytes (default 524288; etcd's is 1.5 MiB)",
+    ),
     Option("shutdown_grace", float, "seconds in-flight RPCs get to finish on SIGTERM (default 5)"),
     Option("max_message_bytes", int, "largest gRPC message accepted (default 1 MiB)"),
     Option("log_level", str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),

@@ -81,6 +81,10 @@ class StoreUnavailable(BulwarkError):
     """etcd is unreachable or timed out; the write was not applied."""
 
 
+class RequestTooLarge(StoreUnavailable):
+    """etcd refused a write above its request limit (``--max-request-bytes``); not applied."""
+
+
 class PermissionDenied(BulwarkError):
     """The caller's role allows the method but not on this object (say, another's key)."""
 

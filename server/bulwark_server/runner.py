@@ -298,7 +298,9 @@ class Replica:
         self._closers.append(breakers.stop)
         bulkheads = BulkheadManager(store)
         self._closers.append(bulkheads.close)
-        limiter = RateLimitManager(store, election)
+        limiter = RateLimitManager(
+            store, election, max_request_bytes=self.settings.etcd_max_request_bytes
+        )
         self._closers.append(limiter.stop)
         self._limiter = limiter
         registry = RegistryManager(store, election)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, is_idle
+from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket
 
 T0 = 1_700_002_800.0  # a multiple of 60 and of 3600, not of 86400
 
@@ -263,19 +263,6 @@ def test_window_state_round_trip() -> None:
 def test_window_rejects_bad_parameters(limit: int, unit: float) -> None:
     with pytest.raises(ValueError):
         FixedWindow(limit, unit)
-
-
-def test_is_idle_only_when_forgetting_the_counter_changes_nothing():
-    bucket = TokenBucket(10, 1.0, now=100.0)
-    assert is_idle(bucket, 100.0)
-    bucket.take(3, 100.0)
-    assert not is_idle(bucket, 101.0)  # 8 of 10 tokens
-    assert is_idle(bucket, 103.0)  # refilled
-
-    window = FixedWindow(5, 60.0)
-    window.take(1, 120.0)
-    assert not is_idle(window, 150.0)  # same window, one hit counted
-    assert is_idle(window, 180.0)  # the window ended
 
 
 def test_blocked_refuses_any_hits_and_reports_the_end_of_the_unit() -> None:

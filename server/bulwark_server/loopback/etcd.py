@@ -153,6 +153,8 @@ class EtcdMember:
     unsafe_no_fsync: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: EtcdTls | None = None
+    # More etcd flags, such as a lower --max-request-bytes for a test.
+    extra_args: tuple[str, ...] = ()
     # Why the last health probe failed, for wait_healthy's error: a TLS mistake
     # shows up here, not in etcd's log.
     last_probe_error: str = field(default="", init=False, repr=False, compare=False)
@@ -207,6 +209,7 @@ class EtcdMember:
             args += self.tls.etcd_args()
         if self.unsafe_no_fsync:
             args.append("--unsafe-no-fsync")
+        args += self.extra_args
         log_file = (self.data_dir / "etcd.log").open("ab")
         self.process = subprocess.Popen(
             args,
@@ -299,9 +302,16 @@ class EtcdCluster:
         *,
         unsafe_no_fsync: bool = False,
         tls: EtcdTls | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.members = [
-            EtcdMember(f"etcd{i}", root / f"etcd{i}", unsafe_no_fsync=unsafe_no_fsync, tls=tls)
+            EtcdMember(
+                f"etcd{i}",
+                root / f"etcd{i}",
+                unsafe_no_fsync=unsafe_no_fsync,
+                tls=tls,
+                extra_args=extra_args,
+            )
             for i in range(size)
         ]
 

@@ -46,6 +46,11 @@ MAX_REPLACES = 16
 WILDCARD = "*"
 
 
+def limit_key(domain: str, name: str) -> str:
+    """The store name of a limit: both parts are validated names, so '/' is unambiguous."""
+    return f"{domain}/{name}"
+
+
 def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     """A new, validated Limit with every default filled; ``revision`` and ``effective_rate`` clear.
 

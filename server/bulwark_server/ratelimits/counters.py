@@ -42,6 +42,9 @@ class TokenBucket:
     after ``retry_after`` is admitted (unless others took the tokens first).
     """
 
+    # A per-value limit may hold a million of these (tables.BucketTable).
+    __slots__ = ("_at", "_tokens", "capacity", "per_second")
+
     def __init__(self, capacity: int, per_second: float, now: float) -> None:
         _check(capacity, per_second)
         self.capacity = capacity
@@ -202,12 +205,3 @@ def _check(capacity: int, per_second: float) -> None:
         raise ValueError(f"capacity must be at least 1, got {capacity}")
     if not math.isfinite(per_second) or per_second <= 0:
         raise ValueError(f"per_second must be positive, got {per_second}")
-
-
-def is_idle(counter: TokenBucket | FixedWindow, now: float) -> bool:
-    """True when forgetting the counter changes nothing: a full bucket, or a window
-    that has ended (a new counter would start the same way)."""
-    if isinstance(counter, TokenBucket):
-        return counter.take(0, now).remaining >= counter.capacity
-    start, _ = counter.state()
-    return start < counter.window_start(now)

@@ -6,10 +6,14 @@ Guarantees:
   compare-and-swap.
 * ``check`` runs on the leader only, entirely in memory: one counter per
   (limit, request descriptor values). etcd sees no write per request.
-* Every ``checkpoint_interval`` the leader saves the counters it changed under
-  ``/bulwark/v1/limit-counters/<domain>/<name>`` (fenced). A new leader goes on
+* Counters are held per limit (``tables``): one entry per descriptor value.
+* Every ``checkpoint_interval`` the leader saves the counters of the limits
+  charged since under ``/bulwark/v1/limit-counters/<domain>/<name>`` (fenced;
+  ``checkpoints``: one etcd transaction a round, each record within
+  ``max_request_bytes`` however many values the limit has). A new leader goes on
   from the last checkpoint, so a failover can re-admit at most the requests of
-  one interval (they were counted in memory but not yet saved).
+  one interval (they were counted in memory but not yet saved); values a
+  record had no room for are restored at its rest level, never below their count.
 * ``lease`` hands out quota leases (see ``leases``); leases live in the
   leader's memory only, so after a failover a client keeps its lease until it
   expires while the new leader starts an empty pool: the fleet may exceed the
@@ -38,20 +42,23 @@ from bulwark_server import timestamps
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.catalog import LimitCatalog
+from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, Table
 from bulwark_server.ratelimits.config import (
     UNIT_SECONDS,
     blocks_all,
     effective_rate,
+    limit_key,
     normalize_limit,
     presented_limit,
     stored_limit,
 )
-from bulwark_server.ratelimits.counters import FixedWindow, Outcome, TokenBucket, blocked, is_idle
+from bulwark_server.ratelimits.counters import Outcome, blocked
 from bulwark_server.ratelimits.descriptors import counter_key, own_counter_key, own_limit
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.leases import LeasePool
-from bulwark_server.store import EtcdStore, Fence, Page, scan_page
+from bulwark_server.ratelimits.tables import BucketTable, WindowTable, value_of
+from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Fence, Page, scan_page
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
@@ -63,23 +70,17 @@ OK = ratelimit_pb2.CHECK_CODE_OK
 OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
 FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
 
-Counter = TokenBucket | FixedWindow
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 Own = Sequence[ratelimit_pb2.Rate | None] | None
 
 
-def limit_key(domain: str, name: str) -> str:
-    """The store name of a limit: both parts are validated names, so '/' is unambiguous."""
-    return f"{domain}/{name}"
-
-
-@dataclass
+@dataclass(slots=True)
 class _Held:
-    """A counter and the limit shape it was built for."""
+    """A limit's counters, and the limit (its create revision, algorithm) they count for."""
 
-    shape: tuple[int, int, int, int, int]
-    counter: Counter
-    limit_name: str
+    table: Table
+    created: int
+    algorithm: int
 
 
 class RateLimitManager:
@@ -92,15 +93,18 @@ class RateLimitManager:
         *,
         clock: Callable[[], float] = time.time,
         checkpoint_interval: float = 1.0,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         self._store = store
         self._election = election
         self._clock = clock
         self._checkpoint_interval = checkpoint_interval
         self._catalog = LimitCatalog(store)
+        # Keyed (domain, name) for a stored limit, (domain, "", unit) for the own
+        # limits descriptors carry (descriptors.own_counter_key).
         self._counters: dict[tuple[str, ...], _Held] = {}
         self._local: dict[tuple[str, ...], _Held] = {}
-        self._dirty: set[tuple[str, str]] = set()
+        self._checkpoints = CounterCheckpoints(store, clock, max_request_bytes)
         self._leases: dict[tuple[str, ...], LeasePool] = {}
         self._local_swept_at = 0.0
         self._pending_load: dict[tuple[str, str], float] = {}
@@ -213,7 +217,7 @@ class RateLimitManager:
         if now - self._local_swept_at >= 1.0:
             # Followers have no leader loop: bound the fallback counters here.
             self._local_swept_at = now
-            for key in [k for k, held in self._local.items() if is_idle(held.counter, now)]:
+            for key in [k for k, held in self._local.items() if held.table.idle(now)]:
                 del self._local[key]
         response = self._decide(
             domain, descriptors, hits, own, self._local, share=replicas, dirty=False
@@ -254,11 +258,12 @@ class RateLimitManager:
             if limit is not None:
                 match, created = own_limit(domain, limit), 0
                 key = own_counter_key(domain, limit, entries)
+                table_key, value = key[:3], value_of(key[3:])
             elif found is None or found.limit.name in replaced:
                 continue
             else:
                 match, created = found.limit, found.created
-                key = counter_key(match, entries)
+                table_key, value = (domain, match.name), value_of([e.value for e in entries])
             result.limit_name = match.name
             if match.unlimited:
                 result.unlimited = True
@@ -268,11 +273,11 @@ class RateLimitManager:
             if blocks_all(match):
                 outcome = blocked(UNIT_SECONDS[rate.unit], now)
             else:
-                counter = self._counter(table, key, match, share, now, created)
-                outcome = counter.take(charge, now)
+                counters = self._table(table, table_key, match, share, now, created)
+                outcome = counters.take(value, charge, now)
                 # An own limit's counter lives in memory only: it has no record to save.
                 if dirty and charge and limit is None:
-                    self._dirty.add((match.domain, match.name))
+                    self._checkpoints.note((domain, match.name))
             _fill(result, outcome)
             result.shadow = match.shadow_mode
             if not outcome.allowed:
@@ -281,42 +286,45 @@ class RateLimitManager:
                     response.overall_code = OVER
         return response
 
-    def _counter(
+    def _table(
         self,
-        table: dict[tuple[str, ...], _Held],
+        tables: dict[tuple[str, ...], _Held],
         key: tuple[str, ...],
         limit: ratelimit_pb2.Limit,
         share: int,
         now: float,
         created: int,
-    ) -> Counter:
+    ) -> Table:
+        """The counters of ``limit`` under ``key``, set to its current (effective) rate."""
         rate = effective_rate(limit)
         unit = UNIT_SECONDS[rate.unit]
         per_unit = max(1, math.ceil(rate.requests_per_unit / share))
         burst = limit.burst or limit.rate.requests_per_unit
         # Scale the burst with the rate, so load scaling and local shares shrink both.
         capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
-        shape = (limit.algorithm, unit, per_unit, capacity, created)
-        held = table.get(key)
-        if held is not None and held.shape == shape:
-            return held.counter
-        # A limit deleted and created again under the same name starts afresh.
-        if held is not None and held.shape[4] == created:
-            counter = held.counter
-            if (
-                isinstance(counter, FixedWindow)
-                and limit.algorithm == FIXED
-                and counter.unit_seconds == unit
-            ):
-                counter.reconfigure(per_unit)
-            elif isinstance(counter, TokenBucket) and limit.algorithm != FIXED:
-                counter.reconfigure(capacity, per_unit / unit, now)
+        held = tables.get(key)
+        # A limit deleted and created again under the same name starts afresh, as
+        # does one given another algorithm or window length.
+        if (
+            held is None
+            or held.created != created
+            or held.algorithm != limit.algorithm
+            or (isinstance(held.table, WindowTable) and held.table.unit_seconds != unit)
+        ):
+            table: Table
+            if limit.algorithm == FIXED:
+                table = WindowTable(per_unit, unit)
             else:
-                counter = _new_counter(limit.algorithm, per_unit, capacity, unit, now)
+                table = BucketTable(capacity, per_unit / unit)
+            tables[key] = _Held(table, created, limit.algorithm)
+            return table
+        # Counts already taken in this window, or a bucket's fill, carry over to a
+        # new rate (an adaptive limit's rate moves with every reported load).
+        if isinstance(held.table, WindowTable):
+            held.table.limit = per_unit
         else:
-            counter = _new_counter(limit.algorithm, per_unit, capacity, unit, now)
-        table[key] = _Held(shape, counter, limit.name)
-        return counter
+            held.table.reconfigure(capacity, per_unit / unit, now)
+        return held.table
 
     # -- leader: checkpoints -----------------------------------------------------
 
@@ -343,16 +351,18 @@ class RateLimitManager:
                 log.exception("rate-limit checkpoint failed; continuing")
 
     def sweep(self, now: float) -> int:
-        """Forget idle counters (a full bucket, a past window) and empty lease pools.
+        """Forget idle counters (full buckets, past windows) and empty lease pools.
 
         A forgotten counter is recreated exactly as it was (full, or a new
         window) on its next request, so this only bounds memory: one counter per
-        descriptor value ever seen would otherwise grow without end.
+        descriptor value ever seen would otherwise grow without end. A window
+        table goes whole when its window ends; a bucket table forgets its full
+        buckets once per refill period (``tables``).
         """
         dropped = 0
-        for table in (self._counters, self._local):
-            for key in [k for k, held in table.items() if is_idle(held.counter, now)]:
-                del table[key]
+        for tables in (self._counters, self._local):
+            for key in [k for k, held in tables.items() if held.table.idle(now)]:
+                del tables[key]
                 dropped += 1
         for key in list(self._leases):
             self._leases[key].expire(now)
@@ -368,51 +378,9 @@ class RateLimitManager:
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
         await self._save_loads(fence)
-        # Taken whole before the records are built: hits counted while they are being
-        # written mark their limits dirty again for the next round.
-        dirty, self._dirty = self._dirty, set()
-        # One pass over the counters, grouped by limit: a pass per dirty limit would
-        # cost (dirty limits x counters), which grows with every customer's override.
-        held_by: dict[tuple[str, str], list[tuple[tuple[str, ...], _Held]]] = {}
-        for key, held in self._counters.items():
-            if (key[0], key[1]) in dirty:
-                held_by.setdefault((key[0], key[1]), []).append((key, held))
-        order = sorted(dirty)
-        for i, (domain, name) in enumerate(order):
-            entry = self._store.get(LIMIT_KIND, limit_key(domain, name))
-            if entry is None:
-                continue
-            record = ratelimit_pb2.LimitCounters(
-                domain=domain,
-                name=name,
-                limit_create_revision=entry.create_revision,
-                checkpointed_at=timestamps.at(self._clock()),
-            )
-            for key, held in held_by.get((domain, name), ()):
-                if self._counters.get(key) is not held:
-                    continue  # swept or replaced while an earlier record was written
-                counter = held.counter
-                if isinstance(counter, FixedWindow):
-                    start, count = counter.state()
-                    record.counters.add(values=list(key[2:]), level=count, time=start)
-                else:
-                    tokens, last = counter.state()
-                    record.counters.add(values=list(key[2:]), level=tokens, time=last)
-            try:
-                await self._store.put(
-                    LIMIT_COUNTER_KIND,
-                    limit_key(domain, name),
-                    record.SerializeToString(),
-                    fence=fence,
-                )
-            except NotLeader:
-                self._dirty.update(order[i:])  # as before this round: still to save
-                raise
-            except Exception as exc:
-                # One limit's failure (etcd away, a record too large) must not
-                # keep the others from being saved; this one is retried next round.
-                self._dirty.add((domain, name))
-                log.warning("checkpoint of limit %s/%s failed: %s", domain, name, exc)
+        # Only stored limits' tables are keyed (domain, name): own limits are not saved.
+        tables = {(k[0], k[1]): held.table for k, held in self._counters.items() if len(k) == 2}
+        await self._checkpoints.write(tables, fence)
 
     async def _save_loads(self, fence: Fence) -> None:
         """Write reported loads into their limits (only changes worth a write)."""
@@ -438,30 +406,16 @@ class RateLimitManager:
     def _restore(self) -> None:
         """Load the last checkpoint of every limit into fresh counters."""
         self._counters.clear()
-        self._dirty.clear()
+        self._checkpoints.clear()
         self._leases.clear()
         now = self._clock()
-        for entry in self._store.scan(LIMIT_COUNTER_KIND):
-            record = ratelimit_pb2.LimitCounters.FromString(entry.value)
-            own = self._store.get(LIMIT_KIND, limit_key(record.domain, record.name))
-            if own is None or own.create_revision != record.limit_create_revision:
-                continue
-            limit = ratelimit_pb2.Limit.FromString(own.value)
+        for saved in self._checkpoints.saved():
+            limit = saved.limit
             if limit.unlimited or blocks_all(limit):
                 continue
-            for saved in record.counters:
-                key = (record.domain, record.name, *saved.values)
-                counter = self._counter(self._counters, key, limit, 1, now, own.create_revision)
-                restored: Counter
-                if isinstance(counter, FixedWindow):
-                    restored = FixedWindow.from_state(
-                        counter.limit, counter.unit_seconds, (saved.time, int(saved.level))
-                    )
-                else:
-                    restored = TokenBucket.from_state(
-                        counter.capacity, counter.per_second, (saved.level, saved.time)
-                    )
-                self._counters[key].counter = restored
+            key = (limit.domain, limit.name)
+            self._table(self._counters, key, limit, 1, now, saved.created)
+            self._counters[key].table.restore(saved.listed, saved.rest, now)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -472,12 +426,6 @@ class RateLimitManager:
         if not limit.unlimited:
             out.effective_rate.CopyFrom(effective_rate(limit))
         return out
-
-
-def _new_counter(algorithm: int, per_unit: int, capacity: int, unit: float, now: float) -> Counter:
-    if algorithm == FIXED:
-        return FixedWindow(per_unit, unit)
-    return TokenBucket(capacity, per_unit / unit, now)
 
 
 def _fill(result: ratelimit_pb2.DescriptorResult, outcome: Outcome) -> None:

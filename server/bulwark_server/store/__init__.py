@@ -22,15 +22,16 @@ and never from the modules below, which may change shape.
 ``put_raw`` and ``delete_raw`` take in one call (more raise ValueError). Each
 such call is one etcd transaction, all or nothing, safely under etcd's own
 default limit of 128 operations. A caller with more keys splits them into
-batches of at most ``MAX_TXN_OPS``; the batches are then separate
-transactions, so a reader or a failure can fall between them.
+batches of at most ``MAX_TXN_OPS`` (``batches`` also keeps each under
+``MAX_REQUEST_BYTES``, or a caller's own byte limit); the batches are then
+separate transactions, so a reader or a failure can fall between them.
 """
 
 from bulwark_server.store.cache import Cache, Entry, Event, EventType
 from bulwark_server.store.connection import EtcdTls
 from bulwark_server.store.etcd import EtcdStore
 from bulwark_server.store.keys import PREFIX, key_for, split_key
-from bulwark_server.store.kv import MAX_TXN_OPS, Fence, Unchanged
+from bulwark_server.store.kv import MAX_REQUEST_BYTES, MAX_TXN_OPS, Fence, Unchanged, batches
 from bulwark_server.store.members import MemberInfo
 from bulwark_server.store.paging import (
     Page,
@@ -45,6 +46,7 @@ from bulwark_server.store.watch import StoreStatus
 from bulwark_server.store.writelog import WriteLog, track_writes
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "MAX_TXN_OPS",
     "PREFIX",
     "Cache",
@@ -60,6 +62,7 @@ __all__ = [
     "StoreStatus",
     "Unchanged",
     "WriteLog",
+    "batches",
     "decode_token",
     "encode_token",
     "follow",

@@ -94,6 +94,16 @@ def is_connectivity(exc: BaseException) -> bool:
     return isinstance(exc, ec.EtcdConnectionError | ec.EtcdTransientError | TimeoutError | OSError)
 
 
+def too_large(exc: BaseException) -> bool:
+    """Whether etcd refused a request for its size (``--max-request-bytes``)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # etcd's own check, or its gRPC server's limit (the request plus a margin).
+        return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED or "too large" in (
+            exc.details() or ""
+        )
+    return "request is too large" in str(exc)
+
+
 def lease_ended(exc: BaseException) -> bool:
     """Whether etcd refused a call because the lease it named has expired or was revoked."""
     return (

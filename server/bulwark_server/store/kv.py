@@ -24,14 +24,27 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from bulwark_server.errors import AlreadyExists, Conflict, NotFound, NotLeader, StoreUnavailable
+from bulwark_server.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    NotLeader,
+    RequestTooLarge,
+    StoreUnavailable,
+)
 from bulwark_server.store import _etcd_client as ec
 from bulwark_server.store import _pb
 from bulwark_server.store.cache import Entry
-from bulwark_server.store.connection import ETCD_ERRORS, Connection, describe, lease_ended
+from bulwark_server.store.connection import (
+    ETCD_ERRORS,
+    Connection,
+    describe,
+    lease_ended,
+    too_large,
+)
 from bulwark_server.store.keys import PREFIX, key_for, kind_prefix
 from bulwark_server.store.writelog import note_write
 
@@ -41,6 +54,26 @@ _PREFIX = PREFIX.encode()
 RANGE_PAGE = 500
 # Operations per transaction: etcd refuses more than 128 by default (--max-txn-ops).
 MAX_TXN_OPS = 100
+# Bytes of one write request: etcd refuses more than 1.5 MiB by default
+# (--max-request-bytes); this leaves room for keys and the fence's compare.
+MAX_REQUEST_BYTES = 512 * 1024
+
+
+def batches(
+    items: Sequence[tuple[str, bytes]], max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Split (name, value) items into transactions of at most ``MAX_TXN_OPS`` items
+    and, as far as one item allows, ``max_bytes`` of values."""
+    batch: list[tuple[str, bytes]] = []
+    size = 0
+    for name, value in items:
+        if batch and (len(batch) == MAX_TXN_OPS or size + len(value) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append((name, value))
+        size += len(value)
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True)
@@ -301,6 +334,10 @@ class KV:
             if lease_ended(exc):
                 raise NotFound("the lease has ended (expired or revoked)") from exc
             self._conn.note_failure(exc)
+            if too_large(exc):
+                raise RequestTooLarge(
+                    f"etcd refused the write as too large ({describe(exc)}); not applied"
+                ) from exc
             raise StoreUnavailable(
                 f"etcd write failed ({describe(exc)}); it may not have been applied"
             ) from exc

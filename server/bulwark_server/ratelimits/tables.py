@@ -1,0 +1,276 @@
+"""The counters of one limit, held together: one table per limit, one entry per value.
+
+A per-IP limit keeps one counter per address. At a million addresses, a Python
+object per counter (about 0.75 KB with its key) and a sweep that visits every
+counter every second cost far more than the counts. A table keeps once what the
+counters of a limit share:
+
+* ``WindowTable`` (fixed windows): windows are epoch-aligned, so every value of
+  a limit is in the same window. The table holds that window's start and a dict
+  of value -> count; a new window drops the dict at once.
+* ``BucketTable`` (token buckets): a dict of value -> ``TokenBucket``, swept of
+  full buckets at most once per refill period.
+
+A value is its descriptor's values: the string itself when there is one (the
+common case, and no tuple to pay for), else the tuple of them.
+
+Checkpoints of any size (``saved``). A checkpoint must fit in one etcd request,
+however many values a limit has seen. So a table lists at most a budget's worth
+of its counters: the ones a failover would hurt most to lose (the highest
+counts, the emptiest buckets), and one **rest** level for every value it leaves
+out: at least the count of any fixed-window value not listed, at most the tokens
+of any bucket not listed. A table restored from such a checkpoint charges every
+unlisted value as if it stood at the rest level (``restore``). So no value is
+restored below what it had counted (the failover bound holds for all values),
+and the price of a bounded checkpoint falls on the many lightly used values, which
+may be refused a little early in the window of a failover.
+
+To pick the highest counts without visiting every value at each checkpoint, a
+``WindowTable`` keeps ``heavy``: every value whose count reached ``threshold``.
+The values outside it counted less than ``threshold`` (or sit at the rest level
+they were restored at). When ``heavy`` outgrows the budget, the threshold rises
+and ``heavy`` keeps only the values that reach it, so a checkpoint costs what it
+lists, not what the limit has seen. Pure: every call gets ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+
+from bulwark_server.ratelimits.counters import Outcome, TokenBucket
+
+Value = str | tuple[str, ...]
+Saved = tuple[Value, float, float]
+"""(value, level, time): a window's count and start, or a bucket's tokens and refill time."""
+
+
+def value_of(values: Sequence[str]) -> Value:
+    """The table key of a descriptor's values."""
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def values_of(value: Value) -> list[str]:
+    """The descriptor values a table key stands for (``value_of`` reversed)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def saved_size(value: Value) -> int:
+    """An upper bound of one listed counter's bytes in a checkpoint record.
+
+    Each value as a length-delimited string (tag, a length of up to 3 bytes,
+    UTF-8 of up to 4 bytes a character), two doubles (9 bytes each) and the
+    counter's own tag and length.
+    """
+    return sum(4 + 4 * len(v) for v in values_of(value)) + 22
+
+
+class WindowTable:
+    """Fixed-window counts of one limit: every value's count in the current window.
+
+    Behaves, value by value, as a ``FixedWindow`` of ``limit`` per ``unit_seconds``
+    would: hits are counted even over the limit, a new window starts at 0.
+    """
+
+    __slots__ = ("counts", "heavy", "limit", "rest", "start", "threshold", "unit_seconds")
+
+    def __init__(self, limit: int, unit_seconds: float) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if not math.isfinite(unit_seconds) or unit_seconds <= 0:
+            raise ValueError(f"unit_seconds must be positive, got {unit_seconds}")
+        self.limit = limit
+        self.unit_seconds = unit_seconds
+        self.start = 0.0
+        self.counts: dict[Value, int] = {}
+        self.rest = 0  # the count of every value not in ``counts`` (after a restore)
+        self.threshold = 1
+        self.heavy: set[Value] = set()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def window_start(self, now: float) -> float:
+        return (now // self.unit_seconds) * self.unit_seconds
+
+    def take(self, value: Value, hits: int, now: float) -> Outcome:
+        """Add ``hits`` to ``value``'s count; allowed iff it stays within the limit.
+
+        ``hits`` 0 only looks (and stores nothing for a value not yet counted).
+        """
+        if hits < 0:
+            raise ValueError(f"hits must be at least 0, got {hits}")
+        start = self.window_start(now)
+        # A clock stepping back into an earlier window keeps counting in this one.
+        if start > self.start:
+            self._new_window(start)
+        count = self.counts.get(value, self.rest) + hits
+        if hits:
+            self.counts[value] = count
+            if count >= self.threshold:
+                self.heavy.add(value)
+        allowed = count <= self.limit
+        reset_after = max(0.0, self.start + self.unit_seconds - now)
+        return Outcome(
+            allowed=allowed,
+            remaining=max(0, self.limit - count),
+            reset_after=reset_after,
+            retry_after=0.0 if allowed else reset_after,
+        )
+
+    def idle(self, now: float) -> bool:
+        """True once the window has ended: a new table would start the same way."""
+        return self.start < self.window_start(now)
+
+    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Saved | None]:
+        """The counters to checkpoint within ``max_bytes``, highest counts first, and
+        the rest level of all others (None when every counter is listed)."""
+        if self.idle(now):
+            return [], None
+        budget = max(1, max_bytes // saved_size(""))
+        if len(self.heavy) > budget:
+            self._raise_threshold(budget)
+        listed: list[Saved] = []
+        rest = max(self.rest, self.threshold - 1)
+        ordered = sorted(self.heavy, key=self.counts.__getitem__, reverse=True)
+        used = 0
+        for value in ordered:
+            size = saved_size(value)
+            if used + size > max_bytes:
+                # Values past the budget join the rest: the highest of them sets it.
+                rest = max(rest, self.counts[value])
+                break
+            used += size
+            listed.append((value, float(self.counts[value]), self.start))
+        if rest == 0 and len(listed) == len(self.counts):
+            return listed, None
+        return listed, ("", float(rest), self.start)
+
+    def restore(self, listed: Sequence[Saved], rest: Saved | None, now: float) -> None:
+        """Go on from a checkpoint (of this version or an earlier one) in the current window."""
+        current = self.window_start(now)
+        if rest is not None and rest[2] == current:
+            self.start = current
+            self.rest = max(0, int(rest[1]))
+            self.threshold = self.rest + 1
+        for value, level, start in listed:
+            if start == current:
+                self.start = current
+                self.counts[value] = max(0, int(level))
+                self.heavy.add(value)
+
+    def _new_window(self, start: float) -> None:
+        self.start = start
+        self.counts = {}
+        self.heavy = set()
+        self.rest = 0
+        self.threshold = 1
+
+    def _raise_threshold(self, budget: int) -> None:
+        # The budget-th highest count: at most ``budget`` values are at or above
+        # one more than the next one down.
+        counts = heapq.nlargest(budget + 1, (self.counts[v] for v in self.heavy))
+        self.threshold = max(self.threshold, counts[-1] + 1)
+        self.heavy = {v for v in self.heavy if self.counts[v] >= self.threshold}
+
+
+class BucketTable:
+    """Token buckets of one limit: one ``TokenBucket`` per value, full ones forgotten."""
+
+    __slots__ = ("buckets", "capacity", "per_second", "rest", "swept_at")
+
+    def __init__(self, capacity: int, per_second: float) -> None:
+        self.capacity = capacity
+        self.per_second = per_second
+        self.buckets: dict[Value, TokenBucket] = {}
+        # (tokens, time) every value not in ``buckets`` stood at, after a restore.
+        self.rest: tuple[float, float] | None = None
+        self.swept_at = -math.inf
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    @property
+    def refill_seconds(self) -> float:
+        return self.capacity / self.per_second
+
+    def take(self, value: Value, hits: int, now: float) -> Outcome:
+        """Charge ``value``'s bucket (``hits`` 0 only looks, and stores nothing)."""
+        bucket = self.buckets.get(value)
+        if bucket is None:
+            bucket = self._fresh(now)
+            if hits == 0:
+                return bucket.take(0, now)
+            self.buckets[value] = bucket
+        return bucket.take(hits, now)
+
+    def reconfigure(self, capacity: int, per_second: float, now: float) -> None:
+        """A new rate for every bucket, each keeping its fill fraction."""
+        if (capacity, per_second) == (self.capacity, self.per_second):
+            return
+        for bucket in self.buckets.values():
+            bucket.reconfigure(capacity, per_second, now)
+        if self.rest is not None:
+            tokens, at = self.rest
+            self.rest = (tokens * capacity / self.capacity, at)
+        self.capacity, self.per_second = capacity, per_second
+
+    def sweep(self, now: float) -> None:
+        """Forget full buckets, at most once per refill period (a visit costs every bucket)."""
+        if now - self.swept_at < max(1.0, self.refill_seconds):
+            return
+        self.swept_at = now
+        full = [v for v, b in self.buckets.items() if b.take(0, now).remaining >= self.capacity]
+        for value in full:
+            del self.buckets[value]
+        if self.rest is not None and self._refilled(self.rest, now) >= self.capacity:
+            self.rest = None
+
+    def idle(self, now: float) -> bool:
+        self.sweep(now)
+        return not self.buckets and self.rest is None
+
+    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Saved | None]:
+        """The emptiest buckets within ``max_bytes``, and the rest level of all others.
+
+        Unlike a window this visits every bucket: token counts move with time, so
+        no threshold stays true between checkpoints.
+        """
+        budget = max(1, max_bytes // saved_size(""))
+        emptiest = heapq.nsmallest(
+            budget + 1, self.buckets.items(), key=lambda item: self._refilled(item[1].state(), now)
+        )
+        listed: list[Saved] = []
+        used = 0
+        rest = self._refilled(self.rest, now) if self.rest is not None else math.inf
+        for i, (value, bucket) in enumerate(emptiest):
+            size = saved_size(value)
+            if i == budget or used + size > max_bytes:
+                rest = min(rest, self._refilled(bucket.state(), now))
+                break
+            used += size
+            tokens, at = bucket.state()
+            listed.append((value, tokens, at))
+        if not math.isfinite(rest):
+            return listed, None
+        return listed, ("", rest, now)
+
+    def restore(self, listed: Sequence[Saved], rest: Saved | None, now: float) -> None:
+        """Go on from a checkpoint (of this version or an earlier one); refills run from
+        the saved times, so ``now`` changes nothing here."""
+        if rest is not None:
+            self.rest = (min(float(self.capacity), max(0.0, rest[1])), rest[2])
+        for value, tokens, at in listed:
+            self.buckets[value] = TokenBucket.from_state(
+                self.capacity, self.per_second, (tokens, at)
+            )
+
+    def _fresh(self, now: float) -> TokenBucket:
+        if self.rest is None:
+            return TokenBucket(self.capacity, self.per_second, now)
+        return TokenBucket.from_state(self.capacity, self.per_second, self.rest)
+
+    def _refilled(self, state: tuple[float, float], now: float) -> float:
+        tokens, at = state
+        return min(float(self.capacity), tokens + max(0.0, now - at) * self.per_second)
