@@ -640,3 +640,75 @@ def test_a_descriptor_limit_override_applies_with_its_own_counter(
         with pytest.raises(grpc.RpcError) as err:
             decide(overridden(("user", "bob"), 5, month))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+TOKEN_BUCKET_CONFIG = """\
+domain: bucket-test
+descriptors:
+  # 1 a second sustained, 3 at once: Bulwark's token bucket, not a fixed window.
+  - key: client
+    rate_limit:
+      unit: second
+      requests_per_unit: 1
+      x-bulwark-algorithm: token_bucket
+      x-bulwark-burst: 3
+"""
+
+
+def test_an_imported_token_bucket_limit_bursts_then_refills(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+):
+    config = tmp_path / "bucket.yaml"
+    config.write_text(TOKEN_BUCKET_CONFIG)
+    replica = replica_factory("bucket", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) is not None and v.is_self, 10)
+    imported = run_cli("limits", "import", str(config), "--server", replica.address)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(
+        "created bucket-test/client [client=*] 1/second token_bucket(burst 3)"
+    )
+
+    with grpc.insecure_channel(replica.address) as channel:
+        native = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        stored = native.GetLimit(
+            ratelimit_pb2.GetLimitRequest(domain="bucket-test", name="client"), timeout=5
+        ).limit
+        assert stored.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_TOKEN_BUCKET
+        assert stored.burst == 3
+
+        def check(hits: int) -> ratelimit_pb2.DescriptorResult:
+            entries = [ratelimit_pb2.DescriptorEntry(key="client", value="c1")]
+            answer = native.Check(
+                ratelimit_pb2.CheckRequest(
+                    domain="bucket-test",
+                    descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=entries)],
+                    hits=hits,
+                ),
+                timeout=5,
+            )
+            return answer.results[0]
+
+        # The whole burst at once: a window of 1 a second could never admit 3 hits.
+        burst = check(3)
+        assert burst.code == ratelimit_pb2.CHECK_CODE_OK and burst.remaining == 0
+        # Empty: the next token comes within a second, the bucket is full in about 3
+        # (a one-second window would reset within a second, all of it at once).
+        empty = check(1)
+        assert empty.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+        retry = empty.retry_after.ToNanoseconds() / 1e9
+        assert 0 < retry <= 1
+        assert empty.reset_after.ToNanoseconds() / 1e9 > 2
+        # Envoy's protocol sees the same bucket (hits_addend 0 only looks).
+        envoy = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(
+            request(descriptor(("client", "c1"), hits=0), domain="bucket-test"), timeout=5
+        )
+        (status,) = envoy.statuses
+        assert status.current_limit.requests_per_unit == 1
+        assert status.current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.SECOND
+        assert status.limit_remaining == 0 and status.duration_until_reset.seconds >= 2
+
+        # After the wait it named, one token is back, not the whole burst.
+        time.sleep(retry + 0.05)
+        refilled = check(1)
+        assert refilled.code == ratelimit_pb2.CHECK_CODE_OK and refilled.remaining == 0
+        assert check(1).code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT

@@ -25,7 +25,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Read an envoyproxy/ratelimit configuration file (domain, descriptors, "
             "rate_limit ...) and create or update one Bulwark limit per rule with "
-            "PutLimit. Limits already stored exactly so are left alone; limits not in "
+            "PutLimit; a rate_limit with x-bulwark-algorithm: token_bucket (and "
+            "x-bulwark-burst: N) counts as a token bucket instead of a fixed window. "
+            "Limits already stored exactly so are left alone; limits not in "
             "the file are never deleted. Exits 2 for a bad file (nothing is written), "
             "1 when the server refuses a limit (the earlier ones stay written)."
         ),

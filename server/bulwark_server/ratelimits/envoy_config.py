@@ -12,6 +12,8 @@ The format (one ``domain`` per YAML document; several documents may share a file
           unlimited: false             # true: matches, never limits (then no unit)
           name: per_ip                 # optional: the Bulwark limit's name
           replaces: [{name: other}]    # optional: names of limits this one replaces
+          x-bulwark-algorithm: token_bucket  # Bulwark only (see envoy_extensions)
+          x-bulwark-burst: 20          # Bulwark only: the token bucket's capacity
         shadow_mode: false             # decide and count, never reject
         detailed_metric: false         # accepted; Bulwark has no per-value metrics
         descriptors: [...]             # nested nodes: longer descriptors
@@ -21,7 +23,8 @@ Guarantees:
 * Every path from the root to a node with a ``rate_limit`` becomes exactly one
   normalized ``bulwark.v1.Limit``: the path's (key, value) pairs in order as the
   descriptor pattern, ``LIMIT_ALGORITHM_FIXED_WINDOW`` (envoyproxy/ratelimit
-  counts in fixed windows), ``shadow_mode`` and ``unlimited`` as written. An
+  counts in fixed windows) unless the ``x-bulwark-*`` keys of ``envoy_extensions``
+  ask for a token bucket, ``shadow_mode`` and ``unlimited`` as written. An
   absent value matches any value and counts each value separately; a value
   ending in ``*`` is a prefix wildcard: both are the pattern rules of Bulwark's
   own limits, so they pass through unchanged.
@@ -32,7 +35,8 @@ Guarantees:
   exact path, so distinct paths never share a name and a file always yields the
   same names.
 * Anything wrong raises ``EnvoyConfigError`` naming the file and the YAML path
-  (``descriptors[0].rate_limit.unit``): unknown or misplaced keys, wrong types,
+  (``descriptors[0].rate_limit.unit``): unknown or misplaced keys (an unknown
+  ``x-bulwark-*`` key too), wrong types, a wrong ``x-bulwark-*`` value,
   an unknown unit, ``requests_per_unit`` not a whole number, an empty key, duplicate sibling
   descriptors, duplicate names or domains, and anything ``normalize_limit``
   rejects. Nothing is returned for a file with any error.
@@ -54,6 +58,7 @@ import yaml
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.ratelimits import envoy_extensions as extensions
 from bulwark_server.ratelimits.config import normalize_limit
 from bulwark_server.validation import NAME_RE
 
@@ -71,7 +76,9 @@ _ROOT_KEYS = frozenset({"domain", "descriptors"})
 _DESCRIPTOR_KEYS = frozenset(
     {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
 )
-_RATE_LIMIT_KEYS = frozenset({"unit", "requests_per_unit", "unlimited", "name", "replaces"})
+_RATE_LIMIT_KEYS = frozenset(
+    {"unit", "requests_per_unit", "unlimited", "name", "replaces", *extensions.KEYS}
+)
 _REPLACES_KEYS = frozenset({"name"})
 # Keys that exist in the format but belong elsewhere: a hint beats "unknown key".
 _PLACES = {
@@ -163,13 +170,16 @@ def load_file(path: str | Path) -> list[EnvoyLimit]:
 
 
 def describe(limit: ratelimit_pb2.Limit) -> str:
-    """One line for an operator: ``edge/per_ip [remote_address=*] 10/second``, flags appended."""
+    """One line for an operator: ``edge/per_ip [remote_address=*] 10/second``, flags appended.
+
+    Flags: `` token_bucket(burst N)`` for a token bucket, `` shadow`` for shadow mode.
+    """
     pattern = ", ".join(f"{e.key}={e.value or '*'}" for e in limit.descriptor)
     if limit.unlimited:
         rate = "unlimited"
     else:
         rate = f"{limit.rate.requests_per_unit}/{UNIT_NAMES.get(limit.rate.unit, '?')}"
-    flags = " shadow" if limit.shadow_mode else ""
+    flags = extensions.describe_algorithm(limit) + (" shadow" if limit.shadow_mode else "")
     return f"{limit.domain}/{limit.name} [{pattern}] {rate}{flags}"
 
 
@@ -287,7 +297,6 @@ class _DocumentParser:
             domain=self.domain,
             name=self._text(spec.get("name"), f"{path}.name"),
             descriptor=[ratelimit_pb2.DescriptorEntry(key=n.key, value=n.value) for n in chain],
-            algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
             unlimited=unlimited,
             shadow_mode=shadow,
         )
@@ -307,6 +316,14 @@ class _DocumentParser:
                 )
             requests = self._count(spec.get("requests_per_unit"), f"{path}.requests_per_unit")
             limit.rate.CopyFrom(ratelimit_pb2.Rate(requests_per_unit=requests, unit=unit))
+        try:
+            chosen = extensions.read_extensions(
+                spec, unlimited=unlimited, requests_per_unit=limit.rate.requests_per_unit
+            )
+        except extensions.ExtensionError as exc:
+            self._fail(f"{path}.{exc.key}", exc.problem)
+        limit.algorithm = chosen.algorithm
+        limit.burst = chosen.burst
         replaces = self._replaces(spec.get("replaces"), f"{path}.replaces", limit.name)
         limit.replaces.extend(replaces)
         return _Pending(limit, path, chain, replaces, detailed)
@@ -326,6 +343,8 @@ class _DocumentParser:
             return f"{item.chain[int(match.group(1))].path}.{match.group(2)}"
         if field.startswith("limit.rate."):
             return f"{item.path}.{field.removeprefix('limit.rate.')}"
+        if field == "limit.burst":
+            return f"{item.path}.{extensions.BURST}"
         if field == "limit.name":
             return f"{item.path}.name"
         if field == "limit.domain":
@@ -365,6 +384,9 @@ class _DocumentParser:
         for key in raw:
             if key not in allowed:
                 hint = f"; it belongs in {_PLACES[key]}" if key in _PLACES else ""
+                # A misspelt or miscased x-bulwark-* key is told the real ones.
+                if extensions.is_extension(key):
+                    hint = f"; {extensions.unknown_key_hint(key)}"
                 self._fail(_join(path, str(key)), f"unknown key {key!r} here{hint}")
         return raw
 
