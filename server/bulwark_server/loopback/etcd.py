@@ -204,6 +204,10 @@ class EtcdMember:
             "--initial-cluster-token=bulwark-local",
             "--logger=zap",
             "--log-level=warn",
+            # Checkpoints rewrite the same keys every second; without compaction
+            # etcd keeps every old value until its space quota (2 GB) is full.
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=5m",
         ]
         if self.tls is not None:
             args += self.tls.etcd_args()

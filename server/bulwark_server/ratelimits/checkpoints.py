@@ -116,9 +116,9 @@ class CounterCheckpoints:
     def _shrink(self, exc: RequestTooLarge) -> None:
         smaller = max(SMALLEST_BUDGET, self.max_bytes // 2)
         log.warning(
-            "etcd refused a rate-limit checkpoint of %d bytes as too large (%s); writing "
-            "at most %d bytes from now on: set BULWARK_ETCD_MAX_REQUEST_BYTES below "
-            "etcd's --max-request-bytes",
+            "a rate-limit checkpoint of up to %d bytes was not saved: %s; writing at most "
+            "%d bytes from now on: set BULWARK_ETCD_MAX_REQUEST_BYTES below etcd's "
+            "--max-request-bytes",
             self.max_bytes,
             exc,
             smaller,

@@ -59,11 +59,11 @@ def values_of(value: Value) -> list[str]:
 def saved_size(value: Value) -> int:
     """An upper bound of one listed counter's bytes in a checkpoint record.
 
-    Each value as a length-delimited string (tag, a length of up to 3 bytes,
-    UTF-8 of up to 4 bytes a character), two doubles (9 bytes each) and the
-    counter's own tag and length.
+    Each value a tag, a length (2 bytes: values are at most 256 characters) and
+    its UTF-8; two doubles (9 bytes each); the counter's own tag and length (up to
+    4 bytes for 16 values).
     """
-    return sum(4 + 4 * len(v) for v in values_of(value)) + 22
+    return sum(3 + len(v.encode()) for v in values_of(value)) + 22
 
 
 class WindowTable:

@@ -335,9 +335,7 @@ class KV:
                 raise NotFound("the lease has ended (expired or revoked)") from exc
             self._conn.note_failure(exc)
             if too_large(exc):
-                raise RequestTooLarge(
-                    f"etcd refused the write as too large ({describe(exc)}); not applied"
-                ) from exc
+                raise RequestTooLarge(f"etcd refused it as too large ({describe(exc)})") from exc
             raise StoreUnavailable(
                 f"etcd write failed ({describe(exc)}); it may not have been applied"
             ) from exc

@@ -1,0 +1,243 @@
+"""Rate-limit counter checkpoints against a real etcd: any number of values, failover, upgrade.
+
+etcd here refuses requests above 64 KiB (``--max-request-bytes``), so a per-IP
+limit of a few thousand addresses crosses the limit the way a million do with
+etcd's default 1.5 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from bulwark_server import timestamps
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.store import EtcdStore
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND
+from tests.integration.conftest import get_leader, wait_for
+
+OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+ETCD_LIMIT = 64 * 1024
+BUDGET = 32 * 1024
+
+
+@pytest.fixture
+def small_etcd(tmp_path: Path) -> Iterator[EtcdMember]:
+    member = EtcdMember(
+        "small",
+        tmp_path / "etcd",
+        unsafe_no_fsync=True,
+        extra_args=(f"--max-request-bytes={ETCD_LIMIT}",),
+    )
+    try:
+        member.start_healthy()
+        yield member
+    finally:
+        member.stop()
+
+
+def _per_ip_limit(
+    name: str, per_day: int, key: str = "remote_address"
+) -> ratelimit_pb2.PutLimitRequest:
+    return ratelimit_pb2.PutLimitRequest(
+        limit=ratelimit_pb2.Limit(
+            domain="edge",
+            name=name,
+            descriptor=[ratelimit_pb2.DescriptorEntry(key=key)],
+            rate=ratelimit_pb2.Rate(requests_per_unit=per_day, unit=ratelimit_pb2.RATE_UNIT_DAY),
+            algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+        )
+    )
+
+
+def _check(
+    addresses: Sequence[str], hits: int, keys: Sequence[str] = ()
+) -> ratelimit_pb2.CheckRequest:
+    keys = keys or ["remote_address"] * len(addresses)
+    return ratelimit_pb2.CheckRequest(
+        domain="edge",
+        descriptors=[
+            ratelimit_pb2.RateLimitDescriptor(
+                entries=[ratelimit_pb2.DescriptorEntry(key=k, value=a)]
+            )
+            for k, a in zip(keys, addresses, strict=True)
+        ],
+        hits=hits,
+    )
+
+
+def _charge(stub: ratelimit_pb2_grpc.RateLimitServiceStub, addresses: list[str], hits: int):  # type: ignore[no-untyped-def]
+    for i in range(0, len(addresses), 100):
+        stub.Check(_check(addresses[i : i + 100], hits), timeout=10)
+
+
+def _not_near_midnight() -> None:
+    # The limits count per day (UTC): a window ending mid-test would reset them.
+    left = 86_400 - time.time() % 86_400
+    if left < 60:
+        time.sleep(left + 1)
+
+
+async def _read(endpoint: str, kind: str, name: str):  # type: ignore[no-untyped-def]
+    store = EtcdStore([endpoint], timeout=2.0)
+    await store.start(wait=10)
+    try:
+        return await store.read(kind, name)
+    finally:
+        await store.close()
+
+
+def _record(endpoint: str, name: str) -> tuple[ratelimit_pb2.LimitCounters | None, int]:
+    entry = asyncio.run(_read(endpoint, LIMIT_COUNTER_KIND, f"edge/{name}"))
+    if entry is None:
+        return None, 0
+    return ratelimit_pb2.LimitCounters.FromString(entry.value), len(entry.value)
+
+
+def _leader(replicas: list[ReplicaProcess]) -> ReplicaProcess:
+    found: list[ReplicaProcess] = []
+
+    def leading() -> bool:
+        found[:] = [r for r in replicas if r.running and (v := get_leader(r.address)) and v.is_self]
+        return bool(found)
+
+    wait_for(leading, 15, interval=0.2)
+    return found[0]
+
+
+def _checkpoint_warnings(replica: ReplicaProcess) -> list[str]:
+    return [
+        str(e.get("msg"))
+        for e in replica.events()
+        if "checkpoint" in str(e.get("msg")) and e.get("level") in ("WARNING", "ERROR")
+    ]
+
+
+def test_many_values_persist_within_etcds_request_limit_and_no_count_is_lost_on_failover(
+    small_etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    _not_near_midnight()
+    replicas = [
+        replica_factory(f"r{i}", [small_etcd.endpoint], f"--etcd-max-request-bytes={BUDGET}")
+        for i in range(2)
+    ]
+    leader = _leader(replicas)
+    follower = next(r for r in replicas if r is not leader)
+    tail = [f"10.{i // 250}.{i % 250}.1" for i in range(6000)]
+    hot = [f"192.168.0.{i}" for i in range(30)]
+    with grpc.insecure_channel(follower.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        stub.PutLimit(_per_ip_limit("per-ip", 3), timeout=5)
+        _charge(stub, tail, 1)
+        _charge(stub, hot, 3)
+        started = time.time()
+
+        def saved_after_the_charges() -> bool:
+            record, _ = _record(small_etcd.endpoint, "per-ip")
+            return (
+                record is not None
+                and timestamps.unix(record.checkpointed_at) > started
+                and record.HasField("rest")
+            )
+
+        wait_for(saved_after_the_charges, 10, interval=0.3)
+        record, size = _record(small_etcd.endpoint, "per-ip")
+        assert record is not None
+        # Every counter together is about 190 KB, three times what etcd takes.
+        assert size <= BUDGET
+        listed = {c.values[0]: c.level for c in record.counters}
+        assert {a: listed.get(a) for a in hot} == dict.fromkeys(hot, 3.0)
+        assert record.rest.level == 1.0
+        assert _checkpoint_warnings(leader) == []
+
+        leader.signal(signal.SIGKILL)
+        assert _leader(replicas) is follower
+        # The hot addresses are still at their limit: a failover re-admits none of them.
+        over = stub.Check(_check(hot, 1), timeout=10)
+        assert [r.code for r in over.results] == [OVER] * len(hot)
+        # Each address of the tail goes on from at least its one hit: two more pass,
+        # a third is refused.
+        sample = tail[::60]
+        assert stub.Check(_check(sample, 2), timeout=10).overall_code != OVER
+        again = stub.Check(_check(sample, 1), timeout=10)
+        assert [r.code for r in again.results] == [OVER] * len(sample)
+
+
+def test_a_checkpoint_too_large_for_etcd_shrinks_until_it_fits(
+    small_etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    """The setting left at its default (512 KiB) above what this etcd takes."""
+    _not_near_midnight()
+    replica = replica_factory("solo", [small_etcd.endpoint])
+    _leader([replica])
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        stub.PutLimit(_per_ip_limit("wide", 5), timeout=5)
+        _charge(stub, [f"172.16.{i // 250}.{i % 250}" for i in range(4000)], 1)
+        wait_for(lambda: _record(small_etcd.endpoint, "wide")[0] is not None, 15, interval=0.3)
+    _, size = _record(small_etcd.endpoint, "wide")
+    assert size < ETCD_LIMIT
+    warnings = _checkpoint_warnings(replica)
+    assert warnings and all("BULWARK_ETCD_MAX_REQUEST_BYTES" in w for w in warnings)
+
+
+async def _write_old_counters(endpoint: str, name: str, counts: dict[str, int]) -> None:
+    """Counters as the previous version checkpointed them: every counter, no rest level."""
+    store = EtcdStore([endpoint], timeout=2.0)
+    await store.start(wait=10)
+    try:
+        own = await store.read(LIMIT_KIND, f"edge/{name}")
+        assert own is not None
+        start = time.time() // 86_400 * 86_400
+        record = ratelimit_pb2.LimitCounters(
+            domain="edge",
+            name=name,
+            limit_create_revision=own.create_revision,
+            checkpointed_at=timestamps.at(time.time()),
+        )
+        for address, count in counts.items():
+            record.counters.add(values=[address], level=count, time=start)
+        await store.put(LIMIT_COUNTER_KIND, f"edge/{name}", record.SerializeToString())
+    finally:
+        await store.close()
+
+
+def test_a_new_leader_goes_on_from_counters_the_previous_version_saved(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+):
+    _not_near_midnight()
+    first = replica_factory("first", [etcd.endpoint])
+    others = ("other-a", "other-b", "other-c")
+    with grpc.insecure_channel(first.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        stub.PutLimit(_per_ip_limit("legacy", 3), timeout=5)
+        for name in others:
+            stub.PutLimit(_per_ip_limit(name, 3, key=name), timeout=5)
+    first.stop()
+    asyncio.run(_write_old_counters(etcd.endpoint, "legacy", {"10.0.0.1": 3, "10.0.0.2": 1}))
+    second = replica_factory("second", [etcd.endpoint])
+    _leader([second])
+    with grpc.insecure_channel(second.address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        answer = stub.Check(_check(["10.0.0.1", "10.0.0.2", "10.0.0.3"], 1), timeout=5)
+        assert [r.remaining for r in answer.results] == [0, 1, 2]
+        assert answer.results[0].code == OVER
+        # Four limits charged by one request are saved in one etcd transaction.
+        keys = ["remote_address", *others]
+        stub.Check(_check(["10.0.0.9", "x", "x", "x"], 1, keys), timeout=5)
+
+    def saved(name: str) -> int:
+        entry = asyncio.run(_read(etcd.endpoint, LIMIT_COUNTER_KIND, f"edge/{name}"))
+        return 0 if entry is None else int(entry.mod_revision)
+
+    wait_for(lambda: all(saved(n) for n in others), 10, interval=0.3)
+    time.sleep(1.5)  # past the next round, which has nothing left to write
+    assert len({saved(n) for n in ("legacy", *others)}) == 1
