@@ -4,9 +4,10 @@ One record per breaker under ``/bulwark/v1/breaker-windows/<name>`` (a
 ``BreakerWindow``), as every earlier version wrote it, so a new leader restores
 what the previous version checkpointed. A round writes the windows that
 ``deferral.must_write`` picks in fenced transactions of up to ``MAX_TXN_OPS``
-records each (one etcd proposal per transaction, not one per window); the
-others stay changed and are looked at again next round. A transaction that
-fails leaves its windows changed, so they are retried next round.
+records and ``MAX_REQUEST_BYTES`` each (``store.batches``: one etcd proposal per
+transaction, not one per window); the others stay changed and are looked at
+again next round. A transaction that fails leaves its windows changed, so they
+are retried next round.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bulwark.v1 import breaker_pb2
 from bulwark_server import timestamps
 from bulwark_server.breakers import deferral
 from bulwark_server.breakers.window import SlidingWindow
-from bulwark_server.store import MAX_TXN_OPS, EtcdStore, Fence
+from bulwark_server.store import EtcdStore, Fence, batches
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND
 
 Shape = tuple[int, int]
@@ -84,16 +85,12 @@ class Checkpoints:
                 record.buckets.add(start=start, calls=calls, failures=failures, slow_calls=slow)
             due.append((name, record))
         written = 0
-        for i in range(0, len(due), MAX_TXN_OPS):
-            batch = due[i : i + MAX_TXN_OPS]
-            await self._store.put_many(
-                BREAKER_WINDOW_KIND,
-                [(name, record.SerializeToString()) for name, record in batch],
-                fence=fence,
-            )
+        records = dict(due)
+        for batch in batches([(name, record.SerializeToString()) for name, record in due]):
+            await self._store.put_many(BREAKER_WINDOW_KIND, batch, fence=fence)
             # Only once written: a failed batch is retried next round.
-            for name, record in batch:
-                self._saved[name] = _saved(record, now)
+            for name, _ in batch:
+                self._saved[name] = _saved(records[name], now)
                 self._changed.discard(name)
                 self._adverse.discard(name)
             written += len(batch)
