@@ -227,3 +227,13 @@ def test_bad_window_parameters_are_refused() -> None:
         WindowTable(1, 0.0)
     with pytest.raises(ValueError):
         WindowTable(1, 60.0).take("a", -1, T0)
+
+
+def test_the_candidates_stay_bounded_between_checkpoints() -> None:
+    table = WindowTable(100, 60.0, max_bytes=100 * saved_size(""))
+    for i in range(5000):
+        table.take(f"v{i}", 1 + (i % 10 == 0), T0)
+    assert len(table.heavy) <= 400  # four budgets at most, not 5,000
+    listed, rest = table.saved(100 * saved_size(""), T0)
+    assert rest is not None and rest[1] >= 1.0
+    assert all(level == 2.0 for _, level, _ in listed)

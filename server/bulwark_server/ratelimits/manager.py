@@ -313,7 +313,7 @@ class RateLimitManager:
         ):
             table: Table
             if limit.algorithm == FIXED:
-                table = WindowTable(per_unit, unit)
+                table = WindowTable(per_unit, unit, self._checkpoints.max_bytes)
             else:
                 table = BucketTable(capacity, per_unit / unit)
             tables[key] = _Held(table, created, limit.algorithm)

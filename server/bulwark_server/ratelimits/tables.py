@@ -73,9 +73,19 @@ class WindowTable:
     would: hits are counted even over the limit, a new window starts at 0.
     """
 
-    __slots__ = ("counts", "heavy", "limit", "rest", "start", "threshold", "unit_seconds")
+    __slots__ = (
+        "counts",
+        "heavy",
+        "heavy_cap",
+        "limit",
+        "rest",
+        "start",
+        "threshold",
+        "unit_seconds",
+    )
 
-    def __init__(self, limit: int, unit_seconds: float) -> None:
+    def __init__(self, limit: int, unit_seconds: float, max_bytes: int = 1 << 20) -> None:
+        """``max_bytes``: the checkpoint budget ``saved`` will be given (it sets it anew)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         if not math.isfinite(unit_seconds) or unit_seconds <= 0:
@@ -87,6 +97,9 @@ class WindowTable:
         self.rest = 0  # the count of every value not in ``counts`` (after a restore)
         self.threshold = 1
         self.heavy: set[Value] = set()
+        # ``heavy`` is trimmed when it grows past this many values, so a burst of new
+        # values between two checkpoints costs neither a long pause nor memory.
+        self.heavy_cap = 4 * (max_bytes // saved_size(""))
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -110,6 +123,8 @@ class WindowTable:
             self.counts[value] = count
             if count >= self.threshold:
                 self.heavy.add(value)
+                if len(self.heavy) > self.heavy_cap:
+                    self._raise_threshold(self.heavy_cap // 4)
         allowed = count <= self.limit
         reset_after = max(0.0, self.start + self.unit_seconds - now)
         return Outcome(
@@ -129,6 +144,7 @@ class WindowTable:
         if self.idle(now):
             return [], None
         budget = max(1, max_bytes // saved_size(""))
+        self.heavy_cap = 4 * budget
         if len(self.heavy) > budget:
             self._raise_threshold(budget)
         listed: list[Saved] = []
