@@ -8,6 +8,9 @@
   (``best_match``) and which counter a request charges (``counter_key``).
 * ``counters``: ``TokenBucket`` and ``FixedWindow`` (envoyproxy/ratelimit's
   epoch-aligned window), both driven by an injected clock.
+* ``tables``: a limit's counters held together, one entry per descriptor value
+  (a ``WindowTable`` decides as one ``FixedWindow`` per value would), and their
+  checkpoints of bounded size; ``checkpoints`` writes and reads them.
 * ``index``: ``LimitIndex``, the limits of each domain in a trie over their
   patterns, so finding the limit that applies costs the same at 100 limits and at
   100,000 (``best_match`` stays the reference it is tested against).

@@ -129,10 +129,7 @@ class FixedWindow:
     """
 
     def __init__(self, limit: int, unit_seconds: float) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if not math.isfinite(unit_seconds) or unit_seconds <= 0:
-            raise ValueError(f"unit_seconds must be positive, got {unit_seconds}")
+        check_window(limit, unit_seconds)
         self.limit = limit
         self.unit_seconds = unit_seconds
         # Any start at or before the first window will do while the count is 0; 0.0
@@ -165,9 +162,7 @@ class FixedWindow:
 
     def window_start(self, now: float) -> float:
         """The start of the window holding ``now``: a multiple of ``unit_seconds``."""
-        # Float floor division is computed from the exact remainder, so a ``now`` on a
-        # boundary starts the new window rather than rounding into the old one.
-        return (now // self.unit_seconds) * self.unit_seconds
+        return window_start(now, self.unit_seconds)
 
     def reconfigure(self, limit: int) -> None:
         """Change the limit; hits already counted in this window still count."""
@@ -198,6 +193,21 @@ def blocked(unit_seconds: float, now: float) -> Outcome:
     """
     reset_after = unit_seconds - (now % unit_seconds)
     return Outcome(allowed=False, remaining=0, reset_after=reset_after, retry_after=math.inf)
+
+
+def window_start(now: float, unit_seconds: float) -> float:
+    """The start of the epoch-aligned window of ``unit_seconds`` holding ``now``."""
+    # Float floor division is computed from the exact remainder, so a ``now`` on a
+    # boundary starts the new window rather than rounding into the old one.
+    return (now // unit_seconds) * unit_seconds
+
+
+def check_window(limit: int, unit_seconds: float) -> None:
+    """Raise ValueError unless ``limit`` per ``unit_seconds`` is a valid window."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if not math.isfinite(unit_seconds) or unit_seconds <= 0:
+        raise ValueError(f"unit_seconds must be positive, got {unit_seconds}")
 
 
 def _check(capacity: int, per_second: float) -> None:

@@ -39,7 +39,7 @@ import heapq
 import math
 from collections.abc import Sequence
 
-from bulwark_server.ratelimits.counters import Outcome, TokenBucket
+from bulwark_server.ratelimits.counters import Outcome, TokenBucket, check_window, window_start
 
 Value = str | tuple[str, ...]
 Saved = tuple[Value, float, float]
@@ -86,10 +86,7 @@ class WindowTable:
 
     def __init__(self, limit: int, unit_seconds: float, max_bytes: int = 1 << 20) -> None:
         """``max_bytes``: the checkpoint budget ``saved`` will be given (it sets it anew)."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if not math.isfinite(unit_seconds) or unit_seconds <= 0:
-            raise ValueError(f"unit_seconds must be positive, got {unit_seconds}")
+        check_window(limit, unit_seconds)
         self.limit = limit
         self.unit_seconds = unit_seconds
         self.start = 0.0
@@ -105,7 +102,7 @@ class WindowTable:
         return len(self.counts)
 
     def window_start(self, now: float) -> float:
-        return (now // self.unit_seconds) * self.unit_seconds
+        return window_start(now, self.unit_seconds)
 
     def take(self, value: Value, hits: int, now: float) -> Outcome:
         """Add ``hits`` to ``value``'s count; allowed iff it stays within the limit.
