@@ -83,7 +83,13 @@ from bench_report import (
     run_and_print,
     utc_now,
 )
-from bench_servers import SERVING_TIMEOUT, BulwarkProcess, cpu_seconds, probe_getleader
+from bench_servers import (
+    SERVING_TIMEOUT,
+    BulwarkProcess,
+    cpu_seconds,
+    embedded_etcd_pid,
+    probe_getleader,
+)
 
 from bulwark.v1 import (
     breaker_pb2,
@@ -259,14 +265,6 @@ def phase_seconds(t: StreamTiming, name: str) -> float:
 # --------------------------------------------------------------------------- CPU
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            return [int(child) for child in handle.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
 @dataclass
 class CpuUse:
     """Wall time of one step and the CPU seconds each process spent in it."""
@@ -284,15 +282,8 @@ class CpuMeter:
         self.replica_pid = replica_pid
         self.steps: dict[str, CpuUse] = {}
 
-    def _etcd_pid(self) -> int | None:
-        for child in _children(self.replica_pid):
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/comm").read_text().strip() == "etcd":
-                    return child
-        return None
-
     def _sample(self) -> tuple[float, float, float, float]:
-        etcd = self._etcd_pid()
+        etcd = embedded_etcd_pid(self.replica_pid)
         return (
             time.perf_counter(),
             cpu_seconds(self.replica_pid),

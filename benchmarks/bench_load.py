@@ -2,8 +2,9 @@
 
 Holds the unary call a load process makes (``CallSpec``), the spawned processes that keep
 ``--concurrency`` calls in flight each over one ``grpc.aio`` channel (started together at
-a barrier, warm-up discarded, every latency kept), the parent's merge of their samples
-into exact nearest-rank percentiles, and the summaries those percentiles fill.
+a barrier, warm-up discarded, every latency kept), what the parent may read at both ends
+of their measured window (``WindowProbe``), the parent's merge of their samples into exact
+nearest-rank percentiles, and the summaries those percentiles fill.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import multiprocessing.queues
 import multiprocessing.synchronize
 import queue
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -227,23 +229,64 @@ def run_worker(
     results.put(outcome)
 
 
+@dataclass
+class WindowProbe:
+    """A reading taken in the parent at the start and at the end of the measured window.
+
+    ``read`` is called (in a thread of the parent) ``warmup`` seconds after the load
+    processes pass their start barrier, which the parent then waits at too, and again
+    ``duration`` seconds later: e.g. a counter of the server under test, so that its
+    change covers the same span as the calls counted. ``seconds`` is the span between
+    the two readings; both stay None when the run fails before the window ends.
+    """
+
+    read: Callable[[], Any]
+    start: Any = None
+    end: Any = None
+    seconds: float = math.nan
+
+    def watch(
+        self, barrier: multiprocessing.synchronize.Barrier, warmup: float, duration: float
+    ) -> None:
+        try:
+            barrier.wait(WORKER_SLACK)
+        except threading.BrokenBarrierError:
+            return  # a worker failed; run_processes reports it
+        begin = time.monotonic() + warmup
+        time.sleep(max(0.0, begin - time.monotonic()))
+        self.start, started = self.read(), time.monotonic()
+        time.sleep(max(0.0, begin + duration - time.monotonic()))
+        self.end = self.read()
+        self.seconds = time.monotonic() - started
+
+
 def run_processes(
     label: str,
     drive: Drive,
     specs: Sequence[Any],
     args: argparse.Namespace,
     check_alive: Callable[[], None],
+    probe: WindowProbe | None = None,
 ) -> tuple[list[float], Counter[str]]:
     """Run ``drive(spec, barrier)`` in one process per spec; merge their samples.
 
     ``drive`` is a module-level function (it is pickled into a spawned process) returning
     a dict with ``latencies`` (array of doubles as bytes) and ``errors``; each spec has an
     ``index``. ``args`` needs ``warmup`` and ``duration`` (to bound the wait);
-    ``check_alive`` raises if the server under test died. Every process is stopped on
-    the way out, whatever happens.
+    ``check_alive`` raises if the server under test died. With ``probe``, the parent
+    takes its readings at the start and end of the measured window (``WindowProbe``).
+    Every process is stopped on the way out, whatever happens.
     """
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
-    barrier = ctx.Barrier(len(specs))
+    barrier = ctx.Barrier(len(specs) + (1 if probe is not None else 0))
+    watcher = None
+    if probe is not None:
+        watcher = threading.Thread(
+            target=probe.watch,
+            args=(barrier, args.warmup, args.duration),
+            name=f"{label}-probe",
+            daemon=True,
+        )
     results: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
     workers = [
         ctx.Process(target=run_worker, args=(drive, spec, barrier, results), name=f"{label}-{i}")
@@ -256,6 +299,8 @@ def run_processes(
     try:
         for process in workers:
             process.start()
+        if watcher is not None:
+            watcher.start()
         while len(received) < len(workers):
             try:
                 item = results.get(timeout=0.5)
@@ -278,6 +323,9 @@ def run_processes(
             errors.update(item["errors"])
         for process in workers:
             process.join(10.0)
+        if watcher is not None:
+            # The workers stop at the window's end too; its last reading is due by now.
+            watcher.join(CALL_TIMEOUT + WORKER_SLACK)
     finally:
         for process in workers:
             if process.is_alive():
@@ -292,17 +340,25 @@ def run_processes(
 
 
 def run_load(
-    target: str, address: str, call: CallSpec, args: argparse.Namespace, server: ServerProcess
+    target: str,
+    address: str,
+    call: CallSpec,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    probe: WindowProbe | None = None,
 ) -> TargetResult:
     """Run ``args.processes`` load processes against one target and merge their results.
 
-    ``args`` needs ``processes``, ``concurrency``, ``warmup`` and ``duration``.
+    ``args`` needs ``processes``, ``concurrency``, ``warmup`` and ``duration``; ``probe``
+    is read at the start and end of the measured window (``WindowProbe``).
     """
     specs = [
         WorkerSpec(i, target, address, call, args.concurrency, args.warmup, args.duration)
         for i in range(args.processes)
     ]
-    latencies, errors = run_processes(f"load-{target}", drive_grpc, specs, args, server.check_alive)
+    latencies, errors = run_processes(
+        f"load-{target}", drive_grpc, specs, args, server.check_alive, probe
+    )
     server.check_alive()
     return summarize(target, call.label, latencies, errors, args.duration)
 

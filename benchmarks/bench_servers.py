@@ -2,10 +2,12 @@
 
 Holds the Bulwark replica (``python -m bulwark_server serve`` with a private embedded etcd),
 the bare ``grpc.aio`` echo server that is every benchmark's floor (run as this module),
-the base class that drains a server's output and reads its port from it, and
-``ProcessGroup``, which stops every process of a run and removes its temporary directory
-whatever happens. Run as a script, this module is the echo server: it prints its port on
-stdout and serves until SIGTERM, SIGINT or the end of its stdin.
+the base class that drains a server's output and reads its port from it, what /proc and
+etcd's /metrics say about a running server (CPU seconds, resident memory, its embedded
+etcd, committed proposals), and ``ProcessGroup``, which stops every process of a run and
+removes its temporary directory whatever happens. Run as a script, this module is the echo
+server: it prints its port on stdout and serves until SIGTERM, SIGINT or the end of its
+stdin.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +43,8 @@ SERVING_TIMEOUT = 60.0  # seconds to wait for each server to report its port
 LEADER_TIMEOUT = 15.0  # seconds to wait for GetLeader to name a leader
 CALL_TIMEOUT = 5.0  # deadline of one benchmark call
 STOP_TIMEOUT = 15.0  # seconds a server gets after SIGTERM before SIGKILL
+PROPOSALS_METRIC = "etcd_server_proposals_committed_total"
+MAX_WATCHED = 200  # output lines ServerProcess keeps of those it watches for
 
 
 # --------------------------------------------------------------------------- echo server
@@ -86,7 +91,12 @@ async def run_echo_server() -> None:
 
 
 class ServerProcess:
-    """A server subprocess whose output is drained by a thread; reports its port once."""
+    """A server subprocess whose output is drained by a thread; reports its port once.
+
+    Output lines containing any of ``watch_for`` (case-insensitive) are counted in
+    ``watched_count`` and the last ``MAX_WATCHED`` of them kept in ``watched``, so a
+    benchmark can tell whether the server logged, say, failed checkpoints.
+    """
 
     def __init__(
         self,
@@ -96,9 +106,13 @@ class ServerProcess:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        watch_for: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.tail: deque[str] = deque(maxlen=40)
+        self.watch_for = tuple(word.lower() for word in watch_for)
+        self.watched: deque[str] = deque(maxlen=MAX_WATCHED)
+        self.watched_count = 0
         self.port: int | None = None
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
@@ -124,6 +138,9 @@ class ServerProcess:
     def _drain(self, stream: IO[str]) -> None:
         for line in stream:
             self.tail.append(line.rstrip("\n"))
+            if self.watch_for and any(word in line.lower() for word in self.watch_for):
+                self.watched.append(line.rstrip("\n"))
+                self.watched_count += 1
             if self.port is None:
                 port = self._parse_port(line)
                 if port is not None:
@@ -174,6 +191,49 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
+def rss_mb(pid: int | None) -> float:
+    """Resident memory of a process now (VmRSS of /proc/<pid>/status), in MB of 10^6 bytes;
+    NaN when unreadable (no such process, not Linux)."""
+    if pid is None:
+        return math.nan
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024 / 1e6  # the kernel's "kB" is KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.nan
+
+
+def embedded_etcd_pid(pid: int) -> int | None:
+    """The pid of the etcd child of process ``pid`` (a replica's embedded etcd), or None."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except (OSError, ValueError):
+        return None
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "etcd":
+                return child
+        except OSError:
+            continue
+    return None
+
+
+def proposals_committed(etcd_endpoint: str) -> int:
+    """etcd's ``etcd_server_proposals_committed_total`` from its /metrics endpoint: every
+    write (put, delete, transaction, lease grant or revoke) that went through consensus."""
+    base = etcd_endpoint if "://" in etcd_endpoint else f"http://{etcd_endpoint}"
+    url = base.rstrip("/") + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(PROPOSALS_METRIC + " "):
+                return int(float(line.split()[1]))
+    raise RuntimeError(f"{PROPOSALS_METRIC} not found at {url}")
+
+
 def terminate(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     """SIGTERM ``proc`` if it runs, wait STOP_TIMEOUT, then SIGKILL."""
     if proc.poll() is None:
@@ -193,7 +253,7 @@ class BulwarkProcess(ServerProcess):
     another replica's etcd, ``--replica-id``). When the replica starts an embedded etcd,
     ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line. ``env`` and
     ``cwd`` are those of the subprocess (default: this process's), e.g. a ``PYTHONPATH``
-    naming another source tree.
+    naming another source tree. ``watch_for``: see ``ServerProcess``.
     """
 
     def __init__(
@@ -204,6 +264,7 @@ class BulwarkProcess(ServerProcess):
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        watch_for: Sequence[str] = (),
     ) -> None:
         self.etcd_endpoint: str | None = None
         argv = [
@@ -219,7 +280,7 @@ class BulwarkProcess(ServerProcess):
             "INFO",
             *extra_args,
         ]
-        super().__init__(name, argv, port_stream="stderr", env=env, cwd=cwd)
+        super().__init__(name, argv, port_stream="stderr", env=env, cwd=cwd, watch_for=watch_for)
 
     def _parse_port(self, line: str) -> int | None:
         try:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,13 +39,18 @@ from bench_report import (
     run_and_print,
     utc_now,
 )
-from bench_servers import BulwarkProcess, ProcessGroup, probe_getleader
+from bench_servers import (
+    PROPOSALS_METRIC,
+    BulwarkProcess,
+    ProcessGroup,
+    probe_getleader,
+    proposals_committed,
+)
 from bench_trees import server_side
 from breaker_idle_bench import BREAKER_PREFIX, create_breakers
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 
-METRIC = "etcd_server_proposals_committed_total"
 BATCH = 1000  # entries per ReportOutcomes request (the API's limit)
 REPORT_TIMEOUT = 10.0
 
@@ -68,17 +72,6 @@ class Report:
     @property
     def per_1000(self) -> float:
         return self.proposals * 1000 / self.outcomes if self.outcomes else float("nan")
-
-
-def proposals_committed(etcd_endpoint: str) -> int:
-    """etcd's ``etcd_server_proposals_committed_total`` from its /metrics endpoint."""
-    base = etcd_endpoint if "://" in etcd_endpoint else f"http://{etcd_endpoint}"
-    url = base.rstrip("/") + "/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(METRIC + " "):
-                return int(float(line.split()[1]))
-    raise RuntimeError(f"{METRIC} not found at {url}")
 
 
 class _Reporter:
@@ -199,7 +192,7 @@ def format_report(report: Report) -> str:
             f" measured {report.measured_s:.1f}s",
             f"outcomes accepted: {report.outcomes} ({report.outcomes / seconds:.0f}/s),"
             f" report errors: {report.report_errors}",
-            f"{METRIC}: +{report.proposals} ({report.proposals / seconds:.1f}/s)",
+            f"{PROPOSALS_METRIC}: +{report.proposals} ({report.proposals / seconds:.1f}/s)",
             f"etcd writes per 1,000 outcomes: {report.per_1000:.3f}",
         ]
     )

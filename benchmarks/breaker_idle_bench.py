@@ -31,9 +31,8 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -48,7 +47,13 @@ from bench_report import (
     run_and_print,
     utc_now,
 )
-from bench_servers import BulwarkProcess, ProcessGroup, cpu_seconds, probe_getleader
+from bench_servers import (
+    BulwarkProcess,
+    ProcessGroup,
+    cpu_seconds,
+    embedded_etcd_pid,
+    probe_getleader,
+)
 from bench_trees import server_side
 
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
@@ -80,23 +85,13 @@ class Report:
     usages: list[Usage] = field(default_factory=list)
 
 
-def _etcd_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            children = [int(child) for child in handle.read().split()]
-    except (OSError, ValueError):
-        return None
-    for child in children:
-        try:
-            if Path(f"/proc/{child}/comm").read_text().strip() == "etcd":
-                return child
-        except OSError:
-            continue
-    return None
+async def create_breakers(
+    address: str, n: int, concurrency: int, progress: Callable[[str], None] = _progress
+) -> Counter[str]:
+    """PutBreaker ``idle-00000`` ... with ``concurrency`` calls in flight; errors by code.
 
-
-async def create_breakers(address: str, n: int, concurrency: int) -> Counter[str]:
-    """PutBreaker ``idle-00000`` ... with ``concurrency`` calls in flight; errors by code."""
+    ``progress`` hears how far it got at every tenth.
+    """
     errors: Counter[str] = Counter()
     names = iter(range(n))
     async with grpc.aio.insecure_channel(address) as channel:
@@ -110,7 +105,7 @@ async def create_breakers(address: str, n: int, concurrency: int) -> Counter[str
                 except grpc.aio.AioRpcError as exc:
                     errors[exc.code().name] += 1
                 if i and i % max(1, n // 10) == 0:
-                    _progress(f"PutBreaker: {i}/{n}")
+                    progress(f"PutBreaker: {i}/{n}")
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return errors
@@ -154,7 +149,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         _progress(f"created in {report.put_s:.1f}s ({sum(errors.values())} errors)")
         _progress(f"settling {args.settle:g}s, then measuring {args.window:g}s...")
         time.sleep(args.settle)
-        pids = {label: (r.proc.pid, _etcd_pid(r.proc.pid)) for label, r in replicas.items()}
+        pids = {label: (r.proc.pid, embedded_etcd_pid(r.proc.pid)) for label, r in replicas.items()}
         before, t0 = _sample(pids), time.monotonic()
         time.sleep(args.window)
         after, t1 = _sample(pids), time.monotonic()

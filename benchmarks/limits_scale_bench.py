@@ -29,6 +29,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,22 +111,37 @@ def check_requests(size: int, count: int, rng: random.Random) -> list[ratelimit_
     return out
 
 
-async def _load(address: str, size: int) -> None:
+async def _load(
+    address: str, size: int, progress: Callable[[str], None] | None, concurrency: int
+) -> None:
     limits = (make_limit(kind, n) for kind, count in shares(size).items() for n in range(count))
+    done = 0
+    started = time.perf_counter()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
 
         async def worker() -> None:
+            nonlocal done
             for limit in limits:  # one shared generator: each limit is put once
                 await stub.PutLimit(ratelimit_pb2.PutLimitRequest(limit=limit), timeout=60)
+                done += 1
+                if progress is not None and done % max(1, size // 10) == 0:
+                    spent = time.perf_counter() - started
+                    progress(f"PutLimit: {done}/{size} in {spent:.0f}s ({done / spent:.0f}/s)")
 
-        await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def load_limits(address: str, size: int) -> float:
-    """Put ``size`` limits with concurrent calls; the seconds it took."""
+def load_limits(
+    address: str,
+    size: int,
+    progress: Callable[[str], None] | None = None,
+    concurrency: int = LOAD_CONCURRENCY,
+) -> float:
+    """Put ``size`` limits (``shares``, ``make_limit``) with ``concurrency`` calls in flight;
+    the seconds it took. ``progress`` hears how far it got at every tenth."""
     started = time.perf_counter()
-    asyncio.run(_load(address, size))
+    asyncio.run(_load(address, size, progress, concurrency))
     return time.perf_counter() - started
 
 
@@ -284,7 +300,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         for result in report.sizes:
             probe_getleader(addresses[result.size])
             _progress(f"{result.size}: loading limits")
-            result.setup_s = load_limits(addresses[result.size], result.size)
+            result.setup_s = load_limits(addresses[result.size], result.size, _progress)
             _progress(f"{result.size}: loaded in {result.setup_s:.0f}s")
         for turn in range(args.turns):
             order = report.sizes if turn % 2 == 0 else report.sizes[::-1]
