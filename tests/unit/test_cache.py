@@ -413,3 +413,11 @@ async def test_dropping_one_subscriber_keeps_the_others() -> None:
     cache.apply([put(b"/c", mod=3)], revision=3)
     assert slow.empty()
     assert steady.get_nowait()[0].entry.key == b"/c"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"/a/", b"/a/\xff", b"/b", b"/c/", b"/z"])
+def test_count_is_the_number_a_scan_returns(prefix: bytes) -> None:
+    cache = Cache()
+    names = [b"/a", b"/a/", b"/a/1", b"/a/2", b"/a/\xff", b"/a/\xff\xff", b"/a0", b"/b", b"/c/x"]
+    cache.load([entry(k) for k in names], revision=5)
+    assert cache.count(prefix) == len(cache.scan(prefix))

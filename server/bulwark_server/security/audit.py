@@ -265,18 +265,25 @@ class AuditLog:
 
     async def prune(self) -> int:
         """Delete expired events and the oldest beyond the maximum; return how many."""
-        entries = self._store.scan(AUDIT_KIND)
         start = len(kind_prefix(AUDIT_KIND))
         cutoff_ns = int((self._clock() - self._retention) * 1e9)
-        excess = max(0, len(entries) - self._max_events)
-        doomed = []
-        for i, entry in enumerate(entries):
-            name = entry.key[start:].decode()
-            stamp = name.split("-", 1)[0]
-            if i < excess or (stamp.isdigit() and int(stamp) < cutoff_ns):
-                doomed.append(name)
+        excess = max(0, self._store.count(AUDIT_KIND) - self._max_events)
+        # Ids are in time order, so the doomed events come first: read pages from the
+        # oldest and stop at the first one kept, rather than visit every event each time.
+        doomed: list[str] = []
+        after = ""
+        while page := self._store.scan(AUDIT_KIND, start_after=after, limit=BATCH):
+            for entry in page:
+                name = entry.key[start:].decode()
+                stamp = name.split("-", 1)[0]
+                if len(doomed) < excess or (stamp.isdigit() and int(stamp) < cutoff_ns):
+                    doomed.append(name)
+                else:
+                    break
             else:
-                break  # ids are in time order
+                after = doomed[-1]
+                continue
+            break
         fence = self._election.fence()
         for i in range(0, len(doomed), BATCH):
             await self._store.delete_many(AUDIT_KIND, doomed[i : i + BATCH], fence=fence)

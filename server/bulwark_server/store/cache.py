@@ -83,6 +83,19 @@ class Cache:
             i += 1
         return out
 
+    def count(self, prefix: bytes) -> int:
+        """How many entries have a key starting with ``prefix`` (two binary searches)."""
+        first = bisect.bisect_left(self._sorted, prefix)
+        # The keys with the prefix are contiguous in sorted order: search for their end.
+        lo, hi = first, len(self._sorted)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._sorted[mid].startswith(prefix):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - first
+
     def load(self, entries: Iterable[Entry], revision: int) -> list[Event]:
         """Replace the whole view with a range read taken at ``revision``."""
         fresh = {e.key: e for e in entries}

@@ -111,6 +111,10 @@ class EtcdStore:
         after = prefix + start_after.encode() if start_after else b""
         return self.cache.scan(prefix, after, limit)
 
+    def count(self, kind: str) -> int:
+        """How many cached entries ``kind`` has, without visiting them. May be stale."""
+        return self.cache.count(kind_prefix(kind))
+
     def subscribe(self, kind: str = "") -> asyncio.Queue[list[Event]]:
         """A queue of every later change under the prefix, or only of keys of ``kind``
         (see ``Cache.subscribe``)."""
