@@ -39,8 +39,8 @@ class FakeStore:
         self.gets += 1
         return self.cache.get(key_for(kind, name))
 
-    def subscribe(self) -> asyncio.Queue[list[Event]]:
-        return self.cache.subscribe()
+    def subscribe(self, kind: str = "") -> asyncio.Queue[list[Event]]:
+        return self.cache.subscribe(kind_prefix(kind) if kind else b"")
 
     def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
         self.cache.unsubscribe(queue)
@@ -164,3 +164,24 @@ def test_dropped_events_bring_a_full_pass() -> None:
     store.put("late", opened(T0))
     tracker.follow(changes)  # the new subscription is followed
     assert tracker.timers.due("late") is not None
+
+
+def test_wait_returns_on_a_change_and_follow_still_sees_it() -> None:
+    async def run() -> tuple[float, float]:
+        store, tracker, _, _ = make()
+        changes = store.subscribe(BREAKER_KIND)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await tracker.wait(changes, 0.05)  # nothing changes: the whole wait
+        quiet = loop.time() - started
+        loop.call_later(0.01, store.put, "b", opened(T0))
+        started = loop.time()
+        await tracker.wait(changes, 30.0)  # returns on the change, not after 30 s
+        woken = loop.time() - started
+        tracker.follow(changes)
+        assert tracker.timers.due("b") is not None  # the batch wait took was followed
+        return quiet, woken
+
+    quiet, woken = asyncio.run(run())
+    assert quiet >= 0.04
+    assert woken < 5.0

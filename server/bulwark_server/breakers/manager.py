@@ -323,7 +323,7 @@ class BreakerManager:
     async def _lead(self) -> None:
         """While leading: restore windows, run the timers that fall due, checkpoint windows."""
         # Subscribed before the build, so no change made meanwhile is missed.
-        changes = self._store.subscribe()
+        changes = self._store.subscribe(BREAKER_KIND)
         try:
             self._restore_windows()
             self._tracker.observe_all()
@@ -344,7 +344,13 @@ class BreakerManager:
                     log.debug("breaker leader loop: %s", exc)
                 except Exception:
                     log.exception("breaker leader loop failed; continuing")
+                # At most one round per tick, and while nothing changes or falls due,
+                # none at all: an idle leader sleeps instead of polling its timers.
                 await asyncio.sleep(self._tick_interval)
+                wait = next_checkpoint - time.monotonic()
+                if (due := self._tracker.next_due()) is not None:
+                    wait = min(wait, due - self._clock())
+                await self._tracker.wait(changes, wait)
         finally:
             self._store.unsubscribe(changes)
 

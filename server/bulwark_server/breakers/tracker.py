@@ -21,6 +21,7 @@ what merely exists:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 
 from bulwark.v1 import breaker_pb2
@@ -49,11 +50,13 @@ class BreakerTracker:
         self._prefix = kind_prefix(BREAKER_KIND)
         self._seen: dict[str, tuple[int, int]] = {}  # name -> (mod revision, transitions)
         self.timers = Timers()
+        self._held: list[list[Event]] = []  # a batch ``wait`` took from the queue
 
     def reset(self) -> None:
         """Forget everything (a new term: earlier transitions say nothing about it)."""
         self._seen.clear()
         self.timers.clear()
+        self._held.clear()
 
     def observe(self, breaker: breaker_pb2.CircuitBreaker, revision: int) -> None:
         """Take in the breaker's record at ``revision`` (ignored if older than the last)."""
@@ -88,12 +91,12 @@ class BreakerTracker:
         ``changes``, from ``store.subscribe``); returns the queue to read next time
         (a new one when this one overflowed, after a full pass)."""
         names: set[str] = set()
-        while not changes.empty():
-            batch = changes.get_nowait()
+        while self._held or not changes.empty():
+            batch = self._held.pop() if self._held else changes.get_nowait()
             if not batch:
                 # Fell too far behind and changes were dropped: observe everything again.
                 self._store.unsubscribe(changes)
-                changes = self._store.subscribe()
+                changes = self._store.subscribe(BREAKER_KIND)
                 self.observe_all()
                 names.clear()
                 continue
@@ -103,6 +106,18 @@ class BreakerTracker:
         for name in names:
             self.refresh(name, only_newer=True)
         return changes
+
+    async def wait(self, changes: asyncio.Queue[list[Event]], seconds: float) -> None:
+        """Until a change is queued (kept for the next ``follow``) or ``seconds`` pass."""
+        if seconds <= 0 or self._held or not changes.empty():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                self._held.append(await changes.get())
+
+    def next_due(self) -> float | None:
+        """The earliest time a breaker falls due (wall clock), or None."""
+        return self.timers.next_due()
 
     def refresh(self, name: str, *, only_newer: bool = False) -> None:
         """Observe the cached record of ``name`` (forget it when absent); with

@@ -115,6 +115,8 @@ class AuditLog:
         self._tallies: dict[tuple[str, ...], audit_pb2.AuditEvent] = {}
         self._overflow = 0
         self._wake = asyncio.Event()
+        # Set whenever there is something to write, so an idle loop sleeps until then.
+        self._work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
         self._pruner = LeaderTask(election, self._prune_loop, "audit-prune")
@@ -144,6 +146,7 @@ class AuditLog:
 
     def tally(self, event: audit_pb2.AuditEvent) -> None:
         """Count an event into the current interval's tally of events like it."""
+        self._work.set()
         key = (event.actor, event.peer, event.method, event.target, event.code, event.token_id)
         held = self._tallies.get(key)
         if held is None:
@@ -169,11 +172,16 @@ class AuditLog:
             self._pending.pop(0)
             self.dropped += 1
         self._pending.append((event.id, event.SerializeToString()))
+        self._work.set()
         if len(self._pending) >= BATCH:
             self._wake.set()
 
     async def _flush_loop(self) -> None:
         while True:
+            if not self._pending and not self._tallies and not self._overflow:
+                # Nothing to write: sleep until there is, rather than wake every interval.
+                self._work.clear()
+                await self._work.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._wake.wait()
