@@ -6,8 +6,9 @@ from what the previous version saved, and the previous version from ours.
 
 * **Any number of values fits.** A record lists at most ``max_bytes`` of
   counters (``tables.*.saved``: the highest counts, the emptiest buckets) and a
-  ``rest`` level for the others, so a per-IP limit seen from a million addresses
-  is one bounded etcd value, and no counter is restored below what it counted.
+  ``rest`` level for the others, with a filter of the values it is for, so a
+  per-IP limit seen from a million addresses is one bounded etcd value, and no
+  counter is restored below what it counted.
 * **One proposal a round.** A round writes the records of every limit charged
   since the last one, in fenced transactions of up to ``MAX_TXN_OPS`` records and
   ``max_bytes`` (``store.batches``); one transaction is one etcd proposal, so a
@@ -27,7 +28,14 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server import timestamps
 from bulwark_server.errors import NotLeader, RequestTooLarge
 from bulwark_server.ratelimits.config import limit_key
-from bulwark_server.ratelimits.tables import BucketTable, Saved, WindowTable, value_of, values_of
+from bulwark_server.ratelimits.tables import (
+    BucketTable,
+    Rest,
+    Saved,
+    WindowTable,
+    value_of,
+    values_of,
+)
 from bulwark_server.store import EtcdStore, Fence, batches
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND
 
@@ -50,7 +58,7 @@ class Restored:
     limit: ratelimit_pb2.Limit
     created: int
     listed: list[Saved]
-    rest: Saved | None
+    rest: Rest | None
 
 
 class CounterCheckpoints:
@@ -91,7 +99,8 @@ class CounterCheckpoints:
             for value, level, at in listed:
                 record.counters.add(values=values_of(value), level=level, time=at)
             if rest is not None:
-                record.rest.level, record.rest.time = rest[1], rest[2]
+                record.rest.level, record.rest.time = rest.level, rest.time
+                record.rest_members, record.rest_member_hashes = rest.members, rest.hashes
             records.append((limit_key(domain, name), record.SerializeToString()))
         written = 0
         pending = list(batches(records, self.max_bytes))
@@ -133,7 +142,14 @@ class CounterCheckpoints:
             if own is None or own.create_revision != record.limit_create_revision:
                 continue  # the limit is gone, or is a new one under the same name
             listed = [(value_of(c.values), c.level, c.time) for c in record.counters]
-            rest = ("", record.rest.level, record.rest.time) if record.HasField("rest") else None
+            rest = None
+            if record.HasField("rest"):
+                rest = Rest(
+                    record.rest.level,
+                    record.rest.time,
+                    record.rest_members,
+                    record.rest_member_hashes,
+                )
             yield Restored(
                 ratelimit_pb2.Limit.FromString(own.value), own.create_revision, listed, rest
             )

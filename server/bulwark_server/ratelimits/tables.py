@@ -35,15 +35,83 @@ lists, not what the limit has seen. Pure: every call gets ``now``.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bulwark_server.ratelimits.counters import Outcome, TokenBucket, check_window, window_start
 
 Value = str | tuple[str, ...]
 Saved = tuple[Value, float, float]
 """(value, level, time): a window's count and start, or a bucket's tokens and refill time."""
+
+MEMBER_HASHES = 2
+"""Bit positions per value in a ``Members`` filter: few, as it may hold a few bits a value."""
+
+
+@dataclass(frozen=True)
+class Rest:
+    """The level of every counter a checkpoint does not list (see the module).
+
+    ``members``, when set, is a ``Members`` filter of the values the rest level is
+    for: a value it does not hold was never counted and starts at 0.
+    """
+
+    level: float
+    time: float
+    members: bytes = b""
+    hashes: int = 0
+
+
+class Members:
+    """A Bloom filter of descriptor values: a value added is always found (no false
+    negatives); a value never added is found with a small probability.
+
+    Its size is a power of two bytes, so ``fold`` can halve it and still find
+    every value added. Positions come from BLAKE2b, the same in every process.
+    """
+
+    __slots__ = ("bits", "hashes", "mask")
+
+    def __init__(self, bits: bytearray, hashes: int = MEMBER_HASHES) -> None:
+        if len(bits) & (len(bits) - 1) or not bits:
+            raise ValueError(f"a filter's size must be a power of two bytes, got {len(bits)}")
+        self.bits = bits
+        self.hashes = max(1, hashes)
+        self.mask = len(bits) * 8 - 1
+
+    @classmethod
+    def sized(cls, max_bytes: int) -> Members:
+        """An empty filter of the largest power of two bytes within ``max_bytes``."""
+        return cls(bytearray(1 << max(0, max_bytes.bit_length() - 1)))
+
+    def _positions(self, value: Value) -> list[int]:
+        # Joined with a separator no descriptor value is likely to hold; a clash only
+        # makes a false positive, which the filter allows anyway.
+        digest = hashlib.blake2b("\x1f".join(values_of(value)).encode(), digest_size=16).digest()
+        first = int.from_bytes(digest[:8], "little")
+        step = int.from_bytes(digest[8:], "little") | 1
+        return [(first + i * step) & self.mask for i in range(self.hashes)]
+
+    def add(self, value: Value) -> None:
+        for p in self._positions(value):
+            self.bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, value: object) -> bool:
+        return all(self.bits[p >> 3] >> (p & 7) & 1 for p in self._positions(value))  # type: ignore[arg-type]
+
+    def fold(self, max_bytes: int) -> None:
+        """Halve the filter until it fits ``max_bytes`` (OR of the halves: positions are
+        taken modulo the size, so every value added is still found)."""
+        while len(self.bits) > max(1, max_bytes):
+            half = len(self.bits) // 2
+            folded = int.from_bytes(self.bits[:half], "little") | int.from_bytes(
+                self.bits[half:], "little"
+            )
+            self.bits = bytearray(folded.to_bytes(half, "little"))
+            self.mask = half * 8 - 1
 
 
 def value_of(values: Sequence[str]) -> Value:
@@ -78,6 +146,8 @@ class WindowTable:
         "heavy",
         "heavy_cap",
         "limit",
+        "max_bytes",
+        "members",
         "rest",
         "start",
         "threshold",
@@ -97,6 +167,9 @@ class WindowTable:
         # ``heavy`` is trimmed when it grows past this many values, so a burst of new
         # values between two checkpoints costs neither a long pause nor memory.
         self.heavy_cap = 4 * (max_bytes // saved_size(""))
+        self.max_bytes = max_bytes
+        # The values counted, once a checkpoint cannot list them all (``saved``).
+        self.members: Members | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -115,9 +188,15 @@ class WindowTable:
         # A clock stepping back into an earlier window keeps counting in this one.
         if start > self.start:
             self._new_window(start)
-        count = self.counts.get(value, self.rest) + hits
+        counted = self.counts.get(value)
+        new = counted is None
+        if counted is None:
+            counted = self._restored_level(value)
+        count = counted + hits
         if hits:
             self.counts[value] = count
+            if new and self.members is not None:
+                self.members.add(value)
             if count >= self.threshold:
                 self.heavy.add(value)
                 if len(self.heavy) > self.heavy_cap:
@@ -135,12 +214,22 @@ class WindowTable:
         """True once the window has ended: a new table would start the same way."""
         return self.start < self.window_start(now)
 
-    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Saved | None]:
+    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Rest | None]:
         """The counters to checkpoint within ``max_bytes``, highest counts first, and
-        the rest level of all others (None when every counter is listed)."""
+        the rest level of all others (None when every counter is listed).
+
+        When the values cannot all be listed, up to three quarters of the budget
+        go to a ``Members`` filter of the values counted, so the rest level applies
+        to them and not to every value a new leader meets.
+        """
         if self.idle(now):
             return [], None
-        budget = max(1, max_bytes // saved_size(""))
+        self.max_bytes = max_bytes
+        room = max_bytes
+        if self.members is not None or len(self.counts) > max_bytes // saved_size(""):
+            members = self._members(max_bytes * 3 // 4)
+            room = max_bytes - len(members.bits)
+        budget = max(1, room // saved_size(""))
         self.heavy_cap = 4 * budget
         if len(self.heavy) > budget:
             self._raise_threshold(budget)
@@ -150,7 +239,7 @@ class WindowTable:
         used = 0
         for value in ordered:
             size = saved_size(value)
-            if used + size > max_bytes:
+            if used + size > room:
                 # Values past the budget join the rest: the highest of them sets it.
                 rest = max(rest, self.counts[value])
                 break
@@ -158,23 +247,48 @@ class WindowTable:
             listed.append((value, float(self.counts[value]), self.start))
         if rest == 0 and len(listed) == len(self.counts):
             return listed, None
-        return listed, ("", float(rest), self.start)
+        if self.members is None:
+            # A few long values past the budget: no room was kept for a filter, so
+            # the rest level is for every value.
+            return listed, Rest(float(rest), self.start)
+        return listed, Rest(float(rest), self.start, bytes(self.members.bits), self.members.hashes)
 
-    def restore(self, listed: Sequence[Saved], rest: Saved | None, now: float) -> None:
+    def restore(self, listed: Sequence[Saved], rest: Rest | None, now: float) -> None:
         """Go on from a checkpoint (of this version or an earlier one) in the current window."""
         current = self.window_start(now)
-        if rest is not None and rest[2] == current:
+        if rest is not None and rest.time == current:
             self.start = current
-            self.rest = max(0, int(rest[1]))
+            self.rest = max(0, int(rest.level))
             self.threshold = self.rest + 1
+            if rest.members:
+                self.members = Members(bytearray(rest.members), rest.hashes)
         for value, level, start in listed:
             if start == current:
                 self.start = current
                 self.counts[value] = max(0, int(level))
                 self.heavy.add(value)
 
+    def _restored_level(self, value: Value) -> int:
+        """The count a value not in ``counts`` stands at: the rest level a checkpoint
+        left it at (for every value, or the values its filter holds), else 0."""
+        if not self.rest:
+            return 0
+        if self.members is None or value in self.members:
+            return self.rest
+        return 0
+
+    def _members(self, max_bytes: int) -> Members:
+        if self.members is None:
+            self.members = Members.sized(max_bytes)
+            for value in self.counts:
+                self.members.add(value)
+        else:
+            self.members.fold(max_bytes)
+        return self.members
+
     def _new_window(self, start: float) -> None:
         self.start = start
+        self.members = None
         self.counts = {}
         self.heavy = set()
         self.rest = 0
@@ -183,6 +297,8 @@ class WindowTable:
     def _raise_threshold(self, budget: int) -> None:
         # The budget-th highest count: at most ``budget`` values are at or above
         # one more than the next one down.
+        # Values leave the list for the rest level: the filter must hold them from now.
+        self._members(self.max_bytes * 3 // 4)
         counts = heapq.nlargest(budget + 1, (self.counts[v] for v in self.heavy))
         self.threshold = max(self.threshold, counts[-1] + 1)
         self.heavy = {v for v in self.heavy if self.counts[v] >= self.threshold}
@@ -197,7 +313,8 @@ class BucketTable:
         self.capacity = capacity
         self.per_second = per_second
         self.buckets: dict[Value, TokenBucket] = {}
-        # (tokens, time) every value not in ``buckets`` stood at, after a restore.
+        # (tokens, time) every value not in ``buckets`` stood at, after a restore. No
+        # filter narrows it: a bucket refills, so the price passes within a refill.
         self.rest: tuple[float, float] | None = None
         self.swept_at = -math.inf
 
@@ -244,7 +361,7 @@ class BucketTable:
         self.sweep(now)
         return not self.buckets and self.rest is None
 
-    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Saved | None]:
+    def saved(self, max_bytes: int, now: float) -> tuple[list[Saved], Rest | None]:
         """The emptiest buckets within ``max_bytes``, and the rest level of all others.
 
         Unlike a window this visits every bucket: token counts move with time, so
@@ -267,13 +384,13 @@ class BucketTable:
             listed.append((value, tokens, at))
         if not math.isfinite(rest):
             return listed, None
-        return listed, ("", rest, now)
+        return listed, Rest(rest, now)
 
-    def restore(self, listed: Sequence[Saved], rest: Saved | None, now: float) -> None:
+    def restore(self, listed: Sequence[Saved], rest: Rest | None, now: float) -> None:
         """Go on from a checkpoint (of this version or an earlier one); refills run from
         the saved times, so ``now`` changes nothing here."""
         if rest is not None:
-            self.rest = (min(float(self.capacity), max(0.0, rest[1])), rest[2])
+            self.rest = (min(float(self.capacity), max(0.0, rest.level)), rest.time)
         for value, tokens, at in listed:
             self.buckets[value] = TokenBucket.from_state(
                 self.capacity, self.per_second, (tokens, at)

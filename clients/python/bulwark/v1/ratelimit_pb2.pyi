@@ -249,17 +249,21 @@ class CounterState(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ..., level: _Optional[float] = ..., time: _Optional[float] = ...) -> None: ...
 
 class LimitCounters(_message.Message):
-    __slots__ = ("domain", "name", "limit_create_revision", "counters", "checkpointed_at", "rest")
+    __slots__ = ("domain", "name", "limit_create_revision", "counters", "checkpointed_at", "rest", "rest_members", "rest_member_hashes")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTED_AT_FIELD_NUMBER: _ClassVar[int]
     REST_FIELD_NUMBER: _ClassVar[int]
+    REST_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REST_MEMBER_HASHES_FIELD_NUMBER: _ClassVar[int]
     domain: str
     name: str
     limit_create_revision: int
     counters: _containers.RepeatedCompositeFieldContainer[CounterState]
     checkpointed_at: _timestamp_pb2.Timestamp
     rest: CounterState
-    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[CounterState, _Mapping]]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rest: _Optional[_Union[CounterState, _Mapping]] = ...) -> None: ...
+    rest_members: bytes
+    rest_member_hashes: int
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[CounterState, _Mapping]]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rest: _Optional[_Union[CounterState, _Mapping]] = ..., rest_members: _Optional[bytes] = ..., rest_member_hashes: _Optional[int] = ...) -> None: ...
