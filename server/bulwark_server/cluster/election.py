@@ -12,9 +12,10 @@ itself):
   only while the leader key still has that create revision, so a deposed
   leader (lease expired while it was paused or partitioned) cannot write.
 * One decision loop (``_cycle``) looks at one snapshot of the state and
-  returns a sentence saying what it did. While leading it renews the leader
-  record with a fenced write each cycle; when that write is refused it steps
-  down. A leader that cannot reach etcd keeps its term only until its lease
+  returns a sentence saying what it did. While leading it proves its term
+  each cycle with a fenced read-only transaction (no etcd proposal), and
+  rewrites the leader record (``renewed_at``) with a fenced write once a TTL;
+  when either is refused it steps down. A leader that cannot reach etcd keeps its term only until its lease
   would have expired (measured from the last acknowledged keep-alive, so it
   gives up no later than etcd does).
 * ``resign`` deletes the leader key (fenced) and revokes the lease, so the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -73,6 +75,7 @@ class Election:
         self._lease_lost = False
         self._term: int | None = None
         self._term_lease = 0
+        self._record_written_at = -math.inf  # when the leader record was last written
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[int | None], None]] = []
@@ -269,6 +272,7 @@ class Election:
             return f"cannot campaign: {exc}"
         self._term_lease = self._lease
         self._elected_at = record.elected_at
+        self._record_written_at = self._clock()
         self._set_term(term, "elected")
         return f"elected leader for term {term}"
 
@@ -279,14 +283,22 @@ class Election:
         # the next may fail on a connection that died meanwhile.
         for attempt in range(RENEW_ATTEMPTS):
             try:
-                await self._store.put(
-                    ELECTION_KIND,
-                    LEADER_NAME,
-                    self._record(elected=False).SerializeToString(),
-                    lease=self._term_lease,
-                    fence=Fence(LEADER_KEY, term),
-                    fail_fast=False,
-                )
+                fence = Fence(LEADER_KEY, term)
+                if self._clock() - self._record_written_at >= self.ttl:
+                    # The record's renewed_at, once a TTL: a write is an etcd proposal.
+                    await self._store.put(
+                        ELECTION_KIND,
+                        LEADER_NAME,
+                        self._record(elected=False).SerializeToString(),
+                        lease=self._term_lease,
+                        fence=fence,
+                        fail_fast=False,
+                    )
+                    self._record_written_at = self._clock()
+                else:
+                    # In between, a read-only fenced transaction proves the term as
+                    # well, without a write.
+                    await self._store.prove(fence, fail_fast=False)
                 return f"leading term {term}"
             except NotLeader as exc:
                 log.warning(

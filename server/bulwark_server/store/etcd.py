@@ -328,6 +328,10 @@ class EtcdStore:
 
     # -- batch writes (one transaction each, at most MAX_TXN_OPS keys) -------------
 
+    async def prove(self, fence: Fence, *, fail_fast: bool = True) -> int:
+        """Prove the fence's term holds with a read-only transaction (NotLeader if not)."""
+        return await self._kv.prove(fence, fail_fast=fail_fast)
+
     async def put_many(
         self, kind: str, items: Sequence[tuple[str, bytes]], *, fence: Fence | None = None
     ) -> int:

@@ -241,6 +241,17 @@ class KV:
             _raise_fence(resp, fence)
         return int(resp.header.revision)
 
+    async def prove(self, fence: Fence, *, fail_fast: bool = True) -> int:
+        """Prove ``fence``'s term still holds without writing (NotLeader if it does not).
+
+        A transaction of compares only is read-only for etcd: it is answered with
+        a linearizable read, not a Raft proposal.
+        """
+        resp = await self.txn([], [], fence.key, fence, fail_fast=fail_fast)
+        if not resp.succeeded:
+            _raise_fence(resp, fence)
+        return int(resp.header.revision)
+
     async def put_raw(
         self, items: Sequence[tuple[bytes, bytes]], fence: Fence | None = None
     ) -> int:
