@@ -33,6 +33,7 @@ from bulwark_server.errors import (
     NotFound,
     NotLeader,
     PermissionDenied,
+    RequestTooLarge,
     ResourceExhausted,
     StoreUnavailable,
 )
@@ -48,6 +49,8 @@ STATUS_BY_ERROR: dict[type[BulwarkError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    # The store did not apply the write; to a caller it is the store failing it.
+    RequestTooLarge: grpc.StatusCode.UNAVAILABLE,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     DataLoss: grpc.StatusCode.DATA_LOSS,
 }

@@ -15,9 +15,9 @@ itself):
   returns a sentence saying what it did. While leading it proves its term
   each cycle with a fenced read-only transaction (no etcd proposal), and
   rewrites the leader record (``renewed_at``) with a fenced write once a TTL;
-  when either is refused it steps down. A leader that cannot reach etcd keeps its term only until its lease
-  would have expired (measured from the last acknowledged keep-alive, so it
-  gives up no later than etcd does).
+  when either is refused it steps down. A leader that cannot reach etcd keeps
+  its term only until its lease would have expired (measured from the last
+  acknowledged keep-alive, so it gives up no later than etcd does).
 * ``resign`` deletes the leader key (fenced) and revokes the lease, so the
   other replicas, which watch the key, campaign at once.
 """
