@@ -51,6 +51,11 @@ MEMBER_HASHES = 2
 """Bit positions per value in a ``Members`` filter: few, as it may hold a few bits a value."""
 
 
+def filter_room(max_bytes: int) -> int:
+    """The part of a checkpoint's budget a ``Members`` filter may take: three quarters."""
+    return max_bytes * 3 // 4
+
+
 @dataclass(frozen=True)
 class Rest:
     """The level of every counter a checkpoint does not list (see the module).
@@ -161,7 +166,9 @@ class WindowTable:
         self.unit_seconds = unit_seconds
         self.start = 0.0
         self.counts: dict[Value, int] = {}
-        self.rest = 0  # the count of every value not in ``counts`` (after a restore)
+        # After a restore: the count of the values not in ``counts`` that ``members``
+        # holds (of every such value without a filter).
+        self.rest = 0
         self.threshold = 1
         self.heavy: set[Value] = set()
         # ``heavy`` is trimmed when it grows past this many values, so a burst of new
@@ -227,7 +234,7 @@ class WindowTable:
         self.max_bytes = max_bytes
         room = max_bytes
         if self.members is not None or len(self.counts) > max_bytes // saved_size(""):
-            members = self._members(max_bytes * 3 // 4)
+            members = self._members(filter_room(max_bytes))
             room = max_bytes - len(members.bits)
         budget = max(1, room // saved_size(""))
         self.heavy_cap = 4 * budget
@@ -298,7 +305,7 @@ class WindowTable:
         # The budget-th highest count: at most ``budget`` values are at or above
         # one more than the next one down.
         # Values leave the list for the rest level: the filter must hold them from now.
-        self._members(self.max_bytes * 3 // 4)
+        self._members(filter_room(self.max_bytes))
         counts = heapq.nlargest(budget + 1, (self.counts[v] for v in self.heavy))
         self.threshold = max(self.threshold, counts[-1] + 1)
         self.heavy = {v for v in self.heavy if self.counts[v] >= self.threshold}

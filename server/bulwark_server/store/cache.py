@@ -86,15 +86,11 @@ class Cache:
     def count(self, prefix: bytes) -> int:
         """How many entries have a key starting with ``prefix`` (two binary searches)."""
         first = bisect.bisect_left(self._sorted, prefix)
-        # The keys with the prefix are contiguous in sorted order: search for their end.
-        lo, hi = first, len(self._sorted)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._sorted[mid].startswith(prefix):
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo - first
+        # The keys with the prefix are contiguous in sorted order: find where they end.
+        end = bisect.bisect_left(
+            self._sorted, True, lo=first, key=lambda key: not key.startswith(prefix)
+        )
+        return end - first
 
     def load(self, entries: Iterable[Entry], revision: int) -> list[Event]:
         """Replace the whole view with a range read taken at ``revision``."""

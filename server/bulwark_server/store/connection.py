@@ -96,12 +96,11 @@ def is_connectivity(exc: BaseException) -> bool:
 
 def too_large(exc: BaseException) -> bool:
     """Whether etcd refused a request for its size (``--max-request-bytes``)."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        # etcd's own check, or its gRPC server's limit (the request plus a margin).
-        return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED or "too large" in (
-            exc.details() or ""
-        )
-    return "request is too large" in str(exc)
+    # etcd's own check ("request is too large"), or its gRPC server's limit on the
+    # message ("received message larger than max"). Not any RESOURCE_EXHAUSTED:
+    # etcd's full space quota answers with that code too.
+    text = (exc.details() or "") if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    return "request is too large" in text or "larger than max" in text
 
 
 def lease_ended(exc: BaseException) -> bool:
