@@ -251,16 +251,35 @@ def test_a_filter_finds_every_value_added_also_once_folded() -> None:
         members.add(value)
     assert all(v in members for v in added)
     others = [f"172.16.{i // 256}.{i % 256}" for i in range(3000)]
-    assert sum(v in members for v in others) < 300  # about 12 % at 11 bits a value
-    members.fold(1024)
+    assert sum(v in members for v in others) < 100  # about 1.4 % at 11 bits a value, 3 hashes
+    assert members.fold(1024)
     assert len(members.bits) == 1024
     assert all(v in members for v in added)  # no false negatives, only more positives
 
 
-def test_a_filters_size_is_a_power_of_two() -> None:
-    assert len(Members.sized(3000).bits) == 2048
+def test_a_filter_takes_its_whole_room_in_sizes_that_halve() -> None:
+    assert len(Members.sized(400_000).bits) == 399_360  # 390 x 1,024, not 262,144
+    assert len(Members.sized(700).bits) == 512
+    members = Members.sized(3 * 1024)
+    added = [f"v{i}" for i in range(500)]
+    for value in added:
+        members.add(value)
+    assert members.fold(1000) and len(members.bits) == 768
+    assert all(v in members for v in added)
+    odd = Members(bytearray(3))
+    assert not odd.fold(2) and len(odd.bits) == 3
     with pytest.raises(ValueError):
-        Members(bytearray(3000))
+        Members(bytearray())
+
+
+def test_a_restored_filter_that_cannot_shrink_to_the_budget_is_left_out() -> None:
+    """The rest level then stands for every value: never below a count, only more refused."""
+    table = WindowTable(1, 3600.0, max_bytes=4096)
+    table.restore([], Rest(1.0, T0, b"\xff" * 3001, 3), T0)
+    table.take("new", 1, T0)
+    listed, rest = table.saved(2048, T0)
+    assert rest is not None and rest.level == 1.0 and rest.members == b""
+    assert listed == [("new", 2.0, T0)]  # "new" is in the full filter: it stood at 1
 
 
 def test_values_a_checkpoint_leaves_out_restore_at_the_rest_level_new_ones_at_zero() -> None:

@@ -47,8 +47,12 @@ Value = str | tuple[str, ...]
 Saved = tuple[Value, float, float]
 """(value, level, time): a window's count and start, or a bucket's tokens and refill time."""
 
-MEMBER_HASHES = 2
-"""Bit positions per value in a ``Members`` filter: few, as it may hold a few bits a value."""
+MEMBER_HASHES = 3
+"""Bit positions per value in a ``Members`` filter: the fewest false positives from about
+4 to 13 bits a value, what a checkpoint's filter has for 250,000 to 1,000,000 values."""
+
+FILTER_GRAIN = 1024
+"""A filter's size is a multiple of this many bytes, so it can be halved ten times."""
 
 
 def filter_room(max_bytes: int) -> int:
@@ -74,22 +78,27 @@ class Members:
     """A Bloom filter of descriptor values: a value added is always found (no false
     negatives); a value never added is found with a small probability.
 
-    Its size is a power of two bytes, so ``fold`` can halve it and still find
-    every value added. Positions come from BLAKE2b, the same in every process.
+    Positions are taken modulo its size in bits, so ``fold`` can halve an even-sized
+    filter and still find every value added; ``sized`` makes it a multiple of
+    ``FILTER_GRAIN`` bytes to allow that. Positions come from BLAKE2b, the same in
+    every process.
     """
 
-    __slots__ = ("bits", "hashes", "mask")
+    __slots__ = ("bits", "hashes", "size")
 
     def __init__(self, bits: bytearray, hashes: int = MEMBER_HASHES) -> None:
-        if len(bits) & (len(bits) - 1) or not bits:
-            raise ValueError(f"a filter's size must be a power of two bytes, got {len(bits)}")
+        if not bits:
+            raise ValueError("a filter needs at least one byte")
         self.bits = bits
         self.hashes = max(1, hashes)
-        self.mask = len(bits) * 8 - 1
+        self.size = len(bits) * 8
 
     @classmethod
     def sized(cls, max_bytes: int) -> Members:
-        """An empty filter of the largest power of two bytes within ``max_bytes``."""
+        """An empty filter of the most bytes within ``max_bytes`` that halve ten times
+        (a multiple of ``FILTER_GRAIN``; below it, a power of two)."""
+        if max_bytes >= FILTER_GRAIN:
+            return cls(bytearray(max_bytes - max_bytes % FILTER_GRAIN))
         return cls(bytearray(1 << max(0, max_bytes.bit_length() - 1)))
 
     def _positions(self, value: Value) -> list[int]:
@@ -98,7 +107,7 @@ class Members:
         digest = hashlib.blake2b("\x1f".join(values_of(value)).encode(), digest_size=16).digest()
         first = int.from_bytes(digest[:8], "little")
         step = int.from_bytes(digest[8:], "little") | 1
-        return [(first + i * step) & self.mask for i in range(self.hashes)]
+        return [(first + i * step) % self.size for i in range(self.hashes)]
 
     def add(self, value: Value) -> None:
         for p in self._positions(value):
@@ -107,16 +116,18 @@ class Members:
     def __contains__(self, value: object) -> bool:
         return all(self.bits[p >> 3] >> (p & 7) & 1 for p in self._positions(value))  # type: ignore[arg-type]
 
-    def fold(self, max_bytes: int) -> None:
-        """Halve the filter until it fits ``max_bytes`` (OR of the halves: positions are
-        taken modulo the size, so every value added is still found)."""
-        while len(self.bits) > max(1, max_bytes):
+    def fold(self, max_bytes: int) -> bool:
+        """Halve the filter until it fits ``max_bytes``; False if an odd size stops it
+        first. (OR of the halves: a position modulo the size is, modulo half of it,
+        in either half, so every value added is still found.)"""
+        while len(self.bits) > max(1, max_bytes) and len(self.bits) % 2 == 0:
             half = len(self.bits) // 2
             folded = int.from_bytes(self.bits[:half], "little") | int.from_bytes(
                 self.bits[half:], "little"
             )
             self.bits = bytearray(folded.to_bytes(half, "little"))
-            self.mask = half * 8 - 1
+            self.size = half * 8
+        return len(self.bits) <= max(1, max_bytes)
 
 
 def value_of(values: Sequence[str]) -> Value:
@@ -233,9 +244,10 @@ class WindowTable:
             return [], None
         self.max_bytes = max_bytes
         room = max_bytes
+        fitted = None
         if self.members is not None or len(self.counts) > max_bytes // saved_size(""):
-            members = self._members(filter_room(max_bytes))
-            room = max_bytes - len(members.bits)
+            fitted = self._members(filter_room(max_bytes))
+            room = max_bytes - (len(fitted.bits) if fitted is not None else 0)
         budget = max(1, room // saved_size(""))
         self.heavy_cap = 4 * budget
         if len(self.heavy) > budget:
@@ -254,11 +266,11 @@ class WindowTable:
             listed.append((value, float(self.counts[value]), self.start))
         if rest == 0 and len(listed) == len(self.counts):
             return listed, None
-        if self.members is None:
-            # A few long values past the budget: no room was kept for a filter, so
-            # the rest level is for every value.
+        if fitted is None:
+            # A few long values past the budget (no room was kept for a filter), or a
+            # filter that cannot shrink to fit: the rest level is for every value.
             return listed, Rest(float(rest), self.start)
-        return listed, Rest(float(rest), self.start, bytes(self.members.bits), self.members.hashes)
+        return listed, Rest(float(rest), self.start, bytes(fitted.bits), fitted.hashes)
 
     def restore(self, listed: Sequence[Saved], rest: Rest | None, now: float) -> None:
         """Go on from a checkpoint (of this version or an earlier one) in the current window."""
@@ -284,14 +296,13 @@ class WindowTable:
             return self.rest
         return 0
 
-    def _members(self, max_bytes: int) -> Members:
+    def _members(self, max_bytes: int) -> Members | None:
+        """The filter of the values counted, within ``max_bytes`` (None if it cannot be)."""
         if self.members is None:
             self.members = Members.sized(max_bytes)
             for value in self.counts:
                 self.members.add(value)
-        else:
-            self.members.fold(max_bytes)
-        return self.members
+        return self.members if self.members.fold(max_bytes) else None
 
     def _new_window(self, start: float) -> None:
         self.start = start
