@@ -301,6 +301,7 @@ class Replica:
         limiter = RateLimitManager(
             store, election, max_request_bytes=self.settings.etcd_max_request_bytes
         )
+        limiter.start()
         self._closers.append(limiter.stop)
         self._limiter = limiter
         registry = RegistryManager(store, election)

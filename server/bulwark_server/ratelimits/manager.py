@@ -370,10 +370,15 @@ class RateLimitManager:
                 del self._leases[key]
         return dropped
 
+    def start(self) -> None:
+        """Index the stored limits now (before the replica serves: at 100,000 limits
+        this takes seconds) and follow their changes in a task."""
+        self._catalog.start()
+
     async def stop(self) -> None:
         """Stop the leader's checkpoint loop (the counters are not saved once more)."""
         await self._leading.stop()
-        self._catalog.close()
+        await self._catalog.close()
 
     async def _checkpoint(self) -> None:
         fence = self._election.fence()
