@@ -26,6 +26,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -35,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from bulwark.v1 import recovery_pb2
+from bulwark.v1 import keybackup_pb2, recovery_pb2
 from bulwark_server import timestamps
 from bulwark_server.backups import envelope
 from bulwark_server.backups.locations import BackupDir
@@ -91,6 +92,18 @@ def restore_order(
         return (1, 0, entry.key)
 
     return sorted(entries, key=rank)
+
+
+def _seal(
+    ring: envelope.KeyRing, revision: int, kept: Sequence[Entry], snapshot_id: str
+) -> tuple[keybackup_pb2.SealedData, collections.Counter[str]]:
+    """A snapshot's sealed contents, and its keys counted by kind."""
+    contents = recovery_pb2.SnapshotContents(
+        revision=revision,
+        entries=[recovery_pb2.SnapshotEntry(key=e.key, value=e.value) for e in kept],
+    )
+    counts = collections.Counter(_kind(e.key) for e in kept)
+    return envelope.seal(ring, contents.SerializeToString(), associated_data(snapshot_id)), counts
 
 
 def _differences(a: dict[bytes, bytes], b: dict[bytes, bytes]) -> list[bytes]:
@@ -150,14 +163,11 @@ class RecoveryManager:
             now = self._clock()
             stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%S")
             snapshot_id = f"{stamp}{int(now * 1000) % 1000:03d}Z-{revision}"
-            contents = recovery_pb2.SnapshotContents(
-                revision=revision,
-                entries=[recovery_pb2.SnapshotEntry(key=e.key, value=e.value) for e in kept],
-            )
             yield Progress(phase="sealing", total=len(kept)), None
-            sealed = await asyncio.to_thread(
-                envelope.seal, ring, contents.SerializeToString(), associated_data(snapshot_id)
-            )
+            # Built, serialized and sealed in a thread: at 300,000 keys that is seconds
+            # of work, which on the event loop would hold every RPC (and the leader's
+            # lease renewals) for as long.
+            sealed, counts = await asyncio.to_thread(_seal, ring, revision, kept, snapshot_id)
             manifest = recovery_pb2.Snapshot(
                 id=snapshot_id,
                 revision=revision,
@@ -167,8 +177,7 @@ class RecoveryManager:
                 kek_id=sealed.kek_id,
                 created_by=created_by,
             )
-            for entry in kept:
-                manifest.counts[_kind(entry.key)] += 1
+            manifest.counts.update(counts)
             stored = recovery_pb2.StoredSnapshot(manifest=manifest, sealed=sealed)
             data = stored.SerializeToString()
             text = json_format.MessageToJson(manifest, preserving_proto_field_name=True)
