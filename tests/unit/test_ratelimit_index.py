@@ -86,7 +86,7 @@ def test_removing_everything_leaves_an_empty_index(ops) -> None:  # type: ignore
     for domain, name in list(held):
         assert index.remove(domain, name) is not None
     assert len(index) == 0
-    assert not index._roots
+    assert not index._roots and not index._held
 
 
 def test_precedence_and_create_revision() -> None:

@@ -127,7 +127,8 @@ class LimitCatalog:
                 domain, _, name = entry.key[len(self._prefix) :].decode().partition("/")
                 self._index.remove(domain, name)
             else:
-                self._index.put(ratelimit_pb2.Limit.FromString(entry.value), entry.create_revision)
+                limit = ratelimit_pb2.Limit.FromString(entry.value)
+                self._index.put(limit, entry.create_revision, entry.value)
 
     def _unsubscribe(self) -> None:
         queue, self._queue = self._queue, None
@@ -147,6 +148,7 @@ class LimitCatalog:
         self._queue = self._store.subscribe(LIMIT_KIND)
         index = LimitIndex()
         for entry in self._store.scan(LIMIT_KIND):
-            index.put(ratelimit_pb2.Limit.FromString(entry.value), entry.create_revision)
+            limit = ratelimit_pb2.Limit.FromString(entry.value)
+            index.put(limit, entry.create_revision, entry.value)
         self._index = index
         return index

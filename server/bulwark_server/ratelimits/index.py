@@ -22,8 +22,10 @@ of the one limit's pattern. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import functools
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.config import WILDCARD
@@ -31,30 +33,82 @@ from bulwark_server.ratelimits.config import WILDCARD
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 
 
+DECODED = 8192
+"""Limits held decoded at once (``Indexed.limit``): about 1.2 KB each."""
+
+
+@functools.lru_cache(maxsize=DECODED)
+def _decoded(stored: bytes) -> ratelimit_pb2.Limit:
+    return ratelimit_pb2.Limit.FromString(stored)
+
+
 @dataclass(frozen=True, slots=True)
 class Indexed:
-    """A limit as the index holds it, with the store's create revision of its key."""
+    """A limit as the index holds it, with the store's create revision of its key.
 
-    limit: ratelimit_pb2.Limit
+    Held as its stored bytes, not as a message: each decoded message keeps an arena
+    of its own (about 1.2 KB for a one-entry limit, 20 times its bytes), so 100,000
+    decoded limits took 120 MB. ``limit`` decodes on demand and keeps the
+    ``DECODED`` most recently used; the message is shared, not to be changed.
+    """
+
+    domain: str
+    name: str
+    stored: bytes
     created: int
+    # (key, value) of each descriptor entry: the limit's path in the trie.
+    pattern: tuple[tuple[str, str], ...]
+
+    @property
+    def limit(self) -> ratelimit_pb2.Limit:
+        return _decoded(self.stored)
 
 
 @dataclass(slots=True)
 class _Node:
-    exact: dict[str, _Node] = field(default_factory=dict)
-    prefix: dict[str, _Node] = field(default_factory=dict)
+    # Each dict is made when its first item comes (None until then): most nodes are
+    # the leaf of one exact value, and three empty dicts cost more than the limit.
+    exact: dict[str, _Node] | None = None
+    prefix: dict[str, _Node] | None = None
     # Distinct prefix lengths in ``prefix``, longest first, with their counts.
-    lengths: dict[int, int] = field(default_factory=dict)
-    # A tuple, not a list: a node holds one, and a tuple of ints is no work for the
-    # garbage collector (with 100,000 limits, 100,000 lists were).
+    lengths: dict[int, int] | None = None
+    # A tuple, not a list: a tuple of ints is no work for the garbage collector.
     ordered: tuple[int, ...] = ()
     any: _Node | None = None
-    # At the last level: the limits whose patterns end here, by name.
-    leaf: dict[str, Indexed] = field(default_factory=dict)
+    # At the last level: ``best`` is the limit a match picks among those whose
+    # patterns end here; ``leaf`` holds them all by name, once there are two.
     best: Indexed | None = None
+    leaf: dict[str, Indexed] | None = None
 
     def empty(self) -> bool:
-        return not (self.exact or self.prefix or self.any or self.leaf)
+        return not (self.exact or self.prefix or self.any or self.best)
+
+    def items(self) -> Iterable[Indexed]:
+        if self.leaf is not None:
+            return self.leaf.values()
+        return () if self.best is None else (self.best,)
+
+    def add(self, item: Indexed) -> None:
+        if self.best is None:
+            self.best = item
+            return
+        if self.leaf is None:
+            self.leaf = {self.best.name: self.best}
+        self.leaf[item.name] = item
+        if _tie(item) < _tie(self.best):
+            self.best = item
+
+    def discard(self, name: str) -> None:
+        if self.leaf is None:
+            if self.best is not None and self.best.name == name:
+                self.best = None
+            return
+        del self.leaf[name]
+        if len(self.leaf) == 1:
+            (self.best,) = self.leaf.values()
+            self.leaf = None
+        elif self.best is not None and self.best.name == name:
+            self.best = min(self.leaf.values(), key=_tie)
 
 
 def _slot(value: str) -> tuple[int, str]:
@@ -72,30 +126,47 @@ class LimitIndex:
     def __init__(self) -> None:
         # domain -> shape (tuple of keys) -> root node
         self._roots: dict[str, dict[tuple[str, ...], _Node]] = {}
-        # (domain, name) -> the indexed limit, to find its path on removal
-        self._held: dict[tuple[str, str], Indexed] = {}
+        # domain -> name -> the indexed limit, to find its path on removal
+        self._held: dict[str, dict[str, Indexed]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._held)
+        return self._count
 
     def get(self, domain: str, name: str) -> Indexed | None:
-        return self._held.get((domain, name))
+        held = self._held.get(domain)
+        return None if held is None else held.get(name)
 
-    def put(self, limit: ratelimit_pb2.Limit, created: int) -> None:
-        """Add a limit, or replace the one of the same (domain, name)."""
-        self.remove(limit.domain, limit.name)
-        item = Indexed(limit, created)
-        self._held[(limit.domain, limit.name)] = item
-        shape = tuple(entry.key for entry in limit.descriptor)
-        node = self._roots.setdefault(limit.domain, {}).setdefault(shape, _Node())
-        for entry in limit.descriptor:
-            kind, value = _slot(entry.value)
+    def put(self, limit: ratelimit_pb2.Limit, created: int, stored: bytes = b"") -> None:
+        """Add a limit, or replace the one of the same (domain, name).
+
+        ``stored``: the limit's bytes as read from the store, when at hand (else
+        ``limit`` is serialized).
+        """
+        # Each read of a message's string field makes a new str: read each once, and
+        # share the domain and the keys, which 100,000 limits of a domain repeat.
+        domain, name = sys.intern(limit.domain), limit.name
+        self.remove(domain, name)
+        pattern = tuple((sys.intern(entry.key), entry.value) for entry in limit.descriptor)
+        item = Indexed(domain, name, stored or limit.SerializeToString(), created, pattern)
+        self._held.setdefault(domain, {})[name] = item
+        self._count += 1
+        shape = tuple(key for key, _ in pattern)
+        node = self._roots.setdefault(domain, {}).get(shape)
+        if node is None:
+            node = self._roots[domain][shape] = _Node()
+        for _, raw in pattern:
+            kind, value = _slot(raw)
             if kind == 2:
+                if node.exact is None:
+                    node.exact = {}
                 child = node.exact.get(value)
                 if child is None:
                     child = node.exact[value] = _Node()
                 node = child
             elif kind == 1:
+                if node.prefix is None:
+                    node.prefix = {}
                 child = node.prefix.get(value)
                 if child is None:
                     child = node.prefix[value] = _Node()
@@ -105,43 +176,43 @@ class LimitIndex:
                 if node.any is None:
                     node.any = _Node()
                 node = node.any
-        node.leaf[limit.name] = item
-        if node.best is None or (limit.name, limit.domain) < (
-            node.best.limit.name,
-            node.best.limit.domain,
-        ):
-            node.best = item
+        node.add(item)
 
     def remove(self, domain: str, name: str) -> Indexed | None:
         """Take a limit out; returns what was held, or None."""
-        item = self._held.pop((domain, name), None)
+        held = self._held.get(domain)
+        item = None if held is None else held.pop(name, None)
         if item is None:
             return None
-        limit = item.limit
+        self._count -= 1
+        if not held:
+            del self._held[domain]
         shapes = self._roots[domain]
-        shape = tuple(entry.key for entry in limit.descriptor)
+        shape = tuple(key for key, _ in item.pattern)
         path: list[tuple[_Node, int, str]] = []
         node = shapes[shape]
-        for entry in limit.descriptor:
-            kind, value = _slot(entry.value)
+        for _, raw in item.pattern:
+            kind, value = _slot(raw)
             path.append((node, kind, value))
             if kind == 2:
+                assert node.exact is not None
                 node = node.exact[value]
             elif kind == 1:
+                assert node.prefix is not None
                 node = node.prefix[value]
             else:
                 assert node.any is not None
                 node = node.any
-        del node.leaf[name]
-        if node.best is item:
-            node.best = min(node.leaf.values(), key=_tie, default=None)
+        node.discard(name)
         # Prune the nodes left empty, from the leaf up.
         for parent, kind, value in reversed(path):
             if not node.empty():
                 break
             if kind == 2:
+                assert parent.exact is not None
                 del parent.exact[value]
             elif kind == 1:
+                assert parent.prefix is not None
                 del parent.prefix[value]
                 _count_length(parent, len(value), -1)
             else:
@@ -171,7 +242,7 @@ class LimitIndex:
         while stack:
             node, depth = stack.pop()
             if depth == len(values):
-                yield from node.leaf.values()
+                yield from node.items()
                 continue
             stack.extend((child, depth + 1) for child in _children(node, values[depth]))
 
@@ -183,10 +254,12 @@ class LimitIndex:
 
 
 def _tie(item: Indexed) -> tuple[str, str]:
-    return (item.limit.name, item.limit.domain)
+    return (item.name, item.domain)
 
 
 def _count_length(node: _Node, length: int, delta: int) -> None:
+    if node.lengths is None:
+        node.lengths = {}
     count = node.lengths.get(length, 0) + delta
     if count:
         node.lengths[length] = count
@@ -198,9 +271,10 @@ def _count_length(node: _Node, length: int, delta: int) -> None:
 
 def _children(node: _Node, value: str) -> Iterator[_Node]:
     """The children ``value`` fits, most specific first."""
-    child = node.exact.get(value)
-    if child is not None:
-        yield child
+    if node.exact:
+        child = node.exact.get(value)
+        if child is not None:
+            yield child
     if node.prefix:
         size = len(value)
         for length in node.ordered:
