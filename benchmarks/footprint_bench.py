@@ -13,8 +13,10 @@ What it measures
     memory is read again ("loaded"); then, still with nothing sent, the CPU time
     (utime + stime of ``/proc/<pid>/stat``) each process spends over ``--window``
     seconds is reported as a percentage of one core, and the memory read a last time
-    ("after the window"). No Check is sent, so the leader holds no rate-limit counter:
-    this is the cost of the configuration alone.
+    ("after the window"). Before the settle, one Check of each kind of limit (exact,
+    prefix, two-entry, any value) is sent, so whatever a decision builds is held
+    (earlier versions built the limits' index at the first decision); the leader then
+    holds four counters: this is the cost of the configuration.
 
     Printed beside the figures, the targets: the server process's RSS at most 300 MB
     when loaded, and the idle leader's server process under 2 % of a core.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -67,7 +70,7 @@ from bench_servers import (
 )
 from bench_trees import server_side
 from breaker_idle_bench import create_breakers
-from limits_scale_bench import load_limits
+from limits_scale_bench import check_requests, load_limits, time_checks
 
 RSS_TARGET_MB = 300.0  # the server process, loaded
 IDLE_CPU_TARGET_PCT = 2.0  # the idle leader's server process, % of one core
@@ -151,6 +154,8 @@ def benchmark(args: argparse.Namespace) -> Report:
         report.breakers_s = time.monotonic() - started
         report.breaker_errors = dict(errors)
         _progress(f"{args.breakers} breakers in {report.breakers_s:.0f}s ({errors.total()} errors)")
+        decided = time_checks(address, check_requests(args.limits, 4, random.Random(1)))
+        _progress(f"4 Checks, one of each kind of limit: {max(decided) * 1000:.1f} ms at most")
         _progress(f"settling {args.settle:g}s with nothing sent...")
         time.sleep(args.settle)
         loaded = memory("loaded")
