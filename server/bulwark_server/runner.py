@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -180,6 +181,9 @@ class Replica:
             await election.start()
             if self._limiter is not None:
                 await self._load_limits_file(self._limiter)
+            # What is made by now (modules, the cache as loaded, the limits' index)
+            # lives as long as the replica: frozen, no full collection visits it again.
+            gc.freeze()
             await built.set_serving(True)
             log.info(
                 "serving on %s:%d as replica %s",

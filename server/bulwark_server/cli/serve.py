@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -39,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from bulwark_server.runner import serve
 
     setup_logging(settings)
+    # Young collections every 20,000 allocations, not 700: at 700, objects of the
+    # calls in flight at each one outlived two and were counted toward a full
+    # collection, which came every few seconds under load and, with 100,000 limits
+    # held, paused the event loop 250-650 ms each time (measured; at 20,000, one
+    # in a 4-minute load of 100,000 limits, which ran 20 % faster).
+    gc.set_threshold(20_000, 10, 10)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:
