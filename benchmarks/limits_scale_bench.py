@@ -4,7 +4,9 @@ One replica (embedded etcd) per size, each holding that many limits in one domai
 user with per-customer overrides has them: mostly exact ``user=u<N>`` limits, some
 prefix limits (``user=g<N>-*``), some two-entry limits (``tenant=t<N>, user=*``) and one
 any-value default (``user=*``). Setup loads them with concurrent PutLimit calls (not
-measured). Then, in alternating turns between the sizes (the order flips every turn):
+measured), then compacts each etcd's history of the load (``compact_history``: etcd
+would, five minutes later, in the middle of the turns). Then, in alternating turns
+between the sizes (the order flips every turn):
 
 * ``Check``: sequential, unloaded calls, cycling through descriptors that hit an exact,
   a prefix, a two-entry and the any-value limit, while a background writer rewrites a
@@ -50,7 +52,14 @@ from bench_report import (
     shared_cpus_note,
     utc_now,
 )
-from bench_servers import CALL_TIMEOUT, HOST, BulwarkProcess, ProcessGroup, probe_getleader
+from bench_servers import (
+    CALL_TIMEOUT,
+    HOST,
+    BulwarkProcess,
+    ProcessGroup,
+    compact_history,
+    probe_getleader,
+)
 from bench_trees import server_side
 
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -301,7 +310,12 @@ def benchmark(args: argparse.Namespace) -> Report:
             probe_getleader(addresses[result.size])
             _progress(f"{result.size}: loading limits")
             result.setup_s = load_limits(addresses[result.size], result.size, _progress)
-            _progress(f"{result.size}: loaded in {result.setup_s:.0f}s")
+            endpoint = servers[result.size].etcd_endpoint
+            assert endpoint is not None
+            revision = compact_history(endpoint)
+            _progress(
+                f"{result.size}: loaded in {result.setup_s:.0f}s; etcd compacted to {revision}"
+            )
         for turn in range(args.turns):
             order = report.sizes if turn % 2 == 0 else report.sizes[::-1]
             for result in order:
