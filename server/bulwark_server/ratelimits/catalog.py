@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 
 from bulwark.v1 import ratelimit_pb2
@@ -54,8 +55,10 @@ class LimitCatalog:
         self._rebuild()
         with contextlib.suppress(RuntimeError):  # no running loop: ``current`` applies all
             if self._task is None:
+                # A fresh context: a decision may start it, and it must not carry that
+                # caller's identity for the rest of its life.
                 self._task = asyncio.get_running_loop().create_task(
-                    self._follow(), name="limit-catalog"
+                    self._follow(), name="limit-catalog", context=contextvars.Context()
                 )
 
     def current(self) -> LimitIndex:
