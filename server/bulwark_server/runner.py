@@ -29,6 +29,8 @@ from bulwark.v1 import (
     bulkhead_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    counter_pb2,
+    counter_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
     keybackup_pb2,
@@ -46,6 +48,8 @@ from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
 from bulwark_server.api.cluster import ClusterServicer
+from bulwark_server.api.counter_client import CounterClient
+from bulwark_server.api.counters import CounterServicer
 from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer, ResponseHeaders
 from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
@@ -60,19 +64,16 @@ from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
 from bulwark_server.cluster.election import Election
 from bulwark_server.cluster.manager import ClusterManager
+from bulwark_server.cluster.peers import Peers
 from bulwark_server.config import Settings, split_host_port
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from bulwark_server.errors import BulwarkError, NotFound
+from bulwark_server.errors import BulwarkError
 from bulwark_server.features.manager import FeatureManager
+from bulwark_server.limits_file import load_limits_file
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.observability import Telemetry, setup_telemetry
-from bulwark_server.ratelimits.envoy_config import (
-    EnvoyConfigError,
-    describe,
-    load_file,
-    same_limit,
-)
 from bulwark_server.ratelimits.manager import RateLimitManager
+from bulwark_server.ratelimits.sharding import assign
 from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
@@ -146,7 +147,10 @@ class Replica:
     async def _serve(self, store: EtcdStore, telemetry: Telemetry) -> None:
         settings = self.settings
         replica = cluster_pb2.Replica(
-            id=settings.replica_id, version=__version__, started_at=timestamps.at(time.time())
+            id=settings.replica_id,
+            version=__version__,
+            started_at=timestamps.at(time.time()),
+            counter_owner=True,
         )
         election = Election(store, replica, ttl=settings.lease_ttl)
         tokens = TokenStore(store)
@@ -180,7 +184,7 @@ class Replica:
         try:
             await election.start()
             if self._limiter is not None:
-                await self._load_limits_file(self._limiter)
+                await load_limits_file(self._limiter, self.settings.limits_file)
             # What is made by now (modules, the cache as loaded, the limits' index)
             # lives as long as the replica: frozen, no full collection visits it again.
             gc.freeze()
@@ -197,6 +201,8 @@ class Replica:
             began = time.monotonic()
             self._draining = True
             await built.set_serving(False)
+            if self._limiter is not None:
+                await self._limiter.hand_over()  # saved before the slots move on
             await election.stop(resign=True)
             log.info(
                 "draining for up to %.1fs",
@@ -302,8 +308,15 @@ class Replica:
         self._closers.append(breakers.stop)
         bulkheads = BulkheadManager(store)
         self._closers.append(bulkheads.close)
+        peers = Peers(store, election, assign)
+        counters = CounterClient(
+            election.replica.id,
+            credentials=peer_credentials(self.settings),
+            token=lambda: self._replica_token,
+        )
+        self._closers.append(counters.close)
         limiter = RateLimitManager(
-            store, election, max_request_bytes=self.settings.etcd_max_request_bytes
+            store, election, peers, counters, max_request_bytes=self.settings.etcd_max_request_bytes
         )
         limiter.start()
         self._closers.append(limiter.stop)
@@ -344,6 +357,11 @@ class Replica:
                 ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
                 RateLimitServicer(limiter, router),
                 ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
+            ),
+            ServiceBinding(
+                counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
+                CounterServicer(limiter),
+                counter_pb2_grpc.add_CounterServiceServicer_to_server,
             ),
             ServiceBinding(
                 registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
@@ -415,60 +433,6 @@ class Replica:
         if not dirs and settings.embedded_etcd:
             dirs = [settings.data_dir.resolve() / "backups"]
         return [BackupDir(d) for d in dirs]
-
-    async def _load_limits_file(self, limiter: RateLimitManager) -> None:
-        """Create or update every limit of ``settings.limits_file``; log each one.
-
-        A limit already stored exactly as in the file is left alone, so replicas
-        restarting with the same file do not rewrite it. Raises RuntimeError when
-        the file became unreadable or invalid since the settings were checked.
-        """
-        path = self.settings.limits_file
-        if path is None:
-            return
-        try:
-            entries = await asyncio.to_thread(load_file, path)
-        except EnvoyConfigError as exc:
-            raise RuntimeError(f"limits_file: {exc}") from None
-        counts = {"created": 0, "updated": 0, "unchanged": 0}
-        for entry in entries:
-            limit = entry.limit
-            try:
-                stored = limiter.get(limit.domain, limit.name)
-            except NotFound:
-                stored = None
-            if stored is not None and same_limit(stored, limit):
-                action = "unchanged"
-            else:
-                _, created = await limiter.put(limit)
-                action = "created" if created else "updated"
-            counts[action] += 1
-            log.info(
-                "limit %s from %s: %s",
-                action,
-                path,
-                describe(limit),
-                extra={
-                    "event": "limits_file.limit",
-                    "action": action,
-                    # Not "name": LogRecord has that attribute and refuses it as an extra.
-                    "limit": f"{limit.domain}/{limit.name}",
-                },
-            )
-        log.info(
-            "loaded %d limits from %s (%d created, %d updated, %d unchanged)",
-            len(entries),
-            path,
-            counts["created"],
-            counts["updated"],
-            counts["unchanged"],
-            # Prefixed: "created" is a LogRecord attribute and cannot be an extra.
-            extra={
-                "event": "limits_file.loaded",
-                "path": str(path),
-                **{f"limits_{action}": n for action, n in counts.items()},
-            },
-        )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -20,6 +20,7 @@ from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server import timestamps
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.ratelimits.sharding import SLOTS
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND
 from tests.integration.conftest import get_leader, wait_for
@@ -95,11 +96,22 @@ async def _read(endpoint: str, kind: str, name: str):  # type: ignore[no-untyped
         await store.close()
 
 
-def _record(endpoint: str, name: str) -> tuple[ratelimit_pb2.LimitCounters | None, int]:
-    entry = asyncio.run(_read(endpoint, LIMIT_COUNTER_KIND, f"edge/{name}"))
-    if entry is None:
-        return None, 0
-    return ratelimit_pb2.LimitCounters.FromString(entry.value), len(entry.value)
+async def _scan(endpoint: str, prefix: str):  # type: ignore[no-untyped-def]
+    store = EtcdStore([endpoint], timeout=2.0)
+    await store.start(wait=10)
+    try:
+        return [e for e in store.scan(LIMIT_COUNTER_KIND) if prefix in e.key.decode()]
+    finally:
+        await store.close()
+
+
+def _records(endpoint: str, name: str) -> list[tuple[ratelimit_pb2.LimitCounters, int, int]]:
+    """The slot records of limit ``name``: (record, size, mod revision) each."""
+    entries = asyncio.run(_scan(endpoint, f"/limit-counters/edge/{name}/"))
+    return [
+        (ratelimit_pb2.LimitCounters.FromString(e.value), len(e.value), e.mod_revision)
+        for e in entries
+    ]
 
 
 def _leader(replicas: list[ReplicaProcess]) -> ReplicaProcess:
@@ -138,26 +150,27 @@ def test_many_values_persist_within_etcds_request_limit_and_no_count_is_lost_on_
         stub.PutLimit(_per_ip_limit("per-ip", 3), timeout=5)
         _charge(stub, tail, 1)
         _charge(stub, hot, 3)
-        started = time.time()
 
         def saved_after_the_charges() -> bool:
-            record, _ = _record(small_etcd.endpoint, "per-ip")
+            records = _records(small_etcd.endpoint, "per-ip")
+            listed = {c.values[0]: c.level for r, _, _ in records for c in r.counters}
             return (
-                record is not None
-                and timestamps.unix(record.checkpointed_at) > started
-                and record.HasField("rest")
+                len(records) == SLOTS
+                and all(r.HasField("rest") for r, _, _ in records)
+                and all(listed.get(a) == 3.0 for a in hot)
             )
 
         wait_for(saved_after_the_charges, 10, interval=0.3)
-        record, size = _record(small_etcd.endpoint, "per-ip")
-        assert record is not None
-        # Every counter together is about 190 KB, three times what etcd takes.
-        assert size <= BUDGET
-        listed = {c.values[0]: c.level for c in record.counters}
+        records = _records(small_etcd.endpoint, "per-ip")
+        # Every counter together is about 190 KB, three times what etcd takes; each
+        # replica writes at most its budget for the limit, its slots' records together.
+        assert sum(size for _, size, _ in records) <= 2 * BUDGET
+        listed = {c.values[0]: c.level for r, _, _ in records for c in r.counters}
         assert {a: listed.get(a) for a in hot} == dict.fromkeys(hot, 3.0)
-        assert record.rest.level == 1.0
+        assert {r.rest.level for r, _, _ in records} == {1.0}
         assert _checkpoint_warnings(leader) == []
 
+        # The replica that did not receive the Checks owned about half the slots.
         leader.signal(signal.SIGKILL)
         assert _leader(replicas) is follower
         # The hot addresses are still at their limit: a failover re-admits none of them.
@@ -185,9 +198,8 @@ def test_a_checkpoint_too_large_for_etcd_shrinks_until_it_fits(
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         stub.PutLimit(_per_ip_limit("wide", 5), timeout=5)
         _charge(stub, [f"172.16.{i // 250}.{i % 250}" for i in range(4000)], 1)
-        wait_for(lambda: _record(small_etcd.endpoint, "wide")[0] is not None, 15, interval=0.3)
-    _, size = _record(small_etcd.endpoint, "wide")
-    assert size < ETCD_LIMIT
+        wait_for(lambda: len(_records(small_etcd.endpoint, "wide")) == SLOTS, 15, interval=0.3)
+    assert max(size for _, size, _ in _records(small_etcd.endpoint, "wide")) < ETCD_LIMIT
     warnings = _checkpoint_warnings(replica)
     assert warnings and all("BULWARK_ETCD_MAX_REQUEST_BYTES" in w for w in warnings)
 
@@ -237,10 +249,10 @@ def test_a_new_leader_goes_on_from_counters_the_previous_version_saved(
         keys = ["remote_address", *others]
         stub.Check(_check(["10.0.0.9", "x", "x", "x"], 1, keys), timeout=5)
 
-    def saved(name: str) -> int:
-        entry = asyncio.run(_read(etcd.endpoint, LIMIT_COUNTER_KIND, f"edge/{name}"))
-        return 0 if entry is None else int(entry.mod_revision)
+    def saved(name: str) -> set[int]:
+        return {revision for _, _, revision in _records(etcd.endpoint, name)}
 
     wait_for(lambda: all(saved(n) for n in others), 10, interval=0.3)
     time.sleep(1.5)  # past the next round, which has nothing left to write
-    assert len({saved(n) for n in ("legacy", *others)}) == 1
+    # The slot records the two requests charged, of four limits, in one transaction.
+    assert len(set().union(*(saved(n) for n in ("legacy", *others)))) == 1

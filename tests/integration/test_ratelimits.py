@@ -15,6 +15,7 @@ import pytest
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.ratelimits.sharding import assign, slot_of
 from tests.integration.conftest import get_leader, wait_for
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
@@ -139,11 +140,14 @@ def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list
     assert 100 * seconds * 0.95 <= allowed <= 100 * seconds * 1.05, allowed
 
 
-def test_followers_decide_on_their_share_when_no_leader_answers(local_cluster: LocalCluster):
+def test_replicas_decide_on_their_share_when_the_counters_owner_does_not_answer(
+    local_cluster: LocalCluster,
+):
     replicas = local_cluster.replicas
-    leader = next(r for r in replicas if (v := get_leader(r.address)) and v.is_self)
-    follower = next(r for r in replicas if r is not leader)
-    with grpc.insecure_channel(follower.address) as channel:
+    owner_id = assign([r.replica_id for r in replicas])[slot_of("edge", "checkout", ["checkout"])]
+    owner = next(r for r in replicas if r.replica_id == owner_id)
+    other = next(r for r in replicas if r is not owner)
+    with grpc.insecure_channel(other.address) as channel:
         s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         s.PutLimit(
             ratelimit_pb2.PutLimitRequest(limit=limit("checkout", 30, entry("api", "checkout"))),
@@ -157,7 +161,7 @@ def test_followers_decide_on_their_share_when_no_leader_answers(local_cluster: L
             ),
             5,
         )
-        leader.signal(signal.SIGSTOP)  # a leader that does not answer
+        owner.signal(signal.SIGSTOP)  # an owner that does not answer
         try:
             answers = []
             for _ in range(40):
@@ -166,7 +170,7 @@ def test_followers_decide_on_their_share_when_no_leader_answers(local_cluster: L
                 )
                 answers.append((response, dict(call.trailing_metadata() or ())))
         finally:
-            leader.signal(signal.SIGCONT)
+            owner.signal(signal.SIGCONT)
     local = [r for r, md in answers if r.local_fallback]
     assert local, "no answer came from the local fallback"
     assert all(md.get("bulwark-ratelimit-mode") == "local" for r, md in answers if r.local_fallback)

@@ -93,7 +93,7 @@ class LeaderForwarder:
                 request, metadata=metadata, timeout=deadline_s or self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise _as_domain_error(exc, address) from exc
+            raise as_domain_error(exc, address) from exc
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -101,7 +101,7 @@ class LeaderForwarder:
         self._channels.clear()
 
 
-def _as_domain_error(exc: grpc.aio.AioRpcError, address: str) -> BulwarkError:
+def as_domain_error(exc: grpc.aio.AioRpcError, address: str) -> BulwarkError:
     """The leader's answer as the same domain error, so the caller sees the leader's status.
 
     The status table, read backwards, decides (``error_from_status``); whatever is no

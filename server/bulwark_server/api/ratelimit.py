@@ -1,9 +1,12 @@
-"""RateLimitService: validate, decide on the leader (forwarding if needed), map errors.
+"""RateLimitService: validate, decide where the counters live, map errors.
 
-A follower forwards Check to the leader. When no leader answers in time, the
-follower decides by the capability's fallback (``RateLimitManager.check_fallback``)
-and says so: ``local_fallback`` in the response and ``bulwark-ratelimit-mode: local``
-in the trailing metadata.
+Every replica decides a Check (``RateLimitManager.check``: its counters' owners,
+shares of busy counters). Under a leader of an earlier version, which keeps every
+counter, a replica forwards Check to it as that version's followers do, and when
+it does not answer in time decides by the capability's fallback
+(``RateLimitManager.check_fallback``). A decision made on this replica's own
+share of a limit says so: ``local_fallback`` in the response and
+``bulwark-ratelimit-mode: local`` in the trailing metadata.
 """
 
 from __future__ import annotations
@@ -77,20 +80,25 @@ async def decide_check(
     request: ratelimit_pb2.CheckRequest,
     context: grpc.aio.ServicerContext,
 ) -> ratelimit_pb2.CheckResponse:
-    """A Check, validated, decided on the leader, or by the fallback when it is away
-    (then marked in the trailing metadata). Shared by the native and Envoy APIs."""
+    """A Check, validated and decided where its counters live; under a leader of an
+    earlier version, on that leader (or by the fallback when it is away). A decision
+    made on this replica's own share is marked in the trailing metadata. Shared by
+    the native and Envoy APIs."""
     hits = _validate_check(request)
     descriptors = [d.entries for d in request.descriptors]
     own = [d.limit if d.HasField("limit") else None for d in request.descriptors]
     load = request.load if request.HasField("load") else None
-    response, local = await router.run_or_fallback(
-        context,
-        request,
-        _check_stub,
-        lambda: limits.check(request.domain, descriptors, hits, load, own),
-        lambda: limits.check_fallback(request.domain, descriptors, hits, own),
-    )
-    if local:
+    if limits.decides_here():
+        response = await limits.check(request.domain, descriptors, hits, load, own)
+    else:
+        response, _ = await router.run_or_fallback(
+            context,
+            request,
+            _check_stub,
+            lambda: limits.check(request.domain, descriptors, hits, load, own),
+            lambda: limits.check_fallback(request.domain, descriptors, hits, own),
+        )
+    if response.local_fallback:
         context.set_trailing_metadata(LOCAL_MODE)
     return response
 

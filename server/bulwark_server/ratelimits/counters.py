@@ -73,6 +73,18 @@ class TokenBucket:
             retry_after=retry_after,
         )
 
+    def take_up_to(self, wanted: int, now: float) -> int:
+        """Take as many whole tokens as are there, up to ``wanted``; how many were taken."""
+        self._refill(now)
+        taken = max(0, min(wanted, math.floor(self._tokens)))
+        self._tokens -= taken
+        return taken
+
+    def give_back(self, tokens: int, now: float) -> None:
+        """Return ``tokens`` taken earlier and not spent (the bucket stays within capacity)."""
+        self._refill(now)
+        self._tokens = min(float(self.capacity), self._tokens + max(0, tokens))
+
     def reconfigure(self, capacity: int, per_second: float, now: float) -> None:
         """Change capacity and rate at ``now``, keeping the current fill fraction.
 

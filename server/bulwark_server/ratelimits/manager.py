@@ -1,50 +1,55 @@
-"""RateLimitManager: limits in etcd, counters in the leader's memory.
+"""RateLimitManager: limits in etcd, counters in the replicas' memory.
 
 Guarantees:
 
 * A limit is one key, ``/bulwark/v1/limits/<domain>/<name>``; writes are
   compare-and-swap.
-* ``check`` runs on the leader only, entirely in memory: one counter per
-  (limit, request descriptor values). etcd sees no write per request.
-* Counters are held per limit (``tables``): one entry per descriptor value.
-* Every ``checkpoint_interval`` the leader saves the counters of the limits
-  charged since under ``/bulwark/v1/limit-counters/<domain>/<name>`` (fenced;
-  ``checkpoints``: one etcd transaction a round, each record within
-  ``max_request_bytes`` however many values the limit has). A new leader goes on
-  from the last checkpoint, so a failover can re-admit at most the requests of
-  one interval (they were counted in memory but not yet saved); values a
-  record had no room for are restored at its rest level, never below their count.
-* ``lease`` hands out quota leases (see ``leases``); leases live in the
+* ``check`` is answered by the replica it reaches, in memory (``decisions``):
+  every counter belongs to one slot, every slot to one replica (``sharding``),
+  which decides on it exactly; busy counters are shared out to the replicas that
+  see their traffic (``shares``), which decide from memory. etcd sees no write
+  per request, and no replica, the leader included, is on the path of every
+  decision.
+* Every ``checkpoint_interval`` each replica saves the counters of the slots it
+  charged since, and every refresh period those of slots with shares out
+  (``checkpoints``). The next owner of a slot goes on from its last record, so a
+  failover can re-admit at most what was admitted since (one checkpoint
+  interval; one refresh period's shares for a shared counter); values a record
+  had no room for are restored at its rest level, never below their count.
+* Under a leader of an earlier version (a rolling upgrade), which keeps every
+  counter itself, a replica forwards its Checks to it as that version's
+  followers do (``decides_here``); the leader of this version decides the Checks
+  earlier versions forward to it as any Check.
+* ``lease`` hands out quota leases to clients (see ``leases``); leases live in the
   leader's memory only, so after a failover a client keeps its lease until it
   expires while the new leader starts an empty pool: the fleet may exceed the
   limit by at most the leased shares, for at most one lease term.
 * A load reported with ``check`` for an adaptive limit is saved into the
   limit (``adaptive.load``) at the next checkpoint, so every replica's
   ``GetLimit`` shows it and the effective rate follows it.
-* ``check_local`` is the fallback while the leader cannot be reached: each
-  replica enforces its share (the limit divided by the live replicas, rounded
-  up), so the fleet together stays near the limit without coordination.
+* ``check_local`` is the fallback while no owner (or leader) can be reached: each
+  replica enforces its share (the limit divided by the owners, rounded up), so
+  the fleet together stays near the limit without coordination.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from bulwark.v1 import ratelimit_pb2
+from bulwark.v1 import counter_pb2, ratelimit_pb2
 from bulwark_server import timestamps
-from bulwark_server.cluster.election import Election, LeaderTask
+from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.peers import Peers
 from bulwark_server.errors import Conflict, NotFound, NotLeader, StoreUnavailable
 from bulwark_server.ratelimits.catalog import LimitCatalog
-from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, Table
+from bulwark_server.ratelimits.checkpoints import CounterCheckpoints
 from bulwark_server.ratelimits.config import (
-    UNIT_SECONDS,
     blocks_all,
     effective_rate,
     limit_key,
@@ -52,35 +57,25 @@ from bulwark_server.ratelimits.config import (
     presented_limit,
     stored_limit,
 )
-from bulwark_server.ratelimits.counters import Outcome, blocked
-from bulwark_server.ratelimits.descriptors import counter_key, own_counter_key, own_limit
+from bulwark_server.ratelimits.decisions import CounterPeers, Decisions
+from bulwark_server.ratelimits.descriptors import counter_key
 from bulwark_server.ratelimits.fallback import LocalCheck
-from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.leases import LeasePool
-from bulwark_server.ratelimits.tables import BucketTable, WindowTable, value_of
-from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Fence, Page, scan_page
-from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, kind_prefix
+from bulwark_server.ratelimits.owned import CounterTables
+from bulwark_server.ratelimits.shares import REFRESH_S
+from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Page, scan_page
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, key_for, kind_prefix
 
 log = logging.getLogger(__name__)
 
 LEASE_TERM_S = 10.0
 # Reported loads closer than this to the stored one are not worth an etcd write.
 LOAD_STEP = 0.01
-OK = ratelimit_pb2.CHECK_CODE_OK
-OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
-FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+# A last checkpoint at a graceful stop waits at most this long for etcd.
+FINAL_CHECKPOINT_S = 1.0
 
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 Own = Sequence[ratelimit_pb2.Rate | None] | None
-
-
-@dataclass(slots=True)
-class _Held:
-    """A limit's counters, and the limit (its create revision, algorithm) they count for."""
-
-    table: Table
-    created: int
-    algorithm: int
 
 
 class RateLimitManager:
@@ -90,6 +85,8 @@ class RateLimitManager:
         self,
         store: EtcdStore,
         election: Election,
+        peers: Peers,
+        sender: CounterPeers,
         *,
         clock: Callable[[], float] = time.time,
         checkpoint_interval: float = 1.0,
@@ -97,20 +94,17 @@ class RateLimitManager:
     ) -> None:
         self._store = store
         self._election = election
+        self._peers = peers
         self._clock = clock
         self._checkpoint_interval = checkpoint_interval
         self._catalog = LimitCatalog(store)
-        # Keyed (domain, name) for a stored limit, (domain, "", unit) for the own
-        # limits descriptors carry (descriptors.own_counter_key).
-        self._counters: dict[tuple[str, ...], _Held] = {}
-        self._local: dict[tuple[str, ...], _Held] = {}
         self._checkpoints = CounterCheckpoints(store, clock, max_request_bytes)
+        owned = CounterTables(self._checkpoints, max_bytes=max_request_bytes)
+        local = CounterTables(share=lambda: max(1, len(peers.view().owners)))
+        self._decisions = Decisions(self._catalog, peers, owned, local, sender, clock)
         self._leases: dict[tuple[str, ...], LeasePool] = {}
-        self._local_swept_at = 0.0
         self._pending_load: dict[tuple[str, str], float] = {}
-        self._leading = LeaderTask(
-            election, self._lead, "ratelimit-leader", prepare=self._restore_or_empty
-        )
+        self._task: asyncio.Task[None] | None = None
 
     # -- configuration ----------------------------------------------------------
 
@@ -129,8 +123,7 @@ class RateLimitManager:
         if blocks_all(normalized):
             # It keeps no counters; a checkpoint left from an earlier rate would only
             # be restored into counters nothing uses.
-            with contextlib.suppress(NotFound, StoreUnavailable):
-                await self._store.delete(LIMIT_COUNTER_KIND, name)
+            await self._forget_counters(name)
         return self._view(normalized, revision), created
 
     def get(self, domain: str, name: str) -> ratelimit_pb2.Limit:
@@ -152,13 +145,23 @@ class RateLimitManager:
     async def delete(self, domain: str, name: str) -> int:
         key = limit_key(domain, name)
         revision = await self._store.delete(LIMIT_KIND, key)
-        with contextlib.suppress(NotFound, StoreUnavailable):
-            await self._store.delete(LIMIT_COUNTER_KIND, key)
+        await self._forget_counters(key)
         return revision
+
+    async def _forget_counters(self, key: str) -> None:
+        """Delete a limit's checkpoints: its whole record (earlier versions) and its slots'."""
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.delete_many(LIMIT_COUNTER_KIND, [key])
+            await self._store.delete_prefix(key_for(LIMIT_COUNTER_KIND, key) + b"/")
 
     # -- decisions ---------------------------------------------------------------
 
-    def check(
+    def decides_here(self) -> bool:
+        """Whether this replica decides Checks itself: always, unless the leader is of
+        an earlier version (it keeps every counter, and is forwarded to)."""
+        return self._peers.view().sharded or self._election.is_leader
+
+    async def check(
         self,
         domain: str,
         descriptors: Sequence[Entries],
@@ -166,22 +169,25 @@ class RateLimitManager:
         load: float | None = None,
         own: Own = None,
     ) -> ratelimit_pb2.CheckResponse:
-        """Charge ``hits[i]`` to descriptor i's counter on the leader (memory only).
+        """Charge ``hits[i]`` to descriptor i's counter (``decisions``), in memory.
 
-        Which limits apply is decided for the whole request before anything is
-        charged, so a limit replaces another matched by any descriptor, whatever
-        the hits of each. ``own[i]``, when set, is descriptor i's own limit
-        (``descriptors.own_limit``): it applies instead of any stored one.
+        ``own[i]``, when set, is descriptor i's own limit (``descriptors.own_limit``):
+        it applies instead of any stored one. ``local_fallback`` is set when a
+        counter's owner did not answer and this replica decided on its own share.
         """
-        if not self._election.is_leader:
-            raise NotLeader("rate-limit counters are kept by the leader")
         if load is not None:
             index = self._catalog.current()
             for entries in descriptors:
                 for item in index.matching(domain, entries):
                     if item.limit.adaptive.enabled:
                         self._pending_load[(domain, item.limit.name)] = load
-        return self._decide(domain, descriptors, hits, own, self._counters, share=1, dirty=True)
+        return await self._decisions.decide(domain, descriptors, hits, own)
+
+    def take(
+        self, holder: str, charges: Sequence[counter_pb2.CounterCharge]
+    ) -> list[counter_pb2.CounterOutcome]:
+        """Charges another replica sent to the owner of their counters (this one)."""
+        return self._decisions.serve(holder, charges)
 
     def lease(
         self, domain: str, entries: Entries, client_id: str, wanted: int
@@ -211,19 +217,8 @@ class RateLimitManager:
     def check_local(
         self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
     ) -> ratelimit_pb2.CheckResponse:
-        """Decide on this replica's own share of each limit (leader unreachable)."""
-        replicas = max(1, self._election.replica_count())
-        now = self._clock()
-        if now - self._local_swept_at >= 1.0:
-            # Followers have no leader loop: bound the fallback counters here.
-            self._local_swept_at = now
-            for key in [k for k, held in self._local.items() if held.table.idle(now)]:
-                del self._local[key]
-        response = self._decide(
-            domain, descriptors, hits, own, self._local, share=replicas, dirty=False
-        )
-        response.local_fallback = True
-        return response
+        """Decide on this replica's own share of each limit (no leader reachable)."""
+        return self._decisions.decide_local(domain, descriptors, hits, own)
 
     def check_fallback(
         self, domain: str, descriptors: Sequence[Entries], hits: Sequence[int], own: Own = None
@@ -231,124 +226,54 @@ class RateLimitManager:
         """How a follower decides this Check when the leader does not answer in time."""
         return LocalCheck(functools.partial(self.check_local, domain, descriptors, hits, own))
 
-    def _decide(
-        self,
-        domain: str,
-        descriptors: Sequence[Entries],
-        hits: Sequence[int],
-        own: Own,
-        table: dict[tuple[str, ...], _Held],
-        *,
-        share: int,
-        dirty: bool,
-    ) -> ratelimit_pb2.CheckResponse:
-        now = self._clock()
-        index = self._catalog.current()
-        response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        own = own or [None] * len(descriptors)
-        matched: list[Indexed | None] = [
-            None if limit is not None else index.lookup(domain, entries)
-            for entries, limit in zip(descriptors, own, strict=True)
-        ]
-        # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
-        # request matches is not applied.
-        replaced = {name for m in matched if m is not None for name in m.limit.replaces}
-        for entries, found, charge, limit in zip(descriptors, matched, hits, own, strict=True):
-            result = response.results.add(code=OK)
-            if limit is not None:
-                match, created = own_limit(domain, limit), 0
-                key = own_counter_key(domain, limit, entries)
-                table_key, value = key[:3], value_of(key[3:])
-            elif found is None or found.limit.name in replaced:
-                continue
-            else:
-                match, created = found.limit, found.created
-                table_key, value = (domain, match.name), value_of([e.value for e in entries])
-            result.limit_name = match.name
-            if match.unlimited:
-                result.unlimited = True
-                continue
-            rate = effective_rate(match)
-            result.current_limit.CopyFrom(rate)
-            if blocks_all(match):
-                outcome = blocked(UNIT_SECONDS[rate.unit], now)
-            else:
-                counters = self._table(table, table_key, match, share, now, created)
-                outcome = counters.take(value, charge, now)
-                # An own limit's counter lives in memory only: it has no record to save.
-                if dirty and charge and limit is None:
-                    self._checkpoints.note((domain, match.name))
-            _fill(result, outcome)
-            result.shadow = match.shadow_mode
-            if not outcome.allowed:
-                result.code = OVER
-                if not match.shadow_mode:
-                    response.overall_code = OVER
-        return response
+    # -- every replica: shares, checkpoints ------------------------------------------
 
-    def _table(
-        self,
-        tables: dict[tuple[str, ...], _Held],
-        key: tuple[str, ...],
-        limit: ratelimit_pb2.Limit,
-        share: int,
-        now: float,
-        created: int,
-    ) -> Table:
-        """The counters of ``limit`` under ``key``, set to its current (effective) rate."""
-        rate = effective_rate(limit)
-        unit = UNIT_SECONDS[rate.unit]
-        per_unit = max(1, math.ceil(rate.requests_per_unit / share))
-        burst = limit.burst or limit.rate.requests_per_unit
-        # Scale the burst with the rate, so load scaling and local shares shrink both.
-        capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
-        held = tables.get(key)
-        # A limit deleted and created again under the same name starts afresh, as
-        # does one given another algorithm or window length.
-        if (
-            held is None
-            or held.created != created
-            or held.algorithm != limit.algorithm
-            or (isinstance(held.table, WindowTable) and held.table.unit_seconds != unit)
-        ):
-            table: Table
-            if limit.algorithm == FIXED:
-                table = WindowTable(per_unit, unit, self._checkpoints.max_bytes)
-            else:
-                table = BucketTable(capacity, per_unit / unit)
-            tables[key] = _Held(table, created, limit.algorithm)
-            return table
-        # Counts already taken in this window, or a bucket's fill, carry over to a
-        # new rate (an adaptive limit's rate moves with every reported load).
-        if isinstance(held.table, WindowTable):
-            held.table.limit = per_unit
-        else:
-            held.table.reconfigure(capacity, per_unit / unit, now)
-        return held.table
+    def start(self) -> None:
+        """Index the stored limits now (before the replica serves: at 100,000 limits
+        this takes seconds), follow their changes, and start the counters' loop."""
+        self._catalog.start()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="ratelimit-counters", context=contextvars.Context()
+            )
 
-    # -- leader: checkpoints -----------------------------------------------------
+    async def stop(self) -> None:
+        """Stop the loop and save what this replica counted since its last round, so
+        the next owners of its slots go on from it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.hand_over()
+        await self._catalog.close()
 
-    def _restore_or_empty(self) -> None:
-        """Run as a term starts (``LeaderTask`` prepare), so the counters are restored
-        before any Check can reach this leader's counters."""
-        try:
-            self._restore()
-        except Exception:
-            log.exception("restoring rate-limit counters failed; starting empty")
-            self._counters.clear()
+    async def hand_over(self) -> None:
+        """Save what this replica counted since its last round (a graceful stop), so
+        the next owners of its slots go on from it; waits at most ``FINAL_CHECKPOINT_S``."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._checkpoint(), FINAL_CHECKPOINT_S)
 
-    async def _lead(self) -> None:
+    async def _run(self) -> None:
+        last_full = self._clock()
         while True:
-            await asyncio.sleep(self._checkpoint_interval)
-            if not self._election.is_leader:
-                continue
+            await asyncio.sleep(REFRESH_S)
             try:
-                self.sweep(self._clock())
-                await self._checkpoint()
+                await self._decisions.refresh()
+                now = self._clock()
+                shared = self._decisions.owned.shared_slots(now)
+                if now - last_full >= self._checkpoint_interval:
+                    last_full = now
+                    self.sweep(now)
+                    await self._checkpoint()
+                elif shared:
+                    await self._checkpoints.write(
+                        self._decisions.owned.stored(), shared.__contains__
+                    )
             except (NotLeader, StoreUnavailable) as exc:
                 log.debug("rate-limit checkpoint skipped: %s", exc)
             except Exception:
-                log.exception("rate-limit checkpoint failed; continuing")
+                log.exception("rate-limit counters' round failed; continuing")
 
     def sweep(self, now: float) -> int:
         """Forget idle counters (full buckets, past windows) and empty lease pools.
@@ -359,35 +284,18 @@ class RateLimitManager:
         table goes whole when its window ends; a bucket table forgets its full
         buckets once per refill period (``tables``).
         """
-        dropped = 0
-        for tables in (self._counters, self._local):
-            for key in [k for k, held in tables.items() if held.table.idle(now)]:
-                del tables[key]
-                dropped += 1
+        dropped = self._decisions.owned.sweep(now) + self._decisions.local.sweep(now)
         for key in list(self._leases):
             self._leases[key].expire(now)
             if not self._leases[key].leases:
                 del self._leases[key]
         return dropped
 
-    def start(self) -> None:
-        """Index the stored limits now (before the replica serves: at 100,000 limits
-        this takes seconds) and follow their changes in a task."""
-        self._catalog.start()
-
-    async def stop(self) -> None:
-        """Stop the leader's checkpoint loop (the counters are not saved once more)."""
-        await self._leading.stop()
-        await self._catalog.close()
-
     async def _checkpoint(self) -> None:
-        fence = self._election.fence()
-        await self._save_loads(fence)
-        # Only stored limits' tables are keyed (domain, name): own limits are not saved.
-        tables = {(k[0], k[1]): held.table for k, held in self._counters.items() if len(k) == 2}
-        await self._checkpoints.write(tables, fence)
+        await self._save_loads()
+        await self._checkpoints.write(self._decisions.owned.stored())
 
-    async def _save_loads(self, fence: Fence) -> None:
+    async def _save_loads(self) -> None:
         """Write reported loads into their limits (only changes worth a write)."""
         pending, self._pending_load = self._pending_load, {}
         for (domain, name), load in pending.items():
@@ -405,22 +313,7 @@ class RateLimitManager:
                     limit_key(domain, name),
                     limit.SerializeToString(),
                     expected_mod_revision=entry.mod_revision,
-                    fence=fence,
                 )
-
-    def _restore(self) -> None:
-        """Load the last checkpoint of every limit into fresh counters."""
-        self._counters.clear()
-        self._checkpoints.clear()
-        self._leases.clear()
-        now = self._clock()
-        for saved in self._checkpoints.saved():
-            limit = saved.limit
-            if limit.unlimited or blocks_all(limit):
-                continue
-            key = (limit.domain, limit.name)
-            self._table(self._counters, key, limit, 1, now, saved.created)
-            self._counters[key].table.restore(saved.listed, saved.rest, now)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -431,10 +324,3 @@ class RateLimitManager:
         if not limit.unlimited:
             out.effective_rate.CopyFrom(effective_rate(limit))
         return out
-
-
-def _fill(result: ratelimit_pb2.DescriptorResult, outcome: Outcome) -> None:
-    result.remaining = outcome.remaining
-    result.reset_after.FromNanoseconds(int(max(0.0, outcome.reset_after) * 1e9))
-    if not outcome.allowed and math.isfinite(outcome.retry_after):
-        result.retry_after.FromNanoseconds(int(max(0.0, outcome.retry_after) * 1e9))

@@ -206,6 +206,30 @@ class WindowTable:
         # A clock stepping back into an earlier window keeps counting in this one.
         if start > self.start:
             self._new_window(start)
+        count = self._charge(value, hits)
+        allowed = count <= self.limit
+        reset_after = max(0.0, self.start + self.unit_seconds - now)
+        return Outcome(
+            allowed=allowed,
+            remaining=max(0, self.limit - count),
+            reset_after=reset_after,
+            retry_after=0.0 if allowed else reset_after,
+        )
+
+    def take_up_to(self, value: Value, wanted: int, now: float) -> int:
+        """Count as many of ``wanted`` hits as the window has room for; how many."""
+        start = self.window_start(now)
+        if start > self.start:
+            self._new_window(start)
+        counted = self.counts.get(value)
+        if counted is None:
+            counted = self._restored_level(value)
+        taken = max(0, min(wanted, self.limit - counted))
+        self._charge(value, taken)
+        return taken
+
+    def _charge(self, value: Value, hits: int) -> int:
+        """Add ``hits`` to ``value``'s count in the current window; the new count."""
         counted = self.counts.get(value)
         new = counted is None
         if counted is None:
@@ -219,14 +243,7 @@ class WindowTable:
                 self.heavy.add(value)
                 if len(self.heavy) > self.heavy_cap:
                     self._raise_threshold(self.heavy_cap // 4)
-        allowed = count <= self.limit
-        reset_after = max(0.0, self.start + self.unit_seconds - now)
-        return Outcome(
-            allowed=allowed,
-            remaining=max(0, self.limit - count),
-            reset_after=reset_after,
-            retry_after=0.0 if allowed else reset_after,
-        )
+        return count
 
     def idle(self, now: float) -> bool:
         """True once the window has ended: a new table would start the same way."""
@@ -352,6 +369,19 @@ class BucketTable:
                 return bucket.take(0, now)
             self.buckets[value] = bucket
         return bucket.take(hits, now)
+
+    def take_up_to(self, value: Value, wanted: int, now: float) -> int:
+        """Take up to ``wanted`` whole tokens of ``value``'s bucket; how many."""
+        bucket = self.buckets.get(value)
+        if bucket is None:
+            bucket = self.buckets[value] = self._fresh(now)
+        return bucket.take_up_to(wanted, now)
+
+    def give_back(self, value: Value, tokens: int, now: float) -> None:
+        """Return unspent tokens to ``value``'s bucket (none kept for a forgotten one)."""
+        bucket = self.buckets.get(value)
+        if bucket is not None:
+            bucket.give_back(tokens, now)
 
     def reconfigure(self, capacity: int, per_second: float, now: float) -> None:
         """A new rate for every bucket, each keeping its fill fraction."""

@@ -20,6 +20,8 @@ class Identity:
     role: Role | None
     method: str  # "certificate", "token" or "none"
     token_id: str = ""
+    # A Bulwark replica, by the token it made for itself (replica-to-replica calls).
+    replica: bool = False
 
 
 ANONYMOUS = Identity("anonymous", Role.ADMIN, "none")

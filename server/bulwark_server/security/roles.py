@@ -57,6 +57,8 @@ class Rule:
     role: Role
     audit: Audit
     shed: Shed
+    # Spoken between replicas only: a caller must be a replica (its own token).
+    replicas_only: bool = False
 
 
 OPEN_SERVICES = frozenset(
@@ -68,12 +70,15 @@ OPEN_SERVICES = frozenset(
 )
 
 DP, OP, ADMIN = Role.DATAPLANE, Role.OPERATOR, Role.ADMIN
+REPLICAS_ONLY = True
 _READ = Audit.NEVER
 _WRITE = Audit.ON_WRITE
 _ALWAYS = Audit.ALWAYS
 
 
-def _rules(service: str, table: dict[str, tuple[Role, Audit, Shed]]) -> dict[str, Rule]:
+def _rules(
+    service: str, table: dict[str, tuple[Role, Audit, Shed] | tuple[Role, Audit, Shed, bool]]
+) -> dict[str, Rule]:
     return {f"/{service}/{method}": Rule(*spec) for method, spec in table.items()}
 
 
@@ -120,6 +125,10 @@ RULES: dict[str, Rule] = {
             "Check": (DP, _WRITE, Shed.LAST),
             "LeaseQuota": (DP, _WRITE, Shed.LAST),
         },
+    ),
+    **_rules(
+        "bulwark.v1.CounterService",
+        {"Take": (DP, _READ, Shed.LAST, REPLICAS_ONLY)},
     ),
     **_rules(
         "envoy.service.ratelimit.v3.RateLimitService",

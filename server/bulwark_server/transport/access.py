@@ -97,13 +97,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             if record is None or role is None:
                 raise invalid
             name = record.name
-            if record.created_by == REPLICA_TOKEN_CREATOR and name.startswith("replica-"):
+            replica = record.created_by == REPLICA_TOKEN_CREATOR and name.startswith("replica-")
+            if replica:
                 # A replica forwarding a caller's call: the record names the caller, while
                 # the replica's own role is what the call may do.
                 behalf = _metadata_value(context, "bulwark-on-behalf-of")
                 if behalf:
                     name = f"{behalf[:256]} via {name}"
-            return Identity(name, role, "token", record.id)
+            return Identity(name, role, "token", record.id, replica=replica)
         pem = (context.auth_context() or {}).get("x509_pem_cert")
         if pem:
             try:
@@ -128,6 +129,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         if rule is None:
             raise Denied(
                 grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to callers", identity
+            )
+        if rule.replicas_only and identity.method != "none" and not identity.replica:
+            raise Denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method} is spoken between Bulwark replicas only; {identity.name} is none",
+                identity,
             )
         if identity.role is None or identity.role < rule.role:
             has = identity.role.label if identity.role is not None else "no role"

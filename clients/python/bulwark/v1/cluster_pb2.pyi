@@ -23,16 +23,18 @@ COMPONENT_STATE_DEGRADED: ComponentState
 COMPONENT_STATE_UNHEALTHY: ComponentState
 
 class Replica(_message.Message):
-    __slots__ = ("id", "address", "version", "started_at")
+    __slots__ = ("id", "address", "version", "started_at", "counter_owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     version: str
     started_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    counter_owner: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counter_owner: bool = ...) -> None: ...
 
 class Leader(_message.Message):
     __slots__ = ("replica_id", "address", "term", "elected_at", "lease_ttl", "renewed_at")

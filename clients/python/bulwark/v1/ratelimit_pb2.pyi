@@ -249,7 +249,7 @@ class CounterState(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ..., level: _Optional[float] = ..., time: _Optional[float] = ...) -> None: ...
 
 class LimitCounters(_message.Message):
-    __slots__ = ("domain", "name", "limit_create_revision", "counters", "checkpointed_at", "rest", "rest_members", "rest_member_hashes")
+    __slots__ = ("domain", "name", "limit_create_revision", "counters", "checkpointed_at", "rest", "rest_members", "rest_member_hashes", "slot")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,7 @@ class LimitCounters(_message.Message):
     REST_FIELD_NUMBER: _ClassVar[int]
     REST_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REST_MEMBER_HASHES_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
     domain: str
     name: str
     limit_create_revision: int
@@ -266,4 +267,5 @@ class LimitCounters(_message.Message):
     rest: CounterState
     rest_members: bytes
     rest_member_hashes: int
-    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[CounterState, _Mapping]]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rest: _Optional[_Union[CounterState, _Mapping]] = ..., rest_members: _Optional[bytes] = ..., rest_member_hashes: _Optional[int] = ...) -> None: ...
+    slot: int
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., counters: _Optional[_Iterable[_Union[CounterState, _Mapping]]] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rest: _Optional[_Union[CounterState, _Mapping]] = ..., rest_members: _Optional[bytes] = ..., rest_member_hashes: _Optional[int] = ..., slot: _Optional[int] = ...) -> None: ...

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class RateLimitServiceStub(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
-    memory on the leader, which every replica forwards decisions to; etcd holds
-    the limits and periodic checkpoints of the counters.
+    memory, split by slot among the replicas (CounterService); every replica
+    answers decisions, from shares of busy counters or by asking a counter's
+    owner. etcd holds the limits and periodic checkpoints of the counters.
     """
 
     def __init__(self, channel):
@@ -71,8 +72,9 @@ class RateLimitServiceStub(object):
 
 class RateLimitServiceServicer(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
-    memory on the leader, which every replica forwards decisions to; etcd holds
-    the limits and periodic checkpoints of the counters.
+    memory, split by slot among the replicas (CounterService); every replica
+    answers decisions, from shares of busy counters or by asking a counter's
+    owner. etcd holds the limits and periodic checkpoints of the counters.
     """
 
     def PutLimit(self, request, context):
@@ -160,8 +162,9 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RateLimitService(object):
     """RateLimitService holds global rate limits for a fleet. Counters live in
-    memory on the leader, which every replica forwards decisions to; etcd holds
-    the limits and periodic checkpoints of the counters.
+    memory, split by slot among the replicas (CounterService); every replica
+    answers decisions, from shares of busy counters or by asking a counter's
+    owner. etcd holds the limits and periodic checkpoints of the counters.
     """
 
     @staticmethod

@@ -1,0 +1,423 @@
+"""Every replica decides: a Check charged where each counter lives, from memory.
+
+For each descriptor of a Check the replica finds the limit that applies (the
+catalog's index), the counter it charges and that counter's slot
+(``sharding.slot_of``); the slot's owner (``PeerView.slots``) decides:
+
+* **Owned here**: charged on this replica's table, exactly.
+* **A share held here** (a busy counter of another owner, ``shares``): decided
+  from memory, allowed while the share lasts.
+* **Owned elsewhere**: sent to the owner in a batch (``CounterPeers``, one call
+  per owner for all the charges waiting, however many Checks they came from),
+  which decides exactly. A busy counter's charge also asks for a share.
+* **The owner does not answer** within ``LEADER_TIMEOUT_S``: decided on this
+  replica's own share of the limit (the limit divided by the owners, rounded up)
+  and marked ``local_fallback``, as when the leader was away before.
+
+``serve`` is the owner's side: the charges other replicas sent, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bulwark.v1 import counter_pb2, ratelimit_pb2
+from bulwark_server.cluster.peers import Peers, PeerView
+from bulwark_server.ratelimits.catalog import LimitCatalog
+from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
+from bulwark_server.ratelimits.counters import Outcome, blocked
+from bulwark_server.ratelimits.descriptors import own_limit
+from bulwark_server.ratelimits.fallback import LEADER_TIMEOUT_S
+from bulwark_server.ratelimits.index import Indexed
+from bulwark_server.ratelimits.owned import CounterTables, TableId
+from bulwark_server.ratelimits.sharding import slot_of
+from bulwark_server.ratelimits.shares import (
+    MIN_SHARE_RATE,
+    REFRESH_S,
+    SHARE_TERM_S,
+    Share,
+    ShareBook,
+)
+from bulwark_server.ratelimits.tables import Value, value_of
+
+log = logging.getLogger(__name__)
+
+OK = ratelimit_pb2.CHECK_CODE_OK
+OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+Entries = Sequence[ratelimit_pb2.DescriptorEntry]
+Own = Sequence[ratelimit_pb2.Rate | None] | None
+
+
+class CounterPeers(Protocol):
+    """How charges reach another replica (``CounterService/Take``, batched)."""
+
+    async def take(
+        self, address: str, charges: Sequence[counter_pb2.CounterCharge], deadline_s: float
+    ) -> Sequence[counter_pb2.CounterOutcome]:
+        """The owner's outcomes, in order; raises when it does not answer in time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a descriptor charges: its table, value and slot."""
+
+    table: TableId
+    value: Value
+    slot: int
+    limit_name: str
+    values: tuple[str, ...]
+
+
+def counter_of(
+    domain: str, name: str, own: ratelimit_pb2.Rate | None, values: Sequence[str]
+) -> Counter:
+    """The counter of ``values`` under limit ``name`` (or under a descriptor's own limit,
+    whose ``values`` are its entries' keys and values in turn)."""
+    if own is not None:
+        unit = str(own.unit)
+        slot = slot_of(domain, "", (unit, *values))
+        return Counter((domain, "", unit, slot), value_of(values), slot, "", tuple(values))
+    slot = slot_of(domain, name, values)
+    return Counter((domain, name, slot), value_of(values), slot, name, tuple(values))
+
+
+def shareable(limit: ratelimit_pb2.Limit) -> bool:
+    """Whether a limit admits enough per second for shares of it to be worth holding."""
+    rate = effective_rate(limit)
+    return rate.requests_per_unit / UNIT_SECONDS[rate.unit] >= MIN_SHARE_RATE
+
+
+@dataclass(slots=True)
+class _Remote:
+    result: ratelimit_pb2.DescriptorResult
+    limit: ratelimit_pb2.Limit
+    created: int
+    counter: Counter
+    hits: int
+    share: bool
+
+
+class Decisions:
+    """Decides Checks where their counters live; see the module docstring."""
+
+    def __init__(
+        self,
+        catalog: LimitCatalog,
+        peers: Peers,
+        owned: CounterTables,
+        local: CounterTables,
+        sender: CounterPeers,
+        clock: Callable[[], float],
+    ) -> None:
+        self._catalog = catalog
+        self._peers = peers
+        self.owned = owned
+        self.local = local
+        self._sender = sender
+        self._clock = clock
+        self.book = ShareBook()
+        self._generation = -1
+
+    def view(self) -> PeerView:
+        """The replicas as now; tables of slots this replica no longer owns are dropped."""
+        view = self._peers.view()
+        if view.generation != self._generation:
+            self._generation = view.generation
+            mine = {i for i, owner in enumerate(view.slots) if owner == view.self_id}
+            if view.slots:
+                self.owned.drop(lambda key: int(key[-1]) in mine)
+        return view
+
+    async def decide(
+        self,
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits: Sequence[int],
+        own: Own = None,
+    ) -> ratelimit_pb2.CheckResponse:
+        """Charge ``hits[i]`` to descriptor i's counter wherever it lives.
+
+        ``own[i]``, when set, is descriptor i's own limit (see ``_resolve``).
+        """
+        now = self._clock()
+        view = self.view()
+        response = ratelimit_pb2.CheckResponse(overall_code=OK)
+        remote: dict[str, list[_Remote]] = {}
+        for item in self._resolve(domain, descriptors, hits, own, response, now):
+            counter = item.counter
+            owner = view.slots[counter.slot] if view.slots else view.self_id
+            if owner == view.self_id:
+                outcome = self.owned.take(
+                    counter.table, item.limit, item.created, counter.value, item.hits, now
+                )
+                _settle(response, item.result, item.limit, outcome)
+                continue
+            if item.share:
+                spent = self.book.spend((counter.table, counter.value), item.hits, now)
+                if spent is not None:
+                    _settle(response, item.result, item.limit, _from_share(*spent, item.hits, now))
+                    continue
+            remote.setdefault(owner, []).append(item)
+        if remote:
+            await asyncio.gather(
+                *(self._ask(view, owner, items, response) for owner, items in remote.items())
+            )
+        return response
+
+    def decide_local(
+        self,
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits: Sequence[int],
+        own: Own = None,
+    ) -> ratelimit_pb2.CheckResponse:
+        """Decide on this replica's own share of each limit (no owner or leader answers)."""
+        now = self._clock()
+        response = ratelimit_pb2.CheckResponse(overall_code=OK, local_fallback=True)
+        for item in self._resolve(domain, descriptors, hits, own, response, now):
+            counter = item.counter
+            outcome = self.local.take(
+                counter.table, item.limit, item.created, counter.value, item.hits, now
+            )
+            _settle(response, item.result, item.limit, outcome)
+        return response
+
+    def _resolve(
+        self,
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits: Sequence[int],
+        own: Own,
+        response: ratelimit_pb2.CheckResponse,
+        now: float,
+    ) -> Iterator[_Remote]:
+        """Add a result per descriptor to ``response``; yield those a counter decides.
+
+        Which limits apply is decided for the whole request before anything is
+        charged, so a limit replaces another matched by any descriptor, whatever the
+        hits of each. ``own[i]``, when set, is descriptor i's own limit
+        (``descriptors.own_limit``): it applies instead of any stored one.
+        Unlimited and blocking limits are answered here.
+        """
+        index = self._catalog.current()
+        own = own or [None] * len(descriptors)
+        matched: list[Indexed | None] = [
+            None if limit is not None else index.lookup(domain, entries)
+            for entries, limit in zip(descriptors, own, strict=True)
+        ]
+        # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
+        # request matches is not applied.
+        replaced = {name for m in matched if m is not None for name in m.limit.replaces}
+        for entries, found, charge, rate in zip(descriptors, matched, hits, own, strict=True):
+            result = response.results.add(code=OK)
+            if rate is not None:
+                limit, created = own_limit(domain, rate), 0
+                values = [part for e in entries for part in (e.key, e.value)]
+            elif found is None or found.limit.name in replaced:
+                continue
+            else:
+                limit, created = found.limit, found.created
+                values = [e.value for e in entries]
+            result.limit_name = limit.name
+            if limit.unlimited:
+                result.unlimited = True
+                continue
+            current = effective_rate(limit)
+            result.current_limit.CopyFrom(current)
+            result.shadow = limit.shadow_mode
+            if blocks_all(limit):
+                _settle(response, result, limit, blocked(UNIT_SECONDS[current.unit], now))
+                continue
+            counter = counter_of(domain, limit.name, rate, values)
+            yield _Remote(result, limit, created, counter, charge, shareable(limit))
+
+    async def _ask(
+        self,
+        view: PeerView,
+        owner: str,
+        items: list[_Remote],
+        response: ratelimit_pb2.CheckResponse,
+    ) -> None:
+        charges = []
+        for item in items:
+            key = (item.counter.table, item.counter.value)
+            wanted = self.book.wanted(key) if item.share and self.book.busy(key) else 0
+            charges.append(_charge(item, wanted))
+        try:
+            outcomes = await self._sender.take(
+                view.addresses.get(owner, ""), charges, LEADER_TIMEOUT_S
+            )
+        except Exception as exc:  # any failure of the owner: decide here, and say so
+            log.debug("counter owner %s did not answer: %s", owner, exc)
+            outcomes = [None] * len(items)
+        now = self._clock()
+        for item, charge, outcome in zip(items, charges, outcomes, strict=True):
+            if outcome is None or outcome.unknown:
+                response.local_fallback = True
+                decided = self.local.take(
+                    item.counter.table, item.limit, item.created, item.counter.value, item.hits, now
+                )
+            else:
+                decided = Outcome(
+                    outcome.allowed, outcome.remaining, outcome.reset_after_s, outcome.retry_after_s
+                )
+                if charge.share_wanted or outcome.share_granted:
+                    self.book.granted(
+                        (item.counter.table, item.counter.value),
+                        charge.share_wanted,
+                        outcome.share_granted,
+                        outcome.share_valid_s,
+                        outcome.remaining,
+                        outcome.reset_after_s,
+                        now,
+                    )
+            _settle(response, item.result, item.limit, decided)
+
+    def serve(
+        self, holder: str, charges: Sequence[counter_pb2.CounterCharge]
+    ) -> list[counter_pb2.CounterOutcome]:
+        """The owner's side of ``CounterService/Take``: each charge decided here, in order."""
+        now = self._clock()
+        self.view()
+        index = self._catalog.current()
+        out = []
+        for charge in charges:
+            outcome = counter_pb2.CounterOutcome()
+            out.append(outcome)
+            if charge.limit_name:
+                found = index.get(charge.domain, charge.limit_name)
+                if found is None or found.created != charge.limit_create_revision:
+                    outcome.unknown = True
+                    continue
+                limit, created, own = found.limit, found.created, None
+            else:
+                limit, created, own = own_limit(charge.domain, charge.own_rate), 0, charge.own_rate
+            if limit.unlimited or blocks_all(limit):
+                outcome.unknown = True
+                continue
+            counter = counter_of(charge.domain, charge.limit_name, own, charge.values)
+            if charge.share_returned:
+                self.owned.give_back(counter.table, counter.value, charge.share_returned, now)
+            decided = self.owned.take(
+                counter.table, limit, created, counter.value, charge.hits, now
+            )
+            outcome.allowed = decided.allowed
+            outcome.remaining = decided.remaining
+            outcome.reset_after_s = decided.reset_after
+            outcome.retry_after_s = decided.retry_after
+            if charge.share_wanted and shareable(limit):
+                outcome.share_granted = self.owned.grant(
+                    counter.table, limit, created, counter.value, holder, charge.share_wanted, now
+                )
+                # A window's grant is spent in its window, a bucket's within the term.
+                valid = SHARE_TERM_S
+                if limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW:
+                    valid = min(valid, decided.reset_after)
+                outcome.share_valid_s = valid
+        return out
+
+    async def refresh(self) -> int:
+        """Top up the shares of busy counters (one batch per owner); how many were asked."""
+        now = self._clock()
+        due = self.book.due(now)
+        if not due:
+            return 0
+        view = self.view()
+        index = self._catalog.current()
+        by_owner: dict[str, list[tuple[_Remote, int, int]]] = {}
+        for refresh in due:
+            table, value = refresh.key  # type: ignore[misc]
+            domain, name = str(table[0]), str(table[1])
+            if not name:
+                continue  # own limits are not shared: no Limit to name them by
+            found = index.get(domain, name)
+            if found is None or not shareable(found.limit):
+                self.book.drop(refresh.key)
+                continue
+            slot = int(table[-1])  # type: ignore[call-overload]
+            owner = view.slots[slot] if view.slots else view.self_id
+            if owner == view.self_id:
+                self.book.drop(refresh.key)
+                continue
+            counter = Counter(table, value, slot, name, tuple(_values(value)))
+            item = _Remote(
+                ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, True
+            )
+            by_owner.setdefault(owner, []).append((item, refresh.wanted, refresh.returned))
+        await asyncio.gather(*(self._top_up(view, o, items) for o, items in by_owner.items()))
+        return len(due)
+
+    async def _top_up(
+        self, view: PeerView, owner: str, items: list[tuple[_Remote, int, int]]
+    ) -> None:
+        charges = []
+        for item, wanted, returned in items:
+            charge = _charge(item, wanted)
+            charge.share_returned = returned
+            charges.append(charge)
+        try:
+            outcomes = await self._sender.take(view.addresses.get(owner, ""), charges, REFRESH_S)
+        except Exception as exc:
+            log.debug("counter owner %s did not answer a refresh: %s", owner, exc)
+            return
+        now = self._clock()
+        for (item, wanted, returned), outcome in zip(items, outcomes, strict=True):
+            if returned or outcome.unknown:
+                continue
+            self.book.granted(
+                (item.counter.table, item.counter.value),
+                wanted,
+                outcome.share_granted,
+                outcome.share_valid_s,
+                outcome.remaining,
+                outcome.reset_after_s,
+                now,
+            )
+
+
+def _charge(item: _Remote, wanted: int) -> counter_pb2.CounterCharge:
+    counter = item.counter
+    charge = counter_pb2.CounterCharge(
+        domain=counter.table[0],
+        limit_name=counter.limit_name,
+        limit_create_revision=item.created,
+        values=counter.values,
+        hits=item.hits,
+        share_wanted=wanted,
+    )
+    if not counter.limit_name:
+        charge.own_rate.CopyFrom(item.limit.rate)
+    return charge
+
+
+def _values(value: Value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _from_share(share: Share, allowed: bool, hits: int, now: float) -> Outcome:
+    reset_after = max(0.0, share.reset_at - now)
+    if allowed:
+        return Outcome(True, max(0, share.remaining - hits), reset_after, 0.0)
+    return Outcome(False, 0, reset_after, max(0.0, share.next_refresh - now))
+
+
+def _settle(
+    response: ratelimit_pb2.CheckResponse,
+    result: ratelimit_pb2.DescriptorResult,
+    limit: ratelimit_pb2.Limit,
+    outcome: Outcome,
+) -> None:
+    result.remaining = outcome.remaining
+    result.reset_after.FromNanoseconds(int(max(0.0, outcome.reset_after) * 1e9))
+    if not outcome.allowed:
+        if math.isfinite(outcome.retry_after):
+            result.retry_after.FromNanoseconds(int(max(0.0, outcome.retry_after) * 1e9))
+        result.code = OVER
+        if not limit.shadow_mode:
+            response.overall_code = OVER

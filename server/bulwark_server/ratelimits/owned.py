@@ -1,0 +1,183 @@
+"""The counters one replica holds: the slots it owns, and its local fallback shares.
+
+``CounterTables`` keeps tables (``tables``) keyed by ``TableId``:
+
+* a stored limit's slot, ``(domain, name, slot)``: restored from the slot's last
+  checkpoint when the table is made (``checkpoints.saved``), so a replica that
+  takes a slot over (an owner joined, left or failed) goes on from what the
+  previous owner saved, and one that made the table before finds its own record;
+* a descriptor's own limit, ``(domain, "", unit, slot)``: in memory only, as
+  envoyproxy/ratelimit keeps such counters;
+* with ``share`` > 1 (the local fallback), each table admits its share of the
+  limit: the limit divided by the replicas, rounded up.
+
+Busy counters also keep a ``ShareLedger`` of the replicas holding shares of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+from bulwark.v1 import ratelimit_pb2
+from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, SlotId, Table
+from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate
+from bulwark_server.ratelimits.counters import Outcome
+from bulwark_server.ratelimits.shares import ShareLedger
+from bulwark_server.ratelimits.tables import BucketTable, Value, WindowTable
+
+FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
+
+TableId = tuple[str | int, ...]
+"""(domain, name, slot) of a stored limit; (domain, "", unit, slot) of an own limit."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A table, and the limit (its create revision, algorithm) it counts for."""
+
+    table: Table
+    created: int
+    algorithm: int
+
+
+class CounterTables:
+    """Tables by ``TableId``; see the module docstring."""
+
+    def __init__(
+        self,
+        checkpoints: CounterCheckpoints | None = None,
+        *,
+        share: Callable[[], int] = lambda: 1,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self._checkpoints = checkpoints
+        self._share = share
+        self._max_bytes = max_bytes
+        self.held: dict[TableId, Held] = {}
+        self.ledgers: dict[tuple[TableId, Value], ShareLedger] = {}
+
+    def table(self, key: TableId, limit: ratelimit_pb2.Limit, created: int, now: float) -> Table:
+        """The table of ``key`` for ``limit``, set to its current (effective) rate."""
+        share = self._share()
+        rate = effective_rate(limit)
+        unit = UNIT_SECONDS[rate.unit]
+        per_unit = max(1, math.ceil(rate.requests_per_unit / share))
+        burst = limit.burst or limit.rate.requests_per_unit
+        # Scale the burst with the rate, so load scaling and local shares shrink both.
+        capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
+        held = self.held.get(key)
+        # A limit deleted and created again under the same name starts afresh, as
+        # does one given another algorithm or window length.
+        if (
+            held is None
+            or held.created != created
+            or held.algorithm != limit.algorithm
+            or (isinstance(held.table, WindowTable) and held.table.unit_seconds != unit)
+        ):
+            table: Table
+            if limit.algorithm == FIXED:
+                table = WindowTable(per_unit, unit, self._max_bytes)
+            else:
+                table = BucketTable(capacity, per_unit / unit)
+            self.held[key] = Held(table, created, limit.algorithm)
+            if self._checkpoints is not None and key[1] and share == 1:
+                saved = self._checkpoints.saved(str(key[0]), str(key[1]), int(key[2]), created)
+                if saved is not None:
+                    table.restore(saved.listed, saved.rest, now)
+            return table
+        # Counts already taken in this window, or a bucket's fill, carry over to a
+        # new rate (an adaptive limit's rate moves with every reported load).
+        if isinstance(held.table, WindowTable):
+            held.table.limit = per_unit
+        else:
+            held.table.reconfigure(capacity, per_unit / unit, now)
+        return held.table
+
+    def take(
+        self,
+        key: TableId,
+        limit: ratelimit_pb2.Limit,
+        created: int,
+        value: Value,
+        hits: int,
+        now: float,
+    ) -> Outcome:
+        """Charge ``hits`` to ``value``'s counter (stored limits' slots are noted for
+        the next checkpoint)."""
+        outcome = self.table(key, limit, created, now).take(value, hits, now)
+        if hits and key[1] and self._checkpoints is not None:
+            self._checkpoints.note(key)  # type: ignore[arg-type]
+        ledger = self.ledgers.get((key, value))
+        if ledger is not None:
+            ledger.note_own(hits, now)
+        return outcome
+
+    def grant(
+        self,
+        key: TableId,
+        limit: ratelimit_pb2.Limit,
+        created: int,
+        value: Value,
+        holder: str,
+        wanted: int,
+        now: float,
+    ) -> int:
+        """Take up to ``wanted`` tokens of ``value``'s counter as ``holder``'s share."""
+        ledger = self.ledgers.get((key, value))
+        if ledger is None:
+            ledger = self.ledgers[(key, value)] = ShareLedger()
+        table = self.table(key, limit, created, now)
+        available = table.take(value, 0, now).remaining
+        allowed = table.take_up_to(value, ledger.cap(holder, wanted, available, now), now)
+        if allowed and key[1] and self._checkpoints is not None:
+            self._checkpoints.note(key)  # type: ignore[arg-type]
+        return allowed
+
+    def give_back(self, key: TableId, value: Value, tokens: int, now: float) -> None:
+        """Unspent tokens of a share returned by its holder (buckets only: a window's
+        grant lapses with its window)."""
+        held = self.held.get(key)
+        if held is not None and isinstance(held.table, BucketTable):
+            held.table.give_back(value, tokens, now)
+
+    def shared_slots(self, now: float) -> set[SlotId]:
+        """The stored limits' slots with shares out: checkpointed every refresh."""
+        out: set[SlotId] = set()
+        for (key, value), ledger in list(self.ledgers.items()):
+            if not ledger.active(now):
+                del self.ledgers[(key, value)]
+            elif key[1]:
+                out.add(key)  # type: ignore[arg-type]
+        return out
+
+    def sweep(self, now: float) -> int:
+        """Forget idle tables (full buckets, past windows); how many went."""
+        idle = [key for key, held in self.held.items() if held.table.idle(now)]
+        for key in idle:
+            del self.held[key]
+        return len(idle)
+
+    def drop(self, keep: Callable[[TableId], bool]) -> int:
+        """Forget the tables (and ledgers) ``keep`` refuses: slots this replica no longer owns."""
+        gone = [key for key in self.held if not keep(key)]
+        for key in gone:
+            del self.held[key]
+        for pair in [pair for pair in self.ledgers if not keep(pair[0])]:
+            del self.ledgers[pair]
+        return len(gone)
+
+    def stored(self) -> dict[SlotId, Table]:
+        """The stored limits' tables by slot (what checkpoints are written from)."""
+        return {key: held.table for key, held in self.held.items() if key[1]}  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self.held.clear()
+        self.ledgers.clear()
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.held)
+
+    def __len__(self) -> int:
+        return len(self.held)
