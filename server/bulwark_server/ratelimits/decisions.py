@@ -153,10 +153,7 @@ class Decisions:
             counter = item.counter
             owner = view.slots[counter.slot] if view.slots else view.self_id
             if owner == view.self_id:
-                outcome = self.owned.take(
-                    counter.table, item.limit, item.created, counter.value, item.hits, now
-                )
-                _settle(response, item.result, item.limit, outcome)
+                _settle(response, item.result, item.limit, self._own(view, item, now))
                 continue
             if item.share:
                 spent = self.book.spend((counter.table, counter.value), item.hits, now)
@@ -169,6 +166,38 @@ class Decisions:
                 *(self._ask(view, owner, items, response) for owner, items in remote.items())
             )
         return response
+
+    def _own(self, view: PeerView, item: _Remote, now: float) -> Outcome:
+        """A charge on a counter this replica owns: exact, unless other replicas hold
+        shares of it; then from a share of its own, so its traffic gets its fair part."""
+        counter = item.counter
+        table, value = counter.table, counter.value
+        if not (item.share and self.owned.contested(table, value, view.self_id, now)):
+            return self.owned.take(table, item.limit, item.created, value, item.hits, now)
+        key = (table, value)
+        spent = self.book.spend(key, item.hits, now)
+        if spent is not None:
+            return _from_share(*spent, item.hits, now)
+        outcome = self.owned.take(table, item.limit, item.created, value, item.hits, now)
+        if self.book.busy(key):
+            self._grant_own(view, item, self.book.wanted(key), now)
+        return outcome
+
+    def _grant_own(self, view: PeerView, item: _Remote, wanted: int, now: float) -> None:
+        counter = item.counter
+        granted = self.owned.grant(
+            counter.table, item.limit, item.created, counter.value, view.self_id, wanted, now
+        )
+        looked = self.owned.take(counter.table, item.limit, item.created, counter.value, 0, now)
+        self.book.granted(
+            (counter.table, counter.value),
+            wanted,
+            granted,
+            _share_term(item.limit, looked.reset_after),
+            looked.remaining,
+            looked.reset_after,
+            now,
+        )
 
     def decide_local(
         self,
@@ -315,11 +344,7 @@ class Decisions:
                 outcome.share_granted = self.owned.grant(
                     counter.table, limit, created, counter.value, holder, charge.share_wanted, now
                 )
-                # A window's grant is spent in its window, a bucket's within the term.
-                valid = SHARE_TERM_S
-                if limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW:
-                    valid = min(valid, decided.reset_after)
-                outcome.share_valid_s = valid
+                outcome.share_valid_s = _share_term(limit, decided.reset_after)
         return out
 
     async def refresh(self) -> int:
@@ -342,14 +367,18 @@ class Decisions:
                 continue
             slot = int(table[-1])  # type: ignore[call-overload]
             owner = view.slots[slot] if view.slots else view.self_id
-            if owner == view.self_id:
-                self.book.drop(refresh.key)
-                continue
             counter = Counter(table, value, slot, name, tuple(_values(value)))
             item = _Remote(
                 ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, True
             )
-            by_owner.setdefault(owner, []).append((item, refresh.wanted, refresh.returned))
+            if owner != view.self_id:
+                by_owner.setdefault(owner, []).append((item, refresh.wanted, refresh.returned))
+            elif refresh.returned or not self.owned.contested(table, value, view.self_id, now):
+                # Its own counter, no longer shared out: decided exactly again.
+                self.book.drop(refresh.key)
+                self.owned.give_back(table, value, refresh.returned, now)
+            else:
+                self._grant_own(view, item, refresh.wanted, now)
         await asyncio.gather(*(self._top_up(view, o, items) for o, items in by_owner.items()))
         return len(due)
 
@@ -394,6 +423,13 @@ def _charge(item: _Remote, wanted: int) -> counter_pb2.CounterCharge:
     if not counter.limit_name:
         charge.own_rate.CopyFrom(item.limit.rate)
     return charge
+
+
+def _share_term(limit: ratelimit_pb2.Limit, reset_after: float) -> float:
+    """How long a grant may be spent: a window's within its window, a bucket's term."""
+    if limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW:
+        return min(SHARE_TERM_S, reset_after)
+    return SHARE_TERM_S
 
 
 def _values(value: Value) -> list[str]:

@@ -24,7 +24,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, SlotId, Table
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate
 from bulwark_server.ratelimits.counters import Outcome
-from bulwark_server.ratelimits.shares import ShareLedger
+from bulwark_server.ratelimits.shares import REFRESH_S, ShareLedger
 from bulwark_server.ratelimits.tables import BucketTable, Value, WindowTable
 
 FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
@@ -109,9 +109,6 @@ class CounterTables:
         outcome = self.table(key, limit, created, now).take(value, hits, now)
         if hits and key[1] and self._checkpoints is not None:
             self._checkpoints.note(key)  # type: ignore[arg-type]
-        ledger = self.ledgers.get((key, value))
-        if ledger is not None:
-            ledger.note_own(hits, now)
         return outcome
 
     def grant(
@@ -130,10 +127,18 @@ class CounterTables:
             ledger = self.ledgers[(key, value)] = ShareLedger()
         table = self.table(key, limit, created, now)
         available = table.take(value, 0, now).remaining
-        allowed = table.take_up_to(value, ledger.cap(holder, wanted, available, now), now)
+        rate = effective_rate(limit)
+        refill = math.ceil(rate.requests_per_unit / UNIT_SECONDS[rate.unit] * REFRESH_S)
+        cap = ledger.cap(holder, wanted, available, refill, now)
+        allowed = table.take_up_to(value, cap, now)
         if allowed and key[1] and self._checkpoints is not None:
             self._checkpoints.note(key)  # type: ignore[arg-type]
         return allowed
+
+    def contested(self, key: TableId, value: Value, holder: str, now: float) -> bool:
+        """Whether replicas other than ``holder`` hold shares of ``value``'s counter."""
+        ledger = self.ledgers.get((key, value))
+        return ledger is not None and ledger.contested(holder, now)
 
     def give_back(self, key: TableId, value: Value, tokens: int, now: float) -> None:
         """Unspent tokens of a share returned by its holder (buckets only: a window's

@@ -4,22 +4,21 @@ Pure. Every replica computes the same answer from the same list of owners.
 
 * A counter's **slot** is the CRC-32 of its identity (domain, limit name, values)
   modulo ``SLOTS``: the same in every process (Python's ``hash`` is not).
-* Slots are **assigned** to the owners by rendezvous hashing with a bound on the
-  load: each slot, in order, goes to the owner that ranks it highest among those
-  holding fewer than ``ceil(SLOTS / owners)`` slots. So the owners hold 21 or 22
-  of 64 slots each (plain rendezvous spreads them as unevenly as 15 and 30), and
-  an owner joining or leaving moves few slots, not most of them.
+* Slots are **assigned** to the owners by rendezvous hashing with exact parts:
+  every owner holds ``SLOTS // owners`` slots or one more (21 or 22 of 64 for
+  three owners, where plain rendezvous can give one 30), the strongest
+  (owner, slot) pairs first. An owner joining or leaving moves about its part of
+  the slots, not most of them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import zlib
 from collections.abc import Sequence
 
 SLOTS = 64
-"""Slots per limit: enough that three owners hold within one slot of a third each."""
+"""Slots per limit: enough that three owners hold at most 22 each, a third and a slot."""
 
 _SEP = "\x1f"
 
@@ -37,15 +36,23 @@ def assign(owners: Sequence[str], slots: int = SLOTS) -> tuple[str, ...]:
     ids = sorted(set(owners))
     if not ids:
         return ()
-    cap = math.ceil(slots / len(ids))
-    held = dict.fromkeys(ids, 0)
-    out: list[str] = []
-    for slot in range(slots):
-        ranked = sorted(ids, key=lambda owner: _rank(owner, slot), reverse=True)
-        chosen = next(owner for owner in ranked if held[owner] < cap)
-        held[chosen] += 1
-        out.append(chosen)
-    return tuple(out)
+    base, extra = divmod(slots, len(ids))
+    # Exact parts that add up to ``slots``: the owners ranking highest on a fixed
+    # key hold one more.
+    by_key = sorted(ids, key=lambda owner: _rank(owner, -1), reverse=True)
+    room = {owner: base + (i < extra) for i, owner in enumerate(by_key)}
+    # Every (owner, slot) pair, strongest first: a slot goes to the strongest owner
+    # that still has room, so a pair keeps its slot unless a stronger one needs it.
+    pairs = sorted(
+        ((_rank(owner, slot), slot, owner) for slot in range(slots) for owner in ids),
+        reverse=True,
+    )
+    out: list[str | None] = [None] * slots
+    for _, slot, owner in pairs:
+        if out[slot] is None and room[owner]:
+            out[slot] = owner
+            room[owner] -= 1
+    return tuple(owner for owner in out if owner is not None)
 
 
 def _rank(owner: str, slot: int) -> int:

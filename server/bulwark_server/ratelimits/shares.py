@@ -11,13 +11,13 @@ Pure: every call gets ``now``. Two halves, one per side of ``CounterService/Take
   refresh and the owner had granted less than asked (the budget is scarce), the
   replica refuses locally until then rather than ask for every request. Tokens
   lapse ``SHARE_TERM_S`` after their grant; a share no longer needed is given back.
-* ``ShareLedger`` (the owner, per counter): the latest want of every holder, and
-  the owner's own demand. Tokens are **taken from the counter** when granted, so
-  shares, exact decisions and client leases draw on one budget and the sum of
-  what every replica admits never exceeds what the counter admits. When the
-  counter holds less than the holders want, each gets at most its max-min fair
-  part of what it holds (``leases.fair_shares``), the owner's own demand counted
-  as one more holder.
+* ``ShareLedger`` (the owner, per counter): the latest want of every holder.
+  Tokens are **taken from the counter** when granted, so shares and exact
+  decisions draw on one budget and the sum of what every replica admits never
+  exceeds what the counter admits. When the holders want more than the counter
+  holds, each gets at most its max-min fair part (``leases.fair_shares``). While
+  other replicas hold shares of a counter, its owner spends from a share of its
+  own too, so its own traffic gets its fair part and no more.
 
 Bounds (the README states them): in steady state no replica admits a hit the
 counter did not grant, so the fleet admits at most the limit. Tokens a holder
@@ -170,11 +170,13 @@ class ShareBook:
         share = self.shares.get(key)
         if share is None or now >= share.valid_until:
             share = self.shares[key] = Share()
-            share.tokens = 0
-        if granted or share.tokens:
-            share.tokens += granted
-            share.valid_until = now + valid_s if granted else share.valid_until
+        share.tokens += granted
         share.scarce = granted < wanted
+        if granted:
+            share.valid_until = now + valid_s
+        elif share.scarce:
+            # Nothing to spend until the next refresh: refuse here until then.
+            share.valid_until = max(share.valid_until, now + min(valid_s, REFRESH_S))
         share.remaining = remaining
         share.reset_at = now + reset_after
         share.next_refresh = now + REFRESH_S
@@ -200,37 +202,38 @@ class _Holder:
 class ShareLedger:
     """The owner's record of one counter's holders; see the module docstring."""
 
-    __slots__ = ("_holders", "_own", "_own_since")
+    __slots__ = ("_budget", "_budget_at", "_holders")
 
     def __init__(self) -> None:
         self._holders: dict[str, _Holder] = {}
-        self._own = 0
-        self._own_since = math.nan
+        # What the holders asking in one round split: taken at the round's first ask.
+        self._budget = 0
+        self._budget_at = -math.inf
 
-    def note_own(self, hits: int, now: float) -> None:
-        """The owner decided ``hits`` on this counter itself (its demand, for fairness)."""
-        if math.isnan(self._own_since):
-            self._own_since = now
-        self._own += hits
+    def cap(self, holder: str, wanted: int, available: int, refill: int, now: float) -> int:
+        """How many of the ``available`` tokens ``holder`` may take for its ``wanted``.
 
-    def cap(self, holder: str, wanted: int, available: int, now: float) -> int:
-        """How many of ``available`` tokens ``holder`` may take for its ``wanted``."""
+        ``refill``: what the counter gains in a refresh period. While the holders
+        together want more than is there, each gets at most its max-min fair part of
+        what was there at the first ask of this round (or of a period's refill, when
+        less): holders asking one after the other split a round's tokens evenly.
+        """
         for name in [h for h, rec in self._holders.items() if now - rec.seen_at > SHARE_TERM_S]:
             del self._holders[name]
         self._holders[holder] = _Holder(wanted, now)
         wants = {name: rec.wanted for name, rec in self._holders.items()}
-        if not math.isnan(self._own_since):
-            span = max(REFRESH_S, now - self._own_since)
-            wants[""] = math.ceil(self._own / span * REFRESH_S * HEADROOM)
-            if now - self._own_since > REFRESH_S:
-                self._own, self._own_since = 0, now
+        if now - self._budget_at >= REFRESH_S / 2:
+            self._budget, self._budget_at = max(available, refill), now
         if sum(wants.values()) <= available:
             return min(wanted, available)
-        return min(wanted, fair_shares(available, wants)[holder])
+        return min(wanted, available, fair_shares(self._budget, wants)[holder])
 
-    @property
-    def holders(self) -> int:
-        return len(self._holders)
+    def contested(self, holder: str, now: float) -> bool:
+        """Whether a holder other than ``holder`` may still spend tokens of this counter."""
+        return any(
+            name != holder and now - rec.seen_at <= SHARE_TERM_S
+            for name, rec in self._holders.items()
+        )
 
     def active(self, now: float) -> bool:
         """Whether any holder may still spend tokens of this counter."""

@@ -1,0 +1,207 @@
+"""Every replica decides: three replicas' decisions in one process, on an injected clock.
+
+Each replica is the real ``Decisions`` over its own unstarted ``EtcdStore`` (its cache
+fed with the limits, the replica records and the leader, as its watch would feed
+it). Their ``CounterService/Take`` calls go straight to the owner's ``serve``, so
+the shares, the owners' counters and the fair split run as in a cluster, without a
+network and on simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+from bulwark.v1 import cluster_pb2, counter_pb2, ratelimit_pb2
+from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.peers import Peers
+from bulwark_server.errors import NotLeader
+from bulwark_server.ratelimits.catalog import LimitCatalog
+from bulwark_server.ratelimits.decisions import Decisions
+from bulwark_server.ratelimits.owned import CounterTables
+from bulwark_server.ratelimits.sharding import assign, slot_of
+from bulwark_server.ratelimits.shares import REFRESH_S, SHARE_TERM_S
+from bulwark_server.store import EtcdStore
+from bulwark_server.store.cache import Entry
+from bulwark_server.store.keys import ELECTION_KIND, LEADER_NAME, LIMIT_KIND, REPLICA_KIND, key_for
+
+OK = ratelimit_pb2.CHECK_CODE_OK
+IDS = ("r0", "r1", "r2")
+
+
+def bucket(name: str, per_second: int, value: str = "") -> ratelimit_pb2.Limit:
+    return ratelimit_pb2.Limit(
+        domain="d",
+        name=name,
+        descriptor=[ratelimit_pb2.DescriptorEntry(key="k", value=value)],
+        rate=ratelimit_pb2.Rate(requests_per_unit=per_second, unit=ratelimit_pb2.RATE_UNIT_SECOND),
+        burst=per_second,
+    )
+
+
+def window(name: str, per_minute: int) -> ratelimit_pb2.Limit:
+    return ratelimit_pb2.Limit(
+        domain="d",
+        name=name,
+        descriptor=[ratelimit_pb2.DescriptorEntry(key="k", value=name)],
+        rate=ratelimit_pb2.Rate(requests_per_unit=per_minute, unit=ratelimit_pb2.RATE_UNIT_MINUTE),
+        algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0  # on a minute boundary
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Fleet:
+    """Three replicas; ``down`` ones do not answer ``Take``."""
+
+    def __init__(self, limits: Sequence[ratelimit_pb2.Limit]) -> None:
+        self.clock = Clock()
+        self.down: set[str] = set()
+        self.calls = Counter[str]()
+        entries = [
+            Entry(key_for(LIMIT_KIND, f"d/{limit.name}"), limit.SerializeToString(), 2 + i, 2 + i)
+            for i, limit in enumerate(limits)
+        ]
+        for rid in IDS:
+            record = cluster_pb2.Replica(id=rid, address=rid, counter_owner=True)
+            entries.append(Entry(key_for(REPLICA_KIND, rid), record.SerializeToString(), 1, 1))
+        leader = cluster_pb2.Leader(replica_id="r0", address="r0")
+        entries.append(Entry(key_for(ELECTION_KIND, LEADER_NAME), leader.SerializeToString(), 1, 1))
+        self.replicas: dict[str, Decisions] = {}
+        for rid in IDS:
+            store = EtcdStore(["127.0.0.1:1"])  # never started: only its cache is used
+            store.cache.load(entries, revision=100)
+            election = Election(store, cluster_pb2.Replica(id=rid, address=rid))
+            peers = Peers(store, election, assign)
+            catalog = LimitCatalog(store)
+            catalog.start()
+            owned = CounterTables(None)
+            local = CounterTables(share=lambda: len(IDS))
+            self.replicas[rid] = Decisions(
+                catalog, peers, owned, local, _Sender(self, rid), self.clock
+            )
+
+    async def check(self, rid: str, value: str, hits: int = 1) -> ratelimit_pb2.CheckResponse:
+        entries = [ratelimit_pb2.DescriptorEntry(key="k", value=value)]
+        return await self.replicas[rid].decide("d", [entries], [hits])
+
+    async def refresh(self) -> None:
+        for rid, decisions in self.replicas.items():
+            if rid not in self.down:
+                await decisions.refresh()
+
+
+class _Sender:
+    def __init__(self, fleet: Fleet, holder: str) -> None:
+        self._fleet = fleet
+        self._holder = holder
+
+    async def take(
+        self, address: str, charges: Sequence[counter_pb2.CounterCharge], deadline_s: float
+    ) -> Sequence[counter_pb2.CounterOutcome]:
+        if address in self._fleet.down:
+            raise NotLeader(f"{address} does not answer")
+        self._fleet.calls[address] += 1
+        return self._fleet.replicas[address].serve(self._holder, charges)
+
+
+def owner_of(name: str, value: str) -> str:
+    return assign(IDS)[slot_of("d", name, [value])]
+
+
+async def run_load(
+    fleet: Fleet, rates: dict[str, float], seconds: float, value: str, step: float = 0.002
+) -> Counter[str]:
+    """Offer ``rates[rid]`` hits per second to each replica; allowed per replica."""
+    allowed = Counter[str]()
+    owed = dict.fromkeys(rates, 0.0)
+    start = fleet.clock.now
+    next_refresh = start + REFRESH_S
+    for tick in range(round(seconds / step)):
+        fleet.clock.now = start + tick * step  # no drift: windows end where they should
+        for rid, rate in rates.items():
+            owed[rid] += rate * step
+            while owed[rid] >= 1:
+                owed[rid] -= 1
+                if (await fleet.check(rid, value)).overall_code == OK:
+                    allowed[rid] += 1
+        if fleet.clock.now >= next_refresh:
+            next_refresh += REFRESH_S
+            await fleet.refresh()
+    fleet.clock.now = start + seconds
+    return allowed
+
+
+def test_skewed_load_through_three_replicas_admits_what_the_limit_permits():
+    async def main() -> None:
+        fleet = Fleet([bucket("busy", 1000, "hot")])
+        # 70/20/10 of 2,000 hits per second, twice the limit, for 10 s.
+        allowed = await run_load(fleet, {"r0": 1400, "r1": 400, "r2": 200}, 10.0, "hot")
+        permits = 1000 * 10 + 1000  # rate x time + burst
+        total = sum(allowed.values())
+        assert permits * 0.95 <= total <= permits, (total, allowed)
+        # The owner answers shares, not every decision: few calls for 20,000 hits.
+        assert sum(fleet.calls.values()) < 2000
+
+    asyncio.run(main())
+
+
+def test_a_five_per_minute_window_admits_exactly_five_in_each_window():
+    async def main() -> None:
+        fleet = Fleet([window("login", 5)])
+        per_window = []
+        for _ in range(3):
+            allowed = await run_load(fleet, {"r0": 3, "r1": 2, "r2": 1}, 60.0, "login", step=0.05)
+            per_window.append(sum(allowed.values()))
+        assert per_window == [5, 5, 5]
+
+    asyncio.run(main())
+
+
+def test_shares_rebalance_within_a_refresh_period_and_a_silent_holders_share_returns():
+    async def main() -> None:
+        fleet = Fleet([bucket("busy", 1000, "hot")])
+        owner = owner_of("busy", "hot")
+        a, b = (rid for rid in IDS if rid != owner)
+        await run_load(fleet, {a: 1500, b: 1500}, 2.0, "hot")
+        both = await run_load(fleet, {a: 1500, b: 1500}, 2.0, "hot")
+        # Two holders wanting more than the limit split it evenly.
+        assert abs(both[a] - both[b]) <= 0.1 * 2000, both
+        assert 0.95 * 2000 <= both[a] + both[b] <= 2000 + 1000, both
+        # b goes silent (killed): a keeps its share, and b's comes back to a once
+        # b's last grant has lapsed.
+        fleet.down.add(b)
+        await run_load(fleet, {a: 1500}, SHARE_TERM_S + 2 * REFRESH_S, "hot")
+        alone = await run_load(fleet, {a: 1500}, 2.0, "hot")
+        assert alone[a] >= 0.95 * 2000, alone
+
+    asyncio.run(main())
+
+
+def test_an_owner_that_does_not_answer_leaves_its_holders_their_shares_then_their_own_part():
+    async def main() -> None:
+        fleet = Fleet([bucket("busy", 300, "hot")])
+        owner = owner_of("busy", "hot")
+        holder = next(rid for rid in IDS if rid != owner)
+        await run_load(fleet, {holder: 200}, 2.0, "hot")
+        assert fleet.replicas[holder].book.shares, "a busy counter's holder holds a share"
+        fleet.down.add(owner)
+        answers = []
+        for _ in range(20):  # within the share's term: decided from the share, not local
+            answers.append(await fleet.check(holder, "hot"))
+            fleet.clock.now += 0.001
+        assert not any(a.local_fallback for a in answers)
+        fleet.clock.now += SHARE_TERM_S
+        late = [await fleet.check(holder, "hot") for _ in range(150)]
+        assert all(a.local_fallback for a in late)
+        # Its own part of 300/s among three replicas: 100 (burst included).
+        assert sum(a.overall_code == OK for a in late) == 100
+
+    asyncio.run(main())
