@@ -16,7 +16,11 @@ What it measures, in one run, on one Bulwark replica
        UNIMPLEMENTED, the run prints "ShouldRateLimit: not available in this build" and
        goes on.
     3. Batched descriptors. Check requests carrying ``--batch`` descriptors (distinct
-       users) each: descriptor decisions/s (requests/s x ``--batch``) and request latency.
+       users) each: descriptor decisions/s (requests/s x ``--batch``) and request latency,
+       beside the same echo server loaded the same way with a batched payload: the
+       serialized bytes of a real CheckResponse of ``--batch`` results (as the single
+       echo returns a real one-result CheckResponse), reported as items/s (calls/s x
+       ``--batch``), the floor of deciding ``--batch`` descriptors per call.
     4. Local decisions from a quota lease. One LeaseQuota call (descriptor
        ``[{user: "lease-holder"}]``, client ``bench-client``, wanted 100000), then, in this
        process, ``TokenBucket(capacity=granted, per_second=granted / unit_seconds, now)``
@@ -482,6 +486,7 @@ class Report:
     targets: dict[str, TargetResult] = field(default_factory=dict)
     should_rate_limit: str = ""  # the module used, or why the service is not available
     batched_descriptor_decisions_per_s: float = math.nan
+    batched_echo_items_per_s: float = math.nan
     lease: LeaseResult | None = None
     sequential: dict[str, PeerResult] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
@@ -492,6 +497,7 @@ TARGET_LABELS = {
     "echo": "echo baseline (grpc.aio, raw bytes)",
     "should_rate_limit": "Envoy ShouldRateLimit (1 descriptor)",
     "check_batched": "Bulwark Check (batched; per request)",
+    "echo_batched": "echo baseline (batched; per call)",
     "limits_fixed": "limits FixedWindow + Redis (hits)",
     "limits_moving": "limits MovingWindow + Redis (hits)",
 }
@@ -516,6 +522,12 @@ def compute_ratios(report: Report) -> dict[str, float]:
         )
         r["batched request QPS / Check QPS"] = ratio(batched.qps, check.qps)
         r["batched request p99 / Check p99"] = ratio(batched.p99_ms, check.p99_ms)
+    echo_batched = t.get("echo_batched")
+    if batched and echo_batched:
+        r["batched descriptor decisions/s / batched echo items/s"] = ratio(
+            report.batched_descriptor_decisions_per_s, report.batched_echo_items_per_s
+        )
+        r["batched request p99 / batched echo p99"] = ratio(batched.p99_ms, echo_batched.p99_ms)
     fixed, moving = t.get("limits_fixed"), t.get("limits_moving")
     if check and fixed:
         r["Check QPS / limits fixed-window hits/s"] = ratio(check.qps, fixed.qps)
@@ -571,6 +583,12 @@ def format_report(report: Report) -> str:
             f"Batched Check: {load['batch']} descriptors per request -> "
             f"{report.batched_descriptor_decisions_per_s:.1f} descriptor decisions/s"
         )
+    if "echo_batched" in report.targets:
+        lines.append(
+            f"Batched echo: a {load['batch']}-result CheckResponse "
+            f"({load['batched_echo_payload_bytes']} bytes) per call -> "
+            f"{report.batched_echo_items_per_s:.1f} items/s"
+        )
     lease = report.lease
     if lease is not None:
         lines += [
@@ -605,7 +623,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "ratelimit_bench.py",
         "Measure Bulwark's rate limits on one local replica (embedded etcd) in one run: "
         "RateLimitService/Check and Envoy ShouldRateLimit decisions/s and p50/p99 beside "
-        "a bare grpc.aio echo; Check with batched descriptors; local decisions from a "
+        "a bare grpc.aio echo; Check with batched descriptors beside the echo of a batched "
+        "CheckResponse; local decisions from a "
         "quota lease; and the `limits` library with Redis (fixed and moving window) "
         "under the same number of processes, plus a one-caller comparison. Everything "
         "runs on 127.0.0.1; clients and servers share the same CPUs.",
@@ -744,10 +763,15 @@ def benchmark(args: argparse.Namespace) -> Report:
 
         # 3. Batched descriptors.
         batches = check_requests(max(args.users, args.batch), args.batch)
-        probe_check(address, batches[0])
+        batch_payload = probe_check(address, batches[0])
+        report.load["batched_echo_payload_bytes"] = len(batch_payload)
         call = check_call(batches, f"RateLimitService/Check x{args.batch} descriptors")
         batched = _load(report, "check_batched", address, call, args, replica)
         report.batched_descriptor_decisions_per_s = batched.qps * args.batch
+        echo_batched = _load(
+            report, "echo_batched", echo_address, echo_call(batch_payload), args, echo
+        )
+        report.batched_echo_items_per_s = echo_batched.qps * args.batch
 
         # 4. Local decisions from a quota lease.
         _progress(f"quota lease: local TokenBucket decisions for {args.lease_duration:g}s")
