@@ -201,9 +201,8 @@ class Replica:
             began = time.monotonic()
             self._draining = True
             await built.set_serving(False)
-            if self._limiter is not None:
-                await self._limiter.hand_over()  # saved before the slots move on
-            await election.stop(resign=True)
+            # The counters are saved while leadership and the slots move on.
+            await asyncio.gather(self._hand_over(), election.stop(resign=True))
             log.info(
                 "draining for up to %.1fs",
                 settings.shutdown_grace,
@@ -213,6 +212,10 @@ class Replica:
             for close in self._closers:
                 await close()
             log.info("stopped", extra={"event": "stopped"})
+
+    async def _hand_over(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.hand_over()
 
     async def _announce_security(self, tokens: TokenStore) -> None:
         """Log how callers are admitted; with authentication on, make this replica's token."""

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib
 import pkgutil
@@ -53,7 +54,10 @@ from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.security import certs
+from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
 from bulwark_server.security.roles import OPEN_SERVICES, RULES, Role
+from bulwark_server.security.tokens import TokenStore
+from bulwark_server.store import EtcdStore
 from tests.integration.conftest import wait_for
 
 Code = grpc.StatusCode
@@ -127,6 +131,24 @@ def bootstrap_token(etcd: EtcdMember, name: str, role: str) -> str:
     token = done.stdout.strip()
     assert token.startswith("bwk.") and "\n" not in token, done.stdout
     return token
+
+
+def replica_token(etcd: EtcdMember, replica_id: str) -> str:
+    """The token a replica makes for itself at its start (the only kind of caller the
+    replicas-only methods admit)."""
+
+    async def make() -> str:
+        store = EtcdStore([etcd.endpoint], timeout=5.0)
+        await store.start(wait=10)
+        try:
+            token, _ = await TokenStore(store).create(
+                f"replica-{replica_id}", Role.DATAPLANE, REPLICA_TOKEN_CREATOR
+            )
+            return token
+        finally:
+            await store.close()
+
+    return asyncio.run(make())
 
 
 def create_token(
@@ -384,6 +406,7 @@ def test_every_rpc_needs_the_role_of_its_rule(etcd: EtcdMember, replica_factory:
         tokens = {Role.ADMIN: admin}
         for role in (Role.OPERATOR, Role.DATAPLANE):
             tokens[role] = create_token(channel, admin, f"matrix-{role.label}", role).token
+        peer = replica_token(etcd, "peer")
 
         wrong = []
         for full_method, rule in sorted(RULES.items()):
@@ -397,6 +420,16 @@ def test_every_rpc_needs_the_role_of_its_rule(etcd: EtcdMember, replica_factory:
             got = invoke(channel, full_method, ())
             if got is not Code.UNAUTHENTICATED:
                 wrong.append(f"{full_method} without credentials: {got.name}")
+            if rule.replicas_only:
+                # Spoken between replicas: a replica's own token, and no one else's.
+                for role, token in tokens.items():
+                    got = invoke(channel, full_method, bearer(token))
+                    if got is not Code.PERMISSION_DENIED:
+                        wrong.append(f"{full_method} as {role.label} (no replica): {got.name}")
+                got = invoke(channel, full_method, bearer(peer))
+                if got in AUTH_CODES:
+                    wrong.append(f"{full_method} as a replica: {got.name}")
+                continue
             for role, token in tokens.items():
                 got = invoke(channel, full_method, bearer(token))
                 if role < rule.role and got is not Code.PERMISSION_DENIED:
