@@ -1,16 +1,19 @@
 """CounterService: rate-limit counters decided by their owner, for the other replicas.
 
-``CounterServicer`` (the owner) validates a batch of charges and hands it to the
-rate-limit capability (``RateLimitManager.take``). The asking side is
+``CounterServicer`` (the owner) reads batches of charges from a replica's stream,
+validates each and hands it to the rate-limit capability
+(``RateLimitManager.take``), and answers each in order. The asking side is
 ``counter_client.CounterClient``.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc.aio
 
 from bulwark.v1 import counter_pb2, counter_pb2_grpc
-from bulwark_server.api.status import rpc
+from bulwark_server.api.status import rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import MAX_DESCRIPTOR_ENTRIES, MAX_VALUE_LENGTH
 from bulwark_server.ratelimits.manager import RateLimitManager
@@ -20,7 +23,7 @@ MAX_CHARGES = 4096
 MAX_HITS = 1_000_000
 
 
-def _validate(request: counter_pb2.TakeRequest) -> None:
+def _validate(request: counter_pb2.ExchangeRequest) -> None:
     validate_id(request.replica_id, "replica_id")
     if len(request.charges) > MAX_CHARGES:
         raise InvalidArgument("charges", f"at most {MAX_CHARGES}, got {len(request.charges)}")
@@ -43,10 +46,13 @@ class CounterServicer(counter_pb2_grpc.CounterServiceServicer):
     def __init__(self, limits: RateLimitManager) -> None:
         self._limits = limits
 
-    @rpc
-    async def Take(
-        self, request: counter_pb2.TakeRequest, context: grpc.aio.ServicerContext
-    ) -> counter_pb2.TakeResponse:
-        _validate(request)
-        outcomes = self._limits.take(request.replica_id, request.charges)
-        return counter_pb2.TakeResponse(outcomes=outcomes)
+    @rpc_stream
+    async def Exchange(
+        self,
+        requests: AsyncIterator[counter_pb2.ExchangeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[counter_pb2.ExchangeResponse]:
+        async for request in requests:
+            _validate(request)
+            outcomes = self._limits.take(request.replica_id, request.charges)
+            yield counter_pb2.ExchangeResponse(outcomes=outcomes, batch=request.batch)

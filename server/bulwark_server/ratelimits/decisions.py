@@ -7,9 +7,9 @@ catalog's index), the counter it charges and that counter's slot
 * **Owned here**: charged on this replica's table, exactly.
 * **A share held here** (a busy counter of another owner, ``shares``): decided
   from memory, allowed while the share lasts.
-* **Owned elsewhere**: sent to the owner in a batch (``CounterPeers``, one call
-  per owner for all the charges waiting, however many Checks they came from),
-  which decides exactly. A busy counter's charge also asks for a share.
+* **Owned elsewhere**: sent to the owner in a batch (``CounterPeers``: one
+  message on one stream per owner for all the charges waiting, however many
+  Checks they came from), which decides exactly. A busy counter's charge also asks for a share.
 * **The owner does not answer** within ``LEADER_TIMEOUT_S``: decided on this
   replica's own share of the limit (the limit divided by the owners, rounded up)
   and marked ``local_fallback``, as when the leader was away before.
@@ -54,7 +54,7 @@ Own = Sequence[ratelimit_pb2.Rate | None] | None
 
 
 class CounterPeers(Protocol):
-    """How charges reach another replica (``CounterService/Take``, batched)."""
+    """How charges reach another replica (``CounterService/Exchange``, batched)."""
 
     async def take(
         self, address: str, charges: Sequence[counter_pb2.CounterCharge], deadline_s: float
@@ -311,7 +311,7 @@ class Decisions:
     def serve(
         self, holder: str, charges: Sequence[counter_pb2.CounterCharge]
     ) -> list[counter_pb2.CounterOutcome]:
-        """The owner's side of ``CounterService/Take``: each charge decided here, in order."""
+        """The owner's side of ``CounterService/Exchange``: each charge decided here, in order."""
         now = self._clock()
         self.view()
         index = self._catalog.current()

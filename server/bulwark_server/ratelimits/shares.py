@@ -1,6 +1,6 @@
 """Shares of a busy counter: tokens its owner hands out, spent from memory elsewhere.
 
-Pure: every call gets ``now``. Two halves, one per side of ``CounterService/Take``:
+Pure: every call gets ``now``. Two halves, one per side of ``CounterService/Exchange``:
 
 * ``ShareBook`` (the replica a Check reaches): counts the hits it sees per
   counter it does not own, refused ones included (its **demand**). A counter with

@@ -128,7 +128,7 @@ RULES: dict[str, Rule] = {
     ),
     **_rules(
         "bulwark.v1.CounterService",
-        {"Take": (DP, _READ, Shed.LAST, REPLICAS_ONLY)},
+        {"Exchange": (DP, _READ, Shed.LAST, REPLICAS_ONLY)},
     ),
     **_rules(
         "envoy.service.ratelimit.v3.RateLimitService",

@@ -29,13 +29,15 @@ class CounterCharge(_message.Message):
     share_returned: int
     def __init__(self, domain: _Optional[str] = ..., limit_name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., own_rate: _Optional[_Union[_ratelimit_pb2.Rate, _Mapping]] = ..., values: _Optional[_Iterable[str]] = ..., hits: _Optional[int] = ..., share_wanted: _Optional[int] = ..., demand: _Optional[float] = ..., share_returned: _Optional[int] = ...) -> None: ...
 
-class TakeRequest(_message.Message):
-    __slots__ = ("replica_id", "charges")
+class ExchangeRequest(_message.Message):
+    __slots__ = ("replica_id", "charges", "batch")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     CHARGES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     charges: _containers.RepeatedCompositeFieldContainer[CounterCharge]
-    def __init__(self, replica_id: _Optional[str] = ..., charges: _Optional[_Iterable[_Union[CounterCharge, _Mapping]]] = ...) -> None: ...
+    batch: int
+    def __init__(self, replica_id: _Optional[str] = ..., charges: _Optional[_Iterable[_Union[CounterCharge, _Mapping]]] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class CounterOutcome(_message.Message):
     __slots__ = ("allowed", "remaining", "reset_after_s", "retry_after_s", "share_granted", "share_valid_s", "unknown")
@@ -55,8 +57,10 @@ class CounterOutcome(_message.Message):
     unknown: bool
     def __init__(self, allowed: bool = ..., remaining: _Optional[int] = ..., reset_after_s: _Optional[float] = ..., retry_after_s: _Optional[float] = ..., share_granted: _Optional[int] = ..., share_valid_s: _Optional[float] = ..., unknown: bool = ...) -> None: ...
 
-class TakeResponse(_message.Message):
-    __slots__ = ("outcomes",)
+class ExchangeResponse(_message.Message):
+    __slots__ = ("outcomes", "batch")
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[CounterOutcome]
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[CounterOutcome, _Mapping]]] = ...) -> None: ...
+    batch: int
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CounterOutcome, _Mapping]]] = ..., batch: _Optional[int] = ...) -> None: ...

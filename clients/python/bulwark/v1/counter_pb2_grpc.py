@@ -40,10 +40,10 @@ class CounterServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
-        self.Take = channel.unary_unary(
-                '/bulwark.v1.CounterService/Take',
-                request_serializer=bulwark_dot_v1_dot_counter__pb2.TakeRequest.SerializeToString,
-                response_deserializer=bulwark_dot_v1_dot_counter__pb2.TakeResponse.FromString,
+        self.Exchange = channel.stream_stream(
+                '/bulwark.v1.CounterService/Exchange',
+                request_serializer=bulwark_dot_v1_dot_counter__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_counter__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
 
 
@@ -56,9 +56,11 @@ class CounterServiceServicer(object):
     shares of the counter's budget, which they spend from memory.
     """
 
-    def Take(self, request, context):
-        """Take decides a batch of counter charges on the counters this replica owns,
-        each as a Check decides a descriptor, and grants the shares asked for.
+    def Exchange(self, request_iterator, context):
+        """Exchange is one long-lived stream from a replica to an owner: each request
+        is a batch of charges on counters the owner holds, decided as a Check
+        decides a descriptor (and the shares asked for granted); each response
+        answers one request, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,10 +69,10 @@ class CounterServiceServicer(object):
 
 def add_CounterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Take': grpc.unary_unary_rpc_method_handler(
-                    servicer.Take,
-                    request_deserializer=bulwark_dot_v1_dot_counter__pb2.TakeRequest.FromString,
-                    response_serializer=bulwark_dot_v1_dot_counter__pb2.TakeResponse.SerializeToString,
+            'Exchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=bulwark_dot_v1_dot_counter__pb2.ExchangeRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_counter__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,7 +92,7 @@ class CounterService(object):
     """
 
     @staticmethod
-    def Take(request,
+    def Exchange(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -100,12 +102,12 @@ class CounterService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/bulwark.v1.CounterService/Take',
-            bulwark_dot_v1_dot_counter__pb2.TakeRequest.SerializeToString,
-            bulwark_dot_v1_dot_counter__pb2.TakeResponse.FromString,
+            '/bulwark.v1.CounterService/Exchange',
+            bulwark_dot_v1_dot_counter__pb2.ExchangeRequest.SerializeToString,
+            bulwark_dot_v1_dot_counter__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
