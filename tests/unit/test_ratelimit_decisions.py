@@ -205,3 +205,22 @@ def test_an_owner_that_does_not_answer_leaves_its_holders_their_shares_then_thei
         assert sum(a.overall_code == OK for a in late) == 100
 
     asyncio.run(main())
+
+
+def test_hits_admitted_alone_are_charged_to_the_owner_once_it_answers_again():
+    async def main() -> None:
+        fleet = Fleet([window("checkout", 600)])
+        owner = owner_of("checkout", "checkout")
+        holder = next(rid for rid in IDS if rid != owner)
+        assert all([(await fleet.check(holder, "checkout")).overall_code == OK for _ in range(20)])
+        fleet.down.add(owner)
+        alone = [await fleet.check(holder, "checkout") for _ in range(30)]
+        assert all(a.local_fallback and a.overall_code == OK for a in alone)
+        fleet.down.discard(owner)
+        fleet.clock.now += REFRESH_S
+        await fleet.refresh()
+        peek = await fleet.check(owner, "checkout", hits=0)
+        assert peek.results[0].remaining == 600 - 20 - 30
+        assert not fleet.replicas[holder].debts
+
+    asyncio.run(main())

@@ -80,6 +80,12 @@ class TokenBucket:
         self._tokens -= taken
         return taken
 
+    def debit(self, hits: int, now: float) -> None:
+        """Charge ``hits`` admitted elsewhere: the bucket may go below empty, and refuses
+        until it has refilled past them."""
+        self._refill(now)
+        self._tokens -= max(0, hits)
+
     def give_back(self, tokens: int, now: float) -> None:
         """Return ``tokens`` taken earlier and not spent (the bucket stays within capacity)."""
         self._refill(now)

@@ -12,7 +12,9 @@ catalog's index), the counter it charges and that counter's slot
   Checks they came from), which decides exactly. A busy counter's charge also asks for a share.
 * **The owner does not answer** within ``LEADER_TIMEOUT_S``: decided on this
   replica's own share of the limit (the limit divided by the owners, rounded up)
-  and marked ``local_fallback``, as when the leader was away before.
+  and marked ``local_fallback``, as when the leader was away before. The hits
+  admitted so are a debt, charged to the counter's owner (the same or the next
+  one) at the next refresh that reaches it, so they count once the owner is back.
 
 ``serve`` is the owner's side: the charges other replicas sent, in order.
 """
@@ -23,8 +25,6 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from bulwark.v1 import counter_pb2, ratelimit_pb2
 from bulwark_server.cluster.peers import Peers, PeerView
@@ -32,75 +32,35 @@ from bulwark_server.ratelimits.catalog import LimitCatalog
 from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
 from bulwark_server.ratelimits.counters import Outcome, blocked
 from bulwark_server.ratelimits.descriptors import own_limit
+from bulwark_server.ratelimits.exchange import (
+    Counter,
+    CounterPeers,
+    Pending,
+    charge_of,
+    counter_of,
+    serve,
+    share_term,
+    shareable,
+)
 from bulwark_server.ratelimits.fallback import LEADER_TIMEOUT_S
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.owned import CounterTables, TableId
-from bulwark_server.ratelimits.sharding import slot_of
 from bulwark_server.ratelimits.shares import (
-    MIN_SHARE_RATE,
     REFRESH_S,
-    SHARE_TERM_S,
     Share,
     ShareBook,
 )
-from bulwark_server.ratelimits.tables import Value, value_of
+from bulwark_server.ratelimits.tables import Value
 
 log = logging.getLogger(__name__)
+
+MAX_DEBTS = 100_000
+"""Counters whose hits admitted alone are remembered for their owner at most."""
 
 OK = ratelimit_pb2.CHECK_CODE_OK
 OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 Own = Sequence[ratelimit_pb2.Rate | None] | None
-
-
-class CounterPeers(Protocol):
-    """How charges reach another replica (``CounterService/Exchange``, batched)."""
-
-    async def take(
-        self, address: str, charges: Sequence[counter_pb2.CounterCharge], deadline_s: float
-    ) -> Sequence[counter_pb2.CounterOutcome]:
-        """The owner's outcomes, in order; raises when it does not answer in time."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One counter a descriptor charges: its table, value and slot."""
-
-    table: TableId
-    value: Value
-    slot: int
-    limit_name: str
-    values: tuple[str, ...]
-
-
-def counter_of(
-    domain: str, name: str, own: ratelimit_pb2.Rate | None, values: Sequence[str]
-) -> Counter:
-    """The counter of ``values`` under limit ``name`` (or under a descriptor's own limit,
-    whose ``values`` are its entries' keys and values in turn)."""
-    if own is not None:
-        unit = str(own.unit)
-        slot = slot_of(domain, "", (unit, *values))
-        return Counter((domain, "", unit, slot), value_of(values), slot, "", tuple(values))
-    slot = slot_of(domain, name, values)
-    return Counter((domain, name, slot), value_of(values), slot, name, tuple(values))
-
-
-def shareable(limit: ratelimit_pb2.Limit) -> bool:
-    """Whether a limit admits enough per second for shares of it to be worth holding."""
-    rate = effective_rate(limit)
-    return rate.requests_per_unit / UNIT_SECONDS[rate.unit] >= MIN_SHARE_RATE
-
-
-@dataclass(slots=True)
-class _Remote:
-    result: ratelimit_pb2.DescriptorResult
-    limit: ratelimit_pb2.Limit
-    created: int
-    counter: Counter
-    hits: int
-    share: bool
 
 
 class Decisions:
@@ -122,6 +82,8 @@ class Decisions:
         self._sender = sender
         self._clock = clock
         self.book = ShareBook()
+        # Hits admitted on this replica's own share while their owner did not answer.
+        self.debts: dict[tuple[TableId, Value], Pending] = {}
         self._generation = -1
 
     def view(self) -> PeerView:
@@ -148,7 +110,7 @@ class Decisions:
         now = self._clock()
         view = self.view()
         response = ratelimit_pb2.CheckResponse(overall_code=OK)
-        remote: dict[str, list[_Remote]] = {}
+        remote: dict[str, list[Pending]] = {}
         for item in self._resolve(domain, descriptors, hits, own, response, now):
             counter = item.counter
             owner = view.slots[counter.slot] if view.slots else view.self_id
@@ -167,7 +129,7 @@ class Decisions:
             )
         return response
 
-    def _own(self, view: PeerView, item: _Remote, now: float) -> Outcome:
+    def _own(self, view: PeerView, item: Pending, now: float) -> Outcome:
         """A charge on a counter this replica owns: exact, unless other replicas hold
         shares of it; then from a share of its own, so its traffic gets its fair part."""
         counter = item.counter
@@ -183,7 +145,7 @@ class Decisions:
             self._grant_own(view, item, self.book.wanted(key), now)
         return outcome
 
-    def _grant_own(self, view: PeerView, item: _Remote, wanted: int, now: float) -> None:
+    def _grant_own(self, view: PeerView, item: Pending, wanted: int, now: float) -> None:
         counter = item.counter
         granted = self.owned.grant(
             counter.table, item.limit, item.created, counter.value, view.self_id, wanted, now
@@ -193,7 +155,7 @@ class Decisions:
             (counter.table, counter.value),
             wanted,
             granted,
-            _share_term(item.limit, looked.reset_after),
+            share_term(item.limit, looked.reset_after),
             looked.remaining,
             looked.reset_after,
             now,
@@ -225,7 +187,7 @@ class Decisions:
         own: Own,
         response: ratelimit_pb2.CheckResponse,
         now: float,
-    ) -> Iterator[_Remote]:
+    ) -> Iterator[Pending]:
         """Add a result per descriptor to ``response``; yield those a counter decides.
 
         Which limits apply is decided for the whole request before anything is
@@ -264,20 +226,20 @@ class Decisions:
                 _settle(response, result, limit, blocked(UNIT_SECONDS[current.unit], now))
                 continue
             counter = counter_of(domain, limit.name, rate, values)
-            yield _Remote(result, limit, created, counter, charge, shareable(limit))
+            yield Pending(result, limit, created, counter, charge, shareable(limit))
 
     async def _ask(
         self,
         view: PeerView,
         owner: str,
-        items: list[_Remote],
+        items: list[Pending],
         response: ratelimit_pb2.CheckResponse,
     ) -> None:
         charges = []
         for item in items:
             key = (item.counter.table, item.counter.value)
             wanted = self.book.wanted(key) if item.share and self.book.busy(key) else 0
-            charges.append(_charge(item, wanted))
+            charges.append(charge_of(item, wanted))
         try:
             outcomes = await self._sender.take(
                 view.addresses.get(owner, ""), charges, LEADER_TIMEOUT_S
@@ -292,6 +254,8 @@ class Decisions:
                 decided = self.local.take(
                     item.counter.table, item.limit, item.created, item.counter.value, item.hits, now
                 )
+                if decided.allowed and item.hits and outcome is None:
+                    self._owe(item, now)
             else:
                 decided = Outcome(
                     outcome.allowed, outcome.remaining, outcome.reset_after_s, outcome.retry_after_s
@@ -308,54 +272,43 @@ class Decisions:
                     )
             _settle(response, item.result, item.limit, decided)
 
+    def _owe(self, item: Pending, now: float) -> None:
+        """Remember hits admitted alone, to charge to the owner once it answers again."""
+        key = (item.counter.table, item.counter.value)
+        owed = self.debts.get(key)
+        if owed is None and len(self.debts) < MAX_DEBTS:
+            self.debts[key] = Pending(item.result, item.limit, item.created, item.counter, 0, False)
+            owed = self.debts[key]
+        if owed is not None:
+            owed.hits += item.hits
+            owed.at = now
+
     def serve(
         self, holder: str, charges: Sequence[counter_pb2.CounterCharge]
     ) -> list[counter_pb2.CounterOutcome]:
-        """The owner's side of ``CounterService/Exchange``: each charge decided here, in order."""
-        now = self._clock()
+        """The owner's side of ``CounterService/Exchange``: each charge decided here."""
         self.view()
-        index = self._catalog.current()
-        out = []
-        for charge in charges:
-            outcome = counter_pb2.CounterOutcome()
-            out.append(outcome)
-            if charge.limit_name:
-                found = index.get(charge.domain, charge.limit_name)
-                if found is None or found.created != charge.limit_create_revision:
-                    outcome.unknown = True
-                    continue
-                limit, created, own = found.limit, found.created, None
-            else:
-                limit, created, own = own_limit(charge.domain, charge.own_rate), 0, charge.own_rate
-            if limit.unlimited or blocks_all(limit):
-                outcome.unknown = True
-                continue
-            counter = counter_of(charge.domain, charge.limit_name, own, charge.values)
-            if charge.share_returned:
-                self.owned.give_back(counter.table, counter.value, charge.share_returned, now)
-            decided = self.owned.take(
-                counter.table, limit, created, counter.value, charge.hits, now
-            )
-            outcome.allowed = decided.allowed
-            outcome.remaining = decided.remaining
-            outcome.reset_after_s = decided.reset_after
-            outcome.retry_after_s = decided.retry_after
-            if charge.share_wanted and shareable(limit):
-                outcome.share_granted = self.owned.grant(
-                    counter.table, limit, created, counter.value, holder, charge.share_wanted, now
-                )
-                outcome.share_valid_s = _share_term(limit, decided.reset_after)
-        return out
+        return serve(self._catalog.current(), self.owned, holder, charges, self._clock())
 
     async def refresh(self) -> int:
         """Top up the shares of busy counters (one batch per owner); how many were asked."""
         now = self._clock()
         due = self.book.due(now)
-        if not due:
+        if not due and not self.debts:
             return 0
         view = self.view()
         index = self._catalog.current()
-        by_owner: dict[str, list[tuple[_Remote, int, int]]] = {}
+        by_owner: dict[str, list[tuple[Pending, int, int]]] = {}
+        debts, self.debts = self.debts, {}
+        for owed in debts.values():
+            owner = view.slots[owed.counter.slot] if view.slots else view.self_id
+            if owner == view.self_id:
+                counter = owed.counter
+                self.owned.debit(
+                    counter.table, owed.limit, owed.created, counter.value, owed.hits, owed.at, now
+                )
+            else:
+                by_owner.setdefault(owner, []).append((owed, 0, 0))
         for refresh in due:
             table, value = refresh.key  # type: ignore[misc]
             domain, name = str(table[0]), str(table[1])
@@ -368,7 +321,7 @@ class Decisions:
             slot = int(table[-1])  # type: ignore[call-overload]
             owner = view.slots[slot] if view.slots else view.self_id
             counter = Counter(table, value, slot, name, tuple(_values(value)))
-            item = _Remote(
+            item = Pending(
                 ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, True
             )
             if owner != view.self_id:
@@ -383,21 +336,26 @@ class Decisions:
         return len(due)
 
     async def _top_up(
-        self, view: PeerView, owner: str, items: list[tuple[_Remote, int, int]]
+        self, view: PeerView, owner: str, items: list[tuple[Pending, int, int]]
     ) -> None:
         charges = []
         for item, wanted, returned in items:
-            charge = _charge(item, wanted)
+            charge = charge_of(item, wanted)
             charge.share_returned = returned
+            if item.hits:  # a debt: hits admitted alone, charged as they are
+                charge.hits, charge.debit, charge.debit_at = 0, item.hits, item.at
             charges.append(charge)
         try:
             outcomes = await self._sender.take(view.addresses.get(owner, ""), charges, REFRESH_S)
         except Exception as exc:
             log.debug("counter owner %s did not answer a refresh: %s", owner, exc)
+            for item, _, _ in items:
+                if item.hits:
+                    self._owe(item, item.at)
             return
         now = self._clock()
         for (item, wanted, returned), outcome in zip(items, outcomes, strict=True):
-            if returned or outcome.unknown:
+            if returned or item.hits or outcome.unknown:
                 continue
             self.book.granted(
                 (item.counter.table, item.counter.value),
@@ -408,28 +366,6 @@ class Decisions:
                 outcome.reset_after_s,
                 now,
             )
-
-
-def _charge(item: _Remote, wanted: int) -> counter_pb2.CounterCharge:
-    counter = item.counter
-    charge = counter_pb2.CounterCharge(
-        domain=counter.table[0],
-        limit_name=counter.limit_name,
-        limit_create_revision=item.created,
-        values=counter.values,
-        hits=item.hits,
-        share_wanted=wanted,
-    )
-    if not counter.limit_name:
-        charge.own_rate.CopyFrom(item.limit.rate)
-    return charge
-
-
-def _share_term(limit: ratelimit_pb2.Limit, reset_after: float) -> float:
-    """How long a grant may be spent: a window's within its window, a bucket's term."""
-    if limit.algorithm == ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW:
-        return min(SHARE_TERM_S, reset_after)
-    return SHARE_TERM_S
 
 
 def _values(value: Value) -> list[str]:

@@ -57,8 +57,9 @@ from bulwark_server.ratelimits.config import (
     presented_limit,
     stored_limit,
 )
-from bulwark_server.ratelimits.decisions import CounterPeers, Decisions
+from bulwark_server.ratelimits.decisions import Decisions
 from bulwark_server.ratelimits.descriptors import counter_key
+from bulwark_server.ratelimits.exchange import CounterPeers
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.leases import LeasePool
 from bulwark_server.ratelimits.owned import CounterTables

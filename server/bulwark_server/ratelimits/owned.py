@@ -135,6 +135,21 @@ class CounterTables:
             self._checkpoints.note(key)  # type: ignore[arg-type]
         return allowed
 
+    def debit(
+        self,
+        key: TableId,
+        limit: ratelimit_pb2.Limit,
+        created: int,
+        value: Value,
+        hits: int,
+        at: float,
+        now: float,
+    ) -> None:
+        """Charge hits another replica admitted alone while this owner did not answer."""
+        self.table(key, limit, created, now).debit(value, hits, at, now)
+        if key[1] and self._checkpoints is not None:
+            self._checkpoints.note(key)  # type: ignore[arg-type]
+
     def contested(self, key: TableId, value: Value, holder: str, now: float) -> bool:
         """Whether replicas other than ``holder`` hold shares of ``value``'s counter."""
         ledger = self.ledgers.get((key, value))

@@ -228,6 +228,14 @@ class WindowTable:
         self._charge(value, taken)
         return taken
 
+    def debit(self, value: Value, hits: int, at: float, now: float) -> None:
+        """Count ``hits`` admitted elsewhere at ``at``, if that is this window."""
+        start = self.window_start(now)
+        if start > self.start:
+            self._new_window(start)
+        if self.window_start(at) == self.start:
+            self._charge(value, hits)
+
     def _charge(self, value: Value, hits: int) -> int:
         """Add ``hits`` to ``value``'s count in the current window; the new count."""
         counted = self.counts.get(value)
@@ -376,6 +384,13 @@ class BucketTable:
         if bucket is None:
             bucket = self.buckets[value] = self._fresh(now)
         return bucket.take_up_to(wanted, now)
+
+    def debit(self, value: Value, hits: int, at: float, now: float) -> None:
+        """Charge ``hits`` admitted elsewhere to ``value``'s bucket."""
+        bucket = self.buckets.get(value)
+        if bucket is None:
+            bucket = self.buckets[value] = self._fresh(now)
+        bucket.debit(hits, now)
 
     def give_back(self, value: Value, tokens: int, now: float) -> None:
         """Return unspent tokens to ``value``'s bucket (none kept for a forgotten one)."""

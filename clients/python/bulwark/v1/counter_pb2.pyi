@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CounterCharge(_message.Message):
-    __slots__ = ("domain", "limit_name", "limit_create_revision", "own_rate", "values", "hits", "share_wanted", "demand", "share_returned")
+    __slots__ = ("domain", "limit_name", "limit_create_revision", "own_rate", "values", "hits", "share_wanted", "demand", "share_returned", "debit", "debit_at")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     LIMIT_NAME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class CounterCharge(_message.Message):
     SHARE_WANTED_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
     SHARE_RETURNED_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_AT_FIELD_NUMBER: _ClassVar[int]
     domain: str
     limit_name: str
     limit_create_revision: int
@@ -27,7 +29,9 @@ class CounterCharge(_message.Message):
     share_wanted: int
     demand: float
     share_returned: int
-    def __init__(self, domain: _Optional[str] = ..., limit_name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., own_rate: _Optional[_Union[_ratelimit_pb2.Rate, _Mapping]] = ..., values: _Optional[_Iterable[str]] = ..., hits: _Optional[int] = ..., share_wanted: _Optional[int] = ..., demand: _Optional[float] = ..., share_returned: _Optional[int] = ...) -> None: ...
+    debit: int
+    debit_at: float
+    def __init__(self, domain: _Optional[str] = ..., limit_name: _Optional[str] = ..., limit_create_revision: _Optional[int] = ..., own_rate: _Optional[_Union[_ratelimit_pb2.Rate, _Mapping]] = ..., values: _Optional[_Iterable[str]] = ..., hits: _Optional[int] = ..., share_wanted: _Optional[int] = ..., demand: _Optional[float] = ..., share_returned: _Optional[int] = ..., debit: _Optional[int] = ..., debit_at: _Optional[float] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("replica_id", "charges", "batch")
