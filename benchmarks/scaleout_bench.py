@@ -44,6 +44,8 @@ Run (from the repository root, after ``make install``)::
 
     .venv/bin/python benchmarks/scaleout_bench.py                 # defaults, ~6 minutes
     .venv/bin/python benchmarks/scaleout_bench.py --turns 1 --duration 5 --idle 3
+    .venv/bin/python benchmarks/scaleout_bench.py --revision da912aa   # the baseline:
+        # the last version before every replica decided (its leader decides every Check)
 
 Everything is bounded in time and stops by itself; every process and directory it
 started is removed on exit, error or Ctrl-C. Client, servers and etcd share the
@@ -58,7 +60,9 @@ import contextlib
 import json
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -78,6 +82,7 @@ from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.ratelimits.sharding import assign, slot_of
 
+REPO = Path(__file__).resolve().parents[1]
 DOMAIN = "bench"
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
 CALL_TIMEOUT = 5.0
@@ -96,6 +101,7 @@ class Deployment:
     name: str
     root: Path
     size: int
+    tree: Path | None = None  # run the replicas from this source tree (another version)
     etcd: EtcdMember | None = None
     replicas: list[ReplicaProcess] = field(default_factory=list)
 
@@ -108,6 +114,7 @@ class Deployment:
                 [self.etcd.endpoint],
                 self.root / f"r{i}.log",
                 extra_args=["--log-level=INFO"],
+                env=tree_env(self.tree),
             )
             replica.start()
             self.replicas.append(replica)
@@ -139,6 +146,26 @@ class Deployment:
     def etcd_pid(self) -> int:
         assert self.etcd is not None and self.etcd.process is not None
         return self.etcd.process.pid
+
+
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """The environment that runs ``bulwark_server`` from ``tree`` (None: this tree)."""
+    if tree is None:
+        return {}
+    return {"PYTHONPATH": f"{tree / 'server'}{os.pathsep}{tree / 'clients' / 'python'}"}
+
+
+def materialize(revision: str, into: Path) -> Path:
+    """The server and client of ``revision``, extracted with ``git archive`` under ``into``."""
+    tree = into / "tree"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "server", "clients/python"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def put_limits(address: str) -> None:
@@ -519,6 +546,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=["busy", "per-ip"],
         help="load shapes to measure (default both)",
     )
+    parser.add_argument(
+        "--revision",
+        help="run the replicas of another git revision of Bulwark (git archive; the load, "
+        "the limits and the measures stay this tree's), e.g. the baseline before a change",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     for name in ("rate", "warmup", "duration", "idle"):
@@ -530,9 +562,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def deployments(root: Path) -> Iterator[tuple[Deployment, Deployment]]:
-    one = Deployment("one", root / "one", 1)
-    three = Deployment("three", root / "three", 3)
+def deployments(root: Path, tree: Path | None) -> Iterator[tuple[Deployment, Deployment]]:
+    one = Deployment("one", root / "one", 1, tree)
+    three = Deployment("three", root / "three", 3, tree)
     try:
         for deployment in (one, three):
             _progress(f"starting {deployment.name}: 1 etcd member, {deployment.size} replicas")
@@ -547,7 +579,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     windows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="scaleout-bench-") as tmp,
-        deployments(Path(tmp)) as (one, three),
+        deployments(
+            Path(tmp), materialize(args.revision, Path(tmp)) if args.revision else None
+        ) as (one, three),
     ):
         for deployment in (one, three):
             put_limits(deployment.replicas[0].address)
@@ -580,6 +614,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "turns": args.turns,
             "addresses": args.addresses,
             "busy value": value,
+            "revision": args.revision or "this tree",
         },
         "windows": windows,
         "summary": summarize(parsed),
