@@ -155,12 +155,17 @@ def effective_rate(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Rate:
     A limit without a rate (an unlimited one) has an empty effective rate; a
     blocking limit (``blocks_all``) has 0 per its unit.
     """
-    scaled = _scaled(limit)
-    if not limit.rate.unit:
+    rate = limit.rate
+    unit = rate.unit
+    if not unit:
         return ratelimit_pb2.Rate()
     if blocks_all(limit):
-        return ratelimit_pb2.Rate(requests_per_unit=0, unit=limit.rate.unit)
-    return ratelimit_pb2.Rate(requests_per_unit=math.floor(scaled), unit=limit.rate.unit)
+        return ratelimit_pb2.Rate(requests_per_unit=0, unit=unit)
+    if not limit.adaptive.enabled:
+        # No load to scale by: the rate as stored (what ``_scaled`` gives, without
+        # the exact fractions, which cost more than the rest of a decision).
+        return ratelimit_pb2.Rate(requests_per_unit=max(rate.requests_per_unit, 0), unit=unit)
+    return ratelimit_pb2.Rate(requests_per_unit=math.floor(_scaled(limit)), unit=unit)
 
 
 def _scaled(limit: ratelimit_pb2.Limit) -> Fraction:
