@@ -27,7 +27,7 @@ import grpc.aio
 
 from bulwark.v1 import counter_pb2, counter_pb2_grpc
 from bulwark_server.api.counters import MAX_CHARGES
-from bulwark_server.api.forwarding import as_domain_error
+from bulwark_server.api.forwarding import as_domain_error, open_channel
 from bulwark_server.errors import NotLeader
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,7 @@ class CounterClient:
     def _owner(self, address: str) -> _Owner:
         owner = self._owners.get(address)
         if owner is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address)
-            else:
-                channel = grpc.aio.secure_channel(address, self._credentials)
+            channel = open_channel(address, self._credentials)
             owner = self._owners[address] = _Owner(
                 address, counter_pb2_grpc.CounterServiceStub(channel), channel
             )

@@ -32,6 +32,13 @@ Response = TypeVar("Response")
 StubMethod = Callable[[grpc.aio.Channel], Callable[..., Awaitable[Response]]]
 
 
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """A channel to another replica: TLS with the peer credentials when they are set."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials)
+
+
 def was_forwarded(context: grpc.aio.ServicerContext) -> bool:
     """True when the call came from another replica forwarding it."""
     return any(key == FORWARDED for key, _ in context.invocation_metadata() or ())
@@ -66,11 +73,9 @@ class LeaderForwarder:
             raise NotLeader("leadership is changing; retry shortly", leader.address)
         channel = self._channels.get(leader.address)
         if channel is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(leader.address)
-            else:
-                channel = grpc.aio.secure_channel(leader.address, self._credentials)
-            self._channels[leader.address] = channel
+            channel = self._channels[leader.address] = open_channel(
+                leader.address, self._credentials
+            )
         return leader.address, channel
 
     async def call(

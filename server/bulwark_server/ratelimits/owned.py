@@ -107,8 +107,8 @@ class CounterTables:
         """Charge ``hits`` to ``value``'s counter (stored limits' slots are noted for
         the next checkpoint)."""
         outcome = self.table(key, limit, created, now).take(value, hits, now)
-        if hits and key[1] and self._checkpoints is not None:
-            self._checkpoints.note(key)  # type: ignore[arg-type]
+        if hits:
+            self._note(key)
         return outcome
 
     def grant(
@@ -131,8 +131,8 @@ class CounterTables:
         refill = math.ceil(rate.requests_per_unit / UNIT_SECONDS[rate.unit] * REFRESH_S)
         cap = ledger.cap(holder, wanted, available, refill, now)
         allowed = table.take_up_to(value, cap, now)
-        if allowed and key[1] and self._checkpoints is not None:
-            self._checkpoints.note(key)  # type: ignore[arg-type]
+        if allowed:
+            self._note(key)
         return allowed
 
     def debit(
@@ -147,6 +147,10 @@ class CounterTables:
     ) -> None:
         """Charge hits another replica admitted alone while this owner did not answer."""
         self.table(key, limit, created, now).debit(value, hits, at, now)
+        self._note(key)
+
+    def _note(self, key: TableId) -> None:
+        """A stored limit's slot was charged: its record is written next round."""
         if key[1] and self._checkpoints is not None:
             self._checkpoints.note(key)  # type: ignore[arg-type]
 
