@@ -111,6 +111,9 @@ class _Sender:
         self._fleet.calls[address] += 1
         return self._fleet.replicas[address].serve(self._holder, charges)
 
+    def retain(self, addresses: set[str]) -> None:
+        pass
+
 
 def owner_of(name: str, value: str) -> str:
     return assign(IDS)[slot_of("d", name, [value])]

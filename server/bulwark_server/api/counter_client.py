@@ -170,6 +170,16 @@ class CounterClient:
                 if not future.done():
                     future.set_exception(error)
 
+    def retain(self, addresses: set[str]) -> None:
+        """End the streams to replicas not among ``addresses``: a stopping replica's
+        server waits for the streams into it, so they end as soon as it leaves."""
+        for address in [a for a in self._owners if a not in addresses]:
+            owner = self._owners.pop(address)
+            self._fail(owner, NotLeader(f"counter owner {address} left"))
+            if owner.reader is not None:
+                owner.reader.cancel()
+            asyncio.get_running_loop().create_task(owner.channel.close())
+
     async def close(self) -> None:
         for owner in self._owners.values():
             if owner.call is not None:

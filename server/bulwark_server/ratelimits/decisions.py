@@ -94,6 +94,8 @@ class Decisions:
             mine = {i for i, owner in enumerate(view.slots) if owner == view.self_id}
             if view.slots:
                 self.owned.drop(lambda key: int(key[-1]) in mine)
+            # A replica that left may be stopping: its server waits for open streams.
+            self._sender.retain(set(view.addresses.values()))
         return view
 
     async def decide(
@@ -293,10 +295,10 @@ class Decisions:
     async def refresh(self) -> int:
         """Top up the shares of busy counters (one batch per owner); how many were asked."""
         now = self._clock()
+        view = self.view()  # every round: replicas that left are let go of at once
         due = self.book.due(now)
         if not due and not self.debts:
             return 0
-        view = self.view()
         index = self._catalog.current()
         by_owner: dict[str, list[tuple[Pending, int, int]]] = {}
         debts, self.debts = self.debts, {}

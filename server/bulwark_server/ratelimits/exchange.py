@@ -33,6 +33,10 @@ class CounterPeers(Protocol):
         """The owner's outcomes, in order; raises when it does not answer in time."""
         ...
 
+    def retain(self, addresses: set[str]) -> None:
+        """Let go of the streams to replicas not among ``addresses`` (they left)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Counter:
