@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 
 from bulwark.v1 import counter_pb2, counter_pb2_grpc
+from bulwark_server.api.ratelimit import MAX_HITS
 from bulwark_server.api.status import rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import MAX_DESCRIPTOR_ENTRIES, MAX_VALUE_LENGTH
@@ -20,7 +21,6 @@ from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import NAME_RE, validate_id
 
 MAX_CHARGES = 4096
-MAX_HITS = 1_000_000
 
 
 def _validate(request: counter_pb2.ExchangeRequest) -> None:

@@ -82,12 +82,6 @@ class CounterCheckpoints:
         """Counters of ``slot`` were charged: its record is written next round."""
         self._charged.add(slot)
 
-    def clear(self) -> None:
-        self._charged.clear()
-
-    def pending(self) -> int:
-        return len(self._charged)
-
     async def write(
         self, tables: Mapping[SlotId, Table], only: Callable[[SlotId], bool] | None = None
     ) -> int:

@@ -17,7 +17,7 @@ Busy counters also keep a ``ShareLedger`` of the replicas holding shares of them
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bulwark.v1 import ratelimit_pb2
@@ -195,13 +195,3 @@ class CounterTables:
     def stored(self) -> dict[SlotId, Table]:
         """The stored limits' tables by slot (what checkpoints are written from)."""
         return {key: held.table for key, held in self.held.items() if key[1]}  # type: ignore[misc]
-
-    def clear(self) -> None:
-        self.held.clear()
-        self.ledgers.clear()
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(self.held)
-
-    def __len__(self) -> int:
-        return len(self.held)

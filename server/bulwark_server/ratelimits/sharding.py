@@ -7,8 +7,9 @@ Pure. Every replica computes the same answer from the same list of owners.
 * Slots are **assigned** to the owners by rendezvous hashing with exact parts:
   every owner holds ``SLOTS // owners`` slots or one more (21 or 22 of 64 for
   three owners, where plain rendezvous can give one 30), the strongest
-  (owner, slot) pairs first. An owner joining or leaving moves about its part of
-  the slots, not most of them.
+  (owner, slot) pairs first. An owner joining or leaving moves its part of the
+  slots and a few more evened out between the others (at most 12 more of 64
+  in 20,000 random fleets of 2 to 10 owners), not most of them.
 """
 
 from __future__ import annotations

@@ -185,13 +185,6 @@ class ShareBook:
         """Forget a share (its owner refused it: the limit is not shared)."""
         self.shares.pop(key, None)
 
-    def clear(self) -> None:
-        self.shares.clear()
-        self._seen.clear()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
 
 @dataclass(slots=True)
 class _Holder:
