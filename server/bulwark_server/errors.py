@@ -81,6 +81,10 @@ class StoreUnavailable(BulwarkError):
     """etcd is unreachable or timed out; the write was not applied."""
 
 
+class PeerUnavailable(BulwarkError):
+    """Another replica this call needs (the owner of a counter) did not answer."""
+
+
 class RequestTooLarge(StoreUnavailable):
     """etcd refused a write above its request limit (``--max-request-bytes``); not applied."""
 

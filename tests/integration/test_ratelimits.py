@@ -244,8 +244,11 @@ def test_quota_leases_follow_demand_and_never_sum_above_the_limit(
 ):
     with grpc.insecure_channel(two_replicas[1].address) as channel:
         s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        window = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
         s.PutLimit(
-            ratelimit_pb2.PutLimitRequest(limit=limit("export", 100, entry("api", "export"))),
+            ratelimit_pb2.PutLimitRequest(
+                limit=limit("export", 100, entry("api", "export"), algorithm=window)
+            ),
             timeout=5,
         )
         descriptor = ratelimit_pb2.RateLimitDescriptor(entries=[entry("api", "export")])
@@ -264,6 +267,15 @@ def test_quota_leases_follow_demand_and_never_sum_above_the_limit(
                 assert response.limit.requests_per_unit == 100
                 assert response.expires_at.ToNanoseconds() / 1e9 > time.time()
         assert granted == {"small": 10, "medium": 45, "large": 45}
+        # One budget: with the whole rate leased out, a Check of the same counter, on
+        # either replica, gets nothing in the next window (the leases keep it back).
+        time.sleep(1.0)
+        for replica in two_replicas:
+            with grpc.insecure_channel(replica.address) as other:
+                checked = ratelimit_pb2_grpc.RateLimitServiceStub(other).Check(
+                    check_request(entry("api", "export")), timeout=5
+                )
+            assert checked.overall_code == OVER, checked
         with pytest.raises(grpc.RpcError) as err:
             s.LeaseQuota(
                 ratelimit_pb2.LeaseQuotaRequest(domain="edge", descriptor=descriptor, wanted=5),

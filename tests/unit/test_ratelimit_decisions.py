@@ -92,6 +92,13 @@ class Fleet:
         entries = [ratelimit_pb2.DescriptorEntry(key="k", value=value)]
         return await self.replicas[rid].decide("d", [entries], [hits])
 
+    async def lease(self, rid: str, value: str, client: str, wanted: int) -> int:
+        decisions = self.replicas[rid]
+        entries = [ratelimit_pb2.DescriptorEntry(key="k", value=value)]
+        found = decisions._catalog.current().lookup("d", entries)
+        assert found is not None
+        return await decisions.lease("d", found, entries, client, wanted)
+
     async def refresh(self) -> None:
         for rid, decisions in self.replicas.items():
             if rid not in self.down:
@@ -225,5 +232,63 @@ def test_hits_admitted_alone_are_charged_to_the_owner_once_it_answers_again():
         peek = await fleet.check(owner, "checkout", hits=0)
         assert peek.results[0].remaining == 600 - 20 - 30
         assert not fleet.replicas[holder].debts
+
+    asyncio.run(main())
+
+
+def test_leases_shares_and_checks_draw_on_one_budget():
+    async def main() -> None:
+        fleet = Fleet([bucket("busy", 1000, "hot")])
+        owner = owner_of("busy", "hot")
+        other = next(rid for rid in IDS if rid != owner)
+        # Leased through a replica that does not own the counter: the owner grants it.
+        granted = await fleet.lease(other, "hot", "client-a", 400)
+        assert granted == 400
+        allowed = await run_load(fleet, {"r0": 1400, "r1": 400, "r2": 200}, 9.0, "hot")
+        # The client may admit its burst and its rate for the 9 s: the leases' bound.
+        leased = granted + granted * 9
+        permits = 1000 * 9 + 1000
+        total = sum(allowed.values()) + leased
+        assert total <= permits + granted, (allowed, leased)
+        assert total >= 0.95 * permits, (allowed, leased)
+
+    asyncio.run(main())
+
+
+def test_a_window_keeps_the_leased_rate_back_from_its_checks():
+    async def main() -> None:
+        fleet = Fleet([window("export", 100)])
+        owner = owner_of("export", "export")
+        assert await fleet.lease(owner, "export", "client-a", 40) == 40
+        per_window = []
+        for _ in range(2):
+            allowed: Counter[str] = Counter()
+            for _ in range(6):  # the client renews every 10 s, as its lease ends
+                allowed += await run_load(fleet, {"r0": 3, "r1": 2, "r2": 1}, 10.0, "export")
+                await fleet.lease(owner, "export", "client-a", 40)
+            per_window.append(sum(allowed.values()))
+        assert per_window == [60, 60]
+        # Once the client stops renewing, the window after its lease's gives it all back.
+        await run_load(fleet, {"r0": 3, "r1": 2, "r2": 1}, 70.0, "export", step=0.05)
+        last = await run_load(fleet, {"r0": 3, "r1": 2, "r2": 1}, 60.0, "export", step=0.05)
+        assert sum(last.values()) == 100
+
+    asyncio.run(main())
+
+
+def test_a_lease_leaves_the_counters_other_users_their_fair_part():
+    async def main() -> None:
+        fleet = Fleet([bucket("busy", 1000, "hot")])
+        owner = owner_of("busy", "hot")
+        # Alone, a client may lease the whole limit ...
+        assert await fleet.lease(owner, "hot", "client-a", 1000) == 1000
+        # ... and Checks are refused meanwhile, but they count as demand: at the
+        # renewal the counter keeps what they drew (300/s, with headroom: 450) back.
+        await run_load(fleet, {"r0": 100, "r1": 100, "r2": 100}, 2.0, "hot")
+        assert 1000 - 500 <= await fleet.lease(owner, "hot", "client-a", 1000) <= 1000 - 450
+        # A lease that ends gives its rate back at the next sweep.
+        fleet.clock.now += 11
+        fleet.replicas[owner].owned.sweep(fleet.clock.now)
+        assert not fleet.replicas[owner].owned.leases
 
     asyncio.run(main())

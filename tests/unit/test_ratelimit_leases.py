@@ -63,4 +63,5 @@ def test_an_expired_lease_returns_its_share_to_the_pool():
     pool.request("a", 100, capacity=100, now=0, term=5)
     assert pool.request("b", 100, capacity=100, now=1, term=5).granted == 0  # all leased out
     assert pool.request("b", 100, capacity=100, now=5.5, term=5).granted == 100  # a expired
+    pool.expire(5.5)
     assert set(pool.leases) == {"b"}

@@ -160,7 +160,12 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
         if not 0 <= request.wanted <= MAX_WANTED:
             raise InvalidArgument("wanted", f"must be 0-{MAX_WANTED}, got {request.wanted}")
         # No local fallback: a client without a fresh lease keeps its last one or
-        # its configured safe share until a leader answers.
+        # its configured safe share until the counter's owner answers.
+        if self._limiter.decides_here():
+            return await self._limiter.lease(
+                request.domain, request.descriptor.entries, request.client_id, request.wanted
+            )
+        # Under a leader of an earlier version, it keeps every lease.
         return await self._router.run(
             context,
             request,

@@ -32,6 +32,7 @@ from bulwark_server.errors import (
     InvalidArgument,
     NotFound,
     NotLeader,
+    PeerUnavailable,
     PermissionDenied,
     RequestTooLarge,
     ResourceExhausted,
@@ -49,6 +50,7 @@ STATUS_BY_ERROR: dict[type[BulwarkError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    PeerUnavailable: grpc.StatusCode.UNAVAILABLE,
     # The store did not apply the write; to a caller it is the store failing it.
     RequestTooLarge: grpc.StatusCode.UNAVAILABLE,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,

@@ -17,6 +17,8 @@ catalog's index), the counter it charges and that counter's slot
   one) at the next refresh that reaches it, so they count once the owner is back.
 
 ``serve`` is the owner's side: the charges other replicas sent, in order.
+``lease`` grants a client's quota lease where its counter lives, from the
+counter's budget (``owned``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from bulwark.v1 import counter_pb2, ratelimit_pb2
 from bulwark_server.cluster.peers import Peers, PeerView
+from bulwark_server.errors import PeerUnavailable
 from bulwark_server.ratelimits.catalog import LimitCatalog
 from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
 from bulwark_server.ratelimits.counters import Outcome, blocked
@@ -284,6 +287,42 @@ class Decisions:
         if owed is not None:
             owed.hits += item.hits
             owed.at = now
+
+    async def lease(
+        self, domain: str, found: Indexed, entries: Entries, client: str, wanted: int
+    ) -> int:
+        """Lease ``client`` up to ``wanted`` requests per unit of the stored limit
+        ``found``'s counter for ``entries``, on the counter's owner; what it granted."""
+        view = self.view()
+        counter = counter_of(domain, found.limit.name, None, [e.value for e in entries])
+        owner = view.slots[counter.slot] if view.slots else view.self_id
+        if owner == view.self_id:
+            return self.owned.lease(
+                counter.table,
+                found.limit,
+                found.created,
+                counter.value,
+                client,
+                wanted,
+                self._clock(),
+            )
+        item = Pending(
+            ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, False
+        )
+        charge = charge_of(item, 0)
+        charge.lease_client, charge.lease_wanted = client, wanted
+        try:
+            (outcome,) = await self._sender.take(
+                view.addresses.get(owner, ""), [charge], LEADER_TIMEOUT_S
+            )
+        except Exception as exc:
+            # No fallback: a client keeps its last lease, or its safe rate, meanwhile.
+            raise PeerUnavailable(
+                f"replica {owner!r}, which keeps this counter, did not answer"
+            ) from exc
+        if outcome.unknown:
+            raise PeerUnavailable(f"replica {owner!r} does not know limit {found.limit.name!r} yet")
+        return outcome.lease_granted
 
     def serve(
         self, holder: str, charges: Sequence[counter_pb2.CounterCharge]

@@ -5,7 +5,7 @@
 * ``charge_of``: the ``CounterCharge`` a replica sends for it.
 * ``serve``: the owner's side of ``CounterService/Exchange``: each charge of a batch
   decided on this replica's tables, in order (debits of hits admitted alone, shares
-  given back, the hits, a share asked for).
+  given back, the hits, a share asked for; or a client's quota lease).
 """
 
 from __future__ import annotations
@@ -103,6 +103,17 @@ def serve(
             outcome.unknown = True
             continue
         counter = counter_of(charge.domain, charge.limit_name, own, charge.values)
+        if charge.lease_client:
+            outcome.lease_granted = owned.lease(
+                counter.table,
+                limit,
+                created,
+                counter.value,
+                charge.lease_client,
+                charge.lease_wanted,
+                now,
+            )
+            continue
         if charge.debit:
             owned.debit(
                 counter.table, limit, created, counter.value, charge.debit, charge.debit_at, now

@@ -20,10 +20,12 @@ Guarantees:
   counter itself, a replica forwards its Checks to it as that version's
   followers do (``decides_here``); the leader of this version decides the Checks
   earlier versions forward to it as any Check.
-* ``lease`` hands out quota leases to clients (see ``leases``); leases live in the
-  leader's memory only, so after a failover a client keeps its lease until it
-  expires while the new leader starts an empty pool: the fleet may exceed the
-  limit by at most the leased shares, for at most one lease term.
+* ``lease`` hands out quota leases to clients (see ``leases``), on the replica
+  that owns the leased counter, from the counter's budget: the rate leased out is
+  kept back from Checks and the replicas' shares. Leases live in the owner's
+  memory only, so when the slot moves (a failover) a client keeps its lease until
+  it expires while the next owner starts an empty pool: the fleet may exceed the
+  limit by at most the leased rate, for at most one lease term (``LEASE_TERM_S``).
 * A load reported with ``check`` for an adaptive limit is saved into the
   limit (``adaptive.load``) at the next checkpoint, so every replica's
   ``GetLimit`` shows it and the effective rate follows it.
@@ -58,10 +60,9 @@ from bulwark_server.ratelimits.config import (
     stored_limit,
 )
 from bulwark_server.ratelimits.decisions import Decisions
-from bulwark_server.ratelimits.descriptors import counter_key
 from bulwark_server.ratelimits.exchange import CounterPeers
 from bulwark_server.ratelimits.fallback import LocalCheck
-from bulwark_server.ratelimits.leases import LeasePool
+from bulwark_server.ratelimits.leases import LEASE_TERM_S
 from bulwark_server.ratelimits.owned import CounterTables
 from bulwark_server.ratelimits.shares import REFRESH_S
 from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Page, scan_page
@@ -69,7 +70,6 @@ from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, key_for, k
 
 log = logging.getLogger(__name__)
 
-LEASE_TERM_S = 10.0
 # Reported loads closer than this to the stored one are not worth an etcd write.
 LOAD_STEP = 0.01
 # A last checkpoint at a graceful stop waits at most this long for etcd.
@@ -103,7 +103,6 @@ class RateLimitManager:
         owned = CounterTables(self._checkpoints, max_bytes=max_request_bytes)
         local = CounterTables(share=lambda: max(1, len(peers.view().owners)))
         self._decisions = Decisions(self._catalog, peers, owned, local, sender, clock)
-        self._leases: dict[tuple[str, ...], LeasePool] = {}
         self._pending_load: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -190,29 +189,25 @@ class RateLimitManager:
         """Charges another replica sent to the owner of their counters (this one)."""
         return self._decisions.serve(holder, charges)
 
-    def lease(
+    async def lease(
         self, domain: str, entries: Entries, client_id: str, wanted: int
     ) -> ratelimit_pb2.LeaseQuotaResponse:
-        """Lease ``client_id`` a share of the limit matching ``entries`` for one term."""
-        if not self._election.is_leader:
-            raise NotLeader("quota leases are kept by the leader")
+        """Lease ``client_id`` a share of the limit matching ``entries`` for one term,
+        from its counter's budget (on the counter's owner)."""
         found = self._catalog.current().lookup(domain, entries)
         if found is None:
             raise NotFound(f"no limit of domain {domain!r} matches the descriptor")
         match = found.limit
-        now = self._clock()
         response = ratelimit_pb2.LeaseQuotaResponse(limit_name=match.name)
-        response.expires_at.CopyFrom(timestamps.at(now + LEASE_TERM_S))
         if match.unlimited:
             response.granted = wanted
-            return response
-        rate = effective_rate(match)
-        response.limit.CopyFrom(rate)
-        if blocks_all(match):
-            return response  # a blocking limit has nothing to share: granted 0
-        pool = self._leases.setdefault(counter_key(match, entries), LeasePool())
-        granted = pool.request(client_id, wanted, rate.requests_per_unit, now, LEASE_TERM_S)
-        response.granted = granted.granted
+        else:
+            response.limit.CopyFrom(effective_rate(match))
+            if not blocks_all(match):  # a blocking limit has nothing to share: granted 0
+                response.granted = await self._decisions.lease(
+                    domain, found, entries, client_id, wanted
+                )
+        response.expires_at.CopyFrom(timestamps.at(self._clock() + LEASE_TERM_S))
         return response
 
     def check_local(
@@ -277,7 +272,7 @@ class RateLimitManager:
                 log.exception("rate-limit counters' round failed; continuing")
 
     def sweep(self, now: float) -> int:
-        """Forget idle counters (full buckets, past windows) and empty lease pools.
+        """Forget idle counters (full buckets, past windows) and ended leases.
 
         A forgotten counter is recreated exactly as it was (full, or a new
         window) on its next request, so this only bounds memory: one counter per
@@ -285,12 +280,7 @@ class RateLimitManager:
         table goes whole when its window ends; a bucket table forgets its full
         buckets once per refill period (``tables``).
         """
-        dropped = self._decisions.owned.sweep(now) + self._decisions.local.sweep(now)
-        for key in list(self._leases):
-            self._leases[key].expire(now)
-            if not self._leases[key].leases:
-                del self._leases[key]
-        return dropped
+        return self._decisions.owned.sweep(now) + self._decisions.local.sweep(now)
 
     async def _checkpoint(self) -> None:
         await self._save_loads()

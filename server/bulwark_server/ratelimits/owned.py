@@ -11,7 +11,10 @@
 * with ``share`` > 1 (the local fallback), each table admits its share of the
   limit: the limit divided by the replicas, rounded up.
 
-Busy counters also keep a ``ShareLedger`` of the replicas holding shares of them.
+Busy counters also keep a ``ShareLedger`` of the replicas holding shares of them,
+and leased counters a ``LeasePool`` of the clients' quota leases (``leases``): the
+rate leased out is kept back from the counter, so Checks, the replicas' shares and
+the clients' leases draw on one budget.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, SlotId, Table
 from bulwark_server.ratelimits.config import UNIT_SECONDS, effective_rate
 from bulwark_server.ratelimits.counters import Outcome
+from bulwark_server.ratelimits.leases import LEASE_TERM_S, LeasePool
 from bulwark_server.ratelimits.shares import REFRESH_S, ShareLedger
 from bulwark_server.ratelimits.tables import BucketTable, Value, WindowTable
 
@@ -57,6 +61,7 @@ class CounterTables:
         self._max_bytes = max_bytes
         self.held: dict[TableId, Held] = {}
         self.ledgers: dict[tuple[TableId, Value], ShareLedger] = {}
+        self.leases: dict[tuple[TableId, Value], LeasePool] = {}
 
     def table(self, key: TableId, limit: ratelimit_pb2.Limit, created: int, now: float) -> Table:
         """The table of ``key`` for ``limit``, set to its current (effective) rate."""
@@ -106,10 +111,60 @@ class CounterTables:
     ) -> Outcome:
         """Charge ``hits`` to ``value``'s counter (stored limits' slots are noted for
         the next checkpoint)."""
-        outcome = self.table(key, limit, created, now).take(value, hits, now)
+        table = self.table(key, limit, created, now)
+        pool = self.leases.get((key, value)) if self.leases else None
+        if pool is None:
+            outcome = table.take(value, hits, now)
+        else:
+            pool.central += hits
+            kept = self._kept_back(table, pool, limit, value, now)
+            outcome = table.take(value, hits, now)
+            if kept:
+                # A window keeps the leased rate back: allowed while the count stays
+                # within what the leases leave (refused hits count, as in any window).
+                remaining = outcome.remaining - kept
+                if not outcome.allowed or remaining < 0:
+                    outcome = Outcome(False, 0, outcome.reset_after, outcome.reset_after)
+                else:
+                    outcome = outcome._replace(remaining=remaining)
         if hits:
             self._note(key)
         return outcome
+
+    def lease(
+        self,
+        key: TableId,
+        limit: ratelimit_pb2.Limit,
+        created: int,
+        value: Value,
+        client: str,
+        wanted: int,
+        now: float,
+    ) -> int:
+        """Lease ``client`` up to ``wanted`` requests per unit of ``value``'s counter for
+        ``LEASE_TERM_S``; what it was granted (``leases.LeasePool.request``)."""
+        table = self.table(key, limit, created, now)
+        pool = self.leases.get((key, value))
+        if pool is None:
+            pool = self.leases[(key, value)] = LeasePool()
+        # What the leases used so far is charged at the rate they had.
+        self._kept_back(table, pool, limit, value, now)
+        rate = effective_rate(limit)
+        unit = UNIT_SECONDS[rate.unit]
+        lease = pool.request(client, wanted, rate.requests_per_unit, now, LEASE_TERM_S, unit)
+        return lease.granted
+
+    def _kept_back(
+        self, table: Table, pool: LeasePool, limit: ratelimit_pb2.Limit, value: Value, now: float
+    ) -> int:
+        """What ``value``'s counter keeps back for its leases: a window, their rate
+        (returned); a bucket is charged, as time passes, the tokens they may have used."""
+        if isinstance(table, WindowTable):
+            return pool.reserved(table.window_start(now))
+        due = pool.due(1 / UNIT_SECONDS[effective_rate(limit).unit], now)
+        if due:
+            table.debit(value, due, now, now)
+        return 0
 
     def grant(
         self,
@@ -126,11 +181,15 @@ class CounterTables:
         if ledger is None:
             ledger = self.ledgers[(key, value)] = ShareLedger()
         table = self.table(key, limit, created, now)
-        available = table.take(value, 0, now).remaining
+        pool = self.leases.get((key, value)) if self.leases else None
+        kept = 0 if pool is None else self._kept_back(table, pool, limit, value, now)
+        available = max(0, table.take(value, 0, now).remaining - kept)
         rate = effective_rate(limit)
         refill = math.ceil(rate.requests_per_unit / UNIT_SECONDS[rate.unit] * REFRESH_S)
         cap = ledger.cap(holder, wanted, available, refill, now)
         allowed = table.take_up_to(value, cap, now)
+        if pool is not None:
+            pool.central += allowed
         if allowed:
             self._note(key)
         return allowed
@@ -181,6 +240,13 @@ class CounterTables:
         idle = [key for key, held in self.held.items() if held.table.idle(now)]
         for key in idle:
             del self.held[key]
+        for (key, value), pool in list(self.leases.items()):
+            held = self.held.get(key)
+            table = held.table if held is not None else None
+            # A window keeps an ended lease back until the window ends.
+            pool.expire(table.window_start(now) if isinstance(table, WindowTable) else now)
+            if not pool.leases:
+                del self.leases[(key, value)]
         return len(idle)
 
     def drop(self, keep: Callable[[TableId], bool]) -> int:
@@ -190,6 +256,8 @@ class CounterTables:
             del self.held[key]
         for pair in [pair for pair in self.ledgers if not keep(pair[0])]:
             del self.ledgers[pair]
+        for pair in [pair for pair in self.leases if not keep(pair[0])]:
+            del self.leases[pair]
         return len(gone)
 
     def stored(self) -> dict[SlotId, Table]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from bulwark.v1 import ratelimit_pb2 as bulwark_dot_v1_dot_ratelimit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ulwark/v1/counter.proto\x12\nbulwark.v1\x1a\x1a\x62ulwark/v1/ratelimit.proto\"\xf3\x01\n\rCounterCharge\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x12\n\nlimit_name\x18\x02 \x01(\t\x12\x1d\n\x15limit_create_revision\x18\x03 \x01(\x03\x12\"\n\x08own_rate\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x0e\n\x06values\x18\x05 \x03(\t\x12\x0c\n\x04hits\x18\x06 \x01(\r\x12\x14\n\x0cshare_wanted\x18\x07 \x01(\r\x12\x0e\n\x06\x64\x65mand\x18\x08 \x01(\x01\x12\x16\n\x0eshare_returned\x18\t \x01(\r\x12\r\n\x05\x64\x65\x62it\x18\n \x01(\r\x12\x10\n\x08\x64\x65\x62it_at\x18\x0b \x01(\x01\"`\n\x0f\x45xchangeRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12*\n\x07\x63harges\x18\x02 \x03(\x0b\x32\x19.bulwark.v1.CounterCharge\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x04\"\xa1\x01\n\x0e\x43ounterOutcome\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x11\n\tremaining\x18\x02 \x01(\r\x12\x15\n\rreset_after_s\x18\x03 \x01(\x01\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x15\n\rshare_granted\x18\x05 \x01(\r\x12\x15\n\rshare_valid_s\x18\x06 \x01(\x01\x12\x0f\n\x07unknown\x18\x07 \x01(\x08\"O\n\x10\x45xchangeResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bulwark.v1.CounterOutcome\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x04\x32[\n\x0e\x43ounterService\x12I\n\x08\x45xchange\x12\x1b.bulwark.v1.ExchangeRequest\x1a\x1c.bulwark.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ulwark/v1/counter.proto\x12\nbulwark.v1\x1a\x1a\x62ulwark/v1/ratelimit.proto\"\x9f\x02\n\rCounterCharge\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x12\n\nlimit_name\x18\x02 \x01(\t\x12\x1d\n\x15limit_create_revision\x18\x03 \x01(\x03\x12\"\n\x08own_rate\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x0e\n\x06values\x18\x05 \x03(\t\x12\x0c\n\x04hits\x18\x06 \x01(\r\x12\x14\n\x0cshare_wanted\x18\x07 \x01(\r\x12\x0e\n\x06\x64\x65mand\x18\x08 \x01(\x01\x12\x16\n\x0eshare_returned\x18\t \x01(\r\x12\r\n\x05\x64\x65\x62it\x18\n \x01(\r\x12\x10\n\x08\x64\x65\x62it_at\x18\x0b \x01(\x01\x12\x14\n\x0clease_client\x18\x0c \x01(\t\x12\x14\n\x0clease_wanted\x18\r \x01(\r\"`\n\x0f\x45xchangeRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12*\n\x07\x63harges\x18\x02 \x03(\x0b\x32\x19.bulwark.v1.CounterCharge\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x04\"\xb8\x01\n\x0e\x43ounterOutcome\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x11\n\tremaining\x18\x02 \x01(\r\x12\x15\n\rreset_after_s\x18\x03 \x01(\x01\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12\x15\n\rshare_granted\x18\x05 \x01(\r\x12\x15\n\rshare_valid_s\x18\x06 \x01(\x01\x12\x0f\n\x07unknown\x18\x07 \x01(\x08\x12\x15\n\rlease_granted\x18\x08 \x01(\r\"O\n\x10\x45xchangeResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.bulwark.v1.CounterOutcome\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x04\x32[\n\x0e\x43ounterService\x12I\n\x08\x45xchange\x12\x1b.bulwark.v1.ExchangeRequest\x1a\x1c.bulwark.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.counter_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COUNTERCHARGE']._serialized_start=69
-  _globals['_COUNTERCHARGE']._serialized_end=312
-  _globals['_EXCHANGEREQUEST']._serialized_start=314
-  _globals['_EXCHANGEREQUEST']._serialized_end=410
-  _globals['_COUNTEROUTCOME']._serialized_start=413
-  _globals['_COUNTEROUTCOME']._serialized_end=574
-  _globals['_EXCHANGERESPONSE']._serialized_start=576
-  _globals['_EXCHANGERESPONSE']._serialized_end=655
-  _globals['_COUNTERSERVICE']._serialized_start=657
-  _globals['_COUNTERSERVICE']._serialized_end=748
+  _globals['_COUNTERCHARGE']._serialized_end=356
+  _globals['_EXCHANGEREQUEST']._serialized_start=358
+  _globals['_EXCHANGEREQUEST']._serialized_end=454
+  _globals['_COUNTEROUTCOME']._serialized_start=457
+  _globals['_COUNTEROUTCOME']._serialized_end=641
+  _globals['_EXCHANGERESPONSE']._serialized_start=643
+  _globals['_EXCHANGERESPONSE']._serialized_end=722
+  _globals['_COUNTERSERVICE']._serialized_start=724
+  _globals['_COUNTERSERVICE']._serialized_end=815
 # @@protoc_insertion_point(module_scope)
