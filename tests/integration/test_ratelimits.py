@@ -206,39 +206,6 @@ def _hammer_key(
     out.put(asyncio.run(run()))
 
 
-def test_leader_failover_overshoot_stays_within_the_documented_bound(local_cluster: LocalCluster):
-    replicas = local_cluster.replicas
-    leader = next(r for r in replicas if (v := get_leader(r.address)) and v.is_self)
-    followers = [r for r in replicas if r is not leader]
-    rate, seconds, warmup = 50, 8.0, 1.5
-    with grpc.insecure_channel(followers[0].address) as channel:
-        s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
-        s.PutLimit(
-            ratelimit_pb2.PutLimitRequest(limit=limit("orders", rate, entry("api", "orders"))),
-            timeout=5,
-        )
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_hammer_key, args=(r.address, "orders", seconds, warmup, out))
-        for r in followers
-    ]
-    for p in procs:
-        p.start()
-    time.sleep(warmup + 2.5)  # past a checkpoint, mid-load
-    leader.signal(signal.SIGKILL)
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(10)
-    allowed = sum(a for a, _ in results)
-    # README: a failover re-admits at most one checkpoint interval of traffic
-    # (rate x 1 s) plus one burst from the local shares that start full.
-    bound = rate * seconds * 1.05 + rate * 1.0 + rate
-    print(f"failover: allowed {allowed} of {rate * seconds:.0f} at the rate, bound {bound:.0f}")
-    assert allowed <= bound, (allowed, bound)
-    assert allowed >= rate * seconds * 0.5, allowed  # and it kept deciding
-
-
 def test_quota_leases_follow_demand_and_never_sum_above_the_limit(
     two_replicas: list[ReplicaProcess],
 ):
