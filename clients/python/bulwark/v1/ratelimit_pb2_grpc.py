@@ -113,7 +113,8 @@ class RateLimitServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def LeaseQuota(self, request, context):
-        """LeaseQuota leases a share of a limit's capacity to a client for a short term.
+        """LeaseQuota leases a share of a limit's capacity to a client for a short term,
+        from the budget Check draws on: the rate leased is kept back from Checks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
