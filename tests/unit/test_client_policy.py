@@ -140,6 +140,17 @@ def test_a_resumed_watch_is_live_when_the_replica_serves() -> None:
     assert serving(None, grpc.StatusCode.PERMISSION_DENIED) is None
 
 
+def test_a_breaker_block_counts_errors_and_slow_calls_but_not_cancellations() -> None:
+    p = policy(slow_call=1.0)
+    p.leave("dep", None, 0.1, 0.0)
+    p.leave("dep", None, 2.0, 0.0)  # slow
+    p.leave("dep", RuntimeError("boom"), 0.1, 0.0)
+    # The caller gave up, or the process stops: nothing is known of the downstream.
+    for stop in (asyncio.CancelledError(), KeyboardInterrupt(), SystemExit(0)):
+        p.leave("dep", stop, 0.1, 0.0)
+    assert p.outcomes.pending == 3
+
+
 def test_failed_reports_are_kept_only_when_undelivered() -> None:
     p = policy()
     p.record("dep", False, False, 0.0)

@@ -200,12 +200,16 @@ class ClientPolicy:
             raise BreakerOpenError(name, decision.retry_after, decision.source)
         return decision
 
-    def leave(self, name: str, failed: bool, elapsed: float, now: float) -> None:
-        """Leave a ``breaker()`` block: an exception is a failure, a slow success is slow."""
-        if failed:
-            self.record(name, False, False, now)
-        else:
+    def leave(self, name: str, error: BaseException | None, elapsed: float, now: float) -> None:
+        """Leave a ``breaker()`` block: an exception is a failure, a slow success is slow.
+
+        A cancellation (``asyncio.CancelledError``), ``KeyboardInterrupt`` or
+        ``SystemExit`` says nothing of the downstream: no outcome is counted.
+        """
+        if error is None:
             self.record(name, True, elapsed > self.options.slow_call, now)
+        elif isinstance(error, Exception):
+            self.record(name, False, False, now)
 
     # -- rate limits ------------------------------------------------------------
 

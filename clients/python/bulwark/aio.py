@@ -276,11 +276,11 @@ class AsyncClient(Driver):
         started = _monotonic()
         try:
             yield decision
-        except BaseException:
-            self._policy.leave(name, True, _monotonic() - started, _monotonic())
+        except BaseException as exc:
+            self._policy.leave(name, exc, _monotonic() - started, _monotonic())
             raise
         now = _monotonic()
-        self._policy.leave(name, False, now - started, now)
+        self._policy.leave(name, None, now - started, now)
 
     async def _report_loop(self) -> None:
         pause = report_pause(self.options.report_interval)

@@ -319,13 +319,13 @@ class Client(Driver):
         started = _monotonic()
         try:
             yield decision
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
-                self._policy.leave(name, True, _monotonic() - started, _monotonic())
+                self._policy.leave(name, exc, _monotonic() - started, _monotonic())
             raise
         with self._lock:
             now = _monotonic()
-            self._policy.leave(name, False, now - started, now)
+            self._policy.leave(name, None, now - started, now)
 
     def _report_loop(self) -> None:
         pause = report_pause(self.options.report_interval)
