@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import signal
 import time
@@ -16,6 +17,7 @@ from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.ratelimits.sharding import assign, slot_of
+from bulwark_server.ratelimits.shares import part_divisor
 from tests.integration.conftest import get_leader, wait_for
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
@@ -234,15 +236,18 @@ def test_quota_leases_follow_demand_and_never_sum_above_the_limit(
                 assert response.limit.requests_per_unit == 100
                 assert response.expires_at.ToNanoseconds() / 1e9 > time.time()
         assert granted == {"small": 10, "medium": 45, "large": 45}
-        # One budget: with the whole rate leased out, a Check of the same counter, on
-        # either replica, gets nothing in the next window (the leases keep it back).
+        # One budget: with the whole rate leased out, Checks of the same counter get
+        # nothing in the next window (the leases keep it back) but the part of the
+        # replica that does not own it (admitted without asking, within the bound).
         time.sleep(1.0)
+        allowed = 0
         for replica in two_replicas:
             with grpc.insecure_channel(replica.address) as other:
-                checked = ratelimit_pb2_grpc.RateLimitServiceStub(other).Check(
-                    check_request(entry("api", "export")), timeout=5
-                )
-            assert checked.overall_code == OVER, checked
+                stub = ratelimit_pb2_grpc.RateLimitServiceStub(other)
+                for _ in range(10):
+                    checked = stub.Check(check_request(entry("api", "export")), timeout=5)
+                    allowed += checked.overall_code != OVER
+        assert allowed <= math.ceil(100 / part_divisor(2)), allowed
         with pytest.raises(grpc.RpcError) as err:
             s.LeaseQuota(
                 ratelimit_pb2.LeaseQuotaRequest(domain="edge", descriptor=descriptor, wanted=5),

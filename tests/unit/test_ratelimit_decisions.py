@@ -10,6 +10,7 @@ network and on simulated time.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -21,7 +22,12 @@ from bulwark_server.ratelimits.catalog import LimitCatalog
 from bulwark_server.ratelimits.decisions import Decisions
 from bulwark_server.ratelimits.owned import CounterTables
 from bulwark_server.ratelimits.sharding import assign, slot_of
-from bulwark_server.ratelimits.shares import REFRESH_S, SHARE_TERM_S
+from bulwark_server.ratelimits.shares import (
+    PART_OF_LIMIT,
+    REFRESH_S,
+    SHARE_TERM_S,
+    part_divisor,
+)
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.cache import Entry
 from bulwark_server.store.keys import ELECTION_KIND, LEADER_NAME, LIMIT_KIND, REPLICA_KIND, key_for
@@ -84,8 +90,9 @@ class Fleet:
             catalog.start()
             owned = CounterTables(None)
             local = CounterTables(share=lambda: len(IDS))
+            parts = CounterTables(share=lambda: part_divisor(len(IDS)))
             self.replicas[rid] = Decisions(
-                catalog, peers, owned, local, _Sender(self, rid), self.clock
+                catalog, peers, owned, local, parts, _Sender(self, rid), self.clock
             )
 
     async def check(self, rid: str, value: str, hits: int = 1) -> ratelimit_pb2.CheckResponse:
@@ -210,9 +217,13 @@ def test_an_owner_that_does_not_answer_leaves_its_holders_their_shares_then_thei
         assert not any(a.local_fallback for a in answers)
         fleet.clock.now += SHARE_TERM_S
         late = [await fleet.check(holder, "hot") for _ in range(150)]
-        assert all(a.local_fallback for a in late)
-        # Its own part of 300/s among three replicas: 100 (burst included).
-        assert sum(a.overall_code == OK for a in late) == 100
+        # First its part (admitted without asking, reported later), then its own
+        # share of 300/s among three replicas: 100 (burst included).
+        part = math.ceil(300 / part_divisor(len(IDS)))
+        assert [a.local_fallback for a in late[: part + 1]] == [False] * part + [True]
+        assert all(a.overall_code == OK for a in late[:part])
+        assert all(a.local_fallback for a in late[part:])
+        assert sum(a.overall_code == OK for a in late[part:]) == 100
 
     asyncio.run(main())
 
@@ -290,5 +301,47 @@ def test_a_lease_leaves_the_counters_other_users_their_fair_part():
         fleet.clock.now += 11
         fleet.replicas[owner].owned.sweep(fleet.clock.now)
         assert not fleet.replicas[owner].owned.leases
+
+    asyncio.run(main())
+
+
+def per_address(per_minute: int) -> ratelimit_pb2.Limit:
+    limit = window("per-ip", per_minute)
+    limit.descriptor[0].value = ""  # any address
+    return limit
+
+
+def test_a_per_address_limit_costs_no_message_per_decision():
+    async def main() -> None:
+        fleet = Fleet([per_address(120)])
+        addresses = [f"10.0.{i // 250}.{i % 250}" for i in range(3000)]
+        for i, address in enumerate(addresses):
+            assert (await fleet.check(IDS[i % 3], address)).overall_code == OK
+            fleet.clock.now += 0.0001
+        assert sum(fleet.calls.values()) == 0  # each replica admitted within its parts
+        await fleet.refresh()
+        # One report per replica to each other owner carried them all ...
+        assert sum(fleet.calls.values()) <= len(IDS) * (len(IDS) - 1)
+        # ... and each owner counts them: one hit per address in this window.
+        for i in (0, 1, 2, 1000, 2999):
+            owner = owner_of("per-ip", addresses[i])
+            peek = await fleet.check(owner, addresses[i], hits=0)
+            assert peek.results[0].remaining == 120 - 1, addresses[i]
+
+    asyncio.run(main())
+
+
+def test_parts_admit_at_most_their_documented_bound_beyond_the_limit():
+    async def main() -> None:
+        fleet = Fleet([per_address(400)])
+        # One address hammered through every replica: each spends its part, then
+        # asks the owner, which counts the parts reported at each refresh: exact.
+        allowed = await run_load(fleet, {"r0": 10, "r1": 10, "r2": 10}, 60.0, "10.1.1.1")
+        assert sum(allowed.values()) == 400, allowed
+        # The whole window's worth at once, before any refresh: the parts spent on the
+        # replicas that do not own the counter come on top, within the bound.
+        burst = [await fleet.check(IDS[i % 3], "10.2.2.2") for i in range(600)]
+        total = sum(a.overall_code == OK for a in burst)
+        assert 400 < total <= 400 * (1 + 2 * PART_OF_LIMIT), total
 
     asyncio.run(main())

@@ -7,6 +7,9 @@ catalog's index), the counter it charges and that counter's slot
 * **Owned here**: charged on this replica's table, exactly.
 * **A share held here** (a busy counter of another owner, ``shares``): decided
   from memory, allowed while the share lasts.
+* **Within this replica's part** (``shares.PART_OF_LIMIT``) of a counter owned
+  elsewhere: admitted here, and reported to the owner at the next refresh (as
+  the hits admitted alone below), so a low-rate counter costs no message.
 * **Owned elsewhere**: sent to the owner in a batch (``CounterPeers``: one
   message on one stream per owner for all the charges waiting, however many
   Checks they came from), which decides exactly. A busy counter's charge also asks for a share.
@@ -52,6 +55,7 @@ from bulwark_server.ratelimits.shares import (
     REFRESH_S,
     Share,
     ShareBook,
+    part_divisor,
 )
 from bulwark_server.ratelimits.tables import Value
 
@@ -75,6 +79,7 @@ class Decisions:
         peers: Peers,
         owned: CounterTables,
         local: CounterTables,
+        parts: CounterTables,
         sender: CounterPeers,
         clock: Callable[[], float],
     ) -> None:
@@ -82,6 +87,7 @@ class Decisions:
         self._peers = peers
         self.owned = owned
         self.local = local
+        self.parts = parts
         self._sender = sender
         self._clock = clock
         self.book = ShareBook()
@@ -127,12 +133,33 @@ class Decisions:
                 if spent is not None:
                     _settle(response, item.result, item.limit, _from_share(*spent, item.hits, now))
                     continue
+            part = self._from_part(view, item, now)
+            if part is not None:
+                _settle(response, item.result, item.limit, part)
+                continue
             remote.setdefault(owner, []).append(item)
         if remote:
             await asyncio.gather(
                 *(self._ask(view, owner, items, response) for owner, items in remote.items())
             )
         return response
+
+    def _from_part(self, view: PeerView, item: Pending, now: float) -> Outcome | None:
+        """Hits of a counter owned elsewhere admitted within this replica's part of it
+        (reported to the owner at the next refresh); None: ask the owner."""
+        per_unit = effective_rate(item.limit).requests_per_unit
+        if not item.hits or per_unit < part_divisor(len(view.owners)):
+            return None
+        counter = item.counter
+        outcome = self.parts.take(
+            counter.table, item.limit, item.created, counter.value, item.hits, now
+        )
+        if not outcome.allowed:
+            return None
+        self._owe(item, now)
+        # What this replica knows: the limit less what it admitted itself.
+        part = math.ceil(per_unit / part_divisor(len(view.owners)))
+        return outcome._replace(remaining=max(0, per_unit - part + outcome.remaining))
 
     def _own(self, view: PeerView, item: Pending, now: float) -> Outcome:
         """A charge on a counter this replica owns: exact, unless other replicas hold
@@ -278,7 +305,8 @@ class Decisions:
             _settle(response, item.result, item.limit, decided)
 
     def _owe(self, item: Pending, now: float) -> None:
-        """Remember hits admitted alone, to charge to the owner once it answers again."""
+        """Remember hits admitted here (from a part, or alone while the owner did not
+        answer), to charge to the owner at the next refresh that reaches it."""
         key = (item.counter.table, item.counter.value)
         owed = self.debts.get(key)
         if owed is None and len(self.debts) < MAX_DEBTS:

@@ -64,7 +64,7 @@ from bulwark_server.ratelimits.exchange import CounterPeers
 from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.leases import LEASE_TERM_S
 from bulwark_server.ratelimits.owned import CounterTables
-from bulwark_server.ratelimits.shares import REFRESH_S
+from bulwark_server.ratelimits.shares import REFRESH_S, part_divisor
 from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Page, scan_page
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, key_for, kind_prefix
 
@@ -102,7 +102,8 @@ class RateLimitManager:
         self._checkpoints = CounterCheckpoints(store, clock, max_request_bytes)
         owned = CounterTables(self._checkpoints, max_bytes=max_request_bytes)
         local = CounterTables(share=lambda: max(1, len(peers.view().owners)))
-        self._decisions = Decisions(self._catalog, peers, owned, local, sender, clock)
+        parts = CounterTables(share=lambda: part_divisor(len(peers.view().owners)))
+        self._decisions = Decisions(self._catalog, peers, owned, local, parts, sender, clock)
         self._pending_load: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -280,7 +281,8 @@ class RateLimitManager:
         table goes whole when its window ends; a bucket table forgets its full
         buckets once per refill period (``tables``).
         """
-        return self._decisions.owned.sweep(now) + self._decisions.local.sweep(now)
+        decisions = self._decisions
+        return decisions.owned.sweep(now) + decisions.local.sweep(now) + decisions.parts.sweep(now)
 
     async def _checkpoint(self) -> None:
         await self._save_loads()

@@ -204,8 +204,12 @@ class CounterTables:
         at: float,
         now: float,
     ) -> None:
-        """Charge hits another replica admitted alone while this owner did not answer."""
+        """Charge hits another replica admitted on its own (from its part, or while this
+        owner did not answer)."""
         self.table(key, limit, created, now).debit(value, hits, at, now)
+        pool = self.leases.get((key, value)) if self.leases else None
+        if pool is not None:
+            pool.central += hits
         self._note(key)
 
     def _note(self, key: TableId) -> None:

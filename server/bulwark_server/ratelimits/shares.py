@@ -54,6 +54,21 @@ token or two, and an exact decision at the owner costs little at that rate."""
 IDLE_PERIODS = 3
 """A holder that saw no hit for this many refresh periods gives its share back."""
 
+PART_OF_LIMIT = 0.025
+"""What the replicas that do not own a counter may admit of it, all together, per
+window (or per unit of a bucket's rate) without asking its owner: each replica's
+**part**. Hits admitted from a part are reported to the owner at the next refresh
+(and counted there), so a counter far from its limit, such as a per-address limit's
+(any value, each at a low rate), costs no message per decision; one near its limit
+is decided by the owner once the parts are spent. The fleet may admit up to twice
+this fraction of the limit beyond it (parts are whole hits, rounded up)."""
+
+
+def part_divisor(owners: int) -> int:
+    """A counter's part, on each replica that does not own it, is its limit per unit
+    divided by this, rounded up; a limit below it has no parts (decided exactly)."""
+    return math.ceil(max(1, owners - 1) / PART_OF_LIMIT)
+
 
 @dataclass(slots=True)
 class Share:
