@@ -665,24 +665,25 @@ def test_affinity_keys_stay_put_when_one_of_five_instances_leaves(
 ):
     service = "sessions"
     ids = [f"shard-{i}" for i in range(5)]
-    keys = [f"user-{n}" for n in range(10_000)]
+    keys = [f"user-{n}" for n in range(4_000)]
     with registry(two_replicas[0].address) as one, registry(two_replicas[1].address) as other:
         for instance_id in ids:
-            register(one, service, instance_id)
+            # No heartbeats here: the TTL must outlive every pick, even on a starved machine.
+            register(one, service, instance_id, ttl=300)
         for stub in (one, other):
             wait_for(lambda s=stub: len(instances(s, service)) == 5, 5)
 
         before = pick_all(one, service, keys)
         assert pick_all(other, service, keys) == before  # same mapping on every replica
         counts = {i: list(before.values()).count(i) for i in ids}
-        assert all(1_600 <= n <= 2_400 for n in counts.values()), counts
+        assert all(640 <= n <= 960 for n in counts.values()), counts  # 800 ± 6 sigma
 
         removed = "shard-2"
         deregister(one, service, removed)
         for stub in (one, other):
             wait_for(lambda s=stub: removed not in instances(s, service), 5)
         after = pick_all(one, service, keys)
-        assert pick_all(other, service, keys[:2_000]) == {k: after[k] for k in keys[:2_000]}
+        assert pick_all(other, service, keys[:1_000]) == {k: after[k] for k in keys[:1_000]}
 
     was_on_removed = [k for k in keys if before[k] == removed]
     moved = [k for k in keys if after[k] != before[k]]
