@@ -4,7 +4,10 @@ Holds the unary call a load process makes (``CallSpec``), the spawned processes 
 ``--concurrency`` calls in flight each over one ``grpc.aio`` channel (started together at
 a barrier, warm-up discarded, every latency kept), what the parent may read at both ends
 of their measured window (``WindowProbe``), the parent's merge of their samples into exact
-nearest-rank percentiles, and the summaries those percentiles fill.
+nearest-rank percentiles, and the summaries those percentiles fill. Also the open-loop
+load of rate-limit benchmarks (``PacedSpec``, ``run_paced``): processes that send Checks
+on a fixed schedule whatever the answers, and count what was allowed per address and
+per window of the limit.
 """
 
 from __future__ import annotations
@@ -382,3 +385,217 @@ def load_target(
     p99 = f", p99 {result.p99_ms:.2f} ms" if show_p99 else ""
     progress(f"{target}: {result.calls} calls, {result.qps:.1f} QPS{p99}")
     return result
+
+
+# --------------------------------------------------------------------------- paced (open-loop) load
+
+CHECK_METHOD = "/bulwark.v1.RateLimitService/Check"
+MAX_IN_FLIGHT = 256  # calls a paced process keeps outstanding at most; beyond, it skips
+WINDOW_SLACK_S = 0.05  # see PacedSpec
+
+
+@dataclass(frozen=True)
+class PacedSpec:
+    """What one open-loop load process sends: serialized ``CheckRequest``s at a fixed rate.
+
+    Calls go to ``addresses`` in turn (list an address several times to weight it) with
+    ``requests`` in turn, starting at index ``offset``. The schedule does not wait for
+    answers: the call due at ``n / rate`` seconds after the start is sent then, however
+    slowly the servers answer (at most ``MAX_IN_FLIGHT`` outstanding; a call due beyond
+    that is counted as skipped, not sent). A call counts when it was *sent* within the
+    measured window (after ``warmup``, for ``duration``), whenever its answer arrives.
+
+    ``window_s`` > 0: answered calls are also tallied per window of the (fixed-window)
+    limit that decided them, named by the window's end in units of ``window_s`` since
+    the epoch. The answer's ``reset_after`` is the time from the decision to the end of
+    the window that counted the call, and the decision came between the call's sending
+    and its answer, so that end is the one multiple of ``window_s`` in
+    ``[sent + reset_after, answered + reset_after]`` while calls take less than a window:
+    ``ceil((sent + reset_after - WINDOW_SLACK_S) / window_s)``. A call sent just before
+    a boundary and decided just after it is so tallied where the server counted it.
+    (``WINDOW_SLACK_S``: an answer decided from a share dates the window's end from
+    when the share was granted, up to a share round trip late.)
+    """
+
+    addresses: list[str]
+    rate: float  # calls per second from this process
+    warmup: float
+    duration: float
+    requests: list[bytes]
+    offset: int = 0
+    window_s: float = 0.0
+
+
+def _new_tally() -> dict[str, int]:
+    return {"ok": 0, "over": 0, "errors": 0}
+
+
+async def drive_paced(spec: PacedSpec, start_at: float) -> dict[str, Any]:
+    """Run one ``PacedSpec`` from wall-clock ``start_at``; its counts (see ``run_paced``)."""
+    from bulwark.v1 import ratelimit_pb2  # the stubs, in the spawned process only
+
+    channels = {a: grpc.aio.insecure_channel(a) for a in dict.fromkeys(spec.addresses)}
+    calls = [
+        channels[a].unary_unary(
+            CHECK_METHOD,
+            request_serializer=None,
+            response_deserializer=ratelimit_pb2.CheckResponse.FromString,
+        )
+        for a in spec.addresses
+    ]
+    counts = {**_new_tally(), "skipped": 0}
+    by_address = {a: _new_tally() for a in channels}
+    windows: dict[int, list[int]] = {}  # window end (in window_s units) -> [answered, ok]
+    first_send = last_send = math.nan  # wall-clock times of calls sent in the window
+    in_flight = 0
+    behind = 0.0  # the furthest the sender fell behind its schedule, in seconds
+    slowest = 0.0  # the longest a measured call took to be answered, in seconds
+    tasks: set[asyncio.Task[None]] = set()
+    ok_code = ratelimit_pb2.CHECK_CODE_OK
+
+    async def one(call: Any, address: str, body: bytes, measured: bool) -> None:
+        nonlocal in_flight, slowest
+        sent_at = time.time()
+        try:
+            answer = await call(body, timeout=CALL_TIMEOUT)
+            if measured:
+                slowest = max(slowest, time.time() - sent_at)
+                outcome = "ok" if answer.overall_code == ok_code else "over"
+                counts[outcome] += 1
+                by_address[address][outcome] += 1
+                if spec.window_s > 0 and answer.results:
+                    reset_after = answer.results[0].reset_after.ToNanoseconds() / 1e9
+                    end = (sent_at + reset_after - WINDOW_SLACK_S) / spec.window_s
+                    tally = windows.setdefault(math.ceil(end), [0, 0])
+                    tally[0] += 1
+                    tally[1] += outcome == "ok"
+        except grpc.aio.AioRpcError:
+            if measured:
+                counts["errors"] += 1
+                by_address[address]["errors"] += 1
+        finally:
+            in_flight -= 1
+
+    try:
+        for channel in channels.values():
+            await asyncio.wait_for(channel.channel_ready(), SERVING_TIMEOUT)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        begin = time.monotonic()
+        measure_from = begin + spec.warmup
+        end = measure_from + spec.duration
+        sent = 0
+        n = spec.offset
+        while (now := time.monotonic()) < end:
+            measured = measure_from <= now
+            due = int((now - begin) * spec.rate) - sent
+            if measured and due > 1:
+                behind = max(behind, (due - 1) / spec.rate)
+            for _ in range(due):
+                sent += 1
+                if in_flight >= MAX_IN_FLIGHT:
+                    counts["skipped"] += measured
+                    continue
+                in_flight += 1
+                n += 1
+                if measured:
+                    last_send = time.time()
+                    if math.isnan(first_send):
+                        first_send = last_send
+                task = asyncio.create_task(
+                    one(
+                        calls[n % len(calls)],
+                        spec.addresses[n % len(calls)],
+                        spec.requests[n % len(spec.requests)],
+                        measured,
+                    )
+                )
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0.002)
+        if tasks:
+            await asyncio.wait(tasks, timeout=CALL_TIMEOUT)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    return {
+        "counts": counts,
+        "by_address": by_address,
+        "windows": {str(k): v for k, v in windows.items()},
+        "first_send": first_send,
+        "last_send": last_send,
+        "behind_s": behind,
+        "slowest_s": slowest,
+    }
+
+
+def _paced_worker(
+    index: int,
+    spec: PacedSpec,
+    start_at: float,
+    out: multiprocessing.queues.Queue[dict[str, Any]],
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        result = asyncio.run(drive_paced(spec, start_at))
+    except BaseException as exc:
+        result = {"failure": f"{type(exc).__name__}: {exc}"}
+    out.put({**result, "index": index})
+
+
+def run_paced(
+    specs: Sequence[PacedSpec],
+    start_at: float,
+    check_alive: Callable[[], None] = lambda: None,
+    progress: Callable[[float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run each spec in a process of its own from wall-clock ``start_at``; their results,
+    in the order of ``specs``.
+
+    Each result holds ``counts`` (``ok``, ``over``, ``errors``, ``skipped``), the same
+    per address (``by_address``), the per-window tallies (``windows``, see
+    ``PacedSpec``), the wall-clock times of the first and the last call sent in the
+    measured window, ``behind_s``, the furthest the sender fell behind its schedule, and
+    ``slowest_s``, the longest a call took to be answered.
+    ``progress`` is called about every 2 s with the seconds since ``start_at``;
+    ``check_alive`` raises if a server under load died. Every process is stopped on the
+    way out, whatever happens; the wait is bounded by the load's length.
+    """
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already ran gRPC
+    out: multiprocessing.queues.Queue[dict[str, Any]] = ctx.Queue()
+    workers = [
+        ctx.Process(target=_paced_worker, args=(i, spec, start_at, out), daemon=True)
+        for i, spec in enumerate(specs)
+    ]
+    longest = max(spec.warmup + spec.duration for spec in specs)
+    deadline = start_at + longest + CALL_TIMEOUT + WORKER_SLACK
+    results: list[dict[str, Any]] = []
+    shown = time.time()
+    try:
+        for worker in workers:
+            worker.start()
+        while len(results) < len(workers):
+            try:
+                item = out.get(timeout=0.5)
+            except queue.Empty:
+                check_alive()
+                now = time.time()
+                if now > deadline:
+                    raise TimeoutError("the load processes did not finish") from None
+                if sum(w.exitcode is not None for w in workers) > len(results):
+                    raise RuntimeError("a load process died without a result") from None
+                if progress is not None and now - shown >= 2.0 and now >= start_at:
+                    shown = now
+                    progress(now - start_at)
+                continue
+            if "failure" in item:
+                raise RuntimeError(f"a load process failed: {item['failure']}")
+            results.append(item)
+    finally:
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        out.close()
+        out.join_thread()
+    return sorted(results, key=lambda result: int(result["index"]))
