@@ -391,7 +391,6 @@ def load_target(
 
 CHECK_METHOD = "/bulwark.v1.RateLimitService/Check"
 MAX_IN_FLIGHT = 256  # calls a paced process keeps outstanding at most; beyond, it skips
-WINDOW_SLACK_S = 0.05  # see PacedSpec
 
 
 @dataclass(frozen=True)
@@ -405,16 +404,15 @@ class PacedSpec:
     that is counted as skipped, not sent). A call counts when it was *sent* within the
     measured window (after ``warmup``, for ``duration``), whenever its answer arrives.
 
-    ``window_s`` > 0: answered calls are also tallied per window of the (fixed-window)
-    limit that decided them, named by the window's end in units of ``window_s`` since
-    the epoch. The answer's ``reset_after`` is the time from the decision to the end of
-    the window that counted the call, and the decision came between the call's sending
-    and its answer, so that end is the one multiple of ``window_s`` in
-    ``[sent + reset_after, answered + reset_after]`` while calls take less than a window:
-    ``ceil((sent + reset_after - WINDOW_SLACK_S) / window_s)``. A call sent just before
-    a boundary and decided just after it is so tallied where the server counted it.
-    (``WINDOW_SLACK_S``: an answer decided from a share dates the window's end from
-    when the share was granted, up to a share round trip late.)
+    ``window_s`` > 0: answered calls are also tallied per window of ``window_s`` seconds
+    (epoch-aligned, as fixed windows are) by the time they were sent, named by the
+    window's start in units of ``window_s``: ``[answered, allowed, allowed with a
+    reset_after of 0]``. A fixed window's exact answer always has time left in its
+    window (reset_after > 0); 0 means the answer came from a share of a window that
+    had already ended when it was spent. A call sent just before a boundary and
+    decided after it is tallied in the window it was sent in: a caller that stops
+    sending a little before a boundary, by more than its calls take, sees no such call
+    at that boundary.
     """
 
     addresses: list[str]
@@ -427,7 +425,9 @@ class PacedSpec:
 
 
 def _new_tally() -> dict[str, int]:
-    return {"ok": 0, "over": 0, "errors": 0}
+    # local_ok: allowed by a replica on its own part of the limit (local_fallback: the
+    # counter's owner did not answer in time), counted in ok too.
+    return {"ok": 0, "over": 0, "errors": 0, "local_ok": 0}
 
 
 async def drive_paced(spec: PacedSpec, start_at: float) -> dict[str, Any]:
@@ -445,7 +445,7 @@ async def drive_paced(spec: PacedSpec, start_at: float) -> dict[str, Any]:
     ]
     counts = {**_new_tally(), "skipped": 0}
     by_address = {a: _new_tally() for a in channels}
-    windows: dict[int, list[int]] = {}  # window end (in window_s units) -> [answered, ok]
+    windows: dict[int, list[int]] = {}  # window start (in window_s units) -> see PacedSpec
     first_send = last_send = math.nan  # wall-clock times of calls sent in the window
     in_flight = 0
     behind = 0.0  # the furthest the sender fell behind its schedule, in seconds
@@ -463,12 +463,16 @@ async def drive_paced(spec: PacedSpec, start_at: float) -> dict[str, Any]:
                 outcome = "ok" if answer.overall_code == ok_code else "over"
                 counts[outcome] += 1
                 by_address[address][outcome] += 1
-                if spec.window_s > 0 and answer.results:
-                    reset_after = answer.results[0].reset_after.ToNanoseconds() / 1e9
-                    end = (sent_at + reset_after - WINDOW_SLACK_S) / spec.window_s
-                    tally = windows.setdefault(math.ceil(end), [0, 0])
+                if answer.local_fallback and outcome == "ok":
+                    counts["local_ok"] += 1
+                    by_address[address]["local_ok"] += 1
+                if spec.window_s > 0:
+                    tally = windows.setdefault(math.floor(sent_at / spec.window_s), [0, 0, 0])
                     tally[0] += 1
-                    tally[1] += outcome == "ok"
+                    if outcome == "ok":
+                        tally[1] += 1
+                        late = answer.results and not answer.results[0].reset_after.ToNanoseconds()
+                        tally[2] += bool(late)
         except grpc.aio.AioRpcError:
             if measured:
                 counts["errors"] += 1
@@ -551,7 +555,9 @@ def run_paced(
     """Run each spec in a process of its own from wall-clock ``start_at``; their results,
     in the order of ``specs``.
 
-    Each result holds ``counts`` (``ok``, ``over``, ``errors``, ``skipped``), the same
+    Each result holds ``counts`` (``ok``, ``over``, ``errors``, ``skipped``, and
+    ``local_ok``: allowed on a replica's own part of the limit, its counter's owner
+    having not answered in time), the same
     per address (``by_address``), the per-window tallies (``windows``, see
     ``PacedSpec``), the wall-clock times of the first and the last call sent in the
     measured window, ``behind_s``, the furthest the sender fell behind its schedule, and
