@@ -3,7 +3,8 @@
 What it measures
     One deployment on 127.0.0.1 (``scaleout_bench.Deployment``): one etcd member and three
     replicas, real processes. Limits are created with PutLimit (domain ``accuracy``,
-    descriptor pattern ``[{key: "user"}]``), then:
+    each on a descriptor key of its own, its name: ``[{key: "window-1000"}]``, ...;
+    every run first checks that its Checks are decided by its limit), then:
 
     1. **Busy limits, skewed load.** For each of a fixed-window limit (``window-1000``)
        and a token-bucket limit (``bucket-1000``, burst ``--burst``, default the rate) of
@@ -43,8 +44,9 @@ What it measures
        busy runs are done, the bench waits for the next minute boundary (showing a
        countdown), then sends ``--minute-rate`` Checks per second (default 3) round-robin
        over the three replicas for ``--windows`` whole minutes (default 2). Allowed
-       Checks are attributed to their window as above and printed per window; target
-       exactly 5 in each.
+       Checks are counted in the window that counted them (by their answer: see
+       ``bench_load.PacedSpec.by_answer``) and printed per window; target exactly 5 in
+       each.
 
 Run (from the repository root, after ``make install``)::
 
@@ -83,7 +85,6 @@ from scaleout_bench import Deployment, busy_value_owned_by
 from bulwark.v1 import cluster_pb2, cluster_pb2_grpc, ratelimit_pb2, ratelimit_pb2_grpc
 
 DOMAIN = "accuracy"
-KEY = "user"
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
 MINUTE = ratelimit_pb2.RATE_UNIT_MINUTE
 FIXED = ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW
@@ -105,6 +106,8 @@ _progress = progress_to("accuracy-bench")
 def put_limit(
     address: str, name: str, per_unit: int, unit: int, algorithm: int, burst: int = 0
 ) -> ratelimit_pb2.Limit:
+    """Create limit ``name``, on a descriptor key of its own (its name): limits of one
+    domain with the same pattern would match the same descriptors, and one only decides."""
     with grpc.insecure_channel(address) as channel:
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         answer = stub.PutLimit(
@@ -112,7 +115,7 @@ def put_limit(
                 limit=ratelimit_pb2.Limit(
                     domain=DOMAIN,
                     name=name,
-                    descriptor=[ratelimit_pb2.DescriptorEntry(key=KEY)],
+                    descriptor=[ratelimit_pb2.DescriptorEntry(key=name)],
                     rate=ratelimit_pb2.Rate(requests_per_unit=per_unit, unit=unit),
                     algorithm=algorithm,
                     burst=burst,
@@ -167,18 +170,31 @@ def weighted_turns(addresses: Sequence[str], weights: Sequence[int]) -> list[str
     return out
 
 
-def check_request(value: str, hits: int) -> bytes:
+def check_request(limit: ratelimit_pb2.Limit, value: str, hits: int) -> bytes:
     request = ratelimit_pb2.CheckRequest(
         domain=DOMAIN,
         descriptors=[
             ratelimit_pb2.RateLimitDescriptor(
-                entries=[ratelimit_pb2.DescriptorEntry(key=KEY, value=value)]
+                entries=[ratelimit_pb2.DescriptorEntry(key=limit.descriptor[0].key, value=value)]
             )
         ],
     )
     if hits != 1:
         request.hits = hits
     return request.SerializeToString()
+
+
+def decided_by(address: str, limit: ratelimit_pb2.Limit, request: bytes) -> None:
+    """Raise unless ``limit`` decides ``request`` (asked with hits 0: nothing is charged)."""
+    probe = ratelimit_pb2.CheckRequest.FromString(request)
+    probe.hits = 0
+    with grpc.insecure_channel(address) as channel:
+        stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        answer = stub.Check(probe, timeout=10)
+    if answer.results[0].limit_name != limit.name:
+        raise RuntimeError(
+            f"{limit.name}: the Check is decided by {answer.results[0].limit_name!r}"
+        )
 
 
 def next_boundary(unit_s: float, at_least: float) -> float:
@@ -264,7 +280,8 @@ def run_busy(
     hits = args.hits
     calls_per_s = args.rate * args.offered / hits
     turns = weighted_turns([r.address for r in replicas], args.split)
-    request = check_request(value, hits)
+    request = check_request(limit, value, hits)
+    decided_by(replicas[0].address, limit, request)
     specs = [
         PacedSpec(
             turns,
@@ -383,12 +400,21 @@ def run_minute(
 ) -> MinuteRun:
     replicas = deployment.replicas
     addresses = [r.address for r in replicas]
+    decided_by(addresses[0], limit, check_request(limit, "alice", 0))
     start_at = next_boundary(60.0, LOAD_START_S) + 0.01
     # The load stops short of the last boundary so that every call is decided in the
     # window it was sent in: whole windows only.
     duration = args.windows * 60.0 - 0.01 - END_MARGIN_S
     spec = PacedSpec(
-        addresses, args.minute_rate, 0.0, duration, [check_request("login", 1)], 0, 60.0
+        addresses,
+        args.minute_rate,
+        0.0,
+        duration,
+        [check_request(limit, "alice", 1)],
+        window_s=60.0,
+        # Decided by its owner (never shared), so an answer names its window exactly: a
+        # call sent before a boundary and decided after it counts where it was decided.
+        by_answer=True,
     )
     while (left := start_at - LOAD_START_S - time.time()) > 0:
         _progress(f"{limit.name}: waiting {left:.0f}s for the next minute boundary")

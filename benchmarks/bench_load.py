@@ -413,6 +413,13 @@ class PacedSpec:
     decided after it is tallied in the window it was sent in: a caller that stops
     sending a little before a boundary, by more than its calls take, sees no such call
     at that boundary.
+
+    ``by_answer``: tallied instead in the window that counted the call, by its answer.
+    The decision came between sending and answer, and ``reset_after`` runs from it to
+    the end of its window, so that end is the one multiple of ``window_s`` in
+    ``[sent + reset_after, answered + reset_after]`` (a call takes less than a window).
+    Exact for a limit decided by its counter's owner; not for answers from a share,
+    whose ``reset_after`` runs to the end of the window it was granted in.
     """
 
     addresses: list[str]
@@ -422,6 +429,7 @@ class PacedSpec:
     requests: list[bytes]
     offset: int = 0
     window_s: float = 0.0
+    by_answer: bool = False
 
 
 def _new_tally() -> dict[str, int]:
@@ -467,7 +475,11 @@ async def drive_paced(spec: PacedSpec, start_at: float) -> dict[str, Any]:
                     counts["local_ok"] += 1
                     by_address[address]["local_ok"] += 1
                 if spec.window_s > 0:
-                    tally = windows.setdefault(math.floor(sent_at / spec.window_s), [0, 0, 0])
+                    window = math.floor(sent_at / spec.window_s)
+                    if spec.by_answer and answer.results:
+                        reset_after = answer.results[0].reset_after.ToNanoseconds() / 1e9
+                        window = math.ceil((sent_at + reset_after) / spec.window_s) - 1
+                    tally = windows.setdefault(window, [0, 0, 0])
                     tally[0] += 1
                     if outcome == "ok":
                         tally[1] += 1
