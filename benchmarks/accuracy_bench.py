@@ -383,6 +383,7 @@ class MinuteRun:
     sent: int
     errors: int
     slowest_s: float
+    local_ok: int  # allowed on a replica's own part (local_fallback: the owner was late)
     # window start (epoch minutes) -> [Checks answered, allowed, allowed past the window]
     windows: dict[str, list[int]] = field(default_factory=dict)
     allowed_by_replica: dict[str, int] = field(default_factory=dict)
@@ -438,6 +439,7 @@ def run_minute(
         sent=counts["ok"] + counts["over"] + counts["errors"],
         errors=counts["errors"],
         slowest_s=merged["slowest_s"],
+        local_ok=counts["local_ok"],
         windows={str(k): v for k, v in merged["windows"].items()},
         allowed_by_replica={name_of[a]: t["ok"] for a, t in merged["by_address"].items()},
     )
@@ -506,7 +508,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{run_m.limit}: {run_m.per_minute} per minute, fixed window, "
             f"{run_m.calls_per_s:g} Checks/s round-robin over 3 replicas "
             f"({run_m.sent} sent, {run_m.errors} errors, slowest "
-            f"{run_m.slowest_s * 1000:.0f} ms); allowed per replica: "
+            f"{run_m.slowest_s * 1000:.0f} ms, {run_m.local_ok} allowed by local_fallback); "
+            "allowed per replica: "
             + ", ".join(f"{k} {v}" for k, v in sorted(run_m.allowed_by_replica.items())),
             "",
             "| Window (UTC) | Checks answered | Allowed |",
