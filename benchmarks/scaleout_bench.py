@@ -55,11 +55,8 @@ machine's CPUs: the CPU per decision is what compares, not the throughput.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import multiprocessing
-import multiprocessing.synchronize
 import os
 import statistics
 import subprocess
@@ -73,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import grpc.aio
+from bench_load import PacedSpec, run_paced
 from bench_report import machine_info, machine_line, progress_to, ratio, utc_now
 from bench_servers import cpu_seconds
 
@@ -85,8 +82,6 @@ from bulwark_server.ratelimits.sharding import assign, slot_of
 REPO = Path(__file__).resolve().parents[1]
 DOMAIN = "bench"
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
-CALL_TIMEOUT = 5.0
-MAX_IN_FLIGHT = 256
 
 _progress = progress_to("scaleout-bench")
 
@@ -188,14 +183,16 @@ def put_limits(address: str) -> None:
             )
 
 
-def busy_value_owned_by(owner: str, replica_ids: Sequence[str]) -> str:
-    """A value of ``bench/busy`` whose counter ``owner`` owns among ``replica_ids``."""
+def busy_value_owned_by(
+    owner: str, replica_ids: Sequence[str], name: str = "busy", domain: str = DOMAIN
+) -> str:
+    """A value of limit ``domain/name`` whose counter ``owner`` owns among ``replica_ids``."""
     slots = assign(replica_ids)
     for n in range(10_000):
         value = f"hot-{n}"
-        if slots[slot_of(DOMAIN, "busy", [value])] == owner:
+        if slots[slot_of(domain, name, [value])] == owner:
             return value
-    raise RuntimeError(f"no busy value owned by {owner}")
+    raise RuntimeError(f"no value of {domain}/{name} owned by {owner}")
 
 
 def requests_for(shape: str, busy_value: str, addresses: int) -> list[bytes]:
@@ -223,80 +220,6 @@ def requests_for(shape: str, busy_value: str, addresses: int) -> list[bytes]:
 # --------------------------------------------------------------------------- load
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    addresses: list[str]
-    rate: float  # calls per second from this process, spread over ``addresses``
-    warmup: float
-    duration: float
-    requests: list[bytes]
-    offset: int
-
-
-async def _drive(spec: LoadSpec, start_at: float) -> dict[str, int]:
-    channels = [grpc.aio.insecure_channel(a) for a in spec.addresses]
-    calls = [
-        channel.unary_unary(
-            "/bulwark.v1.RateLimitService/Check",
-            request_serializer=None,
-            response_deserializer=ratelimit_pb2.CheckResponse.FromString,
-        )
-        for channel in channels
-    ]
-    counts = {"ok": 0, "over": 0, "errors": 0, "skipped": 0}
-    in_flight = 0
-    measuring = [False]
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(call: Any, body: bytes) -> None:
-        nonlocal in_flight
-        try:
-            answer = await call(body, timeout=CALL_TIMEOUT)
-            if measuring[0]:
-                counts["ok" if answer.overall_code == ratelimit_pb2.CHECK_CODE_OK else "over"] += 1
-        except grpc.aio.AioRpcError:
-            if measuring[0]:
-                counts["errors"] += 1
-        finally:
-            in_flight -= 1
-
-    try:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        begin = time.monotonic()
-        measure_from = begin + spec.warmup
-        end = measure_from + spec.duration
-        sent = 0
-        n = spec.offset
-        while (now := time.monotonic()) < end:
-            measuring[0] = measure_from <= now
-            due = int((now - begin) * spec.rate) - sent
-            for _ in range(due):
-                sent += 1
-                if in_flight >= MAX_IN_FLIGHT:
-                    if measuring[0]:
-                        counts["skipped"] += 1
-                    continue
-                in_flight += 1
-                n += 1
-                task = asyncio.create_task(
-                    one(calls[n % len(calls)], spec.requests[n % len(spec.requests)])
-                )
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await asyncio.sleep(0.002)
-        measuring[0] = False
-        if tasks:
-            await asyncio.wait(tasks, timeout=CALL_TIMEOUT)
-    finally:
-        for channel in channels:
-            await channel.close()
-    return counts
-
-
-def _worker(spec: LoadSpec, start_at: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    out.put(asyncio.run(_drive(spec, start_at)))
-
-
 def run_load(
     addresses: list[str],
     rate: float,
@@ -307,35 +230,14 @@ def run_load(
 ) -> tuple[dict[str, int], float, float]:
     """Offer ``rate`` calls/s to ``addresses`` for warm-up + duration; (counts, window start,
     window end) in wall-clock seconds."""
-    ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 3.0  # the spawned processes import grpc first
-    workers = [
-        ctx.Process(
-            target=_worker,
-            args=(
-                LoadSpec(addresses, rate / processes, warmup, duration, requests, i * 7919),
-                start_at,
-                out,
-            ),
-            daemon=True,
-        )
+    specs = [
+        PacedSpec(addresses, rate / processes, warmup, duration, requests, i * 7919)
         for i in range(processes)
     ]
-    for worker in workers:
-        worker.start()
-    try:
-        results = [
-            out.get(timeout=start_at - time.time() + warmup + duration + 60) for _ in workers
-        ]
-    finally:
-        for worker in workers:
-            worker.join(10)
-            if worker.is_alive():
-                worker.kill()
     counts: dict[str, int] = {}
-    for result in results:
-        for key, value in result.items():
+    for result in run_paced(specs, start_at):
+        for key, value in result["counts"].items():
             counts[key] = counts.get(key, 0) + value
     return counts, start_at + warmup, start_at + warmup + duration
 

@@ -7,13 +7,14 @@ import math
 import multiprocessing
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
 
-from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from bulwark.v1 import cluster_pb2, cluster_pb2_grpc, ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.ratelimits.sharding import assign, slot_of
@@ -54,6 +55,34 @@ def two_replicas(
     replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
     wait_for(lambda: any((v := get_leader(r.address)) and v.is_self for r in replicas), 10)
     return replicas
+
+
+@pytest.fixture
+def three_replicas(etcd: EtcdMember, tmp_path: Path) -> Iterator[list[ReplicaProcess]]:
+    """Three replicas on one etcd member, each counting all three as counter owners."""
+    replicas = [ReplicaProcess(f"r{i}", [etcd.endpoint], tmp_path / f"r{i}.log") for i in range(3)]
+
+    def owners(replica: ReplicaProcess) -> int:
+        with grpc.insecure_channel(replica.address) as channel:
+            stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+            try:
+                status = stub.GetClusterStatus(cluster_pb2.GetClusterStatusRequest(), timeout=2)
+            except grpc.RpcError:
+                return 0
+        return sum(r.counter_owner for r in status.replicas)
+
+    try:
+        # Started together, not one after the other: a start is mostly imports.
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            replica.wait_serving()
+        # Until then a replica divides the slots among fewer owners than there are.
+        wait_for(lambda: all(owners(r) == 3 for r in replicas), 10)
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
 
 
 def test_limits_crud_validation_and_decisions(two_replicas: list[ReplicaProcess]):
@@ -178,6 +207,57 @@ def test_replicas_decide_on_their_share_when_the_counters_owner_does_not_answer(
     assert all(md.get("bulwark-ratelimit-mode") == "local" for r, md in answers if r.local_fallback)
     # 3 replicas: this one's share of 30/s is 10 (burst included).
     assert sum(r.overall_code != OVER for r in local) <= 10 + 2
+
+
+def test_a_five_per_minute_window_through_three_replicas_admits_exactly_five(
+    three_replicas: list[ReplicaProcess],
+):
+    """20 Checks round-robin over three replicas within one window: exactly 5 pass.
+
+    Each answer names its window: the decision came between sending and answer, and
+    ``reset_after`` runs from the decision to the end of the window that counted it.
+    A burst that a boundary splits (it lasts well under a second, so only when it
+    starts in a minute's last second) is tried again on a fresh counter.
+    """
+    channels = [grpc.insecure_channel(r.address) for r in three_replicas]
+    try:
+        stubs = [ratelimit_pb2_grpc.RateLimitServiceStub(c) for c in channels]
+        stubs[0].PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=ratelimit_pb2.Limit(
+                    domain="edge",
+                    name="login",
+                    descriptor=[entry("user")],
+                    rate=ratelimit_pb2.Rate(
+                        requests_per_unit=5, unit=ratelimit_pb2.RATE_UNIT_MINUTE
+                    ),
+                    algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+                )
+            ),
+            timeout=5,
+        )
+        probe = check_request(entry("user", "probe"), hits=0)
+        # Every replica has the limit in its cache (a replica without it answers OK, no limit).
+        wait_for(lambda: all(s.Check(probe, timeout=5).results[0].limit_name for s in stubs), 10)
+        for attempt in range(3):
+            if time.time() % 60 > 59:
+                time.sleep(60 - time.time() % 60 + 0.01)
+            request = check_request(entry("user", f"alice-{attempt}"))
+            windows, allowed = set(), 0
+            for n in range(20):
+                sent = time.time()
+                answer = stubs[n % 3].Check(request, timeout=5)
+                assert not answer.local_fallback
+                reset_after = answer.results[0].reset_after.ToNanoseconds() / 1e9
+                windows.add(math.ceil((sent + reset_after - 0.01) / 60))
+                allowed += answer.overall_code != OVER
+            if len(windows) == 1:
+                break
+        assert len(windows) == 1, "every burst was split by a window boundary"
+        assert allowed == 5
+    finally:
+        for channel in channels:
+            channel.close()
 
 
 def _hammer_key(
