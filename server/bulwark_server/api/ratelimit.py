@@ -22,7 +22,7 @@ from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import MAX_REQUESTS_PER_UNIT, UNIT_SECONDS
-from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
+from bulwark_server.ratelimits.descriptors import Entry, read_descriptors, validate_descriptor
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
 
@@ -33,24 +33,33 @@ MAX_WANTED = 1_000_000_000
 LOCAL_MODE = (("bulwark-ratelimit-mode", "local"),)
 
 
-def _validate_check(request: ratelimit_pb2.CheckRequest) -> list[int]:
-    """The hits to charge to each descriptor; InvalidArgument naming the field for bad input."""
+def _validate_check(
+    request: ratelimit_pb2.CheckRequest,
+) -> tuple[list[tuple[Entry, ...]], list[int], list[ratelimit_pb2.Rate | None] | None]:
+    """Each descriptor's entries (read once), the hits to charge to it, and the
+    descriptors' own limits (None when none has one); InvalidArgument naming the field
+    for bad input."""
     validate_name(request.domain, "domain")
-    validate_descriptors(request.descriptors)
+    descriptors = request.descriptors
+    entries = read_descriptors(descriptors)
     hits = request.hits if request.HasField("hits") else 1
     if not 0 <= hits <= MAX_HITS:
         raise InvalidArgument("hits", f"must be 0-{MAX_HITS}, got {hits}")
     if request.HasField("load") and not 0.0 <= request.load <= 1.0:
         raise InvalidArgument("load", f"must be within 0-1, got {request.load}")
     each = []
-    for i, descriptor in enumerate(request.descriptors):
-        own = descriptor.hits if descriptor.HasField("hits") else hits
-        if not 0 <= own <= MAX_HITS:
-            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {own}")
+    own: list[ratelimit_pb2.Rate | None] | None = None
+    for i, descriptor in enumerate(descriptors):
+        charge = descriptor.hits if descriptor.HasField("hits") else hits
+        if not 0 <= charge <= MAX_HITS:
+            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {charge}")
         if descriptor.HasField("limit"):
             _validate_own(descriptor.limit, f"descriptors[{i}].limit")
-        each.append(own)
-    return each
+            if own is None:
+                own = [None] * len(descriptors)
+            own[i] = descriptor.limit
+        each.append(charge)
+    return entries, each, own
 
 
 def _validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
@@ -84,9 +93,7 @@ async def decide_check(
     earlier version, on that leader (or by the fallback when it is away). A decision
     made on this replica's own share is marked in the trailing metadata. Shared by
     the native and Envoy APIs."""
-    hits = _validate_check(request)
-    descriptors = [d.entries for d in request.descriptors]
-    own = [d.limit if d.HasField("limit") else None for d in request.descriptors]
+    descriptors, hits, own = _validate_check(request)
     load = request.load if request.HasField("load") else None
     if limits.decides_here():
         response = await limits.check(request.domain, descriptors, hits, load, own)
