@@ -66,32 +66,43 @@ class Wrapping:
     """Registers handlers on ``server`` wrapped by ``layers`` (the first outermost): what
     the generated ``add_*_to_server`` functions are given in place of the server.
 
-    gRPC asks its interceptors for every call: each is a coroutine awaiting the next,
-    and each made its handler anew around its own closures. Layers wrap each handler
-    once, here, so a call runs the wrapped handler straight away. A generic handler
-    (the fallback the generated code also adds) is wrapped on its first answer for a
-    method, and that answer is kept while it gives the same handler.
+    * gRPC asks its interceptors for every call: each is a coroutine awaiting the
+      next, and each made its handler anew around its own closures. Layers wrap each
+      handler once, here, so a call runs the wrapped handler straight away.
+    * Every method is served through one generic handler, a dictionary of the
+      wrapped handlers by full method name, none as a registered method: grpc.aio
+      keeps a pending request per registered method and waits on all of them
+      (``asyncio.wait``) for every call it accepts, which with this server's ~100
+      methods cost more than an echo call's whole handling. The generic handlers the
+      generated code also adds (for the same methods) come after it, wrapped on their
+      first answer for a method, which is kept while it gives the same handler.
     """
 
     def __init__(self, server: grpc.aio.Server, layers: Sequence[Layer]) -> None:
         self._server = server
         self._layers = tuple(layers)
+        self._methods: dict[str, Any] = {}
+        server.add_generic_rpc_handlers((_Methods(self._methods),))
 
     def add_registered_method_handlers(
         self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler]
     ) -> None:
-        self._server.add_registered_method_handlers(
-            service_name,
-            {
-                name: layered(self._layers, f"/{service_name}/{name}", handler)
-                for name, handler in method_handlers.items()
-            },
-        )
+        for name, handler in method_handlers.items():
+            method = f"/{service_name}/{name}"
+            self._methods[method] = layered(self._layers, method, handler)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(
             tuple(_WrappedGeneric(handler, self._layers) for handler in handlers)
         )
+
+
+class _Methods(grpc.GenericRpcHandler):
+    def __init__(self, methods: Mapping[str, Any]) -> None:
+        self._methods = methods
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        return self._methods.get(handler_call_details.method)
 
 
 class _WrappedGeneric(grpc.GenericRpcHandler):
