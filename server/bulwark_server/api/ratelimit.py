@@ -12,6 +12,7 @@ share of a limit says so: ``local_fallback`` in the response and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -54,7 +55,7 @@ def _validate_check(
         if not 0 <= charge <= MAX_HITS:
             raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {charge}")
         if descriptor.HasField("limit"):
-            _validate_own(descriptor.limit, f"descriptors[{i}].limit")
+            validate_own(descriptor.limit, f"descriptors[{i}].limit")
             if own is None:
                 own = [None] * len(descriptors)
             own[i] = descriptor.limit
@@ -62,7 +63,7 @@ def _validate_check(
     return entries, each, own
 
 
-def _validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
+def validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
     """A descriptor's own limit: a unit and 0 (blocks) to the largest stored rate."""
     if not 0 <= rate.requests_per_unit <= MAX_REQUESTS_PER_UNIT:
         raise InvalidArgument(
@@ -91,19 +92,37 @@ async def decide_check(
 ) -> ratelimit_pb2.CheckResponse:
     """A Check, validated and decided where its counters live; under a leader of an
     earlier version, on that leader (or by the fallback when it is away). A decision
-    made on this replica's own share is marked in the trailing metadata. Shared by
-    the native and Envoy APIs."""
+    made on this replica's own share is marked in the trailing metadata."""
     descriptors, hits, own = _validate_check(request)
     load = request.load if request.HasField("load") else None
+    return await decide(
+        router, limits, context, request.domain, descriptors, hits, own, load, lambda: request
+    )
+
+
+async def decide(
+    router: LeaderRouter,
+    limits: RateLimitManager,
+    context: grpc.aio.ServicerContext,
+    domain: str,
+    descriptors: Sequence[Sequence[Entry]],
+    hits: Sequence[int],
+    own: Sequence[ratelimit_pb2.Rate | None] | None,
+    load: float | None,
+    native: Callable[[], ratelimit_pb2.CheckRequest],
+) -> ratelimit_pb2.CheckResponse:
+    """A Check validated as ``_validate_check`` validates it, decided as ``decide_check``
+    says. ``native()`` makes the Check as a request, to forward to a leader of an
+    earlier version: made only then. Shared by the native and Envoy APIs."""
     if limits.decides_here():
-        response = await limits.check(request.domain, descriptors, hits, load, own)
+        response = await limits.check(domain, descriptors, hits, load, own)
     else:
         response, _ = await router.run_or_fallback(
             context,
-            request,
+            native(),
             _check_stub,
-            lambda: limits.check(request.domain, descriptors, hits, load, own),
-            lambda: limits.check_fallback(request.domain, descriptors, hits, own),
+            lambda: limits.check(domain, descriptors, hits, load, own),
+            lambda: limits.check_fallback(domain, descriptors, hits, own),
         )
     if response.local_fallback:
         context.set_trailing_metadata(LOCAL_MODE)
