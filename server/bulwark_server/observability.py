@@ -85,12 +85,15 @@ class Telemetry:
 
     ``metrics_read``: whether the meter provider has a reader. Readers are fixed
     when it is made; without one, a recorded measurement goes nowhere, and
-    recording one costs more than the rest of a cheap RPC.
+    recording one costs more than the rest of a cheap RPC. ``spans_read``: whether
+    spans are exported (and so worth recording); without an exporter a span's only
+    use is its ids, which logs carry.
     """
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     metrics_read: bool = True
+    spans_read: bool = True
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
@@ -118,4 +121,6 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    return Telemetry(tracer_provider, meter_provider, metrics_read=bool(readers))
+    return Telemetry(
+        tracer_provider, meter_provider, metrics_read=bool(readers), spans_read=exporting
+    )

@@ -92,8 +92,6 @@ OVERRIDE_UNITS: dict[int, int] = {
 # Seconds of each Envoy unit, from the native units' own table.
 UNIT_SECONDS: dict[int, int] = {UNITS[native]: s for native, s in NATIVE_UNIT_SECONDS.items()}
 _NANOS = 1_000_000_000
-Planned = tuple[int, tuple[Entry, ...]]
-"""A descriptor's hits and its entries, read once."""
 
 
 @dataclass(frozen=True)
@@ -140,18 +138,22 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         if not descriptors:
             raise EnvoyInvalid("rate limit descriptor list must not be empty")
         response = rls_pb2.RateLimitResponse()
-        # Filled in place: statuses made apart were copied into the response.
+        # Filled in place (statuses made apart were copied into the response); one
+        # loop, no comprehensions: most requests carry one descriptor.
         add = response.statuses.add
-        statuses = [add() for _ in descriptors]
-        for status in statuses:
+        statuses = []
+        for _ in range(len(descriptors)):
+            status = add()
             status.code = OK
+            statuses.append(status)
+        over = False
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
         if NAME_RE.fullmatch(domain):
-            default, plan = _plan(request)
-            indexes = list(plan)
+            default, indexes, entries, hits, overridden = _plan(request)
             for start in range(0, len(indexes), MAX_DESCRIPTORS):
-                batch = indexes[start : start + MAX_DESCRIPTORS]
+                end = start + MAX_DESCRIPTORS
+                batch = indexes[start:end]
                 # Decided from Envoy's entries, read and checked once (by _plan and
                 # _own, as the native Check would check them).
                 decided = await decide(
@@ -159,15 +161,14 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                     self._limits,
                     context,
                     domain,
-                    [plan[i][1] for i in batch],
-                    [plan[i][0] for i in batch],
-                    _own([descriptors[i] for i in batch]),
+                    entries[start:end],
+                    hits[start:end],
+                    _own([descriptors[i] for i in batch]) if overridden else None,
                     None,
-                    functools.partial(_native_check, request, batch, plan, default),
+                    functools.partial(_native_check, request, batch, hits[start:end], default),
                 )
                 for i, result in zip(batch, decided.results, strict=True):
-                    _fill(statuses[i], result)
-        over = any(status.code == OVER_LIMIT for status in statuses)
+                    over = _fill(statuses[i], result) or over
         response.overall_code = OVER_LIMIT if over else OK
         if self._headers is not None:
             response.response_headers_to_add.extend(
@@ -195,9 +196,11 @@ def _headers(names: ResponseHeaders, statuses: Sequence[_Status], now: int) -> l
     ]
 
 
-def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, Planned]]:
-    """The request's hits, and the hits and entries (read once) of each descriptor a
-    limit could match, by index.
+def _plan(
+    request: rls_pb2.RateLimitRequest,
+) -> tuple[int, list[int], list[tuple[Entry, ...]], list[int], bool]:
+    """The request's hits; the index, entries (read once) and hits of each descriptor a
+    limit could match; and whether any of those carries a ``limit`` override.
 
     Descriptors no Bulwark limit can match by their shape (no entries, more than
     16, an empty or over-long key) are left out: OK, no limit.
@@ -205,7 +208,10 @@ def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, Planned]]:
     default = request.hits_addend or 1
     if default > MAX_HITS:
         raise EnvoyInvalid(f"hits_addend: must be at most {MAX_HITS}, got {default}")
-    plan: dict[int, Planned] = {}
+    indexes: list[int] = []
+    read: list[tuple[Entry, ...]] = []
+    each: list[int] = []
+    overridden = False
     for i, descriptor in enumerate(request.descriptors):
         entries = tuple([Entry(entry.key, entry.value) for entry in descriptor.entries])
         if not _matchable(entries):
@@ -225,15 +231,22 @@ def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, Planned]]:
                 raise EnvoyInvalid(
                     f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
                 )
-        plan[i] = (hits, entries)
-    return default, plan
+        if descriptor.HasField("limit"):
+            overridden = True
+        indexes.append(i)
+        read.append(entries)
+        each.append(hits)
+    return default, indexes, read, each, overridden
 
 
 def _matchable(entries: Sequence[Entry]) -> bool:
     """False when no stored limit can match: stored patterns have 1-16 entries, keys 1-128."""
     if not 1 <= len(entries) <= MAX_DESCRIPTOR_ENTRIES:
         return False
-    return all(1 <= len(entry.key) <= MAX_KEY_LENGTH for entry in entries)
+    for key, _ in entries:
+        if not 1 <= len(key) <= MAX_KEY_LENGTH:
+            return False
+    return True
 
 
 def _own(
@@ -251,12 +264,15 @@ def _own(
 
 
 def _native_check(
-    request: rls_pb2.RateLimitRequest, batch: Sequence[int], plan: dict[int, Planned], default: int
+    request: rls_pb2.RateLimitRequest, batch: Sequence[int], hits: Sequence[int], default: int
 ) -> ratelimit_pb2.CheckRequest:
-    """The native Check of ``batch``: what is forwarded to a leader of an earlier version."""
+    """The native Check of ``batch`` (``hits`` each): what is forwarded to a leader of an
+    earlier version."""
     return ratelimit_pb2.CheckRequest(
         domain=request.domain,
-        descriptors=[_native(request.descriptors[i], plan[i][0]) for i in batch],
+        descriptors=[
+            _native(request.descriptors[i], charge) for i, charge in zip(batch, hits, strict=True)
+        ],
         hits=default,
     )
 
@@ -285,16 +301,17 @@ def _override(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.Rat
     return ratelimit_pb2.Rate(requests_per_unit=descriptor.limit.requests_per_unit, unit=unit)
 
 
-def _fill(status: _Status, result: ratelimit_pb2.DescriptorResult) -> None:
+def _fill(status: _Status, result: ratelimit_pb2.DescriptorResult) -> bool:
     """Envoy's status (``code`` OK so far) for one native result (see the module
-    docstring for the rules)."""
+    docstring for the rules); whether it is OVER_LIMIT."""
     if not result.limit_name and not result.HasField("current_limit"):
-        return
+        return False
     if result.unlimited:
         status.limit_remaining = MAX_UINT32
-        return
+        return False
     # Shadow mode reports OK, as envoyproxy/ratelimit does, but keeps the counts.
-    if result.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT and not result.shadow:
+    over = result.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT and not result.shadow
+    if over:
         status.code = OVER_LIMIT
     current, limit = result.current_limit, status.current_limit
     limit.name = result.limit_name
@@ -304,3 +321,4 @@ def _fill(status: _Status, result: ratelimit_pb2.DescriptorResult) -> None:
     reset = result.reset_after
     nanos = max(0, reset.seconds * _NANOS + reset.nanos)
     status.duration_until_reset.seconds = -(-nanos // _NANOS)
+    return over

@@ -18,6 +18,7 @@ For each call, in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -83,9 +84,13 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             lambda behavior: self._streaming(method, behavior),
         )
 
-    def identify(self, token: str | None, context: grpc.aio.ServicerContext) -> Identity | None:
+    def identify(
+        self, token: str | None, context: grpc.aio.ServicerContext | None
+    ) -> Identity | None:
+        """The caller; ``context`` may be None only with authentication off."""
         if not self._enabled:
             return ANONYMOUS
+        assert context is not None, "identifying a caller needs its call"
         invalid = Denied(
             grpc.StatusCode.UNAUTHENTICATED,
             "the bearer token is not valid (unknown, revoked or expired)",
@@ -120,7 +125,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     def _authorize(
-        self, method: str, token: str | None, context: grpc.aio.ServicerContext
+        self, method: str, token: str | None, context: grpc.aio.ServicerContext | None
     ) -> Identity:
         identity = self.identify(token, context)
         if identity is None:
@@ -167,18 +172,26 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         rule = rule_for(method)
         audit = rule.audit if rule is not None else Audit.ALWAYS
         enabled = self._enabled
+        # With authentication off every caller is the anonymous admin: whether it may
+        # call ``method`` is the same for every call, and settled here.
+        admitted = None
+        if not enabled:
+            with contextlib.suppress(Denied):
+                admitted = self._authorize(method, None, None)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             # What ``_admit`` does, without a coroutine of its own: it awaits only to
             # refuse. With authentication off the token is never looked at.
-            token = bearer(context.invocation_metadata()) if enabled else None
-            try:
-                identity = self._authorize(method, token, context)
-            except Denied as denied:
-                self._note(
-                    method, request, context, denied.identity, denied.code, denied.message, 0
-                )
-                await context.abort(denied.code, denied.message)
+            identity = admitted
+            if identity is None:
+                token = bearer(context.invocation_metadata()) if enabled else None
+                try:
+                    identity = self._authorize(method, token, context)
+                except Denied as denied:
+                    self._note(
+                        method, request, context, denied.identity, denied.code, denied.message, 0
+                    )
+                    await context.abort(denied.code, denied.message)
             CALLER.set(identity)
             writes = track_writes()
             code = grpc.StatusCode.OK

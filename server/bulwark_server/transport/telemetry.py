@@ -22,8 +22,9 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """A span, a duration sample and a count for every RPC, by method and status code.
 
-    Metrics are not recorded when no reader takes them (``Telemetry.metrics_read``):
-    there is nobody to see them.
+    Metrics are not recorded when no reader takes them (``Telemetry.metrics_read``),
+    and spans carry their ids only when none is exported (``Telemetry.spans_read``):
+    there is nobody to see the rest.
     """
 
     def __init__(self, telemetry: Telemetry) -> None:
@@ -36,6 +37,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             "rpc.server.requests", unit="{request}", description="Inbound RPCs by final status"
         )
         self._metered = telemetry.metrics_read
+        self._traced = telemetry.spans_read
+        self._ids = telemetry.tracer_provider.id_generator
 
     async def intercept_service(
         self,
@@ -70,6 +73,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             self._count.add(1, labels)
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if not self._traced:
+            return self._unary_untraced(method, behavior)
         attrs = self._attributes(method)
         labels = self._labels(method)
         start_span, clock = self._tracer.start_span, time.perf_counter
@@ -110,6 +115,43 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 span.end()
+
+        return wrapper
+
+    def _unary_untraced(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """``_unary`` when no span is read (``Telemetry.spans_read``): the span current
+        while the call runs has ids only, for the logs, made as the SDK makes a span
+        it samples out (the trace of a current span, if any, else a new one), without
+        the SDK's sampling; what is set on such a span goes nowhere, and is not set."""
+        labels = self._labels(method)
+        clock, metered = time.perf_counter, self._metered
+        duration, count = self._duration.record, self._count.add
+        attach, detach, current = context_api.attach, context_api.detach, trace.set_span_in_context
+        ids = self._ids
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = clock() if metered else 0.0
+            parent = trace.get_current_span().get_span_context()
+            trace_id = parent.trace_id if parent.is_valid else ids.generate_trace_id()
+            span = trace.NonRecordingSpan(
+                trace.SpanContext(trace_id, ids.generate_span_id(), is_remote=False)
+            )
+            token = attach(current(span))
+            code = _UNKNOWN
+            try:
+                response = await behavior(request, context)
+                code = status_of(context)
+                return response
+            except BaseException:
+                code = status_of(context)
+                if code is _OK:
+                    code = _UNKNOWN
+                raise
+            finally:
+                if metered:
+                    duration((clock() - started) * 1000.0, labels[code])
+                    count(1, labels[code])
+                detach(token)
 
         return wrapper
 
