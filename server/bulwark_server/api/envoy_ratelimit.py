@@ -4,8 +4,9 @@ Envoy's ``ratelimit`` HTTP and network filters call ``ShouldRateLimit`` as they
 would call envoyproxy/ratelimit. Guarantees:
 
 * Every decision is a native Check decided by the rate-limit capability as
-  ``bulwark.v1.RateLimitService/Check`` decides it (``decide_check``; each
-  descriptor carries its own hits): the same
+  ``bulwark.v1.RateLimitService/Check`` decides it (``decide``; each
+  descriptor carries its own hits, and is checked as the native Check checks
+  it; the native request is made only to forward it): the same
   limits, the same counters on the leader, the same forwarding from followers and
   the same local fallback (with its ``bulwark-ratelimit-mode: local`` trailing
   metadata). Envoy's protocol adds no state of its own.
@@ -44,6 +45,7 @@ Differences:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 import grpc.aio
 
 from bulwark.v1 import ratelimit_pb2
-from bulwark_server.api.ratelimit import MAX_HITS, decide_check
+from bulwark_server.api.ratelimit import MAX_HITS, decide, validate_own
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
 from bulwark_server.envoy_api.config.core.v3.base_pb2 import HeaderValue
@@ -65,7 +67,7 @@ from bulwark_server.ratelimits.config import (
     MAX_VALUE_LENGTH,
 )
 from bulwark_server.ratelimits.config import UNIT_SECONDS as NATIVE_UNIT_SECONDS
-from bulwark_server.ratelimits.descriptors import MAX_DESCRIPTORS
+from bulwark_server.ratelimits.descriptors import MAX_DESCRIPTORS, Entry
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import NAME_RE
 
@@ -129,28 +131,45 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
-        if not request.domain:
+        domain = request.domain
+        if not domain:
             raise EnvoyInvalid("rate limit domain must not be empty")
-        if not request.descriptors:
+        descriptors = request.descriptors
+        if not descriptors:
             raise EnvoyInvalid("rate limit descriptor list must not be empty")
-        statuses = [_Status(code=OK) for _ in request.descriptors]
+        response = rls_pb2.RateLimitResponse()
+        # Filled in place (statuses made apart were copied into the response); one
+        # loop, no comprehensions: most requests carry one descriptor.
+        add = response.statuses.add
+        statuses = []
+        for _ in range(len(descriptors)):
+            status = add()
+            status.code = OK
+            statuses.append(status)
+        over = False
         # A domain that is not a valid Bulwark name cannot have limits: every
         # descriptor is unknown, which Envoy's protocol answers with OK.
-        if NAME_RE.fullmatch(request.domain):
-            default, plan = _plan(request)
-            indexes = list(plan)
+        if NAME_RE.fullmatch(domain):
+            default, indexes, entries, hits, overridden = _plan(request)
             for start in range(0, len(indexes), MAX_DESCRIPTORS):
-                batch = indexes[start : start + MAX_DESCRIPTORS]
-                check = ratelimit_pb2.CheckRequest(
-                    domain=request.domain,
-                    descriptors=[_native(request.descriptors[i], plan[i]) for i in batch],
-                    hits=default,
+                end = start + MAX_DESCRIPTORS
+                batch = indexes[start:end]
+                # Decided from Envoy's entries, read and checked once (by _plan and
+                # _own, as the native Check would check them).
+                decided = await decide(
+                    self._router,
+                    self._limits,
+                    context,
+                    domain,
+                    entries[start:end],
+                    hits[start:end],
+                    _own([descriptors[i] for i in batch]) if overridden else None,
+                    None,
+                    functools.partial(_native_check, request, batch, hits[start:end], default),
                 )
-                decided = await decide_check(self._router, self._limits, check, context)
                 for i, result in zip(batch, decided.results, strict=True):
-                    statuses[i] = _status(result)
-        overall = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
-        response = rls_pb2.RateLimitResponse(overall_code=overall, statuses=statuses)
+                    over = _fill(statuses[i], result) or over
+        response.overall_code = OVER_LIMIT if over else OK
         if self._headers is not None:
             response.response_headers_to_add.extend(
                 _headers(self._headers, statuses, int(self._clock()))
@@ -177,8 +196,11 @@ def _headers(names: ResponseHeaders, statuses: Sequence[_Status], now: int) -> l
     ]
 
 
-def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, int]]:
-    """The request's hits, and the hits of each descriptor a limit could match, by index.
+def _plan(
+    request: rls_pb2.RateLimitRequest,
+) -> tuple[int, list[int], list[tuple[Entry, ...]], list[int], bool]:
+    """The request's hits; the index, entries (read once) and hits of each descriptor a
+    limit could match; and whether any of those carries a ``limit`` override.
 
     Descriptors no Bulwark limit can match by their shape (no entries, more than
     16, an empty or over-long key) are left out: OK, no limit.
@@ -186,11 +208,15 @@ def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, int]]:
     default = request.hits_addend or 1
     if default > MAX_HITS:
         raise EnvoyInvalid(f"hits_addend: must be at most {MAX_HITS}, got {default}")
-    plan: dict[int, int] = {}
+    indexes: list[int] = []
+    read: list[tuple[Entry, ...]] = []
+    each: list[int] = []
+    overridden = False
     for i, descriptor in enumerate(request.descriptors):
-        if not _matchable(descriptor.entries):
+        entries = tuple([Entry(entry.key, entry.value) for entry in descriptor.entries])
+        if not _matchable(entries):
             continue
-        for j, entry in enumerate(descriptor.entries):
+        for j, entry in enumerate(entries):
             # A long value could still match an any-value limit: refuse it, as the
             # native API does, rather than let it pass uncounted.
             if len(entry.value) > MAX_VALUE_LENGTH:
@@ -205,15 +231,50 @@ def _plan(request: rls_pb2.RateLimitRequest) -> tuple[int, dict[int, int]]:
                 raise EnvoyInvalid(
                     f"descriptors[{i}].hits_addend: must be at most {MAX_HITS}, got {hits}"
                 )
-        plan[i] = hits
-    return default, plan
+        if descriptor.HasField("limit"):
+            overridden = True
+        indexes.append(i)
+        read.append(entries)
+        each.append(hits)
+    return default, indexes, read, each, overridden
 
 
-def _matchable(entries: Sequence[envoy_common.RateLimitDescriptor.Entry]) -> bool:
+def _matchable(entries: Sequence[Entry]) -> bool:
     """False when no stored limit can match: stored patterns have 1-16 entries, keys 1-128."""
     if not 1 <= len(entries) <= MAX_DESCRIPTOR_ENTRIES:
         return False
-    return all(1 <= len(entry.key) <= MAX_KEY_LENGTH for entry in entries)
+    for key, _ in entries:
+        if not 1 <= len(key) <= MAX_KEY_LENGTH:
+            return False
+    return True
+
+
+def _own(
+    descriptors: Sequence[envoy_common.RateLimitDescriptor],
+) -> list[ratelimit_pb2.Rate | None] | None:
+    """The batch's overrides as native rates (None when it has none), checked as the
+    native Check of the batch (``_native_check``) checks its descriptors' own limits."""
+    own = [_override(d) if d.HasField("limit") else None for d in descriptors]
+    if not any(rate is not None for rate in own):
+        return None
+    for j, rate in enumerate(own):
+        if rate is not None:
+            validate_own(rate, f"descriptors[{j}].limit")
+    return own
+
+
+def _native_check(
+    request: rls_pb2.RateLimitRequest, batch: Sequence[int], hits: Sequence[int], default: int
+) -> ratelimit_pb2.CheckRequest:
+    """The native Check of ``batch`` (``hits`` each): what is forwarded to a leader of an
+    earlier version."""
+    return ratelimit_pb2.CheckRequest(
+        domain=request.domain,
+        descriptors=[
+            _native(request.descriptors[i], charge) for i, charge in zip(batch, hits, strict=True)
+        ],
+        hits=default,
+    )
 
 
 def _native(
@@ -240,21 +301,24 @@ def _override(descriptor: envoy_common.RateLimitDescriptor) -> ratelimit_pb2.Rat
     return ratelimit_pb2.Rate(requests_per_unit=descriptor.limit.requests_per_unit, unit=unit)
 
 
-def _status(result: ratelimit_pb2.DescriptorResult) -> _Status:
-    """Envoy's status for one native result (see the module docstring for the rules)."""
-    status = _Status(code=OK)
+def _fill(status: _Status, result: ratelimit_pb2.DescriptorResult) -> bool:
+    """Envoy's status (``code`` OK so far) for one native result (see the module
+    docstring for the rules); whether it is OVER_LIMIT."""
     if not result.limit_name and not result.HasField("current_limit"):
-        return status
+        return False
     if result.unlimited:
         status.limit_remaining = MAX_UINT32
-        return status
+        return False
     # Shadow mode reports OK, as envoyproxy/ratelimit does, but keeps the counts.
-    if result.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT and not result.shadow:
+    over = result.code == ratelimit_pb2.CHECK_CODE_OVER_LIMIT and not result.shadow
+    if over:
         status.code = OVER_LIMIT
-    status.current_limit.name = result.limit_name
-    status.current_limit.requests_per_unit = min(result.current_limit.requests_per_unit, MAX_UINT32)
-    status.current_limit.unit = UNITS.get(result.current_limit.unit, _Unit.UNKNOWN)
+    current, limit = result.current_limit, status.current_limit
+    limit.name = result.limit_name
+    limit.requests_per_unit = min(current.requests_per_unit, MAX_UINT32)
+    limit.unit = UNITS.get(current.unit, _Unit.UNKNOWN)
     status.limit_remaining = min(max(0, result.remaining), MAX_UINT32)
-    nanos = max(0, result.reset_after.ToNanoseconds())
+    reset = result.reset_after
+    nanos = max(0, reset.seconds * _NANOS + reset.nanos)
     status.duration_until_reset.seconds = -(-nanos // _NANOS)
-    return status
+    return over

@@ -12,6 +12,7 @@ share of a limit says so: ``local_fallback`` in the response and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.ratelimits.config import MAX_REQUESTS_PER_UNIT, UNIT_SECONDS
-from bulwark_server.ratelimits.descriptors import validate_descriptor, validate_descriptors
+from bulwark_server.ratelimits.descriptors import Entry, read_descriptors, validate_descriptor
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.validation import page_params, validate_id, validate_name, validate_pair
 
@@ -33,27 +34,36 @@ MAX_WANTED = 1_000_000_000
 LOCAL_MODE = (("bulwark-ratelimit-mode", "local"),)
 
 
-def _validate_check(request: ratelimit_pb2.CheckRequest) -> list[int]:
-    """The hits to charge to each descriptor; InvalidArgument naming the field for bad input."""
+def _validate_check(
+    request: ratelimit_pb2.CheckRequest,
+) -> tuple[list[tuple[Entry, ...]], list[int], list[ratelimit_pb2.Rate | None] | None]:
+    """Each descriptor's entries (read once), the hits to charge to it, and the
+    descriptors' own limits (None when none has one); InvalidArgument naming the field
+    for bad input."""
     validate_name(request.domain, "domain")
-    validate_descriptors(request.descriptors)
+    descriptors = request.descriptors
+    entries = read_descriptors(descriptors)
     hits = request.hits if request.HasField("hits") else 1
     if not 0 <= hits <= MAX_HITS:
         raise InvalidArgument("hits", f"must be 0-{MAX_HITS}, got {hits}")
     if request.HasField("load") and not 0.0 <= request.load <= 1.0:
         raise InvalidArgument("load", f"must be within 0-1, got {request.load}")
     each = []
-    for i, descriptor in enumerate(request.descriptors):
-        own = descriptor.hits if descriptor.HasField("hits") else hits
-        if not 0 <= own <= MAX_HITS:
-            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {own}")
+    own: list[ratelimit_pb2.Rate | None] | None = None
+    for i, descriptor in enumerate(descriptors):
+        charge = descriptor.hits if descriptor.HasField("hits") else hits
+        if not 0 <= charge <= MAX_HITS:
+            raise InvalidArgument(f"descriptors[{i}].hits", f"must be 0-{MAX_HITS}, got {charge}")
         if descriptor.HasField("limit"):
-            _validate_own(descriptor.limit, f"descriptors[{i}].limit")
-        each.append(own)
-    return each
+            validate_own(descriptor.limit, f"descriptors[{i}].limit")
+            if own is None:
+                own = [None] * len(descriptors)
+            own[i] = descriptor.limit
+        each.append(charge)
+    return entries, each, own
 
 
-def _validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
+def validate_own(rate: ratelimit_pb2.Rate, field: str) -> None:
     """A descriptor's own limit: a unit and 0 (blocks) to the largest stored rate."""
     if not 0 <= rate.requests_per_unit <= MAX_REQUESTS_PER_UNIT:
         raise InvalidArgument(
@@ -82,21 +92,37 @@ async def decide_check(
 ) -> ratelimit_pb2.CheckResponse:
     """A Check, validated and decided where its counters live; under a leader of an
     earlier version, on that leader (or by the fallback when it is away). A decision
-    made on this replica's own share is marked in the trailing metadata. Shared by
-    the native and Envoy APIs."""
-    hits = _validate_check(request)
-    descriptors = [d.entries for d in request.descriptors]
-    own = [d.limit if d.HasField("limit") else None for d in request.descriptors]
+    made on this replica's own share is marked in the trailing metadata."""
+    descriptors, hits, own = _validate_check(request)
     load = request.load if request.HasField("load") else None
+    return await decide(
+        router, limits, context, request.domain, descriptors, hits, own, load, lambda: request
+    )
+
+
+async def decide(
+    router: LeaderRouter,
+    limits: RateLimitManager,
+    context: grpc.aio.ServicerContext,
+    domain: str,
+    descriptors: Sequence[Sequence[Entry]],
+    hits: Sequence[int],
+    own: Sequence[ratelimit_pb2.Rate | None] | None,
+    load: float | None,
+    native: Callable[[], ratelimit_pb2.CheckRequest],
+) -> ratelimit_pb2.CheckResponse:
+    """A Check validated as ``_validate_check`` validates it, decided as ``decide_check``
+    says. ``native()`` makes the Check as a request, to forward to a leader of an
+    earlier version: made only then. Shared by the native and Envoy APIs."""
     if limits.decides_here():
-        response = await limits.check(request.domain, descriptors, hits, load, own)
+        response = await limits.check(domain, descriptors, hits, load, own)
     else:
         response, _ = await router.run_or_fallback(
             context,
-            request,
+            native(),
             _check_stub,
-            lambda: limits.check(request.domain, descriptors, hits, load, own),
-            lambda: limits.check_fallback(request.domain, descriptors, hits, own),
+            lambda: limits.check(domain, descriptors, hits, load, own),
+            lambda: limits.check_fallback(domain, descriptors, hits, own),
         )
     if response.local_fallback:
         context.set_trailing_metadata(LOCAL_MODE)

@@ -58,21 +58,24 @@ class TokenBucket:
         """Charge ``hits`` tokens at ``now`` if they are there; ``hits`` 0 only looks."""
         if hits < 0:
             raise ValueError(f"hits must be at least 0, got {hits}")
-        self._refill(now)
-        allowed = self._tokens >= hits
+        if now > self._at:  # (``_refill`` does nothing otherwise; this runs per decision)
+            self._refill(now)
+        tokens = self._tokens
+        allowed = tokens >= hits
         if allowed:
-            self._tokens -= hits
+            tokens = self._tokens = tokens - hits
             retry_after = 0.0
         elif hits > self.capacity:
             # Can never pass; a full refill is the most honest wait to suggest.
             retry_after = self.capacity / self.per_second
         else:
-            retry_after = (hits - self._tokens) / self.per_second
+            retry_after = (hits - tokens) / self.per_second
+        remaining = math.floor(tokens)
         return Outcome(
-            allowed=allowed,
-            remaining=max(0, math.floor(self._tokens)),
-            reset_after=(self.capacity - self._tokens) / self.per_second,
-            retry_after=retry_after,
+            allowed,
+            remaining if remaining > 0 else 0,
+            (self.capacity - tokens) / self.per_second,
+            retry_after,
         )
 
     def take_up_to(self, wanted: int, now: float) -> int:

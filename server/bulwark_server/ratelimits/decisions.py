@@ -48,6 +48,7 @@ from bulwark_server.ratelimits.exchange import (
     share_term,
     shareable,
 )
+from bulwark_server.ratelimits.facts import facts_of
 from bulwark_server.ratelimits.fallback import LEADER_TIMEOUT_S
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.owned import CounterTables, TableId
@@ -66,6 +67,7 @@ MAX_DEBTS = 100_000
 
 OK = ratelimit_pb2.CHECK_CODE_OK
 OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
+_NANOS = 1_000_000_000
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 Own = Sequence[ratelimit_pb2.Rate | None] | None
 
@@ -228,25 +230,37 @@ class Decisions:
         (``descriptors.own_limit``): it applies instead of any stored one.
         Unlimited and blocking limits are answered here.
         """
-        index = self._catalog.current()
+        lookup = self._catalog.current().lookup
         own = own or [None] * len(descriptors)
         matched: list[Indexed | None] = [
-            None if limit is not None else index.lookup(domain, entries)
+            None if limit is not None else lookup(domain, entries)
             for entries, limit in zip(descriptors, own, strict=True)
         ]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
-        replaced = {name for m in matched if m is not None for name in m.limit.replaces}
+        replaced = {name for m in matched if m is not None for name in facts_of(m).replaces}
+        add = response.results.add
         for entries, found, charge, rate in zip(descriptors, matched, hits, own, strict=True):
-            result = response.results.add(code=OK)
-            if rate is not None:
-                limit, created = own_limit(domain, rate), 0
-                values = [part for e in entries for part in (e.key, e.value)]
-            elif found is None or found.limit.name in replaced:
+            if rate is None:
+                if found is None or found.name in replaced:
+                    add().code = OK
+                    continue
+                # A stored limit: its result so far copied from the one made once for it.
+                facts = facts_of(found)
+                result = add()
+                result.CopyFrom(facts.result)
+                if facts.unlimited:
+                    continue
+                if facts.blocks_all:
+                    _settle(response, result, facts.limit, blocked(facts.unit_seconds, now))
+                    continue
+                counter = counter_of(domain, found.name, None, [e.value for e in entries])
+                yield Pending(result, facts.limit, found.created, counter, charge, facts.shareable)
                 continue
-            else:
-                limit, created = found.limit, found.created
-                values = [e.value for e in entries]
+            result = add()
+            result.code = OK
+            limit, created = own_limit(domain, rate), 0
+            values = [part for e in entries for part in (e.key, e.value)]
             result.limit_name = limit.name
             if limit.unlimited:
                 result.unlimited = True
@@ -455,10 +469,14 @@ def _settle(
     outcome: Outcome,
 ) -> None:
     result.remaining = outcome.remaining
-    result.reset_after.FromNanoseconds(int(max(0.0, outcome.reset_after) * 1e9))
+    # Duration.FromNanoseconds without its Python-level checks (both are >= 0 here);
+    # setting a field, even to 0, marks the duration present, as FromNanoseconds does.
+    reset = result.reset_after
+    reset.seconds, reset.nanos = divmod(int(max(0.0, outcome.reset_after) * 1e9), _NANOS)
     if not outcome.allowed:
         if math.isfinite(outcome.retry_after):
-            result.retry_after.FromNanoseconds(int(max(0.0, outcome.retry_after) * 1e9))
+            retry = result.retry_after
+            retry.seconds, retry.nanos = divmod(int(max(0.0, outcome.retry_after) * 1e9), _NANOS)
         result.code = OVER
         if not limit.shadow_mode:
             response.overall_code = OVER

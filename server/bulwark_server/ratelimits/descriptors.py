@@ -14,6 +14,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.errors import InvalidArgument
@@ -75,6 +76,40 @@ def validate_descriptors(
         )
     for i, descriptor in enumerate(descriptors):
         validate_descriptor(descriptor, f"{field}[{i}]")
+
+
+class Entry(NamedTuple):
+    """A request descriptor's entry, read once from its message: each read of a
+    message's field makes a new object, and a decision reads an entry several times."""
+
+    key: str
+    value: str
+
+
+def read_descriptors(
+    descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
+    field: str = "descriptors",
+    max_count: int = MAX_DESCRIPTORS,
+) -> list[tuple[Entry, ...]]:
+    """Each descriptor's entries, checked as ``validate_descriptors`` checks them, in
+    the same pass: it raises the same InvalidArgument for the same first fault."""
+    if not descriptors:
+        raise InvalidArgument(field, "at least one descriptor is required")
+    if len(descriptors) > max_count:
+        raise InvalidArgument(
+            field, f"has {len(descriptors)} descriptors, at most {max_count} allowed"
+        )
+    read = []
+    for descriptor in descriptors:
+        entries = tuple([Entry(entry.key, entry.value) for entry in descriptor.entries])
+        if not 0 < len(entries) <= MAX_DESCRIPTOR_ENTRIES:
+            validate_descriptor(descriptor, f"{field}[{len(read)}]")
+        for key, value in entries:
+            if not 0 < len(key) <= MAX_KEY_LENGTH or len(value) > MAX_VALUE_LENGTH:
+                # Name the fault as validate_descriptor does.
+                validate_descriptor(descriptor, f"{field}[{len(read)}]")
+        read.append(entries)
+    return read
 
 
 def matches(pattern: Entries, entries: Entries) -> bool:

@@ -226,11 +226,17 @@ class LimitIndex:
 
     def lookup(self, domain: str, entries: Entries) -> Indexed | None:
         """The limit ``descriptors.best_match`` picks among the domain's limits, or None."""
-        root = self._root(domain, entries)
+        shapes = self._roots.get(domain)
+        if not shapes:
+            return None
+        if len(entries) == 1:  # the common case, without the generators
+            key, value = entries[0].key, entries[0].value
+            root = shapes.get((key,))
+            return None if root is None else _first(root, [value], 0)
+        root = shapes.get(tuple([entry.key for entry in entries]))
         if root is None:
             return None
-        values = [entry.value for entry in entries]
-        return _first(root, values, 0)
+        return _first(root, [entry.value for entry in entries], 0)
 
     def matching(self, domain: str, entries: Entries) -> Iterator[Indexed]:
         """Every limit of the domain whose pattern matches ``entries`` (in no set order)."""
@@ -289,6 +295,16 @@ def _children(node: _Node, value: str) -> Iterator[_Node]:
 def _first(node: _Node, values: list[str], depth: int) -> Indexed | None:
     if depth == len(values):
         return node.best
+    if not node.prefix:
+        # No prefixes at this level: the exact value, then any value (``_children``
+        # without its generator).
+        if node.exact:
+            child = node.exact.get(values[depth])
+            if child is not None:
+                found = _first(child, values, depth + 1)
+                if found is not None:
+                    return found
+        return None if node.any is None else _first(node.any, values, depth + 1)
     for child in _children(node, values[depth]):
         found = _first(child, values, depth + 1)
         if found is not None:

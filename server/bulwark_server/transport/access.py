@@ -18,6 +18,7 @@ For each call, in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -69,20 +70,27 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
+        return self.wrap(details.method, await continuation(details))
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> Any:
+        """``handler`` guarded (None, health and reflection stay as they are): what
+        ``intercept_service`` returns. The same for every call of ``method``: the
+        caller's token is read from each call's metadata."""
         if handler is None or is_open(method):
             return handler
-        token = bearer(details.invocation_metadata)
         return rewrap(
             handler,
-            lambda behavior: self._unary(method, token, behavior),
-            lambda behavior: self._streaming(method, token, behavior),
+            lambda behavior: self._unary(method, behavior),
+            lambda behavior: self._streaming(method, behavior),
         )
 
-    def identify(self, token: str | None, context: grpc.aio.ServicerContext) -> Identity | None:
+    def identify(
+        self, token: str | None, context: grpc.aio.ServicerContext | None
+    ) -> Identity | None:
+        """The caller; ``context`` may be None only with authentication off."""
         if not self._enabled:
             return ANONYMOUS
+        assert context is not None, "identifying a caller needs its call"
         invalid = Denied(
             grpc.StatusCode.UNAUTHENTICATED,
             "the bearer token is not valid (unknown, revoked or expired)",
@@ -117,7 +125,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     def _authorize(
-        self, method: str, token: str | None, context: grpc.aio.ServicerContext
+        self, method: str, token: str | None, context: grpc.aio.ServicerContext | None
     ) -> Identity:
         identity = self.identify(token, context)
         if identity is None:
@@ -159,13 +167,32 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return identity
 
     def _unary(
-        self, method: str, token: str | None, behavior: Callable[..., Awaitable[Any]]
+        self, method: str, behavior: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         rule = rule_for(method)
         audit = rule.audit if rule is not None else Audit.ALWAYS
+        enabled = self._enabled
+        # With authentication off every caller is the anonymous admin: whether it may
+        # call ``method`` is the same for every call, and settled here.
+        admitted = None
+        if not enabled:
+            with contextlib.suppress(Denied):
+                admitted = self._authorize(method, None, None)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            identity = await self._admit(method, token, request, context)
+            # What ``_admit`` does, without a coroutine of its own: it awaits only to
+            # refuse. With authentication off the token is never looked at.
+            identity = admitted
+            if identity is None:
+                token = bearer(context.invocation_metadata()) if enabled else None
+                try:
+                    identity = self._authorize(method, token, context)
+                except Denied as denied:
+                    self._note(
+                        method, request, context, denied.identity, denied.code, denied.message, 0
+                    )
+                    await context.abort(denied.code, denied.message)
+            CALLER.set(identity)
             writes = track_writes()
             code = grpc.StatusCode.OK
             message = ""
@@ -175,19 +202,26 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 code, message = _outcome(context, exc)
                 raise
             finally:
-                await self._after(
-                    audit, method, request, context, identity, code, message, writes.revision
-                )
+                # ``_after``, awaited only when it writes (an event of every call).
+                if audit is Audit.ALWAYS:
+                    await self._write(
+                        self._event(
+                            method, request, context, identity, code.name, message, writes.revision
+                        )
+                    )
+                elif audit is Audit.ON_WRITE and writes.revision:
+                    self._note(method, request, context, identity, code, message, writes.revision)
 
         return wrapper
 
     def _streaming(
-        self, method: str, token: str | None, behavior: Callable[..., AsyncIterator[Any]]
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         rule = rule_for(method)
         audit = rule.audit if rule is not None else Audit.ALWAYS
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = bearer(context.invocation_metadata())
             identity = await self._admit(method, token, request, context)
             if audit is Audit.ALWAYS:
                 # Long operations (restores, rotations) are on record before they begin,

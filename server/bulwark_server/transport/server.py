@@ -9,9 +9,10 @@ from typing import Any
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from bulwark_server.config import Settings
+from bulwark_server.transport.handlers import Layer, Wrapping
 from bulwark_server.transport.tls import server_credentials
 
 
@@ -47,10 +48,18 @@ def build_server(
     bindings: Sequence[ServiceBinding],
     interceptors: list[grpc.aio.ServerInterceptor],
 ) -> BuiltServer:
-    """Create (not start) the server bound to ``settings.listen``; port 0 picks a free port."""
+    """Create (not start) the server bound to ``settings.listen``; port 0 picks a free port.
+
+    ``interceptors`` run outermost first. When every one is a ``handlers.Layer`` (all of
+    Bulwark's are), each handler is wrapped by them once, as it is registered, rather
+    than by gRPC's interceptor chain on every call: the same wrappers, in the same
+    order, without a chain of coroutines and new handlers per call.
+    """
     limit = settings.max_message_bytes
+    layers = [i for i in interceptors if isinstance(i, Layer)]
+    layered = len(layers) == len(interceptors)
     server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=None if layered else interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -62,13 +71,17 @@ def build_server(
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
+    target: Any = Wrapping(server, layers) if layered else server
     for binding in bindings:
-        binding.add(binding.servicer, server)
+        binding.add(binding.servicer, target)
     names = tuple(b.name for b in bindings)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
+    # What ``reflection.enable_server_reflection`` does for an asyncio server, on
+    # ``target``, which is not one.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer((*names, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+        target,
     )
     credentials = server_credentials(settings)
     if credentials is None:

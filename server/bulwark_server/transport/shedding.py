@@ -49,8 +49,11 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
+        return self.wrap(details.method, await continuation(details))
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> Any:
+        """``handler`` bounded (None, health and reflection stay as they are): what
+        ``intercept_service`` returns, the same for every call of ``method``."""
         if handler is None or is_open(method):
             return handler
         rule = rule_for(method)

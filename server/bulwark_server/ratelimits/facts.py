@@ -1,0 +1,65 @@
+"""What a decision reads of a stored limit, worked out once per stored form.
+
+Every decision on a stored limit reads its name, effective rate and shadow flag,
+whether it is unlimited or blocks every request, what it replaces and whether
+shares of it are worth holding. Each read of a message's field makes a new object,
+and the effective rate is a new message: for a Check of 100 descriptors of one
+limit, that was most of the work. ``facts_of`` works them out once per stored form
+(the index's bytes of the limit), with the result a decision starts from. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from bulwark.v1 import ratelimit_pb2
+from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
+from bulwark_server.ratelimits.exchange import shareable
+from bulwark_server.ratelimits.index import DECODED, Indexed
+
+
+class Facts(NamedTuple):
+    """A stored limit as decisions read it. Shared: never to be changed."""
+
+    limit: ratelimit_pb2.Limit
+    replaces: tuple[str, ...]
+    unlimited: bool
+    blocks_all: bool
+    # Seconds of the limit's unit (0 for an unlimited limit without a rate).
+    unit_seconds: int
+    shareable: bool
+    # The result of a decision before its counter is charged: code OK, the limit's
+    # name, and its effective rate and shadow flag (or ``unlimited``). Copied.
+    result: ratelimit_pb2.DescriptorResult
+
+
+_held: dict[bytes, Facts] = {}
+
+
+def facts_of(found: Indexed) -> Facts:
+    """The facts of the limit ``found``; the ``DECODED`` latest ones are kept."""
+    held = _held.get(found.stored)
+    if held is not None:
+        return held
+    limit = found.limit
+    rate = effective_rate(limit)
+    result = ratelimit_pb2.DescriptorResult(code=ratelimit_pb2.CHECK_CODE_OK, limit_name=found.name)
+    unlimited = limit.unlimited
+    if unlimited:
+        result.unlimited = True
+    else:
+        result.current_limit.CopyFrom(rate)
+        result.shadow = limit.shadow_mode
+    made = Facts(
+        limit,
+        tuple(limit.replaces),
+        unlimited,
+        blocks_all(limit),
+        UNIT_SECONDS.get(rate.unit, 0),
+        not unlimited and not blocks_all(limit) and shareable(limit),
+        result,
+    )
+    if len(_held) >= DECODED:
+        del _held[next(iter(_held))]  # the oldest
+    _held[found.stored] = made
+    return made
