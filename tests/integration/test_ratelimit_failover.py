@@ -55,8 +55,8 @@ def test_killing_a_busy_counters_owner_keeps_the_fleet_within_the_bound(
     results = [out.get(timeout=90) for _ in procs]
     for p in procs:
         p.join(10)
-    allowed = sum(a for a, _ in results)
-    total = sum(t for _, t in results)
+    allowed = sum(a for a, _, _ in results)
+    total = sum(t for _, t, _ in results)
     print(f"failover: allowed {allowed} in {seconds:.0f} s of {total} offered")
     assert total > allowed * 2, "the clients must offer well over the limit"
     # One refresh period's shares: each of the two other replicas held at most that.

@@ -164,11 +164,23 @@ def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list
     results = [out.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(10)
-    allowed = sum(a for a, _ in results)
-    total = sum(t for _, t in results)
+    allowed = sum(a for a, _, _ in results)
+    total = sum(t for _, t, _ in results)
+    alone = sum(f for _, _, f in results)
     assert total > allowed * 2, "the clients must offer well over the limit"
-    print(f"accuracy: allowed {allowed} in {seconds:.0f} s of {total} offered")
-    assert 100 * seconds * 0.95 <= allowed <= 100 * seconds * 1.05, allowed
+    print(f"accuracy: allowed {allowed} in {seconds:.0f} s of {total} offered, {alone} alone")
+    assert 100 * seconds * 0.95 <= allowed, allowed
+    # Hits a replica admitted alone, its owner not answering in time on a starved
+    # machine, are beyond the limit by design (the local share, README); the rest not.
+    assert allowed - alone <= 100 * seconds * 1.05, (allowed, alone, _notes(two_replicas))
+
+
+def _notes(replicas: list[ReplicaProcess]) -> list[str]:
+    """What the replicas warned of, for a failure's message (ownership, owners away)."""
+    lines = [line for r in replicas for line in r.log_path.read_text().splitlines()]
+    away = sum("did not answer" in line for line in lines)
+    warned = [line for line in lines if '"WARNING"' in line or '"ERROR"' in line]
+    return [f"{away} charges unanswered", *warned[-15:]]
 
 
 def test_replicas_decide_on_their_share_when_the_counters_owner_does_not_answer(
@@ -263,15 +275,15 @@ def test_a_five_per_minute_window_through_three_replicas_admits_exactly_five(
 def _hammer_key(
     address: str, key: str, seconds: float, warmup: float, out: multiprocessing.Queue
 ) -> None:
-    async def run() -> tuple[int, int]:
-        allowed = total = 0
+    async def run() -> tuple[int, int, int]:
+        allowed = total = alone = 0
         async with grpc.aio.insecure_channel(address) as channel:
             s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
             start = time.monotonic()
             end = start + warmup + seconds
 
             async def worker() -> None:
-                nonlocal allowed, total
+                nonlocal allowed, total, alone
                 while time.monotonic() < end:
                     try:
                         r = await s.Check(check_request(entry("api", key)), timeout=2)
@@ -281,9 +293,10 @@ def _hammer_key(
                     if time.monotonic() - start >= warmup:
                         total += 1
                         allowed += r.overall_code != OVER
+                        alone += r.local_fallback and r.overall_code != OVER
 
             await asyncio.gather(*(worker() for _ in range(8)))
-        return allowed, total
+        return allowed, total, alone
 
     out.put(asyncio.run(run()))
 
