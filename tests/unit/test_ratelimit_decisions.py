@@ -345,3 +345,22 @@ def test_parts_admit_at_most_their_documented_bound_beyond_the_limit():
         assert 400 < total <= 400 * (1 + 2 * PART_OF_LIMIT), total
 
     asyncio.run(main())
+
+
+def test_a_windows_grant_late_in_it_is_what_can_be_spent_before_it_ends():
+    per_second = ratelimit_pb2.Limit(
+        domain="d",
+        name="w",
+        descriptor=[ratelimit_pb2.DescriptorEntry(key="k")],
+        rate=ratelimit_pb2.Rate(requests_per_unit=1000, unit=ratelimit_pb2.RATE_UNIT_SECOND),
+        algorithm=ratelimit_pb2.LIMIT_ALGORITHM_FIXED_WINDOW,
+    )
+    start = 1_800_000_000.0  # a window's start
+    owned = CounterTables(None)
+    key = ("d", "w", 0)
+    # Mid-window a holder gets all it asks for (a period and a half of its demand).
+    assert owned.grant(key, per_second, 2, "v", "r1", 300, start + 0.5) == 300
+    # 50 ms before the end it gets what a quarter of a period needs; the rest stays
+    # in the window for exact charges instead of lapsing with it.
+    assert owned.grant(key, per_second, 2, "v", "r1", 300, start + 0.95) == 75
+    assert owned.take(key, per_second, 2, "v", 0, start + 0.95).remaining == 1000 - 300 - 75

@@ -183,7 +183,13 @@ class CounterTables:
         table = self.table(key, limit, created, now)
         pool = self.leases.get((key, value)) if self.leases else None
         kept = 0 if pool is None else self._kept_back(table, pool, limit, value, now)
-        available = max(0, table.take(value, 0, now).remaining - kept)
+        looked = table.take(value, 0, now)
+        available = max(0, looked.remaining - kept)
+        if isinstance(table, WindowTable) and looked.reset_after < REFRESH_S:
+            # A window's grant lapses with the window: late in it, grant what the
+            # holder can spend before it ends (its ask covers a period and a half), and
+            # leave the rest to exact charges rather than let it lapse unspent.
+            wanted = math.ceil(wanted * looked.reset_after / REFRESH_S)
         rate = effective_rate(limit)
         refill = math.ceil(rate.requests_per_unit / UNIT_SECONDS[rate.unit] * REFRESH_S)
         cap = ledger.cap(holder, wanted, available, refill, now)

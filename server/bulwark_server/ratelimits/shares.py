@@ -22,9 +22,11 @@ Pure: every call gets ``now``. Two halves, one per side of ``CounterService/Exch
 Bounds (the README states them): in steady state no replica admits a hit the
 counter did not grant, so the fleet admits at most the limit. Tokens a holder
 could not spend lapse unused: at most one refresh period's grants are lost to a
-window (the counter refills). When the owner fails, holders spend what they hold
-(at most one refresh period's grants) while the next owner restores the counter
-from its last checkpoint, written every refresh period while shares are out.
+window (the counter refills); a fixed window's grant late in the window is sized
+to the time left (``owned.CounterTables.grant``), as it lapses when the window
+ends. When the owner fails, holders spend what they hold (at most one refresh
+period's grants) while the next owner restores the counter from its last
+checkpoint, written every refresh period while shares are out.
 """
 
 from __future__ import annotations
