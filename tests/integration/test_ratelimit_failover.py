@@ -44,13 +44,15 @@ def test_killing_a_busy_counters_owner_keeps_the_fleet_within_the_bound(
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     seconds, warmup = 6.0, 1.5  # the warm-up drains the initial burst
+    ready = ctx.Barrier(len(replicas) + 1)  # the hammers and this test start together
     procs = [
-        ctx.Process(target=_hammer_key, args=(r.address, "search", seconds, warmup, out))
+        ctx.Process(target=_hammer_key, args=(r.address, "search", seconds, warmup, out, ready))
         for r in replicas
     ]
     for p in procs:
         p.start()
-    time.sleep(3.0 + warmup + seconds / 2)  # the workers start in about 3 s
+    ready.wait(60)
+    time.sleep(warmup + seconds / 2)
     owner.signal(signal.SIGKILL)
     results = [out.get(timeout=90) for _ in procs]
     for p in procs:

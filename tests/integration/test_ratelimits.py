@@ -8,6 +8,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import grpc
@@ -155,8 +156,9 @@ def test_two_clients_through_two_replicas_get_the_global_rate(two_replicas: list
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     seconds, warmup = 5.0, 1.5  # the warm-up drains the initial burst
+    ready = ctx.Barrier(len(two_replicas))
     procs = [
-        ctx.Process(target=_hammer_key, args=(r.address, "search", seconds, warmup, out))
+        ctx.Process(target=_hammer_key, args=(r.address, "search", seconds, warmup, out, ready))
         for r in two_replicas
     ]
     for p in procs:
@@ -273,12 +275,27 @@ def test_a_five_per_minute_window_through_three_replicas_admits_exactly_five(
 
 
 def _hammer_key(
-    address: str, key: str, seconds: float, warmup: float, out: multiprocessing.Queue
+    address: str,
+    key: str,
+    seconds: float,
+    warmup: float,
+    out: multiprocessing.Queue,
+    ready: Barrier,
 ) -> None:
+    """Check ``key`` through ``address`` from 8 callers for ``warmup`` + ``seconds``;
+    put (allowed, answered, allowed alone) of the last ``seconds`` on ``out``.
+
+    Every hammer (and the test) waits at ``ready`` once connected, so all count over
+    the same span however late a process started on a busy machine: spans apart would
+    add up to more than ``seconds`` of the limit.
+    """
+
     async def run() -> tuple[int, int, int]:
         allowed = total = alone = 0
         async with grpc.aio.insecure_channel(address) as channel:
             s = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            await asyncio.to_thread(ready.wait, 60)
             start = time.monotonic()
             end = start + warmup + seconds
 
