@@ -10,6 +10,7 @@ leader goes on from the previous version's checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ import pytest
 from bulwark.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.store import EtcdStore
+from bulwark_server.store.keys import LIMIT_COUNTER_KIND
 from tests.integration.conftest import get_leader, wait_for
 
 PREVIOUS = "da912aa"
@@ -90,6 +93,27 @@ def _charge(
         return [stub.Check(request, timeout=5) for _ in range(calls)]
 
 
+def _saved(endpoint: str) -> float:
+    """Alice's count in the limit's checkpoint records, as etcd holds them (0: none)."""
+
+    async def scan() -> list[bytes]:
+        store = EtcdStore([endpoint], timeout=2.0)
+        await store.start(wait=10)
+        try:
+            prefix = "/limit-counters/edge/per-user"
+            return [e.value for e in store.scan(LIMIT_COUNTER_KIND) if prefix in e.key.decode()]
+        finally:
+            await store.close()
+
+    levels = [
+        state.level
+        for value in asyncio.run(scan())
+        for state in ratelimit_pb2.LimitCounters.FromString(value).counters
+        if list(state.values) == ["alice"]
+    ]
+    return max(levels, default=0.0)
+
+
 def _leading(replicas: list[ReplicaProcess]) -> ReplicaProcess:
     found: list[ReplicaProcess] = []
 
@@ -130,7 +154,7 @@ def test_a_rolling_upgrade_keeps_one_count_and_goes_on_from_the_old_checkpoint(
 
     # 2. The old leader goes (after its checkpoint round): the new replica leads, owns
     #    every counter, and goes on from the previous version's checkpoint.
-    time.sleep(1.5)
+    wait_for(lambda: _saved(etcd.endpoint) == 31, 10, interval=0.2)
     leader.signal(signal.SIGTERM)
     leader.process.wait(10)  # type: ignore[union-attr]
     assert _leading([new_a]) is new_a
@@ -140,7 +164,9 @@ def test_a_rolling_upgrade_keeps_one_count_and_goes_on_from_the_old_checkpoint(
 
     # 3. A second new replica joins: the counters are split between the two; the count
     #    goes on whichever owns it.
-    time.sleep(1.5)  # new-a's checkpoint round, which the new owner restores from
+    # new-a's checkpoint round, which the new owner restores from (a slot that moves
+    # goes on from its last checkpoint: the README's bound at a move).
+    wait_for(lambda: _saved(etcd.endpoint) == 32, 10, interval=0.2)
     new_b = replica_factory("new-b", [etcd.endpoint])
     time.sleep(1.0)  # both see each other
     both = _charge(new_b, 4) + _charge(new_a, 4)
