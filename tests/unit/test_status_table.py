@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,7 +13,13 @@ import grpc.aio
 import pytest
 
 from bulwark_server import errors
-from bulwark_server.api.status import STATUS_BY_ERROR, rpc, status_for, trailing_metadata_for
+from bulwark_server.api.status import (
+    STATUS_BY_ERROR,
+    rpc,
+    rpc_stream,
+    status_for,
+    trailing_metadata_for,
+)
 from bulwark_server.errors import (
     AlreadyExists,
     BulwarkError,
@@ -257,3 +264,21 @@ async def test_rpc_does_not_swallow_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await Servicer(asyncio.CancelledError()).Method("req", context)
     assert context.aborted is None
+
+
+async def test_a_stream_read_after_the_server_stopped_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from grpc._cython import cygrpc
+
+    class Streaming:
+        @rpc_stream
+        async def Exchange(self, request: Any, context: Any) -> AsyncIterator[int]:
+            yield 1
+            raise cygrpc._ServerStoppedError("Server already stopped.")
+
+    context = FakeContext()
+    answers = [a async for a in Streaming().Exchange("req", context)]
+    assert answers == [1]
+    assert context.aborted is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from grpc._cython import cygrpc
 
 from bulwark_server.errors import (
     AlreadyExists,
@@ -150,6 +151,10 @@ def rpc(method: Handler) -> Handler:
 
 StreamHandler = TypeVar("StreamHandler", bound=Callable[..., AsyncIterator[Any]])
 
+# What grpc.aio raises from a stream's read once the server has stopped (a private
+# class): the call is over and nobody waits for an answer; not an error of ours.
+_SERVER_STOPPED: type[Exception] | tuple[()] = getattr(cygrpc, "_ServerStoppedError", ())
+
 
 def rpc_stream(method: StreamHandler) -> StreamHandler:
     """``rpc`` for servicer methods that answer with a stream (async generators)."""
@@ -161,6 +166,8 @@ def rpc_stream(method: StreamHandler) -> StreamHandler:
                 yield response
         except grpc.aio.AbortError:
             raise
+        except _SERVER_STOPPED:
+            return
         except Exception as exc:
             await _abort(context, exc, method)
 
