@@ -35,6 +35,8 @@ _RETRY = 0x32  # retry_after (6), length-delimited
 _TAILS_KEPT = 4096
 
 _TAILS: dict[Outcome, bytes] = {}
+# A result's tag and length, for the lengths of one byte.
+_RESULT_OF = [bytes((_RESULT, size)) for size in range(0x80)]
 
 
 def varint(n: int) -> bytes:
@@ -105,6 +107,7 @@ class Answers:
         out = [b""]
         append = out.append
         tails = _TAILS
+        prefixes = _RESULT_OF
         over = False
         for head, outcome, shadow in zip(self.heads, self.outcomes, self.shadows, strict=True):
             if outcome is None:
@@ -115,7 +118,7 @@ class Answers:
                 if not outcome.allowed and not shadow:
                     over = True
             size = len(body)
-            append(bytes((_RESULT, size)) if size < 0x80 else bytes((_RESULT,)) + varint(size))
+            append(prefixes[size] if size < 0x80 else bytes((_RESULT,)) + varint(size))
             append(body)
         out[0] = _OVERALL[over]
         if self.local_fallback:

@@ -124,8 +124,10 @@ class Decisions:
         view = self.view()
         answers = Answers()
         settle = answers.settle
+        outcomes = answers.outcomes
         remote: dict[str, list[Pending]] = {}
         slots, self_id = view.slots, view.self_id
+        owned = self.owned
         # What a limit's tables are set to, worked out once per request for the
         # descriptors of one limit (most often all of a batch), not once each.
         set_for: ratelimit_pb2.Limit | None = None
@@ -134,9 +136,16 @@ class Decisions:
             counter = item.counter
             owner = slots[counter.slot] if slots else self_id
             if owner == self_id:
-                if item.limit is not set_for:
-                    set_for, setting = item.limit, self.owned.setting(item.limit)
-                settle(item.index, self._own(view, item, now, setting))
+                # ``_own`` written out for a counter no other replica holds shares of.
+                limit, table, value = item.limit, counter.table, counter.value
+                if limit is not set_for:
+                    set_for, setting = limit, owned.setting(limit)
+                if item.share and owned.ledgers and owned.contested(table, value, self_id, now):
+                    outcomes[item.index] = self._own(view, item, now)
+                else:
+                    outcomes[item.index] = owned.take(
+                        table, limit, item.created, value, item.hits, now, setting
+                    )
                 continue
             if item.share:
                 spent = self.book.spend((counter.table, counter.value), item.hits, now)
@@ -171,17 +180,13 @@ class Decisions:
         part = math.ceil(per_unit / part_divisor(len(view.owners)))
         return outcome._replace(remaining=max(0, per_unit - part + outcome.remaining))
 
-    def _own(
-        self, view: PeerView, item: Pending, now: float, setting: Setting | None = None
-    ) -> Outcome:
+    def _own(self, view: PeerView, item: Pending, now: float) -> Outcome:
         """A charge on a counter this replica owns: exact, unless other replicas hold
-        shares of it; then from a share of its own, so its traffic gets its fair part.
-        ``setting``: ``owned.setting(item.limit)`` at ``now``."""
+        shares of it; then from a share of its own, so its traffic gets its fair part."""
         counter = item.counter
         table, value = counter.table, counter.value
-        owned = self.owned
-        if not (item.share and owned.ledgers and owned.contested(table, value, view.self_id, now)):
-            return owned.take(table, item.limit, item.created, value, item.hits, now, setting)
+        if not (item.share and self.owned.contested(table, value, view.self_id, now)):
+            return self.owned.take(table, item.limit, item.created, value, item.hits, now)
         key = (table, value)
         spent = self.book.spend(key, item.hits, now)
         if spent is not None:
@@ -250,9 +255,15 @@ class Decisions:
         ]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
-        replaced = {name for m in matched if m is not None for name in facts_of(m).replaces}
-        add, settle = answers.add, answers.settle
+        replaced: set[str] = set()
         last: Indexed | None = None
+        for m in matched:
+            if m is not None and m is not last:  # a batch most often matches one limit
+                last = m
+                replaced.update(facts_of(m).replaces)
+        add, settle = answers.add, answers.settle
+        heads, shadows, outcomes = answers.heads, answers.shadows, answers.outcomes
+        last = None
         for entries, found, charge, rate in zip(descriptors, matched, hits, own, strict=True):
             if rate is None:
                 if found is None or found.name in replaced:
@@ -262,13 +273,19 @@ class Decisions:
                 # most often names one limit: its facts are looked up once.
                 if found is not last:
                     last, facts = found, facts_of(found)
-                index = add(facts.head, facts.shadow)
+                # ``answers.add`` written out: it runs per descriptor.
+                index = len(heads)
+                heads.append(facts.head)
+                shadows.append(facts.shadow)
+                outcomes.append(None)
                 if facts.unlimited:
                     continue
                 if facts.blocks_all:
                     settle(index, blocked(facts.unit_seconds, now))
                     continue
-                values = tuple([e.value for e in entries])
+                values = (
+                    (entries[0].value,) if len(entries) == 1 else tuple([e.value for e in entries])
+                )
                 counter = counter_at(domain, found.name, facts.start, values)
                 yield Pending(index, facts.limit, found.created, counter, charge, facts.shareable)
                 continue

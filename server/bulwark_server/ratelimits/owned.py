@@ -148,7 +148,13 @@ class CounterTables:
     ) -> Outcome:
         """Charge ``hits`` to ``value``'s counter (stored limits' slots are noted for
         the next checkpoint); ``setting``: see ``table``."""
-        table = self.table(key, limit, created, now, setting)
+        held = self.held.get(key)
+        # A table already at this setting (its algorithm and window length with it) is
+        # what ``table`` would give as it is: without the call, which runs per decision.
+        if held is not None and held.created == created and held.setting == setting:
+            table = held.table
+        else:
+            table = self.table(key, limit, created, now, setting)
         pool = self.leases.get((key, value)) if self.leases else None
         if pool is None:
             outcome = table.take(value, hits, now)
@@ -164,8 +170,8 @@ class CounterTables:
                     outcome = Outcome(False, 0, outcome.reset_after, outcome.reset_after)
                 else:
                     outcome = outcome._replace(remaining=remaining)
-        if hits:
-            self._note(key)
+        if hits and key[1] and self._checkpoints is not None:  # ``_note``, once per decision
+            self._checkpoints.note(key)  # type: ignore[arg-type]
         return outcome
 
     def lease(
