@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulwark_server.ratelimits.sharding import SLOTS, assign, slot_of
+from bulwark_server.ratelimits.sharding import SLOTS, assign, slot_after, slot_of, slot_start
 
 IDS = st.lists(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12),
@@ -25,6 +25,15 @@ def test_a_counters_slot_is_its_identitys_crc_and_the_same_in_every_process():
     assert slot_of("d", "a", ["bc"]) != slot_of("d", "ab", ["c"]) or slot_of(
         "d", "a", ["bc", "x"]
     ) != slot_of("d", "ab", ["c", "x"])
+
+
+@given(
+    st.text(max_size=8),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=8), min_size=1, max_size=4),
+)
+def test_a_slot_worked_out_from_its_limits_start_is_the_same(domain, name, values):
+    assert slot_after(slot_start(domain, name), values) == slot_of(domain, name, values)
 
 
 @given(IDS, st.randoms())

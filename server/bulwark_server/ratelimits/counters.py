@@ -58,9 +58,20 @@ class TokenBucket:
         """Charge ``hits`` tokens at ``now`` if they are there; ``hits`` 0 only looks."""
         if hits < 0:
             raise ValueError(f"hits must be at least 0, got {hits}")
-        if now > self._at:  # (``_refill`` does nothing otherwise; this runs per decision)
-            self._refill(now)
         tokens = self._tokens
+        if now > self._at:
+            # ``_refill`` and ``_snap`` written out: this runs per decision, and the
+            # calls cost as much as the arithmetic.
+            full, per_second = float(self.capacity), self.per_second
+            refilled = tokens + (now - self._at) * per_second
+            self._at = now
+            tokens = full if refilled > full else refilled
+            nearest = round(tokens)
+            tolerance = TIME_EPSILON * per_second
+            tolerance = 1e-9 if tolerance < 1e-9 else 0.5 if tolerance > 0.5 else tolerance
+            if abs(tokens - nearest) <= tolerance:
+                tokens = float(nearest)
+            self._tokens = tokens
         allowed = tokens >= hits
         if allowed:
             tokens = self._tokens = tokens - hits

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from bulwark.v1 import counter_pb2, ratelimit_pb2
 from bulwark_server.cluster.peers import Peers, PeerView
 from bulwark_server.errors import PeerUnavailable
+from bulwark_server.ratelimits.answers import OK_HEAD, Answers
 from bulwark_server.ratelimits.catalog import LimitCatalog
 from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
 from bulwark_server.ratelimits.counters import Outcome, blocked
@@ -43,6 +44,7 @@ from bulwark_server.ratelimits.exchange import (
     CounterPeers,
     Pending,
     charge_of,
+    counter_at,
     counter_of,
     serve,
     share_term,
@@ -51,7 +53,7 @@ from bulwark_server.ratelimits.exchange import (
 from bulwark_server.ratelimits.facts import facts_of
 from bulwark_server.ratelimits.fallback import LEADER_TIMEOUT_S
 from bulwark_server.ratelimits.index import Indexed
-from bulwark_server.ratelimits.owned import CounterTables, TableId
+from bulwark_server.ratelimits.owned import CounterTables, Setting, TableId
 from bulwark_server.ratelimits.shares import (
     REFRESH_S,
     Share,
@@ -66,8 +68,6 @@ MAX_DEBTS = 100_000
 """Counters whose hits admitted alone are remembered for their owner at most."""
 
 OK = ratelimit_pb2.CHECK_CODE_OK
-OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
-_NANOS = 1_000_000_000
 Entries = Sequence[ratelimit_pb2.DescriptorEntry]
 Own = Sequence[ratelimit_pb2.Rate | None] | None
 
@@ -122,29 +122,46 @@ class Decisions:
         """
         now = self._clock()
         view = self.view()
-        response = ratelimit_pb2.CheckResponse(overall_code=OK)
+        answers = Answers()
+        settle = answers.settle
+        outcomes = answers.outcomes
         remote: dict[str, list[Pending]] = {}
-        for item in self._resolve(domain, descriptors, hits, own, response, now):
+        slots, self_id = view.slots, view.self_id
+        owned = self.owned
+        # What a limit's tables are set to, worked out once per request for the
+        # descriptors of one limit (most often all of a batch), not once each.
+        set_for: ratelimit_pb2.Limit | None = None
+        setting: Setting | None = None
+        for item in self._resolve(domain, descriptors, hits, own, answers, now):
             counter = item.counter
-            owner = view.slots[counter.slot] if view.slots else view.self_id
-            if owner == view.self_id:
-                _settle(response, item.result, item.limit, self._own(view, item, now))
+            owner = slots[counter.slot] if slots else self_id
+            if owner == self_id:
+                # ``_own`` written out for a counter no other replica holds shares of.
+                limit, table, value = item.limit, counter.table, counter.value
+                if limit is not set_for:
+                    set_for, setting = limit, owned.setting(limit)
+                if item.share and owned.ledgers and owned.contested(table, value, self_id, now):
+                    outcomes[item.index] = self._own(view, item, now)
+                else:
+                    outcomes[item.index] = owned.take(
+                        table, limit, item.created, value, item.hits, now, setting
+                    )
                 continue
             if item.share:
                 spent = self.book.spend((counter.table, counter.value), item.hits, now)
                 if spent is not None:
-                    _settle(response, item.result, item.limit, _from_share(*spent, item.hits, now))
+                    settle(item.index, _from_share(*spent, item.hits, now))
                     continue
             part = self._from_part(view, item, now)
             if part is not None:
-                _settle(response, item.result, item.limit, part)
+                settle(item.index, part)
                 continue
             remote.setdefault(owner, []).append(item)
         if remote:
             await asyncio.gather(
-                *(self._ask(view, owner, items, response) for owner, items in remote.items())
+                *(self._ask(view, owner, items, answers) for owner, items in remote.items())
             )
-        return response
+        return answers.response()
 
     def _from_part(self, view: PeerView, item: Pending, now: float) -> Outcome | None:
         """Hits of a counter owned elsewhere admitted within this replica's part of it
@@ -204,14 +221,14 @@ class Decisions:
     ) -> ratelimit_pb2.CheckResponse:
         """Decide on this replica's own share of each limit (no owner or leader answers)."""
         now = self._clock()
-        response = ratelimit_pb2.CheckResponse(overall_code=OK, local_fallback=True)
-        for item in self._resolve(domain, descriptors, hits, own, response, now):
+        answers = Answers(local_fallback=True)
+        for item in self._resolve(domain, descriptors, hits, own, answers, now):
             counter = item.counter
             outcome = self.local.take(
                 counter.table, item.limit, item.created, counter.value, item.hits, now
             )
-            _settle(response, item.result, item.limit, outcome)
-        return response
+            answers.settle(item.index, outcome)
+        return answers.response()
 
     def _resolve(
         self,
@@ -219,10 +236,10 @@ class Decisions:
         descriptors: Sequence[Entries],
         hits: Sequence[int],
         own: Own,
-        response: ratelimit_pb2.CheckResponse,
+        answers: Answers,
         now: float,
     ) -> Iterator[Pending]:
-        """Add a result per descriptor to ``response``; yield those a counter decides.
+        """Add a result per descriptor to ``answers``; yield those a counter decides.
 
         Which limits apply is decided for the whole request before anything is
         charged, so a limit replaces another matched by any descriptor, whatever the
@@ -238,48 +255,65 @@ class Decisions:
         ]
         # envoyproxy/ratelimit's `replaces`: a limit replaced by another limit this
         # request matches is not applied.
-        replaced = {name for m in matched if m is not None for name in facts_of(m).replaces}
-        add = response.results.add
+        replaced: set[str] = set()
+        last: Indexed | None = None
+        for m in matched:
+            if m is not None and m is not last:  # a batch most often matches one limit
+                last = m
+                replaced.update(facts_of(m).replaces)
+        add, settle = answers.add, answers.settle
+        heads, shadows, outcomes = answers.heads, answers.shadows, answers.outcomes
+        last = None
         for entries, found, charge, rate in zip(descriptors, matched, hits, own, strict=True):
             if rate is None:
                 if found is None or found.name in replaced:
-                    add().code = OK
+                    add(OK_HEAD)
                     continue
-                # A stored limit: its result so far copied from the one made once for it.
-                facts = facts_of(found)
-                result = add()
-                result.CopyFrom(facts.result)
+                # A stored limit: its result so far the one made once for it. A batch
+                # most often names one limit: its facts are looked up once.
+                if found is not last:
+                    last, facts = found, facts_of(found)
+                # ``answers.add`` written out: it runs per descriptor.
+                index = len(heads)
+                heads.append(facts.head)
+                shadows.append(facts.shadow)
+                outcomes.append(None)
                 if facts.unlimited:
                     continue
                 if facts.blocks_all:
-                    _settle(response, result, facts.limit, blocked(facts.unit_seconds, now))
+                    settle(index, blocked(facts.unit_seconds, now))
                     continue
-                counter = counter_of(domain, found.name, None, [e.value for e in entries])
-                yield Pending(result, facts.limit, found.created, counter, charge, facts.shareable)
+                values = (
+                    (entries[0].value,) if len(entries) == 1 else tuple([e.value for e in entries])
+                )
+                counter = counter_at(domain, found.name, facts.start, values)
+                yield Pending(index, facts.limit, found.created, counter, charge, facts.shareable)
                 continue
-            result = add()
+            result = ratelimit_pb2.DescriptorResult()
             result.code = OK
             limit, created = own_limit(domain, rate), 0
             values = [part for e in entries for part in (e.key, e.value)]
             result.limit_name = limit.name
             if limit.unlimited:
                 result.unlimited = True
+                add(result.SerializeToString())
                 continue
             current = effective_rate(limit)
             result.current_limit.CopyFrom(current)
             result.shadow = limit.shadow_mode
+            index = add(result.SerializeToString(), limit.shadow_mode)
             if blocks_all(limit):
-                _settle(response, result, limit, blocked(UNIT_SECONDS[current.unit], now))
+                settle(index, blocked(UNIT_SECONDS[current.unit], now))
                 continue
             counter = counter_of(domain, limit.name, rate, values)
-            yield Pending(result, limit, created, counter, charge, shareable(limit))
+            yield Pending(index, limit, created, counter, charge, shareable(limit))
 
     async def _ask(
         self,
         view: PeerView,
         owner: str,
         items: list[Pending],
-        response: ratelimit_pb2.CheckResponse,
+        answers: Answers,
     ) -> None:
         charges = []
         for item in items:
@@ -296,7 +330,7 @@ class Decisions:
         now = self._clock()
         for item, charge, outcome in zip(items, charges, outcomes, strict=True):
             if outcome is None or outcome.unknown:
-                response.local_fallback = True
+                answers.local_fallback = True
                 decided = self.local.take(
                     item.counter.table, item.limit, item.created, item.counter.value, item.hits, now
                 )
@@ -316,7 +350,7 @@ class Decisions:
                         outcome.reset_after_s,
                         now,
                     )
-            _settle(response, item.result, item.limit, decided)
+            answers.settle(item.index, decided)
 
     def _owe(self, item: Pending, now: float) -> None:
         """Remember hits admitted here (from a part, or alone while the owner did not
@@ -324,7 +358,7 @@ class Decisions:
         key = (item.counter.table, item.counter.value)
         owed = self.debts.get(key)
         if owed is None and len(self.debts) < MAX_DEBTS:
-            self.debts[key] = Pending(item.result, item.limit, item.created, item.counter, 0, False)
+            self.debts[key] = Pending(item.index, item.limit, item.created, item.counter, 0, False)
             owed = self.debts[key]
         if owed is not None:
             owed.hits += item.hits
@@ -348,9 +382,7 @@ class Decisions:
                 wanted,
                 self._clock(),
             )
-        item = Pending(
-            ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, False
-        )
+        item = Pending(-1, found.limit, found.created, counter, 0, False)
         charge = charge_of(item, 0)
         charge.lease_client, charge.lease_wanted = client, wanted
         try:
@@ -404,9 +436,7 @@ class Decisions:
             slot = int(table[-1])  # type: ignore[call-overload]
             owner = view.slots[slot] if view.slots else view.self_id
             counter = Counter(table, value, slot, name, tuple(_values(value)))
-            item = Pending(
-                ratelimit_pb2.DescriptorResult(), found.limit, found.created, counter, 0, True
-            )
+            item = Pending(-1, found.limit, found.created, counter, 0, True)
             if owner != view.self_id:
                 by_owner.setdefault(owner, []).append((item, refresh.wanted, refresh.returned))
             elif refresh.returned or not self.owned.contested(table, value, view.self_id, now):
@@ -460,23 +490,3 @@ def _from_share(share: Share, allowed: bool, hits: int, now: float) -> Outcome:
     if allowed:
         return Outcome(True, max(0, share.remaining - hits), reset_after, 0.0)
     return Outcome(False, 0, reset_after, max(0.0, share.next_refresh - now))
-
-
-def _settle(
-    response: ratelimit_pb2.CheckResponse,
-    result: ratelimit_pb2.DescriptorResult,
-    limit: ratelimit_pb2.Limit,
-    outcome: Outcome,
-) -> None:
-    result.remaining = outcome.remaining
-    # Duration.FromNanoseconds without its Python-level checks (both are >= 0 here);
-    # setting a field, even to 0, marks the duration present, as FromNanoseconds does.
-    reset = result.reset_after
-    reset.seconds, reset.nanos = divmod(int(max(0.0, outcome.reset_after) * 1e9), _NANOS)
-    if not outcome.allowed:
-        if math.isfinite(outcome.retry_after):
-            retry = result.retry_after
-            retry.seconds, retry.nanos = divmod(int(max(0.0, outcome.retry_after) * 1e9), _NANOS)
-        result.code = OVER
-        if not limit.shadow_mode:
-            response.overall_code = OVER

@@ -13,6 +13,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -86,6 +87,11 @@ class Entry(NamedTuple):
     value: str
 
 
+# ``Entry(key, value)`` without the Python frame of a named tuple's ``__new__``: one is
+# made per entry of every request.
+_entry = functools.partial(tuple.__new__, Entry)
+
+
 def read_descriptors(
     descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
     field: str = "descriptors",
@@ -101,7 +107,12 @@ def read_descriptors(
         )
     read = []
     for descriptor in descriptors:
-        entries = tuple([Entry(entry.key, entry.value) for entry in descriptor.entries])
+        listed = descriptor.entries
+        if len(listed) == 1:  # the common case, without the comprehension
+            entry = listed[0]
+            entries: tuple[Entry, ...] = (_entry((entry.key, entry.value)),)
+        else:
+            entries = tuple([_entry((entry.key, entry.value)) for entry in listed])
         if not 0 < len(entries) <= MAX_DESCRIPTOR_ENTRIES:
             validate_descriptor(descriptor, f"{field}[{len(read)}]")
         for key, value in entries:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bulwark.v1 import counter_pb2, ratelimit_pb2
 from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
 from bulwark_server.ratelimits.descriptors import own_limit
 from bulwark_server.ratelimits.index import LimitIndex
 from bulwark_server.ratelimits.owned import CounterTables, TableId
-from bulwark_server.ratelimits.sharding import slot_of
+from bulwark_server.ratelimits.sharding import slot_after, slot_of, slot_start
 from bulwark_server.ratelimits.shares import MIN_SHARE_RATE, SHARE_TERM_S
 from bulwark_server.ratelimits.tables import Value, value_of
 
@@ -38,9 +38,11 @@ class CounterPeers(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One counter a descriptor charges: its table, value and slot."""
+class Counter(NamedTuple):
+    """One counter a descriptor charges: its table, value and slot.
+
+    A named tuple: one is made per descriptor, and a frozen dataclass costs several
+    times as much to make."""
 
     table: TableId
     value: Value
@@ -58,8 +60,15 @@ def counter_of(
         unit = str(own.unit)
         slot = slot_of(domain, "", (unit, *values))
         return Counter((domain, "", unit, slot), value_of(values), slot, "", tuple(values))
-    slot = slot_of(domain, name, values)
-    return Counter((domain, name, slot), value_of(values), slot, name, tuple(values))
+    return counter_at(domain, name, slot_start(domain, name), tuple(values))
+
+
+def counter_at(domain: str, name: str, start: int, values: tuple[str, ...]) -> Counter:
+    """``counter_of`` a stored limit, given ``sharding.slot_start(domain, name)``."""
+    slot = slot_after(start, values)
+    return Counter(
+        (domain, name, slot), values[0] if len(values) == 1 else values, slot, name, values
+    )
 
 
 def shareable(limit: ratelimit_pb2.Limit) -> bool:
@@ -70,7 +79,7 @@ def shareable(limit: ratelimit_pb2.Limit) -> bool:
 
 @dataclass(slots=True)
 class Pending:
-    result: ratelimit_pb2.DescriptorResult
+    index: int  # of its result (``answers.Answers``); -1 when it has none
     limit: ratelimit_pb2.Limit
     created: int
     counter: Counter

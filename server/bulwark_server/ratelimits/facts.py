@@ -5,7 +5,8 @@ whether it is unlimited or blocks every request, what it replaces and whether
 shares of it are worth holding. Each read of a message's field makes a new object,
 and the effective rate is a new message: for a Check of 100 descriptors of one
 limit, that was most of the work. ``facts_of`` works them out once per stored form
-(the index's bytes of the limit), with the result a decision starts from. Pure.
+(the index's bytes of the limit), with the result a decision starts from (as the
+bytes ``answers`` writes it from) and where its counters' slot hash starts. Pure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.config import UNIT_SECONDS, blocks_all, effective_rate
 from bulwark_server.ratelimits.exchange import shareable
 from bulwark_server.ratelimits.index import DECODED, Indexed
+from bulwark_server.ratelimits.sharding import slot_start
 
 
 class Facts(NamedTuple):
@@ -28,9 +30,12 @@ class Facts(NamedTuple):
     # Seconds of the limit's unit (0 for an unlimited limit without a rate).
     unit_seconds: int
     shareable: bool
-    # The result of a decision before its counter is charged: code OK, the limit's
-    # name, and its effective rate and shadow flag (or ``unlimited``). Copied.
-    result: ratelimit_pb2.DescriptorResult
+    shadow: bool
+    # The result of a decision before its counter is charged, serialized: code OK,
+    # the limit's name, and its effective rate and shadow flag (or ``unlimited``).
+    head: bytes
+    # ``sharding.slot_start`` of the limit's counters.
+    start: int
 
 
 _held: dict[bytes, Facts] = {}
@@ -57,7 +62,9 @@ def facts_of(found: Indexed) -> Facts:
         blocks_all(limit),
         UNIT_SECONDS.get(rate.unit, 0),
         not unlimited and not blocks_all(limit) and shareable(limit),
-        result,
+        limit.shadow_mode,
+        result.SerializeToString(),
+        slot_start(found.domain, found.name),
     )
     if len(_held) >= DECODED:
         del _held[next(iter(_held))]  # the oldest

@@ -230,9 +230,19 @@ class LimitIndex:
         if not shapes:
             return None
         if len(entries) == 1:  # the common case, without the generators
-            key, value = entries[0].key, entries[0].value
-            root = shapes.get((key,))
-            return None if root is None else _first(root, [value], 0)
+            entry = entries[0]
+            root = shapes.get((entry.key,))
+            if root is None:
+                return None
+            if root.prefix:
+                return _first(root, [entry.value], 0)
+            # ``_first`` of one level without prefixes, written out: the exact value's
+            # leaf, else the any-value leaf.
+            if root.exact:
+                child = root.exact.get(entry.value)
+                if child is not None and child.best is not None:
+                    return child.best
+            return None if root.any is None else root.any.best
         root = shapes.get(tuple([entry.key for entry in entries]))
         if root is None:
             return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.checkpoints import CounterCheckpoints, SlotId, Table
@@ -37,13 +38,24 @@ TableId = tuple[str | int, ...]
 """(domain, name, slot) of a stored limit; (domain, "", unit, slot) of an own limit."""
 
 
+class Setting(NamedTuple):
+    """What a limit's tables are set to (``CounterTables.setting``)."""
+
+    algorithm: int
+    unit_seconds: int
+    per_unit: int  # this table's share of the effective rate
+    capacity: int  # of a bucket
+
+
 @dataclass(slots=True)
 class Held:
-    """A table, and the limit (its create revision, algorithm) it counts for."""
+    """A table, the limit (its create revision, algorithm) it counts for, and the
+    setting it was last set to."""
 
     table: Table
     created: int
     algorithm: int
+    setting: Setting
 
 
 class CounterTables:
@@ -63,8 +75,10 @@ class CounterTables:
         self.ledgers: dict[tuple[TableId, Value], ShareLedger] = {}
         self.leases: dict[tuple[TableId, Value], LeasePool] = {}
 
-    def table(self, key: TableId, limit: ratelimit_pb2.Limit, created: int, now: float) -> Table:
-        """The table of ``key`` for ``limit``, set to its current (effective) rate."""
+    def setting(self, limit: ratelimit_pb2.Limit) -> Setting:
+        """What ``limit``'s tables here are set to now: its effective rate (of this
+        replica's share of it) and burst. The same for every table of the limit, so a
+        request charging many of them works it out once."""
         share = self._share()
         rate = effective_rate(limit)
         unit = UNIT_SECONDS[rate.unit]
@@ -72,32 +86,54 @@ class CounterTables:
         burst = limit.burst or limit.rate.requests_per_unit
         # Scale the burst with the rate, so load scaling and local shares shrink both.
         capacity = max(1, math.ceil(burst * per_unit / max(1, limit.rate.requests_per_unit)))
+        return Setting(limit.algorithm, unit, per_unit, capacity)
+
+    def table(
+        self,
+        key: TableId,
+        limit: ratelimit_pb2.Limit,
+        created: int,
+        now: float,
+        setting: Setting | None = None,
+    ) -> Table:
+        """The table of ``key`` for ``limit``, set to its current (effective) rate;
+        ``setting``, when given, is ``setting(limit)`` worked out at ``now``."""
+        if setting is None:
+            setting = self.setting(limit)
         held = self.held.get(key)
         # A limit deleted and created again under the same name starts afresh, as
         # does one given another algorithm or window length.
         if (
             held is None
             or held.created != created
-            or held.algorithm != limit.algorithm
-            or (isinstance(held.table, WindowTable) and held.table.unit_seconds != unit)
+            or held.algorithm != setting.algorithm
+            or (
+                isinstance(held.table, WindowTable)
+                and held.table.unit_seconds != setting.unit_seconds
+            )
         ):
+            algorithm, unit, per_unit, capacity = setting
             table: Table
-            if limit.algorithm == FIXED:
+            if algorithm == FIXED:
                 table = WindowTable(per_unit, unit, self._max_bytes)
             else:
                 table = BucketTable(capacity, per_unit / unit)
-            self.held[key] = Held(table, created, limit.algorithm)
-            if self._checkpoints is not None and key[1] and share == 1:
+            self.held[key] = Held(table, created, algorithm, setting)
+            if self._checkpoints is not None and key[1] and self._share() == 1:
                 saved = self._checkpoints.saved(str(key[0]), str(key[1]), int(key[2]), created)
                 if saved is not None:
                     table.restore(saved.listed, saved.rest, now)
             return table
         # Counts already taken in this window, or a bucket's fill, carry over to a
-        # new rate (an adaptive limit's rate moves with every reported load).
-        if isinstance(held.table, WindowTable):
-            held.table.limit = per_unit
-        else:
-            held.table.reconfigure(capacity, per_unit / unit, now)
+        # new rate (an adaptive limit's rate moves with every reported load). A table
+        # already at this setting stays as it is (setting it again would change nothing).
+        if held.setting is not setting and held.setting != setting:
+            held.setting = setting
+            _, unit, per_unit, capacity = setting
+            if isinstance(held.table, WindowTable):
+                held.table.limit = per_unit
+            else:
+                held.table.reconfigure(capacity, per_unit / unit, now)
         return held.table
 
     def take(
@@ -108,10 +144,17 @@ class CounterTables:
         value: Value,
         hits: int,
         now: float,
+        setting: Setting | None = None,
     ) -> Outcome:
         """Charge ``hits`` to ``value``'s counter (stored limits' slots are noted for
-        the next checkpoint)."""
-        table = self.table(key, limit, created, now)
+        the next checkpoint); ``setting``: see ``table``."""
+        held = self.held.get(key)
+        # A table already at this setting (its algorithm and window length with it) is
+        # what ``table`` would give as it is: without the call, which runs per decision.
+        if held is not None and held.created == created and held.setting == setting:
+            table = held.table
+        else:
+            table = self.table(key, limit, created, now, setting)
         pool = self.leases.get((key, value)) if self.leases else None
         if pool is None:
             outcome = table.take(value, hits, now)
@@ -127,8 +170,8 @@ class CounterTables:
                     outcome = Outcome(False, 0, outcome.reset_after, outcome.reset_after)
                 else:
                     outcome = outcome._replace(remaining=remaining)
-        if hits:
-            self._note(key)
+        if hits and key[1] and self._checkpoints is not None:  # ``_note``, once per decision
+            self._checkpoints.note(key)  # type: ignore[arg-type]
         return outcome
 
     def lease(

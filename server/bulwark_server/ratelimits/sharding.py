@@ -29,6 +29,18 @@ def slot_of(domain: str, name: str, values: Sequence[str]) -> int:
     return zlib.crc32(_SEP.join((domain, name, *values)).encode()) % SLOTS
 
 
+def slot_start(domain: str, name: str) -> int:
+    """What ``slot_after`` continues from for the counters of limit ``name`` of ``domain``:
+    the CRC-32 of their identity's common beginning, worked out once per limit."""
+    return zlib.crc32(f"{domain}{_SEP}{name}{_SEP}".encode())
+
+
+def slot_after(start: int, values: Sequence[str]) -> int:
+    """``slot_of`` given ``slot_start`` of its domain and name: a CRC-32 goes on from the
+    CRC of what came before, so only the values are hashed per counter."""
+    return zlib.crc32(_SEP.join(values).encode(), start) % SLOTS
+
+
 def assign(owners: Sequence[str], slots: int = SLOTS) -> tuple[str, ...]:
     """The owner of each slot (index = slot) among ``owners`` (replica ids; any order).
 
