@@ -34,11 +34,12 @@ from typing import IO, Any, Protocol, TypeVar
 import grpc
 import grpc.aio
 
-from bulwark.v1 import cluster_pb2, cluster_pb2_grpc
+from bulwark.v1 import cluster_pb2, cluster_pb2_grpc, ratelimit_pb2
 
 HOST = "127.0.0.1"
 ECHO_SERVICE = "bulwark.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+READ_CHECK_METHOD = f"/{ECHO_SERVICE}/ReadCheck"
 SERVING_TIMEOUT = 60.0  # seconds to wait for each server to report its port
 LEADER_TIMEOUT = 15.0  # seconds to wait for GetLeader to name a leader
 CALL_TIMEOUT = 5.0  # deadline of one benchmark call
@@ -67,11 +68,50 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
 
+_answers: dict[int, bytes] = {}
+
+
+def ok_answer(results: int) -> bytes:
+    """The bytes of a CheckResponse: OK, with ``results`` OK results of a large limit."""
+    answer = _answers.get(results)
+    if answer is None:
+        rate = ratelimit_pb2.Rate(requests_per_unit=1_000_000, unit=ratelimit_pb2.RATE_UNIT_SECOND)
+        response = ratelimit_pb2.CheckResponse(overall_code=ratelimit_pb2.CHECK_CODE_OK)
+        for _ in range(results):
+            response.results.add(
+                code=ratelimit_pb2.CHECK_CODE_OK,
+                limit_name="per-user",
+                current_limit=rate,
+                remaining=999_999,
+            )
+        answer = _answers[results] = response.SerializeToString()
+    return answer
+
+
+async def _read_check(request: ratelimit_pb2.CheckRequest, context: Any) -> bytes:
+    # The least a Python server does with a Check: the message parsed (by gRPC, as
+    # for any servicer), every descriptor's entries read once, a ready answer sent.
+    results = 0
+    for descriptor in request.descriptors:
+        for entry in descriptor.entries:
+            entry.key, entry.value  # noqa: B018 -- read, as a decision must
+        results += 1
+    return ok_answer(results)
+
+
 async def run_echo_server() -> None:
-    """Serve the raw-bytes echo method on 127.0.0.1:0; print the port; stop on signal/EOF."""
+    """Serve the raw-bytes echo method, and ``ReadCheck`` (a CheckRequest read, a ready
+    CheckResponse sent: the floor of any Python Check), on 127.0.0.1:0; print the
+    port; stop on signal/EOF."""
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
-        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+        ECHO_SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+            "ReadCheck": grpc.unary_unary_rpc_method_handler(
+                _read_check, request_deserializer=ratelimit_pb2.CheckRequest.FromString
+            ),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(f"{HOST}:0")
