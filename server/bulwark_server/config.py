@@ -67,6 +67,7 @@ class Settings:
     log_format: str = "json"
     otel_exporter: str = "none"
     otel_endpoint: str = ""
+    metrics_listen: str = ""
     limits_file: Path | None = None
     limit_response_headers_enabled: bool = False
     limit_limit_header: str = "RateLimit-Limit"
@@ -135,6 +136,11 @@ class Settings:
         if self.advertise_address:
             try:
                 split_host_port(self.advertise_address, "advertise_address")
+            except ValueError as exc:
+                problems.append(str(exc))
+        if self.metrics_listen:
+            try:
+                split_host_port(self.metrics_listen, "metrics_listen (BULWARK_METRICS_LISTEN)")
             except ValueError as exc:
                 problems.append(str(exc))
         for endpoint in self.etcd_endpoints:
@@ -322,6 +328,11 @@ OPTIONS: tuple[Option, ...] = (
         "otel_exporter", str, "none, console or otlp (default none)", ("none", "console", "otlp")
     ),
     Option("otel_endpoint", str, "OTLP gRPC endpoint; setting it selects the otlp exporter"),
+    Option(
+        "metrics_listen",
+        str,
+        "host:port of the Prometheus scrape endpoint (GET /metrics); empty: none (default)",
+    ),
     Option(
         "limits_file",
         _optional_path,

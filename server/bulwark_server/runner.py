@@ -71,6 +71,8 @@ from bulwark_server.errors import BulwarkError
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.limits_file import load_limits_file
 from bulwark_server.loopback.etcd import EtcdMember
+from bulwark_server.metrics.endpoint import MetricsEndpoint
+from bulwark_server.metrics.replica import ReplicaMetrics, shedding
 from bulwark_server.observability import Telemetry, setup_telemetry
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.ratelimits.sharding import assign
@@ -82,6 +84,7 @@ from bulwark_server.security.tls import etcd_tls
 from bulwark_server.security.tokens import TokenStore
 from bulwark_server.store import EtcdStore
 from bulwark_server.transport.access import AccessInterceptor
+from bulwark_server.transport.rpc_metrics import RpcMetrics
 from bulwark_server.transport.server import ServiceBinding, build_server
 from bulwark_server.transport.shedding import LoadShedder
 from bulwark_server.transport.telemetry import TelemetryInterceptor
@@ -104,6 +107,7 @@ class Replica:
         self._draining = False
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._limiter: RateLimitManager | None = None
+        self._metrics = ReplicaMetrics() if settings.metrics_listen else None
         self._replica_token: str | None = None
         self._replica_lease = 0
         self._replica_token_id = ""
@@ -164,16 +168,22 @@ class Replica:
         audit.start()
         self._closers.append(audit.close)
         await self._announce_security(tokens)
+        shedder = LoadShedder(settings.max_in_flight)
+        counted = [] if self._metrics is None else [RpcMetrics(self._metrics.registry)]
         built = build_server(
             settings,
             [*self._bindings(store, election), *self._security_bindings(tokens, audit)],
             [
                 TelemetryInterceptor(telemetry),
+                *counted,
                 # Refuse strangers before counting: they must not take the slots of callers.
                 AccessInterceptor(tokens, audit, enabled=settings.auth_enabled),
-                LoadShedder(settings.max_in_flight),
+                shedder,
             ],
         )
+        if self._metrics is not None:
+            self._metrics.add(shedding(shedder.shed))
+            await self._serve_metrics(self._metrics)
         host, listen_port = split_host_port(settings.listen, "listen")
         if listen_port == 0:
             # Bound to a free port: advertise the port actually bound.
@@ -323,6 +333,8 @@ class Replica:
         )
         limiter.start()
         self._closers.append(limiter.stop)
+        if self._metrics is not None:
+            self._metrics.watch(store, election, breakers, limiter)
         self._limiter = limiter
         registry = RegistryManager(store, election)
         self._closers.append(registry.stop)
@@ -392,6 +404,18 @@ class Replica:
                 rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
             ),
         ]
+
+    async def _serve_metrics(self, metrics: ReplicaMetrics) -> None:
+        host, port = split_host_port(self.settings.metrics_listen, "metrics_listen")
+        endpoint = MetricsEndpoint(metrics.registry, host, port)
+        await endpoint.start()
+        self._closers.append(endpoint.close)
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            host,
+            endpoint.port,
+            extra={"event": "metrics.serving", "port": endpoint.port},
+        )
 
     def _key_ring(self) -> KeyRing | None:
         """The key-encryption keys; with the embedded etcd and none configured, a local one.

@@ -31,6 +31,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -55,6 +56,7 @@ from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_pr
 log = logging.getLogger(__name__)
 
 # States whose outcomes feed the sliding window.
+STATES_PAGE = 500  # breakers read from the cache at a time by ``states``
 COUNTING = (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_METRICS_ONLY)
 
 Mutation = Callable[[breaker_pb2.CircuitBreaker], breaker_pb2.CircuitBreaker | None]
@@ -90,6 +92,8 @@ class BreakerManager:
             remembered=lambda: [*self._windows, *self._decoded],
         )
         self._leading = LeaderTask(election, self._lead, "breakers-leader")
+        # Allow calls this replica refused, by breaker (for the metrics endpoint).
+        self.refusals: collections.Counter[str] = collections.Counter()
 
     # -- reads (from the cache) -------------------------------------------------
 
@@ -99,11 +103,16 @@ class BreakerManager:
         if entry is None:
             self._decoded.pop(name, None)
             raise NotFound(f"breaker {name!r} does not exist")
+        return self._decode(name, entry), entry.mod_revision
+
+    def _decode(self, name: str, entry: Entry) -> breaker_pb2.CircuitBreaker:
+        """The breaker in its cached entry (shared: do not mutate), decoded once per
+        revision."""
         cached = self._decoded.get(name)
         if cached is None or cached[0] != entry.mod_revision:
             cached = (entry.mod_revision, breaker_pb2.CircuitBreaker.FromString(entry.value))
             self._decoded[name] = cached
-        return cached[1], cached[0]
+        return cached[1]
 
     def state(self, name: str) -> int | None:
         """The breaker's ``BreakerState`` as this replica's cache holds it; None when
@@ -114,6 +123,19 @@ class BreakerManager:
         except NotFound:
             return None
         return breaker.status.state
+
+    def states(self) -> list[tuple[str, int]]:
+        """(name, ``BreakerState``) of every breaker, in name order, from the cache."""
+        out: list[tuple[str, int]] = []
+        token = ""
+        while True:
+            page = scan_page(self._store.cache, kind_prefix(BREAKER_KIND), STATES_PAGE, token)
+            for entry in page.items:
+                name = entry.key[len(kind_prefix(BREAKER_KIND)) :].decode()
+                out.append((name, self._decode(name, entry).status.state))
+            token = page.next_token
+            if not token:
+                return out
 
     def change_prefixes(self) -> tuple[bytes, ...]:
         """The key ranges whose changes can change a breaker's state: what a stream
@@ -219,6 +241,12 @@ class BreakerManager:
 
     async def allow(self, name: str) -> tuple[machine.Decision, int, int]:
         """(decision, state decided in, revision). Writes only for OPEN→HALF_OPEN and trials."""
+        decided = await self._allow(name)
+        if not decided[0].allowed:
+            self.refusals[name] += 1
+        return decided
+
+    async def _allow(self, name: str) -> tuple[machine.Decision, int, int]:
         breaker, revision = self.current(name)
         now = self._clock()
         decision = machine.allow(breaker.config, breaker.status, now)

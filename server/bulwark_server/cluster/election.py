@@ -81,6 +81,7 @@ class Election:
         self._listeners: list[Callable[[int | None], None]] = []
         self._stopping = False
         self.last_decision = ""
+        self.elections_won = 0  # terms this replica began
 
     # -- public ------------------------------------------------------------------
 
@@ -347,6 +348,7 @@ class Election:
             return
         self._term = term
         if term is not None:
+            self.elections_won += 1
             log.info(
                 "became leader for term %d",
                 term,

@@ -21,6 +21,7 @@ import math
 
 from bulwark.v1 import ratelimit_pb2
 from bulwark_server.ratelimits.counters import Outcome
+from bulwark_server.ratelimits.tallies import NEAR, OVER, SHADOW, WITHIN, Tally
 
 _NANOS = 1_000_000_000
 _U64 = (1 << 64) - 1
@@ -80,22 +81,25 @@ class Answers:
 
     ``heads[i]`` is descriptor i's result before its counter is charged;
     ``outcomes[i]`` what its counter gave (None: answered by its head alone);
-    ``shadows[i]`` whether its limit is in shadow mode (never refuses the request).
+    ``shadows[i]`` whether its limit is in shadow mode (never refuses the request);
+    ``tallies[i]`` where its decision is counted (None: no limit applied).
     """
 
-    __slots__ = ("heads", "local_fallback", "outcomes", "shadows")
+    __slots__ = ("heads", "local_fallback", "outcomes", "shadows", "tallies")
 
     def __init__(self, local_fallback: bool = False) -> None:
         self.heads: list[bytes] = []
         self.outcomes: list[Outcome | None] = []
         self.shadows: list[bool] = []
+        self.tallies: list[Tally | None] = []
         self.local_fallback = local_fallback
 
-    def add(self, head: bytes, shadow: bool = False) -> int:
+    def add(self, head: bytes, shadow: bool = False, tally: Tally | None = None) -> int:
         """A descriptor's result, answered by ``head`` until ``settle``; its index."""
         self.heads.append(head)
         self.outcomes.append(None)
         self.shadows.append(shadow)
+        self.tallies.append(tally)
         return len(self.heads) - 1
 
     def settle(self, index: int, outcome: Outcome) -> None:
@@ -103,20 +107,33 @@ class Answers:
         self.outcomes[index] = outcome
 
     def response(self) -> ratelimit_pb2.CheckResponse:
-        """The ``CheckResponse``: overall OVER_LIMIT iff a result not in shadow mode is."""
+        """The ``CheckResponse``: overall OVER_LIMIT iff a result not in shadow mode is.
+        Each decision is counted in its tally (``tallies.count`` written out)."""
         out = [b""]
         append = out.append
         tails = _TAILS
         prefixes = _RESULT_OF
         over = False
-        for head, outcome, shadow in zip(self.heads, self.outcomes, self.shadows, strict=True):
+        for head, outcome, shadow, tally in zip(
+            self.heads, self.outcomes, self.shadows, self.tallies, strict=True
+        ):
             if outcome is None:
                 body = head
+                if tally is not None:
+                    tally.counts[WITHIN] += 1
             else:
                 tail = tails.get(outcome)
                 body = head + (tail if tail is not None else _tail(outcome))
-                if not outcome.allowed and not shadow:
+                if outcome.allowed:
+                    if tally is not None:
+                        tally.counts[NEAR if outcome.remaining < tally.near_below else WITHIN] += 1
+                elif shadow:
+                    if tally is not None:
+                        tally.counts[SHADOW] += 1
+                else:
                     over = True
+                    if tally is not None:
+                        tally.counts[OVER] += 1
             size = len(body)
             append(prefixes[size] if size < 0x80 else bytes((_RESULT,)) + varint(size))
             append(body)

@@ -61,6 +61,7 @@ from bulwark_server.ratelimits.shares import (
     part_divisor,
 )
 from bulwark_server.ratelimits.tables import Value
+from bulwark_server.ratelimits.tallies import Tallies
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class Decisions:
         self._sender = sender
         self._clock = clock
         self.book = ShareBook()
+        self.tallies = Tallies()
         # Hits admitted on this replica's own share while their owner did not answer.
         self.debts: dict[tuple[TableId, Value], Pending] = {}
         self._generation = -1
@@ -263,6 +265,7 @@ class Decisions:
                 replaced.update(facts_of(m).replaces)
         add, settle = answers.add, answers.settle
         heads, shadows, outcomes = answers.heads, answers.shadows, answers.outcomes
+        tallies = answers.tallies
         last = None
         for entries, found, charge, rate in zip(descriptors, matched, hits, own, strict=True):
             if rate is None:
@@ -273,11 +276,13 @@ class Decisions:
                 # most often names one limit: its facts are looked up once.
                 if found is not last:
                     last, facts = found, facts_of(found)
+                    tally = self.tallies.of(domain, found.name, facts.per_unit)
                 # ``answers.add`` written out: it runs per descriptor.
                 index = len(heads)
                 heads.append(facts.head)
                 shadows.append(facts.shadow)
                 outcomes.append(None)
+                tallies.append(tally)
                 if facts.unlimited:
                     continue
                 if facts.blocks_all:
@@ -294,14 +299,15 @@ class Decisions:
             limit, created = own_limit(domain, rate), 0
             values = [part for e in entries for part in (e.key, e.value)]
             result.limit_name = limit.name
+            current = effective_rate(limit)
+            own_tally = self.tallies.of(domain, limit.name, current.requests_per_unit)
             if limit.unlimited:
                 result.unlimited = True
-                add(result.SerializeToString())
+                add(result.SerializeToString(), tally=own_tally)
                 continue
-            current = effective_rate(limit)
             result.current_limit.CopyFrom(current)
             result.shadow = limit.shadow_mode
-            index = add(result.SerializeToString(), limit.shadow_mode)
+            index = add(result.SerializeToString(), limit.shadow_mode, own_tally)
             if blocks_all(limit):
                 settle(index, blocked(UNIT_SECONDS[current.unit], now))
                 continue

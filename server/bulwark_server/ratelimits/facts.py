@@ -36,6 +36,8 @@ class Facts(NamedTuple):
     head: bytes
     # ``sharding.slot_start`` of the limit's counters.
     start: int
+    # The effective rate's requests per unit.
+    per_unit: int
 
 
 _held: dict[bytes, Facts] = {}
@@ -65,6 +67,7 @@ def facts_of(found: Indexed) -> Facts:
         limit.shadow_mode,
         result.SerializeToString(),
         slot_start(found.domain, found.name),
+        rate.requests_per_unit,
     )
     if len(_held) >= DECODED:
         del _held[next(iter(_held))]  # the oldest

@@ -65,6 +65,7 @@ from bulwark_server.ratelimits.fallback import LocalCheck
 from bulwark_server.ratelimits.leases import LEASE_TERM_S
 from bulwark_server.ratelimits.owned import CounterTables
 from bulwark_server.ratelimits.shares import REFRESH_S, part_divisor
+from bulwark_server.ratelimits.tallies import Tallies
 from bulwark_server.store import MAX_REQUEST_BYTES, EtcdStore, Page, scan_page
 from bulwark_server.store.keys import LIMIT_COUNTER_KIND, LIMIT_KIND, key_for, kind_prefix
 
@@ -156,6 +157,11 @@ class RateLimitManager:
             await self._store.delete_prefix(key_for(LIMIT_COUNTER_KIND, key) + b"/")
 
     # -- decisions ---------------------------------------------------------------
+
+    @property
+    def tallies(self) -> Tallies:
+        """This replica's decisions by limit and outcome (``tallies``)."""
+        return self._decisions.tallies
 
     def decides_here(self) -> bool:
         """Whether this replica decides Checks itself: always, unless the leader is of

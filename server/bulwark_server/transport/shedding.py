@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -42,7 +43,8 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         self.in_flight = 0
         self.max_streams = max_in_flight * STREAMS_PER_SLOT
         self.streams = 0
-        self.shed = 0
+        # Calls refused, by full method name (for the metrics endpoint).
+        self.shed: collections.Counter[str] = collections.Counter()
 
     async def intercept_service(
         self,
@@ -58,10 +60,14 @@ class LoadShedder(grpc.aio.ServerInterceptor):
             return handler
         rule = rule_for(method)
         last = rule is not None and rule.shed is Shed.LAST
-        return rewrap(handler, lambda behavior: self._unary(last, behavior), self._streaming)
+        return rewrap(
+            handler,
+            lambda behavior: self._unary(method, last, behavior),
+            lambda behavior: self._streaming(method, behavior),
+        )
 
     def _unary(
-        self, last: bool, behavior: Callable[..., Awaitable[Any]]
+        self, method: str, last: bool, behavior: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         limit = self.max_in_flight if last else self.first_limit
         retry_ms = RETRY_LAST_MS if last else RETRY_FIRST_MS
@@ -69,7 +75,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if self.in_flight >= limit:
-                self.shed += 1
+                self.shed[method] += 1
                 context.set_trailing_metadata((("retry-after-ms", str(retry_ms)),))
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -85,11 +91,11 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _streaming(
-        self, behavior: Callable[..., AsyncIterator[Any]]
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if self.streams >= self.max_streams:
-                self.shed += 1
+                self.shed[method] += 1
                 context.set_trailing_metadata((("retry-after-ms", str(RETRY_FIRST_MS)),))
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -1,0 +1,226 @@
+"""What a replica exports at each scrape, read from the parts that hold it.
+
+Two kinds of series (the README's "Metrics" lists each):
+
+* this replica's own facts (its RPCs, decisions, refusals, shedding, etcd and
+  cache), exported by every replica: sum them across replicas;
+* the fleet's state (breaker states), exported only by the leader, so that a
+  sum or a count across replicas never counts a breaker twice. After a failover
+  the series come from another ``instance``: aggregate without that label.
+
+Nothing is counted here: each part counts where it decides (plain integers, no
+locks, no label lookups on its hot path), and the collector turns the counts
+into metric families when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bulwark.v1 import breaker_pb2
+from bulwark_server.cluster.election import Election, read_leader
+from bulwark_server.ratelimits.tallies import Tallies
+from bulwark_server.store import EtcdStore, StoreStatus
+
+Source = Callable[[], Iterable[Metric]]
+
+# ``BreakerState`` values as label values: the enum's names, lower-cased, without prefix.
+BREAKER_STATES = {
+    value.number: value.name.removeprefix("BREAKER_STATE_").lower()
+    for value in breaker_pb2.BreakerState.DESCRIPTOR.values
+    if value.number
+}
+DROPPED = "bulwark_metrics_series_dropped"
+
+# A ``_created`` series per counter and histogram doubles what a scrape carries, and
+# neither go-grpc-prometheus nor the shipped rules read one.
+prometheus_client.disable_created_metrics()
+
+
+class Leadership(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def elections_won(self) -> int: ...
+
+
+class Decider(Protocol):
+    @property
+    def tallies(self) -> Tallies: ...
+
+
+class Breakers(Protocol):
+    refusals: Mapping[str, int]
+
+    def states(self) -> list[tuple[str, int]]: ...
+
+
+class ReplicaMetrics:
+    """The registry a replica's scrape endpoint serves; parts are added as sources."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._sources: list[Source] = []
+        self.registry.register(_Sources(self._sources))
+
+    def add(self, source: Source) -> None:
+        """``source`` is called at each scrape for the families it yields."""
+        self._sources.append(source)
+
+    def watch(
+        self, store: EtcdStore, election: Election, breakers: Breakers, limiter: Decider
+    ) -> None:
+        """Export what the store, the election, the breakers and the rate limits hold."""
+
+        def term() -> int:
+            leader = read_leader(store)
+            return 0 if leader is None else leader.term
+
+        def leading() -> bool:
+            return election.is_leader
+
+        self.add(leadership(election, term))
+        self.add(store_health(store.status))
+        self.add(breaker_metrics(breakers, leading))
+        self.add(ratelimit_decisions(lambda: limiter.tallies))
+
+
+class _Sources(Collector):
+    def __init__(self, sources: list[Source]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            DROPPED,
+            "Samples not recorded because their metric had reached its cap of series.",
+            labels=["metric"],
+        )
+        for source in self._sources:
+            for family in source():
+                if family.name == DROPPED:
+                    dropped.samples.extend(family.samples)
+                else:
+                    yield family
+        yield dropped
+
+
+def leadership(election: Leadership, leader_term: Callable[[], int]) -> Source:
+    """``bulwark_is_leader``, ``bulwark_leader_term`` and ``bulwark_elections_won_total``."""
+
+    def collect() -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "bulwark_is_leader",
+            "1 on the replica that leads the cluster, else 0.",
+            value=1 if election.is_leader else 0,
+        )
+        yield GaugeMetricFamily(
+            "bulwark_leader_term",
+            "Term of the leader as this replica knows it (0: none known).",
+            value=leader_term(),
+        )
+        yield CounterMetricFamily(
+            "bulwark_elections_won",
+            "Terms this replica began as leader.",
+            value=election.elections_won,
+        )
+
+    return collect
+
+
+def store_health(status: Callable[[], StoreStatus]) -> Source:
+    """``bulwark_etcd_reachable``, ``bulwark_cache_lag_seconds``, ``bulwark_cache_revision``."""
+
+    def collect() -> Iterator[Metric]:
+        now = status()
+        yield GaugeMetricFamily(
+            "bulwark_etcd_reachable",
+            "1 while this replica reaches etcd, else 0.",
+            value=1 if now.reachable else 0,
+        )
+        yield GaugeMetricFamily(
+            "bulwark_cache_lag_seconds",
+            "Seconds since this replica's cache last heard from etcd (a change or a "
+            "progress notice).",
+            value=now.lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "bulwark_cache_revision",
+            "etcd revision this replica's cache reflects.",
+            value=now.revision,
+        )
+
+    return collect
+
+
+def ratelimit_decisions(tallies: Callable[[], Tallies]) -> Source:
+    """``bulwark_ratelimit_decisions_total{domain,limit,outcome}``."""
+
+    def collect() -> Iterator[Metric]:
+        counted = tallies()
+        family = CounterMetricFamily(
+            "bulwark_ratelimit_decisions",
+            "Rate-limit decisions made on this replica, one per descriptor, by limit "
+            "and outcome (within_limit, near_limit, over_limit, shadow_mode).",
+            labels=["domain", "limit", "outcome"],
+        )
+        for domain, name, outcome, count in counted.counts():
+            family.add_metric([domain, name, outcome], count)
+        yield family
+        dropped = CounterMetricFamily(DROPPED, "", labels=["metric"])
+        dropped.add_metric(["bulwark_ratelimit_decisions_total"], counted.dropped)
+        yield dropped
+
+    return collect
+
+
+def breaker_metrics(breakers: Breakers, leading: Callable[[], bool]) -> Source:
+    """``bulwark_breaker_refusals_total{breaker}`` (every replica) and
+    ``bulwark_breaker_state{breaker,state}`` (the leader)."""
+
+    def collect() -> Iterator[Metric]:
+        refusals = CounterMetricFamily(
+            "bulwark_breaker_refusals",
+            "Allow calls this replica refused, by breaker.",
+            labels=["breaker"],
+        )
+        for name, count in sorted(breakers.refusals.items()):
+            refusals.add_metric([name], count)
+        yield refusals
+        if not leading():
+            return
+        state = GaugeMetricFamily(
+            "bulwark_breaker_state",
+            "1 for each breaker's current state, 0 for its other states (exported by "
+            "the leader only).",
+            labels=["breaker", "state"],
+        )
+        for name, current in breakers.states():
+            for number, label in BREAKER_STATES.items():
+                state.add_metric([name, label], 1 if number == current else 0)
+        yield state
+
+    return collect
+
+
+def shedding(shed: Mapping[str, int]) -> Source:
+    """``bulwark_requests_shed_total{grpc_service,grpc_method}``."""
+
+    def collect() -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "bulwark_requests_shed",
+            "Calls refused with RESOURCE_EXHAUSTED because this replica was overloaded.",
+            labels=["grpc_service", "grpc_method"],
+        )
+        for method, count in sorted(shed.items()):
+            service, _, name = method.lstrip("/").rpartition("/")
+            family.add_metric([service, name], count)
+        yield family
+
+    return collect
