@@ -1,0 +1,184 @@
+"""The Prometheus scrape endpoint of real replicas: names, labels and values pinned."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bulwark.v1 import (
+    breaker_pb2,
+    breaker_pb2_grpc,
+    ratelimit_pb2,
+    ratelimit_pb2_grpc,
+)
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember, free_port
+from tests.integration.conftest import get_leader, wait_for
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int, accept: str = "") -> tuple[str, str]:
+    """(content type, body) of GET /metrics."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if accept:
+        request.add_header("Accept", accept)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def samples(port: int) -> Samples:
+    """Every sample of a scrape, by (name, labels)."""
+    _, body = scrape(port)
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def value(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def with_metrics(
+    replica_factory: Callable[..., ReplicaProcess], etcd: EtcdMember, name: str
+) -> tuple[ReplicaProcess, int]:
+    port = free_port()
+    replica = replica_factory(name, [etcd.endpoint], "--metrics-listen", f"127.0.0.1:{port}")
+    return replica, port
+
+
+def test_a_replica_exports_rpc_decision_breaker_and_cluster_metrics(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica, port = with_metrics(replica_factory, etcd, "m1")
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        limits.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=ratelimit_pb2.Limit(
+                    domain="shop",
+                    name="per-user",
+                    descriptor=[ratelimit_pb2.DescriptorEntry(key="user")],
+                    rate=ratelimit_pb2.Rate(
+                        requests_per_unit=5, unit=ratelimit_pb2.RATE_UNIT_MINUTE
+                    ),
+                )
+            ),
+            timeout=5,
+        )
+        check = ratelimit_pb2.CheckRequest(
+            domain="shop",
+            descriptors=[
+                ratelimit_pb2.RateLimitDescriptor(
+                    entries=[ratelimit_pb2.DescriptorEntry(key="user", value="alice")]
+                )
+            ],
+        )
+        codes = [limits.Check(check, timeout=5).overall_code for _ in range(7)]
+        assert codes.count(ratelimit_pb2.CHECK_CODE_OVER_LIMIT) == 2
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
+        breakers.ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="payments", state=breaker_pb2.BREAKER_STATE_FORCED_OPEN, reason="drill"
+            ),
+            timeout=5,
+        )
+        assert not breakers.Allow(breaker_pb2.AllowRequest(name="payments"), timeout=5).allowed
+        with pytest.raises(grpc.RpcError) as missing:
+            breakers.GetBreaker(breaker_pb2.GetBreakerRequest(name="nope"), timeout=5)
+        assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+    found = samples(port)
+    rpc = {"grpc_type": "unary", "grpc_service": "bulwark.v1.RateLimitService"}
+    assert value(found, "grpc_server_started_total", grpc_method="Check", **rpc) == 7
+    assert (
+        value(found, "grpc_server_handled_total", grpc_method="Check", grpc_code="OK", **rpc) == 7
+    )
+    assert value(found, "grpc_server_handling_seconds_count", grpc_method="Check", **rpc) == 7
+    assert (
+        value(found, "grpc_server_handling_seconds_bucket", grpc_method="Check", le="10.0", **rpc)
+        == 7
+    )
+    missing_labels = {
+        "grpc_type": "unary",
+        "grpc_service": "bulwark.v1.CircuitBreakerService",
+        "grpc_method": "GetBreaker",
+        "grpc_code": "NOT_FOUND",
+    }
+    assert value(found, "grpc_server_handled_total", **missing_labels) == 1
+    # 5 per minute, 7 Checks: 3 with more than a fifth left, 2 near (1 and 0 left), 2 over.
+    decided = {
+        outcome: value(
+            found,
+            "bulwark_ratelimit_decisions_total",
+            domain="shop",
+            limit="per-user",
+            outcome=outcome,
+        )
+        for outcome in ("within_limit", "near_limit", "over_limit", "shadow_mode")
+    }
+    assert decided == {"within_limit": 4, "near_limit": 1, "over_limit": 2, "shadow_mode": 0}
+    assert value(found, "bulwark_breaker_refusals_total", breaker="payments") == 1
+    assert value(found, "bulwark_breaker_state", breaker="payments", state="forced_open") == 1
+    assert value(found, "bulwark_breaker_state", breaker="payments", state="closed") == 0
+    assert value(found, "bulwark_is_leader") == 1
+    assert value(found, "bulwark_elections_won_total") == 1
+    assert (value(found, "bulwark_leader_term") or 0) > 0
+    assert value(found, "bulwark_etcd_reachable") == 1
+    assert 0 <= (value(found, "bulwark_cache_lag_seconds") or -1) < 10
+    assert (
+        value(
+            found,
+            "bulwark_metrics_series_dropped_total",
+            metric="bulwark_ratelimit_decisions_total",
+        )
+        == 0
+    )
+    # No `_created` series: nothing reads them, and they would double the scrape.
+    assert not [name for name, _ in found if name.endswith("_created")]
+
+
+def test_only_the_leader_exports_fleet_state_and_formats_follow_accept(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    first, first_port = with_metrics(replica_factory, etcd, "m1")
+    second, second_port = with_metrics(replica_factory, etcd, "m2")
+    leader = wait_for(
+        lambda: next(
+            (r for r in (first, second) if (v := get_leader(r.address)) and v.is_self), None
+        ),
+        10,
+    )
+    with grpc.insecure_channel(first.address) as channel:
+        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).PutBreaker(
+            breaker_pb2.PutBreakerRequest(name="search"), timeout=5
+        )
+    ports = {first.replica_id: first_port, second.replica_id: second_port}
+
+    def states(port: int) -> list[float]:
+        return [v for (name, _), v in samples(port).items() if name == "bulwark_breaker_state"]
+
+    leader_port = ports[leader.replica_id]
+    follower_port = ports[(second if leader is first else first).replica_id]
+    wait_for(lambda: sum(states(leader_port)) == 1, 5)
+    assert states(follower_port) == []
+    assert value(samples(follower_port), "bulwark_is_leader") == 0
+
+    content_type, body = scrape(leader_port, "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+    content_type, _ = scrape(leader_port)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        urllib.request.urlopen(f"http://127.0.0.1:{leader_port}/other", timeout=5)
+    assert wrong.value.code == 404
+    wrong.value.close()
