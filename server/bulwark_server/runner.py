@@ -333,13 +333,13 @@ class Replica:
         )
         limiter.start()
         self._closers.append(limiter.stop)
-        if self._metrics is not None:
-            self._metrics.watch(store, election, breakers, limiter)
         self._limiter = limiter
         registry = RegistryManager(store, election)
         self._closers.append(registry.stop)
         features = FeatureManager(store, election, breakers)
         self._closers.append(features.stop)
+        if self._metrics is not None:
+            self._metrics.watch(store, election, limiter, breakers, registry, bulkheads, features)
         ring = self._key_ring()
         dirs = self._backup_dirs()
         keys = KeyBackupManager(store, ring, dirs)

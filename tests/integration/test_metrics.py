@@ -13,8 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from bulwark.v1 import (
     breaker_pb2,
     breaker_pb2_grpc,
+    bulkhead_pb2,
+    bulkhead_pb2_grpc,
+    feature_pb2,
+    feature_pb2_grpc,
     ratelimit_pb2,
     ratelimit_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
 )
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember, free_port
@@ -182,3 +188,60 @@ def test_only_the_leader_exports_fleet_state_and_formats_follow_accept(
         urllib.request.urlopen(f"http://127.0.0.1:{leader_port}/other", timeout=5)
     assert wrong.value.code == 404
     wrong.value.close()
+
+
+def test_the_leader_exports_services_primaries_bulkheads_and_features(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica, port = with_metrics(replica_factory, etcd, "m1")
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        for n, health in ((1, "INSTANCE_HEALTH_SERVING"), (2, "INSTANCE_HEALTH_NOT_SERVING")):
+            instance = registry_pb2.Instance(
+                service="orders-db",
+                id=f"db-{n}",
+                address=f"10.0.0.{n}:5432",
+                health=registry_pb2.InstanceHealth.Value(health),
+            )
+            instance.ttl.FromSeconds(30)
+            registry.RegisterInstance(
+                registry_pb2.RegisterInstanceRequest(instance=instance), timeout=5
+            )
+        bulkheads = bulkhead_pb2_grpc.BulkheadServiceStub(channel)
+        bulkheads.PutBulkhead(
+            bulkhead_pb2.PutBulkheadRequest(
+                bulkhead=bulkhead_pb2.Bulkhead(name="reports", max_concurrent=3)
+            ),
+            timeout=5,
+        )
+        bulkheads.Acquire(bulkhead_pb2.AcquireRequest(bulkhead="reports", holder="w1"), timeout=5)
+        feature_pb2_grpc.FeatureServiceStub(channel).PutFeature(
+            feature_pb2.PutFeatureRequest(
+                feature=feature_pb2.Feature(
+                    name="recommendations",
+                    status=feature_pb2.FEATURE_STATUS_DEGRADED,
+                    reason="load test",
+                )
+            ),
+            timeout=5,
+        )
+
+    def promoted() -> Samples | None:
+        found = samples(port)
+        has = value(found, "bulwark_service_has_primary", service="orders-db")
+        return found if has == 1 else None
+
+    found = wait_for(promoted, 10)
+    assert isinstance(found, dict)
+    assert value(found, "bulwark_instances", service="orders-db", health="serving") == 1
+    assert value(found, "bulwark_instances", service="orders-db", health="not_serving") == 1
+    assert value(found, "bulwark_instances", service="orders-db", health="draining") == 0
+    assert value(found, "bulwark_primary_epoch", service="orders-db") == 1
+    assert value(found, "bulwark_bulkhead_permits_held", bulkhead="reports") == 1
+    assert value(found, "bulwark_bulkhead_permits_max", bulkhead="reports") == 3
+    statuses = {
+        status: value(found, "bulwark_feature_status", feature="recommendations", status=status)
+        for status in ("available", "degraded", "disabled")
+    }
+    assert statuses == {"available": 0, "degraded": 1, "disabled": 0}

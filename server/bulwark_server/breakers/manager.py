@@ -50,13 +50,12 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore, Event, Fence, Page, scan_page
+from bulwark_server.store import Entry, EtcdStore, Event, Fence, Page, every_item, scan_page
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
 
 # States whose outcomes feed the sliding window.
-STATES_PAGE = 500  # breakers read from the cache at a time by ``states``
 COUNTING = (breaker_pb2.BREAKER_STATE_CLOSED, breaker_pb2.BREAKER_STATE_METRICS_ONLY)
 
 Mutation = Callable[[breaker_pb2.CircuitBreaker], breaker_pb2.CircuitBreaker | None]
@@ -126,16 +125,14 @@ class BreakerManager:
 
     def states(self) -> list[tuple[str, int]]:
         """(name, ``BreakerState``) of every breaker, in name order, from the cache."""
+        prefix = kind_prefix(BREAKER_KIND)
         out: list[tuple[str, int]] = []
-        token = ""
-        while True:
-            page = scan_page(self._store.cache, kind_prefix(BREAKER_KIND), STATES_PAGE, token)
-            for entry in page.items:
-                name = entry.key[len(kind_prefix(BREAKER_KIND)) :].decode()
-                out.append((name, self._decode(name, entry).status.state))
-            token = page.next_token
-            if not token:
-                return out
+        for entry in every_item(
+            lambda size, after: scan_page(self._store.cache, prefix, size, after)
+        ):
+            name = entry.key[len(prefix) :].decode()
+            out.append((name, self._decode(name, entry).status.state))
+        return out
 
     def change_prefixes(self) -> tuple[bytes, ...]:
         """The key ranges whose changes can change a breaker's state: what a stream

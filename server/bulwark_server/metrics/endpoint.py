@@ -47,7 +47,11 @@ class MetricsEndpoint:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            status, content_type, body = self._answer(head)
+            try:
+                status, content_type, body = self._answer(head)
+            except Exception:  # a collector's bug: say so, and keep serving
+                log.exception("metrics: a scrape failed", extra={"event": "metrics.failed"})
+                status, content_type, body = "500 Internal Server Error", "text/plain", b"failed\n"
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")

@@ -4,9 +4,10 @@ Two kinds of series (the README's "Metrics" lists each):
 
 * this replica's own facts (its RPCs, decisions, refusals, shedding, etcd and
   cache), exported by every replica: sum them across replicas;
-* the fleet's state (breaker states), exported only by the leader, so that a
-  sum or a count across replicas never counts a breaker twice. After a failover
-  the series come from another ``instance``: aggregate without that label.
+* the fleet's state (``fleet``: breaker states, services and primaries,
+  bulkheads, features), exported only by the leader, so that a sum or a count
+  across replicas never counts a breaker twice. After a failover the series come
+  from another ``instance``: aggregate without that label.
 
 Nothing is counted here: each part counts where it decides (plain integers, no
 locks, no label lookups on its hot path), and the collector turns the counts
@@ -23,19 +24,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bulwark.v1 import breaker_pb2
 from bulwark_server.cluster.election import Election, read_leader
+from bulwark_server.metrics import fleet
 from bulwark_server.ratelimits.tallies import Tallies
 from bulwark_server.store import EtcdStore, StoreStatus
 
 Source = Callable[[], Iterable[Metric]]
 
-# ``BreakerState`` values as label values: the enum's names, lower-cased, without prefix.
-BREAKER_STATES = {
-    value.number: value.name.removeprefix("BREAKER_STATE_").lower()
-    for value in breaker_pb2.BreakerState.DESCRIPTOR.values
-    if value.number
-}
 DROPPED = "bulwark_metrics_series_dropped"
 
 # A ``_created`` series per counter and histogram doubles what a scrape carries, and
@@ -56,10 +51,8 @@ class Decider(Protocol):
     def tallies(self) -> Tallies: ...
 
 
-class Breakers(Protocol):
+class Breakers(fleet.Breakers, Protocol):
     refusals: Mapping[str, int]
-
-    def states(self) -> list[tuple[str, int]]: ...
 
 
 class ReplicaMetrics:
@@ -75,9 +68,16 @@ class ReplicaMetrics:
         self._sources.append(source)
 
     def watch(
-        self, store: EtcdStore, election: Election, breakers: Breakers, limiter: Decider
+        self,
+        store: EtcdStore,
+        election: Election,
+        limiter: Decider,
+        breakers: Breakers,
+        registry: fleet.Registry,
+        bulkheads: fleet.Bulkheads,
+        features: fleet.Features,
     ) -> None:
-        """Export what the store, the election, the breakers and the rate limits hold."""
+        """Export what this replica counts, and (while it leads) the fleet's state."""
 
         def term() -> int:
             leader = read_leader(store)
@@ -88,8 +88,9 @@ class ReplicaMetrics:
 
         self.add(leadership(election, term))
         self.add(store_health(store.status))
-        self.add(breaker_metrics(breakers, leading))
+        self.add(breaker_refusals(breakers.refusals))
         self.add(ratelimit_decisions(lambda: limiter.tallies))
+        self.add(fleet.fleet(leading, breakers, registry, bulkheads, features))
 
 
 class _Sources(Collector):
@@ -180,31 +181,18 @@ def ratelimit_decisions(tallies: Callable[[], Tallies]) -> Source:
     return collect
 
 
-def breaker_metrics(breakers: Breakers, leading: Callable[[], bool]) -> Source:
-    """``bulwark_breaker_refusals_total{breaker}`` (every replica) and
-    ``bulwark_breaker_state{breaker,state}`` (the leader)."""
+def breaker_refusals(refusals: Mapping[str, int]) -> Source:
+    """``bulwark_breaker_refusals_total{breaker}``."""
 
     def collect() -> Iterator[Metric]:
-        refusals = CounterMetricFamily(
+        family = CounterMetricFamily(
             "bulwark_breaker_refusals",
             "Allow calls this replica refused, by breaker.",
             labels=["breaker"],
         )
-        for name, count in sorted(breakers.refusals.items()):
-            refusals.add_metric([name], count)
-        yield refusals
-        if not leading():
-            return
-        state = GaugeMetricFamily(
-            "bulwark_breaker_state",
-            "1 for each breaker's current state, 0 for its other states (exported by "
-            "the leader only).",
-            labels=["breaker", "state"],
-        )
-        for name, current in breakers.states():
-            for number, label in BREAKER_STATES.items():
-                state.add_metric([name, label], 1 if number == current else 0)
-        yield state
+        for name, count in sorted(refusals.items()):
+            family.add_metric([name], count)
+        yield family
 
     return collect
 

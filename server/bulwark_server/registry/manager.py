@@ -16,9 +16,11 @@ Reads, picks and heartbeat answers come from the replica's cache.
 
 from __future__ import annotations
 
+import collections
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import NamedTuple
 
 from google.protobuf import duration_pb2
 
@@ -29,6 +31,16 @@ from bulwark_server.registry import picking, watches
 from bulwark_server.registry.instances import Instances, instance_prefix, role
 from bulwark_server.registry.primaries import Primaries
 from bulwark_server.store import EtcdStore, Page, scan_page
+
+
+class ServiceSummary(NamedTuple):
+    """A service as the metrics read it: instances by ``InstanceHealth``, whether it has
+    a primary, and the primary record's epoch (0: never had one)."""
+
+    service: str
+    by_health: dict[int, int]
+    has_primary: bool
+    epoch: int
 
 
 class RegistryManager:
@@ -83,6 +95,29 @@ class RegistryManager:
         if entry is None:
             return record, None
         return record, self._instances.view(entry, record.instance_id)
+
+    def summary(self) -> list[ServiceSummary]:
+        """Every service (with instances or a primary record), from the cache."""
+        out = []
+        for service in sorted(self._primaries.services()):
+            by_health: collections.Counter[int] = collections.Counter(
+                i.health for i in self._instances.current(service).values()
+            )
+            record = self.primary(service)
+            out.append(
+                ServiceSummary(
+                    service,
+                    dict(by_health),
+                    bool(record and record.instance_id),
+                    record.epoch if record else 0,
+                )
+            )
+        return out
+
+    @property
+    def failovers(self) -> Mapping[str, int]:
+        """Promotions after each service's first, made by this replica as leader."""
+        return self._primaries.failovers
 
     @property
     def stale(self) -> bool:

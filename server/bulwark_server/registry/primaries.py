@@ -21,6 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -75,6 +76,8 @@ class Primaries:
         self._instances = instances
         self._clock = clock
         self._tick_interval = tick_interval
+        # Promotions after a service's first, made by this replica as leader, by service.
+        self.failovers: collections.Counter[str] = collections.Counter()
 
     # -- reads ------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class Primaries:
         starve it."""
         queue = self._store.subscribe()
         try:
-            dirty = self._services()
+            dirty = self.services()
             next_sweep = time.monotonic() + self._tick_interval
             while True:
                 if dirty and self._election.is_leader:
@@ -181,7 +184,7 @@ class Primaries:
                     async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
                         batches = [await queue.get()]
                 except TimeoutError:
-                    dirty = self._services()
+                    dirty = self.services()
                     next_sweep = time.monotonic() + self._tick_interval
                     continue
                 # Take everything queued: one decision per service per round.
@@ -192,7 +195,7 @@ class Primaries:
                         # This subscriber fell behind and was dropped: follow again.
                         self._store.unsubscribe(queue)
                         queue = self._store.subscribe()
-                        dirty = self._services()
+                        dirty = self.services()
                         break
                     dirty |= self._touched(batch)
         finally:
@@ -206,7 +209,8 @@ class Primaries:
                     out.add(ev.entry.key[len(prefix) :].decode().split("/", 1)[0])
         return out
 
-    def _services(self) -> set[str]:
+    def services(self) -> set[str]:
+        """Every service with a primary record or an instance, from the cache."""
         out = {
             e.key[len(kind_prefix(PRIMARY_KIND)) :].decode() for e in self._store.scan(PRIMARY_KIND)
         }
@@ -249,6 +253,8 @@ class Primaries:
                     )
             except (Conflict, AlreadyExists, NotFound):
                 continue  # decided on a stale view; the change that won triggers a new decision
+            if record.instance_id and record.epoch > 1:
+                self.failovers[service] += 1  # a promotion after the first: a new primary
             log.info(
                 "service %s: primary %s at epoch %d (%s)",
                 service,

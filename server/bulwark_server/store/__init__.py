@@ -38,6 +38,7 @@ from bulwark_server.store.paging import (
     Scanner,
     decode_token,
     encode_token,
+    every_item,
     scan_page,
     take_page,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "batches",
     "decode_token",
     "encode_token",
+    "every_item",
     "follow",
     "key_for",
     "scan_page",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from bulwark_server.store.cache import Entry
@@ -92,3 +92,13 @@ def scan_page(
     after = base + start_after.encode() if start_after else b""
     entries = scanner.scan(prefix, after, size + 1)
     return take_page(entries, size, lambda entry: entry.key[len(base) :].decode())
+
+
+def every_item(list_page: Callable[[int, str], Page[T]], size: int = 500) -> Iterator[T]:
+    """Every item of a paged listing (``list_page(size, start_after)``), page by page."""
+    token = ""
+    while True:
+        items, token = list_page(size, token)
+        yield from items
+        if not token:
+            return

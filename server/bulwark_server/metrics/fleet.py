@@ -1,0 +1,143 @@
+"""The fleet's state as metrics, exported by the leader only (see ``replica``).
+
+Each source reads the cache through its capability's listing at scrape time, so
+the figures are those every replica serves, and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from bulwark.v1 import breaker_pb2, bulkhead_pb2, feature_pb2, registry_pb2
+from bulwark_server.registry.manager import ServiceSummary
+from bulwark_server.store import Page, every_item
+
+Source = Callable[[], Iterator[Metric]]
+
+
+def label_values(enum: object, prefix: str) -> dict[int, str]:
+    """An enum's values (but UNSPECIFIED) as label values: names lower-cased, unprefixed."""
+    return {
+        value.number: value.name.removeprefix(prefix).lower()
+        for value in enum.DESCRIPTOR.values  # type: ignore[attr-defined]
+        if value.number
+    }
+
+
+BREAKER_STATES = label_values(breaker_pb2.BreakerState, "BREAKER_STATE_")
+HEALTH = label_values(registry_pb2.InstanceHealth, "INSTANCE_HEALTH_")
+FEATURE_STATUS = label_values(feature_pb2.FeatureStatus, "FEATURE_STATUS_")
+
+
+class Breakers(Protocol):
+    def states(self) -> list[tuple[str, int]]: ...
+
+
+class Registry(Protocol):
+    def summary(self) -> list[ServiceSummary]: ...
+
+    @property
+    def failovers(self) -> Mapping[str, int]: ...
+
+
+class Bulkheads(Protocol):
+    def list(self, size: int, start_after: str = "") -> Page[bulkhead_pb2.Bulkhead]: ...
+
+
+class Features(Protocol):
+    def list(self, size: int, start_after: str) -> Page[feature_pb2.FeatureView]: ...
+
+
+def one_of(
+    name: str,
+    documentation: str,
+    label: str,
+    key: str,
+    items: Iterator[tuple[str, int]],
+    values: dict[int, str],
+) -> GaugeMetricFamily:
+    """A gauge of 1 for each item's current value and 0 for its other values."""
+    family = GaugeMetricFamily(name, documentation, labels=[label, key])
+    for item, current in items:
+        for number, text in values.items():
+            family.add_metric([item, text], 1 if number == current else 0)
+    return family
+
+
+def fleet(
+    leading: Callable[[], bool],
+    breakers: Breakers,
+    registry: Registry,
+    bulkheads: Bulkheads,
+    features: Features,
+) -> Source:
+    """Breaker states, services and their primaries, bulkhead permits and feature
+    statuses, while this replica leads (nothing otherwise)."""
+
+    def collect() -> Iterator[Metric]:
+        if not leading():
+            return
+        yield one_of(
+            "bulwark_breaker_state",
+            "1 for each breaker's current state, 0 for its other states.",
+            "breaker",
+            "state",
+            iter(breakers.states()),
+            BREAKER_STATES,
+        )
+        yield from _services(registry)
+        held = GaugeMetricFamily(
+            "bulwark_bulkhead_permits_held", "Permits held now, by bulkhead.", labels=["bulkhead"]
+        )
+        most = GaugeMetricFamily(
+            "bulwark_bulkhead_permits_max",
+            "Most permits a bulkhead lets be held at once.",
+            labels=["bulkhead"],
+        )
+        for bulkhead in every_item(bulkheads.list):
+            held.add_metric([bulkhead.name], bulkhead.in_use)
+            most.add_metric([bulkhead.name], bulkhead.max_concurrent)
+        yield held
+        yield most
+        yield one_of(
+            "bulwark_feature_status",
+            "1 for each feature's effective status, 0 for its other statuses.",
+            "feature",
+            "status",
+            ((view.feature.name, view.effective_status) for view in every_item(features.list)),
+            FEATURE_STATUS,
+        )
+
+    return collect
+
+
+def _services(registry: Registry) -> Iterator[Metric]:
+    instances = GaugeMetricFamily(
+        "bulwark_instances",
+        "Registered instances by service and health.",
+        labels=["service", "health"],
+    )
+    has_primary = GaugeMetricFamily(
+        "bulwark_service_has_primary",
+        "1 while the service has a primary, else 0.",
+        labels=["service"],
+    )
+    epoch = GaugeMetricFamily(
+        "bulwark_primary_epoch", "Epoch of the service's primary record.", labels=["service"]
+    )
+    for summary in registry.summary():
+        for number, health in HEALTH.items():
+            instances.add_metric([summary.service, health], summary.by_health.get(number, 0))
+        has_primary.add_metric([summary.service], 1 if summary.has_primary else 0)
+        epoch.add_metric([summary.service], summary.epoch)
+    failovers = CounterMetricFamily(
+        "bulwark_primary_failovers",
+        "Primaries replaced (failovers and switchovers) by this replica while it led.",
+        labels=["service"],
+    )
+    for service, count in sorted(registry.failovers.items()):
+        failovers.add_metric([service], count)
+    yield from (instances, has_primary, epoch, failovers)
