@@ -338,8 +338,6 @@ class Replica:
         self._closers.append(registry.stop)
         features = FeatureManager(store, election, breakers)
         self._closers.append(features.stop)
-        if self._metrics is not None:
-            self._metrics.watch(store, election, limiter, breakers, registry, bulkheads, features)
         ring = self._key_ring()
         dirs = self._backup_dirs()
         keys = KeyBackupManager(store, ring, dirs)
@@ -352,6 +350,18 @@ class Replica:
             retention=self.settings.snapshot_retention,
         )
         self._closers.append(recovery.stop)
+        if self._metrics is not None:
+            self._metrics.watch(
+                store,
+                election,
+                limiter=limiter,
+                breakers=breakers,
+                registry=registry,
+                bulkheads=bulkheads,
+                features=features,
+                keys=keys,
+                recovery=recovery,
+            )
         return [
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,

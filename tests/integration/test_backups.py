@@ -64,6 +64,7 @@ PREFIX = b"/bulwark/v1/"
 KEYBACKUPS = PREFIX + b"keybackups/"
 AUDIT = PREFIX + b"audit/"
 REVOCATIONS = PREFIX + b"token-revocations/"
+DRILLS = PREFIX + b"drills/last"
 TOKENS = PREFIX + b"tokens/"
 SCRATCH = b"/bulwark-drill/"
 TIMEOUT = 10.0
@@ -102,11 +103,12 @@ class EtcdKV:
         return int(response.deleted)
 
     def durable(self, revision: int = 0) -> dict[bytes, Any]:
-        """Bulwark's keys a snapshot holds and a restore compares: not leased, not audit."""
+        """Bulwark's keys a snapshot holds and a restore compares: not leased, not the
+        history a restore keeps (the audit trail, the last drill)."""
         return {
             k: kv
             for k, kv in self.range(PREFIX, revision).items()
-            if not kv.lease and not k.startswith(AUDIT)
+            if not kv.lease and not k.startswith(AUDIT) and k != DRILLS
         }
 
 
@@ -746,6 +748,9 @@ def test_corrupt_snapshot_writes_nothing_and_another_copy_serves(
             err = rpc_error(call)
             assert err.code() == Code.DATA_LOSS, err
             assert str(d1) in (err.details() or "")
+        # Nothing restored; the failed drill is kept as the last drill (for the alerts).
+        last_drill = recovery_pb2.DrillRecord.FromString(kv.range(DRILLS)[DRILLS].value)
+        assert not last_drill.succeeded and str(d1) in last_drill.error
         assert {k: item.mod_revision for k, item in kv.durable().items()} == before
         assert kv.range(SCRATCH) == {}
         err = rpc_error(lambda: c1.restore_snapshot("20200101T000000000Z-1", wipe=True))

@@ -115,6 +115,10 @@ class KeyBackupManager:
         self._ring = ring
         self._dirs = list(dirs)
         self._clock = clock
+        # Key versions this replica verified, and the damaged or missing copies the
+        # latest verification found (None: it has verified none).
+        self.verified = 0
+        self.damaged: int | None = None
 
     def ring(self) -> envelope.KeyRing:
         if self._ring is None:
@@ -256,6 +260,8 @@ class KeyBackupManager:
             out.ok += good
             if not good:
                 out.lost += 1
+        self.verified += out.versions
+        self.damaged = len(out.problems)
         return out
 
     async def _copies(self, ring: envelope.KeyRing, key_id: str, version: int) -> list[CopyResult]:

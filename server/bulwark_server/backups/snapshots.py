@@ -49,7 +49,14 @@ from bulwark_server.errors import (
     StoreUnavailable,
 )
 from bulwark_server.store import MAX_TXN_OPS, Entry, EtcdStore
-from bulwark_server.store.keys import PREFIX, split_key
+from bulwark_server.store.keys import (
+    AUDIT_KIND,
+    DRILL_KIND,
+    LAST_DRILL_NAME,
+    PREFIX,
+    TOKEN_REVOCATION_KIND,
+    split_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,7 @@ KEY_MATERIAL = ("keybackups",)
 MAX_DIFFERENCES = 20
 # History a restore adds to but never replaces: the audit trail, and the tombstones of
 # revoked tokens (restoring an older snapshot must not bring a revoked token back).
-KEPT_ON_WIPE = ("audit", "token-revocations")
+KEPT_ON_WIPE = (AUDIT_KIND, TOKEN_REVOCATION_KIND, DRILL_KIND)
 
 Progress = recovery_pb2.Progress
 
@@ -132,6 +139,9 @@ class RecoveryManager:
         self._retention = retention
         self._clock = clock
         self._lock = asyncio.Lock()
+        # The newest snapshot this replica took or found (its schedule lists them while
+        # it leads); 0 when none is known yet.
+        self.newest_snapshot_at = 0.0
         self._scheduler = LeaderTask(
             election,
             self._schedule,
@@ -199,6 +209,7 @@ class RecoveryManager:
             if not written:
                 raise StoreUnavailable(f"snapshot {snapshot_id} could not be written anywhere")
             manifest.locations.extend(written)
+            self.newest_snapshot_at = max(self.newest_snapshot_at, now)
             log.info(
                 "snapshot %s taken at revision %d: %d keys, %d locations",
                 snapshot_id,
@@ -336,7 +347,39 @@ class RecoveryManager:
     async def drill(
         self, snapshot_id: str
     ) -> AsyncIterator[tuple[Progress, recovery_pb2.DrillReport | None]]:
-        """Restore into scratch space, compare, clean up; yield progress, then the report."""
+        """Restore into scratch space, compare, clean up; yield progress, then the report.
+        The outcome is kept as the last drill (``last_drill``): a report, or no intact
+        copy of the snapshot to restore."""
+        try:
+            async for progress, report in self._drill(snapshot_id):
+                if report is not None:
+                    await self._keep_drill(report.mismatched == 0, report, "")
+                yield progress, report
+        except DataLoss as exc:
+            await self._keep_drill(False, None, str(exc))
+            raise
+
+    def last_drill(self) -> recovery_pb2.DrillRecord | None:
+        """The latest drill's outcome, whichever replica ran it (from the cache)."""
+        entry = self._store.get(DRILL_KIND, LAST_DRILL_NAME)
+        return None if entry is None else recovery_pb2.DrillRecord.FromString(entry.value)
+
+    async def _keep_drill(
+        self, succeeded: bool, report: recovery_pb2.DrillReport | None, error: str
+    ) -> None:
+        record = recovery_pb2.DrillRecord(
+            finished_at=timestamps.at(self._clock()), succeeded=succeeded, error=error
+        )
+        if report is not None:
+            record.report.CopyFrom(report)
+        try:
+            await self._store.put(DRILL_KIND, LAST_DRILL_NAME, record.SerializeToString())
+        except StoreUnavailable as exc:  # the drill's own answer matters more
+            log.warning("the outcome of a drill was not kept: %s", exc)
+
+    async def _drill(
+        self, snapshot_id: str
+    ) -> AsyncIterator[tuple[Progress, recovery_pb2.DrillReport | None]]:
         began = self._clock()
         scratch = SCRATCH + f"{int(began * 1000)}/".encode()
         started = time.monotonic()
@@ -401,6 +444,7 @@ class RecoveryManager:
             try:
                 snapshots = await self.list()
                 newest = timestamps.unix(snapshots[0].created_at) if snapshots else 0.0
+                self.newest_snapshot_at = max(self.newest_snapshot_at, newest)
                 wait = newest + self._interval - self._clock()
                 if wait <= 0 and self._election.is_leader:
                     async for _ in self.create(SCHEDULED_BY):

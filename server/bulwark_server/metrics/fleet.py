@@ -11,7 +11,8 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bulwark.v1 import breaker_pb2, bulkhead_pb2, feature_pb2, registry_pb2
+from bulwark.v1 import breaker_pb2, bulkhead_pb2, feature_pb2, recovery_pb2, registry_pb2
+from bulwark_server import timestamps
 from bulwark_server.registry.manager import ServiceSummary
 from bulwark_server.store import Page, every_item
 
@@ -45,6 +46,12 @@ class Registry(Protocol):
 
 class Bulkheads(Protocol):
     def list(self, size: int, start_after: str = "") -> Page[bulkhead_pb2.Bulkhead]: ...
+
+
+class Recovery(Protocol):
+    newest_snapshot_at: float
+
+    def last_drill(self) -> recovery_pb2.DrillRecord | None: ...
 
 
 class Features(Protocol):
@@ -141,3 +148,46 @@ def _services(registry: Registry) -> Iterator[Metric]:
     for service, count in sorted(registry.failovers.items()):
         failovers.add_metric([service], count)
     yield from (instances, has_primary, epoch, failovers)
+
+
+def recovery(
+    leading: Callable[[], bool], snapshots: Recovery, clock: Callable[[], float]
+) -> Source:
+    """The newest snapshot's age and the latest drill's outcome, while this replica leads."""
+
+    def collect() -> Iterator[Metric]:
+        if not leading():
+            return
+        now = clock()
+        if snapshots.newest_snapshot_at:
+            yield GaugeMetricFamily(
+                "bulwark_snapshot_age_seconds",
+                "Seconds since the newest snapshot the leader knows of was taken.",
+                value=max(0.0, now - snapshots.newest_snapshot_at),
+            )
+        drill = snapshots.last_drill()
+        if drill is None:
+            return
+        yield GaugeMetricFamily(
+            "bulwark_drill_age_seconds",
+            "Seconds since the latest drill ended.",
+            value=max(0.0, now - timestamps.unix(drill.finished_at)),
+        )
+        yield GaugeMetricFamily(
+            "bulwark_drill_succeeded",
+            "1 when the latest drill restored a copy that matched its snapshot, else 0.",
+            value=1 if drill.succeeded else 0,
+        )
+        if drill.HasField("report"):
+            yield GaugeMetricFamily(
+                "bulwark_drill_rto_seconds",
+                "Restore time of the latest drill.",
+                value=drill.report.rto.ToNanoseconds() / 1e9,
+            )
+            yield GaugeMetricFamily(
+                "bulwark_drill_rpo_seconds",
+                "Age of the snapshot the latest drill restored, when it ran.",
+                value=drill.report.rpo.ToNanoseconds() / 1e9,
+            )
+
+    return collect

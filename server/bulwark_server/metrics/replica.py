@@ -16,6 +16,7 @@ into metric families when Prometheus asks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
@@ -46,6 +47,11 @@ class Leadership(Protocol):
     def elections_won(self) -> int: ...
 
 
+class KeyBackups(Protocol):
+    verified: int
+    damaged: int | None
+
+
 class Decider(Protocol):
     @property
     def tallies(self) -> Tallies: ...
@@ -71,11 +77,14 @@ class ReplicaMetrics:
         self,
         store: EtcdStore,
         election: Election,
+        *,
         limiter: Decider,
         breakers: Breakers,
         registry: fleet.Registry,
         bulkheads: fleet.Bulkheads,
         features: fleet.Features,
+        keys: KeyBackups,
+        recovery: fleet.Recovery,
     ) -> None:
         """Export what this replica counts, and (while it leads) the fleet's state."""
 
@@ -90,7 +99,9 @@ class ReplicaMetrics:
         self.add(store_health(store.status))
         self.add(breaker_refusals(breakers.refusals))
         self.add(ratelimit_decisions(lambda: limiter.tallies))
+        self.add(key_backups(keys))
         self.add(fleet.fleet(leading, breakers, registry, bulkheads, features))
+        self.add(fleet.recovery(leading, recovery, time.time))
 
 
 class _Sources(Collector):
@@ -210,5 +221,25 @@ def shedding(shed: Mapping[str, int]) -> Source:
             service, _, name = method.lstrip("/").rpartition("/")
             family.add_metric([service, name], count)
         yield family
+
+    return collect
+
+
+def key_backups(keys: KeyBackups) -> Source:
+    """``bulwark_backups_verified_total`` and, once this replica verified,
+    ``bulwark_backups_damaged``."""
+
+    def collect() -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "bulwark_backups_verified",
+            "Key backup versions this replica verified.",
+            value=keys.verified,
+        )
+        if keys.damaged is not None:
+            yield GaugeMetricFamily(
+                "bulwark_backups_damaged",
+                "Damaged or missing key backup copies found by this replica's latest verification.",
+                value=keys.damaged,
+            )
 
     return collect

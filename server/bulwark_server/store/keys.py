@@ -23,6 +23,8 @@ REPLICA_KIND = "replicas"
 TOKEN_KIND = "tokens"
 TOKEN_REVOCATION_KIND = "token-revocations"
 AUDIT_KIND = "audit"
+DRILL_KIND = "drills"
+LAST_DRILL_NAME = "last"
 
 
 def key_for(kind: str, name: str) -> bytes:

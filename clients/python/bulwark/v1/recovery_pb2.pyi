@@ -140,6 +140,18 @@ class SnapshotContents(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[SnapshotEntry]
     def __init__(self, revision: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[SnapshotEntry, _Mapping]]] = ...) -> None: ...
 
+class DrillRecord(_message.Message):
+    __slots__ = ("finished_at", "succeeded", "report", "error")
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    finished_at: _timestamp_pb2.Timestamp
+    succeeded: bool
+    report: DrillReport
+    error: str
+    def __init__(self, finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., succeeded: bool = ..., report: _Optional[_Union[DrillReport, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class StoredSnapshot(_message.Message):
     __slots__ = ("manifest", "sealed")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
