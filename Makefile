@@ -5,9 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
+# Debian packages whose programs the monitoring tests run, as package:program,...
+# (Debian names Alertmanager's binary prometheus-alertmanager).
+DEBIAN_TOOLS := prometheus:prometheus,promtool prometheus-alertmanager:prometheus-alertmanager
+DEBIAN_STAMP := .tools/debian.stamp
 ARGS ?=
 
-.PHONY: install run test lint proto proto-check bench bench-compare clean local-cluster
+.PHONY: install run test lint proto proto-check bench bench-compare clean local-cluster debian-tools
 
 install: $(STAMP)
 
@@ -24,12 +28,20 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
+## Prometheus, promtool and Alertmanager from Debian, for the monitoring tests. The stamp is
+## touched only once every program is there, so a run as non-root (which only says what to
+## install) tries again next time.
+debian-tools: $(DEBIAN_STAMP)
+
+$(DEBIAN_STAMP): tools/install-debian-tools
+	tools/install-debian-tools --stamp $@ $(DEBIAN_TOOLS)
+
 ## Start Bulwark on 127.0.0.1:50051 with an embedded etcd under var/ (Ctrl-C stops both).
 run: install
 	$(VENV)/bin/bulwark serve $(ARGS)
 
 ## The whole suite: unit and integration tests against real etcd and real replicas.
-test: install $(BUF)
+test: install $(BUF) $(DEBIAN_STAMP)
 	$(PY) -m pytest $(ARGS)
 
 lint: install $(BUF)
