@@ -118,7 +118,7 @@ def test_a_replica_exports_rpc_decision_breaker_and_cluster_metrics(
         "grpc_type": "unary",
         "grpc_service": "bulwark.v1.CircuitBreakerService",
         "grpc_method": "GetBreaker",
-        "grpc_code": "NOT_FOUND",
+        "grpc_code": "NotFound",
     }
     assert value(found, "grpc_server_handled_total", **missing_labels) == 1
     # 5 per minute, 7 Checks: 3 with more than a fifth left, 2 near (1 and 0 left), 2 over.

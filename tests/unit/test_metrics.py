@@ -16,7 +16,7 @@ from bulwark_server.metrics.replica import ReplicaMetrics, ratelimit_decisions
 from bulwark_server.ratelimits.answers import OK_HEAD, Answers
 from bulwark_server.ratelimits.counters import Outcome
 from bulwark_server.ratelimits.tallies import OUTCOMES, Tallies, near_below
-from bulwark_server.transport.rpc_metrics import RpcMetrics
+from bulwark_server.transport.rpc_metrics import GO_CODES, RpcMetrics
 
 
 def counted(tallies: Tallies) -> dict[tuple[str, str, str], int]:
@@ -102,7 +102,7 @@ async def _handled(behavior: Any, context: Context) -> dict[str, float]:
         await handler.unary_unary(None, context)
     labels = {"grpc_type": "unary", "grpc_service": "pkg.Svc", "grpc_method": "Do"}
     out = {}
-    for code in ("UNKNOWN", "CANCELLED", "PERMISSION_DENIED"):
+    for code in ("Unknown", "Canceled", "PermissionDenied"):
         got = registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": code})
         if got:
             out[code] = got
@@ -120,10 +120,10 @@ async def test_a_call_ending_by_an_exception_is_counted_under_its_final_code() -
     async def refused(request: Any, context: Any) -> None:
         raise RuntimeError("aborted")  # as context.abort raises, the code set first
 
-    assert await _handled(crash, Context()) == {"UNKNOWN": 1}
-    assert await _handled(gone, Context()) == {"CANCELLED": 1}
+    assert await _handled(crash, Context()) == {"Unknown": 1}
+    assert await _handled(gone, Context()) == {"Canceled": 1}
     assert await _handled(refused, Context(grpc.StatusCode.PERMISSION_DENIED)) == {
-        "PERMISSION_DENIED": 1
+        "PermissionDenied": 1
     }
 
 
@@ -158,3 +158,11 @@ async def test_the_endpoint_answers_get_only_and_names_the_path() -> None:
 def test_a_bad_metrics_listen_address_names_the_setting() -> None:
     with pytest.raises(SettingsError, match="metrics_listen"):
         Settings(metrics_listen="nowhere").validate()
+
+
+def test_codes_are_spelled_as_go_grpc_prometheus_spells_them() -> None:
+    assert GO_CODES[grpc.StatusCode.RESOURCE_EXHAUSTED] == "ResourceExhausted"
+    assert GO_CODES[grpc.StatusCode.CANCELLED] == "Canceled"
+    assert GO_CODES[grpc.StatusCode.OK] == "OK"
+    assert GO_CODES[grpc.StatusCode.DATA_LOSS] == "DataLoss"
+    assert len(set(GO_CODES.values())) == len(grpc.StatusCode)

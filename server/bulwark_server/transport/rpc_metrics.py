@@ -26,6 +26,13 @@ from bulwark_server.transport.handlers import rewrap, status_of
 # go-grpc-prometheus' default buckets (Prometheus' DefBuckets), in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# Status codes as go-grpc-prometheus labels them (grpc-go's ``codes.Code.String()``),
+# which dashboards and alerts match: "ResourceExhausted", not "RESOURCE_EXHAUSTED".
+GO_CODES = {
+    code: "".join(part.capitalize() for part in code.name.split("_")) for code in grpc.StatusCode
+}
+GO_CODES[grpc.StatusCode.OK] = "OK"
+GO_CODES[grpc.StatusCode.CANCELLED] = "Canceled"
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 
@@ -104,7 +111,9 @@ class _Series:
     def handled(self, code: grpc.StatusCode) -> None:
         child = self._handled.get(code)
         if child is None:
-            child = self._handled[code] = self._metrics.handled.labels(*self._labels, code.name)
+            child = self._handled[code] = self._metrics.handled.labels(
+                *self._labels, GO_CODES[code]
+            )
         child.inc()
 
 
