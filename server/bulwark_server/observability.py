@@ -8,6 +8,9 @@
   With none, nothing would receive a span's timings or a metric: spans are
   sampled out (they still carry ids, so logs carry trace ids) and metrics are
   not recorded (``Telemetry.metrics_read``).
+* Exports run on the SDK's own threads: a collector that is slow or down delays
+  no RPC. Spans beyond the batch queue are dropped; a stopping replica waits at
+  most ``FLUSH_TIMEOUT_S`` for its last exports.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from bulwark_server.config import Settings
+
+log = logging.getLogger(__name__)
+
+# How long a stopping replica waits for its last spans and metrics to be exported. A
+# collector that answers takes milliseconds; one that is down would be retried until
+# the exporter's timeout (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s), for traces and then again
+# for metrics, holding up the stop longer than a supervisor waits before SIGKILL.
+FLUSH_TIMEOUT_S = 3.0
 
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -87,15 +99,36 @@ class Telemetry:
     when it is made; without one, a recorded measurement goes nowhere, and
     recording one costs more than the rest of a cheap RPC. ``spans_read``: whether
     spans are exported (and so worth recording); without an exporter a span's only
-    use is its ids, which logs carry.
+    use is its ids, which logs carry. ``exporters``: the span and metric exporters,
+    which ``shutdown`` stops when they outlast its timeout.
     """
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     metrics_read: bool = True
     spans_read: bool = True
+    exporters: tuple[Any, ...] = ()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Export what is pending and stop the providers, for at most about ``timeout``
+        seconds: then the exporters are shut down, which ends their retries, and what
+        they had not exported is lost."""
+        # The SDK's shutdown has no overall bound: it runs on a thread of its own, and
+        # stopping the exporters is what makes it return.
+        flushing = threading.Thread(target=self._shutdown, name="telemetry-shutdown", daemon=True)
+        flushing.start()
+        flushing.join(timeout)
+        if flushing.is_alive():
+            log.warning(
+                "telemetry not exported within %.1fs of stopping; the rest is dropped",
+                timeout,
+                extra={"event": "telemetry.dropped"},
+            )
+            for exporter in self.exporters:
+                exporter.shutdown()
+            flushing.join(timeout)
+
+    def _shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
@@ -109,18 +142,31 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     # the logs) but costs a fifth of a recorded one. With one, the SDK's default sampler.
     exporting = settings.otel_exporter in ("console", "otlp")
     tracer_provider = TracerProvider(resource=resource, sampler=None if exporting else ALWAYS_OFF)
-    readers: list[MetricReader] = []
+    exporters: tuple[Any, ...] = ()
     if settings.otel_exporter == "console":
-        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        exporters = (ConsoleSpanExporter(), ConsoleMetricExporter())
     elif settings.otel_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        # Empty: the exporters read OTEL_EXPORTER_OTLP_ENDPOINT and its defaults.
         endpoint = settings.otel_endpoint or None
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
+        exporters = (OTLPSpanExporter(endpoint=endpoint), OTLPMetricExporter(endpoint=endpoint))
+        log.info(
+            "exporting traces and metrics over OTLP/gRPC to %s",
+            endpoint or "the OTEL_EXPORTER_OTLP_ENDPOINT default",
+            extra={"event": "telemetry.otlp", "endpoint": endpoint or ""},
+        )
+    readers: list[MetricReader] = []
+    if exporters:
+        span_exporter, metric_exporter = exporters
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        readers.append(PeriodicExportingMetricReader(metric_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Telemetry(
-        tracer_provider, meter_provider, metrics_read=bool(readers), spans_read=exporting
+        tracer_provider,
+        meter_provider,
+        metrics_read=bool(readers),
+        spans_read=exporting,
+        exporters=exporters,
     )

@@ -85,7 +85,7 @@ from bulwark_server.security.tokens import TokenStore
 from bulwark_server.store import EtcdStore
 from bulwark_server.transport.access import AccessInterceptor
 from bulwark_server.transport.rpc_metrics import RpcMetrics
-from bulwark_server.transport.server import ServiceBinding, build_server
+from bulwark_server.transport.server import ServiceBinding, build_server, capabilities
 from bulwark_server.transport.shedding import LoadShedder
 from bulwark_server.transport.telemetry import TelemetryInterceptor
 from bulwark_server.transport.tls import peer_credentials
@@ -170,11 +170,12 @@ class Replica:
         await self._announce_security(tokens)
         shedder = LoadShedder(settings.max_in_flight)
         counted = [] if self._metrics is None else [RpcMetrics(self._metrics.registry)]
+        bindings = [*self._bindings(store, election), *self._security_bindings(tokens, audit)]
         built = build_server(
             settings,
-            [*self._bindings(store, election), *self._security_bindings(tokens, audit)],
+            bindings,
             [
-                TelemetryInterceptor(telemetry),
+                TelemetryInterceptor(telemetry, capabilities(bindings)),
                 *counted,
                 # Refuse strangers before counting: they must not take the slots of callers.
                 AccessInterceptor(tokens, audit, enabled=settings.auth_enabled),
@@ -298,11 +299,13 @@ class Replica:
                 auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                 AuthServicer(tokens),
                 auth_pb2_grpc.add_AuthServiceServicer_to_server,
+                capability="security",
             ),
             ServiceBinding(
                 audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                 AuditServicer(audit),
                 audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                capability="security",
             ),
         ]
 
@@ -367,51 +370,61 @@ class Replica:
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 ClusterServicer(ClusterManager(store, election, draining=lambda: self._draining)),
                 cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+                capability="cluster",
             ),
             ServiceBinding(
                 breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
                 BreakerServicer(breakers, router),
                 breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
+                capability="breakers",
             ),
             ServiceBinding(
                 bulkhead_pb2.DESCRIPTOR.services_by_name["BulkheadService"].full_name,
                 BulkheadServicer(bulkheads),
                 bulkhead_pb2_grpc.add_BulkheadServiceServicer_to_server,
+                capability="bulkheads",
             ),
             ServiceBinding(
                 ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
                 RateLimitServicer(limiter, router),
                 ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
+                capability="ratelimits",
             ),
             ServiceBinding(
                 counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
                 CounterServicer(limiter),
                 counter_pb2_grpc.add_CounterServiceServicer_to_server,
+                capability="ratelimits",
             ),
             ServiceBinding(
                 registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
                 RegistryServicer(registry),
                 registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+                capability="registry",
             ),
             ServiceBinding(
                 feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
                 FeatureServicer(features),
                 feature_pb2_grpc.add_FeatureServiceServicer_to_server,
+                capability="features",
             ),
             ServiceBinding(
                 keybackup_pb2.DESCRIPTOR.services_by_name["KeyBackupService"].full_name,
                 KeyBackupServicer(keys),
                 keybackup_pb2_grpc.add_KeyBackupServiceServicer_to_server,
+                capability="backups",
             ),
             ServiceBinding(
                 recovery_pb2.DESCRIPTOR.services_by_name["RecoveryService"].full_name,
                 RecoveryServicer(recovery),
                 recovery_pb2_grpc.add_RecoveryServiceServicer_to_server,
+                capability="recovery",
             ),
             ServiceBinding(
                 rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
                 EnvoyRateLimitServicer(limiter, router, headers=_envoy_headers(self.settings)),
                 rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
+                capability="ratelimits",
             ),
         ]
 

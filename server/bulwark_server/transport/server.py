@@ -15,14 +15,33 @@ from bulwark_server.config import Settings
 from bulwark_server.transport.handlers import Layer, Wrapping
 from bulwark_server.transport.tls import server_credentials
 
+# The services ``build_server`` adds to every server, and the capability they are of.
+TRANSPORT = "transport"
+TRANSPORT_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
+
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One gRPC service: its full name, its servicer and the generated add function."""
+    """One gRPC service: its full name, its servicer, the generated add function, and
+    the capability it serves (``breakers``, ``ratelimits``, ...: what telemetry names)."""
 
     name: str
     servicer: Any
     add: Callable[[Any, grpc.aio.Server], None]
+    capability: str
+
+
+def capabilities(bindings: Sequence[ServiceBinding]) -> dict[str, str]:
+    """The capability of each service a server built from ``bindings`` serves, by full
+    service name: each binding's own, and ``transport`` for health checking and
+    reflection. Raises ValueError for a service bound twice to different capabilities."""
+    out = dict.fromkeys(TRANSPORT_SERVICES, TRANSPORT)
+    for binding in bindings:
+        if out.setdefault(binding.name, binding.capability) != binding.capability:
+            raise ValueError(
+                f"service {binding.name} is bound to {out[binding.name]} and {binding.capability}"
+            )
+    return out
 
 
 @dataclass
@@ -80,7 +99,7 @@ def build_server(
     # What ``reflection.enable_server_reflection`` does for an asyncio server, on
     # ``target``, which is not one.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer((*names, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+        reflection.aio.ReflectionServicer((*names, *TRANSPORT_SERVICES)),
         target,
     )
     credentials = server_credentials(settings)

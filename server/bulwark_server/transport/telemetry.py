@@ -1,9 +1,20 @@
-"""One span, one duration sample and one count for every RPC, by method and final status."""
+"""One span, one duration sample and one count for every RPC, by method and final status.
+
+Spans follow OpenTelemetry's gRPC server conventions: named after the full method,
+kind SERVER, with ``rpc.system``, ``rpc.service``, ``rpc.method`` and the final
+``rpc.grpc.status_code`` (the code's name), plus ``bulwark.capability``: the
+capability the service belongs to (``breakers``, ``ratelimits``, ``transport``,
+...). A span's status is ERROR only for the codes that mean the server failed
+(``SERVER_ERRORS``); NOT_FOUND, INVALID_ARGUMENT and the like are the caller's,
+and leave it unset. Metrics carry the same labels but the capability, which
+``rpc.service`` already determines.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -18,6 +29,33 @@ from bulwark_server.transport.handlers import rewrap, status_of
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 
+# The codes a server span reports as ERROR (OpenTelemetry's gRPC conventions).
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def ended_by(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The final status of a call whose handler raised ``exc``: the code set on it (an
+    abort sets one), else the caller's deadline or cancellation (grpc cancels the
+    handler; a stream's generator is closed), else UNKNOWN, as grpc answers."""
+    code = status_of(context)
+    if code is not _OK:
+        return code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return _UNKNOWN
+
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """A span, a duration sample and a count for every RPC, by method and status code.
@@ -25,9 +63,13 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     Metrics are not recorded when no reader takes them (``Telemetry.metrics_read``),
     and spans carry their ids only when none is exported (``Telemetry.spans_read``):
     there is nobody to see the rest.
+
+    ``capabilities``: the capability of each service, by full service name
+    (``transport.server.capabilities``); a service missing from it gets no
+    ``bulwark.capability`` attribute.
     """
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, capabilities: Mapping[str, str] | None = None) -> None:
         self._tracer = telemetry.tracer_provider.get_tracer("bulwark.server")
         meter = telemetry.meter_provider.get_meter("bulwark.server")
         self._duration = meter.create_histogram(
@@ -39,6 +81,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         self._metered = telemetry.metrics_read
         self._traced = telemetry.spans_read
         self._ids = telemetry.tracer_provider.id_generator
+        self._capabilities = dict(capabilities or {})
 
     async def intercept_service(
         self,
@@ -61,6 +104,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         service, _, name = method.lstrip("/").rpartition("/")
         return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
+    def span_attributes(self, method: str) -> dict[str, str]:
+        """The attributes a span of ``method`` starts with; made once per method, when
+        its handler is wrapped, so no call looks anything up."""
+        attrs = self._attributes(method)
+        capability = self._capabilities.get(attrs["rpc.service"])
+        if capability is not None:
+            attrs["bulwark.capability"] = capability
+        return attrs
+
     def _labels(self, method: str) -> dict[grpc.StatusCode, dict[str, str]]:
         """The metric labels of each final status of ``method``, made once (the SDK
         copies what it keeps)."""
@@ -75,45 +127,41 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         if not self._traced:
             return self._unary_untraced(method, behavior)
-        attrs = self._attributes(method)
+        attrs = self.span_attributes(method)
         labels = self._labels(method)
         start_span, clock = self._tracer.start_span, time.perf_counter
         duration, count, metered = self._duration.record, self._count.add, self._metered
         attach, detach, current = context_api.attach, context_api.detach, trace.set_span_in_context
-        server = trace.SpanKind.SERVER
+        server, errors = trace.SpanKind.SERVER, SERVER_ERRORS
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            # What ``start_as_current_span`` does (the span current while the call runs;
-            # an exception recorded on it with the status ERROR; ended on the way out),
-            # without its two generator context managers.
+            # What ``start_as_current_span`` does (the span current while the call runs,
+            # ended on the way out), without its two generator context managers; the
+            # status comes from the call's final code, not from whether it raised (an
+            # abort raises).
             started = clock()
             code = _UNKNOWN
             span = start_span(method, kind=server, attributes=attrs)
             token = attach(current(span))
             try:
-                try:
-                    response = await behavior(request, context)
-                    code = status_of(context)
-                    return response
-                except BaseException:
-                    code = status_of(context)
-                    if code is _OK:
-                        code = _UNKNOWN
-                    raise
-                finally:
-                    span.set_attribute("rpc.grpc.status_code", code.name)
-                    if metered:
-                        duration((clock() - started) * 1000.0, labels[code])
-                        count(1, labels[code])
-                    detach(token)
-            except Exception as exc:
-                if span.is_recording():
+                response = await behavior(request, context)
+                code = status_of(context)
+                return response
+            except BaseException as exc:
+                code = ended_by(exc, context)
+                if code is _UNKNOWN:
+                    # An exception grpc answers as UNKNOWN, not an abort: its traceback
+                    # is the one clue to what went wrong.
                     span.record_exception(exc)
-                    span.set_status(
-                        Status(StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
-                    )
                 raise
             finally:
+                span.set_attribute("rpc.grpc.status_code", code.name)
+                if code is not _OK and code in errors:
+                    span.set_status(Status(StatusCode.ERROR, context.details() or code.name))
+                if metered:
+                    duration((clock() - started) * 1000.0, labels[code])
+                    count(1, labels[code])
+                detach(token)
                 span.end()
 
         return wrapper
@@ -142,10 +190,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 response = await behavior(request, context)
                 code = status_of(context)
                 return response
-            except BaseException:
-                code = status_of(context)
-                if code is _OK:
-                    code = _UNKNOWN
+            except BaseException as exc:
+                code = ended_by(exc, context)
                 raise
             finally:
                 if metered:
@@ -156,7 +202,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        attrs = self._attributes(method)
+        attrs = self.span_attributes(method)
         labels = self._labels(method)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -170,13 +216,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 async for response in behavior(request, context):
                     yield response
                 code = status_of(context)
-            except BaseException:
-                code = status_of(context)
-                if code is grpc.StatusCode.OK:
-                    code = grpc.StatusCode.CANCELLED
+            except BaseException as exc:
+                code = ended_by(exc, context)
+                if code is _UNKNOWN:
+                    span.record_exception(exc)
                 raise
             finally:
                 span.set_attribute("rpc.grpc.status_code", code.name)
+                if code in SERVER_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, context.details() or code.name))
                 span.end()
                 self._record(labels[code], started)
 
