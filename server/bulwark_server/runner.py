@@ -71,7 +71,6 @@ from bulwark_server.errors import BulwarkError
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.limits_file import load_limits_file
 from bulwark_server.loopback.etcd import EtcdMember
-from bulwark_server.metrics.endpoint import MetricsEndpoint
 from bulwark_server.metrics.replica import ReplicaMetrics, shedding
 from bulwark_server.observability import Telemetry, setup_telemetry
 from bulwark_server.ratelimits.manager import RateLimitManager
@@ -184,7 +183,7 @@ class Replica:
         )
         if self._metrics is not None:
             self._metrics.add(shedding(shedder.shed))
-            await self._serve_metrics(self._metrics)
+            self._closers.append(await self._metrics.serve(settings.metrics_listen))
         host, listen_port = split_host_port(settings.listen, "listen")
         if listen_port == 0:
             # Bound to a free port: advertise the port actually bound.
@@ -427,18 +426,6 @@ class Replica:
                 capability="ratelimits",
             ),
         ]
-
-    async def _serve_metrics(self, metrics: ReplicaMetrics) -> None:
-        host, port = split_host_port(self.settings.metrics_listen, "metrics_listen")
-        endpoint = MetricsEndpoint(metrics.registry, host, port)
-        await endpoint.start()
-        self._closers.append(endpoint.close)
-        log.info(
-            "metrics on http://%s:%d/metrics",
-            host,
-            endpoint.port,
-            extra={"event": "metrics.serving", "port": endpoint.port},
-        )
 
     def _key_ring(self) -> KeyRing | None:
         """The key-encryption keys; with the embedded etcd and none configured, a local one.

@@ -16,8 +16,9 @@ into metric families when Prometheus asks.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 import prometheus_client
@@ -26,12 +27,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bulwark_server.cluster.election import Election, read_leader
+from bulwark_server.config import split_host_port
 from bulwark_server.metrics import fleet
+from bulwark_server.metrics.endpoint import MetricsEndpoint
 from bulwark_server.ratelimits.tallies import Tallies
 from bulwark_server.store import EtcdStore, StoreStatus
 
 Source = Callable[[], Iterable[Metric]]
 
+log = logging.getLogger(__name__)
 DROPPED = "bulwark_metrics_series_dropped"
 
 # A ``_created`` series per counter and histogram doubles what a scrape carries, and
@@ -68,6 +72,19 @@ class ReplicaMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._sources: list[Source] = []
         self.registry.register(_Sources(self._sources))
+
+    async def serve(self, listen: str) -> Callable[[], Awaitable[None]]:
+        """Serve the registry on ``listen`` (host:port; port 0 picks one); its closer."""
+        host, port = split_host_port(listen, "metrics_listen")
+        endpoint = MetricsEndpoint(self.registry, host, port)
+        await endpoint.start()
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            host,
+            endpoint.port,
+            extra={"event": "metrics.serving", "port": endpoint.port},
+        )
+        return endpoint.close
 
     def add(self, source: Source) -> None:
         """``source`` is called at each scrape for the families it yields."""
