@@ -10,6 +10,8 @@ BUF := .tools/node_modules/.bin/buf
 DEBIAN_TOOLS := prometheus:prometheus,promtool prometheus-alertmanager:prometheus-alertmanager
 DEBIAN_STAMP := .tools/debian.stamp
 ARGS ?=
+# `make run`'s Prometheus scrape endpoint (set BULWARK_METRICS_LISTEN= to turn it off).
+BULWARK_METRICS_LISTEN ?= 127.0.0.1:9464
 
 .PHONY: install run test lint proto proto-check bench bench-compare clean local-cluster debian-tools
 
@@ -36,9 +38,10 @@ debian-tools: $(DEBIAN_STAMP)
 $(DEBIAN_STAMP): tools/install-debian-tools
 	tools/install-debian-tools --stamp $@ $(DEBIAN_TOOLS)
 
-## Start Bulwark on 127.0.0.1:50051 with an embedded etcd under var/ (Ctrl-C stops both).
+## Start Bulwark on 127.0.0.1:50051 with an embedded etcd under var/ (Ctrl-C stops both),
+## its metrics on http://127.0.0.1:9464/metrics.
 run: install
-	$(VENV)/bin/bulwark serve $(ARGS)
+	BULWARK_METRICS_LISTEN=$(BULWARK_METRICS_LISTEN) $(VENV)/bin/bulwark serve $(ARGS)
 
 ## The whole suite: unit and integration tests against real etcd and real replicas.
 test: install $(BUF) $(DEBIAN_STAMP)
