@@ -245,3 +245,63 @@ def test_the_leader_exports_services_primaries_bulkheads_and_features(
         for status in ("available", "degraded", "disabled")
     }
     assert statuses == {"available": 0, "degraded": 1, "disabled": 0}
+
+
+def test_a_detailed_limit_exports_a_series_per_descriptor_value(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica, port = with_metrics(replica_factory, etcd, "m1")
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        limits.PutLimit(
+            ratelimit_pb2.PutLimitRequest(
+                limit=ratelimit_pb2.Limit(
+                    domain="edge",
+                    name="per-ip",
+                    descriptor=[ratelimit_pb2.DescriptorEntry(key="remote_address")],
+                    rate=ratelimit_pb2.Rate(
+                        requests_per_unit=2, unit=ratelimit_pb2.RATE_UNIT_MINUTE
+                    ),
+                    detailed_metric=True,
+                )
+            ),
+            timeout=5,
+        )
+        for ip in ("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"):
+            check = ratelimit_pb2.CheckRequest(
+                domain="edge",
+                descriptors=[
+                    ratelimit_pb2.RateLimitDescriptor(
+                        entries=[ratelimit_pb2.DescriptorEntry(key="remote_address", value=ip)]
+                    )
+                ],
+            )
+            limits.Check(check, timeout=5)
+    found = samples(port)
+
+    def detailed(ip: str, outcome: str) -> float | None:
+        return value(
+            found,
+            "bulwark_ratelimit_detailed_decisions_total",
+            domain="edge",
+            limit="per-ip",
+            descriptor=f"remote_address={ip}",
+            outcome=outcome,
+        )
+
+    assert detailed("10.0.0.1", "within_limit") == 1  # 1 of 2 left: more than a fifth
+    assert detailed("10.0.0.1", "near_limit") == 1
+    assert detailed("10.0.0.1", "over_limit") == 1
+    assert detailed("10.0.0.2", "within_limit") == 1
+    per_limit = {
+        outcome: value(
+            found,
+            "bulwark_ratelimit_decisions_total",
+            domain="edge",
+            limit="per-ip",
+            outcome=outcome,
+        )
+        for outcome in ("within_limit", "near_limit", "over_limit")
+    }
+    assert per_limit == {"within_limit": 2, "near_limit": 1, "over_limit": 1}

@@ -15,6 +15,7 @@ from bulwark_server.metrics.endpoint import MetricsEndpoint
 from bulwark_server.metrics.replica import ReplicaMetrics, ratelimit_decisions
 from bulwark_server.ratelimits.answers import OK_HEAD, Answers
 from bulwark_server.ratelimits.counters import Outcome
+from bulwark_server.ratelimits.envoy_config import parse_limits
 from bulwark_server.ratelimits.tallies import OUTCOMES, Tallies, near_below
 from bulwark_server.transport.rpc_metrics import GO_CODES, RpcMetrics
 
@@ -166,3 +167,36 @@ def test_codes_are_spelled_as_go_grpc_prometheus_spells_them() -> None:
     assert GO_CODES[grpc.StatusCode.OK] == "OK"
     assert GO_CODES[grpc.StatusCode.DATA_LOSS] == "DataLoss"
     assert len(set(GO_CODES.values())) == len(grpc.StatusCode)
+
+
+def entries(**pairs: str) -> list[ratelimit_pb2.DescriptorEntry]:
+    return [ratelimit_pb2.DescriptorEntry(key=k, value=v) for k, v in pairs.items()]
+
+
+def test_a_detailed_limit_counts_each_value_apart_and_in_its_limit() -> None:
+    tallies = Tallies(max_detailed=2)
+    limit = tallies.of("edge", "per-ip", 10)
+    for ip in ("10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        answers = Answers()
+        tally = tallies.detail("edge", "per-ip", entries(remote_address=ip), limit)
+        answers.settle(answers.add(OK_HEAD, tally=tally), Outcome(True, 9, 1.0, 0.0))
+        answers.response()
+    detailed = {(d, o): c for _, _, d, o, c in tallies.detailed_counts() if c}
+    assert detailed == {
+        ("remote_address=10.0.0.1", "within_limit"): 2,
+        ("remote_address=10.0.0.2", "within_limit"): 1,
+    }
+    # The third address found no room: counted under its limit only, and said so.
+    assert tallies.detailed_dropped == 1
+    assert counted(tallies) == {("edge", "per-ip", "within_limit"): 4}
+
+
+def test_envoys_detailed_metric_is_kept_on_the_limit() -> None:
+    (limit,) = parse_limits(
+        "domain: edge\n"
+        "descriptors:\n"
+        "  - key: remote_address\n"
+        "    detailed_metric: true\n"
+        "    rate_limit: {unit: second, requests_per_unit: 10}\n"
+    )
+    assert limit.detailed_metric

@@ -202,8 +202,18 @@ def ratelimit_decisions(tallies: Callable[[], Tallies]) -> Source:
         for domain, name, outcome, count in counted.counts():
             family.add_metric([domain, name, outcome], count)
         yield family
+        detailed = CounterMetricFamily(
+            "bulwark_ratelimit_detailed_decisions",
+            "Decisions of limits with detailed_metric, by descriptor value (capped per "
+            "replica; past the cap a value counts under its limit only).",
+            labels=["domain", "limit", "descriptor", "outcome"],
+        )
+        for domain, name, descriptor, outcome, count in counted.detailed_counts():
+            detailed.add_metric([domain, name, descriptor, outcome], count)
+        yield detailed
         dropped = CounterMetricFamily(DROPPED, "", labels=["metric"])
         dropped.add_metric(["bulwark_ratelimit_decisions_total"], counted.dropped)
+        dropped.add_metric(["bulwark_ratelimit_detailed_decisions_total"], counted.detailed_dropped)
         yield dropped
 
     return collect

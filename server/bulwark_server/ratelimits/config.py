@@ -64,6 +64,7 @@ def normalize_limit(limit: ratelimit_pb2.Limit) -> ratelimit_pb2.Limit:
     out.descriptor.extend(_pattern(limit.descriptor))
     out.unlimited = limit.unlimited
     out.shadow_mode = limit.shadow_mode
+    out.detailed_metric = limit.detailed_metric
     blocking = limit.blocks_all or (limit.HasField("rate") and limit.rate.requests_per_unit == 0)
 
     algorithm = limit.algorithm

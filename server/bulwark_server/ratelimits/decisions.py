@@ -54,13 +54,8 @@ from bulwark_server.ratelimits.facts import facts_of
 from bulwark_server.ratelimits.fallback import LEADER_TIMEOUT_S
 from bulwark_server.ratelimits.index import Indexed
 from bulwark_server.ratelimits.owned import CounterTables, Setting, TableId
-from bulwark_server.ratelimits.shares import (
-    REFRESH_S,
-    Share,
-    ShareBook,
-    part_divisor,
-)
-from bulwark_server.ratelimits.tables import Value
+from bulwark_server.ratelimits.shares import REFRESH_S, ShareBook, part_divisor, share_outcome
+from bulwark_server.ratelimits.tables import Value, values_of
 from bulwark_server.ratelimits.tallies import Tallies
 
 log = logging.getLogger(__name__)
@@ -152,7 +147,7 @@ class Decisions:
             if item.share:
                 spent = self.book.spend((counter.table, counter.value), item.hits, now)
                 if spent is not None:
-                    settle(item.index, _from_share(*spent, item.hits, now))
+                    settle(item.index, share_outcome(*spent, item.hits, now))
                     continue
             part = self._from_part(view, item, now)
             if part is not None:
@@ -192,7 +187,7 @@ class Decisions:
         key = (table, value)
         spent = self.book.spend(key, item.hits, now)
         if spent is not None:
-            return _from_share(*spent, item.hits, now)
+            return share_outcome(*spent, item.hits, now)
         outcome = self.owned.take(table, item.limit, item.created, value, item.hits, now)
         if self.book.busy(key):
             self._grant_own(view, item, self.book.wanted(key), now)
@@ -282,7 +277,11 @@ class Decisions:
                 heads.append(facts.head)
                 shadows.append(facts.shadow)
                 outcomes.append(None)
-                tallies.append(tally)
+                tallies.append(
+                    self.tallies.detail(domain, found.name, entries, tally)
+                    if facts.detailed
+                    else tally
+                )
                 if facts.unlimited:
                     continue
                 if facts.blocks_all:
@@ -441,7 +440,7 @@ class Decisions:
                 continue
             slot = int(table[-1])  # type: ignore[call-overload]
             owner = view.slots[slot] if view.slots else view.self_id
-            counter = Counter(table, value, slot, name, tuple(_values(value)))
+            counter = Counter(table, value, slot, name, tuple(values_of(value)))
             item = Pending(-1, found.limit, found.created, counter, 0, True)
             if owner != view.self_id:
                 by_owner.setdefault(owner, []).append((item, refresh.wanted, refresh.returned))
@@ -485,14 +484,3 @@ class Decisions:
                 outcome.reset_after_s,
                 now,
             )
-
-
-def _values(value: Value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _from_share(share: Share, allowed: bool, hits: int, now: float) -> Outcome:
-    reset_after = max(0.0, share.reset_at - now)
-    if allowed:
-        return Outcome(True, max(0, share.remaining - hits), reset_after, 0.0)
-    return Outcome(False, 0, reset_after, max(0.0, share.next_refresh - now))

@@ -15,7 +15,7 @@ The format (one ``domain`` per YAML document; several documents may share a file
           x-bulwark-algorithm: token_bucket  # Bulwark only (see envoy_extensions)
           x-bulwark-burst: 20          # Bulwark only: the token bucket's capacity
         shadow_mode: false             # decide and count, never reject
-        detailed_metric: false         # accepted; Bulwark has no per-value metrics
+        detailed_metric: false         # a metrics series per descriptor value
         descriptors: [...]             # nested nodes: longer descriptors
 
 Guarantees:
@@ -107,7 +107,7 @@ class EnvoyLimit:
     ``limit`` is normalized (as ``RateLimitManager.put`` stores it). ``path`` is the
     YAML path of the node that defines it. ``replaces`` are the names listed
     under ``rate_limit.replaces`` (also stored in ``limit.replaces``, where the
-    limiter enforces them). ``detailed_metric`` is parsed and otherwise unused.
+    limiter enforces them). ``detailed_metric`` is also ``limit.detailed_metric``.
     """
 
     limit: ratelimit_pb2.Limit
@@ -299,6 +299,7 @@ class _DocumentParser:
             descriptor=[ratelimit_pb2.DescriptorEntry(key=n.key, value=n.value) for n in chain],
             unlimited=unlimited,
             shadow_mode=shadow,
+            detailed_metric=detailed,
         )
         if unlimited:
             # As envoyproxy/ratelimit: an unlimited limit has no unit, and its

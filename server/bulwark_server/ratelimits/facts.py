@@ -38,6 +38,8 @@ class Facts(NamedTuple):
     start: int
     # The effective rate's requests per unit.
     per_unit: int
+    # Decisions are also counted per descriptor value (``tallies.Tallies.detail``).
+    detailed: bool
 
 
 _held: dict[bytes, Facts] = {}
@@ -68,6 +70,7 @@ def facts_of(found: Indexed) -> Facts:
         result.SerializeToString(),
         slot_start(found.domain, found.name),
         rate.requests_per_unit,
+        limit.detailed_metric,
     )
     if len(_held) >= DECODED:
         del _held[next(iter(_held))]  # the oldest

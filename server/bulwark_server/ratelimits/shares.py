@@ -35,6 +35,7 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from bulwark_server.ratelimits.counters import Outcome
 from bulwark_server.ratelimits.leases import fair_shares
 
 REFRESH_S = 0.2
@@ -248,3 +249,11 @@ class ShareLedger:
     def active(self, now: float) -> bool:
         """Whether any holder may still spend tokens of this counter."""
         return any(now - rec.seen_at <= SHARE_TERM_S for rec in self._holders.values())
+
+
+def share_outcome(share: Share, allowed: bool, hits: int, now: float) -> Outcome:
+    """What a charge of ``hits`` on a share answers (``ShareBook.spend``'s result)."""
+    reset_after = max(0.0, share.reset_at - now)
+    if allowed:
+        return Outcome(True, max(0, share.remaining - hits), reset_after, 0.0)
+    return Outcome(False, 0, reset_after, max(0.0, share.next_refresh - now))

@@ -26,19 +26,19 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ulwark/v1/ratelimit.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x80\x01\n\x13RateLimitDescriptor\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.bulwark.v1.DescriptorEntry\x12\x11\n\x04hits\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x05limit\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.RateB\x07\n\x05_hits\"E\n\x04Rate\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\x03\x12\"\n\x04unit\x18\x02 \x01(\x0e\x32\x14.bulwark.v1.RateUnit\"t\n\x0f\x41\x64\x61ptiveScaling\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05\x66loor\x18\x02 \x01(\x02\x12\x0c\n\x04load\x18\x03 \x01(\x02\x12\x33\n\x0fload_updated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x02\n\x05Limit\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\ndescriptor\x18\x03 \x03(\x0b\x32\x1b.bulwark.v1.DescriptorEntry\x12\x1e\n\x04rate\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\r\n\x05\x62urst\x18\x05 \x01(\x03\x12-\n\talgorithm\x18\x06 \x01(\x0e\x32\x1a.bulwark.v1.LimitAlgorithm\x12\x11\n\tunlimited\x18\x07 \x01(\x08\x12\x13\n\x0bshadow_mode\x18\x08 \x01(\x08\x12-\n\x08\x61\x64\x61ptive\x18\t \x01(\x0b\x32\x1b.bulwark.v1.AdaptiveScaling\x12\x10\n\x08revision\x18\n \x01(\x03\x12(\n\x0e\x65\x66\x66\x65\x63tive_rate\x18\x0b \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x10\n\x08replaces\x18\x0c \x03(\t\x12\x12\n\nblocks_all\x18\r \x01(\x08\"N\n\x0fPutLimitRequest\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"E\n\x10PutLimitResponse\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"/\n\x0fGetLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"4\n\x10GetLimitResponse\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\"J\n\x11ListLimitsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListLimitsResponse\x12!\n\x06limits\x18\x01 \x03(\x0b\x32\x11.bulwark.v1.Limit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x12\x44\x65leteLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\'\n\x13\x44\x65leteLimitResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x8c\x01\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x34\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32\x1f.bulwark.v1.RateLimitDescriptor\x12\x11\n\x04hits\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04load\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05_hitsB\x07\n\x05_load\"\x8a\x02\n\x10\x44\x65scriptorResult\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.bulwark.v1.CheckCode\x12\x12\n\nlimit_name\x18\x02 \x01(\t\x12\'\n\rcurrent_limit\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12.\n\x0breset_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06shadow\x18\x07 \x01(\x08\x12\x11\n\tunlimited\x18\x08 \x01(\x08\"\x83\x01\n\rCheckResponse\x12+\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x15.bulwark.v1.CheckCode\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.bulwark.v1.DescriptorResult\x12\x16\n\x0elocal_fallback\x18\x03 \x01(\x08\"{\n\x11LeaseQuotaRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x33\n\ndescriptor\x18\x02 \x01(\x0b\x32\x1f.bulwark.v1.RateLimitDescriptor\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0e\n\x06wanted\x18\x04 \x01(\x03\"\x8a\x01\n\x12LeaseQuotaResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x03\x12\x1f\n\x05limit\x18\x02 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlimit_name\x18\x04 \x01(\t\";\n\x0c\x43ounterState\x12\x0e\n\x06values\x18\x01 \x03(\t\x12\r\n\x05level\x18\x02 \x01(\x01\x12\x0c\n\x04time\x18\x03 \x01(\x01\"\xa3\x02\n\rLimitCounters\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x15limit_create_revision\x18\x03 \x01(\x03\x12*\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x18.bulwark.v1.CounterState\x12\x33\n\x0f\x63heckpointed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x04rest\x18\x06 \x01(\x0b\x32\x18.bulwark.v1.CounterState\x12\x14\n\x0crest_members\x18\x07 \x01(\x0c\x12\x1a\n\x12rest_member_hashes\x18\x08 \x01(\r\x12\x11\n\x04slot\x18\t \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_slot*x\n\x08RateUnit\x12\x19\n\x15RATE_UNIT_UNSPECIFIED\x10\x00\x12\x14\n\x10RATE_UNIT_SECOND\x10\x01\x12\x14\n\x10RATE_UNIT_MINUTE\x10\x02\x12\x12\n\x0eRATE_UNIT_HOUR\x10\x03\x12\x11\n\rRATE_UNIT_DAY\x10\x04*u\n\x0eLimitAlgorithm\x12\x1f\n\x1bLIMIT_ALGORITHM_UNSPECIFIED\x10\x00\x12 \n\x1cLIMIT_ALGORITHM_TOKEN_BUCKET\x10\x01\x12 \n\x1cLIMIT_ALGORITHM_FIXED_WINDOW\x10\x02*U\n\tCheckCode\x12\x1a\n\x16\x43HECK_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rCHECK_CODE_OK\x10\x01\x12\x19\n\x15\x43HECK_CODE_OVER_LIMIT\x10\x02\x32\xc8\x03\n\x10RateLimitService\x12\x45\n\x08PutLimit\x12\x1b.bulwark.v1.PutLimitRequest\x1a\x1c.bulwark.v1.PutLimitResponse\x12\x45\n\x08GetLimit\x12\x1b.bulwark.v1.GetLimitRequest\x1a\x1c.bulwark.v1.GetLimitResponse\x12K\n\nListLimits\x12\x1d.bulwark.v1.ListLimitsRequest\x1a\x1e.bulwark.v1.ListLimitsResponse\x12N\n\x0b\x44\x65leteLimit\x12\x1e.bulwark.v1.DeleteLimitRequest\x1a\x1f.bulwark.v1.DeleteLimitResponse\x12<\n\x05\x43heck\x12\x18.bulwark.v1.CheckRequest\x1a\x19.bulwark.v1.CheckResponse\x12K\n\nLeaseQuota\x12\x1d.bulwark.v1.LeaseQuotaRequest\x1a\x1e.bulwark.v1.LeaseQuotaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ulwark/v1/ratelimit.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x80\x01\n\x13RateLimitDescriptor\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.bulwark.v1.DescriptorEntry\x12\x11\n\x04hits\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x05limit\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.RateB\x07\n\x05_hits\"E\n\x04Rate\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\x03\x12\"\n\x04unit\x18\x02 \x01(\x0e\x32\x14.bulwark.v1.RateUnit\"t\n\x0f\x41\x64\x61ptiveScaling\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05\x66loor\x18\x02 \x01(\x02\x12\x0c\n\x04load\x18\x03 \x01(\x02\x12\x33\n\x0fload_updated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x03\n\x05Limit\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\ndescriptor\x18\x03 \x03(\x0b\x32\x1b.bulwark.v1.DescriptorEntry\x12\x1e\n\x04rate\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\r\n\x05\x62urst\x18\x05 \x01(\x03\x12-\n\talgorithm\x18\x06 \x01(\x0e\x32\x1a.bulwark.v1.LimitAlgorithm\x12\x11\n\tunlimited\x18\x07 \x01(\x08\x12\x13\n\x0bshadow_mode\x18\x08 \x01(\x08\x12-\n\x08\x61\x64\x61ptive\x18\t \x01(\x0b\x32\x1b.bulwark.v1.AdaptiveScaling\x12\x10\n\x08revision\x18\n \x01(\x03\x12(\n\x0e\x65\x66\x66\x65\x63tive_rate\x18\x0b \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x10\n\x08replaces\x18\x0c \x03(\t\x12\x12\n\nblocks_all\x18\r \x01(\x08\x12\x17\n\x0f\x64\x65tailed_metric\x18\x0e \x01(\x08\"N\n\x0fPutLimitRequest\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"E\n\x10PutLimitResponse\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"/\n\x0fGetLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"4\n\x10GetLimitResponse\x12 \n\x05limit\x18\x01 \x01(\x0b\x32\x11.bulwark.v1.Limit\"J\n\x11ListLimitsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListLimitsResponse\x12!\n\x06limits\x18\x01 \x03(\x0b\x32\x11.bulwark.v1.Limit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x12\x44\x65leteLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\'\n\x13\x44\x65leteLimitResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x8c\x01\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x34\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32\x1f.bulwark.v1.RateLimitDescriptor\x12\x11\n\x04hits\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04load\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05_hitsB\x07\n\x05_load\"\x8a\x02\n\x10\x44\x65scriptorResult\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.bulwark.v1.CheckCode\x12\x12\n\nlimit_name\x18\x02 \x01(\t\x12\'\n\rcurrent_limit\x18\x03 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12.\n\x0breset_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06shadow\x18\x07 \x01(\x08\x12\x11\n\tunlimited\x18\x08 \x01(\x08\"\x83\x01\n\rCheckResponse\x12+\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x15.bulwark.v1.CheckCode\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.bulwark.v1.DescriptorResult\x12\x16\n\x0elocal_fallback\x18\x03 \x01(\x08\"{\n\x11LeaseQuotaRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x33\n\ndescriptor\x18\x02 \x01(\x0b\x32\x1f.bulwark.v1.RateLimitDescriptor\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0e\n\x06wanted\x18\x04 \x01(\x03\"\x8a\x01\n\x12LeaseQuotaResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x03\x12\x1f\n\x05limit\x18\x02 \x01(\x0b\x32\x10.bulwark.v1.Rate\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlimit_name\x18\x04 \x01(\t\";\n\x0c\x43ounterState\x12\x0e\n\x06values\x18\x01 \x03(\t\x12\r\n\x05level\x18\x02 \x01(\x01\x12\x0c\n\x04time\x18\x03 \x01(\x01\"\xa3\x02\n\rLimitCounters\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x15limit_create_revision\x18\x03 \x01(\x03\x12*\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x18.bulwark.v1.CounterState\x12\x33\n\x0f\x63heckpointed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x04rest\x18\x06 \x01(\x0b\x32\x18.bulwark.v1.CounterState\x12\x14\n\x0crest_members\x18\x07 \x01(\x0c\x12\x1a\n\x12rest_member_hashes\x18\x08 \x01(\r\x12\x11\n\x04slot\x18\t \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_slot*x\n\x08RateUnit\x12\x19\n\x15RATE_UNIT_UNSPECIFIED\x10\x00\x12\x14\n\x10RATE_UNIT_SECOND\x10\x01\x12\x14\n\x10RATE_UNIT_MINUTE\x10\x02\x12\x12\n\x0eRATE_UNIT_HOUR\x10\x03\x12\x11\n\rRATE_UNIT_DAY\x10\x04*u\n\x0eLimitAlgorithm\x12\x1f\n\x1bLIMIT_ALGORITHM_UNSPECIFIED\x10\x00\x12 \n\x1cLIMIT_ALGORITHM_TOKEN_BUCKET\x10\x01\x12 \n\x1cLIMIT_ALGORITHM_FIXED_WINDOW\x10\x02*U\n\tCheckCode\x12\x1a\n\x16\x43HECK_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rCHECK_CODE_OK\x10\x01\x12\x19\n\x15\x43HECK_CODE_OVER_LIMIT\x10\x02\x32\xc8\x03\n\x10RateLimitService\x12\x45\n\x08PutLimit\x12\x1b.bulwark.v1.PutLimitRequest\x1a\x1c.bulwark.v1.PutLimitResponse\x12\x45\n\x08GetLimit\x12\x1b.bulwark.v1.GetLimitRequest\x1a\x1c.bulwark.v1.GetLimitResponse\x12K\n\nListLimits\x12\x1d.bulwark.v1.ListLimitsRequest\x1a\x1e.bulwark.v1.ListLimitsResponse\x12N\n\x0b\x44\x65leteLimit\x12\x1e.bulwark.v1.DeleteLimitRequest\x1a\x1f.bulwark.v1.DeleteLimitResponse\x12<\n\x05\x43heck\x12\x18.bulwark.v1.CheckRequest\x1a\x19.bulwark.v1.CheckResponse\x12K\n\nLeaseQuota\x12\x1d.bulwark.v1.LeaseQuotaRequest\x1a\x1e.bulwark.v1.LeaseQuotaResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.ratelimit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RATEUNIT']._serialized_start=2514
-  _globals['_RATEUNIT']._serialized_end=2634
-  _globals['_LIMITALGORITHM']._serialized_start=2636
-  _globals['_LIMITALGORITHM']._serialized_end=2753
-  _globals['_CHECKCODE']._serialized_start=2755
-  _globals['_CHECKCODE']._serialized_end=2840
+  _globals['_RATEUNIT']._serialized_start=2539
+  _globals['_RATEUNIT']._serialized_end=2659
+  _globals['_LIMITALGORITHM']._serialized_start=2661
+  _globals['_LIMITALGORITHM']._serialized_end=2778
+  _globals['_CHECKCODE']._serialized_start=2780
+  _globals['_CHECKCODE']._serialized_end=2865
   _globals['_DESCRIPTORENTRY']._serialized_start=107
   _globals['_DESCRIPTORENTRY']._serialized_end=152
   _globals['_RATELIMITDESCRIPTOR']._serialized_start=155
@@ -48,37 +48,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADAPTIVESCALING']._serialized_start=356
   _globals['_ADAPTIVESCALING']._serialized_end=472
   _globals['_LIMIT']._serialized_start=475
-  _globals['_LIMIT']._serialized_end=840
-  _globals['_PUTLIMITREQUEST']._serialized_start=842
-  _globals['_PUTLIMITREQUEST']._serialized_end=920
-  _globals['_PUTLIMITRESPONSE']._serialized_start=922
-  _globals['_PUTLIMITRESPONSE']._serialized_end=991
-  _globals['_GETLIMITREQUEST']._serialized_start=993
-  _globals['_GETLIMITREQUEST']._serialized_end=1040
-  _globals['_GETLIMITRESPONSE']._serialized_start=1042
-  _globals['_GETLIMITRESPONSE']._serialized_end=1094
-  _globals['_LISTLIMITSREQUEST']._serialized_start=1096
-  _globals['_LISTLIMITSREQUEST']._serialized_end=1170
-  _globals['_LISTLIMITSRESPONSE']._serialized_start=1172
-  _globals['_LISTLIMITSRESPONSE']._serialized_end=1252
-  _globals['_DELETELIMITREQUEST']._serialized_start=1254
-  _globals['_DELETELIMITREQUEST']._serialized_end=1304
-  _globals['_DELETELIMITRESPONSE']._serialized_start=1306
-  _globals['_DELETELIMITRESPONSE']._serialized_end=1345
-  _globals['_CHECKREQUEST']._serialized_start=1348
-  _globals['_CHECKREQUEST']._serialized_end=1488
-  _globals['_DESCRIPTORRESULT']._serialized_start=1491
-  _globals['_DESCRIPTORRESULT']._serialized_end=1757
-  _globals['_CHECKRESPONSE']._serialized_start=1760
-  _globals['_CHECKRESPONSE']._serialized_end=1891
-  _globals['_LEASEQUOTAREQUEST']._serialized_start=1893
-  _globals['_LEASEQUOTAREQUEST']._serialized_end=2016
-  _globals['_LEASEQUOTARESPONSE']._serialized_start=2019
-  _globals['_LEASEQUOTARESPONSE']._serialized_end=2157
-  _globals['_COUNTERSTATE']._serialized_start=2159
-  _globals['_COUNTERSTATE']._serialized_end=2218
-  _globals['_LIMITCOUNTERS']._serialized_start=2221
-  _globals['_LIMITCOUNTERS']._serialized_end=2512
-  _globals['_RATELIMITSERVICE']._serialized_start=2843
-  _globals['_RATELIMITSERVICE']._serialized_end=3299
+  _globals['_LIMIT']._serialized_end=865
+  _globals['_PUTLIMITREQUEST']._serialized_start=867
+  _globals['_PUTLIMITREQUEST']._serialized_end=945
+  _globals['_PUTLIMITRESPONSE']._serialized_start=947
+  _globals['_PUTLIMITRESPONSE']._serialized_end=1016
+  _globals['_GETLIMITREQUEST']._serialized_start=1018
+  _globals['_GETLIMITREQUEST']._serialized_end=1065
+  _globals['_GETLIMITRESPONSE']._serialized_start=1067
+  _globals['_GETLIMITRESPONSE']._serialized_end=1119
+  _globals['_LISTLIMITSREQUEST']._serialized_start=1121
+  _globals['_LISTLIMITSREQUEST']._serialized_end=1195
+  _globals['_LISTLIMITSRESPONSE']._serialized_start=1197
+  _globals['_LISTLIMITSRESPONSE']._serialized_end=1277
+  _globals['_DELETELIMITREQUEST']._serialized_start=1279
+  _globals['_DELETELIMITREQUEST']._serialized_end=1329
+  _globals['_DELETELIMITRESPONSE']._serialized_start=1331
+  _globals['_DELETELIMITRESPONSE']._serialized_end=1370
+  _globals['_CHECKREQUEST']._serialized_start=1373
+  _globals['_CHECKREQUEST']._serialized_end=1513
+  _globals['_DESCRIPTORRESULT']._serialized_start=1516
+  _globals['_DESCRIPTORRESULT']._serialized_end=1782
+  _globals['_CHECKRESPONSE']._serialized_start=1785
+  _globals['_CHECKRESPONSE']._serialized_end=1916
+  _globals['_LEASEQUOTAREQUEST']._serialized_start=1918
+  _globals['_LEASEQUOTAREQUEST']._serialized_end=2041
+  _globals['_LEASEQUOTARESPONSE']._serialized_start=2044
+  _globals['_LEASEQUOTARESPONSE']._serialized_end=2182
+  _globals['_COUNTERSTATE']._serialized_start=2184
+  _globals['_COUNTERSTATE']._serialized_end=2243
+  _globals['_LIMITCOUNTERS']._serialized_start=2246
+  _globals['_LIMITCOUNTERS']._serialized_end=2537
+  _globals['_RATELIMITSERVICE']._serialized_start=2868
+  _globals['_RATELIMITSERVICE']._serialized_end=3324
 # @@protoc_insertion_point(module_scope)

@@ -81,7 +81,7 @@ class AdaptiveScaling(_message.Message):
     def __init__(self, enabled: bool = ..., floor: _Optional[float] = ..., load: _Optional[float] = ..., load_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Limit(_message.Message):
-    __slots__ = ("domain", "name", "descriptor", "rate", "burst", "algorithm", "unlimited", "shadow_mode", "adaptive", "revision", "effective_rate", "replaces", "blocks_all")
+    __slots__ = ("domain", "name", "descriptor", "rate", "burst", "algorithm", "unlimited", "shadow_mode", "adaptive", "revision", "effective_rate", "replaces", "blocks_all", "detailed_metric")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Limit(_message.Message):
     EFFECTIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     REPLACES_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_ALL_FIELD_NUMBER: _ClassVar[int]
+    DETAILED_METRIC_FIELD_NUMBER: _ClassVar[int]
     domain: str
     name: str
     descriptor: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
@@ -108,7 +109,8 @@ class Limit(_message.Message):
     effective_rate: Rate
     replaces: _containers.RepeatedScalarFieldContainer[str]
     blocks_all: bool
-    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: bool = ..., shadow_mode: bool = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ..., blocks_all: bool = ...) -> None: ...
+    detailed_metric: bool
+    def __init__(self, domain: _Optional[str] = ..., name: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., rate: _Optional[_Union[Rate, _Mapping]] = ..., burst: _Optional[int] = ..., algorithm: _Optional[_Union[LimitAlgorithm, str]] = ..., unlimited: bool = ..., shadow_mode: bool = ..., adaptive: _Optional[_Union[AdaptiveScaling, _Mapping]] = ..., revision: _Optional[int] = ..., effective_rate: _Optional[_Union[Rate, _Mapping]] = ..., replaces: _Optional[_Iterable[str]] = ..., blocks_all: bool = ..., detailed_metric: bool = ...) -> None: ...
 
 class PutLimitRequest(_message.Message):
     __slots__ = ("limit", "expected_revision")
