@@ -168,7 +168,8 @@ class Replica:
         self._closers.append(audit.close)
         await self._announce_security(tokens)
         shedder = LoadShedder(settings.max_in_flight)
-        counted = [] if self._metrics is None else [RpcMetrics(self._metrics.registry)]
+        rpcs = RpcMetrics()
+        counted = [] if self._metrics is None else [rpcs]
         bindings = [*self._bindings(store, election), *self._security_bindings(tokens, audit)]
         built = build_server(
             settings,
@@ -182,6 +183,7 @@ class Replica:
             ],
         )
         if self._metrics is not None:
+            self._metrics.add(rpcs.collect)
             self._metrics.add(shedding(shedder.shed))
             self._closers.append(await self._metrics.serve(settings.metrics_listen))
         host, listen_port = split_host_port(settings.listen, "listen")

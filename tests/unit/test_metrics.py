@@ -96,12 +96,20 @@ class Context:
 
 
 async def _handled(behavior: Any, context: Context) -> dict[str, float]:
-    registry = CollectorRegistry()
-    layer = RpcMetrics(registry)
+    metrics = ReplicaMetrics()
+    layer = RpcMetrics()
+    metrics.add(layer.collect)
+    registry = metrics.registry
     handler = layer.wrap("/pkg.Svc/Do", grpc.unary_unary_rpc_method_handler(behavior))
     with pytest.raises(BaseException):  # noqa: B017 -- each case raises its own
         await handler.unary_unary(None, context)
     labels = {"grpc_type": "unary", "grpc_service": "pkg.Svc", "grpc_method": "Do"}
+    # One call, one duration: in every bucket from the first that holds it.
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 1
+    assert (
+        registry.get_sample_value("grpc_server_handling_seconds_bucket", {**labels, "le": "+Inf"})
+        == 1
+    )
     out = {}
     for code in ("Unknown", "Canceled", "PermissionDenied"):
         got = registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": code})
@@ -200,3 +208,31 @@ def test_envoys_detailed_metric_is_kept_on_the_limit() -> None:
         "    rate_limit: {unit: second, requests_per_unit: 10}\n"
     )
     assert limit.detailed_metric
+
+
+def test_a_duration_on_a_bound_falls_in_that_bound_as_le_means() -> None:
+    metrics = ReplicaMetrics()
+    layer = RpcMetrics()
+    metrics.add(layer.collect)
+    layer.wrap("/pkg.Svc/Do", grpc.unary_unary_rpc_method_handler(lambda r, c: r))
+    (counts,) = layer._methods
+    counts.started = 3
+    for seconds in (0.005, 0.0051, 11.0):
+        counts.end(grpc.StatusCode.OK, seconds)
+    labels = {"grpc_type": "unary", "grpc_service": "pkg.Svc", "grpc_method": "Do"}
+
+    def bucket(le: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "grpc_server_handling_seconds_bucket", {**labels, "le": le}
+        )
+
+    assert [bucket("0.005"), bucket("0.01"), bucket("10.0"), bucket("+Inf")] == [1, 2, 2, 3]
+    assert metrics.registry.get_sample_value(
+        "grpc_server_handling_seconds_sum", labels
+    ) == pytest.approx(11.0101)
+    assert (
+        metrics.registry.get_sample_value(
+            "grpc_server_handled_total", {**labels, "grpc_code": "OK"}
+        )
+        == 3
+    )

@@ -2,30 +2,33 @@
 
 Dashboards and alerts written for gRPC servers read ``grpc_server_started_total``,
 ``grpc_server_handled_total{grpc_code}`` and ``grpc_server_handling_seconds``, each
-labelled ``grpc_type``, ``grpc_service`` and ``grpc_method``: Bulwark exports the same
-series with the same help texts and buckets, so they work unchanged.
+labelled ``grpc_type``, ``grpc_service`` and ``grpc_method``, with the status code
+spelled as grpc-go spells it ("ResourceExhausted"): Bulwark exports the same series
+with the same help texts and buckets, so they work unchanged.
 
-A method's series are made at its first call, not when it is registered: a replica
-serves about a hundred methods, and series for each one never called would only
-grow every scrape.
+Every call passes here, so a call only adds to plain integers of its method (a
+bucket found by bisection, no lock, no label lookup); the series are made from
+them when the endpoint is scraped. A method has series once it has been called:
+a replica serves about a hundred methods, and most are never called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from bulwark_server.transport.handlers import rewrap, status_of
 
 # go-grpc-prometheus' default buckets (Prometheus' DefBuckets), in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-LABELS = ("grpc_type", "grpc_service", "grpc_method")
+LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 # Status codes as go-grpc-prometheus labels them (grpc-go's ``codes.Code.String()``),
 # which dashboards and alerts match: "ResourceExhausted", not "RESOURCE_EXHAUSTED".
 GO_CODES = {
@@ -44,31 +47,32 @@ def grpc_type(handler: grpc.RpcMethodHandler) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-class RpcMetrics(grpc.aio.ServerInterceptor):
-    """Counts every call as it starts and as it ends (by status code) and records its
-    duration, in ``registry``."""
+class _Method:
+    """One method's counts: calls started, ended by code, and durations by bucket
+    (``buckets[i]``: durations at most ``BUCKETS[i]``, not cumulative; the last
+    item counts those above every bound)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter(
-            "grpc_server_started_total",
-            "Total number of RPCs started on the server.",
-            LABELS,
-            registry=registry,
-        )
-        self.handled = Counter(
-            "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*LABELS, "grpc_code"),
-            registry=registry,
-        )
-        self.seconds = Histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been "
-            "application-level handled by the server.",
-            LABELS,
-            buckets=BUCKETS,
-            registry=registry,
-        )
+    __slots__ = ("buckets", "handled", "labels", "seconds", "started")
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.started = 0
+        self.handled: dict[grpc.StatusCode, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def end(self, code: grpc.StatusCode, seconds: float) -> None:
+        self.handled[code] = self.handled.get(code, 0) + 1
+        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):
+    """Counts every call as it starts and as it ends (by status code) and its duration;
+    ``collect`` gives the three families (a source for ``metrics.replica``)."""
+
+    def __init__(self) -> None:
+        self._methods: list[_Method] = []
 
     async def intercept_service(
         self,
@@ -82,39 +86,42 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         service, _, name = method.lstrip("/").rpartition("/")
-        series = _Series(self, (grpc_type(handler), service, name))
+        counts = _Method([grpc_type(handler), service, name])
+        self._methods.append(counts)
         return rewrap(
-            handler, lambda behavior: _unary(series, behavior), lambda b: _streaming(series, b)
+            handler, lambda behavior: _unary(counts, behavior), lambda b: _streaming(counts, b)
         )
 
-
-class _Series:
-    """One method's children of the three metrics, made at its first call."""
-
-    __slots__ = ("_handled", "_labels", "_metrics", "observe", "start")
-
-    def __init__(self, metrics: RpcMetrics, labels: tuple[str, str, str]) -> None:
-        self._metrics = metrics
-        self._labels = labels
-        self._handled: dict[grpc.StatusCode, Any] = {}
-        self.start: Callable[[], None] = self._first_start
-        self.observe: Callable[[float], None] = self._first_observe
-
-    def _first_start(self) -> None:
-        self.start = self._metrics.started.labels(*self._labels).inc
-        self.start()
-
-    def _first_observe(self, seconds: float) -> None:
-        self.observe = self._metrics.seconds.labels(*self._labels).observe
-        self.observe(seconds)
-
-    def handled(self, code: grpc.StatusCode) -> None:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = self._metrics.handled.labels(
-                *self._labels, GO_CODES[code]
-            )
-        child.inc()
+    def collect(self) -> Iterator[Metric]:
+        started = CounterMetricFamily(
+            "grpc_server_started",
+            "Total number of RPCs started on the server.",
+            labels=LABELS,
+        )
+        handled = CounterMetricFamily(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            labels=[*LABELS, "grpc_code"],
+        )
+        seconds = HistogramMetricFamily(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been "
+            "application-level handled by the server.",
+            labels=LABELS,
+        )
+        bounds = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
+        for method in self._methods:
+            if not method.started:
+                continue
+            started.add_metric(method.labels, method.started)
+            for code, count in list(method.handled.items()):
+                handled.add_metric([*method.labels, GO_CODES[code]], count)
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, method.buckets, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            seconds.add_metric(method.labels, cumulative, method.seconds)
+        yield from (started, handled, seconds)
 
 
 def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -128,11 +135,11 @@ def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grp
     return _UNKNOWN
 
 
-def _unary(series: _Series, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _unary(counts: _Method, behavior: Callable[..., Any]) -> Callable[..., Any]:
     clock = time.perf_counter
 
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        series.start()
+        counts.started += 1
         started = clock()
         error: BaseException | None = None
         try:
@@ -141,17 +148,16 @@ def _unary(series: _Series, behavior: Callable[..., Any]) -> Callable[..., Any]:
             error = exc
             raise
         finally:
-            series.handled(_code(context, error))
-            series.observe(clock() - started)
+            counts.end(_code(context, error), clock() - started)
 
     return wrapper
 
 
-def _streaming(series: _Series, behavior: Callable[..., AsyncIterator[Any]]) -> Any:
+def _streaming(counts: _Method, behavior: Callable[..., AsyncIterator[Any]]) -> Any:
     clock = time.perf_counter
 
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        series.start()
+        counts.started += 1
         started = clock()
         error: BaseException | None = None
         try:
@@ -161,7 +167,6 @@ def _streaming(series: _Series, behavior: Callable[..., AsyncIterator[Any]]) -> 
             error = exc
             raise
         finally:
-            series.handled(_code(context, error))
-            series.observe(clock() - started)
+            counts.end(_code(context, error), clock() - started)
 
     return wrapper
