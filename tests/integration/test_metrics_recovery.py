@@ -42,6 +42,7 @@ def test_the_last_drill_snapshot_age_and_damaged_backups_are_exported(
         assert value(after, "bulwark_drill_rto_seconds") == report.rto.ToNanoseconds() / 1e9
         assert 0 <= (value(after, "bulwark_drill_age_seconds") or -1) < 30
         assert 0 <= (value(after, "bulwark_snapshot_age_seconds") or -1) < 30
+        assert value(after, "bulwark_snapshot_interval_seconds") == 0  # as the test starts it
 
         client.backup("payments", b"k" * 32)
         key_copy = next((backups / "keys").rglob("*.bwk"))

@@ -135,7 +135,7 @@ class RecoveryManager:
         self._election = election
         self._ring = ring
         self._dirs = list(dirs)
-        self._interval = interval
+        self.interval = interval
         self._retention = retention
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -445,18 +445,18 @@ class RecoveryManager:
                 snapshots = await self.list()
                 newest = timestamps.unix(snapshots[0].created_at) if snapshots else 0.0
                 self.newest_snapshot_at = max(self.newest_snapshot_at, newest)
-                wait = newest + self._interval - self._clock()
+                wait = newest + self.interval - self._clock()
                 if wait <= 0 and self._election.is_leader:
                     async for _ in self.create(SCHEDULED_BY):
                         pass
                     await self.prune()
-                    wait = self._interval
+                    wait = self.interval
             except (StoreUnavailable, NotLeader, FailedPrecondition) as exc:
                 log.warning("scheduled snapshot failed: %s", exc)
-                wait = min(self._interval, 60.0)
+                wait = min(self.interval, 60.0)
             except Exception:
                 log.exception("scheduled snapshot failed")
-                wait = min(self._interval, 60.0)
+                wait = min(self.interval, 60.0)
             await asyncio.sleep(max(1.0, wait))
 
     async def prune(self) -> int:

@@ -50,6 +50,7 @@ class Bulkheads(Protocol):
 
 class Recovery(Protocol):
     newest_snapshot_at: float
+    interval: float
 
     def last_drill(self) -> recovery_pb2.DrillRecord | None: ...
 
@@ -159,6 +160,11 @@ def recovery(
         if not leading():
             return
         now = clock()
+        yield GaugeMetricFamily(
+            "bulwark_snapshot_interval_seconds",
+            "Seconds between the leader's scheduled snapshots (0: none are scheduled).",
+            value=snapshots.interval,
+        )
         if snapshots.newest_snapshot_at:
             yield GaugeMetricFamily(
                 "bulwark_snapshot_age_seconds",
