@@ -238,6 +238,7 @@ def test_the_leader_exports_services_primaries_bulkheads_and_features(
     assert value(found, "bulwark_instances", service="orders-db", health="not_serving") == 1
     assert value(found, "bulwark_instances", service="orders-db", health="draining") == 0
     assert value(found, "bulwark_primary_epoch", service="orders-db") == 1
+    assert value(found, "bulwark_primary_failovers_total", service="orders-db") == 0
     assert value(found, "bulwark_bulkhead_permits_held", bulkhead="reports") == 1
     assert value(found, "bulwark_bulkhead_permits_max", bulkhead="reports") == 3
     statuses = {

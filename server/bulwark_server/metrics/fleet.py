@@ -136,7 +136,8 @@ def _services(registry: Registry) -> Iterator[Metric]:
     epoch = GaugeMetricFamily(
         "bulwark_primary_epoch", "Epoch of the service's primary record.", labels=["service"]
     )
-    for summary in registry.summary():
+    summaries = registry.summary()
+    for summary in summaries:
         for number, health in HEALTH.items():
             instances.add_metric([summary.service, health], summary.by_health.get(number, 0))
         has_primary.add_metric([summary.service], 1 if summary.has_primary else 0)
@@ -146,7 +147,9 @@ def _services(registry: Registry) -> Iterator[Metric]:
         "Primaries replaced (failovers and switchovers) by this replica while it led.",
         labels=["service"],
     )
-    for service, count in sorted(registry.failovers.items()):
+    # Every known service from 0, so that increase() sees its first failover.
+    counts = {summary.service: 0 for summary in summaries} | dict(registry.failovers)
+    for service, count in sorted(counts.items()):
         failovers.add_metric([service], count)
     yield from (instances, has_primary, epoch, failovers)
 
