@@ -1,0 +1,1 @@
+"""Alerts Bulwark raises itself: routes, silences, escalation and their delivery."""
