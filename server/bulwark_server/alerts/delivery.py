@@ -387,7 +387,7 @@ class Notifier:
         # Alertmanager up to 0.25 answers 500 for an unknown id, and older ones 500 for
         # a silence expired already, rather than 404 / 200.
         if answer.status == 500 and (
-            b"not found" in answer.body or b"already expired" in answer.body
+            b"silence not found" in answer.body or b"already expired" in answer.body
         ):
             return
         raise DeliveryError(f"{_named(url)}: {answer.describe()}")
