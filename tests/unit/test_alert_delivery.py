@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import urllib.error
 from typing import Any
 
 import pytest
@@ -297,3 +299,18 @@ async def test_an_unknown_webhook_format_is_an_error() -> None:
 def test_the_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Notifier(timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (urllib.error.URLError(TimeoutError("timed out")), "timed out"),
+        (TimeoutError(), "timed out"),
+        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "refused"),
+        (urllib.error.URLError("unknown url type: ftp"), "unknown url type: ftp"),
+        (http.client.RemoteDisconnected("Remote end closed connection"), "Remote end closed"),
+        (http.client.BadStatusLine(""), "BadStatusLine"),
+    ],
+)
+def test_transport_failures_are_described_in_a_few_words(error: Exception, text: str) -> None:
+    assert text in delivery._describe(error)

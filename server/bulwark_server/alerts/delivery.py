@@ -278,13 +278,16 @@ def _describe(error: BaseException) -> str:
         error = error.reason
     if isinstance(error, TimeoutError):
         return "timed out"
+    if isinstance(error, http.client.HTTPException):
+        # Their text alone is often just the offending line, say "''".
+        return f"{type(error).__name__}: {error}"
     return str(error) or type(error).__name__
 
 
 class Notifier:
     """Sends alerts and silences over HTTP; one per process, safe to share between tasks.
 
-    ``timeout`` bounds every call, connection included. The worker threads start when
+    ``timeout`` bounds every HTTP exchange, connection included. The worker threads start when
     first needed and stay idle between sends.
     """
 
@@ -410,11 +413,13 @@ class Notifier:
         try:
             async with asyncio.timeout(self._timeout):
                 return await future
-        except TimeoutError:
-            # The thread, if still waiting, ends at its socket timeout; nobody waits for it.
-            raise DeliveryError(f"timed out after {self._timeout:g}s") from None
+        # TimeoutError (ours, or the socket's in the thread) is an OSError. On ours, the
+        # thread, if still waiting, ends at its socket timeout; nobody waits for it.
         except (OSError, http.client.HTTPException, ValueError) as error:
-            raise DeliveryError(_describe(error)) from error
+            problem = _describe(error)
+            if problem == "timed out":
+                problem = f"timed out after {self._timeout:g}s"
+            raise DeliveryError(problem) from error
 
     def _send(
         self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
