@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Settings:
     otel_exporter: str = "none"
     otel_endpoint: str = ""
     metrics_listen: str = ""
+    alertmanager_urls: tuple[str, ...] = ()
     limits_file: Path | None = None
     limit_response_headers_enabled: bool = False
     limit_limit_header: str = "RateLimit-Limit"
@@ -138,6 +140,10 @@ class Settings:
                 split_host_port(self.advertise_address, "advertise_address")
             except ValueError as exc:
                 problems.append(str(exc))
+        for i, url in enumerate(self.alertmanager_urls):
+            problem = _url_problem(url)
+            if problem:
+                problems.append(f"alertmanager_urls[{i}] (BULWARK_ALERTMANAGER_URLS): {problem}")
         if self.metrics_listen:
             try:
                 split_host_port(self.metrics_listen, "metrics_listen (BULWARK_METRICS_LISTEN)")
@@ -329,6 +335,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("otel_endpoint", str, "OTLP gRPC endpoint; setting it selects the otlp exporter"),
     Option(
+        "alertmanager_urls",
+        _csv,
+        "comma-separated Alertmanager base URLs: Bulwark's alerts go there when no route "
+        "takes them, and its silences are copied there",
+    ),
+    Option(
         "metrics_listen",
         str,
         "host:port of the Prometheus scrape endpoint (GET /metrics); empty: none (default)",
@@ -453,3 +465,11 @@ def load(
     if problems:
         raise SettingsError(problems)
     return settings.resolved()
+
+
+def _url_problem(url: str) -> str:
+    """What is wrong with an http(s) base URL, or ""."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a host, got {url!r}"
+    return ""

@@ -13,12 +13,13 @@ import contextlib
 import dataclasses
 import gc
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 
 from bulwark.v1 import (
+    alert_pb2,
+    alert_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
@@ -43,6 +44,10 @@ from bulwark.v1 import (
     registry_pb2_grpc,
 )
 from bulwark_server import __version__, timestamps
+from bulwark_server.alerts.delivery import Notifier, check_url
+from bulwark_server.alerts.leader import AlertLeader
+from bulwark_server.alerts.manager import AlertCenter
+from bulwark_server.api.alert import AlertServicer
 from bulwark_server.api.auth import AuditServicer, AuthServicer
 from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
@@ -56,13 +61,11 @@ from bulwark_server.api.forwarding import LeaderForwarder
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
 from bulwark_server.api.routing import LeaderRouter
-from bulwark_server.backups.envelope import KeyRing
 from bulwark_server.backups.keys import KeyBackupManager
-from bulwark_server.backups.locations import BackupDir
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
-from bulwark_server.cluster.election import Election
+from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.cluster.manager import ClusterManager
 from bulwark_server.cluster.peers import Peers
 from bulwark_server.config import Settings, split_host_port
@@ -75,6 +78,7 @@ from bulwark_server.metrics.replica import ReplicaMetrics, shedding
 from bulwark_server.observability import Telemetry, setup_telemetry
 from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.ratelimits.sharding import assign
+from bulwark_server.recovery_setup import backup_dirs, key_ring
 from bulwark_server.registry.manager import RegistryManager
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
@@ -342,8 +346,8 @@ class Replica:
         self._closers.append(registry.stop)
         features = FeatureManager(store, election, breakers)
         self._closers.append(features.stop)
-        ring = self._key_ring()
-        dirs = self._backup_dirs()
+        ring = key_ring(self.settings)
+        dirs = backup_dirs(self.settings)
         keys = KeyBackupManager(store, ring, dirs)
         recovery = RecoveryManager(
             store,
@@ -354,6 +358,20 @@ class Replica:
             retention=self.settings.snapshot_retention,
         )
         self._closers.append(recovery.stop)
+        alerts = AlertCenter(store, election, check_url)
+        leading = LeaderTask(
+            election,
+            AlertLeader(
+                alerts,
+                store,
+                Notifier(),
+                breakers,
+                features,
+                alertmanager_urls=self.settings.alertmanager_urls,
+            ).run,
+            "alerts-leader",
+        )
+        self._closers.append(leading.stop)
         if self._metrics is not None:
             self._metrics.watch(
                 store,
@@ -367,6 +385,12 @@ class Replica:
                 recovery=recovery,
             )
         return [
+            ServiceBinding(
+                alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
+                AlertServicer(alerts),
+                alert_pb2_grpc.add_AlertServiceServicer_to_server,
+                capability="alerts",
+            ),
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 ClusterServicer(ClusterManager(store, election, draining=lambda: self._draining)),
@@ -428,50 +452,6 @@ class Replica:
                 capability="ratelimits",
             ),
         ]
-
-    def _key_ring(self) -> KeyRing | None:
-        """The key-encryption keys; with the embedded etcd and none configured, a local one.
-
-        Raises RuntimeError for a KEK file or list that cannot be used.
-        """
-        settings = self.settings
-        try:
-            if settings.kek_file is not None:
-                return KeyRing.load(settings.kek_file, settings.kek_active)
-            if settings.keks:
-                return KeyRing.parse(settings.keks, settings.kek_active)
-        except (ValueError, OSError) as exc:
-            raise RuntimeError(f"key-encryption keys: {exc}") from None
-        if not settings.embedded_etcd:
-            log.warning(
-                "no key-encryption key configured: key backups and snapshots are off "
-                "(set BULWARK_KEK_FILE)",
-                extra={"event": "backups.no_kek"},
-            )
-            return None
-        path = settings.data_dir.resolve() / "keys" / "kek"
-        if not path.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(KeyRing.generate_entry("local-1") + "\n")
-            log.warning(
-                "made a local key-encryption key in %s for the embedded etcd; "
-                "production replicas take BULWARK_KEK_FILE",
-                path,
-                extra={"event": "backups.local_kek"},
-            )
-        try:
-            return KeyRing.load(path, settings.kek_active)
-        except (ValueError, OSError) as exc:
-            raise RuntimeError(f"key-encryption keys: {exc}") from None
-
-    def _backup_dirs(self) -> list[BackupDir]:
-        settings = self.settings
-        dirs = list(settings.backup_dirs)
-        if not dirs and settings.embedded_etcd:
-            dirs = [settings.data_dir.resolve() / "backups"]
-        return [BackupDir(d) for d in dirs]
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

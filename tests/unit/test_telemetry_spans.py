@@ -48,6 +48,7 @@ EXPECTED = {
     "bulwark.v1.RecoveryService": "recovery",
     "bulwark.v1.AuthService": "security",
     "bulwark.v1.AuditService": "security",
+    "bulwark.v1.AlertService": "alerts",
     "grpc.health.v1.Health": "transport",
     "grpc.reflection.v1alpha.ServerReflection": "transport",
 }

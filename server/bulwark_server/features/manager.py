@@ -129,6 +129,11 @@ class FeatureManager:
     def features(self) -> Mapping[str, feature_pb2.Feature]:
         return _Features(self._store, self._decoded)
 
+    def depending_on_breaker(self, name: str) -> list[str]:
+        """Features whose dependencies reach breaker ``name``, directly or not (asked by
+        the alerts, for an open breaker's impact)."""
+        return sorted(graph.affected(self.features(), (), (name,)))
+
     def view(
         self,
         name: str,

@@ -149,6 +149,21 @@ RULES: dict[str, Rule] = {
         },
     ),
     **_rules(
+        "bulwark.v1.AlertService",
+        {
+            "ListAlerts": (DP, _READ, Shed.FIRST),
+            "WatchAlerts": (DP, _READ, Shed.LAST),
+            "AcknowledgeAlert": (OP, _ALWAYS, Shed.FIRST),
+            "PutSilence": (OP, _ALWAYS, Shed.FIRST),
+            "ListSilences": (DP, _READ, Shed.FIRST),
+            "DeleteSilence": (OP, _ALWAYS, Shed.FIRST),
+            "PutAlertRoute": (OP, _ALWAYS, Shed.FIRST),
+            "GetAlertRoute": (DP, _READ, Shed.FIRST),
+            "ListAlertRoutes": (DP, _READ, Shed.FIRST),
+            "DeleteAlertRoute": (OP, _ALWAYS, Shed.FIRST),
+        },
+    ),
+    **_rules(
         "bulwark.v1.FeatureService",
         {
             "PutFeature": (OP, _ALWAYS, Shed.FIRST),

@@ -24,6 +24,9 @@ TOKEN_KIND = "tokens"
 TOKEN_REVOCATION_KIND = "token-revocations"
 AUDIT_KIND = "audit"
 DRILL_KIND = "drills"
+ALERT_KIND = "alerts"
+SILENCE_KIND = "silences"
+ALERT_ROUTE_KIND = "alert-routes"
 LAST_DRILL_NAME = "last"
 
 

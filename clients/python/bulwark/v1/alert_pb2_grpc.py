@@ -110,7 +110,7 @@ class AlertServiceServicer(object):
     """
 
     def ListAlerts(self, request, context):
-        """ListAlerts returns alerts, firing first, a page at a time.
+        """ListAlerts returns alerts in fingerprint order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,7 +139,7 @@ class AlertServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListSilences(self, request, context):
-        """ListSilences returns silences, active and pending first.
+        """ListSilences returns silences in id order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,338 @@
+"""The leader's alert loop: raises and resolves alerts from what the capabilities hold,
+and delivers them.
+
+* Sources. A breaker that trips (OPEN or HALF_OPEN) fires ``BulwarkBreakerOpen``,
+  critical when features depend on it, else a warning; one forced open fires
+  ``BulwarkBreakerForcedOpen`` (info). Both resolve when it closes. The loop
+  reads every breaker once at the start of a term, then only those the store's
+  changes name, so its cost follows what happens, not how many breakers exist.
+* Delivery, each tick: the route that takes an alert (the first in name order
+  whose matchers select it; without one, the Alertmanagers of
+  ``BULWARK_ALERTMANAGER_URLS``), its silences, and then the notifications due:
+  which notifications are due is ``rules.due_notifications``'s to say. A failed
+  delivery is recorded and retried with a growing wait. What was sent is
+  stored with the alert (fenced), so a new leader resumes where this one left off:
+  a notification may go out twice across a failover (with the same
+  Idempotency-Key), never not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from google.protobuf import json_format
+
+from bulwark.v1 import alert_pb2, breaker_pb2
+from bulwark_server import timestamps
+from bulwark_server.alerts import rules
+from bulwark_server.alerts.delivery import Notifier, Outgoing
+from bulwark_server.alerts.manager import RESOLVED_KEPT_S, STALE, AlertCenter
+from bulwark_server.errors import BulwarkError
+from bulwark_server.store import EtcdStore, Event
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+SOURCE = "bulwark"  # the `source` label of the alerts raised here
+DEFAULT_ROUTE = "default"
+TRIPPED = (breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STATE_HALF_OPEN)
+CRITICAL, WARNING = alert_pb2.ALERT_SEVERITY_CRITICAL, alert_pb2.ALERT_SEVERITY_WARNING
+
+
+class Breakers(Protocol):
+    def states(self) -> list[tuple[str, int]]: ...
+
+    def state(self, name: str) -> int | None: ...
+
+    def changed(self, events: Sequence[Event]) -> set[str]: ...
+
+
+class Dependants(Protocol):
+    def depending_on_breaker(self, name: str) -> list[str]: ...
+
+
+class AlertLeader:
+    """Runs while this replica leads (``run`` is a ``LeaderTask`` body)."""
+
+    def __init__(
+        self,
+        center: AlertCenter,
+        store: EtcdStore,
+        notifier: Notifier,
+        breakers: Breakers,
+        features: Dependants,
+        *,
+        alertmanager_urls: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        tick: float = TICK_S,
+    ) -> None:
+        self._center = center
+        self._store = store
+        self._notifier = notifier
+        self._breakers = breakers
+        self._features = features
+        self._default = _default_route(alertmanager_urls)
+        self._mirrors = tuple(alertmanager_urls)
+        self._clock = clock
+        self._tick = tick
+
+    async def run(self) -> None:
+        changes = self._store.subscribe()
+        try:
+            await self._scan()
+            due = time.monotonic()
+            while True:
+                try:
+                    events = await asyncio.wait_for(changes.get(), max(0.0, due - time.monotonic()))
+                except TimeoutError:
+                    events = None
+                if events == []:
+                    await self._scan()  # this reader fell behind and changes were dropped
+                elif events:
+                    for name in sorted(self._breakers.changed(events)):
+                        await self._guarded(self._breaker(name, self._breakers.state(name)))
+                if time.monotonic() >= due:
+                    await self._guarded(self.deliver())
+                    due = time.monotonic() + self._tick
+        finally:
+            self._store.unsubscribe(changes)
+
+    async def _scan(self) -> None:
+        """Every breaker's alerts as its state says (a new term, or changes missed)."""
+        for name, state in self._breakers.states():
+            await self._guarded(self._breaker(name, state))
+        await self._guarded(self._resolve_gone())
+
+    async def _guarded(self, step: object) -> None:
+        try:
+            await step  # type: ignore[misc]
+        except BulwarkError as exc:  # etcd away, a deposed term: the next tick retries
+            log.debug("alert loop: %s", exc)
+        except Exception:
+            log.exception("alert loop failed; continuing")
+
+    # -- sources ------------------------------------------------------------------
+
+    async def _breaker(self, name: str, state: int | None) -> None:
+        opened = {"alertname": "BulwarkBreakerOpen", "breaker": name, "source": SOURCE}
+        forced = {"alertname": "BulwarkBreakerForcedOpen", "breaker": name, "source": SOURCE}
+        if state in TRIPPED:
+            features = self._features.depending_on_breaker(name)
+            impact = alert_pb2.Impact(features=features, dependants=len(features))
+            severity = (
+                alert_pb2.ALERT_SEVERITY_CRITICAL if features else alert_pb2.ALERT_SEVERITY_WARNING
+            )
+            await self._fire(
+                opened,
+                severity,
+                f"Breaker {name} is open",
+                f"Calls through breaker {name} are refused: its dependency is failing. "
+                + (f"Features depending on it: {', '.join(features)}." if features else ""),
+                impact,
+            )
+        else:
+            await self._resolve(opened)
+        if state == breaker_pb2.BREAKER_STATE_FORCED_OPEN:
+            await self._fire(
+                forced,
+                alert_pb2.ALERT_SEVERITY_INFO,
+                f"Breaker {name} was forced open",
+                f"Breaker {name} refuses every call until someone resets it.",
+            )
+        else:
+            await self._resolve(forced)
+
+    async def _fire(
+        self,
+        labels: Mapping[str, str],
+        severity: int,
+        summary: str,
+        description: str,
+        impact: alert_pb2.Impact | None = None,
+    ) -> None:
+        fingerprint = rules.fingerprint({**labels, "severity": rules.SEVERITIES[severity]})
+        with contextlib.suppress(BulwarkError):
+            current = self._center.alert(fingerprint)
+            if current.state == alert_pb2.ALERT_STATE_FIRING:
+                return  # raised by this term already, or the last one's
+        # A severity change (features came to depend on it) is another alert: end
+        # the one of the other severity first.
+        for other in rules.SEVERITIES:
+            if other != severity:
+                await self._resolve_one(
+                    rules.fingerprint({**labels, "severity": rules.SEVERITIES[other]})
+                )
+        await self._center.fire(
+            labels, {"summary": summary, "description": description}, severity, impact
+        )
+
+    async def _resolve(self, labels: Mapping[str, str]) -> None:
+        for severity in rules.SEVERITIES.values():
+            await self._resolve_one(rules.fingerprint({**labels, "severity": severity}))
+
+    async def _resolve_one(self, fingerprint: str) -> None:
+        with contextlib.suppress(BulwarkError):
+            if self._center.alert(fingerprint).state == alert_pb2.ALERT_STATE_FIRING:
+                await self._center.resolve(fingerprint)
+
+    async def _resolve_gone(self) -> None:
+        """Resolve breaker alerts of breakers deleted while no one led."""
+        for alert in self._center.alerts():
+            name = alert.labels.get("breaker")
+            if alert.labels.get("source") == SOURCE and name and self._breakers.state(name) is None:
+                await self._resolve_one(alert.fingerprint)
+
+    # -- delivery -----------------------------------------------------------------
+
+    async def deliver(self) -> None:
+        """One round of notifications (see the module docstring)."""
+        now = self._clock()
+        routes = self._center.routes()
+        silences = self._center.silences()
+        for silence in silences:
+            await self._guarded(self._mirror(silence, now))
+        for alert in self._center.alerts():
+            if alert.state == alert_pb2.ALERT_STATE_RESOLVED and (
+                now - timestamps.unix(alert.ends_at) > RESOLVED_KEPT_S
+            ):
+                await self._center.forget(alert)
+                continue
+            route = rules.route_for(routes, alert.labels) or self._default
+            if route is None:
+                continue
+            changed = self._bookkeep(alert, route, silences, now)
+            if not alert.silenced_by:
+                changed |= await self._notify(alert, route, now)
+            if changed:
+                await self._center.record(alert)
+
+    async def _mirror(self, silence: alert_pb2.Silence, now: float) -> None:
+        """Copy an active silence to each configured Alertmanager, and end the copies of
+        one that ended, so one silence mutes both; failures are tried again next round."""
+        live = rules.active(silence, now) or timestamps.unix(silence.starts_at) > now
+        changed = False
+        for url in self._mirrors:
+            there = silence.mirrored.get(url, "")
+            try:
+                if live and (not there or there.startswith(STALE)):
+                    # Alertmanager may answer a replaced silence with a new id: keep it.
+                    silence.mirrored[url] = await self._notifier.put_silence(
+                        url, silence, there.removeprefix(STALE)
+                    )
+                    changed = True
+                elif not live and there:
+                    await self._notifier.delete_silence(url, there.removeprefix(STALE))
+                    del silence.mirrored[url]
+                    changed = True
+            except Exception as exc:  # an Alertmanager away must not stop the round
+                log.warning(
+                    "silence %s not mirrored to %s: %s",
+                    silence.id,
+                    url,
+                    exc,
+                    extra={"event": "alert.silence_unmirrored"},
+                )
+        if changed:
+            await self._center.record_silence(silence)
+
+    def _bookkeep(
+        self,
+        alert: alert_pb2.Alert,
+        route: alert_pb2.AlertRoute,
+        silences: Sequence[alert_pb2.Silence],
+        now: float,
+    ) -> bool:
+        changed = False
+        muted = rules.silenced_by(silences, alert.labels, now)
+        if list(alert.silenced_by) != muted:
+            alert.silenced_by[:] = muted
+            changed = True
+        if alert.route != route.name:
+            alert.route = route.name
+            changed = True
+        return changed
+
+    async def _notify(
+        self, alert: alert_pb2.Alert, route: alert_pb2.AlertRoute, now: float
+    ) -> bool:
+        receivers = {r.name: r for r in route.receivers}
+        due, step = rules.due_notifications(alert, route, now)
+        changed = step != alert.escalation_step
+        alert.escalation_step = step
+        for name, transition in due:
+            error = await self._send(receivers[name], alert, transition)
+            self._record(alert, name, transition, error, now)
+            changed = True
+        return changed
+
+    async def _send(
+        self, receiver: alert_pb2.Receiver, alert: alert_pb2.Alert, transition: str
+    ) -> str:
+        outgoing = _outgoing(alert, transition)
+        try:
+            if receiver.WhichOneof("kind") == "alertmanager":
+                return await self._notifier.alertmanager(receiver.alertmanager.urls, [outgoing])
+            body = {"alert": _json(alert), "receiver": receiver.name}
+            return await self._notifier.webhook(
+                receiver.webhook.url, receiver.webhook.format, outgoing, body
+            )
+        except Exception as exc:  # a receiver's failure must never stop the loop
+            return f"{type(exc).__name__}: {exc}"
+
+    def _record(
+        self, alert: alert_pb2.Alert, receiver: str, transition: str, error: str, now: float
+    ) -> None:
+        key = rules.idempotency_key(alert, transition)
+        attempts = 1 + sum(
+            1 for d in alert.deliveries if d.receiver == receiver and d.idempotency_key == key
+        )
+        alert.deliveries.append(
+            alert_pb2.Delivery(
+                receiver=receiver,
+                at=timestamps.at(now),
+                idempotency_key=key,
+                error=error,
+                attempts=attempts,
+            )
+        )
+        if error:
+            log.warning(
+                "alert %s not delivered to %s: %s",
+                alert.labels.get("alertname", alert.fingerprint),
+                receiver,
+                error,
+                extra={"event": "alert.undelivered", "receiver": receiver},
+            )
+
+
+def _outgoing(alert: alert_pb2.Alert, transition: str) -> Outgoing:
+    return Outgoing(
+        fingerprint=alert.fingerprint,
+        labels=dict(alert.labels),
+        annotations=dict(alert.annotations),
+        starts_at=timestamps.unix(alert.starts_at),
+        ends_at=timestamps.unix(alert.ends_at) if alert.HasField("ends_at") else None,
+        transition=transition,
+    )
+
+
+def _json(alert: alert_pb2.Alert) -> dict[str, object]:
+    return json_format.MessageToDict(alert, preserving_proto_field_name=True)
+
+
+def _default_route(urls: Sequence[str]) -> alert_pb2.AlertRoute | None:
+    if not urls:
+        return None
+    return alert_pb2.AlertRoute(
+        name=DEFAULT_ROUTE,
+        receivers=[
+            alert_pb2.Receiver(
+                name="alertmanager", alertmanager=alert_pb2.AlertmanagerReceiver(urls=urls)
+            )
+        ],
+    )
