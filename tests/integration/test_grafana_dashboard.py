@@ -6,12 +6,13 @@
   ``${datasource}`` variable as its data source, and targets with a refId and an expr.
 * Every PromQL expression (panel targets, annotations, the variables' label_values
   queries) parses: the template variables are replaced by valid values and all of them
-  go to one ``promtool check rules`` as recording rules named after their panel.
+  go to one ``promtool check rules`` as recording rules; a failure names the panel.
 * Every metric an expression reads is a recording rule of deploy/prometheus/bulwark.rules.yml,
   a series Prometheus itself adds to a scrape (``up``), or a metric a real replica
   exports: a leader and a follower are started, made to export every family once, and
   scraped. Series only the leader exports are read under an aggregation that drops
-  ``instance``, so that a leader failover does not split or empty a panel.
+  ``instance``, so that a leader failover does not split or empty a panel, and panels
+  group by labels their metrics have. (tests/metric_names.py reads the names.)
 
 promtool comes from Debian's ``prometheus`` package; when it is missing the test fails
 and names ``make debian-tools``.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,13 @@ from bulwark_server.loopback.etcd import EtcdMember, free_port
 from tests.integration.conftest import get_leader, wait_for
 from tests.integration.test_backups import connect, dirs_flag
 from tests.integration.test_metrics import scrape
+from tests.metric_names import (
+    exported_labels,
+    exported_names,
+    grouping_labels,
+    metric_names,
+    selectors_keeping_instance,
+)
 from tests.monitoring_tools import ROOT, RULES_FILE, find_program
 
 DASHBOARD_FILE = ROOT / "deploy" / "grafana" / "bulwark.json"
@@ -200,150 +208,6 @@ def variables_used(expr: str) -> set[str]:
     }
 
 
-# -- Reading PromQL ---------------------------------------------------------------------
-
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_MATCHERS = re.compile(r"\{[^{}]*\}")
-_BRACKETS = re.compile(r"\[[^\[\]]*\]")  # ranges and subqueries: [5m], [1h:1m]
-_LABEL_LIST = re.compile(
-    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
-)
-_NAME_MATCHER = re.compile(r'__name__\s*=\s*"([^"]+)"')
-# A number (durations included: `10m` is one token, not 10 and a metric `m`), or a name
-# and whether a call's parenthesis follows it.
-_TOKEN = re.compile(
-    r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[a-zA-Z]*)"
-    r"|(?P<name>[a-zA-Z_:][\w:]*)(?P<call>\s*\()?"
-)
-# Words that are not metric names when no parenthesis follows them (PromQL's keywords
-# are case-insensitive). Functions and aggregations are always followed by one.
-KEYWORDS = frozenset(
-    {
-        "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
-        "bool", "and", "or", "unless", "atan2", "inf", "nan",
-    }
-)  # fmt: skip
-# Aggregations that take the labels they keep from `by`/`without` (and all of them
-# with neither). topk, bottomk, limitk and limit_ratio keep every label of their input.
-AGGREGATIONS = frozenset(
-    {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-     "quantile"}
-)  # fmt: skip
-
-
-def _blank_strings(promql: str) -> str:
-    return _STRING.sub('""', promql)
-
-
-def metric_names(promql: str) -> set[str]:
-    """Names of the metrics ``promql`` selects (a PromQL without template variables)."""
-    names = set(_NAME_MATCHER.findall(promql))
-    text = _blank_strings(promql)
-    text = _MATCHERS.sub(" ", text)
-    text = _BRACKETS.sub(" ", text)
-    text = _LABEL_LIST.sub(" ", text)
-    for token in _TOKEN.finditer(text):
-        name = token.group("name")
-        if name and not token.group("call") and name.lower() not in KEYWORDS:
-            names.add(name)
-    return names
-
-
-def selectors_keeping_instance(promql: str, names: set[str]) -> set[str]:
-    """Of ``names``, those ``promql`` selects with a matcher on ``instance``, or reads
-    under no aggregation that drops ``instance``."""
-    keeping = {
-        name
-        for name in names
-        if re.search(rf"\b{re.escape(name)}\s*\{{[^}}]*\binstance\s*[=!]", promql)
-    }
-    text = _BRACKETS.sub(" ", _MATCHERS.sub(" ", _blank_strings(promql)))
-    for token in _TOKEN.finditer(text):
-        name = token.group("name")
-        if name in names and not token.group("call") and not _drops_instance(text, token.start()):
-            keeping.add(name)
-    return keeping
-
-
-def _drops_instance(text: str, at: int) -> bool:
-    """Whether an aggregation around position ``at`` of ``text`` drops ``instance``."""
-    opened: list[int] = []
-    for i, char in enumerate(text[:at]):
-        if char == "(":
-            opened.append(i)
-        elif char == ")" and opened:
-            opened.pop()
-    for paren in opened:
-        before = re.search(
-            r"\b(\w+)\s*(?:(by|without)\s*\(([^()]*)\)\s*)?$", text[:paren], re.IGNORECASE
-        )
-        if before is None or before.group(1).lower() not in AGGREGATIONS:
-            continue
-        grouping, labels = before.group(2), before.group(3)
-        if grouping is None:
-            # `sum(...) by (labels)`: the grouping comes after the closing parenthesis.
-            after = re.match(
-                r"\s*(by|without)\s*\(([^()]*)\)", text[_closing(text, paren) + 1 :], re.IGNORECASE
-            )
-            if after:
-                grouping, labels = after.group(1), after.group(2)
-        kept = {label.strip() for label in (labels or "").split(",")}
-        if grouping is None or (grouping.lower() == "by") != ("instance" in kept):
-            return True
-    return False
-
-
-def _closing(text: str, paren: int) -> int:
-    depth = 0
-    for i in range(paren, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-    return len(text)
-
-
-@pytest.mark.parametrize(
-    ("promql", "names"),
-    [
-        (
-            'sum by (job, le) (rate(a_bucket{job="x", le=~"0.1"}[5m]))',
-            {"a_bucket"},
-        ),
-        ("max(a offset 10m) > bool on (instance) group_left(region) b", {"a", "b"}),
-        ("histogram_quantile(0.99, sum without (instance) (rate(x_bucket[1m:15s])))", {"x_bucket"}),
-        ('{__name__="up", job="x"} == 1', {"up"}),
-        ("count(up == 0) or vector(0)", {"up"}),
-        ("1e3 * job:foo:rate5m - Inf + NaN", {"job:foo:rate5m"}),
-        ('label_replace(m, "dst", "$1", "src", "(.*)")', {"m"}),
-        ('m{path="/a{b}[c]"} @ end()', {"m"}),
-        ("SUM BY (breaker) (a) UNLESS ON (breaker) b", {"a", "b"}),
-    ],
-)
-def test_metric_names_are_read_out_of_promql(promql: str, names: set[str]) -> None:
-    assert metric_names(promql) == names
-
-
-@pytest.mark.parametrize(
-    ("promql", "keeping"),
-    [
-        ("max by (breaker) (s)", set()),
-        ("max(s)", set()),
-        ("max(s) by (breaker)", set()),
-        ("sum without (instance, job) (s)", set()),
-        ("s", {"s"}),
-        ("topk(3, s)", {"s"}),
-        ("max by (instance, breaker) (s)", {"s"}),
-        ("max(s) by (instance)", {"s"}),
-        ("sum without (job) (s)", {"s"}),
-        ('max(s{instance=~"a|b"})', {"s"}),
-        ("max by (breaker) (max by (instance, breaker) (s))", set()),
-        ("max by (service) (s) / count(t)", set()),
-    ],
-)
-def test_series_keeping_instance_are_found(promql: str, keeping: set[str]) -> None:
-    assert selectors_keeping_instance(promql, {"s", "t"}) == keeping
-
-
 # -- Grafana's dashboard model ----------------------------------------------------------
 
 
@@ -422,15 +286,16 @@ def _grid(panel: dict[str, Any]) -> tuple[int, int, int, int]:
 
 
 def _overlaps(panels: list[dict[str, Any]]) -> list[str]:
+    """Pairs of panels that take a grid cell both, with the first such cell (x, y)."""
     cells: dict[tuple[int, int], int] = {}
-    clashes = []
+    clashes: dict[tuple[int, int], tuple[int, int]] = {}
     for panel in panels:
         x, y, w, h = _grid(panel)
         for cell in ((cx, cy) for cx in range(x, x + w) for cy in range(y, y + h)):
             other = cells.setdefault(cell, panel["id"])
             if other != panel["id"]:
-                clashes.append(f"panels {other} and {panel['id']} both take {cell}")
-    return clashes
+                clashes.setdefault((other, panel["id"]), cell)
+    return [f"panels {a} and {b} both take {cell}" for (a, b), cell in clashes.items()]
 
 
 def test_panels_lie_on_the_grid_without_overlapping_and_rows_nest() -> None:
@@ -492,8 +357,11 @@ def test_every_expression_parses(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        failed = [f"{w}: {found[n].expr}" for n, w in enumerate(where.values())
-                  if re.search(rf"\bdashboard:query_{n}\b", output)]  # fmt: skip
+        failed = [
+            f"{place}: {found[n].expr}"
+            for n, place in enumerate(where.values())
+            if re.search(rf"\bdashboard:query_{n}\b", output)
+        ]
         pytest.fail("promtool rejects " + ("; ".join(failed) or "the dashboard") + f"\n{output}")
     assert f"SUCCESS: {len(found)} rules found" in output
 
@@ -503,10 +371,12 @@ def test_every_expression_parses(tmp_path: Path) -> None:
 
 @dataclass(frozen=True)
 class Exported:
-    """Metric names (series names: counters with _total, histograms with _bucket, ...)."""
+    """Metric names (series names: counters with _total, histograms with _bucket, ...),
+    and the label names of those that have samples."""
 
     leader: frozenset[str]
     follower: frozenset[str]
+    labels: Mapping[str, frozenset[str]]
 
     @property
     def every(self) -> frozenset[str]:
@@ -515,26 +385,6 @@ class Exported:
     @property
     def leader_only(self) -> frozenset[str]:
         return self.leader - self.follower
-
-
-def exported_names(body: str) -> set[str]:
-    """Series names of a text-format scrape, read from its ``# TYPE`` lines too, so that
-    a family without samples yet (a counter of an RPC never called) counts."""
-    names = set()
-    for line in body.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(maxsplit=3)
-            if kind == "counter":
-                names.add(name if name.endswith("_total") else f"{name}_total")
-            elif kind == "histogram":
-                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-            elif kind == "summary":
-                names |= {name, f"{name}_sum", f"{name}_count"}
-            else:
-                names.add(name)
-        elif line and not line.startswith("#"):
-            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
-    return names
 
 
 def _exercise(leader: ReplicaProcess, follower: ReplicaProcess) -> None:
@@ -559,6 +409,13 @@ def _exercise(leader: ReplicaProcess, follower: ReplicaProcess) -> None:
             limits.Check(check, timeout=5)
         breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
         breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
+        # Forced open, so that Allow is refused and the refusals counter has a sample.
+        breakers.ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="payments", state=breaker_pb2.BREAKER_STATE_FORCED_OPEN, reason="test"
+            ),
+            timeout=5,
+        )
         breakers.Allow(breaker_pb2.AllowRequest(name="payments"), timeout=5)
         bulkheads = bulkhead_pb2_grpc.BulkheadServiceStub(channel)
         bulkheads.PutBulkhead(
@@ -628,15 +485,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         follower_port = next(port for port in replicas if port != leader_port)
         _exercise(replicas[leader_port], replicas[follower_port])
 
-        def names(port: int) -> set[str]:
-            return exported_names(scrape(port)[1])
-
         # The drill's gauges come from the leader's cache of the drill record.
         leader = wait_for(
-            lambda: (n := names(leader_port)) >= {"bulwark_drill_rto_seconds"} and n, 5
+            lambda: "bulwark_drill_rto_seconds" in (body := scrape(leader_port)[1]) and body, 5
         )
-        assert isinstance(leader, set)
-        yield Exported(frozenset(leader), frozenset(names(follower_port)))
+        follower = scrape(follower_port)[1]
+        assert isinstance(leader, str)
+        labels: dict[str, set[str]] = {}
+        for body in (leader, follower):
+            for name, found in exported_labels(body).items():
+                labels.setdefault(name, set()).update(found)
+        yield Exported(
+            frozenset(exported_names(leader)),
+            frozenset(exported_names(follower)),
+            {name: frozenset(found) for name, found in labels.items()},
+        )
     finally:
         for replica in replicas.values():
             replica.stop()
@@ -676,3 +539,21 @@ def test_leader_only_series_are_aggregated_without_instance(exported: Exported) 
         "series only the leader exports, read with their instance label (a failover "
         f"moves them to another instance): {sorted(kept)}"
     )
+
+
+def test_panels_group_by_labels_the_metrics_have(exported: Exported) -> None:
+    # Only queries whose every metric had samples in the scrape: a family without any
+    # (no call shed yet) shows no label names.
+    checked = 0
+    missing = set()
+    for query in queries(load_dashboard()):
+        promql = substitute(query.expr)
+        names = metric_names(promql)
+        if not names or not names <= exported.labels.keys():
+            continue
+        checked += 1
+        # Prometheus adds job and instance to every series it scrapes.
+        have = {"job", "instance"}.union(*(exported.labels[name] for name in names))
+        missing |= {f"{query.where}: {label}" for label in grouping_labels(promql) - have}
+    assert checked > 30
+    assert not missing, f"grouped by labels their metrics do not have: {sorted(missing)}"
