@@ -39,8 +39,9 @@ RULES_FILE = ROOT / "deploy" / "prometheus" / "bulwark.rules.yml"
 RULES_TEST_FILE = ROOT / "deploy" / "prometheus" / "tests" / "bulwark.rules.test.yml"
 
 INSTALL_HINT = (
-    "`make test` installs it; or run `tools/install-debian-tools"
-    " prometheus:prometheus,promtool prometheus-alertmanager:prometheus-alertmanager` as root"
+    "`make debian-tools` installs it (`make test` does too), that is"
+    " `tools/install-debian-tools prometheus:prometheus,promtool"
+    " prometheus-alertmanager:prometheus-alertmanager` as root"
     " (apt-get install prometheus prometheus-alertmanager)"
 )
 
