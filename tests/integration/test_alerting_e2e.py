@@ -15,6 +15,7 @@ starts first and the replicas come up during that wait.
 from __future__ import annotations
 
 import copy
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -37,9 +38,15 @@ BREAKER = "payments"
 # Every `for:` of the copy. Two evaluations at the 1 s interval: a real pending phase,
 # yet the alert fires within seconds of the trip.
 SHORT_FOR = "2s"
-# The leader's series must reappear on the other replica within the lease TTL (2 s) and a
-# scrape or two; the slack is for a loaded machine.
-FAILOVER_TIMEOUT_S = 15.0
+# Leases are renewed every TTL/3, so the survivor wins 2/3 TTL to TTL after the kill,
+# while the dead leader's series go stale at its next scrape (within 1 s). At 4 s the
+# gap in which nobody exports the breaker's state lasts at least 1.7 s, so the rule is
+# evaluated (every 1 s) at least once inside it: the case the rule must bridge.
+LEASE_TTL_S = 4
+EVALUATION_INTERVAL_S = 1.0
+# The series must reappear on the survivor within the TTL and a scrape or two; the
+# slack is for a loaded machine.
+FAILOVER_TIMEOUT_S = 20.0
 
 
 def _without_for(rules: Any) -> Any:
@@ -130,6 +137,20 @@ def _fleet_group_evaluated_after(prometheus: PrometheusProcess, unix: float) -> 
     return datetime.fromisoformat(group["lastEvaluation"]).timestamp() > unix
 
 
+def _longest_absence(prometheus: PrometheusProcess, expr: str, start: float, end: float) -> float:
+    """Seconds of the longest stretch in [start, end] in which ``expr`` had no sample.
+
+    A range query evaluates ``expr`` as the rules do, every 0.1 s here.
+    """
+    step = 0.1
+    data = prometheus.api(
+        "query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=str(step)
+    )
+    present = sorted({float(t) for series in data["result"] for t, _ in series["values"]})
+    edges = [start, *present, end]
+    return max(later - earlier for earlier, later in itertools.pairwise(edges)) - step
+
+
 def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
     tmp_path: Path, etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
@@ -137,7 +158,9 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
     expected_labels, expected_annotations = _expected_alert(
         _rule(yaml.safe_load(RULES_FILE.read_text()), ALERT)
     )
+    # Picked now, bound by the replicas later: Prometheus must know its targets first.
     metrics = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    assert metrics[0] != metrics[1]
     with (
         AlertmanagerProcess(tmp_path / "alertmanager") as alertmanager,
         PrometheusProcess(
@@ -145,10 +168,18 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
             targets=metrics,
             rule_files=[rules],
             alertmanagers=[alertmanager.address],
+            scrape_interval=f"{EVALUATION_INTERVAL_S:g}s",
+            evaluation_interval=f"{EVALUATION_INTERVAL_S:g}s",
         ) as prometheus,
     ):
         replicas = {
-            listen: replica_factory(f"r{i}", [etcd.endpoint], "--metrics-listen", listen)
+            listen: replica_factory(
+                f"r{i}",
+                [etcd.endpoint],
+                "--metrics-listen",
+                listen,
+                f"--lease-ttl={LEASE_TTL_S}",
+            )
             for i, listen in enumerate(metrics)
         }
         leader_metrics = wait_for(
@@ -203,14 +234,13 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
         # The failover: the alert must neither resolve nor start over (a new activeAt in
         # Prometheus, a new startsAt in Alertmanager) while no replica exports the
         # breaker's state, nor after the survivor does.
+        killed_at = time.time()
         leader.signal(signal.SIGKILL)
         open_series = f'bulwark_breaker_state{{job="bulwark", breaker="{BREAKER}", state="open"}}'
-        saw_gap = False
         deadline = time.monotonic() + FAILOVER_TIMEOUT_S
         while True:
             assert time.monotonic() < deadline, "the survivor's series never reached Prometheus"
             exported = {s["metric"]["instance"] for s in prometheus.query(open_series)}
-            saw_gap = saw_gap or not exported
             in_prometheus = _ours(prometheus.alerts())
             in_alertmanager = _ours(alertmanager.alerts())
             assert [(a["state"], a["activeAt"]) for a in in_prometheus] == [
@@ -222,11 +252,12 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
             if exported == {survivor_metrics} and _leads(survivor):
                 break
             time.sleep(0.2)
-        # Without a moment where nobody exported the series, the bridge went untested.
-        assert saw_gap
-        assert not leader.running
-        # One more evaluation on the survivor's series alone, then the same check.
         handed_over = time.time()
+        assert not leader.running
+        # Without an evaluation while nobody exported the series, the bridge went untested.
+        gap = _longest_absence(prometheus, open_series, killed_at, handed_over)
+        assert gap >= EVALUATION_INTERVAL_S, f"no replica exported {BREAKER} for only {gap:.1f} s"
+        # One more evaluation on the survivor's series alone, then the same check.
         wait_for(lambda: _fleet_group_evaluated_after(prometheus, handed_over), 5)
         (after,) = _ours(prometheus.alerts())
         assert (after["state"], after["activeAt"]) == ("firing", firing["activeAt"])
