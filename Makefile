@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 # Debian packages whose programs the monitoring tests run, as package:program,...
-# (Debian names Alertmanager's binary prometheus-alertmanager).
-DEBIAN_TOOLS := prometheus:prometheus,promtool prometheus-alertmanager:prometheus-alertmanager
+# (Debian names Alertmanager's binary prometheus-alertmanager; amtool comes with it).
+DEBIAN_TOOLS := prometheus:prometheus,promtool prometheus-alertmanager:prometheus-alertmanager,amtool
 DEBIAN_STAMP := .tools/debian.stamp
 ARGS ?=
 # `make run`'s Prometheus scrape endpoint (set BULWARK_METRICS_LISTEN= to turn it off).

@@ -37,11 +37,14 @@ from bulwark_server.loopback.etcd import free_port, stop_process, tail_lines
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "bulwark.rules.yml"
 RULES_TEST_FILE = ROOT / "deploy" / "prometheus" / "tests" / "bulwark.rules.test.yml"
+# The example configurations for a local run beside `make run`.
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
 INSTALL_HINT = (
     "`make debian-tools` installs it (`make test` does too), that is"
     " `tools/install-debian-tools prometheus:prometheus,promtool"
-    " prometheus-alertmanager:prometheus-alertmanager` as root"
+    " prometheus-alertmanager:prometheus-alertmanager,amtool` as root"
     " (apt-get install prometheus prometheus-alertmanager)"
 )
 
@@ -50,13 +53,15 @@ _PROGRAM_NAMES = {
     "promtool": ("promtool",),
     "prometheus": ("prometheus",),
     "alertmanager": ("prometheus-alertmanager", "alertmanager"),
+    "amtool": ("amtool",),
 }
 # Debian puts them in /usr/bin; PATH may be a venv's or lack the sbin folders.
 _SYSTEM_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
 
 def find_program(program: str) -> Path:
-    """Path of ``promtool``, ``prometheus`` or ``alertmanager``; fails the test if missing."""
+    """Path of ``promtool``, ``prometheus``, ``alertmanager`` or ``amtool``; fails the test
+    if missing."""
     for name in _PROGRAM_NAMES[program]:
         found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SYSTEM_DIRS))
         if found:
