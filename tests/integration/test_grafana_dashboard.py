@@ -126,15 +126,6 @@ PROMETHEUS_SERIES = frozenset(
         "scrape_series_added",
     }
 )
-# Metrics the dashboard already shows that the server does not export yet, each with
-# why. An entry must go as soon as a replica exports the metric (the test says so), so
-# that from then on the check covers it like any other.
-NOT_YET_EXPORTED = {
-    "bulwark_ratelimit_detailed_decisions_total": (
-        "per-descriptor decisions of limits with detailed_metric (Limit.detailed_metric), "
-        "being added to the server"
-    ),
-}
 
 # -- The dashboard and its queries -----------------------------------------------------
 
@@ -396,9 +387,7 @@ def _exercise(leader: ReplicaProcess, follower: ReplicaProcess) -> None:
             descriptor=[ratelimit_pb2.DescriptorEntry(key="user")],
             rate=ratelimit_pb2.Rate(requests_per_unit=1, unit=ratelimit_pb2.RATE_UNIT_MINUTE),
         )
-        # Per-descriptor series, once the server has them (see NOT_YET_EXPORTED).
-        if "detailed_metric" in ratelimit_pb2.Limit.DESCRIPTOR.fields_by_name:
-            setattr(limit, "detailed_metric", True)  # noqa: B010 - a field not there yet
+        limit.detailed_metric = True  # per-descriptor series too
         limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         limits.PutLimit(ratelimit_pb2.PutLimitRequest(limit=limit), timeout=5)
         entry = ratelimit_pb2.DescriptorEntry(key="user", value="alice")
@@ -519,11 +508,9 @@ def test_every_metric_read_is_exported_or_recorded(exported: Exported) -> None:
         f"{name} ({query.where})"
         for query in queries(load_dashboard())
         for name in metric_names(substitute(query.expr))
-        if name not in known and name not in NOT_YET_EXPORTED
+        if name not in known
     }
     assert not unknown, f"metrics no replica exports and no rule records: {sorted(unknown)}"
-    arrived = exported.every & NOT_YET_EXPORTED.keys()
-    assert not arrived, f"now exported: remove {sorted(arrived)} from NOT_YET_EXPORTED"
     # The fixture did reach the leader-only and recovery families.
     assert {"bulwark_breaker_state", "bulwark_drill_rpo_seconds"} <= exported.leader_only
 
