@@ -1,0 +1,325 @@
+"""AlertService on real replicas: a tripped breaker raises Bulwark's own alert, which
+reaches a real Alertmanager and a webhook; silences are mirrored; acknowledgement
+stops an escalation; bad input names its field; a killed leader loses no alert."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from bulwark.v1 import (
+    alert_pb2,
+    alert_pb2_grpc,
+    breaker_pb2,
+    breaker_pb2_grpc,
+    feature_pb2,
+    feature_pb2_grpc,
+)
+from bulwark_server import timestamps
+from bulwark_server.loopback.deployment import ReplicaProcess
+from bulwark_server.loopback.etcd import EtcdMember
+from tests.integration.conftest import get_leader, wait_for
+from tests.integration.test_alert_delivery import _ReceiverServer, receiver, url_of  # noqa: F401
+from tests.monitoring_tools import AlertmanagerProcess
+
+OPEN = "BulwarkBreakerOpen"
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerProcess]:
+    with AlertmanagerProcess(tmp_path_factory.mktemp("alertmanager")) as am:
+        yield am
+
+
+def seconds(s: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(s * 1e9))
+    return out
+
+
+def make_breaker(channel: grpc.Channel, name: str) -> None:
+    breaker_pb2_grpc.CircuitBreakerServiceStub(channel).PutBreaker(
+        breaker_pb2.PutBreakerRequest(name=name), timeout=5
+    )
+
+
+def depends(channel: grpc.Channel, feature: str, breaker: str) -> None:
+    feature_pb2_grpc.FeatureServiceStub(channel).PutFeature(
+        feature_pb2.PutFeatureRequest(
+            feature=feature_pb2.Feature(
+                name=feature,
+                depends_on=[
+                    feature_pb2.Dependency(
+                        kind=feature_pb2.DEPENDENCY_KIND_CIRCUIT_BREAKER, name=breaker
+                    )
+                ],
+            )
+        ),
+        timeout=5,
+    )
+
+
+def open_by_outcomes(channel: grpc.Channel, name: str) -> None:
+    """A real trip: enough failures over the breaker's minimum number of calls."""
+    stub = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+    config = breaker_pb2.BreakerConfig(
+        failure_rate_threshold=50, sliding_window_size=10, minimum_number_of_calls=10
+    )
+    stub.PutBreaker(breaker_pb2.PutBreakerRequest(name=name, config=config), timeout=5)
+    report = breaker_pb2.ReportOutcomesRequest(reporter="checkout")
+    report.outcomes.add(name=name, counts=breaker_pb2.OutcomeCounts(successes=2, failures=8))
+    stub.ReportOutcomes(report, timeout=5)
+
+
+def firing(alerts: alert_pb2_grpc.AlertServiceStub, breaker: str) -> alert_pb2.Alert | None:
+    response = alerts.ListAlerts(
+        alert_pb2.ListAlertsRequest(
+            firing_only=True,
+            matchers=[
+                alert_pb2.Matcher(name="alertname", value=OPEN),
+                alert_pb2.Matcher(name="breaker", value=breaker),
+            ],
+        ),
+        timeout=5,
+    )
+    return response.alerts[0] if response.alerts else None
+
+
+def in_alertmanager(am: AlertmanagerProcess, breaker: str) -> dict | None:
+    return next(
+        (
+            a
+            for a in am.alerts()
+            if a["labels"].get("alertname") == OPEN and a["labels"].get("breaker") == breaker
+        ),
+        None,
+    )
+
+
+def test_a_tripped_breaker_reaches_alertmanager_and_a_silence_is_mirrored(
+    etcd: EtcdMember,
+    replica_factory: Callable[..., ReplicaProcess],
+    alertmanager: AlertmanagerProcess,
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint], "--alertmanager-urls", alertmanager.url)
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        assert firing(alerts, "payments") is None
+        open_by_outcomes(channel, "payments")
+        raised = wait_for(lambda: firing(alerts, "payments"), 10)
+        assert isinstance(raised, alert_pb2.Alert)
+        assert raised.labels["severity"] == "warning"  # no feature depends on it
+        assert raised.labels["source"] == "bulwark"
+        sent = wait_for(lambda: in_alertmanager(alertmanager, "payments"), 10)
+        assert isinstance(sent, dict)
+        assert sent["annotations"]["summary"] == "Breaker payments is open"
+        assert sent["status"]["state"] == "active"
+
+        # One silence mutes it here and in Alertmanager.
+        silence = alert_pb2.Silence(
+            matchers=[alert_pb2.Matcher(name="breaker", value="payments")],
+            ends_at=timestamps.at(time.time() + 3600),
+            comment="known outage",
+        )
+        stored = alerts.PutSilence(alert_pb2.PutSilenceRequest(silence=silence), timeout=5).silence
+        assert stored.id and stored.created_by == "anonymous"
+
+        def mirrored() -> bool:
+            return any(
+                s["status"]["state"] == "active"
+                and {"name": "breaker", "value": "payments", "isRegex": False, "isEqual": True}
+                in s["matchers"]
+                for s in alertmanager.silences()
+            )
+
+        wait_for(mirrored, 10)
+        wait_for(
+            lambda: (a := firing(alerts, "payments")) and list(a.silenced_by) == [stored.id], 10
+        )
+        alerts.DeleteSilence(alert_pb2.DeleteSilenceRequest(id=stored.id), timeout=5)
+        wait_for(lambda: not mirrored(), 10)
+
+        # Closing the breaker resolves the alert.
+        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="payments", state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
+            ),
+            timeout=5,
+        )
+        wait_for(lambda: firing(alerts, "payments") is None, 10)
+        wait_for(lambda: in_alertmanager(alertmanager, "payments") is None, 10)
+
+
+def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it(
+    etcd: EtcdMember,
+    replica_factory: Callable[..., ReplicaProcess],
+    receiver: _ReceiverServer,  # noqa: F811
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    step = alert_pb2.EscalationStep
+    route = alert_pb2.AlertRoute(
+        name="oncall",
+        matchers=[alert_pb2.Matcher(name="alertname", value=OPEN)],
+        receivers=[
+            alert_pb2.Receiver(
+                name="team", webhook=alert_pb2.WebhookReceiver(url=url_of(receiver, "/team"))
+            ),
+            alert_pb2.Receiver(
+                name="lead", webhook=alert_pb2.WebhookReceiver(url=url_of(receiver, "/lead"))
+            ),
+        ],
+        escalation=[step(receiver="team"), step(receiver="lead", after=seconds(2))],
+    )
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        alerts.PutAlertRoute(alert_pb2.PutAlertRouteRequest(route=route), timeout=5)
+        # A feature depending on a breaker makes the breaker's alert critical.
+        for breaker, feature in (("payments", "checkout"), ("search", "discovery")):
+            make_breaker(channel, breaker)
+            depends(channel, feature, breaker)
+            open_by_outcomes(channel, breaker)
+        critical = wait_for(lambda: firing(alerts, "payments"), 10)
+        assert isinstance(critical, alert_pb2.Alert)
+        assert critical.labels["severity"] == "critical"
+        assert list(critical.impact.features) == ["checkout"]
+        assert critical.impact.dependants == 1
+
+        def paths(breaker: str) -> list[str]:
+            return [
+                r.path
+                for r in receiver.received
+                if r.json()["alert"]["labels"]["breaker"] == breaker
+            ]
+
+        wait_for(lambda: paths("payments") == ["/team"] and paths("search") == ["/team"], 10)
+        first = next(r for r in receiver.received if paths("payments") and r.path == "/team")
+        assert ":firing:" in first.headers["Idempotency-Key"]
+        # search's alert is acknowledged at once, payments' is not: only payments
+        # reaches the lead after the 2 s step.
+        search = firing(alerts, "search")
+        assert search is not None
+        acked = alerts.AcknowledgeAlert(
+            alert_pb2.AcknowledgeAlertRequest(fingerprint=search.fingerprint, comment="on it"),
+            timeout=5,
+        ).alert
+        assert acked.acknowledgement.by == "anonymous" and acked.acknowledgement.comment == "on it"
+        wait_for(lambda: paths("payments") == ["/team", "/lead"], 10)
+        time.sleep(1.0)
+        assert paths("search") == ["/team"]
+        escalated = firing(alerts, "payments")
+        assert escalated is not None and escalated.escalation_step == 1
+
+
+def test_bad_routes_and_silences_name_their_field(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint])
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        cases = [
+            (
+                lambda: alerts.PutAlertRoute(
+                    alert_pb2.PutAlertRouteRequest(
+                        route=alert_pb2.AlertRoute(
+                            name="r",
+                            receivers=[
+                                alert_pb2.Receiver(
+                                    name="team",
+                                    webhook=alert_pb2.WebhookReceiver(url="http://h/x"),
+                                )
+                            ],
+                            escalation=[alert_pb2.EscalationStep(receiver="nobody")],
+                        )
+                    ),
+                    timeout=5,
+                ),
+                "route.escalation[0].receiver",
+            ),
+            (
+                lambda: alerts.PutSilence(
+                    alert_pb2.PutSilenceRequest(
+                        silence=alert_pb2.Silence(
+                            matchers=[alert_pb2.Matcher(name="a", value="b")],
+                            ends_at=timestamps.at(time.time() - 60),
+                        )
+                    ),
+                    timeout=5,
+                ),
+                "silence.ends_at",
+            ),
+            (
+                lambda: alerts.ListAlerts(
+                    alert_pb2.ListAlertsRequest(
+                        matchers=[alert_pb2.Matcher(name="a", value="(", is_regex=True)]
+                    ),
+                    timeout=5,
+                ),
+                "matchers[0].value",
+            ),
+        ]
+        for call, field in cases:
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert field in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as missing:
+            alerts.AcknowledgeAlert(
+                alert_pb2.AcknowledgeAlertRequest(fingerprint="0123456789abcdef"), timeout=5
+            )
+        assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_killed_leader_loses_no_alert_and_the_next_sends_it_with_the_same_key(
+    etcd: EtcdMember,
+    replica_factory: Callable[..., ReplicaProcess],
+    receiver: _ReceiverServer,  # noqa: F811
+) -> None:
+    replicas = [replica_factory(f"a{i}", [etcd.endpoint]) for i in range(2)]
+    leader = wait_for(
+        lambda: next((r for r in replicas if (v := get_leader(r.address)) and v.is_self), None), 10
+    )
+    assert isinstance(leader, ReplicaProcess)
+    other = next(r for r in replicas if r is not leader)
+    route = alert_pb2.AlertRoute(
+        name="hooks",
+        receivers=[
+            alert_pb2.Receiver(
+                name="team", webhook=alert_pb2.WebhookReceiver(url=url_of(receiver, "/team"))
+            )
+        ],
+    )
+    with grpc.insecure_channel(other.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        alerts.PutAlertRoute(alert_pb2.PutAlertRouteRequest(route=route), timeout=5)
+        open_by_outcomes(channel, "payments")
+        raised = wait_for(lambda: firing(alerts, "payments"), 10)
+        assert isinstance(raised, alert_pb2.Alert)
+        wait_for(lambda: len(receiver.received) >= 1, 10)
+        assert leader.process is not None
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait(10)
+        wait_for(lambda: (v := get_leader(other.address)) and v.is_self, 15)
+        # The alert is still firing, the same episode; the new leader resolves it when
+        # the breaker closes, and tells the receiver once.
+        still = firing(alerts, "payments")
+        assert still is not None and still.starts_at == raised.starts_at
+        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="payments", state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
+            ),
+            timeout=5,
+        )
+        wait_for(lambda: any(r.json()["transition"] == "resolved" for r in receiver.received), 10)
+    keys = [r.headers["Idempotency-Key"] for r in receiver.received]
+    firing_keys = [k for k in keys if ":firing:" in k]
+    # At least once: the firing notification may have been sent again by the new leader,
+    # always with the same key.
+    assert firing_keys and len(set(firing_keys)) == 1, keys
+    assert sum(":resolved:" in k for k in keys) == 1, keys
