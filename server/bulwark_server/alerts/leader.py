@@ -131,8 +131,8 @@ class AlertLeader:
                 opened,
                 severity,
                 f"Breaker {name} is open",
-                f"Calls through breaker {name} are refused: its dependency is failing. "
-                + (f"Features depending on it: {', '.join(features)}." if features else ""),
+                f"Calls through breaker {name} are refused: its dependency is failing."
+                + (f" Features depending on it: {', '.join(features)}." if features else ""),
                 impact,
             )
         else:
