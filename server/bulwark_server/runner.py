@@ -393,7 +393,11 @@ class Replica:
             ),
             ServiceBinding(
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-                ClusterServicer(ClusterManager(store, election, draining=lambda: self._draining)),
+                ClusterServicer(
+                    ClusterManager(
+                        store, election, draining=lambda: self._draining, alerts=alerts.summary
+                    )
+                ),
                 cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
                 capability="cluster",
             ),

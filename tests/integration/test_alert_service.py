@@ -17,6 +17,8 @@ from bulwark.v1 import (
     alert_pb2_grpc,
     breaker_pb2,
     breaker_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
 )
@@ -116,6 +118,10 @@ def test_a_tripped_breaker_reaches_alertmanager_and_a_silence_is_mirrored(
         assert isinstance(raised, alert_pb2.Alert)
         assert raised.labels["severity"] == "warning"  # no feature depends on it
         assert raised.labels["source"] == "bulwark"
+        status = cluster_pb2_grpc.ClusterServiceStub(channel).GetClusterStatus(
+            cluster_pb2.GetClusterStatusRequest(), timeout=5
+        )
+        assert (status.alerts.warning, status.alerts.critical) == (1, 0)
         sent = wait_for(lambda: in_alertmanager(alertmanager, "payments"), 10)
         assert isinstance(sent, dict)
         assert sent["annotations"]["summary"] == "Breaker payments is open"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bulwark.v1 import cluster_pb2
+from bulwark.v1 import alert_pb2, cluster_pb2
 from bulwark_server.cluster.election import Election, read_leader
 from bulwark_server.errors import StoreUnavailable
 from bulwark_server.store import EtcdStore, MemberInfo, StoreStatus
@@ -30,11 +30,13 @@ class ClusterManager:
         election: Election,
         *,
         draining: Callable[[], bool] = lambda: False,
+        alerts: Callable[[], alert_pb2.AlertSummary] = alert_pb2.AlertSummary,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._election = election
         self._draining = draining
+        self._alerts = alerts
         self._clock = clock
         self._members: list[MemberInfo] = []
         self._members_error = ""
@@ -53,10 +55,11 @@ class ClusterManager:
         return response
 
     async def status(self) -> cluster_pb2.GetClusterStatusResponse:
-        """Replicas, leader, etcd members, the cache's lag and each component's health."""
+        """Replicas, leader, etcd members, the cache's lag, each component's health, and
+        the alerts' summary (``alerts``: the alert center's, asked)."""
         status = self._store.status()
         response = cluster_pb2.GetClusterStatusResponse(
-            replica_id=self._election.replica.id, stale=status.stale
+            replica_id=self._election.replica.id, stale=status.stale, alerts=self._alerts()
         )
         leader = read_leader(self._store)
         if leader is not None:

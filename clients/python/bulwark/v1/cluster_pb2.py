@@ -22,37 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bulwark.v1 import alert_pb2 as bulwark_dot_v1_dot_alert__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ulwark/v1/cluster.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcounter_owner\x18\x05 \x01(\x08\"\xc9\x01\n\x06Leader\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12.\n\nelected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlease_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nrenewed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x12\n\x10GetLeaderRequest\"l\n\x11GetLeaderResponse\x12\"\n\x06leader\x18\x01 \x01(\x0b\x32\x12.bulwark.v1.Leader\x12\x0f\n\x07is_self\x18\x02 \x01(\x08\x12\x13\n\x0b\x61nswered_by\x18\x03 \x01(\t\x12\r\n\x05stale\x18\x04 \x01(\x08\"\x19\n\x17GetClusterStatusRequest\"[\n\x0f\x43omponentStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.bulwark.v1.ComponentState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9b\x01\n\nEtcdMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x03 \x03(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x16\n\x0eis_raft_leader\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x15\n\rdb_size_bytes\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xa3\x01\n\x0b\x43\x61\x63heStatus\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x15\n\retcd_revision\x18\x02 \x01(\x03\x12\x15\n\rlag_revisions\x18\x03 \x01(\x03\x12&\n\x03lag\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04keys\x18\x05 \x01(\x03\x12\r\n\x05stale\x18\x06 \x01(\x08\x12\x0f\n\x07resyncs\x18\x07 \x01(\x03\"\x8f\x02\n\x18GetClusterStatusResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\"\n\x06leader\x18\x02 \x01(\x0b\x32\x12.bulwark.v1.Leader\x12%\n\x08replicas\x18\x03 \x03(\x0b\x32\x13.bulwark.v1.Replica\x12,\n\x0c\x65tcd_members\x18\x04 \x03(\x0b\x32\x16.bulwark.v1.EtcdMember\x12&\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x17.bulwark.v1.CacheStatus\x12/\n\ncomponents\x18\x06 \x03(\x0b\x32\x1b.bulwark.v1.ComponentStatus\x12\r\n\x05stale\x18\x07 \x01(\x08*\x8b\x01\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1c\n\x18\x43OMPONENT_STATE_DEGRADED\x10\x02\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x03\x32\xb9\x01\n\x0e\x43lusterService\x12H\n\tGetLeader\x12\x1c.bulwark.v1.GetLeaderRequest\x1a\x1d.bulwark.v1.GetLeaderResponse\x12]\n\x10GetClusterStatus\x12#.bulwark.v1.GetClusterStatusRequest\x1a$.bulwark.v1.GetClusterStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ulwark/v1/cluster.proto\x12\nbulwark.v1\x1a\x16\x62ulwark/v1/alert.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcounter_owner\x18\x05 \x01(\x08\"\xc9\x01\n\x06Leader\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12.\n\nelected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlease_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nrenewed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x12\n\x10GetLeaderRequest\"l\n\x11GetLeaderResponse\x12\"\n\x06leader\x18\x01 \x01(\x0b\x32\x12.bulwark.v1.Leader\x12\x0f\n\x07is_self\x18\x02 \x01(\x08\x12\x13\n\x0b\x61nswered_by\x18\x03 \x01(\t\x12\r\n\x05stale\x18\x04 \x01(\x08\"\x19\n\x17GetClusterStatusRequest\"[\n\x0f\x43omponentStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.bulwark.v1.ComponentState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9b\x01\n\nEtcdMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x03 \x03(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x16\n\x0eis_raft_leader\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x15\n\rdb_size_bytes\x18\x07 \x01(\x03\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xa3\x01\n\x0b\x43\x61\x63heStatus\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x15\n\retcd_revision\x18\x02 \x01(\x03\x12\x15\n\rlag_revisions\x18\x03 \x01(\x03\x12&\n\x03lag\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04keys\x18\x05 \x01(\x03\x12\r\n\x05stale\x18\x06 \x01(\x08\x12\x0f\n\x07resyncs\x18\x07 \x01(\x03\"\xb9\x02\n\x18GetClusterStatusResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\"\n\x06leader\x18\x02 \x01(\x0b\x32\x12.bulwark.v1.Leader\x12%\n\x08replicas\x18\x03 \x03(\x0b\x32\x13.bulwark.v1.Replica\x12,\n\x0c\x65tcd_members\x18\x04 \x03(\x0b\x32\x16.bulwark.v1.EtcdMember\x12&\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x17.bulwark.v1.CacheStatus\x12/\n\ncomponents\x18\x06 \x03(\x0b\x32\x1b.bulwark.v1.ComponentStatus\x12\r\n\x05stale\x18\x07 \x01(\x08\x12(\n\x06\x61lerts\x18\x08 \x01(\x0b\x32\x18.bulwark.v1.AlertSummary*\x8b\x01\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPONENT_STATE_HEALTHY\x10\x01\x12\x1c\n\x18\x43OMPONENT_STATE_DEGRADED\x10\x02\x12\x1d\n\x19\x43OMPONENT_STATE_UNHEALTHY\x10\x03\x32\xb9\x01\n\x0e\x43lusterService\x12H\n\tGetLeader\x12\x1c.bulwark.v1.GetLeaderRequest\x1a\x1d.bulwark.v1.GetLeaderResponse\x12]\n\x10GetClusterStatus\x12#.bulwark.v1.GetClusterStatusRequest\x1a$.bulwark.v1.GetClusterStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPONENTSTATE']._serialized_start=1286
-  _globals['_COMPONENTSTATE']._serialized_end=1425
-  _globals['_REPLICA']._serialized_start=105
-  _globals['_REPLICA']._serialized_end=231
-  _globals['_LEADER']._serialized_start=234
-  _globals['_LEADER']._serialized_end=435
-  _globals['_GETLEADERREQUEST']._serialized_start=437
-  _globals['_GETLEADERREQUEST']._serialized_end=455
-  _globals['_GETLEADERRESPONSE']._serialized_start=457
-  _globals['_GETLEADERRESPONSE']._serialized_end=565
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=567
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=592
-  _globals['_COMPONENTSTATUS']._serialized_start=594
-  _globals['_COMPONENTSTATUS']._serialized_end=685
-  _globals['_ETCDMEMBER']._serialized_start=688
-  _globals['_ETCDMEMBER']._serialized_end=843
-  _globals['_CACHESTATUS']._serialized_start=846
-  _globals['_CACHESTATUS']._serialized_end=1009
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=1012
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=1283
-  _globals['_CLUSTERSERVICE']._serialized_start=1428
-  _globals['_CLUSTERSERVICE']._serialized_end=1613
+  _globals['_COMPONENTSTATE']._serialized_start=1352
+  _globals['_COMPONENTSTATE']._serialized_end=1491
+  _globals['_REPLICA']._serialized_start=129
+  _globals['_REPLICA']._serialized_end=255
+  _globals['_LEADER']._serialized_start=258
+  _globals['_LEADER']._serialized_end=459
+  _globals['_GETLEADERREQUEST']._serialized_start=461
+  _globals['_GETLEADERREQUEST']._serialized_end=479
+  _globals['_GETLEADERRESPONSE']._serialized_start=481
+  _globals['_GETLEADERRESPONSE']._serialized_end=589
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=591
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=616
+  _globals['_COMPONENTSTATUS']._serialized_start=618
+  _globals['_COMPONENTSTATUS']._serialized_end=709
+  _globals['_ETCDMEMBER']._serialized_start=712
+  _globals['_ETCDMEMBER']._serialized_end=867
+  _globals['_CACHESTATUS']._serialized_start=870
+  _globals['_CACHESTATUS']._serialized_end=1033
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=1036
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=1349
+  _globals['_CLUSTERSERVICE']._serialized_start=1494
+  _globals['_CLUSTERSERVICE']._serialized_end=1679
 # @@protoc_insertion_point(module_scope)

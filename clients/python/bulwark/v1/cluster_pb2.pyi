@@ -1,5 +1,6 @@
 import datetime
 
+from bulwark.v1 import alert_pb2 as _alert_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -121,7 +122,7 @@ class CacheStatus(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., etcd_revision: _Optional[int] = ..., lag_revisions: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., keys: _Optional[int] = ..., stale: bool = ..., resyncs: _Optional[int] = ...) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("replica_id", "leader", "replicas", "etcd_members", "cache", "components", "stale")
+    __slots__ = ("replica_id", "leader", "replicas", "etcd_members", "cache", "components", "stale", "alerts")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +130,7 @@ class GetClusterStatusResponse(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     leader: Leader
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
@@ -136,4 +138,5 @@ class GetClusterStatusResponse(_message.Message):
     cache: CacheStatus
     components: _containers.RepeatedCompositeFieldContainer[ComponentStatus]
     stale: bool
-    def __init__(self, replica_id: _Optional[str] = ..., leader: _Optional[_Union[Leader, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., cache: _Optional[_Union[CacheStatus, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., stale: bool = ...) -> None: ...
+    alerts: _alert_pb2.AlertSummary
+    def __init__(self, replica_id: _Optional[str] = ..., leader: _Optional[_Union[Leader, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., cache: _Optional[_Union[CacheStatus, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., stale: bool = ..., alerts: _Optional[_Union[_alert_pb2.AlertSummary, _Mapping]] = ...) -> None: ...
