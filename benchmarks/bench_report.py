@@ -15,9 +15,10 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -253,3 +254,17 @@ def run_and_print(
     else:
         print(format_report(report))
     return 0
+
+
+def spread_table(title: str, rows: Mapping[str, Sequence[float]], digits: int) -> list[str]:
+    """Lines of a table of each row's median, lowest and highest value over the rounds
+    of an alternating run (``title`` heads the first column)."""
+    width = max(len(title), *(len(name) for name in rows)) if rows else len(title)
+    cell = max(7, digits + 7)
+    lines = [f"{title:{width}s} {'median':>{cell}s} {'min':>{cell}s} {'max':>{cell}s}"]
+    for name, values in rows.items():
+        lines.append(
+            f"{name:{width}s} {statistics.median(values):{cell}.{digits}f} "
+            f"{min(values):{cell}.{digits}f} {max(values):{cell}.{digits}f}"
+        )
+    return lines

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import threading
 import urllib.request
@@ -40,6 +39,7 @@ from bench_report import (
     require_duration_warmup,
     run_and_print,
     shared_cpus_note,
+    spread_table,
     utc_now,
 )
 from bench_servers import BulwarkProcess, ProcessGroup, ServerProcess, cpu_seconds, probe_getleader
@@ -177,17 +177,10 @@ def format_report(report: Report) -> str:
         f"{load['rounds']} rounds; the 'on' replica scraped every {SCRAPE_EVERY_S:g}s "
         f"({report.scrapes} scrapes, the last {report.scrape_bytes} bytes)",
         "",
-        f"{'side':12s} {'median µs':>10s} {'min':>8s} {'max':>8s}",
+        *spread_table("server CPU µs per call", report.cpu_us, 1),
+        "",
+        *spread_table("on/off (per round)", report.ratios, 3),
     ]
-    for name, values in report.cpu_us.items():
-        lines.append(
-            f"{name:12s} {statistics.median(values):10.1f} {min(values):8.1f} {max(values):8.1f}"
-        )
-    lines += ["", f"{'on/off (per round)':20s} {'median':>7s} {'min':>7s} {'max':>7s}"]
-    for name, values in report.ratios.items():
-        lines.append(
-            f"{name:20s} {statistics.median(values):7.3f} {min(values):7.3f} {max(values):7.3f}"
-        )
     return "\n".join(lines)
 
 

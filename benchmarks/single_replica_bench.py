@@ -28,7 +28,6 @@ Client and server share the machine's CPUs: the ratios are the figures to read.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from bench_report import (
     require_duration_warmup,
     run_and_print,
     shared_cpus_note,
+    spread_table,
     utc_now,
 )
 from bench_servers import (
@@ -190,17 +190,10 @@ def format_report(report: Report) -> str:
         f"{load['warmup_s']:g}s warm-up + {load['duration_s']:g}s per target per round; "
         f"{load['users']} users; batches of {load['batch']}",
         "",
-        f"{'target':22s} {'median':>10s} {'min':>10s} {'max':>10s}   (items/s)",
+        *spread_table("target (items/s)", report.rates, 0),
+        "",
+        *spread_table("ratio (per round)", report.ratios, 3),
     ]
-    for name, values in report.rates.items():
-        lines.append(
-            f"{name:22s} {statistics.median(values):10.0f} {min(values):10.0f} {max(values):10.0f}"
-        )
-    lines += ["", f"{'ratio (per round)':46s} {'median':>7s} {'min':>7s} {'max':>7s}"]
-    for label, values in report.ratios.items():
-        lines.append(
-            f"{label:46s} {statistics.median(values):7.3f} {min(values):7.3f} {max(values):7.3f}"
-        )
     return "\n".join(lines)
 
 

@@ -60,35 +60,40 @@ def with_metrics(
     return replica, port
 
 
+def per_minute(
+    channel: grpc.Channel, domain: str, name: str, key: str, rate: int, detailed: bool = False
+) -> ratelimit_pb2_grpc.RateLimitServiceStub:
+    """PutLimit of ``rate`` per minute on any value of ``key``; the stub."""
+    limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+    limit = ratelimit_pb2.Limit(
+        domain=domain,
+        name=name,
+        descriptor=[ratelimit_pb2.DescriptorEntry(key=key)],
+        rate=ratelimit_pb2.Rate(requests_per_unit=rate, unit=ratelimit_pb2.RATE_UNIT_MINUTE),
+        detailed_metric=detailed,
+    )
+    limits.PutLimit(ratelimit_pb2.PutLimitRequest(limit=limit), timeout=5)
+    return limits
+
+
+def one(domain: str, key: str, value: str) -> ratelimit_pb2.CheckRequest:
+    """A Check of one descriptor of one entry."""
+    entry = ratelimit_pb2.DescriptorEntry(key=key, value=value)
+    return ratelimit_pb2.CheckRequest(
+        domain=domain, descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=[entry])]
+    )
+
+
 def test_a_replica_exports_rpc_decision_breaker_and_cluster_metrics(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
     replica, port = with_metrics(replica_factory, etcd, "m1")
     wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
     with grpc.insecure_channel(replica.address) as channel:
-        limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
-        limits.PutLimit(
-            ratelimit_pb2.PutLimitRequest(
-                limit=ratelimit_pb2.Limit(
-                    domain="shop",
-                    name="per-user",
-                    descriptor=[ratelimit_pb2.DescriptorEntry(key="user")],
-                    rate=ratelimit_pb2.Rate(
-                        requests_per_unit=5, unit=ratelimit_pb2.RATE_UNIT_MINUTE
-                    ),
-                )
-            ),
-            timeout=5,
-        )
-        check = ratelimit_pb2.CheckRequest(
-            domain="shop",
-            descriptors=[
-                ratelimit_pb2.RateLimitDescriptor(
-                    entries=[ratelimit_pb2.DescriptorEntry(key="user", value="alice")]
-                )
-            ],
-        )
-        codes = [limits.Check(check, timeout=5).overall_code for _ in range(7)]
+        limits = per_minute(channel, "shop", "per-user", "user", 5)
+        codes = [
+            limits.Check(one("shop", "user", "alice"), timeout=5).overall_code for _ in range(7)
+        ]
         assert codes.count(ratelimit_pb2.CHECK_CODE_OVER_LIMIT) == 2
         breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
         breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
@@ -254,31 +259,9 @@ def test_a_detailed_limit_exports_a_series_per_descriptor_value(
     replica, port = with_metrics(replica_factory, etcd, "m1")
     wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
     with grpc.insecure_channel(replica.address) as channel:
-        limits = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
-        limits.PutLimit(
-            ratelimit_pb2.PutLimitRequest(
-                limit=ratelimit_pb2.Limit(
-                    domain="edge",
-                    name="per-ip",
-                    descriptor=[ratelimit_pb2.DescriptorEntry(key="remote_address")],
-                    rate=ratelimit_pb2.Rate(
-                        requests_per_unit=2, unit=ratelimit_pb2.RATE_UNIT_MINUTE
-                    ),
-                    detailed_metric=True,
-                )
-            ),
-            timeout=5,
-        )
+        limits = per_minute(channel, "edge", "per-ip", "remote_address", 2, detailed=True)
         for ip in ("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"):
-            check = ratelimit_pb2.CheckRequest(
-                domain="edge",
-                descriptors=[
-                    ratelimit_pb2.RateLimitDescriptor(
-                        entries=[ratelimit_pb2.DescriptorEntry(key="remote_address", value=ip)]
-                    )
-                ],
-            )
-            limits.Check(check, timeout=5)
+            limits.Check(one("edge", "remote_address", ip), timeout=5)
     found = samples(port)
 
     def detailed(ip: str, outcome: str) -> float | None:
