@@ -329,3 +329,41 @@ def test_a_killed_leader_loses_no_alert_and_the_next_sends_it_with_the_same_key(
     # always with the same key.
     assert firing_keys and len(set(firing_keys)) == 1, keys
     assert sum(":resolved:" in k for k in keys) == 1, keys
+
+
+def test_a_feature_blocked_by_an_open_breaker_alerts_as_caused_by_it(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        make_breaker(channel, "payments")
+        depends(channel, "checkout", "payments")
+
+        def feature_alert() -> alert_pb2.Alert | None:
+            found = alerts.ListAlerts(
+                alert_pb2.ListAlertsRequest(
+                    firing_only=True,
+                    matchers=[alert_pb2.Matcher(name="feature", value="checkout")],
+                ),
+                timeout=5,
+            ).alerts
+            return found[0] if found else None
+
+        assert feature_alert() is None
+        open_by_outcomes(channel, "payments")
+        breaker_alert = wait_for(lambda: firing(alerts, "payments"), 10)
+        assert isinstance(breaker_alert, alert_pb2.Alert)
+        consequence = wait_for(lambda: (a := feature_alert()) and a.caused_by and a, 10)
+        assert isinstance(consequence, alert_pb2.Alert)
+        assert consequence.labels["alertname"] == "BulwarkFeatureUnavailable"
+        assert consequence.caused_by == breaker_alert.fingerprint
+        assert "payments" in consequence.annotations["description"]
+        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
+            breaker_pb2.ForceStateRequest(
+                name="payments", state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
+            ),
+            timeout=5,
+        )
+        wait_for(lambda: feature_alert() is None and firing(alerts, "payments") is None, 10)

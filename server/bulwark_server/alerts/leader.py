@@ -3,9 +3,13 @@ and delivers them.
 
 * Sources. A breaker that trips (OPEN or HALF_OPEN) fires ``BulwarkBreakerOpen``,
   critical when features depend on it, else a warning; one forced open fires
-  ``BulwarkBreakerForcedOpen`` (info). Both resolve when it closes. The loop
-  reads every breaker once at the start of a term, then only those the store's
-  changes name, so its cost follows what happens, not how many breakers exist.
+  ``BulwarkBreakerForcedOpen`` (info). Both resolve when it closes. A feature
+  whose effective status is DEGRADED (warning) or DISABLED (critical) fires
+  ``BulwarkFeatureUnavailable``; when that comes from an open breaker, the alert
+  is ``caused_by`` the breaker's (an inhibition). The loop reads every breaker and
+  feature once at the start of a term, then only those the store's changes touch
+  (and those it could not write, again each round), so its cost follows what
+  happens, not how many exist.
 * Delivery, each tick: the route that takes an alert (the first in name order
   whose matchers select it; without one, the Alertmanagers of
   ``BULWARK_ALERTMANAGER_URLS``), its silences, and then the notifications due:
@@ -22,26 +26,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from google.protobuf import json_format
 
-from bulwark.v1 import alert_pb2, breaker_pb2
+from bulwark.v1 import alert_pb2, breaker_pb2, feature_pb2
 from bulwark_server import timestamps
 from bulwark_server.alerts import rules
 from bulwark_server.alerts.delivery import Notifier, Outgoing
 from bulwark_server.alerts.manager import RESOLVED_KEPT_S, STALE, AlertCenter
-from bulwark_server.errors import BulwarkError
+from bulwark_server.errors import BulwarkError, NotFound
 from bulwark_server.store import EtcdStore, Event
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 SOURCE = "bulwark"  # the `source` label of the alerts raised here
+OPEN_ALERT = "BulwarkBreakerOpen"
 DEFAULT_ROUTE = "default"
 TRIPPED = (breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STATE_HALF_OPEN)
 CRITICAL, WARNING = alert_pb2.ALERT_SEVERITY_CRITICAL, alert_pb2.ALERT_SEVERITY_WARNING
+AVAILABLE, FEATURE_UNSPECIFIED = feature_pb2.FEATURE_STATUS_AVAILABLE, 0
 
 
 class Breakers(Protocol):
@@ -52,8 +59,22 @@ class Breakers(Protocol):
     def changed(self, events: Sequence[Event]) -> set[str]: ...
 
 
-class Dependants(Protocol):
+class Features(Protocol):
     def depending_on_breaker(self, name: str) -> list[str]: ...
+
+    def affected_by(self, events: Sequence[Event]) -> set[str]: ...
+
+    def names(self) -> list[str]: ...
+
+    def view(self, name: str) -> feature_pb2.FeatureView: ...
+
+
+@dataclass
+class Behind:
+    """Breakers and features whose alerts are not yet up to date."""
+
+    breakers: set[str]
+    features: set[str]
 
 
 class AlertLeader:
@@ -65,7 +86,7 @@ class AlertLeader:
         store: EtcdStore,
         notifier: Notifier,
         breakers: Breakers,
-        features: Dependants,
+        features: Features,
         *,
         alertmanager_urls: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
@@ -83,8 +104,10 @@ class AlertLeader:
 
     async def run(self) -> None:
         changes = self._store.subscribe()
+        # Breakers and features whose alerts could not be brought up to date (etcd
+        # away, say): tried again each round, so no change is missed. None: all.
+        behind: Behind | None = None
         try:
-            await self._scan()
             due = time.monotonic()
             while True:
                 try:
@@ -92,34 +115,50 @@ class AlertLeader:
                 except TimeoutError:
                     events = None
                 if events == []:
-                    await self._scan()  # this reader fell behind and changes were dropped
-                elif events:
-                    for name in sorted(self._breakers.changed(events)):
-                        await self._guarded(self._breaker(name, self._breakers.state(name)))
+                    behind = None  # this reader fell behind and changes were dropped
+                elif events and behind is not None:
+                    behind.breakers |= self._breakers.changed(events)
+                    behind.features |= self._features.affected_by(events)
                 if time.monotonic() >= due:
+                    behind = await self._catch_up(behind)
                     await self._guarded(self.deliver())
                     due = time.monotonic() + self._tick
         finally:
             self._store.unsubscribe(changes)
 
-    async def _scan(self) -> None:
-        """Every breaker's alerts as its state says (a new term, or changes missed)."""
-        for name, state in self._breakers.states():
-            await self._guarded(self._breaker(name, state))
-        await self._guarded(self._resolve_gone())
+    async def _catch_up(self, behind: Behind | None) -> Behind | None:
+        """Bring the alerts of ``behind`` (None: every breaker and feature, as at a new
+        term) up to date; what is still behind."""
+        if behind is None:
+            if not await self._guarded(self._resolve_gone()):
+                return None
+            behind = Behind(
+                {name for name, _ in self._breakers.states()}, set(self._features.names())
+            )
+        left = Behind(set(), set())
+        for name in sorted(behind.breakers):
+            if not await self._guarded(self._breaker(name, self._breakers.state(name))):
+                left.breakers.add(name)
+        for name in sorted(behind.features):
+            if not await self._guarded(self._feature(name)):
+                left.features.add(name)
+        return left
 
-    async def _guarded(self, step: object) -> None:
+    async def _guarded(self, step: Awaitable[None]) -> bool:
+        """Whether ``step`` ran through; a failure is logged and left to the next round."""
         try:
-            await step  # type: ignore[misc]
-        except BulwarkError as exc:  # etcd away, a deposed term: the next tick retries
+            await step
+            return True
+        except BulwarkError as exc:  # etcd away, a deposed term: the next round retries
             log.debug("alert loop: %s", exc)
         except Exception:
             log.exception("alert loop failed; continuing")
+        return False
 
     # -- sources ------------------------------------------------------------------
 
     async def _breaker(self, name: str, state: int | None) -> None:
-        opened = {"alertname": "BulwarkBreakerOpen", "breaker": name, "source": SOURCE}
+        opened = {"alertname": OPEN_ALERT, "breaker": name, "source": SOURCE}
         forced = {"alertname": "BulwarkBreakerForcedOpen", "breaker": name, "source": SOURCE}
         if state in TRIPPED:
             features = self._features.depending_on_breaker(name)
@@ -147,6 +186,50 @@ class AlertLeader:
         else:
             await self._resolve(forced)
 
+    async def _feature(self, name: str) -> None:
+        labels = {"alertname": "BulwarkFeatureUnavailable", "feature": name, "source": SOURCE}
+        try:
+            view = self._features.view(name)
+        except NotFound:
+            await self._resolve(labels)
+            return
+        if view.effective_status in (AVAILABLE, FEATURE_UNSPECIFIED):
+            await self._resolve(labels)
+            return
+        disabled = view.effective_status == feature_pb2.FEATURE_STATUS_DISABLED
+        status = "disabled" if disabled else "degraded"
+        cause = self._cause(view)
+        await self._fire(
+            labels,
+            CRITICAL if disabled else WARNING,
+            f"Feature {name} is {status}",
+            f"Feature {name} is {status}: {view.effective_reason or 'no reason given'}."
+            + (
+                f" It depends on {' -> '.join(d.name for d in view.blocked_by)}."
+                if view.blocked_by
+                else ""
+            ),
+            caused_by=cause,
+        )
+
+    def _cause(self, view: feature_pb2.FeatureView) -> str:
+        """The fingerprint of the firing alert of an open breaker the feature's state
+        comes from (an inhibition: the feature's alert is a consequence); "" if none."""
+        for dependency in view.blocked_by:
+            if dependency.kind != feature_pb2.DEPENDENCY_KIND_CIRCUIT_BREAKER:
+                continue
+            labels = {
+                "alertname": "BulwarkBreakerOpen",
+                "breaker": dependency.name,
+                "source": SOURCE,
+            }
+            for severity in ("critical", "warning"):
+                fingerprint = rules.fingerprint({**labels, "severity": severity})
+                with contextlib.suppress(NotFound):
+                    if self._center.alert(fingerprint).state == alert_pb2.ALERT_STATE_FIRING:
+                        return fingerprint
+        return ""
+
     async def _fire(
         self,
         labels: Mapping[str, str],
@@ -154,11 +237,12 @@ class AlertLeader:
         summary: str,
         description: str,
         impact: alert_pb2.Impact | None = None,
+        caused_by: str = "",
     ) -> None:
         fingerprint = rules.fingerprint({**labels, "severity": rules.SEVERITIES[severity]})
         with contextlib.suppress(BulwarkError):
             current = self._center.alert(fingerprint)
-            if current.state == alert_pb2.ALERT_STATE_FIRING:
+            if current.state == alert_pb2.ALERT_STATE_FIRING and current.caused_by == caused_by:
                 return  # raised by this term already, or the last one's
         # A severity change (features came to depend on it) is another alert: end
         # the one of the other severity first.
@@ -168,7 +252,7 @@ class AlertLeader:
                     rules.fingerprint({**labels, "severity": rules.SEVERITIES[other]})
                 )
         await self._center.fire(
-            labels, {"summary": summary, "description": description}, severity, impact
+            labels, {"summary": summary, "description": description}, severity, impact, caused_by
         )
 
     async def _resolve(self, labels: Mapping[str, str]) -> None:
@@ -197,19 +281,30 @@ class AlertLeader:
         for silence in silences:
             await self._guarded(self._mirror(silence, now))
         for alert in self._center.alerts():
-            if alert.state == alert_pb2.ALERT_STATE_RESOLVED and (
-                now - timestamps.unix(alert.ends_at) > RESOLVED_KEPT_S
-            ):
-                await self._center.forget(alert)
-                continue
-            route = rules.route_for(routes, alert.labels) or self._default
-            if route is None:
-                continue
-            changed = self._bookkeep(alert, route, silences, now)
-            if not alert.silenced_by:
-                changed |= await self._notify(alert, route, now)
-            if changed:
-                await self._center.record(alert)
+            # One alert's failure (an acknowledgement won the race to write it) leaves
+            # the others to go on; it is tried again next round.
+            await self._guarded(self._deliver(alert, routes, silences, now))
+
+    async def _deliver(
+        self,
+        alert: alert_pb2.Alert,
+        routes: Sequence[alert_pb2.AlertRoute],
+        silences: Sequence[alert_pb2.Silence],
+        now: float,
+    ) -> None:
+        if alert.state == alert_pb2.ALERT_STATE_RESOLVED and (
+            now - timestamps.unix(alert.ends_at) > RESOLVED_KEPT_S
+        ):
+            await self._center.forget(alert)
+            return
+        route = rules.route_for(routes, alert.labels) or self._default
+        if route is None:
+            return
+        changed = self._bookkeep(alert, route, silences, now)
+        if not alert.silenced_by:
+            changed |= await self._notify(alert, route, now)
+        if changed:
+            await self._center.record(alert)
 
     async def _mirror(self, silence: alert_pb2.Silence, now: float) -> None:
         """Copy an active silence to each configured Alertmanager, and end the copies of

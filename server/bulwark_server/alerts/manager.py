@@ -296,6 +296,7 @@ class AlertCenter:
         annotations: Mapping[str, str],
         severity: int,
         impact: alert_pb2.Impact | None = None,
+        caused_by: str = "",
     ) -> alert_pb2.Alert:
         """Raise an alert (fenced): a new one fires; one firing already counts again."""
         now = self._clock()
@@ -322,6 +323,7 @@ class AlertCenter:
             alert.occurrences += 1
             if impact is not None:
                 alert.impact.CopyFrom(impact)
+            alert.caused_by = caused_by
             written[:] = [alert]
             return alert.SerializeToString()
 

@@ -129,6 +129,20 @@ class FeatureManager:
     def features(self) -> Mapping[str, feature_pb2.Feature]:
         return _Features(self._store, self._decoded)
 
+    def names(self) -> list[str]:
+        """Every feature's name, from the cache."""
+        return sorted(self.features())
+
+    def affected_by(self, events: Iterable[Event]) -> set[str]:
+        """Features whose effective view ``events`` may change: those changed or deleted,
+        and those depending on a changed feature or breaker (asked by the alerts)."""
+        prefix = kind_prefix(FEATURE_KIND)
+        changed = {
+            ev.entry.key[len(prefix) :].decode() for ev in events if ev.entry.key.startswith(prefix)
+        }
+        breakers = self._breaker_states.changed(events)
+        return changed | graph.affected(self.features(), changed, breakers)
+
     def depending_on_breaker(self, name: str) -> list[str]:
         """Features whose dependencies reach breaker ``name``, directly or not (asked by
         the alerts, for an open breaker's impact)."""
