@@ -14,7 +14,6 @@ import math
 import os
 import re
 import socket
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +139,15 @@ class Settings:
                 split_host_port(self.advertise_address, "advertise_address")
             except ValueError as exc:
                 problems.append(str(exc))
+        # The receivers' own rule for a URL, so a setting takes what a route takes.
+        from bulwark_server.alerts.delivery import check_url
+        from bulwark_server.errors import InvalidArgument
+
         for i, url in enumerate(self.alertmanager_urls):
-            problem = _url_problem(url)
-            if problem:
-                problems.append(f"alertmanager_urls[{i}] (BULWARK_ALERTMANAGER_URLS): {problem}")
+            try:
+                check_url(url, f"alertmanager_urls[{i}] (BULWARK_ALERTMANAGER_URLS)")
+            except InvalidArgument as exc:
+                problems.append(exc.message)
         if self.metrics_listen:
             try:
                 split_host_port(self.metrics_listen, "metrics_listen (BULWARK_METRICS_LISTEN)")
@@ -465,11 +469,3 @@ def load(
     if problems:
         raise SettingsError(problems)
     return settings.resolved()
-
-
-def _url_problem(url: str) -> str:
-    """What is wrong with an http(s) base URL, or ""."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"expected an http:// or https:// URL with a host, got {url!r}"
-    return ""

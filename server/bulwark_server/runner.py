@@ -44,7 +44,7 @@ from bulwark.v1 import (
     registry_pb2_grpc,
 )
 from bulwark_server import __version__, timestamps
-from bulwark_server.alerts.delivery import Notifier, check_url
+from bulwark_server.alerts.delivery import Notifier
 from bulwark_server.alerts.leader import AlertLeader
 from bulwark_server.alerts.manager import AlertCenter
 from bulwark_server.api.alert import AlertServicer
@@ -358,7 +358,7 @@ class Replica:
             retention=self.settings.snapshot_retention,
         )
         self._closers.append(recovery.stop)
-        alerts = AlertCenter(store, election, check_url)
+        alerts = AlertCenter(store, election)
         leading = LeaderTask(
             election,
             AlertLeader(

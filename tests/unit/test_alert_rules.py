@@ -71,7 +71,7 @@ def delivered(
     alert: alert_pb2.Alert, due: list[tuple[str, str]], at: float, error: str = ""
 ) -> None:
     for receiver, transition in due:
-        key = rules.idempotency_key(alert, transition)
+        key = rules.key_of(alert, transition)
         attempts = 1 + sum(1 for d in alert.deliveries if d.idempotency_key == key)
         alert.deliveries.add(
             receiver=receiver,

@@ -94,6 +94,9 @@ class Context:
     def code(self) -> grpc.StatusCode | None:
         return self._code
 
+    def time_remaining(self) -> float | None:
+        return None  # no deadline
+
 
 async def _handled(behavior: Any, context: Context) -> dict[str, float]:
     metrics = ReplicaMetrics()

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from bulwark.v1 import alert_pb2
+from bulwark_server.alerts import rules
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.timestamps import unix
 
@@ -104,7 +105,7 @@ class Outgoing:
     @property
     def idempotency_key(self) -> str:
         """The same for every re-send of one transition of one alert's episode."""
-        return f"{self.fingerprint}:{self.transition}:{int(self.starts_at)}"
+        return rules.idempotency_key(self.fingerprint, self.transition, self.starts_at)
 
 
 def check_url(url: str, field: str) -> None:

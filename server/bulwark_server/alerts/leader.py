@@ -309,7 +309,7 @@ class AlertLeader:
     async def _mirror(self, silence: alert_pb2.Silence, now: float) -> None:
         """Copy an active silence to each configured Alertmanager, and end the copies of
         one that ended, so one silence mutes both; failures are tried again next round."""
-        live = rules.active(silence, now) or timestamps.unix(silence.starts_at) > now
+        live = timestamps.unix(silence.ends_at) > now  # active, or still to come
         changed = False
         for url in self._mirrors:
             there = silence.mirrored.get(url, "")
@@ -382,7 +382,7 @@ class AlertLeader:
     def _record(
         self, alert: alert_pb2.Alert, receiver: str, transition: str, error: str, now: float
     ) -> None:
-        key = rules.idempotency_key(alert, transition)
+        key = rules.key_of(alert, transition)
         attempts = 1 + sum(
             1 for d in alert.deliveries if d.receiver == receiver and d.idempotency_key == key
         )

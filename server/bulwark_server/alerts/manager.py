@@ -15,19 +15,20 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from bulwark.v1 import alert_pb2, watch_pb2
 from bulwark_server import timestamps
 from bulwark_server.alerts import rules
+from bulwark_server.alerts.delivery import check_url
 from bulwark_server.cluster.election import Election
-from bulwark_server.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from bulwark_server.errors import FailedPrecondition, NotFound
 from bulwark_server.store import (
     Entry,
     EtcdStore,
     Event,
     EventType,
     Page,
-    every_item,
     follow,
     scan_page,
     take_page,
@@ -35,17 +36,24 @@ from bulwark_server.store import (
 from bulwark_server.store.keys import ALERT_KIND, ALERT_ROUTE_KIND, SILENCE_KIND, kind_prefix
 
 MAX_DELIVERIES = 20
-FIRE_ATTEMPTS = 5
 STALE = "stale:"  # a mirrored silence id whose copy must be replaced
 SNAPSHOT, SYNCED = watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT, watch_pb2.WATCH_EVENT_TYPE_SYNCED
 PUT, DELETE = watch_pb2.WATCH_EVENT_TYPE_PUT, watch_pb2.WATCH_EVENT_TYPE_DELETE
 RESOLVED_KEPT_S = 24 * 3600.0  # a resolved alert stays listed this long
 
 
+M = TypeVar("M", alert_pb2.Alert, alert_pb2.Silence, alert_pb2.AlertRoute)
+
+
+def _with_revision(kind: type[M], entry: Entry) -> M:
+    """A stored message with its ``revision`` set from its key."""
+    message = kind.FromString(entry.value)
+    message.revision = entry.mod_revision
+    return message
+
+
 def decode(entry: Entry) -> alert_pb2.Alert:
-    alert = alert_pb2.Alert.FromString(entry.value)
-    alert.revision = entry.mod_revision
-    return alert
+    return _with_revision(alert_pb2.Alert, entry)
 
 
 class AlertCenter:
@@ -55,13 +63,11 @@ class AlertCenter:
         self,
         store: EtcdStore,
         election: Election,
-        url_check: rules.UrlCheck,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._election = election
-        self._url_check = url_check
         self._clock = clock
 
     # -- reads (from the cache) -------------------------------------------------
@@ -72,13 +78,9 @@ class AlertCenter:
             raise NotFound(f"alert {fingerprint!r} does not exist")
         return decode(entry)
 
-    def alerts(self) -> list[alert_pb2.Alert]:
-        """Every alert, in fingerprint order."""
-        prefix = kind_prefix(ALERT_KIND)
-        cache = self._store.cache
-        return [
-            decode(e) for e in every_item(lambda size, after: scan_page(cache, prefix, size, after))
-        ]
+    def alerts(self, start_after: str = "") -> list[alert_pb2.Alert]:
+        """Every alert (after fingerprint ``start_after``), in fingerprint order."""
+        return [decode(e) for e in self._store.scan(ALERT_KIND, start_after)]
 
     def list_alerts(
         self,
@@ -90,23 +92,18 @@ class AlertCenter:
         """One page of the alerts selected, in fingerprint order."""
         selected = (
             a
-            for a in self.alerts()
-            if a.fingerprint > start_after
-            and (not firing_only or a.state == alert_pb2.ALERT_STATE_FIRING)
+            for a in self.alerts(start_after)
+            if (not firing_only or a.state == alert_pb2.ALERT_STATE_FIRING)
             and rules.matches(matchers, a.labels)
         )
         return take_page(selected, size, lambda a: a.fingerprint)
 
-    def silences(self) -> list[alert_pb2.Silence]:
-        """Every silence, in id order."""
-        prefix = kind_prefix(SILENCE_KIND)
-        cache = self._store.cache
-        out = []
-        for entry in every_item(lambda size, after: scan_page(cache, prefix, size, after)):
-            silence = alert_pb2.Silence.FromString(entry.value)
-            silence.revision = entry.mod_revision
-            out.append(silence)
-        return out
+    def silences(self, start_after: str = "") -> list[alert_pb2.Silence]:
+        """Every silence (after id ``start_after``), in id order."""
+        return [
+            _with_revision(alert_pb2.Silence, e)
+            for e in self._store.scan(SILENCE_KIND, start_after)
+        ]
 
     def list_silences(
         self, include_expired: bool, size: int, start_after: str
@@ -115,29 +112,24 @@ class AlertCenter:
         now = self._clock()
         kept = (
             s
-            for s in self.silences()
-            if s.id > start_after and (include_expired or timestamps.unix(s.ends_at) > now)
+            for s in self.silences(start_after)
+            if include_expired or timestamps.unix(s.ends_at) > now
         )
         return take_page(kept, size, lambda s: s.id)
 
     def routes(self) -> list[alert_pb2.AlertRoute]:
         """Every route, in name order."""
-        prefix = kind_prefix(ALERT_ROUTE_KIND)
-        cache = self._store.cache
-        return [
-            self._route(e)
-            for e in every_item(lambda size, after: scan_page(cache, prefix, size, after))
-        ]
+        return [_with_revision(alert_pb2.AlertRoute, e) for e in self._store.scan(ALERT_ROUTE_KIND)]
 
     def route(self, name: str) -> alert_pb2.AlertRoute:
         entry = self._store.get(ALERT_ROUTE_KIND, name)
         if entry is None:
             raise NotFound(f"alert route {name!r} does not exist")
-        return self._route(entry)
+        return _with_revision(alert_pb2.AlertRoute, entry)
 
     def list_routes(self, size: int, start_after: str) -> Page[alert_pb2.AlertRoute]:
         page = scan_page(self._store.cache, kind_prefix(ALERT_ROUTE_KIND), size, start_after)
-        return page.map(self._route)
+        return page.map(lambda e: _with_revision(alert_pb2.AlertRoute, e))
 
     def summary(self) -> alert_pb2.AlertSummary:
         """Firing alerts by severity, and how many are silenced or acknowledged."""
@@ -194,18 +186,12 @@ class AlertCenter:
 
         return follow(self._store, (prefix,), start_revision, snapshot, convert)
 
-    @staticmethod
-    def _route(entry: Entry) -> alert_pb2.AlertRoute:
-        route = alert_pb2.AlertRoute.FromString(entry.value)
-        route.revision = entry.mod_revision
-        return route
-
     # -- configuration ----------------------------------------------------------
 
     async def put_route(
         self, route: alert_pb2.AlertRoute, expected_revision: int = 0
     ) -> tuple[alert_pb2.AlertRoute, bool]:
-        rules.check_route(route, self._url_check)
+        rules.check_route(route, check_url)
         stored = alert_pb2.AlertRoute()
         stored.CopyFrom(route)
         stored.ClearField("revision")
@@ -327,29 +313,11 @@ class AlertCenter:
             written[:] = [alert]
             return alert.SerializeToString()
 
-        for _ in range(FIRE_ATTEMPTS):
-            entry = self._store.get(ALERT_KIND, fingerprint)
-            value = build(entry)
-            try:
-                if entry is None:
-                    revision = await self._store.create(
-                        ALERT_KIND, fingerprint, value, fence=self._election.fence()
-                    )
-                else:
-                    revision = await self._store.update(
-                        ALERT_KIND,
-                        fingerprint,
-                        value,
-                        expected_mod_revision=entry.mod_revision,
-                        fence=self._election.fence(),
-                    )
-            except (AlreadyExists, Conflict):
-                # Another write (an acknowledgement) won: rebuild on what etcd holds.
-                await self._store.read(ALERT_KIND, fingerprint)
-                continue
-            written[0].revision = revision
-            return written[0]
-        raise Conflict(f"alert {fingerprint!r} kept changing while it was raised")
+        revision, _ = await self._store.upsert(
+            ALERT_KIND, fingerprint, build, fence=self._election.fence()
+        )
+        written[0].revision = revision
+        return written[0]
 
     async def resolve(self, fingerprint: str) -> None:
         """Resolve a firing alert (fenced); nothing for one not firing."""

@@ -254,9 +254,15 @@ RESEND_S = 60.0  # Prometheus re-sends firing alerts to Alertmanager every minut
 MAX_RETRY_WAIT_S = 60.0
 
 
-def idempotency_key(alert: alert_pb2.Alert, transition: str) -> str:
-    """The same for every sending of one transition of one episode of an alert."""
-    return f"{alert.fingerprint}:{transition}:{alert.starts_at.seconds}"
+def idempotency_key(fingerprint: str, transition: str, starts_at: float) -> str:
+    """The same for every sending of one transition of one episode of an alert (the
+    Idempotency-Key a webhook gets, and how deliveries are told apart)."""
+    return f"{fingerprint}:{transition}:{int(starts_at)}"
+
+
+def key_of(alert: alert_pb2.Alert, transition: str) -> str:
+    """``idempotency_key`` of a stored alert."""
+    return idempotency_key(alert.fingerprint, transition, alert.starts_at.seconds)
 
 
 def due_notifications(
@@ -292,7 +298,7 @@ def due_notifications(
     for name, transition in wanted:
         if name not in kinds:
             continue  # the route changed since
-        key = idempotency_key(alert, transition)
+        key = key_of(alert, transition)
         mine = [d for d in alert.deliveries if d.receiver == name]
         last = next((d for d in reversed(mine) if d.idempotency_key == key), None)
         if last is not None and last.error:

@@ -50,7 +50,7 @@ from bulwark_server.errors import (
     NotLeader,
     StoreUnavailable,
 )
-from bulwark_server.store import Entry, EtcdStore, Event, Fence, Page, every_item, scan_page
+from bulwark_server.store import Entry, EtcdStore, Event, Fence, Page, scan_page
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND, kind_prefix
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,7 @@ class BreakerManager:
         """(name, ``BreakerState``) of every breaker, in name order, from the cache."""
         prefix = kind_prefix(BREAKER_KIND)
         out: list[tuple[str, int]] = []
-        for entry in every_item(
-            lambda size, after: scan_page(self._store.cache, prefix, size, after)
-        ):
+        for entry in self._store.scan(BREAKER_KIND):
             name = entry.key[len(prefix) :].decode()
             out.append((name, self._decode(name, entry).status.state))
         return out

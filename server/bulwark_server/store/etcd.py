@@ -212,6 +212,7 @@ class EtcdStore:
         expected_revision: int = 0,
         attempts: int = 20,
         guards: Callable[[], Sequence[Unchanged]] = tuple,
+        fence: Fence | None = None,
     ) -> tuple[int, bool]:
         """Create or replace a key with compare-and-swap; return (revision, created).
 
@@ -220,7 +221,8 @@ class EtcdStore:
         (NotFound if absent, Conflict if changed). Without, a write that loses to
         a concurrent writer is rebuilt from etcd's current value and retried,
         up to ``attempts`` times (then Conflict). ``guards`` is called after
-        each ``build`` for the conditions that build relied on.
+        each ``build`` for the conditions that build relied on; ``fence`` makes
+        every write a leader-only one.
         """
         if expected_revision:
             current = self.get(kind, name)
@@ -229,7 +231,12 @@ class EtcdStore:
                 current = await self.read(kind, name)
             value = build(current)
             revision = await self.update(
-                kind, name, value, expected_mod_revision=expected_revision, guards=guards()
+                kind,
+                name,
+                value,
+                expected_mod_revision=expected_revision,
+                guards=guards(),
+                fence=fence,
             )
             return revision, False
         entry = self.get(kind, name)
@@ -240,10 +247,16 @@ class EtcdStore:
             try:
                 if entry is None:
                     value = build(None)
-                    return await self.create(kind, name, value, guards=guards()), True
+                    created = await self.create(kind, name, value, guards=guards(), fence=fence)
+                    return created, True
                 value = build(entry)
                 revision = await self.update(
-                    kind, name, value, expected_mod_revision=entry.mod_revision, guards=guards()
+                    kind,
+                    name,
+                    value,
+                    expected_mod_revision=entry.mod_revision,
+                    guards=guards(),
+                    fence=fence,
                 )
                 return revision, False
             except (AlreadyExists, Conflict, NotFound):

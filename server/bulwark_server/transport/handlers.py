@@ -3,6 +3,7 @@ and wrap every handler of a server once, when it is registered (``Wrapping``).""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +43,21 @@ def status_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     for candidate in grpc.StatusCode:
         if candidate.value[0] == code:
             return candidate
+    return grpc.StatusCode.UNKNOWN
+
+
+def ended_by(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The final status of a call whose handler raised ``exc``: the code set on it (an
+    abort sets one), else the caller's deadline or cancellation (grpc cancels the
+    handler; a stream's generator is closed), else UNKNOWN, as grpc answers."""
+    code = status_of(context)
+    if code is not grpc.StatusCode.OK:
+        return code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
 

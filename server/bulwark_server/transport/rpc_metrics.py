@@ -14,7 +14,6 @@ a replica serves about a hundred methods, and most are never called.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +23,7 @@ import grpc
 import grpc.aio
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from bulwark_server.transport.handlers import rewrap, status_of
+from bulwark_server.transport.handlers import ended_by, rewrap, status_of
 
 # go-grpc-prometheus' default buckets (Prometheus' DefBuckets), in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -125,14 +124,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
 
 def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    """The call's final code; one that ended by an exception with none set is UNKNOWN
-    (what gRPC answers), or CANCELLED when the caller went away."""
-    code = status_of(context)
-    if error is None or code is not _OK:
-        return code
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        return grpc.StatusCode.CANCELLED
-    return _UNKNOWN
+    return status_of(context) if error is None else ended_by(error, context)
 
 
 def _unary(counts: _Method, behavior: Callable[..., Any]) -> Callable[..., Any]:

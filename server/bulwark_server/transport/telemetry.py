@@ -12,7 +12,6 @@ and leave it unset. Metrics carry the same labels but the capability, which
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from bulwark_server.observability import Telemetry
-from bulwark_server.transport.handlers import rewrap, status_of
+from bulwark_server.transport.handlers import ended_by, rewrap, status_of
 
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -40,21 +39,6 @@ SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-
-
-def ended_by(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    """The final status of a call whose handler raised ``exc``: the code set on it (an
-    abort sets one), else the caller's deadline or cancellation (grpc cancels the
-    handler; a stream's generator is closed), else UNKNOWN, as grpc answers."""
-    code = status_of(context)
-    if code is not _OK:
-        return code
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        left = context.time_remaining()
-        if left is not None and left <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return _UNKNOWN
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
