@@ -38,19 +38,35 @@ def replica_factory(tmp_path: Path) -> Iterator[Callable[..., ReplicaProcess]]:
     started: list[ReplicaProcess] = []
 
     def start(
-        name: str, endpoints: list[str], *extra: str, env: dict[str, str] | None = None
+        name: str,
+        endpoints: list[str],
+        *extra: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> ReplicaProcess:
         replica = ReplicaProcess(
             name, endpoints, tmp_path / f"{name}.log", extra_args=list(extra), env=env or {}
         )
         started.append(replica)
         replica.start()
-        replica.wait_serving()
+        if wait:
+            replica.wait_serving()
         return replica
 
     yield start
     for replica in started:
         replica.stop()
+
+
+def start_replicas(
+    factory: Callable[..., ReplicaProcess], count: int, endpoints: list[str], prefix: str = "r"
+) -> list[ReplicaProcess]:
+    """``count`` replicas named ``<prefix><i>``, started side by side (each takes about a
+    second of its own to start), once all serve."""
+    replicas = [factory(f"{prefix}{i}", endpoints, wait=False) for i in range(count)]
+    for replica in replicas:
+        replica.wait_serving()
+    return replicas
 
 
 @pytest.fixture

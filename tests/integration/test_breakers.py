@@ -18,7 +18,7 @@ from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import EtcdStore
 from bulwark_server.store.keys import BREAKER_KIND, BREAKER_WINDOW_KIND
-from tests.integration.conftest import get_leader, wait_for
+from tests.integration.conftest import get_leader, start_replicas, wait_for
 
 OPEN = breaker_pb2.BREAKER_STATE_OPEN
 CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
@@ -66,7 +66,7 @@ def report(
 def two_replicas(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> list[ReplicaProcess]:
-    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    replicas = start_replicas(replica_factory, 2, [etcd.endpoint])
     wait_for(lambda: any((get_leader(r.address) or _no()).is_self for r in replicas), 10)
     return replicas
 

@@ -36,7 +36,7 @@ from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store import EtcdStore, EventType, key_for
 from bulwark_server.store.keys import BULKHEAD_KIND, PERMIT_KIND
-from tests.integration.conftest import get_leader, wait_for
+from tests.integration.conftest import get_leader, start_replicas, wait_for
 
 Code = grpc.StatusCode
 Stub = bulkhead_pb2_grpc.BulkheadServiceStub
@@ -450,7 +450,7 @@ async def test_200_tasks_on_two_replicas_never_exceed_max_concurrent(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ):
     limit = 5
-    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    replicas = start_replicas(replica_factory, 2, [etcd.endpoint])
     history = History()
     sampled: list[int] = []
     async with (

@@ -22,7 +22,7 @@ from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.store.keys import LIMIT_KIND, kind_prefix
-from tests.integration.conftest import get_leader, wait_for
+from tests.integration.conftest import get_leader, start_replicas, wait_for
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -120,7 +120,7 @@ def two_replicas(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> tuple[ReplicaProcess, ReplicaProcess]:
     """(leader, follower) sharing one etcd."""
-    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    replicas = start_replicas(replica_factory, 2, [etcd.endpoint])
     leader = wait_for(
         lambda: next((r for r in replicas if (v := get_leader(r.address)) and v.is_self), None),
         10,

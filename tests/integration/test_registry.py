@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2
 from bulwark.v1 import cluster_pb2, registry_pb2, registry_pb2_grpc, watch_pb2
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
-from tests.integration.conftest import get_leader, wait_for
+from tests.integration.conftest import get_leader, start_replicas, wait_for
 
 Code = grpc.StatusCode
 Stub = registry_pb2_grpc.RegistryServiceStub
@@ -331,7 +331,7 @@ def replica(etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]) ->
 def two_replicas(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> list[ReplicaProcess]:
-    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
+    replicas = start_replicas(replica_factory, 2, [etcd.endpoint])
     wait_for(lambda: any(_is_leader(r) for r in replicas), 10)
     return replicas
 

@@ -209,6 +209,12 @@ class EtcdMember:
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=5m",
         ]
+        if not initial_cluster and not any(
+            a.startswith("--election-timeout") for a in self.extra_args
+        ):
+            # A member alone waits one election timeout (1 s by default) before it leads
+            # itself and answers; with no peer to hear from, a short one risks nothing.
+            args += ["--heartbeat-interval=10", "--election-timeout=100"]
         if self.tls is not None:
             args += self.tls.etcd_args()
         if self.unsafe_no_fsync:
@@ -250,7 +256,7 @@ class EtcdMember:
                 raise RuntimeError(f"etcd {self.name} exited: {self.log_tail()}")
             if self.healthy():
                 return
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise RuntimeError(
             f"etcd {self.name} not healthy after {timeout:.0f}s"
             f" (last probe: {self.last_probe_error or 'none'}): {self.log_tail()}"
