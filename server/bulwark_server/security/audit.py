@@ -58,7 +58,10 @@ TARGET_FIELDS = (
 
 
 def describe_target(request: pb_message.Message) -> str:
-    """What a request acts on, as "field=value" pairs, from its own or one nested message."""
+    """What a request acts on, as "field=value" pairs, from its own or one nested message;
+    "" for a request stream, whose messages are not read before it is admitted."""
+    if not isinstance(request, pb_message.Message):
+        return ""
     parts: list[str] = []
     for holder in _holders(request):
         for field in TARGET_FIELDS:
