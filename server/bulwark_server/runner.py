@@ -47,6 +47,7 @@ from bulwark_server import __version__, timestamps
 from bulwark_server.alerts.delivery import Notifier
 from bulwark_server.alerts.leader import AlertLeader
 from bulwark_server.alerts.manager import AlertCenter
+from bulwark_server.alerts.sources import Sources
 from bulwark_server.api.alert import AlertServicer
 from bulwark_server.api.auth import AuditServicer, AuthServicer
 from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
@@ -365,8 +366,7 @@ class Replica:
                 alerts,
                 store,
                 Notifier(),
-                breakers,
-                features,
+                Sources(alerts, breakers, features, registry, recovery),
                 alertmanager_urls=self.settings.alertmanager_urls,
             ).run,
             "alerts-leader",

@@ -1,6 +1,7 @@
 """AlertService on real replicas: a tripped breaker raises Bulwark's own alert, which
 reaches a real Alertmanager and a webhook; silences are mirrored; acknowledgement
-stops an escalation; bad input names its field; a killed leader loses no alert."""
+stops an escalation; bad input names its field; a killed leader loses no alert; a
+service without primary and a failover raise theirs."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from bulwark.v1 import (
     cluster_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
 )
 from bulwark_server import timestamps
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
-from tests.integration.conftest import get_leader, wait_for
+from tests.integration.conftest import get_leader, start_replicas, wait_for
 from tests.integration.test_alert_delivery import _ReceiverServer, receiver, url_of  # noqa: F401
 from tests.monitoring_tools import AlertmanagerProcess
 
@@ -73,7 +76,7 @@ def open_by_outcomes(channel: grpc.Channel, name: str) -> None:
         failure_rate_threshold=50, sliding_window_size=10, minimum_number_of_calls=10
     )
     stub.PutBreaker(breaker_pb2.PutBreakerRequest(name=name, config=config), timeout=5)
-    report = breaker_pb2.ReportOutcomesRequest(reporter="checkout")
+    report = breaker_pb2.ReportOutcomesRequest(reporter="web-1")
     report.outcomes.add(name=name, counts=breaker_pb2.OutcomeCounts(successes=2, failures=8))
     stub.ReportOutcomes(report, timeout=5)
 
@@ -194,8 +197,10 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
         critical = wait_for(lambda: firing(alerts, "payments"), 10)
         assert isinstance(critical, alert_pb2.Alert)
         assert critical.labels["severity"] == "critical"
+        # Impact: the feature graph's dependants and the callers that reported outcomes.
         assert list(critical.impact.features) == ["checkout"]
-        assert critical.impact.dependants == 1
+        assert list(critical.impact.callers) == ["web-1"]
+        assert critical.impact.dependants == 2
 
         def paths(breaker: str) -> list[str]:
             return [
@@ -287,7 +292,7 @@ def test_a_killed_leader_loses_no_alert_and_the_next_sends_it_with_the_same_key(
     replica_factory: Callable[..., ReplicaProcess],
     receiver: _ReceiverServer,  # noqa: F811
 ) -> None:
-    replicas = [replica_factory(f"a{i}", [etcd.endpoint]) for i in range(2)]
+    replicas = start_replicas(replica_factory, 2, [etcd.endpoint], "a")
     leader = wait_for(
         lambda: next((r for r in replicas if (v := get_leader(r.address)) and v.is_self), None), 10
     )
@@ -367,3 +372,65 @@ def test_a_feature_blocked_by_an_open_breaker_alerts_as_caused_by_it(
             timeout=5,
         )
         wait_for(lambda: feature_alert() is None and firing(alerts, "payments") is None, 10)
+
+
+def test_a_service_left_without_primary_and_its_failover_alert(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+
+        def register(instance_id: str) -> None:
+            instance = registry_pb2.Instance(
+                service="ledger", id=instance_id, address=f"{instance_id}:1", ttl=seconds(30)
+            )
+            registry.RegisterInstance(
+                registry_pb2.RegisterInstanceRequest(instance=instance), timeout=5
+            )
+
+        def leave(instance_id: str) -> None:
+            registry.DeregisterInstance(
+                registry_pb2.DeregisterInstanceRequest(service="ledger", instance_id=instance_id),
+                timeout=5,
+            )
+
+        def raised(name: str) -> alert_pb2.Alert | None:
+            found = alerts.ListAlerts(
+                alert_pb2.ListAlertsRequest(
+                    firing_only=True,
+                    matchers=[
+                        alert_pb2.Matcher(name="alertname", value=name),
+                        alert_pb2.Matcher(name="service", value="ledger"),
+                    ],
+                ),
+                timeout=5,
+            ).alerts
+            return found[0] if found else None
+
+        register("l1")
+        wait_for(
+            lambda: (
+                registry.GetPrimary(
+                    registry_pb2.GetPrimaryRequest(service="ledger"), timeout=5
+                ).primary.instance_id
+                == "l1"
+            ),
+            10,
+        )
+        leave("l1")  # no backup: the service is left without a primary
+        vacant = wait_for(lambda: raised("BulwarkServiceWithoutPrimary"), 10)
+        assert isinstance(vacant, alert_pb2.Alert)
+        assert vacant.labels["severity"] == "critical"
+        # A promotion into a vacancy is no failover; a primary replaced by a backup is.
+        register("l2")
+        wait_for(lambda: raised("BulwarkServiceWithoutPrimary") is None, 10)
+        register("l3")
+        assert raised("BulwarkPrimaryFailover") is None
+        leave("l2")
+        failover = wait_for(lambda: raised("BulwarkPrimaryFailover"), 10)
+        assert isinstance(failover, alert_pb2.Alert)
+        assert failover.labels["severity"] == "warning"
+        assert "l3 replaced l2" in failover.annotations["description"]

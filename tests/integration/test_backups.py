@@ -34,6 +34,8 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from bulwark.v1 import (
+    alert_pb2,
+    alert_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     breaker_pb2,
@@ -65,6 +67,8 @@ KEYBACKUPS = PREFIX + b"keybackups/"
 AUDIT = PREFIX + b"audit/"
 REVOCATIONS = PREFIX + b"token-revocations/"
 DRILLS = PREFIX + b"drills/last"
+RESTORES = PREFIX + b"restores/last"
+ALERTS = PREFIX + b"alerts/"
 TOKENS = PREFIX + b"tokens/"
 SCRATCH = b"/bulwark-drill/"
 TIMEOUT = 10.0
@@ -626,6 +630,12 @@ def values(entries: dict[bytes, Any]) -> dict[bytes, bytes]:
     return {k: bytes(item.value) for k, item in entries.items()}
 
 
+def state(entries: dict[bytes, Any]) -> dict[bytes, bytes]:
+    """``values`` without what the leader writes of its own: alerts, and the record of
+    the last restore."""
+    return {k: v for k, v in values(entries).items() if not k.startswith((ALERTS, RESTORES))}
+
+
 def test_snapshot_restores_every_key_byte_equal(
     etcd: EtcdMember, replica_factory: Factory, kv: EtcdKV, tmp_path: Path
 ) -> None:
@@ -659,13 +669,13 @@ def test_snapshot_restores_every_key_byte_equal(
         listed = c.snapshots()
         assert [s.id for s in listed] == [snap.id]
         assert list(listed[0].locations) == [str(d) for d in dirs]
-        recorded = values(kv.durable(snap.revision))
+        recorded = state(kv.durable(snap.revision))
         assert TOKENS + doomed.record.id.encode() in recorded
 
         err = rpc_error(lambda: c.restore_snapshot(snap.id))
         assert err.code() == Code.FAILED_PRECONDITION
         assert "wipe" in (err.details() or "")
-        assert values(kv.durable()) == recorded  # nothing written
+        assert state(kv.durable()) == recorded  # nothing written
 
         # Changes after the snapshot, a revocation among them.
         c.auth.RevokeToken(auth_pb2.RevokeTokenRequest(id=doomed.record.id), **c.opts)
@@ -680,7 +690,7 @@ def test_snapshot_restores_every_key_byte_equal(
             **c.opts,
         )
         c.backup("s-key-0", secrets.token_bytes(32))
-        assert values(kv.durable()) != recorded
+        assert state(kv.durable()) != recorded
 
         restored = c.restore_snapshot(snap.id, wipe=True)
         assert phases(restored) == ["verifying", "wiping", "restoring", "done"]
@@ -690,9 +700,19 @@ def test_snapshot_restores_every_key_byte_equal(
         expected = {k: v for k, v in recorded.items() if k != TOKENS + doomed.record.id.encode()}
         # The kept audit trail already holds the snapshot's events: only the rest is written.
         assert last.restored == len(expected)
-        now = values(kv.durable())
+        now = state(kv.durable())
         assert {k: v for k, v in now.items() if not k.startswith(REVOCATIONS)} == expected
         assert REVOCATIONS + doomed.record.id.encode() in now
+        # The restore is recorded, and the leader raises an alert about it.
+        record = recovery_pb2.RestoreRecord.FromString(kv.range(RESTORES)[RESTORES].value)
+        assert (record.snapshot_id, record.restored) == (snap.id, last.restored)
+        with grpc.insecure_channel(a.address) as channel:
+            alerts = alert_pb2_grpc.AlertServiceStub(channel)
+            request = alert_pb2.ListAlertsRequest(
+                matchers=[alert_pb2.Matcher(name="alertname", value="BulwarkSnapshotRestored")]
+            )
+            raised = wait_for(lambda: alerts.ListAlerts(request, timeout=5).alerts, TIMEOUT)
+        assert snap.id in raised[0].annotations["summary"]
         with connect(b, doomed.token) as doomed_client:
             assert code_of(doomed_client.whoami) == Code.UNAUTHENTICATED
         with connect(b, admin) as admin_client:
@@ -705,7 +725,7 @@ def test_snapshot_restores_every_key_byte_equal(
         restored = c.restore_snapshot()  # the latest, into an empty prefix
         assert phases(restored) == ["verifying", "restoring", "done"]
         assert restored[-1].wiped == 0 and restored[-1].snapshot.id == snap.id
-        assert values(kv.durable()) == now
+        assert state(kv.durable()) == now
 
         # The replica serves what was restored.
         def restored_feature() -> bool:
@@ -760,7 +780,7 @@ def test_corrupt_snapshot_writes_nothing_and_another_copy_serves(
         assert list(restored.snapshot.locations) == [str(d2)]
         assert restored.wiped > 0
         assert PREFIX + b"breakers/c-breaker-late" not in kv.durable()
-        assert values(kv.durable()) == values(kv.durable(snap.revision))
+        assert state(kv.durable()) == state(kv.durable(snap.revision))
 
 
 # -- 5. drills ------------------------------------------------------------------------

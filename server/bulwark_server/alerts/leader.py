@@ -1,15 +1,10 @@
-"""The leader's alert loop: raises and resolves alerts from what the capabilities hold,
-and delivers them.
+"""The leader's alert loop: raises and resolves alerts from what the capabilities hold
+(``sources``), and delivers them.
 
-* Sources. A breaker that trips (OPEN or HALF_OPEN) fires ``BulwarkBreakerOpen``,
-  critical when features depend on it, else a warning; one forced open fires
-  ``BulwarkBreakerForcedOpen`` (info). Both resolve when it closes. A feature
-  whose effective status is DEGRADED (warning) or DISABLED (critical) fires
-  ``BulwarkFeatureUnavailable``; when that comes from an open breaker, the alert
-  is ``caused_by`` the breaker's (an inhibition). The loop reads every breaker and
-  feature once at the start of a term, then only those the store's changes touch
-  (and those it could not write, again each round), so its cost follows what
-  happens, not how many exist.
+* Sources. The loop brings every breaker's, feature's and service's alerts up to
+  date once at the start of a term, then only those the store's changes touch (and
+  those it could not write, again each round, and the moments still alerted on,
+  until they pass), so its cost follows what happens, not how many exist.
 * Delivery, each tick: the route that takes an alert (the first in name order
   whose matchers select it; without one, the Alertmanagers of
   ``BULWARK_ALERTMANAGER_URLS``), its silences, and then the notifications due:
@@ -23,58 +18,35 @@ and delivers them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 
-from bulwark.v1 import alert_pb2, breaker_pb2, feature_pb2
+from bulwark.v1 import alert_pb2
 from bulwark_server import timestamps
 from bulwark_server.alerts import rules
 from bulwark_server.alerts.delivery import Notifier, Outgoing
 from bulwark_server.alerts.manager import RESOLVED_KEPT_S, STALE, AlertCenter
-from bulwark_server.errors import BulwarkError, NotFound
-from bulwark_server.store import EtcdStore, Event
+from bulwark_server.alerts.sources import Sources
+from bulwark_server.errors import BulwarkError
+from bulwark_server.store import EtcdStore
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-SOURCE = "bulwark"  # the `source` label of the alerts raised here
-OPEN_ALERT = "BulwarkBreakerOpen"
 DEFAULT_ROUTE = "default"
-TRIPPED = (breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STATE_HALF_OPEN)
-CRITICAL, WARNING = alert_pb2.ALERT_SEVERITY_CRITICAL, alert_pb2.ALERT_SEVERITY_WARNING
-AVAILABLE, FEATURE_UNSPECIFIED = feature_pb2.FEATURE_STATUS_AVAILABLE, 0
-
-
-class Breakers(Protocol):
-    def states(self) -> list[tuple[str, int]]: ...
-
-    def state(self, name: str) -> int | None: ...
-
-    def changed(self, events: Sequence[Event]) -> set[str]: ...
-
-
-class Features(Protocol):
-    def depending_on_breaker(self, name: str) -> list[str]: ...
-
-    def affected_by(self, events: Sequence[Event]) -> set[str]: ...
-
-    def names(self) -> list[str]: ...
-
-    def view(self, name: str) -> feature_pb2.FeatureView: ...
 
 
 @dataclass
 class Behind:
-    """Breakers and features whose alerts are not yet up to date."""
+    """Breakers, features and services whose alerts are not yet up to date."""
 
-    breakers: set[str]
-    features: set[str]
+    breakers: set[str] = field(default_factory=set)
+    features: set[str] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)
 
 
 class AlertLeader:
@@ -85,8 +57,7 @@ class AlertLeader:
         center: AlertCenter,
         store: EtcdStore,
         notifier: Notifier,
-        breakers: Breakers,
-        features: Features,
+        sources: Sources,
         *,
         alertmanager_urls: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
@@ -95,8 +66,7 @@ class AlertLeader:
         self._center = center
         self._store = store
         self._notifier = notifier
-        self._breakers = breakers
-        self._features = features
+        self._sources = sources
         self._default = _default_route(alertmanager_urls)
         self._mirrors = tuple(alertmanager_urls)
         self._clock = clock
@@ -104,9 +74,10 @@ class AlertLeader:
 
     async def run(self) -> None:
         changes = self._store.subscribe()
-        # Breakers and features whose alerts could not be brought up to date (etcd
-        # away, say): tried again each round, so no change is missed. None: all.
+        # What could not be brought up to date (etcd away, say): tried again each
+        # round, so no change is missed. None: all.
         behind: Behind | None = None
+        sources = self._sources
         try:
             due = time.monotonic()
             while True:
@@ -117,8 +88,9 @@ class AlertLeader:
                 if events == []:
                     behind = None  # this reader fell behind and changes were dropped
                 elif events and behind is not None:
-                    behind.breakers |= self._breakers.changed(events)
-                    behind.features |= self._features.affected_by(events)
+                    behind.breakers |= sources.breakers.changed(events)
+                    behind.features |= sources.features.affected_by(events)
+                    behind.services |= sources.primaries.touched(events)
                 if time.monotonic() >= due:
                     behind = await self._catch_up(behind)
                     await self._guarded(self.deliver())
@@ -127,21 +99,29 @@ class AlertLeader:
             self._store.unsubscribe(changes)
 
     async def _catch_up(self, behind: Behind | None) -> Behind | None:
-        """Bring the alerts of ``behind`` (None: every breaker and feature, as at a new
-        term) up to date; what is still behind."""
+        """Bring the alerts of ``behind`` (None: everything, as at a new term) up to
+        date; what is still behind."""
+        sources = self._sources
         if behind is None:
-            if not await self._guarded(self._resolve_gone()):
+            if not await self._guarded(sources.resolve_gone()):
                 return None
             behind = Behind(
-                {name for name, _ in self._breakers.states()}, set(self._features.names())
+                {name for name, _ in sources.breakers.states()},
+                set(sources.features.names()),
+                sources.primaries.services(),
             )
-        left = Behind(set(), set())
+        behind.services |= sources.recent_moments()
+        left = Behind()
         for name in sorted(behind.breakers):
-            if not await self._guarded(self._breaker(name, self._breakers.state(name))):
+            if not await self._guarded(sources.breaker(name)):
                 left.breakers.add(name)
         for name in sorted(behind.features):
-            if not await self._guarded(self._feature(name)):
+            if not await self._guarded(sources.feature(name)):
                 left.features.add(name)
+        for name in sorted(behind.services):
+            if not await self._guarded(sources.service(name)):
+                left.services.add(name)
+        await self._guarded(sources.restore())
         return left
 
     async def _guarded(self, step: Awaitable[None]) -> bool:
@@ -154,122 +134,6 @@ class AlertLeader:
         except Exception:
             log.exception("alert loop failed; continuing")
         return False
-
-    # -- sources ------------------------------------------------------------------
-
-    async def _breaker(self, name: str, state: int | None) -> None:
-        opened = {"alertname": OPEN_ALERT, "breaker": name, "source": SOURCE}
-        forced = {"alertname": "BulwarkBreakerForcedOpen", "breaker": name, "source": SOURCE}
-        if state in TRIPPED:
-            features = self._features.depending_on_breaker(name)
-            impact = alert_pb2.Impact(features=features, dependants=len(features))
-            severity = (
-                alert_pb2.ALERT_SEVERITY_CRITICAL if features else alert_pb2.ALERT_SEVERITY_WARNING
-            )
-            await self._fire(
-                opened,
-                severity,
-                f"Breaker {name} is open",
-                f"Calls through breaker {name} are refused: its dependency is failing."
-                + (f" Features depending on it: {', '.join(features)}." if features else ""),
-                impact,
-            )
-        else:
-            await self._resolve(opened)
-        if state == breaker_pb2.BREAKER_STATE_FORCED_OPEN:
-            await self._fire(
-                forced,
-                alert_pb2.ALERT_SEVERITY_INFO,
-                f"Breaker {name} was forced open",
-                f"Breaker {name} refuses every call until someone resets it.",
-            )
-        else:
-            await self._resolve(forced)
-
-    async def _feature(self, name: str) -> None:
-        labels = {"alertname": "BulwarkFeatureUnavailable", "feature": name, "source": SOURCE}
-        try:
-            view = self._features.view(name)
-        except NotFound:
-            await self._resolve(labels)
-            return
-        if view.effective_status in (AVAILABLE, FEATURE_UNSPECIFIED):
-            await self._resolve(labels)
-            return
-        disabled = view.effective_status == feature_pb2.FEATURE_STATUS_DISABLED
-        status = "disabled" if disabled else "degraded"
-        cause = self._cause(view)
-        await self._fire(
-            labels,
-            CRITICAL if disabled else WARNING,
-            f"Feature {name} is {status}",
-            f"Feature {name} is {status}: {view.effective_reason or 'no reason given'}."
-            + (
-                f" It depends on {' -> '.join(d.name for d in view.blocked_by)}."
-                if view.blocked_by
-                else ""
-            ),
-            caused_by=cause,
-        )
-
-    def _cause(self, view: feature_pb2.FeatureView) -> str:
-        """The fingerprint of the firing alert of an open breaker the feature's state
-        comes from (an inhibition: the feature's alert is a consequence); "" if none."""
-        for dependency in view.blocked_by:
-            if dependency.kind != feature_pb2.DEPENDENCY_KIND_CIRCUIT_BREAKER:
-                continue
-            labels = {
-                "alertname": "BulwarkBreakerOpen",
-                "breaker": dependency.name,
-                "source": SOURCE,
-            }
-            for severity in ("critical", "warning"):
-                fingerprint = rules.fingerprint({**labels, "severity": severity})
-                with contextlib.suppress(NotFound):
-                    if self._center.alert(fingerprint).state == alert_pb2.ALERT_STATE_FIRING:
-                        return fingerprint
-        return ""
-
-    async def _fire(
-        self,
-        labels: Mapping[str, str],
-        severity: int,
-        summary: str,
-        description: str,
-        impact: alert_pb2.Impact | None = None,
-        caused_by: str = "",
-    ) -> None:
-        fingerprint = rules.fingerprint({**labels, "severity": rules.SEVERITIES[severity]})
-        with contextlib.suppress(BulwarkError):
-            current = self._center.alert(fingerprint)
-            if current.state == alert_pb2.ALERT_STATE_FIRING and current.caused_by == caused_by:
-                return  # raised by this term already, or the last one's
-        # A severity change (features came to depend on it) is another alert: end
-        # the one of the other severity first.
-        for other in rules.SEVERITIES:
-            if other != severity:
-                await self._resolve_one(
-                    rules.fingerprint({**labels, "severity": rules.SEVERITIES[other]})
-                )
-        await self._center.fire(
-            labels, {"summary": summary, "description": description}, severity, impact, caused_by
-        )
-
-    async def _resolve(self, labels: Mapping[str, str]) -> None:
-        for severity in rules.SEVERITIES.values():
-            await self._resolve_one(rules.fingerprint({**labels, "severity": severity}))
-
-    async def _resolve_one(self, fingerprint: str) -> None:
-        with contextlib.suppress(BulwarkError):
-            if self._center.alert(fingerprint).state == alert_pb2.ALERT_STATE_FIRING:
-                await self._center.resolve(fingerprint)
-
-    async def _resolve_gone(self) -> None:
-        """Resolve breaker alerts of breakers deleted while no one led."""
-        for alert in self._center.alerts():
-            name = alert.labels.get("breaker")
-            if alert.labels.get("source") == SOURCE and name and self._breakers.state(name) is None:
-                await self._resolve_one(alert.fingerprint)
 
     # -- delivery -----------------------------------------------------------------
 

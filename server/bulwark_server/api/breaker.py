@@ -127,7 +127,7 @@ class BreakerServicer(breaker_pb2_grpc.CircuitBreakerServiceServicer):
     async def _record(
         self, request: breaker_pb2.ReportOutcomesRequest
     ) -> breaker_pb2.ReportOutcomesResponse:
-        accepted, unknown = await self._breakers.record(list(request.outcomes))
+        accepted, unknown = await self._breakers.record(list(request.outcomes), request.reporter)
         return breaker_pb2.ReportOutcomesResponse(accepted=accepted, unknown_breakers=unknown)
 
     @rpc

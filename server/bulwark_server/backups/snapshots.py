@@ -50,10 +50,13 @@ from bulwark_server.errors import (
 )
 from bulwark_server.store import MAX_TXN_OPS, Entry, EtcdStore
 from bulwark_server.store.keys import (
+    ALERT_KIND,
     AUDIT_KIND,
     DRILL_KIND,
     LAST_DRILL_NAME,
+    LAST_RESTORE_NAME,
     PREFIX,
+    RESTORE_KIND,
     TOKEN_REVOCATION_KIND,
     split_key,
 )
@@ -69,7 +72,11 @@ KEY_MATERIAL = ("keybackups",)
 MAX_DIFFERENCES = 20
 # History a restore adds to but never replaces: the audit trail, and the tombstones of
 # revoked tokens (restoring an older snapshot must not bring a revoked token back).
-KEPT_ON_WIPE = (AUDIT_KIND, TOKEN_REVOCATION_KIND, DRILL_KIND)
+KEPT_ON_WIPE = (AUDIT_KIND, TOKEN_REVOCATION_KIND, DRILL_KIND, RESTORE_KIND)
+# The leader's view of now: a restore neither deletes nor brings back older versions
+# of alerts; the leader raises and resolves what the restored state calls for.
+LIVE = (ALERT_KIND,)
+NOT_WIPED = (*KEPT_ON_WIPE, *LIVE)
 
 Progress = recovery_pb2.Progress
 
@@ -288,7 +295,7 @@ class RecoveryManager:
         manifest, contents = await self.load(snapshot_id)
         async with self._lock:
             _, current = await self._store.read_all(PREFIX.encode())
-            present = [e for e in current if not e.lease and _kind(e.key) not in KEPT_ON_WIPE]
+            present = [e for e in current if not e.lease and _kind(e.key) not in NOT_WIPED]
             revoked = {split_key(e.key)[1] for e in current if _kind(e.key) == "token-revocations"}
             if present and not wipe:
                 raise FailedPrecondition(
@@ -305,6 +312,7 @@ class RecoveryManager:
                 e
                 for e in restore_order(contents.entries)
                 if not (_kind(e.key) == "tokens" and split_key(e.key)[1] in revoked)
+                and _kind(e.key) not in LIVE
                 # History that was kept needs no rewrite where it is unchanged.
                 and kept.get(e.key) != e.value
             ]
@@ -317,6 +325,16 @@ class RecoveryManager:
             wiped,
             extra={"event": "snapshot.restored", "snapshot": manifest.id},
         )
+        record = recovery_pb2.RestoreRecord(
+            finished_at=timestamps.at(self._clock()),
+            snapshot_id=manifest.id,
+            restored=len(ordered),
+            wiped=wiped,
+        )
+        try:
+            await self._store.put(RESTORE_KIND, LAST_RESTORE_NAME, record.SerializeToString())
+        except StoreUnavailable as exc:  # the restore itself went through
+            log.warning("the record of a restore was not kept: %s", exc)
         result = recovery_pb2.RestoreSnapshotResponse(
             snapshot=manifest, restored=len(ordered), wiped=wiped
         )
@@ -364,6 +382,11 @@ class RecoveryManager:
         entry = self._store.get(DRILL_KIND, LAST_DRILL_NAME)
         return None if entry is None else recovery_pb2.DrillRecord.FromString(entry.value)
 
+    def last_restore(self) -> recovery_pb2.RestoreRecord | None:
+        """The latest restore, whichever replica ran it (from the cache)."""
+        entry = self._store.get(RESTORE_KIND, LAST_RESTORE_NAME)
+        return None if entry is None else recovery_pb2.RestoreRecord.FromString(entry.value)
+
     async def _keep_drill(
         self, succeeded: bool, report: recovery_pb2.DrillReport | None, error: str
     ) -> None:
@@ -399,11 +422,11 @@ class RecoveryManager:
             _, live_entries = await self._store.read_all(PREFIX.encode())
             # History a restore keeps rather than replaces is no difference.
             changed = _differences(
-                {k: v for k, v in expected.items() if _kind(k) not in KEPT_ON_WIPE},
+                {k: v for k, v in expected.items() if _kind(k) not in NOT_WIPED},
                 {
                     e.key: e.value
                     for e in live_entries
-                    if not e.lease and _kind(e.key) not in KEPT_ON_WIPE
+                    if not e.lease and _kind(e.key) not in NOT_WIPED
                 },
             )
         finally:

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from bulwark.v1 import breaker_pb2
 from bulwark_server.breakers import machine, watches
+from bulwark_server.breakers.callers import RecentCallers
 from bulwark_server.breakers.checkpoints import Checkpoints, Held, shape_of
 from bulwark_server.breakers.config import normalize_config
 from bulwark_server.breakers.tracker import BreakerTracker
@@ -93,6 +94,8 @@ class BreakerManager:
         self._leading = LeaderTask(election, self._lead, "breakers-leader")
         # Allow calls this replica refused, by breaker (for the metrics endpoint).
         self.refusals: collections.Counter[str] = collections.Counter()
+        # On the leader: who reported for each breaker lately (an alert's impact).
+        self.callers = RecentCallers()
 
     # -- reads (from the cache) -------------------------------------------------
 
@@ -136,6 +139,10 @@ class BreakerManager:
         """The key ranges whose changes can change a breaker's state: what a stream
         that follows breaker states (``store.streams.follow``) subscribes to."""
         return (kind_prefix(BREAKER_KIND),)
+
+    def callers_of(self, name: str) -> list[str]:
+        """Who reported outcomes for the breaker lately (known on the leader)."""
+        return self.callers.of(name)
 
     def changed(self, events: Iterable[Event]) -> set[str]:
         """Names of the breakers that ``events`` created, changed or deleted (other
@@ -270,8 +277,10 @@ class BreakerManager:
             )
         return taken[0], written.status.state, revision
 
-    async def record(self, outcomes: list[breaker_pb2.BreakerOutcomes]) -> tuple[int, list[str]]:
-        """Aggregate a report on the leader; (accepted, unknown breaker names)."""
+    async def record(
+        self, outcomes: list[breaker_pb2.BreakerOutcomes], reporter: str = ""
+    ) -> tuple[int, list[str]]:
+        """Aggregate ``reporter``'s report on the leader; (accepted, unknown names)."""
         fence = self._fence()
         accepted = 0
         unknown: list[str] = []
@@ -285,6 +294,7 @@ class BreakerManager:
             except Conflict:
                 pass  # counted in the window; the next report re-evaluates the state
             accepted += 1
+        self.callers.note(reporter, (i.name for i in outcomes if i.name not in unknown))
         return accepted, unknown
 
     async def _apply_outcomes(

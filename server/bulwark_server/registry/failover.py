@@ -52,6 +52,18 @@ def best_backup(
     )
 
 
+# How the reason of every promotion a switchover made begins.
+PLANNED = "switchover: "
+
+
+def failed_over(record: registry_pb2.Primary) -> bool:
+    """Whether the record's primary came by a failover: it replaced another primary,
+    and not by a switchover someone asked for."""
+    return bool(
+        record.instance_id and record.previous_instance_id and not record.reason.startswith(PLANNED)
+    )
+
+
 def _promote(
     service: str,
     current: registry_pb2.Primary | None,
@@ -112,9 +124,9 @@ def decide(
         if not cause and primary is not None:
             deadline = timestamps.unix(current.switchover_deadline)
             if primary.health == DRAINING:
-                cause = f"switchover: primary {old} drained"
+                cause = f"{PLANNED}primary {old} drained"
             elif now >= deadline:
-                cause = f"switchover: primary {old} did not drain in time"
+                cause = f"{PLANNED}primary {old} did not drain in time"
             else:
                 return None  # still draining
         target = instances.get(current.switchover_target)

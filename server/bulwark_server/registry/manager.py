@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from google.protobuf import duration_pb2
@@ -27,10 +27,10 @@ from google.protobuf import duration_pb2
 from bulwark.v1 import registry_pb2
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.errors import FailedPrecondition, NotFound
-from bulwark_server.registry import picking, watches
+from bulwark_server.registry import failover, picking, watches
 from bulwark_server.registry.instances import Instances, instance_prefix, role
 from bulwark_server.registry.primaries import Primaries
-from bulwark_server.store import EtcdStore, Page, scan_page
+from bulwark_server.store import EtcdStore, Event, Page, scan_page
 
 
 class ServiceSummary(NamedTuple):
@@ -74,6 +74,18 @@ class RegistryManager:
     def primary(self, service: str) -> registry_pb2.Primary | None:
         """The service's primary record (revision set), or None if it never had one."""
         return self._primaries.get(service)
+
+    def services(self) -> set[str]:
+        """Every service with instances or a primary record, from the cache."""
+        return self._primaries.services()
+
+    def touched(self, events: Iterable[Event]) -> set[str]:
+        """The services whose instances or primary record ``events`` changed."""
+        return self._primaries.touched(events)
+
+    def failed_over(self, record: registry_pb2.Primary) -> bool:
+        """Whether the record's primary replaced another by failover (not a switchover)."""
+        return failover.failed_over(record)
 
     def get_primary(
         self, service: str

@@ -25,7 +25,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from google.protobuf import duration_pb2
 
@@ -197,11 +197,12 @@ class Primaries:
                         queue = self._store.subscribe()
                         dirty = self.services()
                         break
-                    dirty |= self._touched(batch)
+                    dirty |= self.touched(batch)
         finally:
             self._store.unsubscribe(queue)
 
-    def _touched(self, batch: list[Event]) -> set[str]:
+    def touched(self, batch: Iterable[Event]) -> set[str]:
+        """The services whose instances or primary record ``batch`` changed."""
         out = set()
         for ev in batch:
             for prefix in (kind_prefix(INSTANCE_KIND), kind_prefix(PRIMARY_KIND)):

@@ -24,10 +24,12 @@ TOKEN_KIND = "tokens"
 TOKEN_REVOCATION_KIND = "token-revocations"
 AUDIT_KIND = "audit"
 DRILL_KIND = "drills"
+RESTORE_KIND = "restores"
 ALERT_KIND = "alerts"
 SILENCE_KIND = "silences"
 ALERT_ROUTE_KIND = "alert-routes"
 LAST_DRILL_NAME = "last"
+LAST_RESTORE_NAME = "last"
 
 
 def key_for(kind: str, name: str) -> bytes:

@@ -152,6 +152,18 @@ class DrillRecord(_message.Message):
     error: str
     def __init__(self, finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., succeeded: bool = ..., report: _Optional[_Union[DrillReport, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
+class RestoreRecord(_message.Message):
+    __slots__ = ("finished_at", "snapshot_id", "restored", "wiped")
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    WIPED_FIELD_NUMBER: _ClassVar[int]
+    finished_at: _timestamp_pb2.Timestamp
+    snapshot_id: str
+    restored: int
+    wiped: int
+    def __init__(self, finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., restored: _Optional[int] = ..., wiped: _Optional[int] = ...) -> None: ...
+
 class StoredSnapshot(_message.Message):
     __slots__ = ("manifest", "sealed")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
