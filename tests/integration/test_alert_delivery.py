@@ -28,6 +28,7 @@ from bulwark_server.alerts.delivery import (
     DeliveryError,
     Notifier,
     Outgoing,
+    group_key,
     rfc3339,
     slack_text,
     webhook_json,
@@ -287,28 +288,35 @@ async def test_webhooks_get_json_and_slack_bodies_with_the_idempotency_key(
     receiver: _ReceiverServer,
 ) -> None:
     notifier = Notifier(timeout=2.0)
-    sent = alert("DeliveryWebhook", "escalation-1")
-    body = {"fingerprint": sent.fingerprint, "labels": dict(sent.labels), "occurrences": "3"}
+    sent = [alert("DeliveryWebhook", "escalation-1")]
+    listed = {"fingerprint": sent[0].fingerprint, "labels": dict(sent[0].labels)}
+    body = {"receiver": "team", "groupLabels": {}, "alerts": [listed]}
     url = url_of(receiver, "/ok")
     assert await notifier.webhook(url, alert_pb2.WEBHOOK_FORMAT_JSON, sent, body) == ""
     assert await notifier.webhook(url, alert_pb2.WEBHOOK_FORMAT_UNSPECIFIED, sent, body) == ""
     assert await notifier.webhook(url, alert_pb2.WEBHOOK_FORMAT_SLACK, sent, body) == ""
+    pair = [*sent, alert("DeliveryWebhookToo", "escalation-1")]
+    two = {**body, "alerts": [listed, {"fingerprint": pair[1].fingerprint}]}
+    assert await notifier.webhook(url, alert_pb2.WEBHOOK_FORMAT_SLACK, pair, two) == ""
 
-    as_json, unspecified, slack = receiver.received
+    as_json, unspecified, slack, slack_pair = receiver.received
     for got in receiver.received:
         assert got.headers["Content-Type"] == "application/json"
-        assert got.headers["Idempotency-Key"] == sent.idempotency_key
+    for got in (as_json, unspecified, slack):
+        assert got.headers["Idempotency-Key"] == sent[0].idempotency_key
+    assert slack_pair.headers["Idempotency-Key"] == group_key(pair)
     assert as_json.json() == webhook_json(sent, body) == unspecified.json()
     assert as_json.json()["transition"] == "escalation-1"
-    assert slack.json() == {"text": slack_text(sent)}
+    assert slack.json() == {"text": slack_text(sent[0])}
     assert slack.json()["text"].startswith("[CRITICAL] DeliveryWebhook: DeliveryWebhook on")
+    assert slack_pair.json()["text"].split("\n") == [slack_text(a) for a in pair]
 
 
 async def test_a_webhook_answering_otherwise_than_2xx_is_an_error(
     receiver: _ReceiverServer,
 ) -> None:
     notifier = Notifier(timeout=2.0)
-    sent, fmt = alert("DeliveryWebhookFails"), alert_pb2.WEBHOOK_FORMAT_SLACK
+    sent, fmt = [alert("DeliveryWebhookFails")], alert_pb2.WEBHOOK_FORMAT_SLACK
     error = await notifier.webhook(url_of(receiver, "/fail"), fmt, sent, {})
     assert error == "HTTP 500: database on fire: " + "x" * (200 - len("database on fire: "))
     # Not followed: a POST turned into a GET by a redirect would pass for a delivery.
@@ -333,7 +341,7 @@ async def test_a_webhook_that_never_answers_times_out_without_blocking_the_loop(
     started = time.monotonic()
     try:
         error = await Notifier(timeout=0.5).webhook(
-            url_of(receiver, "/hang"), alert_pb2.WEBHOOK_FORMAT_JSON, alert("DeliveryHang"), {}
+            url_of(receiver, "/hang"), alert_pb2.WEBHOOK_FORMAT_SLACK, [alert("DeliveryHang")], {}
         )
     finally:
         ticker.cancel()

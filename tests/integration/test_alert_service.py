@@ -185,6 +185,7 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
             ),
         ],
         escalation=[step(receiver="team"), step(receiver="lead", after=seconds(2))],
+        group_by=["alertname", "breaker"],  # a notification per breaker
     )
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
@@ -204,9 +205,7 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
 
         def paths(breaker: str) -> list[str]:
             return [
-                r.path
-                for r in receiver.received
-                if r.json()["alert"]["labels"]["breaker"] == breaker
+                r.path for r in receiver.received if r.json()["groupLabels"]["breaker"] == breaker
             ]
 
         wait_for(lambda: paths("payments") == ["/team"] and paths("search") == ["/team"], 10)
@@ -434,3 +433,49 @@ def test_a_service_left_without_primary_and_its_failover_alert(
         assert isinstance(failover, alert_pb2.Alert)
         assert failover.labels["severity"] == "warning"
         assert "l3 replaced l2" in failover.annotations["description"]
+
+
+def test_alerts_due_together_with_the_same_group_labels_go_out_as_one(
+    etcd: EtcdMember,
+    replica_factory: Callable[..., ReplicaProcess],
+    receiver: _ReceiverServer,  # noqa: F811
+) -> None:
+    replica = replica_factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    forced = "BulwarkBreakerForcedOpen"
+    with grpc.insecure_channel(replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        for name in ("payments", "search"):
+            breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name=name), timeout=5)
+            breakers.ForceState(
+                breaker_pb2.ForceStateRequest(
+                    name=name, state=breaker_pb2.BREAKER_STATE_FORCED_OPEN, reason="drill"
+                ),
+                timeout=5,
+            )
+        request = alert_pb2.ListAlertsRequest(
+            firing_only=True, matchers=[alert_pb2.Matcher(name="alertname", value=forced)]
+        )
+        wait_for(lambda: len(alerts.ListAlerts(request, timeout=5).alerts) == 2, 10)
+        # No route took them so far: with one now, both are due in the same round.
+        route = alert_pb2.AlertRoute(
+            name="drills",
+            matchers=[alert_pb2.Matcher(name="alertname", value=forced)],
+            receivers=[
+                alert_pb2.Receiver(
+                    name="team", webhook=alert_pb2.WebhookReceiver(url=url_of(receiver, "/ok"))
+                )
+            ],
+        )
+        alerts.PutAlertRoute(alert_pb2.PutAlertRouteRequest(route=route), timeout=5)
+        wait_for(lambda: receiver.received, 10)
+        time.sleep(1.5)  # a round more: nothing else is sent
+    (notification,) = receiver.received
+    body = notification.json()
+    assert body["groupLabels"] == {"alertname": forced}  # the default group_by
+    assert sorted(a["labels"]["breaker"] for a in body["alerts"]) == ["payments", "search"]
+    assert body["transition"] == "firing"
+    assert notification.headers["Idempotency-Key"] == body["idempotencyKey"]
+    assert body["idempotencyKey"].startswith("group:")
+    assert {a["idempotencyKey"].split(":")[1] for a in body["alerts"]} == {"firing"}

@@ -19,6 +19,7 @@ from bulwark_server.alerts.delivery import (
     alertmanager_alert,
     alertmanager_matcher,
     check_url,
+    group_key,
     rfc3339,
     silence_body,
     slack_text,
@@ -198,14 +199,34 @@ def test_slack_text_is_one_escaped_line(alert: Outgoing, text: str) -> None:
     assert slack_text(alert) == text
 
 
-def test_webhook_json_adds_the_transition_and_key_to_the_body() -> None:
+def test_webhook_json_adds_the_transition_and_keys_to_the_body() -> None:
     alert = outgoing("escalation-1")
-    body = {"fingerprint": "3f2a9c", "labels": {"alertname": "BreakerOpen"}}
-    assert webhook_json(alert, body) == {
+    listed = {"fingerprint": "3f2a9c", "labels": {"alertname": "BreakerOpen"}}
+    body = {"receiver": "team", "groupLabels": {"alertname": "BreakerOpen"}, "alerts": [listed]}
+    # An alert alone: the group's key is its own.
+    assert webhook_json([alert], body) == {
         **body,
         "transition": "escalation-1",
         "idempotencyKey": alert.idempotency_key,
+        "alerts": [
+            {**listed, "transition": "escalation-1", "idempotencyKey": alert.idempotency_key}
+        ],
     }
+
+
+def test_a_group_has_a_key_of_its_own_whatever_the_order_of_its_alerts() -> None:
+    one = outgoing()
+    other = Outgoing(**{**one.__dict__, "fingerprint": "77aa01"})
+    body = {"receiver": "team", "alerts": [{"n": 1}, {"n": 2}]}
+    sent = webhook_json([one, other], body)
+    assert [a["idempotencyKey"] for a in sent["alerts"]] == [
+        one.idempotency_key,
+        other.idempotency_key,
+    ]
+    assert sent["idempotencyKey"] == group_key([other, one]) != one.idempotency_key
+    assert sent["idempotencyKey"].startswith("group:")
+    with pytest.raises(ValueError, match="2 alerts, but the body lists 1"):
+        webhook_json([one, other], {"alerts": [{"n": 1}]})
 
 
 @pytest.mark.parametrize(

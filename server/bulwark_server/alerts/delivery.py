@@ -12,7 +12,8 @@ Guarantees and failure behaviour:
 * Sends report failure as an error string ("" is success) so that the caller records
   it on the alert and retries: delivery is at least once. Receivers de-duplicate: an
   Alertmanager by labels, a webhook by the ``Idempotency-Key`` header, which is the
-  same for every re-send of one transition.
+  same for every re-send of one transition of an alert sent alone (a group's is a
+  digest of its alerts' keys, which its body also carries one by one).
 * Silences raise ``DeliveryError``: the silence's mirror in that Alertmanager is
   missing or stale until a later attempt succeeds.
 * Redirects are not followed: a POST turned into a GET by a 302 would look like a
@@ -219,10 +220,28 @@ def slack_text(alert: Outgoing) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def webhook_json(alert: Outgoing, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON webhook body: ``body`` (the Alert message as JSON) with the transition
-    and the idempotency key, so a receiver that drops headers can still de-duplicate."""
-    return {**body, "transition": alert.transition, "idempotencyKey": alert.idempotency_key}
+def group_key(alerts: Sequence[Outgoing]) -> str:
+    """The Idempotency-Key of one notification of ``alerts`` (``rules.group_key``)."""
+    return rules.group_key([a.idempotency_key for a in alerts])
+
+
+def webhook_json(alerts: Sequence[Outgoing], body: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON webhook body: ``body`` (the receiver, the group's labels, and its
+    ``alerts`` as Alert messages in JSON, in the order of ``alerts``) with the group's
+    transition and idempotency key, and each alert's own, so a receiver that drops
+    headers, or de-duplicates alert by alert, can."""
+    listed = body.get("alerts", [])
+    if len(listed) != len(alerts):
+        raise ValueError(f"{len(alerts)} alerts, but the body lists {len(listed)}")
+    return {
+        **body,
+        "transition": alerts[0].transition,
+        "idempotencyKey": group_key(alerts),
+        "alerts": [
+            {**json_alert, "transition": a.transition, "idempotencyKey": a.idempotency_key}
+            for a, json_alert in zip(alerts, listed, strict=True)
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -326,24 +345,28 @@ class Notifier:
             return f"{_named(url)}: {error}"
         return "" if answer.ok else f"{_named(url)}: {answer.describe()}"
 
-    async def webhook(self, url: str, fmt: int, alert: Outgoing, body: Mapping[str, Any]) -> str:
-        """POST a JSON body (fmt is alert_pb2.WebhookFormat: JSON -> ``body`` as given plus
-        the transition and idempotency key; SLACK -> {"text": a one-line summary with
-        severity, alertname, summary annotation and state}) with headers Content-Type:
-        application/json and Idempotency-Key: alert.idempotency_key. "" when the receiver
-        answered 2xx; else the error (status and the first 200 bytes of the body, or the
-        exception). A ``body`` that is not JSON-serializable raises TypeError: a bug."""
+    async def webhook(
+        self, url: str, fmt: int, alerts: Sequence[Outgoing], body: Mapping[str, Any]
+    ) -> str:
+        """POST one notification of ``alerts`` (a group: same route, receiver and
+        transition) as a JSON body (fmt is alert_pb2.WebhookFormat: JSON -> ``body`` as
+        ``webhook_json`` completes it; SLACK -> {"text": a line per alert with severity,
+        alertname, summary annotation and state}) with headers Content-Type:
+        application/json and Idempotency-Key: ``group_key(alerts)``. "" when the
+        receiver answered 2xx; else the error (status and the first 200 bytes of the
+        body, or the exception). A ``body`` that is not JSON-serializable raises
+        TypeError: a bug."""
+        if not alerts:
+            return ""
         if fmt == alert_pb2.WEBHOOK_FORMAT_SLACK:
-            payload: Mapping[str, Any] = {"text": slack_text(alert)}
+            payload: Mapping[str, Any] = {"text": "\n".join(slack_text(a) for a in alerts)}
         elif fmt in (alert_pb2.WEBHOOK_FORMAT_UNSPECIFIED, alert_pb2.WEBHOOK_FORMAT_JSON):
-            payload = webhook_json(alert, body)
+            payload = webhook_json(alerts, body)
         else:
             return f"unknown webhook format {fmt}"
         data = json.dumps(payload).encode()
         try:
-            answer = await self._exchange(
-                "POST", url, data, {"Idempotency-Key": alert.idempotency_key}
-            )
+            answer = await self._exchange("POST", url, data, {"Idempotency-Key": group_key(alerts)})
         except DeliveryError as error:
             return str(error)
         return "" if answer.ok else answer.describe()

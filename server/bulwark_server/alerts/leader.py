@@ -41,6 +41,17 @@ DEFAULT_ROUTE = "default"
 
 
 @dataclass
+class _Group:
+    """Notifications that go out as one: to one receiver, of one transition, of alerts
+    with the same values of their route's ``group_by`` labels."""
+
+    receiver: alert_pb2.Receiver
+    transition: str
+    labels: dict[str, str]
+    alerts: list[alert_pb2.Alert] = field(default_factory=list)
+
+
+@dataclass
 class Behind:
     """Breakers, features and services whose alerts are not yet up to date."""
 
@@ -138,24 +149,41 @@ class AlertLeader:
     # -- delivery -----------------------------------------------------------------
 
     async def deliver(self) -> None:
-        """One round of notifications (see the module docstring)."""
+        """One round of notifications (see the module docstring). The notifications
+        due this round to one receiver, of one transition, of alerts with the same
+        values of the route's ``group_by`` labels, go out as one."""
         now = self._clock()
         routes = self._center.routes()
         silences = self._center.silences()
         for silence in silences:
             await self._guarded(self._mirror(silence, now))
+        changed: dict[str, alert_pb2.Alert] = {}
+        groups: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], _Group] = {}
         for alert in self._center.alerts():
-            # One alert's failure (an acknowledgement won the race to write it) leaves
-            # the others to go on; it is tried again next round.
-            await self._guarded(self._deliver(alert, routes, silences, now))
+            # One alert's failure (etcd away as it is forgotten) leaves the others to
+            # go on; it is tried again next round.
+            await self._guarded(self._plan(alert, routes, silences, now, changed, groups))
+        for group in groups.values():
+            error = await self._send(group)
+            for alert in group.alerts:
+                self._record(alert, group.receiver.name, group.transition, error, now)
+                changed[alert.fingerprint] = alert
+        for alert in changed.values():
+            # An acknowledgement that won the race to write an alert: its deliveries
+            # are recorded next round (sent again, with the same key).
+            await self._guarded(self._center.record(alert))
 
-    async def _deliver(
+    async def _plan(
         self,
         alert: alert_pb2.Alert,
         routes: Sequence[alert_pb2.AlertRoute],
         silences: Sequence[alert_pb2.Silence],
         now: float,
+        changed: dict[str, alert_pb2.Alert],
+        groups: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], _Group],
     ) -> None:
+        """Bring ``alert``'s bookkeeping up to date (into ``changed``) and put the
+        notifications due into their ``groups``."""
         if alert.state == alert_pb2.ALERT_STATE_RESOLVED and (
             now - timestamps.unix(alert.ends_at) > RESOLVED_KEPT_S
         ):
@@ -164,11 +192,20 @@ class AlertLeader:
         route = rules.route_for(routes, alert.labels) or self._default
         if route is None:
             return
-        changed = self._bookkeep(alert, route, silences, now)
-        if not alert.silenced_by:
-            changed |= await self._notify(alert, route, now)
-        if changed:
-            await self._center.record(alert)
+        if self._bookkeep(alert, route, silences, now):
+            changed[alert.fingerprint] = alert
+        if alert.silenced_by:
+            return
+        due, step = rules.due_notifications(alert, route, now)
+        if step != alert.escalation_step:
+            alert.escalation_step = step
+            changed[alert.fingerprint] = alert
+        receivers = {r.name: r for r in route.receivers}
+        labels = rules.group_of(route, alert.labels)
+        for name, transition in due:
+            key = (route.name, name, transition, tuple(sorted(labels.items())))
+            group = groups.setdefault(key, _Group(receivers[name], transition, labels))
+            group.alerts.append(alert)
 
     async def _mirror(self, silence: alert_pb2.Silence, now: float) -> None:
         """Copy an active silence to each configured Alertmanager, and end the copies of
@@ -216,27 +253,17 @@ class AlertLeader:
             changed = True
         return changed
 
-    async def _notify(
-        self, alert: alert_pb2.Alert, route: alert_pb2.AlertRoute, now: float
-    ) -> bool:
-        receivers = {r.name: r for r in route.receivers}
-        due, step = rules.due_notifications(alert, route, now)
-        changed = step != alert.escalation_step
-        alert.escalation_step = step
-        for name, transition in due:
-            error = await self._send(receivers[name], alert, transition)
-            self._record(alert, name, transition, error, now)
-            changed = True
-        return changed
-
-    async def _send(
-        self, receiver: alert_pb2.Receiver, alert: alert_pb2.Alert, transition: str
-    ) -> str:
-        outgoing = _outgoing(alert, transition)
+    async def _send(self, group: _Group) -> str:
+        outgoing = [_outgoing(alert, group.transition) for alert in group.alerts]
+        receiver = group.receiver
         try:
             if receiver.WhichOneof("kind") == "alertmanager":
-                return await self._notifier.alertmanager(receiver.alertmanager.urls, [outgoing])
-            body = {"alert": _json(alert), "receiver": receiver.name}
+                return await self._notifier.alertmanager(receiver.alertmanager.urls, outgoing)
+            body = {
+                "receiver": receiver.name,
+                "groupLabels": group.labels,
+                "alerts": [_json(alert) for alert in group.alerts],
+            }
             return await self._notifier.webhook(
                 receiver.webhook.url, receiver.webhook.format, outgoing, body
             )

@@ -196,7 +196,7 @@ class AlertCenter:
         stored.CopyFrom(route)
         stored.ClearField("revision")
         if not stored.group_by:
-            stored.group_by.append("alertname")
+            stored.group_by.extend(rules.DEFAULT_GROUP_BY)
         value = stored.SerializeToString()
         revision, created = await self._store.upsert(
             ALERT_ROUTE_KIND, route.name, lambda _: value, expected_revision=expected_revision

@@ -25,6 +25,7 @@ MAX_VALUE = 1024
 MAX_COMMENT = 1024
 MAX_RECEIVERS = 16
 MAX_GROUP_BY = 16
+DEFAULT_GROUP_BY = ("alertname",)
 DEFAULT_THROTTLE_S = 300.0
 MAX_THROTTLE_S = 7 * 86400.0
 MAX_ESCALATION_WAIT_S = 7 * 86400.0
@@ -258,6 +259,21 @@ def idempotency_key(fingerprint: str, transition: str, starts_at: float) -> str:
     """The same for every sending of one transition of one episode of an alert (the
     Idempotency-Key a webhook gets, and how deliveries are told apart)."""
     return f"{fingerprint}:{transition}:{int(starts_at)}"
+
+
+def group_of(route: alert_pb2.AlertRoute, labels: Mapping[str, str]) -> dict[str, str]:
+    """The values of the route's ``group_by`` labels (alertname when it names none; ""
+    for a label the alert lacks): alerts with the same ones share a notification."""
+    return {name: labels.get(name, "") for name in (route.group_by or DEFAULT_GROUP_BY)}
+
+
+def group_key(keys: Sequence[str]) -> str:
+    """The Idempotency-Key of one notification of alerts with ``keys``: an alert alone
+    keeps its own; several, a digest of theirs."""
+    if len(keys) == 1:
+        return keys[0]
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+    return f"group:{digest[:32]}"
 
 
 def key_of(alert: alert_pb2.Alert, transition: str) -> str:
