@@ -143,8 +143,10 @@ class Replica:
         telemetry = setup_telemetry(settings)
         store = EtcdStore(endpoints, timeout=settings.etcd_timeout, tls=etcd_tls(settings))
         try:
-            await store.start()
-            await self._serve(store, telemetry)
+            if await _unless(self.stopping, store.start()):
+                await self._serve(store, telemetry)
+            else:
+                log.info("stopped before etcd answered", extra={"event": "stopped"})
         finally:
             await store.close()
             telemetry.shutdown()
@@ -458,7 +460,20 @@ class Replica:
         ]
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _unless(stopping: asyncio.Event, step: Awaitable[None]) -> bool:
+    """Run ``step`` unless ``stopping`` is set first (then cancel it); whether it ran.
+    A replica waiting for etcd at start must still stop when asked."""
+    task, stop = asyncio.ensure_future(step), asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not task.done():
+        await _cancel(task)
+        return False
+    task.result()
+    return True
+
+
+async def _cancel(task: asyncio.Future[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -184,5 +185,9 @@ def test_a_replica_without_the_client_certificate_is_refused_by_etcd(
         with pytest.raises(RuntimeError, match="not serving"):
             replica.wait_serving(timeout=4)
         assert "BAD_CERTIFICATE" in replica.tail()
+        # Waiting for etcd, it still stops when asked, rather than waiting to be killed.
+        replica.signal(signal.SIGTERM)
+        assert replica.wait(5) == 0
+        assert "stopped before etcd answered" in replica.tail()
     finally:
         replica.stop()

@@ -35,6 +35,7 @@ Guarantees, method by method:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -46,6 +47,8 @@ from bulwark_server.store.kv import KV, Fence, Unchanged
 from bulwark_server.store.leases import Leases
 from bulwark_server.store.members import MemberInfo, Members
 from bulwark_server.store.watch import CacheFeed, StoreStatus
+
+log = logging.getLogger(__name__)
 
 _PREFIX = PREFIX.encode()
 
@@ -83,6 +86,14 @@ class EtcdStore:
                 conn.reachable = True
                 break
             except ETCD_ERRORS as exc:
+                if not conn.last_error:
+                    log.warning(
+                        "waiting up to %.0fs for etcd at %s: %s",
+                        wait,
+                        ",".join(conn.endpoints),
+                        exc,
+                        extra={"event": "etcd.waiting"},
+                    )
                 conn.last_error = f"{type(exc).__name__}: {exc}"
                 if self._clock() >= deadline:
                     await self.close()
