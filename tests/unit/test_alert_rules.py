@@ -218,3 +218,16 @@ def test_a_silenced_alert_sends_nothing_and_a_resolved_one_tells_who_heard_it() 
     delivered(alert, [("team", "firing")], NOW, error="down")
     alert.state = alert_pb2.ALERT_STATE_RESOLVED
     assert rules.due_notifications(alert, plain, NOW + 5)[0] == [("am", "resolved")]
+
+
+def test_an_expired_silence_is_forgotten_after_a_day_once_no_alertmanager_holds_it() -> None:
+    day = 24 * 3600.0
+    ended = alert_pb2.Silence(
+        id="s1", starts_at=timestamps.at(NOW - 2 * day), ends_at=timestamps.at(NOW - day)
+    )
+    assert rules.forgettable(ended, NOW, day)
+    assert not rules.forgettable(ended, NOW - 1, day)  # listed as expired for a day first
+    ended.mirrored["http://am:9093"] = "5c1e"  # its copy there is still to be ended
+    assert not rules.forgettable(ended, NOW, day)
+    active = alert_pb2.Silence(id="s2", ends_at=timestamps.at(NOW + 60))
+    assert not rules.forgettable(active, NOW, day)

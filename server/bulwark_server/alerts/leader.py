@@ -235,6 +235,8 @@ class AlertLeader:
                 )
         if changed:
             await self._center.record_silence(silence)
+        elif rules.forgettable(silence, now, RESOLVED_KEPT_S):
+            await self._center.forget_silence(silence)
 
     def _bookkeep(
         self,

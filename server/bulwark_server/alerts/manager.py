@@ -39,7 +39,7 @@ MAX_DELIVERIES = 20
 STALE = "stale:"  # a mirrored silence id whose copy must be replaced
 SNAPSHOT, SYNCED = watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT, watch_pb2.WATCH_EVENT_TYPE_SYNCED
 PUT, DELETE = watch_pb2.WATCH_EVENT_TYPE_PUT, watch_pb2.WATCH_EVENT_TYPE_DELETE
-RESOLVED_KEPT_S = 24 * 3600.0  # a resolved alert stays listed this long
+RESOLVED_KEPT_S = 24 * 3600.0  # a resolved alert, or an expired silence, stays listed this long
 
 
 M = TypeVar("M", alert_pb2.Alert, alert_pb2.Silence, alert_pb2.AlertRoute)
@@ -360,6 +360,15 @@ class AlertCenter:
             SILENCE_KIND,
             silence.id,
             value.SerializeToString(),
+            expected_mod_revision=silence.revision,
+            fence=self._election.fence(),
+        )
+
+    async def forget_silence(self, silence: alert_pb2.Silence) -> None:
+        """Delete an expired silence (fenced) once it has been listed long enough."""
+        await self._store.delete(
+            SILENCE_KIND,
+            silence.id,
             expected_mod_revision=silence.revision,
             fence=self._election.fence(),
         )

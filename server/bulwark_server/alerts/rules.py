@@ -129,6 +129,14 @@ def active(silence: alert_pb2.Silence, now: float) -> bool:
     )
 
 
+def forgettable(silence: alert_pb2.Silence, now: float, kept: float) -> bool:
+    """Whether an ended silence may be deleted: it ended ``kept`` seconds ago or more
+    (listed that long as expired, as Alertmanager keeps them) and no Alertmanager
+    still holds a copy to end."""
+    ended = timestamp_seconds(silence.ends_at, "ends_at")
+    return now - ended >= kept and not silence.mirrored
+
+
 def silenced_by(
     silences: Iterable[alert_pb2.Silence], labels: Mapping[str, str], now: float
 ) -> list[str]:
