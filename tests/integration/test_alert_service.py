@@ -420,12 +420,12 @@ def test_a_service_left_without_primary_and_its_failover_alert(
             10,
         )
         leave("l1")  # no backup: the service is left without a primary
-        vacant = wait_for(lambda: raised("BulwarkServiceWithoutPrimary"), 10)
+        vacant = wait_for(lambda: raised("BulwarkPrimaryLost"), 10)
         assert isinstance(vacant, alert_pb2.Alert)
         assert vacant.labels["severity"] == "critical"
         # A promotion into a vacancy is no failover; a primary replaced by a backup is.
         register("l2")
-        wait_for(lambda: raised("BulwarkServiceWithoutPrimary") is None, 10)
+        wait_for(lambda: raised("BulwarkPrimaryLost") is None, 10)
         register("l3")
         assert raised("BulwarkPrimaryFailover") is None
         leave("l2")

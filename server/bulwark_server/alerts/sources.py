@@ -9,7 +9,7 @@ capabilities hold (so a new leader reaches the same alerts from the same state).
   fires ``BulwarkFeatureUnavailable``; when that comes from an open breaker, the
   alert is ``caused_by`` the breaker's (an inhibition).
 * A service whose primary is gone with no SERVING backup fires
-  ``BulwarkServiceWithoutPrimary`` (critical) until one is promoted. A failover
+  ``BulwarkPrimaryLost`` (critical) until one is promoted. A failover
   (a primary replaced, not by a switchover someone asked for) fires
   ``BulwarkPrimaryFailover`` (warning) for ``RECENT_S`` after it.
 * A snapshot restore fires ``BulwarkSnapshotRestored`` (info) for ``RECENT_S``.
@@ -179,7 +179,7 @@ class Sources:
 
     async def service(self, service: str) -> None:
         record = self.primaries.primary(service)
-        vacant = {"alertname": "BulwarkServiceWithoutPrimary", "service": service, "source": SOURCE}
+        vacant = {"alertname": "BulwarkPrimaryLost", "service": service, "source": SOURCE}
         failed = {"alertname": FAILOVER_ALERT, "service": service, "source": SOURCE}
         if record is not None and not record.instance_id:
             await self._fire(
