@@ -45,13 +45,14 @@ def validate_pair(first: str, second: str, first_field: str, second_field: str) 
 
 
 def validate_id(value: str, field: str, *, required: bool = True) -> str:
-    """A free-form identifier (caller, holder, reporter): printable, at most 256 characters."""
+    """A free-form identifier (caller, holder, reporter): printable, at most 256 bytes
+    of UTF-8 (some are parts of etcd keys, whose names are limited in bytes)."""
     if not value:
         if required:
             raise InvalidArgument(field, "is required")
         return value
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidArgument(field, f"longer than {MAX_ID_LENGTH} characters")
+    if len(value) > MAX_ID_LENGTH or len(value.encode()) > MAX_ID_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_ID_LENGTH} bytes of UTF-8")
     if not value.isprintable():
         raise InvalidArgument(field, "must be printable text")
     return value

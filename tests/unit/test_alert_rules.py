@@ -10,6 +10,7 @@ from bulwark.v1 import alert_pb2
 from bulwark_server import timestamps
 from bulwark_server.alerts import rules
 from bulwark_server.errors import InvalidArgument
+from bulwark_server.validation import validate_id
 
 NOW = 1_800_000_000.0
 CRITICAL = alert_pb2.ALERT_SEVERITY_CRITICAL
@@ -231,3 +232,18 @@ def test_an_expired_silence_is_forgotten_after_a_day_once_no_alertmanager_holds_
     assert not rules.forgettable(ended, NOW, day)
     active = alert_pb2.Silence(id="s2", ends_at=timestamps.at(NOW + 60))
     assert not rules.forgettable(active, NOW, day)
+
+
+def test_a_fingerprint_is_16_hexadecimal_digits() -> None:
+    made = rules.fingerprint({"alertname": "BulwarkBreakerOpen"})
+    assert rules.check_fingerprint(made, "fingerprint") == made
+    for bad in ("", "é" * 200, made.upper(), made[:15], made + "0"):
+        with pytest.raises(InvalidArgument) as refused:
+            rules.check_fingerprint(bad, "fingerprint")
+        assert refused.value.field == "fingerprint"
+
+
+def test_an_id_is_limited_in_bytes_as_the_etcd_key_it_may_become() -> None:
+    assert validate_id("é" * 128, "reporter") == "é" * 128  # 256 bytes
+    with pytest.raises(InvalidArgument, match="256 bytes"):
+        validate_id("é" * 129, "reporter")

@@ -45,6 +45,18 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def check_fingerprint(value: str, field: str) -> str:
+    """A fingerprint as ``fingerprint`` makes them; InvalidArgument naming ``field``."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not FINGERPRINT_RE.fullmatch(value):
+        raise InvalidArgument(field, "must be 16 hexadecimal digits, as ListAlerts gives it")
+    return value
+
+
 # -- matchers -------------------------------------------------------------------------
 
 

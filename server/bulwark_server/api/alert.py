@@ -49,7 +49,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
     async def AcknowledgeAlert(
         self, request: alert_pb2.AcknowledgeAlertRequest, context: grpc.aio.ServicerContext
     ) -> alert_pb2.AcknowledgeAlertResponse:
-        validate_id(request.fingerprint, "fingerprint")
+        rules.check_fingerprint(request.fingerprint, "fingerprint")
         if len(request.comment) > MAX_COMMENT:
             raise InvalidArgument("comment", f"longer than {MAX_COMMENT} characters")
         alert = await self._center.acknowledge(request.fingerprint, caller_name(), request.comment)
