@@ -470,7 +470,7 @@ def test_alerts_due_together_with_the_same_group_labels_go_out_as_one(
         )
         alerts.PutAlertRoute(alert_pb2.PutAlertRouteRequest(route=route), timeout=5)
         wait_for(lambda: receiver.received, 10)
-        time.sleep(1.5)  # a round more: nothing else is sent
+        time.sleep(1.1)  # a round more (one a second): nothing else is sent
     (notification,) = receiver.received
     body = notification.json()
     assert body["groupLabels"] == {"alertname": forced}  # the default group_by

@@ -179,9 +179,12 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
                 "--metrics-listen",
                 listen,
                 f"--lease-ttl={LEASE_TTL_S}",
+                wait=False,  # both start side by side
             )
             for i, listen in enumerate(metrics)
         }
+        for replica in replicas.values():
+            replica.wait_serving()
         leader_metrics = wait_for(
             lambda: next((m for m, r in replicas.items() if _leads(r)), None), 10
         )
