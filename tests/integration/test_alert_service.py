@@ -41,6 +41,13 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
         yield am
 
 
+def leading(factory: Callable[..., ReplicaProcess], etcd: EtcdMember) -> ReplicaProcess:
+    """One replica, once it leads (it raises and delivers the alerts)."""
+    replica = factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    return replica
+
+
 def seconds(s: float) -> duration_pb2.Duration:
     out = duration_pb2.Duration()
     out.FromNanoseconds(int(s * 1e9))
@@ -170,8 +177,7 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
     replica_factory: Callable[..., ReplicaProcess],
     receiver: _ReceiverServer,  # noqa: F811
 ) -> None:
-    replica = replica_factory("a1", [etcd.endpoint])
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    replica = leading(replica_factory, etcd)
     step = alert_pb2.EscalationStep
     route = alert_pb2.AlertRoute(
         name="oncall",
@@ -338,8 +344,7 @@ def test_a_killed_leader_loses_no_alert_and_the_next_sends_it_with_the_same_key(
 def test_a_feature_blocked_by_an_open_breaker_alerts_as_caused_by_it(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
-    replica = replica_factory("a1", [etcd.endpoint])
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    replica = leading(replica_factory, etcd)
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         make_breaker(channel, "payments")
@@ -376,8 +381,7 @@ def test_a_feature_blocked_by_an_open_breaker_alerts_as_caused_by_it(
 def test_a_service_left_without_primary_and_its_failover_alert(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
-    replica = replica_factory("a1", [etcd.endpoint])
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    replica = leading(replica_factory, etcd)
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
@@ -440,8 +444,7 @@ def test_alerts_due_together_with_the_same_group_labels_go_out_as_one(
     replica_factory: Callable[..., ReplicaProcess],
     receiver: _ReceiverServer,  # noqa: F811
 ) -> None:
-    replica = replica_factory("a1", [etcd.endpoint])
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    replica = leading(replica_factory, etcd)
     forced = "BulwarkBreakerForcedOpen"
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
