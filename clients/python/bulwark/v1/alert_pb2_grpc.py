@@ -35,7 +35,8 @@ class AlertServiceStub(object):
     configured Alertmanagers), acknowledged by people, and escalated to the next
     receiver of their route while a critical one stays unacknowledged.
     Delivery is at least once: to Alertmanager through its v2 API, and to
-    webhooks with an Idempotency-Key header (the fingerprint and transition).
+    webhooks with an Idempotency-Key header (an alert's fingerprint and
+    transition; a digest of those of a group sent as one).
     """
 
     def __init__(self, channel):
@@ -106,7 +107,8 @@ class AlertServiceServicer(object):
     configured Alertmanagers), acknowledged by people, and escalated to the next
     receiver of their route while a critical one stays unacknowledged.
     Delivery is at least once: to Alertmanager through its v2 API, and to
-    webhooks with an Idempotency-Key header (the fingerprint and transition).
+    webhooks with an Idempotency-Key header (an alert's fingerprint and
+    transition; a digest of those of a group sent as one).
     """
 
     def ListAlerts(self, request, context):
@@ -252,7 +254,8 @@ class AlertService(object):
     configured Alertmanagers), acknowledged by people, and escalated to the next
     receiver of their route while a critical one stays unacknowledged.
     Delivery is at least once: to Alertmanager through its v2 API, and to
-    webhooks with an Idempotency-Key header (the fingerprint and transition).
+    webhooks with an Idempotency-Key header (an alert's fingerprint and
+    transition; a digest of those of a group sent as one).
     """
 
     @staticmethod
