@@ -464,13 +464,13 @@ async def _unless(stopping: asyncio.Event, step: Awaitable[None]) -> bool:
     """Run ``step`` unless ``stopping`` is set first (then cancel it); whether it ran.
     A replica waiting for etcd at start must still stop when asked."""
     task, stop = asyncio.ensure_future(step), asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
-    if not task.done():
-        await _cancel(task)
-        return False
-    task.result()
-    return True
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            await _cancel(task)
+    return not task.cancelled() and task.result() is None
 
 
 async def _cancel(task: asyncio.Future[None]) -> None:

@@ -226,12 +226,15 @@ def test_an_expired_silence_is_forgotten_after_a_day_once_no_alertmanager_holds_
     ended = alert_pb2.Silence(
         id="s1", starts_at=timestamps.at(NOW - 2 * day), ends_at=timestamps.at(NOW - day)
     )
-    assert rules.forgettable(ended, NOW, day)
-    assert not rules.forgettable(ended, NOW - 1, day)  # listed as expired for a day first
+    mirrors = ["http://am:9093"]
+    assert rules.forgettable(ended, NOW, day, mirrors)
+    assert not rules.forgettable(ended, NOW - 1, day, mirrors)  # listed as expired a day first
     ended.mirrored["http://am:9093"] = "5c1e"  # its copy there is still to be ended
-    assert not rules.forgettable(ended, NOW, day)
+    assert not rules.forgettable(ended, NOW, day, mirrors)
+    # An Alertmanager no longer configured is not waited for.
+    assert rules.forgettable(ended, NOW, day, ["http://other:9093"])
     active = alert_pb2.Silence(id="s2", ends_at=timestamps.at(NOW + 60))
-    assert not rules.forgettable(active, NOW, day)
+    assert not rules.forgettable(active, NOW, day, mirrors)
 
 
 def test_a_fingerprint_is_16_hexadecimal_digits() -> None:

@@ -3,10 +3,14 @@ promotions are failovers, and how long a moment is alerted on."""
 
 from __future__ import annotations
 
-from bulwark.v1 import registry_pb2
+from typing import Any
+
+from bulwark.v1 import alert_pb2, registry_pb2
+from bulwark_server import timestamps
+from bulwark_server.alerts.leader import MAX_GROUP, AlertLeader, GroupKey
 from bulwark_server.alerts.sources import RECENT_S, recent
 from bulwark_server.breakers.callers import RecentCallers
-from bulwark_server.registry.failover import PLANNED, failed_over
+from bulwark_server.registry.failover import LEFT, REPORTED_NOT_SERVING, failed_over
 
 
 class Clock:
@@ -52,10 +56,15 @@ def test_a_failover_replaced_a_primary_and_no_one_asked_for_it() -> None:
             service="s", instance_id=instance, previous_instance_id=previous, reason=reason
         )
 
-    assert failed_over(record("b", "a", "primary a left (deregistered or its lease ended)"))
-    assert not failed_over(record("b", "a", f"{PLANNED}primary a drained"))
+    assert failed_over(record("b", "a", f"primary a {LEFT}"))
+    assert failed_over(record("b", "a", f"primary a {REPORTED_NOT_SERVING}"))
+    # A primary that died during a switchover failed over all the same.
+    assert failed_over(record("c", "a", f"primary a {LEFT}"))
+    assert not failed_over(record("b", "a", "switchover: primary a drained"))
+    assert not failed_over(record("b", "a", "primary a reported DRAINING"))
+    assert not failed_over(record("b", "a", "switchover abandoned: no SERVING backup; b stays"))
     assert not failed_over(record("a", "", "promoted: first SERVING instance"))
-    assert not failed_over(record("", "a", "primary a left; no SERVING backup"))
+    assert not failed_over(record("", "a", f"primary a {LEFT}; no SERVING backup"))
 
 
 def test_a_moment_is_alerted_on_for_a_while_after_it() -> None:
@@ -63,3 +72,24 @@ def test_a_moment_is_alerted_on_for_a_while_after_it() -> None:
     assert recent(100.0, 100.0 + RECENT_S - 1)
     assert not recent(100.0, 100.0 + RECENT_S)
     assert recent(100.0, 99.0)  # recorded by a replica whose clock runs ahead
+
+
+async def test_a_storm_goes_out_in_groups_of_at_most_max_group() -> None:
+    route = alert_pb2.AlertRoute(
+        name="all",
+        receivers=[alert_pb2.Receiver(name="team", webhook=alert_pb2.WebhookReceiver(url="x"))],
+    )
+    leader = AlertLeader(None, None, None, None)  # type: ignore[arg-type]  # _plan needs none
+    groups: dict[GroupKey, list[Any]] = {}
+    changed: dict[str, alert_pb2.Alert] = {}
+    for n in range(MAX_GROUP * 2 + 20):
+        alert = alert_pb2.Alert(
+            fingerprint=f"{n:016x}",
+            state=alert_pb2.ALERT_STATE_FIRING,
+            starts_at=timestamps.at(1000.0),
+        )
+        alert.labels.update({"alertname": "BulwarkBreakerOpen", "breaker": f"b{n}"})
+        await leader._plan(alert, [route], [], 1000.0, changed, groups)
+    (chunks,) = groups.values()  # one group: the same alertname
+    assert [len(c.alerts) for c in chunks] == [MAX_GROUP, MAX_GROUP, 20]
+    assert {c.transition for c in chunks} == {"firing"}

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 DEFAULT_ROUTE = "default"
+# Alerts in one notification at most: a receiver's limit on a body's size must not
+# hold back every alert of a storm.
+MAX_GROUP = 50
+# A group: route, receiver, transition, and the values of the route's group_by labels.
+GroupKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 
 
 @dataclass
@@ -158,12 +163,12 @@ class AlertLeader:
         for silence in silences:
             await self._guarded(self._mirror(silence, now))
         changed: dict[str, alert_pb2.Alert] = {}
-        groups: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], _Group] = {}
+        groups: dict[GroupKey, list[_Group]] = {}
         for alert in self._center.alerts():
             # One alert's failure (etcd away as it is forgotten) leaves the others to
             # go on; it is tried again next round.
             await self._guarded(self._plan(alert, routes, silences, now, changed, groups))
-        for group in groups.values():
+        for group in (g for chunks in groups.values() for g in chunks):
             error = await self._send(group)
             for alert in group.alerts:
                 self._record(alert, group.receiver.name, group.transition, error, now)
@@ -180,7 +185,7 @@ class AlertLeader:
         silences: Sequence[alert_pb2.Silence],
         now: float,
         changed: dict[str, alert_pb2.Alert],
-        groups: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], _Group],
+        groups: dict[GroupKey, list[_Group]],
     ) -> None:
         """Bring ``alert``'s bookkeeping up to date (into ``changed``) and put the
         notifications due into their ``groups``."""
@@ -204,8 +209,10 @@ class AlertLeader:
         labels = rules.group_of(route, alert.labels)
         for name, transition in due:
             key = (route.name, name, transition, tuple(sorted(labels.items())))
-            group = groups.setdefault(key, _Group(receivers[name], transition, labels))
-            group.alerts.append(alert)
+            chunks = groups.setdefault(key, [])
+            if not chunks or len(chunks[-1].alerts) >= MAX_GROUP:
+                chunks.append(_Group(receivers[name], transition, labels))
+            chunks[-1].alerts.append(alert)
 
     async def _mirror(self, silence: alert_pb2.Silence, now: float) -> None:
         """Copy an active silence to each configured Alertmanager, and end the copies of
@@ -235,7 +242,7 @@ class AlertLeader:
                 )
         if changed:
             await self._center.record_silence(silence)
-        elif rules.forgettable(silence, now, RESOLVED_KEPT_S):
+        elif rules.forgettable(silence, now, RESOLVED_KEPT_S, self._mirrors):
             await self._center.forget_silence(silence)
 
     def _bookkeep(
@@ -310,7 +317,11 @@ def _outgoing(alert: alert_pb2.Alert, transition: str) -> Outgoing:
 
 
 def _json(alert: alert_pb2.Alert) -> dict[str, object]:
-    return json_format.MessageToDict(alert, preserving_proto_field_name=True)
+    """The alert as a webhook gets it: without its deliveries (the leader's records)."""
+    sent = alert_pb2.Alert()
+    sent.CopyFrom(alert)
+    sent.ClearField("deliveries")
+    return json_format.MessageToDict(sent, preserving_proto_field_name=True)
 
 
 def _default_route(urls: Sequence[str]) -> alert_pb2.AlertRoute | None:

@@ -141,12 +141,15 @@ def active(silence: alert_pb2.Silence, now: float) -> bool:
     )
 
 
-def forgettable(silence: alert_pb2.Silence, now: float, kept: float) -> bool:
+def forgettable(
+    silence: alert_pb2.Silence, now: float, kept: float, mirrors: Iterable[str]
+) -> bool:
     """Whether an ended silence may be deleted: it ended ``kept`` seconds ago or more
-    (listed that long as expired, as Alertmanager keeps them) and no Alertmanager
-    still holds a copy to end."""
+    (listed that long as expired, as Alertmanager keeps them) and none of the
+    Alertmanagers of ``mirrors`` still holds a copy to end (one no longer configured
+    is not waited for)."""
     ended = timestamp_seconds(silence.ends_at, "ends_at")
-    return now - ended >= kept and not silence.mirrored
+    return now - ended >= kept and not set(silence.mirrored) & set(mirrors)
 
 
 def silenced_by(

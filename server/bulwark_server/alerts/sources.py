@@ -9,9 +9,10 @@ capabilities hold (so a new leader reaches the same alerts from the same state).
   fires ``BulwarkFeatureUnavailable``; when that comes from an open breaker, the
   alert is ``caused_by`` the breaker's (an inhibition).
 * A service whose primary is gone with no SERVING backup fires
-  ``BulwarkPrimaryLost`` (critical) until one is promoted. A failover
-  (a primary replaced, not by a switchover someone asked for) fires
-  ``BulwarkPrimaryFailover`` (warning) for ``RECENT_S`` after it.
+  ``BulwarkPrimaryLost`` (critical) until one is promoted, or for ``RECENT_S``
+  when no instance of it is left at all. A failover (a primary that left or
+  reported NOT_SERVING, replaced) fires ``BulwarkPrimaryFailover`` (warning) for
+  ``RECENT_S`` after it.
 * A snapshot restore fires ``BulwarkSnapshotRestored`` (info) for ``RECENT_S``.
 """
 
@@ -36,6 +37,7 @@ RESTORED_ALERT = "BulwarkSnapshotRestored"
 # How long an alert about a moment (a failover, a restore) fires: long enough for
 # a person to see it and for Alertmanager's group_wait and repeat.
 RECENT_S = 900.0
+NAMED = 10  # dependants a description names; the alert's impact lists them all
 TRIPPED = (breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STATE_HALF_OPEN)
 CRITICAL, WARNING = alert_pb2.ALERT_SEVERITY_CRITICAL, alert_pb2.ALERT_SEVERITY_WARNING
 INFO = alert_pb2.ALERT_SEVERITY_INFO
@@ -65,6 +67,8 @@ class Features(Protocol):
 class Primaries(Protocol):
     def services(self) -> set[str]: ...
 
+    def instances(self, service: str) -> Mapping[str, registry_pb2.Instance]: ...
+
     def primary(self, service: str) -> registry_pb2.Primary | None: ...
 
     def touched(self, events: Iterable[Event]) -> set[str]: ...
@@ -74,6 +78,12 @@ class Primaries(Protocol):
 
 class Restores(Protocol):
     def last_restore(self) -> recovery_pb2.RestoreRecord | None: ...
+
+
+def _first(names: Sequence[str], shown: int = NAMED) -> str:
+    """The first ``shown`` of ``names``, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def recent(at: float, now: float) -> bool:
@@ -109,7 +119,9 @@ class Sources:
         forced = {"alertname": "BulwarkBreakerForcedOpen", "breaker": name, "source": SOURCE}
         if state in TRIPPED:
             features = self.features.depending_on_breaker(name)
-            callers = self.breakers.callers_of(name)
+            # A new leader knows no caller until the next reports: the alert keeps
+            # those it names meanwhile.
+            callers = self.breakers.callers_of(name) or self._named_callers(opened)
             impact = alert_pb2.Impact(
                 features=features, callers=callers, dependants=len(features) + len(callers)
             )
@@ -119,7 +131,7 @@ class Sources:
                 CRITICAL if features else WARNING,
                 f"Breaker {name} is open",
                 f"Calls through breaker {name} are refused: its dependency is failing."
-                + (f" Depending on it: {', '.join(who)}." if who else ""),
+                + (f" Depending on it: {_first(who)}." if who else ""),
                 impact,
             )
         else:
@@ -133,6 +145,15 @@ class Sources:
             )
         else:
             await self._resolve(forced)
+
+    def _named_callers(self, labels: Mapping[str, str]) -> list[str]:
+        """The callers the breaker's firing alert names, of either severity."""
+        for severity in ("critical", "warning"):
+            with contextlib.suppress(NotFound):
+                alert = self._center.alert(rules.fingerprint({**labels, "severity": severity}))
+                if alert.state == alert_pb2.ALERT_STATE_FIRING:
+                    return list(alert.impact.callers)
+        return []
 
     # -- features ---------------------------------------------------------------
 
@@ -181,7 +202,16 @@ class Sources:
         record = self.primaries.primary(service)
         vacant = {"alertname": "BulwarkPrimaryLost", "service": service, "source": SOURCE}
         failed = {"alertname": FAILOVER_ALERT, "service": service, "source": SOURCE}
-        if record is not None and not record.instance_id:
+        # A service with no instance left at all may have been scaled to zero on
+        # purpose (a service cannot be deleted): alerted on for RECENT_S only.
+        if (
+            record is not None
+            and not record.instance_id
+            and (
+                self.primaries.instances(service)
+                or recent(timestamps.unix(record.since), self._clock())
+            )
+        ):
             await self._fire(
                 vacant,
                 CRITICAL,
@@ -222,12 +252,12 @@ class Sources:
         )
 
     def recent_moments(self) -> set[str]:
-        """The services whose failover alert fires: each round looks again whether
-        its moment has passed."""
+        """The services whose alerts fire: each round looks again whether their moment
+        has passed."""
         return {
             alert.labels["service"]
             for alert in self._center.alerts()
-            if alert.labels.get("alertname") == FAILOVER_ALERT
+            if alert.labels.get("service")
             and alert.labels.get("source") == SOURCE
             and alert.state == alert_pb2.ALERT_STATE_FIRING
         }
@@ -272,13 +302,16 @@ class Sources:
                 await self._center.resolve(fingerprint)
 
     async def resolve_gone(self) -> None:
-        """Resolve the alerts of breakers and features deleted while no one led."""
-        features = set(self.features.names())
+        """Resolve the alerts of breakers, features and services gone while no one led."""
+        features, services = set(self.features.names()), self.primaries.services()
         for alert in self._center.alerts():
             if alert.labels.get("source") != SOURCE:
                 continue
-            breaker, feature = alert.labels.get("breaker"), alert.labels.get("feature")
-            if (breaker and self.breakers.state(breaker) is None) or (
-                feature and feature not in features
+            labels = alert.labels
+            breaker, feature, service = (labels.get(k) for k in ("breaker", "feature", "service"))
+            if (
+                (breaker and self.breakers.state(breaker) is None)
+                or (feature and feature not in features)
+                or (service and service not in services)
             ):
                 await self.resolve_one(alert.fingerprint)

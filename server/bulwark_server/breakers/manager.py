@@ -287,6 +287,8 @@ class BreakerManager:
         for item in outcomes:
             try:
                 breaker, _ = self.current(item.name)
+                # Before the outcomes: they may trip it, and its alert names its callers.
+                self.callers.note(reporter, (item.name,))
                 await self._apply_outcomes(breaker, item.counts, fence)
             except NotFound:
                 unknown.append(item.name)  # deleted meanwhile
@@ -294,7 +296,6 @@ class BreakerManager:
             except Conflict:
                 pass  # counted in the window; the next report re-evaluates the state
             accepted += 1
-        self.callers.note(reporter, (i.name for i in outcomes if i.name not in unknown))
         return accepted, unknown
 
     async def _apply_outcomes(

@@ -210,7 +210,7 @@ class EtcdMember:
             "--auto-compaction-retention=5m",
         ]
         if not initial_cluster and not any(
-            a.startswith("--election-timeout") for a in self.extra_args
+            a.startswith(("--election-timeout", "--heartbeat-interval")) for a in self.extra_args
         ):
             # A member alone waits one election timeout (1 s by default) before it leads
             # itself and answers; with no peer to hear from, a short one risks nothing.

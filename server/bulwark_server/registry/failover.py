@@ -52,16 +52,18 @@ def best_backup(
     )
 
 
-# How the reason of every promotion a switchover made begins.
-PLANNED = "switchover: "
+# Why a primary is replaced without anyone asking (its reason: "primary <id> <cause>").
+LEFT = "left (deregistered or its lease ended)"
+REPORTED_NOT_SERVING = "reported NOT_SERVING"
 
 
 def failed_over(record: registry_pb2.Primary) -> bool:
-    """Whether the record's primary came by a failover: it replaced another primary,
-    and not by a switchover someone asked for."""
-    return bool(
-        record.instance_id and record.previous_instance_id and not record.reason.startswith(PLANNED)
-    )
+    """Whether the record's primary replaced another that left or reported NOT_SERVING:
+    not a first promotion, a switchover, a drain, nor a switchover given up."""
+    if not (record.instance_id and record.previous_instance_id):
+        return False
+    replaced = f"primary {record.previous_instance_id} "
+    return record.reason.startswith((replaced + LEFT, replaced + REPORTED_NOT_SERVING))
 
 
 def _promote(
@@ -114,9 +116,9 @@ def decide(
     # Once the primary's key is gone, the record still knows where it ran.
     zone = primary.zone if primary is not None else current.zone
     if primary is None:
-        cause = f"primary {old} left (deregistered or its lease ended)"
+        cause = f"primary {old} {LEFT}"
     elif primary.health == NOT_SERVING:
-        cause = f"primary {old} reported NOT_SERVING"
+        cause = f"primary {old} {REPORTED_NOT_SERVING}"
     else:
         cause = ""
 
@@ -124,9 +126,9 @@ def decide(
         if not cause and primary is not None:
             deadline = timestamps.unix(current.switchover_deadline)
             if primary.health == DRAINING:
-                cause = f"{PLANNED}primary {old} drained"
+                cause = f"switchover: primary {old} drained"
             elif now >= deadline:
-                cause = f"{PLANNED}primary {old} did not drain in time"
+                cause = f"switchover: primary {old} did not drain in time"
             else:
                 return None  # still draining
         target = instances.get(current.switchover_target)
