@@ -318,7 +318,8 @@ class BulwarkProcess(ServerProcess):
     another replica's etcd, ``--replica-id``). When the replica starts an embedded etcd,
     ``etcd_endpoint`` is set from its ``"event": "etcd.embedded"`` log line. ``env`` and
     ``cwd`` are those of the subprocess (default: this process's), e.g. a ``PYTHONPATH``
-    naming another source tree. ``watch_for``: see ``ServerProcess``.
+    naming another source tree. ``watch_for``: see ``ServerProcess``. ``wrapper`` is put
+    before the command (e.g. ``valgrind --tool=callgrind``).
     """
 
     def __init__(
@@ -330,9 +331,11 @@ class BulwarkProcess(ServerProcess):
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         watch_for: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.etcd_endpoint: str | None = None
         argv = [
+            *wrapper,
             sys.executable,
             "-m",
             "bulwark_server",
