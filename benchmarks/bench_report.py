@@ -256,6 +256,28 @@ def run_and_print(
     return 0
 
 
+def alternate_on_off(
+    rounds: int,
+    calls: Sequence[str],
+    measure: Callable[[str, str], float],
+    per_side: dict[str, list[float]],
+    ratios: dict[str, list[float]],
+    after_round: Callable[[int], None],
+) -> None:
+    """``rounds`` rounds in which each of ``calls`` is measured (``measure(call, side)``)
+    on side "on" and then "off", the order reversed every other round so neither side
+    always goes first. ``per_side["<call> <side>"]`` gets every measure, ``ratios[call]``
+    each round's on/off; ``after_round(round)`` runs after each round."""
+    for turn in range(rounds):
+        sides = ("on", "off") if turn % 2 == 0 else ("off", "on")
+        for call in calls:
+            for side in sides:
+                per_side.setdefault(f"{call} {side}", []).append(measure(call, side))
+            on, off = per_side[f"{call} on"][-1], per_side[f"{call} off"][-1]
+            ratios.setdefault(call, []).append(on / off)
+        after_round(turn)
+
+
 def spread_table(title: str, rows: Mapping[str, Sequence[float]], digits: int) -> list[str]:
     """Lines of a table of each row's median, lowest and highest value over the rounds
     of an alternating run (``title`` heads the first column)."""

@@ -30,6 +30,7 @@ from bench_load import CallSpec, WindowProbe, run_load
 from bench_report import (
     add_json_option,
     add_load_options,
+    alternate_on_off,
     bench_parser,
     load_settings,
     machine_info,
@@ -139,30 +140,32 @@ def benchmark(args: argparse.Namespace) -> Report:
             "allow": allow_call,
             "check": lambda: check_call(users, "Check"),
         }
-        for turn in range(args.rounds):
-            sides = ["on", "off"] if turn % 2 == 0 else ["off", "on"]
-            for call_name, make_call in calls.items():
-                for side in sides:
-                    server, address = replicas[side]
-                    assert server.proc is not None
-                    scraped = Scraper(port, report) if side == "on" else contextlib.nullcontext()
-                    with scraped:
-                        us = cpu_per_call(
-                            f"{call_name} {side}",
-                            address,
-                            make_call(),
-                            args,
-                            server,
-                            server.proc.pid,
-                        )
-                    report.cpu_us.setdefault(f"{call_name} {side}", []).append(us)
-                on_us = report.cpu_us[f"{call_name} on"][-1]
-                off_us = report.cpu_us[f"{call_name} off"][-1]
-                report.ratios.setdefault(call_name, []).append(on_us / off_us)
-            _progress(
+
+        def measure(call_name: str, side: str) -> float:
+            server, address = replicas[side]
+            assert server.proc is not None
+            scraped = Scraper(port, report) if side == "on" else contextlib.nullcontext()
+            with scraped:
+                return cpu_per_call(
+                    f"{call_name} {side}",
+                    address,
+                    calls[call_name](),
+                    args,
+                    server,
+                    server.proc.pid,
+                )
+
+        alternate_on_off(
+            args.rounds,
+            list(calls),
+            measure,
+            report.cpu_us,
+            report.ratios,
+            lambda turn: _progress(
                 f"round {turn + 1}/{args.rounds}: "
                 + ", ".join(f"{k} on/off {v[-1]:.3f}" for k, v in report.ratios.items())
-            )
+            ),
+        )
     return report
 
 

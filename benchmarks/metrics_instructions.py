@@ -41,11 +41,13 @@ import grpc
 from bench_load import CallSpec
 from bench_report import (
     add_json_option,
+    alternate_on_off,
     bench_parser,
     machine_info,
     machine_line,
     progress_to,
     run_and_print,
+    spread_table,
     utc_now,
 )
 from bench_servers import BulwarkProcess, ProcessGroup, probe_getleader
@@ -179,19 +181,22 @@ def benchmark(args: argparse.Namespace) -> Report:
             "allow": allow_call,
             "check": lambda: check_call(users, "Check"),
         }
-        for turn in range(args.rounds):
-            sides = ["on", "off"] if turn % 2 == 0 else ["off", "on"]
-            for name, make in calls.items():
-                for side in sides:
-                    counted = per_call(replicas[side], make(), args.calls, args.idle)
-                    report.per_call.setdefault(f"{name} {side}", []).append(counted)
-                on, off = report.per_call[f"{name} on"][-1], report.per_call[f"{name} off"][-1]
-                report.ratios.setdefault(name, []).append(on / off)
+
+        def measure(name: str, side: str) -> float:
+            return per_call(replicas[side], calls[name](), args.calls, args.idle)
+
+        def after_round(turn: int) -> None:
+            # Once the round's turns are counted: what a scrape leaves behind (garbage
+            # to collect) must not land in a turn's count.
             report.per_scrape.append(per_scrape(replicas["on"], port))
             _progress(
                 f"round {turn + 1}/{args.rounds}: "
                 + ", ".join(f"{k} on/off {v[-1]:.4f}" for k, v in report.ratios.items())
             )
+
+        alternate_on_off(
+            args.rounds, list(calls), measure, report.per_call, report.ratios, after_round
+        )
     return report
 
 
@@ -204,18 +209,10 @@ def format_report(report: Report) -> str:
         f"{settings['calls']} sequential calls per turn, {settings['rounds']} rounds; "
         "the replicas' idle instructions over each turn taken off",
         "",
-        f"{'instructions per call':<24}{'median':>12}{'min':>12}{'max':>12}",
+        *spread_table("instructions per call", report.per_call, 0),
+        "",
+        *spread_table("on/off (per round)", report.ratios, 4),
     ]
-    for key, values in report.per_call.items():
-        lines.append(
-            f"{key:<24}{statistics.median(values):>12,.0f}{min(values):>12,.0f}"
-            f"{max(values):>12,.0f}"
-        )
-    lines += ["", f"{'on/off (per round)':<24}{'median':>12}{'min':>12}{'max':>12}"]
-    for key, values in report.ratios.items():
-        lines.append(
-            f"{key:<24}{statistics.median(values):>12.4f}{min(values):>12.4f}{max(values):>12.4f}"
-        )
     rate = settings["rate"]
     lines += [
         "",

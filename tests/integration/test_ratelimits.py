@@ -21,7 +21,7 @@ from bulwark_server.loopback.deployment import LocalCluster, ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.ratelimits.sharding import assign, slot_of
 from bulwark_server.ratelimits.shares import part_divisor
-from tests.integration.conftest import get_leader, start_replicas, wait_for
+from tests.integration.conftest import get_leader, wait_for
 
 SECOND = ratelimit_pb2.RATE_UNIT_SECOND
 OVER = ratelimit_pb2.CHECK_CODE_OVER_LIMIT
@@ -54,7 +54,8 @@ def check_request(*entries: ratelimit_pb2.DescriptorEntry, hits: int | None = No
 def two_replicas(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> list[ReplicaProcess]:
-    replicas = start_replicas(replica_factory, 2, [etcd.endpoint])
+    # One after the other, so that r0 leads as these tests were written for.
+    replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
     wait_for(lambda: any((v := get_leader(r.address)) and v.is_self for r in replicas), 10)
     return replicas
 
