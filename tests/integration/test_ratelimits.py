@@ -50,13 +50,28 @@ def check_request(*entries: ratelimit_pb2.DescriptorEntry, hits: int | None = No
     return request
 
 
+def owners(replica: ReplicaProcess) -> int:
+    """How many counter owners ``replica`` divides the slots among (0: no answer)."""
+    with grpc.insecure_channel(replica.address) as channel:
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        try:
+            status = stub.GetClusterStatus(cluster_pb2.GetClusterStatusRequest(), timeout=2)
+        except grpc.RpcError:
+            return 0
+    return sum(r.counter_owner for r in status.replicas)
+
+
 @pytest.fixture
 def two_replicas(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> list[ReplicaProcess]:
+    """Two replicas, r0 leading, each counting both as counter owners."""
     # One after the other, so that r0 leads as these tests were written for.
     replicas = [replica_factory(f"r{i}", [etcd.endpoint]) for i in range(2)]
     wait_for(lambda: any((v := get_leader(r.address)) and v.is_self for r in replicas), 10)
+    # Until then a replica divides the slots among fewer owners than there are, and
+    # each may take the other for a counter's owner (both then admit a part).
+    wait_for(lambda: all(owners(r) == 2 for r in replicas), 10)
     return replicas
 
 
@@ -64,16 +79,6 @@ def two_replicas(
 def three_replicas(etcd: EtcdMember, tmp_path: Path) -> Iterator[list[ReplicaProcess]]:
     """Three replicas on one etcd member, each counting all three as counter owners."""
     replicas = [ReplicaProcess(f"r{i}", [etcd.endpoint], tmp_path / f"r{i}.log") for i in range(3)]
-
-    def owners(replica: ReplicaProcess) -> int:
-        with grpc.insecure_channel(replica.address) as channel:
-            stub = cluster_pb2_grpc.ClusterServiceStub(channel)
-            try:
-                status = stub.GetClusterStatus(cluster_pb2.GetClusterStatusRequest(), timeout=2)
-            except grpc.RpcError:
-                return 0
-        return sum(r.counter_owner for r in status.replicas)
-
     try:
         # Started together, not one after the other: a start is mostly imports.
         for replica in replicas:
