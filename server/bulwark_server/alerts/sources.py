@@ -146,14 +146,19 @@ class Sources:
         else:
             await self._resolve(forced)
 
-    def _named_callers(self, labels: Mapping[str, str]) -> list[str]:
-        """The callers the breaker's firing alert names, of either severity."""
-        for severity in ("critical", "warning"):
+    def _firing(self, labels: Mapping[str, str]) -> alert_pb2.Alert | None:
+        """The firing alert of ``labels``, of whichever severity; None if none fires."""
+        for severity in rules.SEVERITIES.values():
             with contextlib.suppress(NotFound):
                 alert = self._center.alert(rules.fingerprint({**labels, "severity": severity}))
                 if alert.state == alert_pb2.ALERT_STATE_FIRING:
-                    return list(alert.impact.callers)
-        return []
+                    return alert
+        return None
+
+    def _named_callers(self, labels: Mapping[str, str]) -> list[str]:
+        """The callers the breaker's firing alert names."""
+        alert = self._firing(labels)
+        return list(alert.impact.callers) if alert is not None else []
 
     # -- features ---------------------------------------------------------------
 
@@ -189,11 +194,9 @@ class Sources:
             if dependency.kind != feature_pb2.DEPENDENCY_KIND_CIRCUIT_BREAKER:
                 continue
             labels = {"alertname": OPEN_ALERT, "breaker": dependency.name, "source": SOURCE}
-            for severity in ("critical", "warning"):
-                fingerprint = rules.fingerprint({**labels, "severity": severity})
-                with contextlib.suppress(NotFound):
-                    if self._center.alert(fingerprint).state == alert_pb2.ALERT_STATE_FIRING:
-                        return fingerprint
+            alert = self._firing(labels)
+            if alert is not None:
+                return alert.fingerprint
         return ""
 
     # -- primaries --------------------------------------------------------------
