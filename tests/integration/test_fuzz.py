@@ -11,9 +11,9 @@ that change state (audited ``ALWAYS`` or ``ON_WRITE``), and a watch on the
 whole of that etcd checks that a rejected call (INVALID_ARGUMENT, NOT_FOUND,
 FAILED_PRECONDITION, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED) wrote
 nothing but its audit event. Background writes are told apart from a call's
-own: the leader's renewals (``election/``) and replica records (``replicas/``)
-are ignored, like the audit trail; checkpoints, expiries and failovers only
-ever touch resources an earlier call changed successfully ("busy" ones), so a
+own: the leader's renewals (``election/``), replica records (``replicas/``) and
+the leader's alerts (``alerts/``) are ignored, like the audit trail; checkpoints,
+expiries and failovers only ever touch resources an earlier call changed successfully ("busy" ones), so a
 rejected call that changed anything else fails at once, and one that changed
 only busy resources is repeated once etcd has settled, and fails if it changes
 anything again.
@@ -73,7 +73,13 @@ REJECTED = {
     grpc.StatusCode.UNAUTHENTICATED,
 }
 # Written by the replica on its own, whatever the calls: never held against one.
-BACKGROUND_PREFIXES = (b"/bulwark/v1/audit/", b"/bulwark/v1/election/", b"/bulwark/v1/replicas/")
+# The leader's alerts (``alerts/``) follow the state earlier calls left, on its own time.
+BACKGROUND_PREFIXES = (
+    b"/bulwark/v1/audit/",
+    b"/bulwark/v1/election/",
+    b"/bulwark/v1/replicas/",
+    b"/bulwark/v1/alerts/",
+)
 STORE_PREFIX = b"/bulwark/v1/"
 
 FUZZ_SETTINGS = settings(
