@@ -13,10 +13,10 @@ FAILED_PRECONDITION, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED) wrote
 nothing but its audit event. Background writes are told apart from a call's
 own: the leader's renewals (``election/``), replica records (``replicas/``) and
 the leader's alerts (``alerts/``) are ignored, like the audit trail; checkpoints,
-expiries and failovers only ever touch resources an earlier call changed successfully ("busy" ones), so a
-rejected call that changed anything else fails at once, and one that changed
-only busy resources is repeated once etcd has settled, and fails if it changes
-anything again.
+expiries and failovers only ever touch resources an earlier call changed
+successfully ("busy" ones), so a rejected call that changed anything else fails
+at once, and one that changed only busy resources is repeated once etcd has
+settled, and fails if it changes anything again.
 
 Requests come from ``tests.strategies.messages`` (plausible, mostly plausible or
 hostile field by field); ids the server handed out (permit ids, token ids) are
