@@ -35,15 +35,15 @@ from tests.monitoring_tools import RULES_FILE, AlertmanagerProcess, PrometheusPr
 
 ALERT = "BulwarkBreakerOpenTooLong"
 BREAKER = "payments"
-# Every `for:` of the copy. Two evaluations at the 1 s interval: a real pending phase,
-# yet the alert fires within seconds of the trip.
-SHORT_FOR = "2s"
+# Every `for:` of the copy. Two evaluations at the 0.5 s interval: a real pending
+# phase, yet the alert fires within a second or two of the trip.
+SHORT_FOR = "1s"
 # Leases are renewed every TTL/3, so the survivor wins 2/3 TTL to TTL after the kill,
-# while the dead leader's series go stale at its next scrape (within 1 s). At 4 s the
-# gap in which nobody exports the breaker's state lasts at least 1.7 s, so the rule is
-# evaluated (every 1 s) at least once inside it: the case the rule must bridge.
-LEASE_TTL_S = 4
-EVALUATION_INTERVAL_S = 1.0
+# while the dead leader's series go stale at its next scrape (within 0.5 s). At 3 s the
+# gap in which nobody exports the breaker's state lasts at least 1.5 s, so the rule is
+# evaluated (every 0.5 s) at least twice inside it: the case the rule must bridge.
+LEASE_TTL_S = 3
+EVALUATION_INTERVAL_S = 0.5
 # The series must reappear on the survivor within the TTL and a scrape or two; the
 # slack is for a loaded machine.
 FAILOVER_TIMEOUT_S = 20.0
@@ -168,8 +168,8 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
             targets=metrics,
             rule_files=[rules],
             alertmanagers=[alertmanager.address],
-            scrape_interval=f"{EVALUATION_INTERVAL_S:g}s",
-            evaluation_interval=f"{EVALUATION_INTERVAL_S:g}s",
+            scrape_interval=f"{EVALUATION_INTERVAL_S * 1000:.0f}ms",
+            evaluation_interval=f"{EVALUATION_INTERVAL_S * 1000:.0f}ms",
         ) as prometheus,
     ):
         replicas = {
