@@ -6,7 +6,9 @@ durations are shortened (the copy is checked to differ in nothing else), and sen
 a real Alertmanager. Failures reported through the client stubs trip a breaker; the
 test reads ``BulwarkBreakerOpenTooLong`` back from Alertmanager's API, then SIGKILLs the
 leader and checks that the same alert goes on firing through the failover, whose gap
-(no replica exports the fleet's series until the other one wins) the rule must bridge.
+(no replica exports the fleet's series until the other one wins) the rule must bridge,
+that ``BulwarkReplicaDown`` names the killed replica, and that every rule Prometheus
+loaded evaluated without error on the real series.
 
 Prometheus discovers its targets and its Alertmanager about 5 s after it starts, so it
 starts first and the replicas come up during that wait.
@@ -267,3 +269,35 @@ def test_a_tripped_breaker_reaches_alertmanager_and_fires_through_a_failover(
         (after_am,) = _ours(alertmanager.alerts())
         assert after_am["startsAt"] == alert["startsAt"]
         assert after_am["labels"] == expected_labels
+
+        # The rules notice the killed replica, and every rule evaluated without error on
+        # real series.
+        (down,) = wait_for(lambda: _down(prometheus, leader_metrics), 5)
+        assert down["state"] in ("pending", "firing")
+        assert _unhealthy_rules(prometheus, rules) == []
+
+
+def _down(prometheus: PrometheusProcess, instance: str) -> list[dict[str, Any]]:
+    return [
+        alert
+        for alert in prometheus.alerts()
+        if alert["labels"]["alertname"] == "BulwarkReplicaDown"
+        and alert["labels"]["instance"] == instance
+    ]
+
+
+def _unhealthy_rules(prometheus: PrometheusProcess, rules: Path) -> list[tuple[str, str, str]]:
+    """Rules of the file Prometheus loaded that are not all healthy: each group evaluated
+    and every rule in it ``ok``; fails unless Prometheus loaded every rule of the file."""
+    loaded = [g for g in prometheus.rule_groups() if g["file"] == str(rules.resolve())]
+    expected = {
+        group["name"]: [rule.get("alert") or rule.get("record") for rule in group["rules"]]
+        for group in yaml.safe_load(rules.read_text())["groups"]
+    }
+    assert {g["name"]: [r["name"] for r in g["rules"]] for g in loaded} == expected
+    return [
+        (rule["name"], rule["health"], rule.get("lastError", ""))
+        for group in loaded
+        for rule in group["rules"]
+        if rule["health"] != "ok"
+    ]
