@@ -41,11 +41,69 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
         yield am
 
 
-def leading(factory: Callable[..., ReplicaProcess], etcd: EtcdMember) -> ReplicaProcess:
-    """One replica, once it leads (it raises and delivers the alerts)."""
-    replica = factory("a1", [etcd.endpoint])
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
-    return replica
+@pytest.fixture(scope="module")
+def shared_replica(
+    tmp_path_factory: pytest.TempPathFactory, alertmanager: AlertmanagerProcess
+) -> Iterator[ReplicaProcess]:
+    """One leading replica, on an etcd of its own, sending to the Alertmanager when no
+    route takes an alert: the tests that need no other replica share it (``replica``)."""
+    root = tmp_path_factory.mktemp("shared")
+    member = EtcdMember("alerts", root / "etcd", unsafe_no_fsync=True)
+    member.start_healthy()
+    replica = ReplicaProcess(
+        "a1",
+        [member.endpoint],
+        root / "a1.log",
+        extra_args=["--alertmanager-urls", alertmanager.url],
+    )
+    try:
+        replica.start()
+        replica.wait_serving()
+        wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+        yield replica
+    finally:
+        replica.stop()
+        member.stop()
+
+
+@pytest.fixture
+def replica(shared_replica: ReplicaProcess) -> Iterator[ReplicaProcess]:
+    """The shared leading replica; what a test leaves behind (routes, silences, tripped
+    breakers, and so firing alerts) is cleared after it, so the next starts clean."""
+    yield shared_replica
+    with grpc.insecure_channel(shared_replica.address) as channel:
+        alerts = alert_pb2_grpc.AlertServiceStub(channel)
+        for route in alerts.ListAlertRoutes(
+            alert_pb2.ListAlertRoutesRequest(page_size=1000), timeout=5
+        ).routes:
+            alerts.DeleteAlertRoute(alert_pb2.DeleteAlertRouteRequest(name=route.name), timeout=5)
+        for silence in alerts.ListSilences(
+            alert_pb2.ListSilencesRequest(page_size=1000), timeout=5
+        ).silences:
+            alerts.DeleteSilence(alert_pb2.DeleteSilenceRequest(id=silence.id), timeout=5)
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        for breaker in breakers.ListBreakers(
+            breaker_pb2.ListBreakersRequest(page_size=1000), timeout=5
+        ).breakers:
+            if breaker.status.state != breaker_pb2.BREAKER_STATE_CLOSED:
+                close(channel, breaker.name)
+        wait_for(
+            lambda: (
+                not alerts.ListAlerts(
+                    alert_pb2.ListAlertsRequest(firing_only=True), timeout=5
+                ).alerts
+            ),
+            10,
+        )
+
+
+def close(channel: grpc.Channel, breaker: str) -> None:
+    breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
+        breaker_pb2.ForceStateRequest(
+            name=breaker, state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
+        ),
+        timeout=5,
+    )
 
 
 def seconds(s: float) -> duration_pb2.Duration:
@@ -114,12 +172,8 @@ def in_alertmanager(am: AlertmanagerProcess, breaker: str) -> dict | None:
 
 
 def test_a_tripped_breaker_reaches_alertmanager_and_a_silence_is_mirrored(
-    etcd: EtcdMember,
-    replica_factory: Callable[..., ReplicaProcess],
-    alertmanager: AlertmanagerProcess,
+    replica: ReplicaProcess, alertmanager: AlertmanagerProcess
 ) -> None:
-    replica = replica_factory("a1", [etcd.endpoint], "--alertmanager-urls", alertmanager.url)
-    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         assert firing(alerts, "payments") is None
@@ -162,22 +216,15 @@ def test_a_tripped_breaker_reaches_alertmanager_and_a_silence_is_mirrored(
         wait_for(lambda: not mirrored(), 10)
 
         # Closing the breaker resolves the alert.
-        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
-            breaker_pb2.ForceStateRequest(
-                name="payments", state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
-            ),
-            timeout=5,
-        )
+        close(channel, "payments")
         wait_for(lambda: firing(alerts, "payments") is None, 10)
         wait_for(lambda: in_alertmanager(alertmanager, "payments") is None, 10)
 
 
 def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it(
-    etcd: EtcdMember,
-    replica_factory: Callable[..., ReplicaProcess],
+    replica: ReplicaProcess,
     receiver: _ReceiverServer,  # noqa: F811
 ) -> None:
-    replica = leading(replica_factory, etcd)
     step = alert_pb2.EscalationStep
     route = alert_pb2.AlertRoute(
         name="oncall",
@@ -197,15 +244,15 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         alerts.PutAlertRoute(alert_pb2.PutAlertRouteRequest(route=route), timeout=5)
         # A feature depending on a breaker makes the breaker's alert critical.
-        for breaker, feature in (("payments", "checkout"), ("search", "discovery")):
+        for breaker, feature in (("billing", "invoices"), ("search", "discovery")):
             make_breaker(channel, breaker)
             depends(channel, feature, breaker)
             open_by_outcomes(channel, breaker)
-        critical = wait_for(lambda: firing(alerts, "payments"), 10)
+        critical = wait_for(lambda: firing(alerts, "billing"), 10)
         assert isinstance(critical, alert_pb2.Alert)
         assert critical.labels["severity"] == "critical"
         # Impact: the feature graph's dependants and the callers that reported outcomes.
-        assert list(critical.impact.features) == ["checkout"]
+        assert list(critical.impact.features) == ["invoices"]
         assert list(critical.impact.callers) == ["web-1"]
         assert critical.impact.dependants == 2
 
@@ -214,10 +261,10 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
                 r.path for r in receiver.received if r.json()["groupLabels"]["breaker"] == breaker
             ]
 
-        wait_for(lambda: paths("payments") == ["/team"] and paths("search") == ["/team"], 10)
-        first = next(r for r in receiver.received if paths("payments") and r.path == "/team")
+        wait_for(lambda: paths("billing") == ["/team"] and paths("search") == ["/team"], 10)
+        first = next(r for r in receiver.received if paths("billing") and r.path == "/team")
         assert ":firing:" in first.headers["Idempotency-Key"]
-        # search's alert is acknowledged at once, payments' is not: only payments
+        # search's alert is acknowledged at once, billing's is not: only billing
         # reaches the lead after the 2 s step.
         search = firing(alerts, "search")
         assert search is not None
@@ -226,17 +273,14 @@ def test_an_unacknowledged_critical_alert_escalates_and_acknowledgement_stops_it
             timeout=5,
         ).alert
         assert acked.acknowledgement.by == "anonymous" and acked.acknowledgement.comment == "on it"
-        wait_for(lambda: paths("payments") == ["/team", "/lead"], 10)
+        wait_for(lambda: paths("billing") == ["/team", "/lead"], 10)
         time.sleep(1.0)
         assert paths("search") == ["/team"]
-        escalated = firing(alerts, "payments")
+        escalated = firing(alerts, "billing")
         assert escalated is not None and escalated.escalation_step == 1
 
 
-def test_bad_routes_and_silences_name_their_field(
-    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
-) -> None:
-    replica = replica_factory("a1", [etcd.endpoint])
+def test_bad_routes_and_silences_name_their_field(replica: ReplicaProcess) -> None:
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         cases = [
@@ -342,46 +386,43 @@ def test_a_killed_leader_loses_no_alert_and_the_next_sends_it_with_the_same_key(
 
 
 def test_a_feature_blocked_by_an_open_breaker_alerts_as_caused_by_it(
-    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+    replica: ReplicaProcess,
 ) -> None:
-    replica = leading(replica_factory, etcd)
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
-        make_breaker(channel, "payments")
-        depends(channel, "checkout", "payments")
+        make_breaker(channel, "inventory")
+        depends(channel, "cart", "inventory")
 
         def feature_alert() -> alert_pb2.Alert | None:
             found = alerts.ListAlerts(
                 alert_pb2.ListAlertsRequest(
                     firing_only=True,
-                    matchers=[alert_pb2.Matcher(name="feature", value="checkout")],
+                    matchers=[alert_pb2.Matcher(name="feature", value="cart")],
                 ),
                 timeout=5,
             ).alerts
             return found[0] if found else None
 
         assert feature_alert() is None
-        open_by_outcomes(channel, "payments")
-        breaker_alert = wait_for(lambda: firing(alerts, "payments"), 10)
+        open_by_outcomes(channel, "inventory")
+        breaker_alert = wait_for(lambda: firing(alerts, "inventory"), 10)
         assert isinstance(breaker_alert, alert_pb2.Alert)
         consequence = wait_for(lambda: (a := feature_alert()) and a.caused_by and a, 10)
         assert isinstance(consequence, alert_pb2.Alert)
         assert consequence.labels["alertname"] == "BulwarkFeatureUnavailable"
         assert consequence.caused_by == breaker_alert.fingerprint
-        assert "payments" in consequence.annotations["description"]
-        breaker_pb2_grpc.CircuitBreakerServiceStub(channel).ForceState(
-            breaker_pb2.ForceStateRequest(
-                name="payments", state=breaker_pb2.BREAKER_STATE_CLOSED, reason="fixed"
-            ),
-            timeout=5,
-        )
-        wait_for(lambda: feature_alert() is None and firing(alerts, "payments") is None, 10)
+        assert "inventory" in consequence.annotations["description"]
+        close(channel, "inventory")
+        wait_for(lambda: feature_alert() is None and firing(alerts, "inventory") is None, 10)
 
 
 def test_a_service_left_without_primary_and_its_failover_alert(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
-    replica = leading(replica_factory, etcd)
+    # A replica of its own: a service's alerts outlive the test (its failover alert
+    # for 15 minutes), and the shared replica's tests each start with none firing.
+    replica = replica_factory("a1", [etcd.endpoint])
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
@@ -441,16 +482,14 @@ def test_a_service_left_without_primary_and_its_failover_alert(
 
 
 def test_alerts_due_together_with_the_same_group_labels_go_out_as_one(
-    etcd: EtcdMember,
-    replica_factory: Callable[..., ReplicaProcess],
+    replica: ReplicaProcess,
     receiver: _ReceiverServer,  # noqa: F811
 ) -> None:
-    replica = leading(replica_factory, etcd)
     forced = "BulwarkBreakerForcedOpen"
     with grpc.insecure_channel(replica.address) as channel:
         alerts = alert_pb2_grpc.AlertServiceStub(channel)
         breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
-        for name in ("payments", "search"):
+        for name in ("maps", "mail"):
             breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name=name), timeout=5)
             breakers.ForceState(
                 breaker_pb2.ForceStateRequest(
@@ -478,7 +517,7 @@ def test_alerts_due_together_with_the_same_group_labels_go_out_as_one(
     (notification,) = receiver.received
     body = notification.json()
     assert body["groupLabels"] == {"alertname": forced}  # the default group_by
-    assert sorted(a["labels"]["breaker"] for a in body["alerts"]) == ["payments", "search"]
+    assert sorted(a["labels"]["breaker"] for a in body["alerts"]) == ["mail", "maps"]
     assert body["transition"] == "firing"
     assert notification.headers["Idempotency-Key"] == body["idempotencyKey"]
     assert body["idempotencyKey"].startswith("group:")
