@@ -111,12 +111,16 @@ def test_spans_metrics_and_log_trace_ids_reach_an_otlp_collector(
     # collector gone would wait FLUSH_TIMEOUT_S for it.
     # The endpoint alone selects the otlp exporter; http:// makes it plaintext.
     replica = replica_factory(
-        "otlp-r1", [etcd.endpoint], f"--otel-endpoint={receiver.endpoint}", env=FAST_EXPORT
+        "otlp-r1",
+        [etcd.endpoint],
+        f"--otel-endpoint={receiver.endpoint}",
+        "--etcd-timeout=1",
+        env=FAST_EXPORT,
     )
     with grpc.insecure_channel(replica.address) as channel:
         _make_calls(channel)
         # A failure of the server's own: etcd paused, a write waits out the etcd
-        # timeout (2 s) and is answered UNAVAILABLE.
+        # timeout (1 s here) and is answered UNAVAILABLE.
         etcd.signal(signal.SIGSTOP)
         try:
             with pytest.raises(grpc.RpcError) as err:
