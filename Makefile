@@ -58,7 +58,7 @@ lint: install $(BUF)
 ## Regenerate the Python code for protos/ (committed; a test fails when it is out of date).
 proto: install
 	$(PY) protos/generate.py clients/python
-	$(PY) protos/generate_envoy.py server/bulwark_server/envoy_api
+	$(PY) protos/generate_vendored.py
 
 bench: install
 	$(PY) -m pip install --quiet -e clients/python -e '.[dev,embedded,bench]'

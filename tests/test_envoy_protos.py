@@ -1,4 +1,5 @@
-"""Envoy's rate-limit protocol: the committed generated code is current, and the wire is Envoy's.
+"""Envoy's rate-limit protocol: the generated code takes no top-level package, and the wire
+is Envoy's (``test_vendored_protos.py`` checks the committed code is current).
 
 The wire tests do not trust our .proto files: requests are encoded by hand with
 the field numbers and wire types of Envoy's rls.proto and ratelimit.proto, and
@@ -7,7 +8,6 @@ responses are decoded by hand the same way.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from bulwark_server.envoy_api.extensions.common.ratelimit.v3 import ratelimit_pb2
@@ -17,33 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "server" / "bulwark_server" / "envoy_api"
 
 VARINT, LENGTH = 0, 2
-
-
-def _generate_into(out: Path) -> list[Path]:
-    spec = importlib.util.spec_from_file_location(
-        "envoy_protogen", ROOT / "protos" / "generate_envoy.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate(out)
-
-
-def test_committed_generated_code_is_current(tmp_path: Path):
-    fresh = _generate_into(tmp_path)
-    assert any(p.name == "rls_pb2.py" for p in fresh)
-    fresh_names = {p.relative_to(tmp_path) for p in fresh}
-    committed_names = {
-        p.relative_to(COMMITTED)
-        for p in COMMITTED.rglob("*")
-        if p.is_file() and (p.name == "__init__.py" or "_pb2" in p.name) and p.suffix != ".pyc"
-    }
-    assert fresh_names == committed_names, "run `make proto` and commit the result"
-    for path in fresh:
-        relative = path.relative_to(tmp_path)
-        assert path.read_bytes() == (COMMITTED / relative).read_bytes(), (
-            f"{relative} is out of date: run `make proto` and commit the result"
-        )
 
 
 def test_generated_code_takes_no_top_level_envoy_package():

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "server" / "bulwark_server"
 CLIENT = ROOT / "clients" / "python" / "bulwark"
-GENERATED = (SERVER / "envoy_api", CLIENT / "v1")
+GENERATED = (SERVER / "envoy_api", SERVER / "keda_api", CLIENT / "v1")
 
 # Packages that hold domain state and rules: they import neither grpc nor the etcd
 # client, nor each other (they are handed what they need from one another).
