@@ -17,32 +17,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from bulwark.v1 import (
-    alert_pb2,
-    alert_pb2_grpc,
-    audit_pb2,
-    audit_pb2_grpc,
-    auth_pb2,
-    auth_pb2_grpc,
-    breaker_pb2,
-    breaker_pb2_grpc,
-    bulkhead_pb2,
-    bulkhead_pb2_grpc,
-    cluster_pb2,
-    cluster_pb2_grpc,
-    counter_pb2,
-    counter_pb2_grpc,
-    feature_pb2,
-    feature_pb2_grpc,
-    keybackup_pb2,
-    keybackup_pb2_grpc,
-    ratelimit_pb2,
-    ratelimit_pb2_grpc,
-    recovery_pb2,
-    recovery_pb2_grpc,
-    registry_pb2,
-    registry_pb2_grpc,
-)
+from bulwark.v1 import cluster_pb2
 from bulwark_server import __version__, timestamps
 from bulwark_server.alerts.delivery import Notifier
 from bulwark_server.alerts.leader import AlertLeader
@@ -70,7 +45,6 @@ from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.cluster.manager import ClusterManager
 from bulwark_server.cluster.peers import Peers
 from bulwark_server.config import Settings, split_host_port
-from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark_server.errors import BulwarkError
 from bulwark_server.features.manager import FeatureManager
 from bulwark_server.limits_file import load_limits_file
@@ -86,6 +60,7 @@ from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
 from bulwark_server.security.roles import Role
 from bulwark_server.security.tls import etcd_tls
 from bulwark_server.security.tokens import TokenStore
+from bulwark_server.signals.manager import SignalsManager
 from bulwark_server.store import EtcdStore
 from bulwark_server.transport.access import AccessInterceptor
 from bulwark_server.transport.rpc_metrics import RpcMetrics
@@ -303,18 +278,8 @@ class Replica:
 
     def _security_bindings(self, tokens: TokenStore, audit: AuditLog) -> list[ServiceBinding]:
         return [
-            ServiceBinding(
-                auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-                AuthServicer(tokens),
-                auth_pb2_grpc.add_AuthServiceServicer_to_server,
-                capability="security",
-            ),
-            ServiceBinding(
-                audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-                AuditServicer(audit),
-                audit_pb2_grpc.add_AuditServiceServicer_to_server,
-                capability="security",
-            ),
+            ServiceBinding.of(AuthServicer(tokens), "security"),
+            ServiceBinding.of(AuditServicer(audit), "security"),
         ]
 
     def _bindings(self, store: EtcdStore, election: Election) -> list[ServiceBinding]:
@@ -387,75 +352,28 @@ class Replica:
                 recovery=recovery,
             )
         return [
-            ServiceBinding(
-                alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
-                AlertServicer(alerts),
-                alert_pb2_grpc.add_AlertServiceServicer_to_server,
-                capability="alerts",
-            ),
-            ServiceBinding(
-                cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+            ServiceBinding.of(AlertServicer(alerts), "alerts"),
+            ServiceBinding.of(
                 ClusterServicer(
                     ClusterManager(
                         store, election, draining=lambda: self._draining, alerts=alerts.summary
                     )
                 ),
-                cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
-                capability="cluster",
+                "cluster",
             ),
-            ServiceBinding(
-                breaker_pb2.DESCRIPTOR.services_by_name["CircuitBreakerService"].full_name,
-                BreakerServicer(breakers, router),
-                breaker_pb2_grpc.add_CircuitBreakerServiceServicer_to_server,
-                capability="breakers",
+            ServiceBinding.of(BreakerServicer(breakers, router), "breakers"),
+            ServiceBinding.of(BulkheadServicer(bulkheads), "bulkheads"),
+            ServiceBinding.of(RateLimitServicer(limiter, router), "ratelimits"),
+            ServiceBinding.of(CounterServicer(limiter), "ratelimits"),
+            ServiceBinding.of(
+                RegistryServicer(registry, SignalsManager(registry), router), "registry"
             ),
-            ServiceBinding(
-                bulkhead_pb2.DESCRIPTOR.services_by_name["BulkheadService"].full_name,
-                BulkheadServicer(bulkheads),
-                bulkhead_pb2_grpc.add_BulkheadServiceServicer_to_server,
-                capability="bulkheads",
-            ),
-            ServiceBinding(
-                ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
-                RateLimitServicer(limiter, router),
-                ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
-                capability="ratelimits",
-            ),
-            ServiceBinding(
-                counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
-                CounterServicer(limiter),
-                counter_pb2_grpc.add_CounterServiceServicer_to_server,
-                capability="ratelimits",
-            ),
-            ServiceBinding(
-                registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-                RegistryServicer(registry),
-                registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-                capability="registry",
-            ),
-            ServiceBinding(
-                feature_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
-                FeatureServicer(features),
-                feature_pb2_grpc.add_FeatureServiceServicer_to_server,
-                capability="features",
-            ),
-            ServiceBinding(
-                keybackup_pb2.DESCRIPTOR.services_by_name["KeyBackupService"].full_name,
-                KeyBackupServicer(keys),
-                keybackup_pb2_grpc.add_KeyBackupServiceServicer_to_server,
-                capability="backups",
-            ),
-            ServiceBinding(
-                recovery_pb2.DESCRIPTOR.services_by_name["RecoveryService"].full_name,
-                RecoveryServicer(recovery),
-                recovery_pb2_grpc.add_RecoveryServiceServicer_to_server,
-                capability="recovery",
-            ),
-            ServiceBinding(
-                rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
+            ServiceBinding.of(FeatureServicer(features), "features"),
+            ServiceBinding.of(KeyBackupServicer(keys), "backups"),
+            ServiceBinding.of(RecoveryServicer(recovery), "recovery"),
+            ServiceBinding.of(
                 EnvoyRateLimitServicer(limiter, router, headers=_envoy_headers(self.settings)),
-                rls_pb2_grpc.add_RateLimitServiceServicer_to_server,
-                capability="ratelimits",
+                "ratelimits",
             ),
         ]
 

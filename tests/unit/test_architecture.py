@@ -19,7 +19,17 @@ GENERATED = (SERVER / "envoy_api", SERVER / "keda_api", CLIENT / "v1")
 
 # Packages that hold domain state and rules: they import neither grpc nor the etcd
 # client, nor each other (they are handed what they need from one another).
-CAPABILITIES = ("breakers", "bulkheads", "ratelimits", "registry", "features", "backups", "alerts")
+CAPABILITIES = (
+    "breakers",
+    "bulkheads",
+    "ratelimits",
+    "registry",
+    "features",
+    "backups",
+    "alerts",
+    "signals",
+    "remediation",
+)
 # Foundations every layer may use: no gRPC, no etcd client either.
 FOUNDATIONS = ("security", "cluster", "errors", "validation", "timestamps")
 # Server code that speaks gRPC: servicers, the transport in front of them, the store

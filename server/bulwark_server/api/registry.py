@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 
-from bulwark.v1 import registry_pb2, registry_pb2_grpc
+from bulwark.v1 import registry_pb2
+from bulwark_server.api.routing import LeaderRouter
+from bulwark_server.api.signals import SignalsServicer
 from bulwark_server.api.status import rpc, rpc_stream
 from bulwark_server.errors import InvalidArgument
 from bulwark_server.registry.manager import RegistryManager
+from bulwark_server.signals.manager import SignalsManager
 from bulwark_server.validation import (
     page_params,
     validate_id,
@@ -62,10 +65,14 @@ def validate_instance(instance: registry_pb2.Instance) -> None:
     _health(instance.health, "instance.health")
 
 
-class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    """Thin layer over RegistryManager; every RPC works on any replica."""
+class RegistryServicer(SignalsServicer):
+    """Thin layer over RegistryManager; every RPC works on any replica (the signal
+    RPCs, from ``SignalsServicer``, run on the leader)."""
 
-    def __init__(self, registry: RegistryManager) -> None:
+    def __init__(
+        self, registry: RegistryManager, signals: SignalsManager, router: LeaderRouter
+    ) -> None:
+        super().__init__(signals, router)
         self._registry = registry
 
     @rpc

@@ -146,6 +146,11 @@ RULES: dict[str, Rule] = {
             "GetPrimary": (DP, _READ, Shed.LAST),
             "WatchPrimary": (DP, _READ, Shed.LAST),
             "Switchover": (OP, _ALWAYS, Shed.LAST),
+            # Signals live in the leader's memory: reporting changes no stored state.
+            # A report shed under overload is kept by the client for its next one.
+            "ReportSignals": (DP, _READ, Shed.FIRST),
+            "GetServiceSignals": (DP, _READ, Shed.FIRST),
+            "WatchServiceSignals": (DP, _READ, Shed.LAST),
         },
     ),
     **_rules(

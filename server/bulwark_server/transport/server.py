@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,24 @@ class ServiceBinding:
     servicer: Any
     add: Callable[[Any, grpc.aio.Server], None]
     capability: str
+
+    @classmethod
+    def of(cls, servicer: Any, capability: str) -> ServiceBinding:
+        """The binding of ``servicer`` to the service its generated base class
+        (``<Service>Servicer`` of a ``*_pb2_grpc`` module) serves."""
+        base = next(
+            b
+            for b in type(servicer).__mro__
+            if b.__module__.endswith("_pb2_grpc") and b.__name__.endswith("Servicer")
+        )
+        service = base.__name__.removesuffix("Servicer")
+        messages = importlib.import_module(base.__module__.removesuffix("_grpc"))
+        return cls(
+            messages.DESCRIPTOR.services_by_name[service].full_name,
+            servicer,
+            getattr(sys.modules[base.__module__], f"add_{base.__name__}_to_server"),
+            capability,
+        )
 
 
 def capabilities(bindings: Sequence[ServiceBinding]) -> dict[str, str]:

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bulwark.v1 import signals_pb2 as bulwark_dot_v1_dot_signals__pb2
 from bulwark.v1 import watch_pb2 as bulwark_dot_v1_dot_watch__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ulwark/v1/registry.proto\x12\nbulwark.v1\x1a\x16\x62ulwark/v1/watch.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x0b\n\x03\x63pu\x18\x02 \x01(\x01\x12\x0e\n\x06memory\x18\x03 \x01(\x01\x12\x32\n\x0freplication_lag\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd9\x03\n\x08Instance\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x34\n\x08metadata\x18\x07 \x03(\x0b\x32\".bulwark.v1.Instance.MetadataEntry\x12&\n\x03ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06health\x18\t \x01(\x0e\x32\x1a.bulwark.v1.InstanceHealth\x12\x1e\n\x04load\x18\n \x01(\x0b\x32\x10.bulwark.v1.Load\x12\x31\n\rregistered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breported_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\r \x01(\x03\x12\x1e\n\x04role\x18\x0e \x01(\x0e\x32\x10.bulwark.v1.Role\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x02\n\x07Primary\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1c\n\x14previous_instance_id\x18\x07 \x01(\t\x12\x1e\n\x11switchover_target\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x37\n\x13switchover_deadline\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\n \x01(\x03\x12\x0c\n\x04zone\x18\x0b \x01(\tB\x14\n\x12_switchover_target\"A\n\x17RegisterInstanceRequest\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\"h\n\x18RegisterInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12$\n\x07primary\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Primary\"\x93\x01\n\x10HeartbeatRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12*\n\x06health\x18\x03 \x01(\x0e\x32\x1a.bulwark.v1.InstanceHealth\x12\x1e\n\x04load\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Load\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\"\xb4\x01\n\x11HeartbeatResponse\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.bulwark.v1.Role\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x13\n\x0bstale_epoch\x18\x03 \x01(\x08\x12\r\n\x05\x64rain\x18\x04 \x01(\x08\x12$\n\x07primary\x18\x05 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x19\x44\x65registerInstanceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\".\n\x1a\x44\x65registerInstanceResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"N\n\x14ListInstancesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8e\x01\n\x15ListInstancesResponse\x12\'\n\tinstances\x18\x01 \x03(\x0b\x32\x14.bulwark.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12$\n\x07primary\x18\x03 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12\r\n\x05stale\x18\x04 \x01(\x08\"@\n\x15WatchInstancesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x16\n\x0estart_revision\x18\x02 \x01(\x03\"|\n\x16WatchInstancesResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.bulwark.v1.WatchEventType\x12&\n\x08instance\x18\x02 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\x10\n\x08revision\x18\x03 \x01(\x03\"J\n\x13PickInstanceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\"M\n\x14PickInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\r\n\x05stale\x18\x02 \x01(\x08\"$\n\x11GetPrimaryRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"q\n\x12GetPrimaryResponse\x12$\n\x07primary\x18\x01 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12&\n\x08instance\x18\x02 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\r\n\x05stale\x18\x03 \x01(\x08\"?\n\x13WatchPrimaryRequest\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x16\n\x0estart_revision\x18\x02 \x01(\x03\"x\n\x14WatchPrimaryResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.bulwark.v1.WatchEventType\x12$\n\x07primary\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12\x10\n\x08revision\x18\x03 \x01(\x03\"r\n\x11SwitchoverRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x1a\n\x12target_instance_id\x18\x02 \x01(\t\x12\x30\n\rdrain_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\":\n\x12SwitchoverResponse\x12$\n\x07primary\x18\x01 \x01(\x0b\x32\x13.bulwark.v1.Primary*\x8d\x01\n\x0eInstanceHealth\x12\x1f\n\x1bINSTANCE_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17INSTANCE_HEALTH_SERVING\x10\x01\x12\x1f\n\x1bINSTANCE_HEALTH_NOT_SERVING\x10\x02\x12\x1c\n\x18INSTANCE_HEALTH_DRAINING\x10\x03*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PRIMARY\x10\x01\x12\x0f\n\x0bROLE_BACKUP\x10\x02\x32\x92\x06\n\x0fRegistryService\x12]\n\x10RegisterInstance\x12#.bulwark.v1.RegisterInstanceRequest\x1a$.bulwark.v1.RegisterInstanceResponse\x12H\n\tHeartbeat\x12\x1c.bulwark.v1.HeartbeatRequest\x1a\x1d.bulwark.v1.HeartbeatResponse\x12\x63\n\x12\x44\x65registerInstance\x12%.bulwark.v1.DeregisterInstanceRequest\x1a&.bulwark.v1.DeregisterInstanceResponse\x12T\n\rListInstances\x12 .bulwark.v1.ListInstancesRequest\x1a!.bulwark.v1.ListInstancesResponse\x12Y\n\x0eWatchInstances\x12!.bulwark.v1.WatchInstancesRequest\x1a\".bulwark.v1.WatchInstancesResponse0\x01\x12Q\n\x0cPickInstance\x12\x1f.bulwark.v1.PickInstanceRequest\x1a .bulwark.v1.PickInstanceResponse\x12K\n\nGetPrimary\x12\x1d.bulwark.v1.GetPrimaryRequest\x1a\x1e.bulwark.v1.GetPrimaryResponse\x12S\n\x0cWatchPrimary\x12\x1f.bulwark.v1.WatchPrimaryRequest\x1a .bulwark.v1.WatchPrimaryResponse0\x01\x12K\n\nSwitchover\x12\x1d.bulwark.v1.SwitchoverRequest\x1a\x1e.bulwark.v1.SwitchoverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ulwark/v1/registry.proto\x12\nbulwark.v1\x1a\x18\x62ulwark/v1/signals.proto\x1a\x16\x62ulwark/v1/watch.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\x03\x12\x0b\n\x03\x63pu\x18\x02 \x01(\x01\x12\x0e\n\x06memory\x18\x03 \x01(\x01\x12\x32\n\x0freplication_lag\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd9\x03\n\x08Instance\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x34\n\x08metadata\x18\x07 \x03(\x0b\x32\".bulwark.v1.Instance.MetadataEntry\x12&\n\x03ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06health\x18\t \x01(\x0e\x32\x1a.bulwark.v1.InstanceHealth\x12\x1e\n\x04load\x18\n \x01(\x0b\x32\x10.bulwark.v1.Load\x12\x31\n\rregistered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breported_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\r \x01(\x03\x12\x1e\n\x04role\x18\x0e \x01(\x0e\x32\x10.bulwark.v1.Role\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x02\n\x07Primary\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1c\n\x14previous_instance_id\x18\x07 \x01(\t\x12\x1e\n\x11switchover_target\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x37\n\x13switchover_deadline\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\n \x01(\x03\x12\x0c\n\x04zone\x18\x0b \x01(\tB\x14\n\x12_switchover_target\"A\n\x17RegisterInstanceRequest\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\"h\n\x18RegisterInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12$\n\x07primary\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Primary\"\x93\x01\n\x10HeartbeatRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12*\n\x06health\x18\x03 \x01(\x0e\x32\x1a.bulwark.v1.InstanceHealth\x12\x1e\n\x04load\x18\x04 \x01(\x0b\x32\x10.bulwark.v1.Load\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\"\xb4\x01\n\x11HeartbeatResponse\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.bulwark.v1.Role\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x13\n\x0bstale_epoch\x18\x03 \x01(\x08\x12\r\n\x05\x64rain\x18\x04 \x01(\x08\x12$\n\x07primary\x18\x05 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x19\x44\x65registerInstanceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\".\n\x1a\x44\x65registerInstanceResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"N\n\x14ListInstancesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8e\x01\n\x15ListInstancesResponse\x12\'\n\tinstances\x18\x01 \x03(\x0b\x32\x14.bulwark.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12$\n\x07primary\x18\x03 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12\r\n\x05stale\x18\x04 \x01(\x08\"@\n\x15WatchInstancesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x16\n\x0estart_revision\x18\x02 \x01(\x03\"|\n\x16WatchInstancesResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.bulwark.v1.WatchEventType\x12&\n\x08instance\x18\x02 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\x10\n\x08revision\x18\x03 \x01(\x03\"J\n\x13PickInstanceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\"M\n\x14PickInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\r\n\x05stale\x18\x02 \x01(\x08\"$\n\x11GetPrimaryRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"q\n\x12GetPrimaryResponse\x12$\n\x07primary\x18\x01 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12&\n\x08instance\x18\x02 \x01(\x0b\x32\x14.bulwark.v1.Instance\x12\r\n\x05stale\x18\x03 \x01(\x08\"?\n\x13WatchPrimaryRequest\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x16\n\x0estart_revision\x18\x02 \x01(\x03\"x\n\x14WatchPrimaryResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.bulwark.v1.WatchEventType\x12$\n\x07primary\x18\x02 \x01(\x0b\x32\x13.bulwark.v1.Primary\x12\x10\n\x08revision\x18\x03 \x01(\x03\"r\n\x11SwitchoverRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x1a\n\x12target_instance_id\x18\x02 \x01(\t\x12\x30\n\rdrain_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\":\n\x12SwitchoverResponse\x12$\n\x07primary\x18\x01 \x01(\x0b\x32\x13.bulwark.v1.Primary*\x8d\x01\n\x0eInstanceHealth\x12\x1f\n\x1bINSTANCE_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17INSTANCE_HEALTH_SERVING\x10\x01\x12\x1f\n\x1bINSTANCE_HEALTH_NOT_SERVING\x10\x02\x12\x1c\n\x18INSTANCE_HEALTH_DRAINING\x10\x03*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PRIMARY\x10\x01\x12\x0f\n\x0bROLE_BACKUP\x10\x02\x32\xb4\x08\n\x0fRegistryService\x12]\n\x10RegisterInstance\x12#.bulwark.v1.RegisterInstanceRequest\x1a$.bulwark.v1.RegisterInstanceResponse\x12H\n\tHeartbeat\x12\x1c.bulwark.v1.HeartbeatRequest\x1a\x1d.bulwark.v1.HeartbeatResponse\x12\x63\n\x12\x44\x65registerInstance\x12%.bulwark.v1.DeregisterInstanceRequest\x1a&.bulwark.v1.DeregisterInstanceResponse\x12T\n\rListInstances\x12 .bulwark.v1.ListInstancesRequest\x1a!.bulwark.v1.ListInstancesResponse\x12Y\n\x0eWatchInstances\x12!.bulwark.v1.WatchInstancesRequest\x1a\".bulwark.v1.WatchInstancesResponse0\x01\x12Q\n\x0cPickInstance\x12\x1f.bulwark.v1.PickInstanceRequest\x1a .bulwark.v1.PickInstanceResponse\x12K\n\nGetPrimary\x12\x1d.bulwark.v1.GetPrimaryRequest\x1a\x1e.bulwark.v1.GetPrimaryResponse\x12S\n\x0cWatchPrimary\x12\x1f.bulwark.v1.WatchPrimaryRequest\x1a .bulwark.v1.WatchPrimaryResponse0\x01\x12K\n\nSwitchover\x12\x1d.bulwark.v1.SwitchoverRequest\x1a\x1e.bulwark.v1.SwitchoverResponse\x12T\n\rReportSignals\x12 .bulwark.v1.ReportSignalsRequest\x1a!.bulwark.v1.ReportSignalsResponse\x12`\n\x11GetServiceSignals\x12$.bulwark.v1.GetServiceSignalsRequest\x1a%.bulwark.v1.GetServiceSignalsResponse\x12h\n\x13WatchServiceSignals\x12&.bulwark.v1.WatchServiceSignalsRequest\x1a\'.bulwark.v1.WatchServiceSignalsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,54 +37,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INSTANCE_METADATAENTRY']._loaded_options = None
   _globals['_INSTANCE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_INSTANCEHEALTH']._serialized_start=2738
-  _globals['_INSTANCEHEALTH']._serialized_end=2879
-  _globals['_ROLE']._serialized_start=2881
-  _globals['_ROLE']._serialized_end=2944
-  _globals['_LOAD']._serialized_start=130
-  _globals['_LOAD']._serialized_end=236
-  _globals['_INSTANCE']._serialized_start=239
-  _globals['_INSTANCE']._serialized_end=712
-  _globals['_INSTANCE_METADATAENTRY']._serialized_start=665
-  _globals['_INSTANCE_METADATAENTRY']._serialized_end=712
-  _globals['_PRIMARY']._serialized_start=715
-  _globals['_PRIMARY']._serialized_end=1026
-  _globals['_REGISTERINSTANCEREQUEST']._serialized_start=1028
-  _globals['_REGISTERINSTANCEREQUEST']._serialized_end=1093
-  _globals['_REGISTERINSTANCERESPONSE']._serialized_start=1095
-  _globals['_REGISTERINSTANCERESPONSE']._serialized_end=1199
-  _globals['_HEARTBEATREQUEST']._serialized_start=1202
-  _globals['_HEARTBEATREQUEST']._serialized_end=1349
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1352
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1532
-  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_start=1534
-  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_end=1599
-  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_start=1601
-  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_end=1647
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=1649
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=1727
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1730
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1872
-  _globals['_WATCHINSTANCESREQUEST']._serialized_start=1874
-  _globals['_WATCHINSTANCESREQUEST']._serialized_end=1938
-  _globals['_WATCHINSTANCESRESPONSE']._serialized_start=1940
-  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=2064
-  _globals['_PICKINSTANCEREQUEST']._serialized_start=2066
-  _globals['_PICKINSTANCEREQUEST']._serialized_end=2140
-  _globals['_PICKINSTANCERESPONSE']._serialized_start=2142
-  _globals['_PICKINSTANCERESPONSE']._serialized_end=2219
-  _globals['_GETPRIMARYREQUEST']._serialized_start=2221
-  _globals['_GETPRIMARYREQUEST']._serialized_end=2257
-  _globals['_GETPRIMARYRESPONSE']._serialized_start=2259
-  _globals['_GETPRIMARYRESPONSE']._serialized_end=2372
-  _globals['_WATCHPRIMARYREQUEST']._serialized_start=2374
-  _globals['_WATCHPRIMARYREQUEST']._serialized_end=2437
-  _globals['_WATCHPRIMARYRESPONSE']._serialized_start=2439
-  _globals['_WATCHPRIMARYRESPONSE']._serialized_end=2559
-  _globals['_SWITCHOVERREQUEST']._serialized_start=2561
-  _globals['_SWITCHOVERREQUEST']._serialized_end=2675
-  _globals['_SWITCHOVERRESPONSE']._serialized_start=2677
-  _globals['_SWITCHOVERRESPONSE']._serialized_end=2735
-  _globals['_REGISTRYSERVICE']._serialized_start=2947
-  _globals['_REGISTRYSERVICE']._serialized_end=3733
+  _globals['_INSTANCEHEALTH']._serialized_start=2764
+  _globals['_INSTANCEHEALTH']._serialized_end=2905
+  _globals['_ROLE']._serialized_start=2907
+  _globals['_ROLE']._serialized_end=2970
+  _globals['_LOAD']._serialized_start=156
+  _globals['_LOAD']._serialized_end=262
+  _globals['_INSTANCE']._serialized_start=265
+  _globals['_INSTANCE']._serialized_end=738
+  _globals['_INSTANCE_METADATAENTRY']._serialized_start=691
+  _globals['_INSTANCE_METADATAENTRY']._serialized_end=738
+  _globals['_PRIMARY']._serialized_start=741
+  _globals['_PRIMARY']._serialized_end=1052
+  _globals['_REGISTERINSTANCEREQUEST']._serialized_start=1054
+  _globals['_REGISTERINSTANCEREQUEST']._serialized_end=1119
+  _globals['_REGISTERINSTANCERESPONSE']._serialized_start=1121
+  _globals['_REGISTERINSTANCERESPONSE']._serialized_end=1225
+  _globals['_HEARTBEATREQUEST']._serialized_start=1228
+  _globals['_HEARTBEATREQUEST']._serialized_end=1375
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1378
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1558
+  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_start=1560
+  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_end=1625
+  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_start=1627
+  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_end=1673
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=1675
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=1753
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1756
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1898
+  _globals['_WATCHINSTANCESREQUEST']._serialized_start=1900
+  _globals['_WATCHINSTANCESREQUEST']._serialized_end=1964
+  _globals['_WATCHINSTANCESRESPONSE']._serialized_start=1966
+  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=2090
+  _globals['_PICKINSTANCEREQUEST']._serialized_start=2092
+  _globals['_PICKINSTANCEREQUEST']._serialized_end=2166
+  _globals['_PICKINSTANCERESPONSE']._serialized_start=2168
+  _globals['_PICKINSTANCERESPONSE']._serialized_end=2245
+  _globals['_GETPRIMARYREQUEST']._serialized_start=2247
+  _globals['_GETPRIMARYREQUEST']._serialized_end=2283
+  _globals['_GETPRIMARYRESPONSE']._serialized_start=2285
+  _globals['_GETPRIMARYRESPONSE']._serialized_end=2398
+  _globals['_WATCHPRIMARYREQUEST']._serialized_start=2400
+  _globals['_WATCHPRIMARYREQUEST']._serialized_end=2463
+  _globals['_WATCHPRIMARYRESPONSE']._serialized_start=2465
+  _globals['_WATCHPRIMARYRESPONSE']._serialized_end=2585
+  _globals['_SWITCHOVERREQUEST']._serialized_start=2587
+  _globals['_SWITCHOVERREQUEST']._serialized_end=2701
+  _globals['_SWITCHOVERRESPONSE']._serialized_start=2703
+  _globals['_SWITCHOVERRESPONSE']._serialized_end=2761
+  _globals['_REGISTRYSERVICE']._serialized_start=2973
+  _globals['_REGISTRYSERVICE']._serialized_end=4049
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from bulwark.v1 import signals_pb2 as _signals_pb2
 from bulwark.v1 import watch_pb2 as _watch_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from bulwark.v1 import registry_pb2 as bulwark_dot_v1_dot_registry__pb2
+from bulwark.v1 import signals_pb2 as bulwark_dot_v1_dot_signals__pb2
 
 GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
@@ -90,6 +91,21 @@ class RegistryServiceStub(object):
                 '/bulwark.v1.RegistryService/Switchover',
                 request_serializer=bulwark_dot_v1_dot_registry__pb2.SwitchoverRequest.SerializeToString,
                 response_deserializer=bulwark_dot_v1_dot_registry__pb2.SwitchoverResponse.FromString,
+                _registered_method=True)
+        self.ReportSignals = channel.unary_unary(
+                '/bulwark.v1.RegistryService/ReportSignals',
+                request_serializer=bulwark_dot_v1_dot_signals__pb2.ReportSignalsRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_signals__pb2.ReportSignalsResponse.FromString,
+                _registered_method=True)
+        self.GetServiceSignals = channel.unary_unary(
+                '/bulwark.v1.RegistryService/GetServiceSignals',
+                request_serializer=bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsResponse.FromString,
+                _registered_method=True)
+        self.WatchServiceSignals = channel.unary_stream(
+                '/bulwark.v1.RegistryService/WatchServiceSignals',
+                request_serializer=bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsResponse.FromString,
                 _registered_method=True)
 
 
@@ -181,6 +197,32 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportSignals(self, request, context):
+        """ReportSignals takes a caller's counts of its calls to other services (calls,
+        errors, a latency histogram), batched. They are summed in the leader's memory,
+        never written to etcd: a new leader knows the signals reported since it won.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServiceSignals(self, request, context):
+        """GetServiceSignals sums what callers reported of a service over a window:
+        rate, error rate, latency percentiles, by caller and by downstream, and the
+        requests its instances report in flight.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchServiceSignals(self, request, context):
+        """WatchServiceSignals sends the signals of some services at once, then every
+        interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +270,21 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Switchover,
                     request_deserializer=bulwark_dot_v1_dot_registry__pb2.SwitchoverRequest.FromString,
                     response_serializer=bulwark_dot_v1_dot_registry__pb2.SwitchoverResponse.SerializeToString,
+            ),
+            'ReportSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportSignals,
+                    request_deserializer=bulwark_dot_v1_dot_signals__pb2.ReportSignalsRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_signals__pb2.ReportSignalsResponse.SerializeToString,
+            ),
+            'GetServiceSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServiceSignals,
+                    request_deserializer=bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsResponse.SerializeToString,
+            ),
+            'WatchServiceSignals': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchServiceSignals,
+                    request_deserializer=bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +542,87 @@ class RegistryService(object):
             '/bulwark.v1.RegistryService/Switchover',
             bulwark_dot_v1_dot_registry__pb2.SwitchoverRequest.SerializeToString,
             bulwark_dot_v1_dot_registry__pb2.SwitchoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RegistryService/ReportSignals',
+            bulwark_dot_v1_dot_signals__pb2.ReportSignalsRequest.SerializeToString,
+            bulwark_dot_v1_dot_signals__pb2.ReportSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServiceSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RegistryService/GetServiceSignals',
+            bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsRequest.SerializeToString,
+            bulwark_dot_v1_dot_signals__pb2.GetServiceSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchServiceSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bulwark.v1.RegistryService/WatchServiceSignals',
+            bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsRequest.SerializeToString,
+            bulwark_dot_v1_dot_signals__pb2.WatchServiceSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
