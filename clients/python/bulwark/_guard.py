@@ -52,11 +52,14 @@ class Guard:
     """What guards the calls of one method or service; each part is optional.
 
     ``limit`` is ``(domain, descriptor)``, e.g. ``("outbound", {"service": "payments"})``.
+    ``service`` names the downstream: each call's outcome and latency are counted in
+    its signals (``Client.record_call``).
     """
 
     breaker: str | None = None
     bulkhead: str | None = None
     limit: tuple[str, Mapping[str, str]] | None = None
+    service: str | None = None
 
 
 class RejectedCall(grpc.RpcError, grpc.Call):

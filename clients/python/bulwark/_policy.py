@@ -38,6 +38,7 @@ from bulwark._local_breaker import LocalBreaker
 from bulwark._outcomes import OutcomeBuffer
 from bulwark._quota import QuotaBucket, quota_for
 from bulwark._settings import ClientOptions
+from bulwark._signals import SignalBuffer
 from bulwark._states import SYNCED, Decision, monotonic_from_wall, per_second
 from bulwark._watching import Watch
 from bulwark.errors import (
@@ -54,6 +55,8 @@ from bulwark.v1 import (
     ratelimit_pb2,
     ratelimit_pb2_grpc,
     registry_pb2,
+    registry_pb2_grpc,
+    signals_pb2,
 )
 
 __all__ = ["ClientPolicy", "Descriptor", "Remote", "entries_of"]
@@ -130,6 +133,7 @@ class ClientPolicy:
         self.primaries = PrimaryCache()
         self.instances: dict[str, InstanceCache] = {}
         self.outcomes = OutcomeBuffer(interval=options.report_interval)
+        self.signals = SignalBuffer()
         self.local: dict[str, LocalBreaker] = {}
         self.quotas: dict[tuple[str, Entries], QuotaBucket] = {}
         self.callbacks: dict[str, list[PrimaryCallback]] = {}
@@ -199,6 +203,12 @@ class ClientPolicy:
         if not decision.allowed:
             raise BreakerOpenError(name, decision.retry_after, decision.source)
         return decision
+
+    def record_call(self, service: str, failed: bool, latency: float) -> None:
+        """Count one call to ``service`` for the next signal report (about once a second)."""
+        if not service:
+            raise ValueError("service is required")
+        self.signals.add(service, failed, latency)
 
     def leave(self, name: str, error: BaseException | None, elapsed: float, now: float) -> None:
         """Leave a ``breaker()`` block: an exception is a failure, a slow success is slow.
@@ -410,10 +420,10 @@ class ClientPolicy:
         """
         outcomes = self.outcomes
         if not outcomes.pending or not (drain or outcomes.due(now)):
-            return None
+            return self._next_signals(now, drain)
         batch = outcomes.take(now)
         if not batch:
-            return None
+            return self._next_signals(now, drain)
 
         def failed(error: BulwarkError, now: float) -> None:
             if error.code == grpc.StatusCode.UNAVAILABLE:
@@ -428,6 +438,28 @@ class ClientPolicy:
             breaker_pb2_grpc.CircuitBreakerServiceStub,
             "ReportOutcomes",
             breaker_pb2.ReportOutcomesRequest(reporter=self.client_id, outcomes=batch),
+            idempotent=False,
+            timeout=self.options.timeout,
+            done=_nothing,
+            failed=failed,
+        )
+
+    def _next_signals(self, now: float, drain: bool) -> Remote[None] | None:
+        """The ReportSignals call due now, or None; put back unless it may have landed."""
+        signals = self.signals
+        if not (signals.due(now) or (drain and signals.pending)):
+            return None
+        reports = signals.take(now)
+
+        def failed(error: BulwarkError, now: float) -> None:
+            if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                signals.restore(reports)
+            raise error
+
+        return Remote(
+            registry_pb2_grpc.RegistryServiceStub,
+            "ReportSignals",
+            signals_pb2.ReportSignalsRequest(reporter=self.options.reporter, reports=reports),
             idempotent=False,
             timeout=self.options.timeout,
             done=_nothing,

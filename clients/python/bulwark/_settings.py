@@ -28,6 +28,9 @@ class ClientOptions:
     key); ``token`` is a bearer token (default: the ``BULWARK_TOKEN`` variable).
     ``fallback_rate`` is the requests per second a rate limit allows locally
     when no quota lease is valid and Bulwark cannot be reached (None: allow).
+    ``service`` names the service this client runs in: the caller its signal
+    reports are summed under (default: the ``BULWARK_SERVICE`` variable, else
+    ``unnamed``).
     """
 
     ca: str | None = None
@@ -39,6 +42,12 @@ class ClientOptions:
     report_interval: float = 0.1
     slow_call: float = 60.0
     fallback_rate: float | None = None
+    service: str = ""
+
+    @property
+    def reporter(self) -> str:
+        """The name signal reports go under."""
+        return self.service or os.environ.get("BULWARK_SERVICE") or "unnamed"
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         token = self.token or os.environ.get("BULWARK_TOKEN")

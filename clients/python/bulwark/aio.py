@@ -265,6 +265,12 @@ class AsyncClient(Driver):
             return answer  # type: ignore[return-value]
         return await self._run(answer)  # type: ignore[arg-type]
 
+    def record_call(self, service: str, *, failed: bool, latency: float) -> None:
+        """Count one call this process made to ``service``: whether it failed and how
+        long it took (seconds). Reported about once a second, summed by Bulwark into
+        the service's signals (``GetServiceSignals``)."""
+        self._policy.record_call(service, failed, latency)
+
     def record(self, name: str, success: bool, slow: bool = False) -> None:
         """Count one call's outcome; sent in the next batch."""
         self._policy.record(name, success, slow, _monotonic())

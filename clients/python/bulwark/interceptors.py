@@ -149,16 +149,20 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
                 call = await continuation(details, request)
                 code = await call.code()
             except grpc.aio.AioRpcError as error:  # raised by an inner interceptor
-                self._record(breaker, error.code(), started)
+                self._record(guard, error.code(), started)
                 raise
-            self._record(breaker, code, started)
+            self._record(guard, code, started)
             return call
 
-    def _record(self, breaker: str | None, code: grpc.StatusCode | None, started: float) -> None:
-        if breaker is not None:
-            elapsed = _monotonic() - started
-            success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
-            self._client.record(breaker, success, slow=slow)
+    def _record(self, guard: Guard, code: grpc.StatusCode | None, started: float) -> None:
+        if guard.breaker is None and guard.service is None:
+            return
+        elapsed = _monotonic() - started
+        success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
+        if guard.breaker is not None:
+            self._client.record(guard.breaker, success, slow=slow)
+        if guard.service is not None:
+            self._client.record_call(guard.service, failed=not success, latency=elapsed)
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -217,9 +221,9 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             self._check_breaker(breaker)
             started = _monotonic()
             outcome = continuation(details, request)
-            if breaker is not None:
+            if breaker is not None or guard.service is not None:
                 # Blocking calls are complete already; futures report when done.
-                outcome.add_done_callback(lambda done: self._record(breaker, done, started))
+                outcome.add_done_callback(lambda done: self._record(guard, done, started))
             return outcome
         with contextlib.ExitStack() as stack:
             try:
@@ -232,7 +236,7 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             started = _monotonic()
             outcome = continuation(details, request)
             outcome.code()  # waits for the end of the call: the permit covers all of it
-        self._record(breaker, outcome, started)
+        self._record(guard, outcome, started)
         return outcome
 
     def _check_breaker(self, breaker: str | None) -> None:
@@ -245,8 +249,8 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             decision = error
         self._policy.admitted(breaker, decision)
 
-    def _record(self, breaker: str | None, outcome: Any, started: float) -> None:
-        if breaker is None:
+    def _record(self, guard: Guard, outcome: Any, started: float) -> None:
+        if guard.breaker is None and guard.service is None:
             return
         try:
             code = outcome.code()
@@ -254,4 +258,7 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             code = grpc.StatusCode.UNKNOWN
         elapsed = _monotonic() - started
         success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
-        self._client.record(breaker, success, slow=slow)
+        if guard.breaker is not None:
+            self._client.record(guard.breaker, success, slow=slow)
+        if guard.service is not None:
+            self._client.record_call(guard.service, failed=not success, latency=elapsed)

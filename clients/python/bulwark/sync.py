@@ -307,6 +307,13 @@ class Client(Driver):
             return answer  # type: ignore[return-value]
         return self._run(answer)  # type: ignore[arg-type]
 
+    def record_call(self, service: str, *, failed: bool, latency: float) -> None:
+        """Count one call this process made to ``service``: whether it failed and how
+        long it took (seconds). Reported about once a second, summed by Bulwark into
+        the service's signals (``GetServiceSignals``)."""
+        with self._lock:
+            self._policy.record_call(service, failed, latency)
+
     def record(self, name: str, success: bool, slow: bool = False) -> None:
         """Count one call's outcome; sent in the next batch."""
         with self._lock:
