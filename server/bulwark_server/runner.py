@@ -34,8 +34,10 @@ from bulwark_server.api.counters import CounterServicer
 from bulwark_server.api.envoy_ratelimit import EnvoyRateLimitServicer, ResponseHeaders
 from bulwark_server.api.feature import FeatureServicer
 from bulwark_server.api.forwarding import LeaderForwarder
+from bulwark_server.api.keda import ExternalScalerServicer
 from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
+from bulwark_server.api.remediation import RemediationServicer
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.backups.keys import KeyBackupManager
 from bulwark_server.backups.snapshots import RecoveryManager
@@ -55,6 +57,7 @@ from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.ratelimits.sharding import assign
 from bulwark_server.recovery_setup import backup_dirs, key_ring
 from bulwark_server.registry.manager import RegistryManager
+from bulwark_server.remediation.scaling import ScalingManager
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
 from bulwark_server.security.roles import Role
@@ -326,6 +329,10 @@ class Replica:
             retention=self.settings.snapshot_retention,
         )
         self._closers.append(recovery.stop)
+        signals = SignalsManager(registry)
+        scaling = ScalingManager(
+            registry.serving, lambda service: signals.signals(service, 60.0).inbound
+        )
         alerts = AlertCenter(store, election)
         leading = LeaderTask(
             election,
@@ -365,9 +372,9 @@ class Replica:
             ServiceBinding.of(BulkheadServicer(bulkheads), "bulkheads"),
             ServiceBinding.of(RateLimitServicer(limiter, router), "ratelimits"),
             ServiceBinding.of(CounterServicer(limiter), "ratelimits"),
-            ServiceBinding.of(
-                RegistryServicer(registry, SignalsManager(registry), router), "registry"
-            ),
+            ServiceBinding.of(RegistryServicer(registry, signals, router), "registry"),
+            ServiceBinding.of(RemediationServicer(scaling, router), "remediation"),
+            ServiceBinding.of(ExternalScalerServicer(scaling, router), "remediation"),
             ServiceBinding.of(FeatureServicer(features), "features"),
             ServiceBinding.of(KeyBackupServicer(keys), "backups"),
             ServiceBinding.of(RecoveryServicer(recovery), "recovery"),

@@ -9,6 +9,7 @@ import pytest
 
 import bulwark.v1
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2
+from bulwark_server.keda_api import externalscaler_pb2
 from bulwark_server.security.roles import (
     OPEN_SERVICES,
     RULES,
@@ -21,8 +22,9 @@ from bulwark_server.security.roles import (
 
 
 def served_methods() -> set[str]:
-    """Every method of every service in bulwark.v1, and Envoy's ShouldRateLimit."""
-    files = [rls_pb2.DESCRIPTOR]
+    """Every method of every service in bulwark.v1, Envoy's ShouldRateLimit and KEDA's
+    external scaler."""
+    files = [rls_pb2.DESCRIPTOR, externalscaler_pb2.DESCRIPTOR]
     for module in pkgutil.iter_modules(bulwark.v1.__path__):
         if module.name.endswith("_pb2"):
             files.append(importlib.import_module(f"bulwark.v1.{module.name}").DESCRIPTOR)

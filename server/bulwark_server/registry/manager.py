@@ -71,14 +71,18 @@ class RegistryManager:
         """The service's instances by id, with revision and role set."""
         return self._instances.views(service, self._primaries.primary_id(service))
 
-    def serving_load(self, service: str) -> tuple[int, int]:
-        """(SERVING instances, the sum of their reported in-flight requests), from the
-        cache (asked by the signals)."""
-        serving = [
+    def serving(self, service: str) -> list[registry_pb2.Instance]:
+        """The service's SERVING instances (shared: do not mutate), from the cache
+        (asked by the signals and the scaling recommendations)."""
+        return [
             i
             for i in self._instances.current(service).values()
             if i.health == registry_pb2.INSTANCE_HEALTH_SERVING
         ]
+
+    def serving_load(self, service: str) -> tuple[int, int]:
+        """(SERVING instances, the sum of their reported in-flight requests)."""
+        serving = self.serving(service)
         return len(serving), sum(i.load.in_flight for i in serving)
 
     def primary(self, service: str) -> registry_pb2.Primary | None:

@@ -154,6 +154,24 @@ RULES: dict[str, Rule] = {
         },
     ),
     **_rules(
+        "bulwark.v1.RemediationService",
+        {
+            "GetScalingRecommendation": (DP, _READ, Shed.FIRST),
+            "WatchScalingRecommendations": (DP, _READ, Shed.LAST),
+        },
+    ),
+    # KEDA's external scaler protocol: what an autoscaler reads (a dataplane identity,
+    # by the client certificate KEDA's trigger is given).
+    **_rules(
+        "externalscaler.ExternalScaler",
+        {
+            "IsActive": (DP, _READ, Shed.FIRST),
+            "StreamIsActive": (DP, _READ, Shed.LAST),
+            "GetMetricSpec": (DP, _READ, Shed.FIRST),
+            "GetMetrics": (DP, _READ, Shed.FIRST),
+        },
+    ),
+    **_rules(
         "bulwark.v1.AlertService",
         {
             "ListAlerts": (DP, _READ, Shed.FIRST),
