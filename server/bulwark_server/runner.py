@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from bulwark.v1 import cluster_pb2
 from bulwark_server import __version__, timestamps
-from bulwark_server.alerts.delivery import Notifier
+from bulwark_server.alerts.delivery import Notifier, check_url
 from bulwark_server.alerts.leader import AlertLeader
 from bulwark_server.alerts.manager import AlertCenter
 from bulwark_server.alerts.sources import Sources
@@ -57,7 +57,11 @@ from bulwark_server.ratelimits.manager import RateLimitManager
 from bulwark_server.ratelimits.sharding import assign
 from bulwark_server.recovery_setup import backup_dirs, key_ring
 from bulwark_server.registry.manager import RegistryManager
+from bulwark_server.remediation.conditions import Conditions
+from bulwark_server.remediation.engine import RemediationEngine
+from bulwark_server.remediation.manager import RemediationManager
 from bulwark_server.remediation.scaling import ScalingManager
+from bulwark_server.remediation_setup import FleetHands, FleetView
 from bulwark_server.security.audit import AuditLog
 from bulwark_server.security.identity import REPLICA_TOKEN_CREATOR
 from bulwark_server.security.roles import Role
@@ -334,18 +338,30 @@ class Replica:
             registry.serving, lambda service: signals.signals(service, 60.0).inbound
         )
         alerts = AlertCenter(store, election)
+        notifier = Notifier()
         leading = LeaderTask(
             election,
             AlertLeader(
                 alerts,
                 store,
-                Notifier(),
+                notifier,
                 Sources(alerts, breakers, features, registry, recovery),
                 alertmanager_urls=self.settings.alertmanager_urls,
             ).run,
             "alerts-leader",
         )
         self._closers.append(leading.stop)
+        remediation = RemediationManager(store, election, check_url)
+        healing = LeaderTask(
+            election,
+            RemediationEngine(
+                remediation,
+                Conditions(FleetView(registry, breakers, signals)),
+                FleetHands(registry, breakers, features, alerts, notifier),
+            ).run,
+            "remediation-leader",
+        )
+        self._closers.append(healing.stop)
         if self._metrics is not None:
             self._metrics.watch(
                 store,
@@ -373,7 +389,7 @@ class Replica:
             ServiceBinding.of(RateLimitServicer(limiter, router), "ratelimits"),
             ServiceBinding.of(CounterServicer(limiter), "ratelimits"),
             ServiceBinding.of(RegistryServicer(registry, signals, router), "registry"),
-            ServiceBinding.of(RemediationServicer(scaling, router), "remediation"),
+            ServiceBinding.of(RemediationServicer(remediation, scaling, router), "remediation"),
             ServiceBinding.of(ExternalScalerServicer(scaling, router), "remediation"),
             ServiceBinding.of(FeatureServicer(features), "features"),
             ServiceBinding.of(KeyBackupServicer(keys), "backups"),

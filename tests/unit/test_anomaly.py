@@ -1,4 +1,4 @@
-"""Unit tests for bulwark_server.signals.anomaly: EWMA baselines judged on synthetic series.
+"""Unit tests for bulwark_server.remediation.anomaly: EWMA baselines judged on synthetic series.
 
 Every series is seeded, so each run sees the same numbers; the bounds are the ones the
 module docstring promises, with a margin. ``pytest -s`` prints one summary line per scenario.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bulwark_server.signals.anomaly import (
+from bulwark_server.remediation.anomaly import (
     AnomalyDetector,
     AnomalyDetectors,
     AnomalySettings,

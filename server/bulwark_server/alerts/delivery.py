@@ -371,6 +371,16 @@ class Notifier:
             return str(error)
         return "" if answer.ok else answer.describe()
 
+    async def post_json(self, url: str, body: Mapping[str, Any], idempotency_key: str) -> str:
+        """POST ``body`` as JSON with an Idempotency-Key header (a remediation's webhook
+        step). "" when the receiver answered 2xx; else the error."""
+        data = json.dumps(body).encode()
+        try:
+            answer = await self._exchange("POST", url, data, {"Idempotency-Key": idempotency_key})
+        except DeliveryError as error:
+            return str(error)
+        return "" if answer.ok else answer.describe()
+
     async def put_silence(self, url: str, silence: alert_pb2.Silence, existing_id: str = "") -> str:
         """Create (or replace, when existing_id is given: Alertmanager's POST
         /api/v2/silences with "id") the silence in one Alertmanager; its id there.

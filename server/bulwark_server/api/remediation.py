@@ -1,4 +1,8 @@
-"""RemediationService: validate, call the scaling on the leader, map errors."""
+"""RemediationService: validate, call the playbooks or the scaling, map errors.
+
+Playbooks and the pause switch are configuration any replica writes; remediations are
+read from any replica's cache; scaling recommendations run on the leader.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,17 @@ import grpc.aio
 from bulwark.v1 import remediation_pb2, remediation_pb2_grpc
 from bulwark_server.api.routing import LeaderRouter
 from bulwark_server.api.status import rpc, rpc_stream
-from bulwark_server.errors import NotLeader, StoreUnavailable
+from bulwark_server.errors import InvalidArgument, NotLeader, StoreUnavailable
+from bulwark_server.remediation.manager import RemediationManager
 from bulwark_server.remediation.scaling import ScalingManager
 from bulwark_server.remediation.scaling_rules import hpa_settings
-from bulwark_server.validation import duration_seconds, validate_name
+from bulwark_server.validation import (
+    duration_seconds,
+    page_params,
+    validate_id,
+    validate_name,
+    validate_watch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +39,78 @@ def _recommend_stub(channel: grpc.aio.Channel) -> Any:
 
 
 class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
-    """Scaling recommendations, computed on the leader (it keeps their history)."""
+    """Playbooks and remediations; scaling recommendations, computed on the leader (it
+    keeps their history)."""
 
-    def __init__(self, scaling: ScalingManager, router: LeaderRouter) -> None:
+    def __init__(
+        self, remediation: RemediationManager, scaling: ScalingManager, router: LeaderRouter
+    ) -> None:
+        self._remediation = remediation
         self._scaling = scaling
         self._router = router
+
+    @rpc
+    async def PutPlaybook(
+        self, request: remediation_pb2.PutPlaybookRequest, context: grpc.aio.ServicerContext
+    ) -> remediation_pb2.PutPlaybookResponse:
+        if request.expected_revision < 0:
+            raise InvalidArgument("expected_revision", "must not be negative")
+        # The playbook's rules are the capability's (remediation.playbooks.check_playbook).
+        stored = await self._remediation.put_playbook(request.playbook, request.expected_revision)
+        return remediation_pb2.PutPlaybookResponse(playbook=stored)
+
+    @rpc
+    async def GetPlaybook(
+        self, request: remediation_pb2.GetPlaybookRequest, context: grpc.aio.ServicerContext
+    ) -> remediation_pb2.GetPlaybookResponse:
+        validate_name(request.name)
+        return remediation_pb2.GetPlaybookResponse(
+            playbook=self._remediation.playbook(request.name)
+        )
+
+    @rpc
+    async def ListPlaybooks(
+        self, request: remediation_pb2.ListPlaybooksRequest, context: grpc.aio.ServicerContext
+    ) -> remediation_pb2.ListPlaybooksResponse:
+        size, start_after = page_params(request.page_size, request.page_token)
+        playbooks, token = self._remediation.list_playbooks(size, start_after)
+        return remediation_pb2.ListPlaybooksResponse(playbooks=playbooks, next_page_token=token)
+
+    @rpc
+    async def DeletePlaybook(
+        self, request: remediation_pb2.DeletePlaybookRequest, context: grpc.aio.ServicerContext
+    ) -> remediation_pb2.DeletePlaybookResponse:
+        validate_name(request.name)
+        revision = await self._remediation.delete_playbook(request.name)
+        return remediation_pb2.DeletePlaybookResponse(revision=revision)
+
+    @rpc
+    async def ListRemediations(
+        self, request: remediation_pb2.ListRemediationsRequest, context: grpc.aio.ServicerContext
+    ) -> remediation_pb2.ListRemediationsResponse:
+        if request.playbook:
+            validate_name(request.playbook, "playbook")
+        size, start_after = page_params(request.page_size, request.page_token)
+        found, token = self._remediation.list_remediations(request.playbook, size, start_after)
+        return remediation_pb2.ListRemediationsResponse(remediations=found, next_page_token=token)
+
+    @rpc_stream
+    async def WatchRemediations(
+        self, request: remediation_pb2.WatchRemediationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[remediation_pb2.WatchRemediationsResponse]:
+        validate_watch(request.start_revision, ())
+        async for response in self._remediation.watch(request.start_revision):
+            yield response
+
+    @rpc
+    async def SetRemediationPaused(
+        self,
+        request: remediation_pb2.SetRemediationPausedRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> remediation_pb2.SetRemediationPausedResponse:
+        validate_id(request.reason, "reason", required=request.paused)
+        paused = await self._remediation.set_paused(request.paused, request.reason)
+        return remediation_pb2.SetRemediationPausedResponse(paused=paused)
 
     @rpc
     async def GetScalingRecommendation(

@@ -213,6 +213,25 @@ class Instances:
         record = registry_pb2.Instance.FromString(written.value)
         return record, seen
 
+    async def set_health(self, service: str, instance_id: str, health: int) -> None:
+        """Set an instance's health from outside (a remediation draining it)."""
+        now = self._clock()
+
+        def change(current: Entry) -> bytes | None:
+            record = registry_pb2.Instance.FromString(current.value)
+            if record.health == health:
+                return None
+            record.health = health  # type: ignore[assignment]
+            record.reported_at.CopyFrom(timestamps.at(now))
+            return record.SerializeToString()
+
+        try:
+            await self._store.modify(INSTANCE_KIND, instance_name(service, instance_id), change)
+        except NotFound:
+            raise NotFound(
+                f"instance {instance_id!r} of service {service!r} is not registered"
+            ) from None
+
     async def deregister(self, service: str, instance_id: str) -> int:
         """Remove the instance now; return the revision of the removal."""
         name = instance_name(service, instance_id)

@@ -240,6 +240,25 @@ class RegistryManager:
         response.ttl.CopyFrom(record.ttl)
         return response
 
+    async def drain(self, service: str, instance_id: str) -> None:
+        """Mark an instance DRAINING (a remediation's action): never picked or promoted,
+        and a DRAINING primary is replaced by a SERVING backup."""
+        await self._instances.set_health(
+            service, instance_id, registry_pb2.INSTANCE_HEALTH_DRAINING
+        )
+
+    async def silent_for(self, service: str, instance_id: str) -> float | None:
+        """Seconds since the instance last renewed its lease (to a second: etcd counts
+        whole seconds); None when it is not registered."""
+        entry = self._instances.entry(service, instance_id)
+        if entry is None or not entry.lease:
+            return None
+        record = self._instances.parse(entry)
+        remaining = await self._store.lease_remaining(entry.lease)
+        if remaining <= 0:
+            return None
+        return max(0.0, record.ttl.ToNanoseconds() / 1e9 - remaining)
+
     async def deregister(self, service: str, instance_id: str) -> int:
         """Remove the instance now; return the revision of the removal."""
         return await self._instances.deregister(service, instance_id)

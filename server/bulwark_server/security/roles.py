@@ -156,6 +156,14 @@ RULES: dict[str, Rule] = {
     **_rules(
         "bulwark.v1.RemediationService",
         {
+            "PutPlaybook": (OP, _ALWAYS, Shed.FIRST),
+            "GetPlaybook": (DP, _READ, Shed.FIRST),
+            "ListPlaybooks": (DP, _READ, Shed.FIRST),
+            "DeletePlaybook": (OP, _ALWAYS, Shed.FIRST),
+            "ListRemediations": (DP, _READ, Shed.FIRST),
+            "WatchRemediations": (DP, _READ, Shed.LAST),
+            # The fleet-wide stop: needed most when a fleet is in trouble.
+            "SetRemediationPaused": (OP, _ALWAYS, Shed.LAST),
             "GetScalingRecommendation": (DP, _READ, Shed.FIRST),
             "WatchScalingRecommendations": (DP, _READ, Shed.LAST),
         },

@@ -405,6 +405,10 @@ class EtcdStore:
         """
         return await self._leases.renew(lease_id)
 
+    async def lease_remaining(self, lease_id: int) -> int:
+        """Seconds left of a lease, without renewing it (0: ended)."""
+        return await self._leases.remaining(lease_id)
+
     async def revoke_lease(self, lease_id: int) -> None:
         """Revoke a lease; keys attached to it are deleted by etcd at once."""
         await self._leases.revoke(lease_id)

@@ -61,6 +61,17 @@ class Leases:
             call.cancel()
         raise StoreUnavailable("etcd closed the keep-alive stream without an answer")
 
+    async def remaining(self, lease_id: int) -> int:
+        """Seconds left of a lease (etcd counts whole seconds); 0 when it has ended."""
+        stub = self._conn.require_lease_stub()
+        try:
+            resp = await stub.LeaseTimeToLive(
+                ec.rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id), timeout=self._conn.timeout
+            )
+        except ETCD_ERRORS as exc:
+            raise self._conn.failed("lease time-to-live", exc) from exc
+        return max(0, int(resp.TTL))
+
     async def revoke(self, lease_id: int) -> None:
         """Revoke a lease; keys attached to it are deleted by etcd at once."""
         stub = self._conn.require_lease_stub()

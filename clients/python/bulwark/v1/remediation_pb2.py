@@ -22,35 +22,104 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bulwark.v1 import breaker_pb2 as bulwark_dot_v1_dot_breaker__pb2
+from bulwark.v1 import feature_pb2 as bulwark_dot_v1_dot_feature__pb2
+from bulwark.v1 import watch_pb2 as bulwark_dot_v1_dot_watch__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/v1/remediation.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\rScalingTarget\x12)\n\x06metric\x18\x01 \x01(\x0e\x32\x19.bulwark.v1.ScalingMetric\x12\x0e\n\x06target\x18\x02 \x01(\x01\"\x83\x02\n\x0bScalingSpec\x12*\n\x07targets\x18\x01 \x03(\x0b\x32\x19.bulwark.v1.ScalingTarget\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\x05\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\x05\x12\x16\n\ttolerance\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12;\n\x18scale_down_stabilization\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x16scale_up_stabilization\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\n\n_tolerance\"\x87\x01\n\x0eScalingReading\x12)\n\x06metric\x18\x01 \x01(\x0e\x32\x19.bulwark.v1.ScalingMetric\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06target\x18\x03 \x01(\x01\x12\x18\n\x10\x64\x65sired_replicas\x18\x04 \x01(\x05\x42\n\n\x08_current\"\xe0\x01\n\x15ScalingRecommendation\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_replicas\x18\x02 \x01(\x05\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x1c\n\x14recommended_replicas\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12,\n\x08readings\x18\x06 \x03(\x0b\x32\x1a.bulwark.v1.ScalingReading\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x1fGetScalingRecommendationRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.bulwark.v1.ScalingSpec\"]\n GetScalingRecommendationResponse\x12\x39\n\x0erecommendation\x18\x01 \x01(\x0b\x32!.bulwark.v1.ScalingRecommendation\"\x89\x01\n\"WatchScalingRecommendationsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.bulwark.v1.ScalingSpec\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"`\n#WatchScalingRecommendationsResponse\x12\x39\n\x0erecommendation\x18\x01 \x01(\x0b\x32!.bulwark.v1.ScalingRecommendation*\x8a\x01\n\rScalingMetric\x12\x1e\n\x1aSCALING_METRIC_UNSPECIFIED\x10\x00\x12\x1c\n\x18SCALING_METRIC_IN_FLIGHT\x10\x01\x12\x16\n\x12SCALING_METRIC_CPU\x10\x02\x12#\n\x1fSCALING_METRIC_CALLS_PER_SECOND\x10\x03\x32\x8e\x02\n\x12RemediationService\x12u\n\x18GetScalingRecommendation\x12+.bulwark.v1.GetScalingRecommendationRequest\x1a,.bulwark.v1.GetScalingRecommendationResponse\x12\x80\x01\n\x1bWatchScalingRecommendations\x12..bulwark.v1.WatchScalingRecommendationsRequest\x1a/.bulwark.v1.WatchScalingRecommendationsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/v1/remediation.proto\x12\nbulwark.v1\x1a\x18\x62ulwark/v1/breaker.proto\x1a\x18\x62ulwark/v1/feature.proto\x1a\x16\x62ulwark/v1/watch.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\rScalingTarget\x12)\n\x06metric\x18\x01 \x01(\x0e\x32\x19.bulwark.v1.ScalingMetric\x12\x0e\n\x06target\x18\x02 \x01(\x01\"\x83\x02\n\x0bScalingSpec\x12*\n\x07targets\x18\x01 \x03(\x0b\x32\x19.bulwark.v1.ScalingTarget\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\x05\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\x05\x12\x16\n\ttolerance\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12;\n\x18scale_down_stabilization\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x16scale_up_stabilization\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\n\n_tolerance\"\x87\x01\n\x0eScalingReading\x12)\n\x06metric\x18\x01 \x01(\x0e\x32\x19.bulwark.v1.ScalingMetric\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06target\x18\x03 \x01(\x01\x12\x18\n\x10\x64\x65sired_replicas\x18\x04 \x01(\x05\x42\n\n\x08_current\"\xe0\x01\n\x15ScalingRecommendation\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_replicas\x18\x02 \x01(\x05\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x1c\n\x14recommended_replicas\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12,\n\x08readings\x18\x06 \x03(\x0b\x32\x1a.bulwark.v1.ScalingReading\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x1fGetScalingRecommendationRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.bulwark.v1.ScalingSpec\"]\n GetScalingRecommendationResponse\x12\x39\n\x0erecommendation\x18\x01 \x01(\x0b\x32!.bulwark.v1.ScalingRecommendation\"\x89\x01\n\"WatchScalingRecommendationsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.bulwark.v1.ScalingSpec\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"`\n#WatchScalingRecommendationsResponse\x12\x39\n\x0erecommendation\x18\x01 \x01(\x0b\x32!.bulwark.v1.ScalingRecommendation\"T\n\x11InstanceCondition\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x19\n\x11missed_heartbeats\x18\x02 \x01(\x05\x12\x13\n\x0bnot_serving\x18\x03 \x01(\x08\"P\n\x10\x42reakerCondition\x12\x0f\n\x07\x62reaker\x18\x01 \x01(\t\x12+\n\x08open_for\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9a\x01\n\x0fSignalCondition\x12\x0f\n\x07service\x18\x01 \x01(\t\x12)\n\x06signal\x18\x02 \x01(\x0e\x32\x19.bulwark.v1.ServiceSignal\x12\r\n\x05\x61\x62ove\x18\x03 \x01(\x01\x12\x11\n\tanomalous\x18\x04 \x01(\x08\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"R\n\x10PrimaryCondition\x12\x0f\n\x07service\x18\x01 \x01(\t\x12-\n\nvacant_for\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xda\x01\n\tCondition\x12\x31\n\x08instance\x18\x01 \x01(\x0b\x32\x1d.bulwark.v1.InstanceConditionH\x00\x12/\n\x07\x62reaker\x18\x02 \x01(\x0b\x32\x1c.bulwark.v1.BreakerConditionH\x00\x12-\n\x06signal\x18\x03 \x01(\x0b\x32\x1b.bulwark.v1.SignalConditionH\x00\x12\x32\n\nno_primary\x18\x04 \x01(\x0b\x32\x1c.bulwark.v1.PrimaryConditionH\x00\x42\x06\n\x04kind\"\r\n\x0b\x44rainAction\"\x12\n\x10\x44\x65registerAction\"\x10\n\x0e\x46\x61iloverAction\"N\n\x12\x46orceBreakerAction\x12\x0f\n\x07\x62reaker\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.bulwark.v1.BreakerState\"N\n\x10SetFeatureAction\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.bulwark.v1.FeatureStatus\"\x1c\n\rWebhookAction\x12\x0b\n\x03url\x18\x01 \x01(\t\"0\n\x0b\x41lertAction\x12\x10\n\x08severity\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\"\xe4\x02\n\x06\x41\x63tion\x12(\n\x05\x64rain\x18\x01 \x01(\x0b\x32\x17.bulwark.v1.DrainActionH\x00\x12\x32\n\nderegister\x18\x02 \x01(\x0b\x32\x1c.bulwark.v1.DeregisterActionH\x00\x12.\n\x08\x66\x61ilover\x18\x03 \x01(\x0b\x32\x1a.bulwark.v1.FailoverActionH\x00\x12\x37\n\rforce_breaker\x18\x04 \x01(\x0b\x32\x1e.bulwark.v1.ForceBreakerActionH\x00\x12\x33\n\x0bset_feature\x18\x05 \x01(\x0b\x32\x1c.bulwark.v1.SetFeatureActionH\x00\x12,\n\x07webhook\x18\x06 \x01(\x0b\x32\x19.bulwark.v1.WebhookActionH\x00\x12(\n\x05\x61lert\x18\x07 \x01(\x0b\x32\x17.bulwark.v1.AlertActionH\x00\x42\x06\n\x04kind\"\x91\x01\n\x0ePlaybookGuards\x12\x1e\n\x11min_healthy_share\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12+\n\x08\x63ooldown\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_actions_per_hour\x18\x03 \x01(\x05\x42\x14\n\x12_min_healthy_share\"\x8f\x02\n\x08Playbook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\tcondition\x18\x03 \x01(\x0b\x32\x15.bulwark.v1.Condition\x12#\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x12.bulwark.v1.Action\x12\x30\n\rverify_within\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06guards\x18\x06 \x01(\x0b\x32\x1a.bulwark.v1.PlaybookGuards\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x08 \x01(\x08\x12\x10\n\x08revision\x18\t \x01(\x03\"\x9c\x01\n\x0fRemediationStep\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x14\n\x0cverification\x18\x05 \x01(\t\x12\x14\n\x0c\x65poch_before\x18\x06 \x01(\x03\"\x94\x02\n\x0bRemediation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08playbook\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.bulwark.v1.RemediationState\x12*\n\x05steps\x18\x05 \x03(\x0b\x32\x1b.bulwark.v1.RemediationStep\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x10\n\x08revision\x18\t \x01(\x03\"W\n\x12PutPlaybookRequest\x12&\n\x08playbook\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Playbook\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"=\n\x13PutPlaybookResponse\x12&\n\x08playbook\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Playbook\"\"\n\x12GetPlaybookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13GetPlaybookResponse\x12&\n\x08playbook\x18\x01 \x01(\x0b\x32\x14.bulwark.v1.Playbook\"=\n\x14ListPlaybooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x15ListPlaybooksResponse\x12\'\n\tplaybooks\x18\x01 \x03(\x0b\x32\x14.bulwark.v1.Playbook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65letePlaybookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x16\x44\x65letePlaybookResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"R\n\x17ListRemediationsRequest\x12\x10\n\x08playbook\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListRemediationsResponse\x12-\n\x0cremediations\x18\x01 \x03(\x0b\x32\x17.bulwark.v1.Remediation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x18WatchRemediationsRequest\x12\x16\n\x0estart_revision\x18\x01 \x01(\x03\"\x85\x01\n\x19WatchRemediationsResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.bulwark.v1.WatchEventType\x12,\n\x0bremediation\x18\x02 \x01(\x0b\x32\x17.bulwark.v1.Remediation\x12\x10\n\x08revision\x18\x03 \x01(\x03\"=\n\x1bSetRemediationPausedRequest\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x1cSetRemediationPausedResponse\x12\x0e\n\x06paused\x18\x01 \x01(\x08*\x8a\x01\n\rScalingMetric\x12\x1e\n\x1aSCALING_METRIC_UNSPECIFIED\x10\x00\x12\x1c\n\x18SCALING_METRIC_IN_FLIGHT\x10\x01\x12\x16\n\x12SCALING_METRIC_CPU\x10\x02\x12#\n\x1fSCALING_METRIC_CALLS_PER_SECOND\x10\x03*\xb0\x01\n\rServiceSignal\x12\x1e\n\x1aSERVICE_SIGNAL_UNSPECIFIED\x10\x00\x12\x1d\n\x19SERVICE_SIGNAL_ERROR_RATE\x10\x01\x12\x1e\n\x1aSERVICE_SIGNAL_LATENCY_P99\x10\x02\x12\x1c\n\x18SERVICE_SIGNAL_IN_FLIGHT\x10\x03\x12\"\n\x1eSERVICE_SIGNAL_REPLICATION_LAG\x10\x04*\xf2\x01\n\x10RemediationState\x12!\n\x1dREMEDIATION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REMEDIATION_STATE_RUNNING\x10\x01\x12\x1e\n\x1aREMEDIATION_STATE_RESOLVED\x10\x02\x12\x1f\n\x1bREMEDIATION_STATE_ESCALATED\x10\x03\x12\x1d\n\x19REMEDIATION_STATE_REFUSED\x10\x04\x12\x1d\n\x19REMEDIATION_STATE_DRY_RUN\x10\x05\x12\x1d\n\x19REMEDIATION_STATE_STOPPED\x10\x06\x32\x8b\x07\n\x12RemediationService\x12N\n\x0bPutPlaybook\x12\x1e.bulwark.v1.PutPlaybookRequest\x1a\x1f.bulwark.v1.PutPlaybookResponse\x12N\n\x0bGetPlaybook\x12\x1e.bulwark.v1.GetPlaybookRequest\x1a\x1f.bulwark.v1.GetPlaybookResponse\x12T\n\rListPlaybooks\x12 .bulwark.v1.ListPlaybooksRequest\x1a!.bulwark.v1.ListPlaybooksResponse\x12W\n\x0e\x44\x65letePlaybook\x12!.bulwark.v1.DeletePlaybookRequest\x1a\".bulwark.v1.DeletePlaybookResponse\x12]\n\x10ListRemediations\x12#.bulwark.v1.ListRemediationsRequest\x1a$.bulwark.v1.ListRemediationsResponse\x12\x62\n\x11WatchRemediations\x12$.bulwark.v1.WatchRemediationsRequest\x1a%.bulwark.v1.WatchRemediationsResponse0\x01\x12i\n\x14SetRemediationPaused\x12\'.bulwark.v1.SetRemediationPausedRequest\x1a(.bulwark.v1.SetRemediationPausedResponse\x12u\n\x18GetScalingRecommendation\x12+.bulwark.v1.GetScalingRecommendationRequest\x1a,.bulwark.v1.GetScalingRecommendationResponse\x12\x80\x01\n\x1bWatchScalingRecommendations\x12..bulwark.v1.WatchScalingRecommendationsRequest\x1a/.bulwark.v1.WatchScalingRecommendationsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.remediation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCALINGMETRIC']._serialized_start=1237
-  _globals['_SCALINGMETRIC']._serialized_end=1375
-  _globals['_SCALINGTARGET']._serialized_start=109
-  _globals['_SCALINGTARGET']._serialized_end=183
-  _globals['_SCALINGSPEC']._serialized_start=186
-  _globals['_SCALINGSPEC']._serialized_end=445
-  _globals['_SCALINGREADING']._serialized_start=448
-  _globals['_SCALINGREADING']._serialized_end=583
-  _globals['_SCALINGRECOMMENDATION']._serialized_start=586
-  _globals['_SCALINGRECOMMENDATION']._serialized_end=810
-  _globals['_GETSCALINGRECOMMENDATIONREQUEST']._serialized_start=812
-  _globals['_GETSCALINGRECOMMENDATIONREQUEST']._serialized_end=901
-  _globals['_GETSCALINGRECOMMENDATIONRESPONSE']._serialized_start=903
-  _globals['_GETSCALINGRECOMMENDATIONRESPONSE']._serialized_end=996
-  _globals['_WATCHSCALINGRECOMMENDATIONSREQUEST']._serialized_start=999
-  _globals['_WATCHSCALINGRECOMMENDATIONSREQUEST']._serialized_end=1136
-  _globals['_WATCHSCALINGRECOMMENDATIONSRESPONSE']._serialized_start=1138
-  _globals['_WATCHSCALINGRECOMMENDATIONSRESPONSE']._serialized_end=1234
-  _globals['_REMEDIATIONSERVICE']._serialized_start=1378
-  _globals['_REMEDIATIONSERVICE']._serialized_end=1648
+  _globals['_SCALINGMETRIC']._serialized_start=4426
+  _globals['_SCALINGMETRIC']._serialized_end=4564
+  _globals['_SERVICESIGNAL']._serialized_start=4567
+  _globals['_SERVICESIGNAL']._serialized_end=4743
+  _globals['_REMEDIATIONSTATE']._serialized_start=4746
+  _globals['_REMEDIATIONSTATE']._serialized_end=4988
+  _globals['_SCALINGTARGET']._serialized_start=185
+  _globals['_SCALINGTARGET']._serialized_end=259
+  _globals['_SCALINGSPEC']._serialized_start=262
+  _globals['_SCALINGSPEC']._serialized_end=521
+  _globals['_SCALINGREADING']._serialized_start=524
+  _globals['_SCALINGREADING']._serialized_end=659
+  _globals['_SCALINGRECOMMENDATION']._serialized_start=662
+  _globals['_SCALINGRECOMMENDATION']._serialized_end=886
+  _globals['_GETSCALINGRECOMMENDATIONREQUEST']._serialized_start=888
+  _globals['_GETSCALINGRECOMMENDATIONREQUEST']._serialized_end=977
+  _globals['_GETSCALINGRECOMMENDATIONRESPONSE']._serialized_start=979
+  _globals['_GETSCALINGRECOMMENDATIONRESPONSE']._serialized_end=1072
+  _globals['_WATCHSCALINGRECOMMENDATIONSREQUEST']._serialized_start=1075
+  _globals['_WATCHSCALINGRECOMMENDATIONSREQUEST']._serialized_end=1212
+  _globals['_WATCHSCALINGRECOMMENDATIONSRESPONSE']._serialized_start=1214
+  _globals['_WATCHSCALINGRECOMMENDATIONSRESPONSE']._serialized_end=1310
+  _globals['_INSTANCECONDITION']._serialized_start=1312
+  _globals['_INSTANCECONDITION']._serialized_end=1396
+  _globals['_BREAKERCONDITION']._serialized_start=1398
+  _globals['_BREAKERCONDITION']._serialized_end=1478
+  _globals['_SIGNALCONDITION']._serialized_start=1481
+  _globals['_SIGNALCONDITION']._serialized_end=1635
+  _globals['_PRIMARYCONDITION']._serialized_start=1637
+  _globals['_PRIMARYCONDITION']._serialized_end=1719
+  _globals['_CONDITION']._serialized_start=1722
+  _globals['_CONDITION']._serialized_end=1940
+  _globals['_DRAINACTION']._serialized_start=1942
+  _globals['_DRAINACTION']._serialized_end=1955
+  _globals['_DEREGISTERACTION']._serialized_start=1957
+  _globals['_DEREGISTERACTION']._serialized_end=1975
+  _globals['_FAILOVERACTION']._serialized_start=1977
+  _globals['_FAILOVERACTION']._serialized_end=1993
+  _globals['_FORCEBREAKERACTION']._serialized_start=1995
+  _globals['_FORCEBREAKERACTION']._serialized_end=2073
+  _globals['_SETFEATUREACTION']._serialized_start=2075
+  _globals['_SETFEATUREACTION']._serialized_end=2153
+  _globals['_WEBHOOKACTION']._serialized_start=2155
+  _globals['_WEBHOOKACTION']._serialized_end=2183
+  _globals['_ALERTACTION']._serialized_start=2185
+  _globals['_ALERTACTION']._serialized_end=2233
+  _globals['_ACTION']._serialized_start=2236
+  _globals['_ACTION']._serialized_end=2592
+  _globals['_PLAYBOOKGUARDS']._serialized_start=2595
+  _globals['_PLAYBOOKGUARDS']._serialized_end=2740
+  _globals['_PLAYBOOK']._serialized_start=2743
+  _globals['_PLAYBOOK']._serialized_end=3014
+  _globals['_REMEDIATIONSTEP']._serialized_start=3017
+  _globals['_REMEDIATIONSTEP']._serialized_end=3173
+  _globals['_REMEDIATION']._serialized_start=3176
+  _globals['_REMEDIATION']._serialized_end=3452
+  _globals['_PUTPLAYBOOKREQUEST']._serialized_start=3454
+  _globals['_PUTPLAYBOOKREQUEST']._serialized_end=3541
+  _globals['_PUTPLAYBOOKRESPONSE']._serialized_start=3543
+  _globals['_PUTPLAYBOOKRESPONSE']._serialized_end=3604
+  _globals['_GETPLAYBOOKREQUEST']._serialized_start=3606
+  _globals['_GETPLAYBOOKREQUEST']._serialized_end=3640
+  _globals['_GETPLAYBOOKRESPONSE']._serialized_start=3642
+  _globals['_GETPLAYBOOKRESPONSE']._serialized_end=3703
+  _globals['_LISTPLAYBOOKSREQUEST']._serialized_start=3705
+  _globals['_LISTPLAYBOOKSREQUEST']._serialized_end=3766
+  _globals['_LISTPLAYBOOKSRESPONSE']._serialized_start=3768
+  _globals['_LISTPLAYBOOKSRESPONSE']._serialized_end=3857
+  _globals['_DELETEPLAYBOOKREQUEST']._serialized_start=3859
+  _globals['_DELETEPLAYBOOKREQUEST']._serialized_end=3896
+  _globals['_DELETEPLAYBOOKRESPONSE']._serialized_start=3898
+  _globals['_DELETEPLAYBOOKRESPONSE']._serialized_end=3940
+  _globals['_LISTREMEDIATIONSREQUEST']._serialized_start=3942
+  _globals['_LISTREMEDIATIONSREQUEST']._serialized_end=4024
+  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_start=4026
+  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_end=4124
+  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_start=4126
+  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_end=4176
+  _globals['_WATCHREMEDIATIONSRESPONSE']._serialized_start=4179
+  _globals['_WATCHREMEDIATIONSRESPONSE']._serialized_end=4312
+  _globals['_SETREMEDIATIONPAUSEDREQUEST']._serialized_start=4314
+  _globals['_SETREMEDIATIONPAUSEDREQUEST']._serialized_end=4375
+  _globals['_SETREMEDIATIONPAUSEDRESPONSE']._serialized_start=4377
+  _globals['_SETREMEDIATIONPAUSEDRESPONSE']._serialized_end=4423
+  _globals['_REMEDIATIONSERVICE']._serialized_start=4991
+  _globals['_REMEDIATIONSERVICE']._serialized_end=5898
 # @@protoc_insertion_point(module_scope)

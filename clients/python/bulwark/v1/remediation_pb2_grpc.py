@@ -26,13 +26,21 @@ if _version_not_supported:
 
 
 class RemediationServiceStub(object):
-    """RemediationService closes the loop on what Bulwark knows of the fleet: how many
-    instances a service should run, by the Kubernetes HorizontalPodAutoscaler's
-    arithmetic on the load its instances and callers report.
+    """RemediationService closes the loop on what Bulwark knows of the fleet.
 
-    Recommendations are computed on the leader, which remembers each service's
-    recent ones for the stabilization windows (in memory: a new leader starts
-    from the current instance count, as a restarted HPA controller does).
+    Playbooks: a condition on state Bulwark holds, an ordered list of actions, and a
+    verification (the condition must clear within a deadline, else the next action
+    runs; when none is left an alert escalates to a person). The leader runs them,
+    fenced, behind guards: a minimum share of healthy instances, a cooldown per
+    target, caps on actions per hour (per playbook and fleet-wide), dry-run, and a
+    global pause. Every step is recorded in etcd (a new leader resumes a remediation
+    from its recorded step) and audited.
+
+    Scaling recommendations: how many instances a service should run, by the
+    Kubernetes HorizontalPodAutoscaler's arithmetic on the load its instances and
+    callers report. They are computed on the leader, which remembers each service's
+    recent ones for the stabilization windows (in memory: a new leader starts from
+    the current instance count, as a restarted HPA controller does).
     """
 
     def __init__(self, channel):
@@ -41,6 +49,41 @@ class RemediationServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.PutPlaybook = channel.unary_unary(
+                '/bulwark.v1.RemediationService/PutPlaybook',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.PutPlaybookRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.PutPlaybookResponse.FromString,
+                _registered_method=True)
+        self.GetPlaybook = channel.unary_unary(
+                '/bulwark.v1.RemediationService/GetPlaybook',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.GetPlaybookRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.GetPlaybookResponse.FromString,
+                _registered_method=True)
+        self.ListPlaybooks = channel.unary_unary(
+                '/bulwark.v1.RemediationService/ListPlaybooks',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksResponse.FromString,
+                _registered_method=True)
+        self.DeletePlaybook = channel.unary_unary(
+                '/bulwark.v1.RemediationService/DeletePlaybook',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookResponse.FromString,
+                _registered_method=True)
+        self.ListRemediations = channel.unary_unary(
+                '/bulwark.v1.RemediationService/ListRemediations',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.ListRemediationsRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.ListRemediationsResponse.FromString,
+                _registered_method=True)
+        self.WatchRemediations = channel.unary_stream(
+                '/bulwark.v1.RemediationService/WatchRemediations',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsResponse.FromString,
+                _registered_method=True)
+        self.SetRemediationPaused = channel.unary_unary(
+                '/bulwark.v1.RemediationService/SetRemediationPaused',
+                request_serializer=bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedRequest.SerializeToString,
+                response_deserializer=bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedResponse.FromString,
+                _registered_method=True)
         self.GetScalingRecommendation = channel.unary_unary(
                 '/bulwark.v1.RemediationService/GetScalingRecommendation',
                 request_serializer=bulwark_dot_v1_dot_remediation__pb2.GetScalingRecommendationRequest.SerializeToString,
@@ -54,14 +97,75 @@ class RemediationServiceStub(object):
 
 
 class RemediationServiceServicer(object):
-    """RemediationService closes the loop on what Bulwark knows of the fleet: how many
-    instances a service should run, by the Kubernetes HorizontalPodAutoscaler's
-    arithmetic on the load its instances and callers report.
+    """RemediationService closes the loop on what Bulwark knows of the fleet.
 
-    Recommendations are computed on the leader, which remembers each service's
-    recent ones for the stabilization windows (in memory: a new leader starts
-    from the current instance count, as a restarted HPA controller does).
+    Playbooks: a condition on state Bulwark holds, an ordered list of actions, and a
+    verification (the condition must clear within a deadline, else the next action
+    runs; when none is left an alert escalates to a person). The leader runs them,
+    fenced, behind guards: a minimum share of healthy instances, a cooldown per
+    target, caps on actions per hour (per playbook and fleet-wide), dry-run, and a
+    global pause. Every step is recorded in etcd (a new leader resumes a remediation
+    from its recorded step) and audited.
+
+    Scaling recommendations: how many instances a service should run, by the
+    Kubernetes HorizontalPodAutoscaler's arithmetic on the load its instances and
+    callers report. They are computed on the leader, which remembers each service's
+    recent ones for the stabilization windows (in memory: a new leader starts from
+    the current instance count, as a restarted HPA controller does).
     """
+
+    def PutPlaybook(self, request, context):
+        """PutPlaybook creates or replaces a playbook (compare-and-swap on
+        expected_revision when set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlaybook(self, request, context):
+        """GetPlaybook returns a playbook.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlaybooks(self, request, context):
+        """ListPlaybooks returns the playbooks in name order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePlaybook(self, request, context):
+        """DeletePlaybook removes a playbook; a remediation it runs stops after its
+        current step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRemediations(self, request, context):
+        """ListRemediations returns remediations in id order (by playbook, target, then
+        start), a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRemediations(self, request, context):
+        """WatchRemediations streams the remediations (a snapshot, then every change).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRemediationPaused(self, request, context):
+        """SetRemediationPaused pauses (or resumes) every playbook fleet-wide: paused,
+        no action starts; remediations in progress stop before their next action.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetScalingRecommendation(self, request, context):
         """GetScalingRecommendation says how many instances a service should run now,
@@ -82,6 +186,41 @@ class RemediationServiceServicer(object):
 
 def add_RemediationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'PutPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutPlaybook,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.PutPlaybookRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.PutPlaybookResponse.SerializeToString,
+            ),
+            'GetPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlaybook,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.GetPlaybookRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.GetPlaybookResponse.SerializeToString,
+            ),
+            'ListPlaybooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlaybooks,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksResponse.SerializeToString,
+            ),
+            'DeletePlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePlaybook,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookResponse.SerializeToString,
+            ),
+            'ListRemediations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRemediations,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.ListRemediationsRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.ListRemediationsResponse.SerializeToString,
+            ),
+            'WatchRemediations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRemediations,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsResponse.SerializeToString,
+            ),
+            'SetRemediationPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRemediationPaused,
+                    request_deserializer=bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedRequest.FromString,
+                    response_serializer=bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedResponse.SerializeToString,
+            ),
             'GetScalingRecommendation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetScalingRecommendation,
                     request_deserializer=bulwark_dot_v1_dot_remediation__pb2.GetScalingRecommendationRequest.FromString,
@@ -101,14 +240,211 @@ def add_RemediationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RemediationService(object):
-    """RemediationService closes the loop on what Bulwark knows of the fleet: how many
-    instances a service should run, by the Kubernetes HorizontalPodAutoscaler's
-    arithmetic on the load its instances and callers report.
+    """RemediationService closes the loop on what Bulwark knows of the fleet.
 
-    Recommendations are computed on the leader, which remembers each service's
-    recent ones for the stabilization windows (in memory: a new leader starts
-    from the current instance count, as a restarted HPA controller does).
+    Playbooks: a condition on state Bulwark holds, an ordered list of actions, and a
+    verification (the condition must clear within a deadline, else the next action
+    runs; when none is left an alert escalates to a person). The leader runs them,
+    fenced, behind guards: a minimum share of healthy instances, a cooldown per
+    target, caps on actions per hour (per playbook and fleet-wide), dry-run, and a
+    global pause. Every step is recorded in etcd (a new leader resumes a remediation
+    from its recorded step) and audited.
+
+    Scaling recommendations: how many instances a service should run, by the
+    Kubernetes HorizontalPodAutoscaler's arithmetic on the load its instances and
+    callers report. They are computed on the leader, which remembers each service's
+    recent ones for the stabilization windows (in memory: a new leader starts from
+    the current instance count, as a restarted HPA controller does).
     """
+
+    @staticmethod
+    def PutPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/PutPlaybook',
+            bulwark_dot_v1_dot_remediation__pb2.PutPlaybookRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.PutPlaybookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/GetPlaybook',
+            bulwark_dot_v1_dot_remediation__pb2.GetPlaybookRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.GetPlaybookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlaybooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/ListPlaybooks',
+            bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.ListPlaybooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/DeletePlaybook',
+            bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.DeletePlaybookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRemediations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/ListRemediations',
+            bulwark_dot_v1_dot_remediation__pb2.ListRemediationsRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.ListRemediationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRemediations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/WatchRemediations',
+            bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.WatchRemediationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRemediationPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulwark.v1.RemediationService/SetRemediationPaused',
+            bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedRequest.SerializeToString,
+            bulwark_dot_v1_dot_remediation__pb2.SetRemediationPausedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetScalingRecommendation(request,
