@@ -169,6 +169,8 @@ class RemediationEngine:
             target=target.text,
             started_at=timestamps.at(now),
         )
+        # Counted by the guards of the targets that come after it in this round.
+        records.append(record)
         refusal = self._refusal(playbook, target, records, now)
         if refusal:
             await self._end(record, REFUSED, refusal, now)
