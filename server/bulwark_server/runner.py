@@ -373,6 +373,8 @@ class Replica:
                 features=features,
                 keys=keys,
                 recovery=recovery,
+                signals=signals,
+                remediations=remediation,
             )
         return [
             ServiceBinding.of(AlertServicer(alerts), "alerts"),

@@ -10,10 +10,17 @@ import grpc
 import pytest
 
 from bulwark.sync import Client
-from bulwark.v1 import registry_pb2, registry_pb2_grpc, signals_pb2
+from bulwark.v1 import (
+    registry_pb2,
+    registry_pb2_grpc,
+    remediation_pb2,
+    remediation_pb2_grpc,
+    signals_pb2,
+)
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, start_replicas, wait_for
+from tests.integration.test_metrics import samples, value, with_metrics
 
 
 def _signals(address: str, service: str) -> signals_pb2.ServiceSignals:
@@ -102,3 +109,31 @@ def test_bad_signal_requests_name_their_field(
                 call()
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert field in (caught.value.details() or "")
+
+
+def test_the_leader_exports_each_service_s_signals_and_the_remediation_switch(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica, port = with_metrics(replica_factory, etcd, "s1")
+    wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
+    with grpc.insecure_channel(replica.address) as channel:
+        request = signals_pb2.ReportSignalsRequest(reporter="web")
+        report = request.reports.add(service="db")
+        report.counts.calls, report.counts.errors = 120, 30
+        report.counts.latency.offset = 17  # (2^(17/4), 2^(18/4)] ms: about 19-23 ms
+        report.counts.latency.counts.append(120)
+        registry_pb2_grpc.RegistryServiceStub(channel).ReportSignals(request, timeout=5)
+        remediation_pb2_grpc.RemediationServiceStub(channel).SetRemediationPaused(
+            remediation_pb2.SetRemediationPausedRequest(paused=True, reason="maintenance"),
+            timeout=5,
+        )
+    found = wait_for(
+        lambda: (s := samples(port)) and value(s, "bulwark_remediation_paused") and s, 5
+    )
+    assert isinstance(found, dict)
+    assert value(found, "bulwark_service_error_ratio", service="db") == pytest.approx(0.25)
+    rate = value(found, "bulwark_service_calls_per_second", service="db")
+    assert rate is not None and rate > 0
+    p99 = value(found, "bulwark_service_latency_seconds", service="db", quantile="0.99")
+    assert p99 is not None and 2 ** (17 / 4) / 1000 < p99 <= 2 ** (18 / 4) / 1000
+    assert value(found, "bulwark_signal_reports_dropped_total") == 0

@@ -11,7 +11,15 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bulwark.v1 import breaker_pb2, bulkhead_pb2, feature_pb2, recovery_pb2, registry_pb2
+from bulwark.v1 import (
+    breaker_pb2,
+    bulkhead_pb2,
+    feature_pb2,
+    recovery_pb2,
+    registry_pb2,
+    remediation_pb2,
+    signals_pb2,
+)
 from bulwark_server import timestamps
 from bulwark_server.registry.manager import ServiceSummary
 from bulwark_server.store import Page, every_item
@@ -152,6 +160,100 @@ def _services(registry: Registry) -> Iterator[Metric]:
     for service, count in sorted(counts.items()):
         failovers.add_metric([service], count)
     yield from (instances, has_primary, epoch, failovers)
+
+
+class Signals(Protocol):
+    def services(self) -> list[str]: ...
+
+    def signals(self, service: str, window_s: float) -> signals_pb2.ServiceSignals: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+
+class Remediations(Protocol):
+    def remediations(self) -> list[remediation_pb2.Remediation]: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+
+REMEDIATION_STATES = label_values(remediation_pb2.RemediationState, "REMEDIATION_STATE_")
+SIGNAL_WINDOW_S = 60.0
+QUANTILES = (("0.5", "latency_p50"), ("0.9", "latency_p90"), ("0.99", "latency_p99"))
+
+
+def signals(leading: Callable[[], bool], reported: Signals) -> Source:
+    """What callers report of each service over the last minute, while this replica
+    leads (it sums the reports)."""
+
+    def collect() -> Iterator[Metric]:
+        if not leading():
+            return
+        rate = GaugeMetricFamily(
+            "bulwark_service_calls_per_second",
+            "Calls to the service per second over the last minute, as its callers report them.",
+            labels=["service"],
+        )
+        errors = GaugeMetricFamily(
+            "bulwark_service_error_ratio",
+            "Failed calls to the service over the last minute, as a share of its calls.",
+            labels=["service"],
+        )
+        latency = GaugeMetricFamily(
+            "bulwark_service_latency_seconds",
+            "Latency of calls to the service over the last minute, by quantile.",
+            labels=["service", "quantile"],
+        )
+        for service in reported.services():
+            inbound = reported.signals(service, SIGNAL_WINDOW_S).inbound
+            if not inbound.calls:
+                continue
+            rate.add_metric([service], inbound.calls_per_second)
+            errors.add_metric([service], inbound.error_rate)
+            for quantile, field in (
+                ("0.5", "latency_p50"),
+                ("0.9", "latency_p90"),
+                ("0.99", "latency_p99"),
+            ):
+                latency.add_metric(
+                    [service, quantile], getattr(inbound, field).ToNanoseconds() / 1e9
+                )
+        yield from (rate, errors, latency)
+        yield CounterMetricFamily(
+            "bulwark_signal_reports_dropped",
+            "Signal reports not kept: past 5,000 (caller, service) pairs.",
+            value=reported.dropped,
+        )
+
+    return collect
+
+
+def remediations(leading: Callable[[], bool], records: Remediations) -> Source:
+    """Remediations by playbook and state, and the pause switch, while this replica leads."""
+
+    def collect() -> Iterator[Metric]:
+        if not leading():
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for record in records.remediations():
+            state = REMEDIATION_STATES.get(record.state, "unspecified")
+            counts[(record.playbook, state)] = counts.get((record.playbook, state), 0) + 1
+        family = GaugeMetricFamily(
+            "bulwark_remediations",
+            "Remediations kept (the last day's), by playbook and state.",
+            labels=["playbook", "state"],
+        )
+        for (playbook, state), count in sorted(counts.items()):
+            family.add_metric([playbook, state], count)
+        yield family
+        yield GaugeMetricFamily(
+            "bulwark_remediation_paused",
+            "1 while remediation is paused fleet-wide.",
+            value=1 if records.paused else 0,
+        )
+
+    return collect
 
 
 def recovery(

@@ -102,6 +102,8 @@ class ReplicaMetrics:
         features: fleet.Features,
         keys: KeyBackups,
         recovery: fleet.Recovery,
+        signals: fleet.Signals,
+        remediations: fleet.Remediations,
     ) -> None:
         """Export what this replica counts, and (while it leads) the fleet's state."""
 
@@ -119,6 +121,8 @@ class ReplicaMetrics:
         self.add(key_backups(keys))
         self.add(fleet.fleet(leading, breakers, registry, bulkheads, features))
         self.add(fleet.recovery(leading, recovery, time.time))
+        self.add(fleet.signals(leading, signals))
+        self.add(fleet.remediations(leading, remediations))
 
 
 class _Sources(Collector):

@@ -35,6 +35,15 @@ class SignalsManager:
         self._clock = clock
         self.table = SignalTable(clock)
 
+    def services(self) -> list[str]:
+        """Every service reported on, in name order."""
+        return self.table.services()
+
+    @property
+    def dropped(self) -> int:
+        """Reports not kept for want of room."""
+        return self.table.dropped
+
     def report(self, request: signals_pb2.ReportSignalsRequest) -> int:
         """Add a reporter's counts (checked by ``rules.check_report``); how many were kept."""
         kept = 0
