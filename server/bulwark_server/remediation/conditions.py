@@ -64,7 +64,8 @@ class Conditions:
 
     def __init__(self, observe: Observations, anomalies: AnomalyDetectors | None = None) -> None:
         self._observe = observe
-        self._anomalies = anomalies or AnomalyDetectors()
+        # Not `or`: an empty AnomalyDetectors is falsy (it has __len__).
+        self._anomalies = anomalies if anomalies is not None else AnomalyDetectors()
         self._sampled: dict[tuple[str, int], tuple[float, bool]] = {}
 
     def instances(self, service: str) -> Sequence[registry_pb2.Instance]:

@@ -240,6 +240,9 @@ class RemediationEngine:
             await self._end(record, STOPPED, "the playbook was deleted or disabled", now)
             return
         step = record.steps[-1]
+        if step.action >= len(playbook.actions):
+            await self._end(record, STOPPED, "the playbook changed: its step is gone", now)
+            return
         if not step.done:  # started by a leader that did not live to record it
             await self._run_step(record, playbook, target, step.action, now, resumed=True)
             return
@@ -251,11 +254,14 @@ class RemediationEngine:
         if now - timestamps.unix(step.started_at) < verify_s:
             return
         step.verification = f"not cleared within {verify_s:g}s"
+        if self._manager.paused:  # stop before the next action, and do not escalate
+            await self._end(record, STOPPED, "remediation is paused", now)
+            return
         following = step.action + 1
         if following >= len(playbook.actions):
             await self._escalate(record, playbook, target, now)
             return
-        refusal = self._refusal(playbook, target, [r for r in records if r.id != record.id], now)
+        refusal = self._refusal(playbook, target, records, now)  # its own actions count too
         if refusal:
             await self._end(record, STOPPED, refusal, now)
             return
@@ -279,7 +285,11 @@ class RemediationEngine:
             if action.WhichOneof("kind") == "failover":
                 step.epoch_before = self._act.epoch(target.service)
             await self._manager.record(record)  # started: a new leader resumes here
-        if resumed and step.epoch_before and self._act.epoch(target.service) > step.epoch_before:
+        if (
+            resumed
+            and action.WhichOneof("kind") == "failover"  # epoch_before 0: no primary before
+            and self._act.epoch(target.service) > step.epoch_before
+        ):
             step.outcome = "done (the primary had moved)"
         else:
             step.outcome = await self._perform(action, record, target, index)

@@ -112,7 +112,7 @@ class RemediationManager:
         self, playbook: str, size: int, start_after: str
     ) -> Page[remediation_pb2.Remediation]:
         prefix = kind_prefix(REMEDIATION_KIND)
-        under = prefix + f"{playbook}.".encode() if playbook else prefix
+        under = prefix + f"{playbook}:".encode() if playbook else prefix
         page = scan_page(self._store.cache, under, size, start_after, names_under=prefix)
         return page.map(_remediation)
 

@@ -7,6 +7,7 @@ fleet-wide cap (``FLEET_ACTIONS_PER_HOUR``) holds over every playbook together.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -177,6 +178,9 @@ def healthy_enough(serving: int, total: int, share: float) -> bool:
 
 
 def remediation_id(playbook: str, target: str, started: float) -> str:
-    """An id that sorts by start time within a playbook and target."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in target)[:100]
-    return f"{playbook}.{safe}.{int(started * 1000):015d}"
+    """An id that sorts by start time within a playbook and target. Parts are joined
+    with ':', which names never hold, so one playbook's ids never start as another's."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in target)
+    if len(safe) > 100:  # cut, but unique: targets may share their first 100 characters
+        safe = f"{safe[:91]}-{hashlib.sha256(target.encode()).hexdigest()[:8]}"
+    return f"{playbook}:{safe}:{int(started * 1000):015d}"
