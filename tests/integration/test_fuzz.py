@@ -105,6 +105,9 @@ def _rpcs() -> dict[str, Rpc]:
     for module in pkgutil.iter_modules(bulwark.v1.__path__):
         if module.name.endswith("_pb2"):
             importlib.import_module(f"bulwark.v1.{module.name}")
+    # The vendored protocols served beside them.
+    importlib.import_module("bulwark_server.keda_api.externalscaler_pb2")
+    importlib.import_module("bulwark_server.envoy_api.service.ratelimit.v3.rls_pb2")
     pool = descriptor_pool.Default()
     out: dict[str, Rpc] = {}
     for name in RULES:

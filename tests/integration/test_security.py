@@ -51,6 +51,7 @@ from bulwark.v1 import (
     watch_pb2,
 )
 from bulwark_server.envoy_api.service.ratelimit.v3 import rls_pb2
+from bulwark_server.keda_api import externalscaler_pb2
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from bulwark_server.security import certs
@@ -74,7 +75,7 @@ SERVICES: dict[str, ServiceDescriptor] = {
         for info in pkgutil.iter_modules(bulwark.v1.__path__)
         if info.name.endswith("_pb2")
     ]
-    + [rls_pb2]
+    + [rls_pb2, externalscaler_pb2]
     for service in module.DESCRIPTOR.services_by_name.values()
 }
 # Services the replica served when this file was written: the matrix covers at least these.

@@ -20,6 +20,9 @@ CHANNEL_OPTIONS = [
 ]
 
 
+PRIORITIES = ("", "critical", "default", "sheddable")
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """How a client reaches Bulwark and how it behaves when Bulwark is away.
@@ -28,9 +31,12 @@ class ClientOptions:
     key); ``token`` is a bearer token (default: the ``BULWARK_TOKEN`` variable).
     ``fallback_rate`` is the requests per second a rate limit allows locally
     when no quota lease is valid and Bulwark cannot be reached (None: allow).
-    ``service`` names the service this client runs in: the caller its signal
-    reports are summed under (default: the ``BULWARK_SERVICE`` variable, else
-    ``unnamed``).
+    ``priority`` (``critical``, ``default`` or ``sheddable``; empty: the server's
+    default) goes with every call to Bulwark as ``bulwark-priority``: under
+    overload Bulwark sheds sheddable calls first, critical ones last, and caps a
+    claim at what the caller's identity may claim. ``service`` names the service
+    this client runs in: the caller its signal reports are summed under (default:
+    the ``BULWARK_SERVICE`` variable, else ``unnamed``).
     """
 
     ca: str | None = None
@@ -43,6 +49,11 @@ class ClientOptions:
     slow_call: float = 60.0
     fallback_rate: float | None = None
     service: str = ""
+    priority: str = ""
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES[1:])}")
 
     @property
     def reporter(self) -> str:
@@ -51,7 +62,10 @@ class ClientOptions:
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         token = self.token or os.environ.get("BULWARK_TOKEN")
-        return (("authorization", f"Bearer {token}"),) if token else ()
+        out = (("authorization", f"Bearer {token}"),) if token else ()
+        if self.priority:
+            out = (*out, ("bulwark-priority", self.priority))
+        return out
 
 
 def channel_credentials(options: ClientOptions) -> grpc.ChannelCredentials | None:

@@ -39,8 +39,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         ttl = None
         if request.HasField("ttl"):
             ttl = duration_seconds(request.ttl, "ttl", minimum=1.0, maximum=MAX_TOKEN_TTL_S)
+        if request.max_priority not in auth_pb2.CallPriority.values():
+            raise InvalidArgument("max_priority", f"unknown priority {request.max_priority}")
         token, record = await self._tokens.create(
-            request.name, Role(request.role), caller_name(), ttl
+            request.name, Role(request.role), caller_name(), ttl, max_priority=request.max_priority
         )
         return auth_pb2.CreateTokenResponse(token=token, record=record)
 

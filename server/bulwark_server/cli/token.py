@@ -30,6 +30,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--role", required=True, choices=("dataplane", "operator", "admin"), help="its role"
     )
     create.add_argument("--ttl-days", type=float, help="days it works (default: until revoked)")
+    create.add_argument(
+        "--max-priority",
+        choices=("sheddable", "default", "critical"),
+        default="default",
+        help="the highest bulwark-priority its calls may claim (default: default)",
+    )
     for name in ETCD_SETTINGS:
         opt = next(o for o in config.OPTIONS if o.name == name)
         create.add_argument(opt.flag, dest=name, default=None, help=f"{opt.help} [env {opt.env}]")
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def create_token(args: argparse.Namespace) -> int:
     """``bulwark token create``: write a token's digest to etcd; print the token once."""
+    from bulwark_server.security.priority import Priority
     from bulwark_server.security.roles import Role
     from bulwark_server.security.tls import etcd_tls
     from bulwark_server.security.tokens import TokenStore
@@ -71,6 +78,7 @@ def create_token(args: argparse.Namespace) -> int:
         print(f"{me}: --ttl-days must be more than 0", file=sys.stderr)
         return 2
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
+    most = Priority[args.max_priority.upper()].value
 
     async def create() -> str:
         store = EtcdStore(
@@ -78,7 +86,9 @@ def create_token(args: argparse.Namespace) -> int:
         )
         await store.start(wait=settings.etcd_timeout * 3)
         try:
-            token, _ = await TokenStore(store).create(args.name, role, "bulwark token create", ttl)
+            token, _ = await TokenStore(store).create(
+                args.name, role, "bulwark token create", ttl, max_priority=most
+            )
             return token
         finally:
             await store.close()

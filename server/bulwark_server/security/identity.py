@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+from bulwark_server.security.priority import Priority
 from bulwark_server.security.roles import Role
 
 
@@ -22,9 +23,11 @@ class Identity:
     token_id: str = ""
     # A Bulwark replica, by the token it made for itself (replica-to-replica calls).
     replica: bool = False
+    # The highest priority its calls may claim (``security.priority``).
+    max_priority: Priority = Priority.DEFAULT
 
 
-ANONYMOUS = Identity("anonymous", Role.ADMIN, "none")
+ANONYMOUS = Identity("anonymous", Role.ADMIN, "none", max_priority=Priority.CRITICAL)
 CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
     "bulwark_caller", default=None
 )

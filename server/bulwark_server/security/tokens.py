@@ -81,6 +81,7 @@ class TokenStore:
         ttl: float | None = None,
         *,
         lease: int = 0,
+        max_priority: int = auth_pb2.CALL_PRIORITY_UNSPECIFIED,
     ) -> tuple[str, auth_pb2.Token]:
         """Store a new token; return the token string (its only copy) and its public record."""
         token_id, secret, token = new_token()
@@ -92,6 +93,7 @@ class TokenStore:
             created_at=timestamps.at(now),
             created_by=created_by,
             secret_sha256=digest(secret),
+            max_priority=max_priority,  # type: ignore[arg-type]
         )
         if ttl is not None:
             record.expires_at.CopyFrom(timestamps.at(now + ttl))

@@ -32,6 +32,7 @@ from bulwark_server.errors import NotLeader, StoreUnavailable
 from bulwark_server.security import certs
 from bulwark_server.security.audit import AuditLog, describe_target
 from bulwark_server.security.identity import ANONYMOUS, CALLER, REPLICA_TOKEN_CREATOR, Identity
+from bulwark_server.security.priority import Priority
 from bulwark_server.security.roles import Audit, Role, is_open, rule_for
 from bulwark_server.security.tokens import TokenStore, bearer
 from bulwark_server.store import track_writes
@@ -112,7 +113,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 behalf = _metadata_value(context, "bulwark-on-behalf-of")
                 if behalf:
                     name = f"{behalf[:256]} via {name}"
-            return Identity(name, role, "token", record.id, replica=replica)
+            most = Priority.CRITICAL if replica else Priority.of(record.max_priority)
+            return Identity(name, role, "token", record.id, replica=replica, max_priority=most)
         pem = (context.auth_context() or {}).get("x509_pem_cert")
         if pem:
             try:

@@ -26,33 +26,35 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62ulwark/v1/auth.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsecret_sha256\x18\x07 \x01(\x0c\"p\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"G\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x06record\x18\x02 \x01(\x0b\x32\x11.bulwark.v1.Token\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x12ListTokensResponse\x12!\n\x06tokens\x18\x01 \x03(\x0b\x32\x11.bulwark.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x0f\n\rWhoAmIRequest\"f\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t*u\n\nAccessRole\x12\x1b\n\x17\x41\x43\x43\x45SS_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43\x43\x45SS_ROLE_DATAPLANE\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_ROLE_OPERATOR\x10\x02\x12\x15\n\x11\x41\x43\x43\x45SS_ROLE_ADMIN\x10\x03\x32\xbb\x02\n\x0b\x41uthService\x12N\n\x0b\x43reateToken\x12\x1e.bulwark.v1.CreateTokenRequest\x1a\x1f.bulwark.v1.CreateTokenResponse\x12K\n\nListTokens\x12\x1d.bulwark.v1.ListTokensRequest\x1a\x1e.bulwark.v1.ListTokensResponse\x12N\n\x0bRevokeToken\x12\x1e.bulwark.v1.RevokeTokenRequest\x1a\x1f.bulwark.v1.RevokeTokenResponse\x12?\n\x06WhoAmI\x12\x19.bulwark.v1.WhoAmIRequest\x1a\x1a.bulwark.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62ulwark/v1/auth.proto\x12\nbulwark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsecret_sha256\x18\x07 \x01(\x0c\x12.\n\x0cmax_priority\x18\x08 \x01(\x0e\x32\x18.bulwark.v1.CallPriority\"\xa0\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0cmax_priority\x18\x04 \x01(\x0e\x32\x18.bulwark.v1.CallPriority\"G\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x06record\x18\x02 \x01(\x0b\x32\x11.bulwark.v1.Token\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x12ListTokensResponse\x12!\n\x06tokens\x18\x01 \x03(\x0b\x32\x11.bulwark.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x0f\n\rWhoAmIRequest\"f\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.bulwark.v1.AccessRole\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t*u\n\nAccessRole\x12\x1b\n\x17\x41\x43\x43\x45SS_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43\x43\x45SS_ROLE_DATAPLANE\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_ROLE_OPERATOR\x10\x02\x12\x15\n\x11\x41\x43\x43\x45SS_ROLE_ADMIN\x10\x03*\x81\x01\n\x0c\x43\x61llPriority\x12\x1d\n\x19\x43\x41LL_PRIORITY_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41LL_PRIORITY_SHEDDABLE\x10\x01\x12\x19\n\x15\x43\x41LL_PRIORITY_DEFAULT\x10\x02\x12\x1a\n\x16\x43\x41LL_PRIORITY_CRITICAL\x10\x03\x32\xbb\x02\n\x0b\x41uthService\x12N\n\x0b\x43reateToken\x12\x1e.bulwark.v1.CreateTokenRequest\x1a\x1f.bulwark.v1.CreateTokenResponse\x12K\n\nListTokens\x12\x1d.bulwark.v1.ListTokensRequest\x1a\x1e.bulwark.v1.ListTokensResponse\x12N\n\x0bRevokeToken\x12\x1e.bulwark.v1.RevokeTokenRequest\x1a\x1f.bulwark.v1.RevokeTokenResponse\x12?\n\x06WhoAmI\x12\x19.bulwark.v1.WhoAmIRequest\x1a\x1a.bulwark.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bulwark.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCESSROLE']._serialized_start=840
-  _globals['_ACCESSROLE']._serialized_end=957
+  _globals['_ACCESSROLE']._serialized_start=937
+  _globals['_ACCESSROLE']._serialized_end=1054
+  _globals['_CALLPRIORITY']._serialized_start=1057
+  _globals['_CALLPRIORITY']._serialized_end=1186
   _globals['_TOKEN']._serialized_start=103
-  _globals['_TOKEN']._serialized_end=313
-  _globals['_CREATETOKENREQUEST']._serialized_start=315
-  _globals['_CREATETOKENREQUEST']._serialized_end=427
-  _globals['_CREATETOKENRESPONSE']._serialized_start=429
-  _globals['_CREATETOKENRESPONSE']._serialized_end=500
-  _globals['_LISTTOKENSREQUEST']._serialized_start=502
-  _globals['_LISTTOKENSREQUEST']._serialized_end=560
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=562
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=642
-  _globals['_REVOKETOKENREQUEST']._serialized_start=644
-  _globals['_REVOKETOKENREQUEST']._serialized_end=676
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=678
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=717
-  _globals['_WHOAMIREQUEST']._serialized_start=719
-  _globals['_WHOAMIREQUEST']._serialized_end=734
-  _globals['_WHOAMIRESPONSE']._serialized_start=736
-  _globals['_WHOAMIRESPONSE']._serialized_end=838
-  _globals['_AUTHSERVICE']._serialized_start=960
-  _globals['_AUTHSERVICE']._serialized_end=1275
+  _globals['_TOKEN']._serialized_end=361
+  _globals['_CREATETOKENREQUEST']._serialized_start=364
+  _globals['_CREATETOKENREQUEST']._serialized_end=524
+  _globals['_CREATETOKENRESPONSE']._serialized_start=526
+  _globals['_CREATETOKENRESPONSE']._serialized_end=597
+  _globals['_LISTTOKENSREQUEST']._serialized_start=599
+  _globals['_LISTTOKENSREQUEST']._serialized_end=657
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=659
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=739
+  _globals['_REVOKETOKENREQUEST']._serialized_start=741
+  _globals['_REVOKETOKENREQUEST']._serialized_end=773
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=775
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=814
+  _globals['_WHOAMIREQUEST']._serialized_start=816
+  _globals['_WHOAMIREQUEST']._serialized_end=831
+  _globals['_WHOAMIRESPONSE']._serialized_start=833
+  _globals['_WHOAMIRESPONSE']._serialized_end=935
+  _globals['_AUTHSERVICE']._serialized_start=1189
+  _globals['_AUTHSERVICE']._serialized_end=1504
 # @@protoc_insertion_point(module_scope)

@@ -17,13 +17,24 @@ class AccessRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACCESS_ROLE_DATAPLANE: _ClassVar[AccessRole]
     ACCESS_ROLE_OPERATOR: _ClassVar[AccessRole]
     ACCESS_ROLE_ADMIN: _ClassVar[AccessRole]
+
+class CallPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALL_PRIORITY_UNSPECIFIED: _ClassVar[CallPriority]
+    CALL_PRIORITY_SHEDDABLE: _ClassVar[CallPriority]
+    CALL_PRIORITY_DEFAULT: _ClassVar[CallPriority]
+    CALL_PRIORITY_CRITICAL: _ClassVar[CallPriority]
 ACCESS_ROLE_UNSPECIFIED: AccessRole
 ACCESS_ROLE_DATAPLANE: AccessRole
 ACCESS_ROLE_OPERATOR: AccessRole
 ACCESS_ROLE_ADMIN: AccessRole
+CALL_PRIORITY_UNSPECIFIED: CallPriority
+CALL_PRIORITY_SHEDDABLE: CallPriority
+CALL_PRIORITY_DEFAULT: CallPriority
+CALL_PRIORITY_CRITICAL: CallPriority
 
 class Token(_message.Message):
-    __slots__ = ("id", "name", "role", "created_at", "created_by", "expires_at", "secret_sha256")
+    __slots__ = ("id", "name", "role", "created_at", "created_by", "expires_at", "secret_sha256", "max_priority")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +42,7 @@ class Token(_message.Message):
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     role: AccessRole
@@ -38,17 +50,20 @@ class Token(_message.Message):
     created_by: str
     expires_at: _timestamp_pb2.Timestamp
     secret_sha256: bytes
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[AccessRole, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., secret_sha256: _Optional[bytes] = ...) -> None: ...
+    max_priority: CallPriority
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[AccessRole, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., secret_sha256: _Optional[bytes] = ..., max_priority: _Optional[_Union[CallPriority, str]] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "role", "ttl")
+    __slots__ = ("name", "role", "ttl", "max_priority")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: AccessRole
     ttl: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[AccessRole, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    max_priority: CallPriority
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[AccessRole, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_priority: _Optional[_Union[CallPriority, str]] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "record")
