@@ -25,6 +25,7 @@ from bulwark_server.alerts.manager import AlertCenter
 from bulwark_server.alerts.sources import Sources
 from bulwark_server.api.alert import AlertServicer
 from bulwark_server.api.auth import AuditServicer, AuthServicer
+from bulwark_server.api.backpressure import BackpressureServicer
 from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
@@ -39,6 +40,7 @@ from bulwark_server.api.ratelimit import RateLimitServicer
 from bulwark_server.api.registry import RegistryServicer
 from bulwark_server.api.remediation import RemediationServicer
 from bulwark_server.api.routing import LeaderRouter
+from bulwark_server.backpressure.manager import BackpressureManager
 from bulwark_server.backups.keys import KeyBackupManager
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.manager import BreakerManager
@@ -378,6 +380,7 @@ class Replica:
             )
         return [
             ServiceBinding.of(AlertServicer(alerts), "alerts"),
+            ServiceBinding.of(BackpressureServicer(BackpressureManager(store)), "backpressure"),
             ServiceBinding.of(
                 ClusterServicer(
                     ClusterManager(

@@ -29,6 +29,7 @@ CAPABILITIES = (
     "alerts",
     "signals",
     "remediation",
+    "backpressure",
 )
 # Foundations every layer may use: no gRPC, no etcd client either.
 FOUNDATIONS = ("security", "cluster", "errors", "validation", "timestamps")

@@ -154,6 +154,16 @@ RULES: dict[str, Rule] = {
         },
     ),
     **_rules(
+        "bulwark.v1.BackpressureService",
+        {
+            "PutBackpressurePolicy": (OP, _ALWAYS, Shed.FIRST),
+            "GetBackpressurePolicy": (DP, _READ, Shed.FIRST),
+            "ListBackpressurePolicies": (DP, _READ, Shed.FIRST),
+            "DeleteBackpressurePolicy": (OP, _ALWAYS, Shed.FIRST),
+            "WatchBackpressurePolicies": (DP, _READ, Shed.LAST),
+        },
+    ),
+    **_rules(
         "bulwark.v1.RemediationService",
         {
             "PutPlaybook": (OP, _ALWAYS, Shed.FIRST),

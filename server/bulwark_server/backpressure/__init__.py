@@ -1,0 +1,1 @@
+"""Per-downstream backpressure policies that client libraries watch and apply."""
