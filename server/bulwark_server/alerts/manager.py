@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TypeVar
 
 from bulwark.v1 import alert_pb2, watch_pb2
 from bulwark_server import timestamps
@@ -30,8 +29,10 @@ from bulwark_server.store import (
     EventType,
     Page,
     follow,
+    put_message,
     scan_page,
     take_page,
+    with_revision,
 )
 from bulwark_server.store.keys import ALERT_KIND, ALERT_ROUTE_KIND, SILENCE_KIND, kind_prefix
 
@@ -42,18 +43,8 @@ PUT, DELETE = watch_pb2.WATCH_EVENT_TYPE_PUT, watch_pb2.WATCH_EVENT_TYPE_DELETE
 RESOLVED_KEPT_S = 24 * 3600.0  # a resolved alert, or an expired silence, stays listed this long
 
 
-M = TypeVar("M", alert_pb2.Alert, alert_pb2.Silence, alert_pb2.AlertRoute)
-
-
-def _with_revision(kind: type[M], entry: Entry) -> M:
-    """A stored message with its ``revision`` set from its key."""
-    message = kind.FromString(entry.value)
-    message.revision = entry.mod_revision
-    return message
-
-
 def decode(entry: Entry) -> alert_pb2.Alert:
-    return _with_revision(alert_pb2.Alert, entry)
+    return with_revision(alert_pb2.Alert, entry)
 
 
 class AlertCenter:
@@ -101,8 +92,7 @@ class AlertCenter:
     def silences(self, start_after: str = "") -> list[alert_pb2.Silence]:
         """Every silence (after id ``start_after``), in id order."""
         return [
-            _with_revision(alert_pb2.Silence, e)
-            for e in self._store.scan(SILENCE_KIND, start_after)
+            with_revision(alert_pb2.Silence, e) for e in self._store.scan(SILENCE_KIND, start_after)
         ]
 
     def list_silences(
@@ -119,17 +109,17 @@ class AlertCenter:
 
     def routes(self) -> list[alert_pb2.AlertRoute]:
         """Every route, in name order."""
-        return [_with_revision(alert_pb2.AlertRoute, e) for e in self._store.scan(ALERT_ROUTE_KIND)]
+        return [with_revision(alert_pb2.AlertRoute, e) for e in self._store.scan(ALERT_ROUTE_KIND)]
 
     def route(self, name: str) -> alert_pb2.AlertRoute:
         entry = self._store.get(ALERT_ROUTE_KIND, name)
         if entry is None:
             raise NotFound(f"alert route {name!r} does not exist")
-        return _with_revision(alert_pb2.AlertRoute, entry)
+        return with_revision(alert_pb2.AlertRoute, entry)
 
     def list_routes(self, size: int, start_after: str) -> Page[alert_pb2.AlertRoute]:
         page = scan_page(self._store.cache, kind_prefix(ALERT_ROUTE_KIND), size, start_after)
-        return page.map(lambda e: _with_revision(alert_pb2.AlertRoute, e))
+        return page.map(lambda e: with_revision(alert_pb2.AlertRoute, e))
 
     def summary(self) -> alert_pb2.AlertSummary:
         """Firing alerts by severity, and how many are silenced or acknowledged."""
@@ -192,17 +182,13 @@ class AlertCenter:
         self, route: alert_pb2.AlertRoute, expected_revision: int = 0
     ) -> tuple[alert_pb2.AlertRoute, bool]:
         rules.check_route(route, check_url)
-        stored = alert_pb2.AlertRoute()
-        stored.CopyFrom(route)
-        stored.ClearField("revision")
-        if not stored.group_by:
-            stored.group_by.extend(rules.DEFAULT_GROUP_BY)
-        value = stored.SerializeToString()
-        revision, created = await self._store.upsert(
-            ALERT_ROUTE_KIND, route.name, lambda _: value, expected_revision=expected_revision
+        complete = alert_pb2.AlertRoute()
+        complete.CopyFrom(route)
+        if not complete.group_by:
+            complete.group_by.extend(rules.DEFAULT_GROUP_BY)
+        return await put_message(
+            self._store, ALERT_ROUTE_KIND, route.name, complete, expected_revision=expected_revision
         )
-        stored.revision = revision
-        return stored, created
 
     async def delete_route(self, name: str) -> int:
         try:

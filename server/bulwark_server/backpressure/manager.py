@@ -12,7 +12,17 @@ from collections.abc import AsyncIterator
 from bulwark.v1 import backpressure_pb2, watch_pb2
 from bulwark_server.backpressure.rules import check_policy
 from bulwark_server.errors import NotFound
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Page, follow, scan_page
+from bulwark_server.store import (
+    Entry,
+    EtcdStore,
+    Event,
+    EventType,
+    Page,
+    follow,
+    put_message,
+    scan_page,
+    with_revision,
+)
 from bulwark_server.store.keys import BACKPRESSURE_KIND, kind_prefix
 
 SNAPSHOT, SYNCED = watch_pb2.WATCH_EVENT_TYPE_SNAPSHOT, watch_pb2.WATCH_EVENT_TYPE_SYNCED
@@ -22,9 +32,7 @@ Response = backpressure_pb2.WatchBackpressurePoliciesResponse
 
 
 def _policy(entry: Entry) -> backpressure_pb2.BackpressurePolicy:
-    out = Policy.FromString(entry.value)
-    out.revision = entry.mod_revision
-    return out
+    return with_revision(Policy, entry)
 
 
 class BackpressureManager:
@@ -37,14 +45,9 @@ class BackpressureManager:
         self, policy: backpressure_pb2.BackpressurePolicy, expected_revision: int = 0
     ) -> backpressure_pb2.BackpressurePolicy:
         check_policy(policy)
-        stored = Policy()
-        stored.CopyFrom(policy)
-        stored.ClearField("revision")
-        value = stored.SerializeToString()
-        revision, _ = await self._store.upsert(
-            BACKPRESSURE_KIND, policy.name, lambda _: value, expected_revision=expected_revision
+        stored, _ = await put_message(
+            self._store, BACKPRESSURE_KIND, policy.name, policy, expected_revision=expected_revision
         )
-        stored.revision = revision
         return stored
 
     def get(self, name: str) -> backpressure_pb2.BackpressurePolicy:

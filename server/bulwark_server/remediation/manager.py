@@ -14,7 +14,17 @@ from bulwark.v1 import remediation_pb2, watch_pb2
 from bulwark_server.cluster.election import Election
 from bulwark_server.errors import NotFound
 from bulwark_server.remediation.playbooks import check_playbook
-from bulwark_server.store import Entry, EtcdStore, Event, EventType, Page, follow, scan_page
+from bulwark_server.store import (
+    Entry,
+    EtcdStore,
+    Event,
+    EventType,
+    Page,
+    follow,
+    put_message,
+    scan_page,
+    with_revision,
+)
 from bulwark_server.store.keys import (
     PLAYBOOK_KIND,
     REMEDIATION_KIND,
@@ -28,15 +38,11 @@ PUT, DELETE = watch_pb2.WATCH_EVENT_TYPE_PUT, watch_pb2.WATCH_EVENT_TYPE_DELETE
 
 
 def _playbook(entry: Entry) -> remediation_pb2.Playbook:
-    out = remediation_pb2.Playbook.FromString(entry.value)
-    out.revision = entry.mod_revision
-    return out
+    return with_revision(remediation_pb2.Playbook, entry)
 
 
 def _remediation(entry: Entry) -> remediation_pb2.Remediation:
-    out = remediation_pb2.Remediation.FromString(entry.value)
-    out.revision = entry.mod_revision
-    return out
+    return with_revision(remediation_pb2.Remediation, entry)
 
 
 class RemediationManager:
@@ -55,14 +61,9 @@ class RemediationManager:
         self, playbook: remediation_pb2.Playbook, expected_revision: int = 0
     ) -> remediation_pb2.Playbook:
         check_playbook(playbook, self._check_url)
-        stored = remediation_pb2.Playbook()
-        stored.CopyFrom(playbook)
-        stored.ClearField("revision")
-        value = stored.SerializeToString()
-        revision, _ = await self._store.upsert(
-            PLAYBOOK_KIND, playbook.name, lambda _: value, expected_revision=expected_revision
+        stored, _ = await put_message(
+            self._store, PLAYBOOK_KIND, playbook.name, playbook, expected_revision=expected_revision
         )
-        stored.revision = revision
         return stored
 
     def playbook(self, name: str) -> remediation_pb2.Playbook:
@@ -118,14 +119,10 @@ class RemediationManager:
 
     async def record(self, remediation: remediation_pb2.Remediation) -> None:
         """Store the leader's record of a remediation (fenced)."""
-        stored = remediation_pb2.Remediation()
-        stored.CopyFrom(remediation)
-        stored.ClearField("revision")
-        value = stored.SerializeToString()
-        revision, _ = await self._store.upsert(
-            REMEDIATION_KIND, remediation.id, lambda _: value, fence=self._election.fence()
+        stored, _ = await put_message(
+            self._store, REMEDIATION_KIND, remediation.id, remediation, fence=self._election.fence()
         )
-        remediation.revision = revision
+        remediation.revision = stored.revision
 
     async def forget(self, remediation_id: str) -> None:
         """Delete an old remediation record (fenced)."""

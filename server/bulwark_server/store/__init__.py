@@ -17,6 +17,8 @@ and never from the modules below, which may change shape.
   reached.
 * ``streams``: ``follow``, the snapshot-then-changes shape of every Watch* RPC.
 * ``paging``: ``scan_page`` / ``take_page`` page every listing the same way.
+* ``messages``: ``put_message`` / ``with_revision`` store and read a message whose
+  ``revision`` is its key's.
 
 ``MAX_TXN_OPS`` is the most keys ``EtcdStore.put_many``, ``delete_many``,
 ``put_raw`` and ``delete_raw`` take in one call (more raise ValueError). Each
@@ -33,6 +35,7 @@ from bulwark_server.store.etcd import EtcdStore
 from bulwark_server.store.keys import PREFIX, key_for, split_key
 from bulwark_server.store.kv import MAX_REQUEST_BYTES, MAX_TXN_OPS, Fence, Unchanged, batches
 from bulwark_server.store.members import MemberInfo
+from bulwark_server.store.messages import put_message, with_revision
 from bulwark_server.store.paging import (
     Page,
     Scanner,
@@ -69,8 +72,10 @@ __all__ = [
     "every_item",
     "follow",
     "key_for",
+    "put_message",
     "scan_page",
     "split_key",
     "take_page",
     "track_writes",
+    "with_revision",
 ]
