@@ -122,10 +122,12 @@ def put(channel: grpc.Channel, playbook: R.Playbook) -> None:
 
 
 def on_instances(name: str, service: str, *actions: R.Action, **fields: object) -> R.Playbook:
+    # Two missed heartbeats (4 s of silence): an agent thread held up for a second on
+    # a busy machine is not silent.
     return R.Playbook(
         name=name,
         condition=R.Condition(
-            instance=R.InstanceCondition(service=service, missed_heartbeats=1, not_serving=True)
+            instance=R.InstanceCondition(service=service, missed_heartbeats=2, not_serving=True)
         ),
         actions=list(actions),
         verify_within=seconds(5),

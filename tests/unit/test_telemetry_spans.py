@@ -49,6 +49,9 @@ EXPECTED = {
     "bulwark.v1.AuthService": "security",
     "bulwark.v1.AuditService": "security",
     "bulwark.v1.AlertService": "alerts",
+    "bulwark.v1.BackpressureService": "backpressure",
+    "bulwark.v1.RemediationService": "remediation",
+    "externalscaler.ExternalScaler": "remediation",
     "grpc.health.v1.Health": "transport",
     "grpc.reflection.v1alpha.ServerReflection": "transport",
 }

@@ -248,8 +248,9 @@ class RegistryManager:
         )
 
     async def silent_for(self, service: str, instance_id: str) -> float | None:
-        """Seconds since the instance last renewed its lease (to a second: etcd counts
-        whole seconds); None when it is not registered."""
+        """Seconds since the instance last renewed its lease, at least (None when it is
+        not registered). etcd counts the time left in whole seconds, rounded down: the
+        second it may have taken off is given back, so silence is never overstated."""
         entry = self._instances.entry(service, instance_id)
         if entry is None or not entry.lease:
             return None
@@ -257,7 +258,7 @@ class RegistryManager:
         remaining = await self._store.lease_remaining(entry.lease)
         if remaining <= 0:
             return None
-        return max(0.0, record.ttl.ToNanoseconds() / 1e9 - remaining)
+        return max(0.0, record.ttl.ToNanoseconds() / 1e9 - remaining - 1)
 
     async def deregister(self, service: str, instance_id: str) -> int:
         """Remove the instance now; return the revision of the removal."""
