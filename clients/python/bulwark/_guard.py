@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from bulwark._adaptive import Gradient2Settings, ThrottleSettings
 from bulwark.errors import BulwarkError, ResourceExhaustedError
 
 if TYPE_CHECKING:
@@ -54,12 +55,44 @@ class Guard:
     ``limit`` is ``(domain, descriptor)``, e.g. ``("outbound", {"service": "payments"})``.
     ``service`` names the downstream: each call's outcome and latency are counted in
     its signals (``Client.record_call``).
+
+    ``adaptive`` and ``throttle`` are decided in the process, without Bulwark:
+    ``adaptive`` bounds the calls in flight to the downstream by a Gradient2 limit
+    (``True`` for Netflix's defaults, or ``Gradient2Settings``), ``throttle`` rejects
+    calls locally while the downstream refuses work (the SRE book's adaptive
+    throttling; ``True`` for K = 2 over two minutes, or ``ThrottleSettings``). Their
+    state is per downstream: ``service`` if set, else the rule's key.
     """
 
     breaker: str | None = None
     bulkhead: str | None = None
     limit: tuple[str, Mapping[str, str]] | None = None
     service: str | None = None
+    adaptive: Gradient2Settings | bool | None = None
+    throttle: ThrottleSettings | bool | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, so a typo (adaptive=20) fails where the rules are written.
+        if not isinstance(self.adaptive, Gradient2Settings | bool | None):
+            raise TypeError(
+                f"adaptive: expected Gradient2Settings, bool or None, "
+                f"got {type(self.adaptive).__name__}"
+            )
+        if not isinstance(self.throttle, ThrottleSettings | bool | None):
+            raise TypeError(
+                f"throttle: expected ThrottleSettings, bool or None, "
+                f"got {type(self.throttle).__name__}"
+            )
+
+    @property
+    def needs_client(self) -> bool:
+        """Whether a step of this guard asks Bulwark (all but ``adaptive``/``throttle``)."""
+        return (
+            self.breaker is not None
+            or self.bulkhead is not None
+            or self.limit is not None
+            or self.service is not None
+        )
 
 
 class RejectedCall(grpc.RpcError, grpc.Call):
@@ -160,21 +193,27 @@ class GuardPolicy:
                 exact[key] = guard
         self._exact = exact
         self._prefixes = sorted(prefixes, key=lambda item: len(item[0]), reverse=True)
-        self._cache: dict[str, Guard | None] = {}
+        self._cache: dict[str, tuple[str, Guard] | None] = {}
         self.failure_codes = frozenset(failure_codes)
         self.fail_open = fail_open
         self._warned: set[tuple[str, str, grpc.StatusCode]] = set()
 
     def guard_for(self, method: str | bytes) -> Guard | None:
+        rule = self.rule_for(method)
+        return rule[1] if rule is not None else None
+
+    def rule_for(self, method: str | bytes) -> tuple[str, Guard] | None:
+        """The rule matching ``method`` as ``(key, guard)``, or None when none does."""
         name = method.decode() if isinstance(method, bytes) else method
         if name in self._cache:
             return self._cache[name]
         guard = self._exact.get(name)
-        if guard is None:
-            guard = next((g for prefix, g in self._prefixes if name.startswith(prefix)), None)
+        rule = (name, guard) if guard is not None else None
+        if rule is None:
+            rule = next((item for item in self._prefixes if name.startswith(item[0])), None)
         if len(self._cache) < 10_000:  # method names are few; never grow without bound
-            self._cache[name] = guard
-        return guard
+            self._cache[name] = rule
+        return rule
 
     def failed(self, code: grpc.StatusCode | None) -> bool:
         return code in self.failure_codes

@@ -3,12 +3,22 @@
 A service adds one to the channels it opens to a downstream service; each
 unary-unary call whose method matches a rule is guarded, in this order:
 
-1. **Rate limit** (``Guard.limit``): over the limit, the call fails with
+1. **Adaptive throttle** (``Guard.throttle``): while the downstream refuses
+   work, the call may be rejected locally with RESOURCE_EXHAUSTED, with the SRE
+   book's probability ``max(0, (requests - K * accepts) / (requests + 1))``.
+   First, because it is the cheapest and needs no one: a throttled call spends
+   no rate-limit quota and takes no bulkhead permit.
+2. **Rate limit** (``Guard.limit``): over the limit, the call fails with
    RESOURCE_EXHAUSTED and never leaves the process.
-2. **Circuit breaker** (``Guard.breaker``): refused, the call fails fast with
-   UNAVAILABLE without reaching the downstream.
 3. **Bulkhead** (``Guard.bulkhead``): a cluster-wide permit is held for the
    whole call; a full bulkhead fails the call with RESOURCE_EXHAUSTED.
+4. **Adaptive concurrency** (``Guard.adaptive``): at its Gradient2 limit of
+   calls in flight, the call fails at once with RESOURCE_EXHAUSTED. After the
+   bulkhead, so that Bulwark's own latency never counts as the downstream's.
+5. **Circuit breaker** (``Guard.breaker``): refused, the call fails fast with
+   UNAVAILABLE without reaching the downstream. Last, after every step that
+   can refuse: a trial call a later step refused would never report, and
+   would hold the breaker HALF_OPEN.
 
 Once the downstream answers, the breaker records the outcome: a failure when
 the status is one of ``failure_codes`` (by default UNAVAILABLE,
@@ -16,28 +26,36 @@ DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and RESOURCE_EXHAUSTED: the dependency's
 fault), a success otherwise (INVALID_ARGUMENT, NOT_FOUND and the like are the
 caller's fault and say nothing about the dependency's health; CANCELLED is the
 caller giving up). A call slower than the client's ``slow_call`` also counts
-as slow.
+as slow. The concurrency limit gets the call's RTT back (a timeout or a
+refusal cuts it) and the throttle counts the answer as accepted or refused
+(UNAVAILABLE or RESOURCE_EXHAUSTED); ``bulwark._backpressure`` has the details.
 
 Rules map a full method name (``"/pkg.Service/Method"``) or a prefix ending in
 ``/`` (``"/pkg.Service/"``; ``"/"`` matches every method) to a ``Guard``. The
 exact name wins, then the longest prefix; methods matching no rule pass
-through untouched.
+through untouched. Adaptive state is kept per downstream: the Guard's
+``service`` if set, else the rule's key.
 
 A refused call fails like any gRPC call: with ``grpc.aio.AioRpcError`` on an
 asyncio channel, with ``RejectedCall`` (a ``grpc.RpcError`` and ``grpc.Call``)
 on a synchronous one. Its trailing metadata carries ``bulwark-rejected-by``
-(``rate-limit``, ``breaker`` or ``bulkhead``).
+(``throttle``, ``rate-limit``, ``bulkhead``, ``concurrency`` or ``breaker``).
 
 When Bulwark itself cannot answer (an unknown breaker or bulkhead, refused
 credentials, no endpoint reachable for a bulkhead permit) the call goes ahead
 unguarded by that step (``fail_open=True``, the default, logged once per name
 and status) or fails with UNAVAILABLE (``fail_open=False``). Breaker decisions
 and rate limits never need that: the clients decide them from their caches and
-local fallbacks while Bulwark is away.
+local fallbacks while Bulwark is away. Throttling and adaptive concurrency
+never ask Bulwark: with rules that use nothing else, the client may be None.
 
 Usage::
 
-    rules = {"/payments.v1.Payments/": Guard(breaker="payments", bulkhead="payments")}
+    rules = {
+        "/payments.v1.Payments/": Guard(
+            breaker="payments", bulkhead="payments", adaptive=True, throttle=True
+        )
+    }
     channel = grpc.aio.insecure_channel(
         "payments:443", interceptors=[AsyncBulwarkInterceptor(bulwark, rules)]
     )
@@ -46,6 +64,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,6 +72,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from bulwark._adaptive import Gradient2Settings, ThrottleSettings
+from bulwark._backpressure import Backpressure, Downstream, DownstreamState, Flight
 from bulwark._guard import (
     DEFAULT_FAILURE_CODES,
     REJECTED_BY_KEY,
@@ -73,32 +94,97 @@ __all__ = [
     "REJECTED_BY_KEY",
     "AsyncBulwarkInterceptor",
     "BulwarkInterceptor",
+    "DownstreamState",
+    "Gradient2Settings",
     "Guard",
     "RejectedCall",
+    "ThrottleSettings",
 ]
 
-_monotonic = time.monotonic
+
+def _check_client(client: object, rules: Mapping[str, Guard]) -> None:
+    if client is not None:
+        return
+    for key, guard in rules.items():
+        if isinstance(guard, Guard) and guard.needs_client:
+            raise ValueError(
+                f"rule {key!r}: breaker, bulkhead, limit and service need a Bulwark client; "
+                "only adaptive and throttle work with client=None"
+            )
+
+
+class _Interceptor:
+    """What both interceptors share: the rules, the backpressure state and the clock."""
+
+    def __init__(
+        self,
+        client: Any,
+        rules: Mapping[str, Guard],
+        failure_codes: Collection[grpc.StatusCode],
+        fail_open: bool,
+        clock: Callable[[], float],
+        random: Callable[[], float] | None,
+        lock: contextlib.AbstractContextManager[object] | None,
+    ) -> None:
+        self._client = client
+        self._policy = GuardPolicy(rules, failure_codes, fail_open)
+        _check_client(client, rules)
+        self._backpressure = Backpressure(rules, lock=lock, random=random)
+        self._clock = clock
+
+    def backpressure(self) -> dict[str, DownstreamState]:
+        """Each downstream's adaptive limit, calls in flight and throttle probability."""
+        return self._backpressure.states(self._clock())
+
+    def _admit(self, downstream: Downstream | None) -> Flight | None:
+        """Step 4; None without a downstream to track."""
+        return downstream.admit(self._clock()) if downstream is not None else None
+
+    def _answered(
+        self, guard: Guard, flight: Flight | None, code: grpc.StatusCode | None, started: float
+    ) -> None:
+        """The call ended with ``code`` (None: no gRPC answer at all): count it everywhere."""
+        now = self._clock()
+        if flight is not None:
+            if code is None:
+                flight.abandon()
+            else:
+                flight.finish(code, now)
+        if guard.breaker is None and guard.service is None:
+            return
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN  # failed before reaching the wire: the breaker's view
+        elapsed = now - started
+        success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
+        if guard.breaker is not None:
+            self._client.record(guard.breaker, success, slow=slow)
+        if guard.service is not None:
+            self._client.record_call(guard.service, failed=not success, latency=elapsed)
 
 
 # -- asyncio -------------------------------------------------------------------------
 
 
-class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class AsyncBulwarkInterceptor(_Interceptor, grpc.aio.UnaryUnaryClientInterceptor):
     """Guards the unary calls of a ``grpc.aio`` channel with an ``AsyncClient``.
 
-    Use the channel on the event loop the client runs on.
+    Use the channel on the event loop the client runs on. ``client`` may be None when
+    every rule uses only ``adaptive`` and ``throttle``. ``clock`` (monotonic seconds)
+    and ``random`` (uniform in [0, 1), the throttle's draw) are there for tests.
     """
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncClient | None,
         rules: Mapping[str, Guard],
         *,
         failure_codes: Collection[grpc.StatusCode] = DEFAULT_FAILURE_CODES,
         fail_open: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] | None = None,
     ) -> None:
-        self._client = client
-        self._policy = GuardPolicy(rules, failure_codes, fail_open)
+        # One event loop: the backpressure state needs no lock.
+        super().__init__(client, rules, failure_codes, fail_open, clock, random, None)
 
     async def intercept_unary_unary(
         self,
@@ -106,22 +192,26 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        guard = self._policy.guard_for(client_call_details.method)
-        if guard is None:
+        rule = self._policy.rule_for(client_call_details.method)
+        if rule is None:
             return await continuation(client_call_details, request)
         try:
-            return await self._guarded(guard, continuation, client_call_details, request)
+            return await self._guarded(rule, continuation, client_call_details, request)
         except Refusal as refusal:
             raise refusal.as_aio_error() from None
 
     async def _guarded(
         self,
-        guard: Guard,
+        rule: tuple[str, Guard],
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
         details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        policy, client = self._policy, self._client
+        policy, client, clock = self._policy, self._client, self._clock
+        key, guard = rule
+        downstream = self._backpressure.for_rule(key)
+        if downstream is not None:
+            downstream.check_throttle(clock())
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
@@ -131,61 +221,64 @@ class AsyncBulwarkInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             policy.within_limit(domain, descriptor, within)
         breaker = guard.breaker
         async with contextlib.AsyncExitStack() as stack:
-            # The permit before the breaker: a trial call a full bulkhead then refused
-            # would never report, and would hold the breaker HALF_OPEN.
             if guard.bulkhead is not None:
                 try:
                     await stack.enter_async_context(client.permit(guard.bulkhead))
                 except BulwarkError as error:
                     policy.permit_failed(guard.bulkhead, error)
-            if breaker is not None:
-                try:
-                    decision: Any = await client.allow(breaker)
-                except BulwarkError as error:
-                    decision = error
-                policy.admitted(breaker, decision)
-            started = _monotonic()
+            flight = self._admit(downstream)
             try:
-                call = await continuation(details, request)
-                code = await call.code()
-            except grpc.aio.AioRpcError as error:  # raised by an inner interceptor
-                self._record(guard, error.code(), started)
-                raise
-            self._record(guard, code, started)
-            return call
-
-    def _record(self, guard: Guard, code: grpc.StatusCode | None, started: float) -> None:
-        if guard.breaker is None and guard.service is None:
-            return
-        elapsed = _monotonic() - started
-        success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
-        if guard.breaker is not None:
-            self._client.record(guard.breaker, success, slow=slow)
-        if guard.service is not None:
-            self._client.record_call(guard.service, failed=not success, latency=elapsed)
+                if breaker is not None:
+                    try:
+                        decision: Any = await client.allow(breaker)
+                    except BulwarkError as error:
+                        decision = error
+                    policy.admitted(breaker, decision)
+                started = clock()
+                if flight is not None:
+                    flight.sent(started)
+                try:
+                    call = await continuation(details, request)
+                    code = await call.code()
+                except grpc.aio.AioRpcError as error:  # raised by an inner interceptor
+                    self._answered(guard, flight, error.code(), started)
+                    raise
+                self._answered(guard, flight, code, started)
+                return call
+            finally:
+                if flight is not None:
+                    # A no-op once finished; else the call got no answer (refused by the
+                    # breaker, cancelled by its caller, failed in the process): free its slot.
+                    flight.abandon()
 
 
 # -- threads ---------------------------------------------------------------------------
 
 
-class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
+class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
     """Guards the unary calls of a synchronous channel with a ``bulwark.sync.Client``.
 
     ``grpc.intercept_channel(channel, BulwarkInterceptor(bulwark, rules))``. A
     refused call raises ``RejectedCall``. With a bulkhead, ``.future()`` calls
-    wait for the response inside the interceptor (the permit is held for the call).
+    wait for the response inside the interceptor (the permit is held for the call);
+    without one, a future's outcome is counted by a done-callback. ``client`` may be
+    None when every rule uses only ``adaptive`` and ``throttle``; ``clock`` and
+    ``random`` are there for tests.
     """
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None,
         rules: Mapping[str, Guard],
         *,
         failure_codes: Collection[grpc.StatusCode] = DEFAULT_FAILURE_CODES,
         fail_open: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] | None = None,
     ) -> None:
-        self._client = client
-        self._policy = GuardPolicy(rules, failure_codes, fail_open)
+        # Calls start on the caller's threads and end on gRPC's: one lock for the state.
+        lock = threading.Lock()
+        super().__init__(client, rules, failure_codes, fail_open, clock, random, lock)
 
     def intercept_unary_unary(
         self,
@@ -193,22 +286,26 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
         client_call_details: grpc.ClientCallDetails,
         request: Any,
     ) -> Any:
-        guard = self._policy.guard_for(client_call_details.method)
-        if guard is None:
+        rule = self._policy.rule_for(client_call_details.method)
+        if rule is None:
             return continuation(client_call_details, request)
         try:
-            return self._guarded(guard, continuation, client_call_details, request)
+            return self._guarded(rule, continuation, client_call_details, request)
         except Refusal as refusal:
             raise refusal.as_rejected_call() from None
 
     def _guarded(
         self,
-        guard: Guard,
+        rule: tuple[str, Guard],
         continuation: Callable[[grpc.ClientCallDetails, Any], Any],
         details: grpc.ClientCallDetails,
         request: Any,
     ) -> Any:
         policy, client = self._policy, self._client
+        key, guard = rule
+        downstream = self._backpressure.for_rule(key)
+        if downstream is not None:
+            downstream.check_throttle(self._clock())
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
@@ -216,49 +313,56 @@ class BulwarkInterceptor(grpc.UnaryUnaryClientInterceptor):
             except BulwarkError as error:
                 within = error
             policy.within_limit(domain, descriptor, within)
-        breaker = guard.breaker
         if guard.bulkhead is None:
-            self._check_breaker(breaker)
-            started = _monotonic()
-            outcome = continuation(details, request)
-            if breaker is not None or guard.service is not None:
+            flight = self._admit(downstream)
+            try:
+                started = self._send(guard.breaker, flight)
+                outcome = continuation(details, request)
+            except BaseException:
+                if flight is not None:
+                    flight.abandon()
+                raise
+            if flight is not None or guard.breaker is not None or guard.service is not None:
                 # Blocking calls are complete already; futures report when done.
-                outcome.add_done_callback(lambda done: self._record(guard, done, started))
+                outcome.add_done_callback(
+                    lambda done: self._answered(guard, flight, _code_of(done), started)
+                )
             return outcome
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(client.permit(guard.bulkhead))
             except BulwarkError as error:
                 policy.permit_failed(guard.bulkhead, error)
-            # The permit before the breaker: a trial call a full bulkhead then refused
-            # would never report, and would hold the breaker HALF_OPEN.
-            self._check_breaker(breaker)
-            started = _monotonic()
-            outcome = continuation(details, request)
-            outcome.code()  # waits for the end of the call: the permit covers all of it
-        self._record(guard, outcome, started)
+            flight = self._admit(downstream)
+            try:
+                started = self._send(guard.breaker, flight)
+                outcome = continuation(details, request)
+                outcome.code()  # waits for the end of the call: the permit covers all of it
+            except BaseException:
+                if flight is not None:
+                    flight.abandon()
+                raise
+            # Before the permit goes back: its release is Bulwark's time, not the call's.
+            self._answered(guard, flight, _code_of(outcome), started)
         return outcome
 
-    def _check_breaker(self, breaker: str | None) -> None:
-        """Refuse the call when the breaker is open (no-op without a breaker)."""
-        if breaker is None:
-            return
-        try:
-            decision: Any = self._client.allow(breaker)
-        except BulwarkError as error:
-            decision = error
-        self._policy.admitted(breaker, decision)
+    def _send(self, breaker: str | None, flight: Flight | None) -> float:
+        """Step 5, then the time the call leaves (the start of its RTT)."""
+        if breaker is not None:
+            try:
+                decision: Any = self._client.allow(breaker)
+            except BulwarkError as error:
+                decision = error
+            self._policy.admitted(breaker, decision)
+        started = self._clock()
+        if flight is not None:
+            flight.sent(started)
+        return started
 
-    def _record(self, guard: Guard, outcome: Any, started: float) -> None:
-        if guard.breaker is None and guard.service is None:
-            return
-        try:
-            code = outcome.code()
-        except Exception:  # not a grpc.Call: the call failed before reaching the wire
-            code = grpc.StatusCode.UNKNOWN
-        elapsed = _monotonic() - started
-        success, slow = self._policy.outcome(code, elapsed, slow_call_of(self._client))
-        if guard.breaker is not None:
-            self._client.record(guard.breaker, success, slow=slow)
-        if guard.service is not None:
-            self._client.record_call(guard.service, failed=not success, latency=elapsed)
+
+def _code_of(outcome: Any) -> grpc.StatusCode | None:
+    """A finished call's status; None when it is no ``grpc.Call`` (it failed in-process)."""
+    try:
+        return outcome.code()
+    except Exception:
+        return None
