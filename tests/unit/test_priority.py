@@ -160,3 +160,39 @@ def test_the_client_sends_its_priority_with_every_call_and_refuses_an_unknown_on
     assert not any(k == "bulwark-priority" for k, _ in ClientOptions().metadata())
     with pytest.raises(ValueError, match="priority"):
         ClientOptions(priority="urgent")
+
+
+def test_the_interceptors_shed_sheddable_calls_first_and_never_throttle_critical_ones() -> None:
+    import contextlib
+
+    from bulwark._adaptive import (
+        AdaptiveThrottle,
+        Gradient2Limiter,
+        Gradient2Settings,
+    )
+    from bulwark._backpressure import Downstream, priority_of
+    from bulwark._guard import Refusal
+
+    limiter = Gradient2Limiter(Gradient2Settings(initial_limit=4, min_limit=1, max_limit=4))
+    throttle = AdaptiveThrottle(random=lambda: 0.0)  # rejects whenever p > 0
+    downstream = Downstream("payments", limiter, throttle, contextlib.nullcontext())
+    flights = [downstream.admit(0.0, "sheddable"), downstream.admit(0.0, "sheddable")]
+    with pytest.raises(Refusal) as shed:
+        downstream.admit(0.0, "sheddable")  # half the limit of 4 is in flight
+    assert shed.value.rejected_by == "concurrency" and "sheddable" in shed.value.details
+    flights += [downstream.admit(0.0), downstream.admit(0.0, "critical")]
+    with pytest.raises(Refusal):
+        downstream.admit(0.0, "critical")  # the limit itself
+    for flight in flights:
+        flight.abandon()
+
+    for _ in range(5):
+        throttle.record(1.0, accepted=False)  # the downstream refuses everything
+    with pytest.raises(Refusal) as throttled:
+        downstream.check_throttle(1.0)
+    assert throttled.value.rejected_by == "throttle"
+    downstream.check_throttle(1.0, "critical")  # never throttled locally
+
+    assert priority_of((("bulwark-priority", "sheddable"),)) == "sheddable"
+    assert priority_of((("bulwark-priority", "urgent"),)) == "default"
+    assert priority_of(None) == "default"

@@ -28,6 +28,12 @@ sample (a fast INVALID_ARGUMENT says nothing about how loaded the downstream is)
 throttle: UNAVAILABLE and RESOURCE_EXHAUSTED are refusals, every other answer an accept;
 a call cancelled by its caller or that never got an answer is not counted at all.
 
+**Priority.** A call's ``bulwark-priority`` metadata (``critical``, ``default``,
+``sheddable``; none: ``default``), the class Bulwark's own shedding reads, counts here
+too: a sheddable call is refused by the limiter from half the limit in flight, so the
+rest of the limit stays for the others; a critical call is never throttled locally
+(the throttle still counts its answer).
+
 Not thread-safe by itself: the synchronous interceptor hands in a lock, held for each
 short decision or count; the asyncio one runs on a single event loop and needs none.
 """
@@ -56,12 +62,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DROPPED_CODES",
+    "PRIORITY_KEY",
     "REFUSED_CODES",
     "Backpressure",
     "Downstream",
     "DownstreamState",
     "Flight",
     "adaptive_settings",
+    "priority_of",
     "throttle_settings",
 ]
 
@@ -71,6 +79,12 @@ REFUSED_CODES: frozenset[grpc.StatusCode] = frozenset(
 )
 #: Answers that make the limiter cut its limit: refusals and timeouts.
 DROPPED_CODES: frozenset[grpc.StatusCode] = REFUSED_CODES | {grpc.StatusCode.DEADLINE_EXCEEDED}
+
+#: The call's class, as Bulwark's shedding reads it (``bulwark-priority`` metadata).
+PRIORITY_KEY = "bulwark-priority"
+CRITICAL, DEFAULT, SHEDDABLE = "critical", "default", "sheddable"
+#: Sheddable calls may use this share of the adaptive limit.
+SHEDDABLE_SHARE = 0.5
 
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
@@ -120,10 +134,10 @@ class Downstream:
         self.throttle = throttle
         self._lock = lock
 
-    def check_throttle(self, now: float) -> None:
+    def check_throttle(self, now: float, priority: str = DEFAULT) -> None:
         """The throttle's step: raise a ``Refusal`` when it rejects the call locally."""
         throttle = self.throttle
-        if throttle is None:
+        if throttle is None or priority == CRITICAL:
             return
         with self._lock:
             if not throttle.should_reject(now):
@@ -138,14 +152,22 @@ class Downstream:
             "throttle",
         )
 
-    def admit(self, now: float) -> Flight:
+    def admit(self, now: float, priority: str = DEFAULT) -> Flight:
         """The concurrency step: a ``Flight`` to finish or abandon, or a ``Refusal``."""
         limiter = self.limiter
         if limiter is None:
             return Flight(self, None, now)
         with self._lock:
-            permit = limiter.try_acquire(now)
             limit = limiter.limit
+            shed = priority == SHEDDABLE and limiter.in_flight >= limit * SHEDDABLE_SHARE
+            permit = None if shed else limiter.try_acquire(now)
+        if shed:
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"adaptive concurrency limit of {self.key!r}: sheddable calls are refused "
+                f"from {limit * SHEDDABLE_SHARE:g} in flight (limit {limit})",
+                "concurrency",
+            )
         if permit is None:
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -271,3 +293,12 @@ class Backpressure:
     def states(self, now: float) -> dict[str, DownstreamState]:
         """Every downstream's limit, calls in flight and reject probability at ``now``."""
         return {key: downstream.state(now) for key, downstream in self._by_key.items()}
+
+
+def priority_of(metadata: object) -> str:
+    """The class a call's metadata claims (``default`` when none or unknown)."""
+    for item in metadata or ():  # type: ignore[attr-defined]
+        key, value = item
+        if key == PRIORITY_KEY and value in (CRITICAL, DEFAULT, SHEDDABLE):
+            return str(value)
+    return DEFAULT

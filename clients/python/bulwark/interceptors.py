@@ -73,7 +73,13 @@ import grpc
 import grpc.aio
 
 from bulwark._adaptive import Gradient2Settings, ThrottleSettings
-from bulwark._backpressure import Backpressure, Downstream, DownstreamState, Flight
+from bulwark._backpressure import (
+    Backpressure,
+    Downstream,
+    DownstreamState,
+    Flight,
+    priority_of,
+)
 from bulwark._guard import (
     DEFAULT_FAILURE_CODES,
     REJECTED_BY_KEY,
@@ -136,9 +142,9 @@ class _Interceptor:
         """Each downstream's adaptive limit, calls in flight and throttle probability."""
         return self._backpressure.states(self._clock())
 
-    def _admit(self, downstream: Downstream | None) -> Flight | None:
+    def _admit(self, downstream: Downstream | None, priority: str) -> Flight | None:
         """Step 4; None without a downstream to track."""
-        return downstream.admit(self._clock()) if downstream is not None else None
+        return downstream.admit(self._clock(), priority) if downstream is not None else None
 
     def _answered(
         self, guard: Guard, flight: Flight | None, code: grpc.StatusCode | None, started: float
@@ -210,8 +216,9 @@ class AsyncBulwarkInterceptor(_Interceptor, grpc.aio.UnaryUnaryClientInterceptor
         policy, client, clock = self._policy, self._client, self._clock
         key, guard = rule
         downstream = self._backpressure.for_rule(key)
+        priority = priority_of(details.metadata)
         if downstream is not None:
-            downstream.check_throttle(clock())
+            downstream.check_throttle(clock(), priority)
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
@@ -226,7 +233,7 @@ class AsyncBulwarkInterceptor(_Interceptor, grpc.aio.UnaryUnaryClientInterceptor
                     await stack.enter_async_context(client.permit(guard.bulkhead))
                 except BulwarkError as error:
                     policy.permit_failed(guard.bulkhead, error)
-            flight = self._admit(downstream)
+            flight = self._admit(downstream, priority)
             try:
                 if breaker is not None:
                     try:
@@ -304,8 +311,9 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
         policy, client = self._policy, self._client
         key, guard = rule
         downstream = self._backpressure.for_rule(key)
+        priority = priority_of(details.metadata)
         if downstream is not None:
-            downstream.check_throttle(self._clock())
+            downstream.check_throttle(self._clock(), priority)
         if guard.limit is not None:
             domain, descriptor = guard.limit
             try:
@@ -314,7 +322,7 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
                 within = error
             policy.within_limit(domain, descriptor, within)
         if guard.bulkhead is None:
-            flight = self._admit(downstream)
+            flight = self._admit(downstream, priority)
             try:
                 started = self._send(guard.breaker, flight)
                 outcome = continuation(details, request)
@@ -333,7 +341,7 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
                 stack.enter_context(client.permit(guard.bulkhead))
             except BulwarkError as error:
                 policy.permit_failed(guard.bulkhead, error)
-            flight = self._admit(downstream)
+            flight = self._admit(downstream, priority)
             try:
                 started = self._send(guard.breaker, flight)
                 outcome = continuation(details, request)
