@@ -30,15 +30,26 @@ What it measures, in one run, beside pybreaker with Redis-shared state
        ways:
          * ``ForceState(FORCED_OPEN)`` over one gRPC stub (an operator's trip);
          * 10 failures ``record()``-ed by the parent's own AsyncClient, which reports
-           them in its next batch (the reporter wakes every 50 ms); the replica trips the
-           breaker on that ReportOutcomes. This is the path of a real trip: failures seen
-           by one client cut off the dependency for every client.
+           them at once: failures are urgent after a quiet period or in a burst, and
+           ``record()`` wakes the reporter (see ``bulwark._outcomes``); otherwise it
+           wakes every 50 ms. The replica trips the breaker on that ReportOutcomes. This
+           is the path of a real trip: failures seen by one client cut off the
+           dependency for every client. With ``--background-rate`` the parent's client
+           also records that many successes a second (another breaker) during these
+           trips, so it is never quiet and only the burst rule hurries the failures.
        Latency per (client, trial) = the client's wall time of the first cache state
        OPEN/FORCED_OPEN minus the parent's wall time just before the trip (the ForceState
        call, or the first ``record()``). Between trials the parent resets the breaker
        with ``ForceState(CLOSED)``, waits until every client's cache shows CLOSED, then
-       0.2-0.3 s more (random, so that trips fall at random points of the reporter's
-       50 ms cycle).
+       0.1-0.2 s more: at least one report interval (100 ms), so the parent's last
+       report is over as after any quiet spell, and random over two of the reporter's
+       50 ms cycles, so that trips fall at random points of it.
+
+       Beside the failure row: its p50 and p99 over the ForceState row's, the
+       ReportOutcomes calls the parent's client made during its trips, and that client's
+       ReportOutcomes/s in steady state: recording 1000 outcomes/s on another breaker
+       (default config, so it never trips) for ``--steady`` seconds, successes only, then
+       5 % failures. Counted by wrapping the client's ``_run``.
 
        pybreaker + Redis, the same shape: ``--clients`` processes, each with a pybreaker
        on the same ``CircuitRedisStorage`` namespace, calling ``breaker.call(noop)`` at
@@ -63,7 +74,10 @@ What it measures, in one run, beside pybreaker with Redis-shared state
 
     Reported for part 2: p50/p90/p99/max over all (client, trial) samples, and the same
     over the slowest client of each trial (when the trip had reached every client), plus
-    the duration of the trip call itself.
+    the duration of the trip call itself (for the failure trips: from the first
+    ``record()`` to the answer of the ReportOutcomes that carried them; the next trial
+    waits for it). A trial lasts about 0.2 s, so ``--trials 200``
+    (600 trips over the three rows) adds about two minutes.
 
 How
     Bulwark runs as ``python -m bulwark_server serve`` on 127.0.0.1 with a free port and a
@@ -139,11 +153,16 @@ from bulwark.errors import BreakerOpenError
 from bulwark.v1 import breaker_pb2, breaker_pb2_grpc
 
 TRIP_BREAKER = "client-bench-trip"
+STEADY_BREAKER = "client-bench-steady"  # default config: 100 calls before it can trip
 TRIP_FAILURES = 10
 ACTOR = "client-bench"
 ROUND_TIMEOUT = 10.0  # seconds for every client to see one trip or one reset
-SETTLE = 0.2  # seconds after a reset before the next trip, plus up to JITTER more
+# Seconds after a reset before the next trip, plus up to JITTER more. At least one report
+# interval (100 ms): the parent's last report is over, as after any quiet spell.
+SETTLE = 0.1
 JITTER = 0.1  # random, so trips do not lock to the phase of the client's 50 ms reporter
+STEADY_RATE = 1000.0  # outcomes recorded per second while the steady report rate is measured
+STEADY_FAILURES = 0.05  # the background failure share of the second steady measurement
 CHILD_READY_TIMEOUT = 60.0  # seconds for every client process to start and sync
 CHILD_STOP_TIMEOUT = 5.0  # seconds a client process gets after its stdin closes
 PYBREAKER_RESET_TIMEOUT = 3600  # seconds: a trip stays OPEN for the whole trial
@@ -649,7 +668,92 @@ def _child_argv(*flags: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *flags]
 
 
-async def measure_bulwark_trips(address: str, clients: int, trials: int) -> list[TripResult]:
+@dataclass
+class SteadyReports:
+    """The ReportOutcomes calls one AsyncClient sends while outcomes trickle in."""
+
+    failure_share: float
+    outcomes_per_s: float
+    seconds: float
+    outcomes: int
+    reports: int
+    reports_per_s: float
+
+
+@dataclass
+class BulwarkTrips:
+    """Part 2's Bulwark rows, and the report rates of the client that records the failures."""
+
+    rows: list[TripResult]
+    steady: list[SteadyReports]
+    reports_during_failure_trips: int
+    background_rate: float
+
+
+class _ReportCounter:
+    """Counts the ReportOutcomes calls an AsyncClient makes (wraps its ``_run``); ``tripped``
+    is set when one carrying TRIP_BREAKER's outcomes has been answered."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.count = 0
+        self.tripped = asyncio.Event()
+        original = client._run
+
+        async def run(remote: Any) -> Any:
+            if remote.method != "ReportOutcomes":
+                return await original(remote)
+            self.count += 1
+            try:
+                return await original(remote)
+            finally:
+                if any(o.name == TRIP_BREAKER for o in remote.request.outcomes):
+                    self.tripped.set()
+
+        client._run = run  # type: ignore[method-assign]
+
+
+async def record_steadily(
+    client: AsyncClient, rate: float, failure_share: float, seconds: float | None = None
+) -> int:
+    """Record ``rate`` outcomes a second on STEADY_BREAKER (a ``failure_share`` of them
+    failures) for ``seconds``, or until cancelled; the outcomes recorded."""
+    rng = random.Random(1)
+    begin = time.monotonic()
+    done = 0
+    try:
+        while seconds is None or time.monotonic() - begin < seconds:
+            due = int((time.monotonic() - begin) * rate)
+            for _ in range(due - done):
+                client.record(STEADY_BREAKER, success=rng.random() >= failure_share)
+            done = due
+            await asyncio.sleep(0.001)
+    except asyncio.CancelledError:
+        pass
+    return done
+
+
+async def measure_steady_reports(
+    client: AsyncClient, counter: _ReportCounter, seconds: float, failure_share: float
+) -> SteadyReports:
+    """Reports/s of ``client`` while it records STEADY_RATE outcomes/s for ``seconds``."""
+    await asyncio.sleep(0.2)  # what came before has been reported
+    before, begin = counter.count, time.monotonic()
+    outcomes = await record_steadily(client, STEADY_RATE, failure_share, seconds)
+    took = time.monotonic() - begin
+    reports = counter.count - before
+    return SteadyReports(
+        failure_share=failure_share,
+        outcomes_per_s=outcomes / took,
+        seconds=took,
+        outcomes=outcomes,
+        reports=reports,
+        reports_per_s=reports / took,
+    )
+
+
+async def measure_bulwark_trips(
+    address: str, clients: int, trials: int, steady_seconds: float, background_rate: float
+) -> BulwarkTrips:
     """Part 2, Bulwark: ForceState(FORCED_OPEN), and 10 failures recorded by a client."""
     results: list[TripResult] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -660,6 +764,9 @@ async def measure_bulwark_trips(address: str, clients: int, trials: int) -> list
         config.wait_duration_in_open_state.FromSeconds(60)
         await control.PutBreaker(
             breaker_pb2.PutBreakerRequest(name=TRIP_BREAKER, config=config), timeout=CALL_TIMEOUT
+        )
+        await control.PutBreaker(
+            breaker_pb2.PutBreakerRequest(name=STEADY_BREAKER), timeout=CALL_TIMEOUT
         )
 
         def force(state: int, reason: str) -> Callable[[], Awaitable[None]]:
@@ -702,22 +809,38 @@ async def measure_bulwark_trips(address: str, clients: int, trials: int) -> list
         _progress("Bulwark: trips by 10 failures recorded in the parent's AsyncClient")
         reporter = AsyncClient(address, client_id=f"{ACTOR}-reporter")
         await stack.enter_async_context(reporter)
+        counter = _ReportCounter(reporter)
 
         async def fail() -> None:
+            # The trip call, as ForceState's: until the report of the failures is answered.
+            counter.tripped.clear()
             for _ in range(TRIP_FAILURES):
                 reporter.record(TRIP_BREAKER, success=False)
+            await asyncio.wait_for(counter.tripped.wait(), ROUND_TIMEOUT)
 
-        results.append(
-            await run_trials(
-                fleet,
-                "Bulwark AsyncClient",
-                f"{TRIP_FAILURES} failures record()-ed by a client",
-                fail,
-                reset,
-                trials,
+        label = f"{TRIP_FAILURES} failures record()-ed by a client"
+        background: asyncio.Task[int] | None = None
+        if background_rate > 0:
+            label += f" also recording {background_rate:g} successes/s"
+            background = asyncio.create_task(record_steadily(reporter, background_rate, 0.0))
+        before = counter.count
+        try:
+            results.append(
+                await run_trials(fleet, "Bulwark AsyncClient", label, fail, reset, trials)
             )
-        )
-    return results
+        finally:
+            if background is not None:
+                background.cancel()
+                await background
+        during = counter.count - before
+        steady: list[SteadyReports] = []
+        for share in (0.0, STEADY_FAILURES):
+            _progress(
+                f"Bulwark: the reporter's ReportOutcomes/s at {STEADY_RATE:g} outcomes/s, "
+                f"{share:.0%} failures, for {steady_seconds:g}s"
+            )
+            steady.append(await measure_steady_reports(reporter, counter, steady_seconds, share))
+    return BulwarkTrips(results, steady, during, background_rate)
 
 
 async def measure_pybreaker_trips(
@@ -788,6 +911,10 @@ class Report:
     local: dict[str, DecisionResult] = field(default_factory=dict)
     allow_vs_pybreaker: dict[str, float] = field(default_factory=dict)
     trips: list[TripResult] = field(default_factory=list)
+    # Bulwark's failure-reported trip row over its ForceState row, each client.
+    failures_vs_force: dict[str, float] = field(default_factory=dict)
+    steady: list[SteadyReports] = field(default_factory=list)
+    reports_during_failure_trips: int = 0
 
 
 def _fmt_trip_row(label: str, s: LatencySummary) -> str:
@@ -836,11 +963,36 @@ def format_report(report: Report) -> str:
                 latency_header("", 30, samples=7, indent="  "),
                 _fmt_trip_row("each client", t.each_client),
                 _fmt_trip_row("slowest client of the trial", t.slowest_client),
-                _fmt_trip_row("(the trip call itself)", t.trip_call),
+                _fmt_trip_row(_trip_call_label(t), t.trip_call),
             ]
             if t.missed:
                 lines.append(f"  missed: {t.missed} (client, trial) pairs saw no trip in time")
+            if t.trip.startswith(f"{TRIP_FAILURES} failures"):
+                lines += _failure_row_notes(report, t)
     return "\n".join(lines)
+
+
+def _trip_call_label(t: TripResult) -> str:
+    if t.trip.startswith(f"{TRIP_FAILURES} failures"):
+        return "(record() to report's answer)"
+    return "(the trip call itself)"
+
+
+def _failure_row_notes(report: Report, t: TripResult) -> list[str]:
+    """Beside the failure-reported trip row: its ratio to ForceState, and the report rates."""
+    r = report.failures_vs_force
+    lines = [
+        f"  / ForceState row, each client: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x; "
+        f"ReportOutcomes sent by the recording client over the {t.trials + 1} trips: "
+        f"{report.reports_during_failure_trips}"
+    ]
+    for s in report.steady:
+        lines.append(
+            f"  steady state, that client: {s.reports_per_s:.2f} ReportOutcomes/s while "
+            f"recording {s.outcomes_per_s:.0f} outcomes/s ({s.failure_share:.0%} failures) "
+            f"for {s.seconds:.1f}s ({s.reports} reports)"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- main
@@ -872,6 +1024,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     trips.add_argument("--clients", type=int, default=4, help="client processes per system")
     trips.add_argument("--trials", type=int, default=20, help="recorded trips per row")
     trips.add_argument(
+        "--steady",
+        type=float,
+        default=3.0,
+        help="seconds the recording client's ReportOutcomes/s is measured in steady state "
+        f"({STEADY_RATE:g} outcomes/s: successes only, then {STEADY_FAILURES:.0%} failures)",
+    )
+    trips.add_argument(
+        "--background-rate",
+        type=float,
+        default=0.0,
+        help="successes/s the recording client also records (another breaker) during the "
+        "failure-reported trips, so its reports never pause (0: none)",
+    )
+    trips.add_argument(
         "--pybreaker-interval",
         type=float,
         default=0.001,
@@ -889,6 +1055,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     require_at_least_one(parser, args, "slices", "clients", "trials")
     if args.pybreaker_interval <= 0:
         parser.error("--pybreaker-interval must be positive")
+    if args.steady <= 0 or args.background_rate < 0:
+        parser.error("--steady must be positive and --background-rate not negative")
     return args
 
 
@@ -909,7 +1077,17 @@ async def _measure(args: argparse.Namespace, report: Report, address: str, redis
         "guard_decisions_per_s": ratio(guard.decisions_per_s, py.decisions_per_s),
     }
     _progress(f"trips: {args.clients} Bulwark client processes, 1 + {args.trials} trips per way")
-    report.trips = await measure_bulwark_trips(address, args.clients, args.trials)
+    bulwark = await measure_bulwark_trips(
+        address, args.clients, args.trials, args.steady, args.background_rate
+    )
+    report.trips = list(bulwark.rows)
+    report.steady = bulwark.steady
+    report.reports_during_failure_trips = bulwark.reports_during_failure_trips
+    force, failures = (row.each_client for row in bulwark.rows)
+    report.failures_vs_force = {
+        "p50": ratio(failures.p50_ms, force.p50_ms),
+        "p99": ratio(failures.p99_ms, force.p99_ms),
+    }
     _progress(f"trips: {args.clients} pybreaker client processes, 1 + {args.trials} trips")
     report.trips.append(
         await measure_pybreaker_trips(
@@ -921,6 +1099,8 @@ async def _measure(args: argparse.Namespace, report: Report, address: str, redis
             f"{t.system} / {t.trip}: each client p50 {t.each_client.p50_ms:.2f} ms, "
             f"p99 {t.each_client.p99_ms:.2f} ms"
         )
+    for st in report.steady:
+        _progress(f"steady, {st.failure_share:.0%} failures: {st.reports_per_s:.2f} reports/s")
 
 
 def benchmark(args: argparse.Namespace) -> Report:
@@ -943,6 +1123,8 @@ def benchmark(args: argparse.Namespace) -> Report:
             "clients": args.clients,
             "trials": args.trials,
             "pybreaker_interval_s": args.pybreaker_interval,
+            "steady_s": args.steady,
+            "background_rate": args.background_rate,
         },
     )
     with ProcessGroup("bulwark-client-bench-", _progress) as group:

@@ -25,7 +25,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -35,7 +34,7 @@ import grpc
 from bulwark._caches import BreakerCache, FeatureCache, InstanceCache, PrimaryCache
 from bulwark._endpoints import AWAY, CallPlan, Endpoints
 from bulwark._local_breaker import LocalBreaker
-from bulwark._outcomes import OutcomeBuffer
+from bulwark._outcomes import NO_HURRY, OutcomeBuffer, failure_rule
 from bulwark._quota import QuotaBucket, quota_for
 from bulwark._settings import ClientOptions
 from bulwark._signals import SignalBuffer
@@ -182,11 +181,19 @@ class ClientPolicy:
             return self.local_breaker(name).decide(now)
         raise error
 
-    def record(self, name: str, success: bool, slow: bool, now: float) -> None:
-        """Count one outcome for the next report; and locally while Bulwark is away."""
-        self.outcomes.add(name, success, slow)
+    def record(self, name: str, success: bool, slow: bool, now: float) -> bool:
+        """Count one outcome for the next report; and locally while Bulwark is away.
+
+        True when a failure makes the report urgent (``_outcomes``): wake the reporter.
+        """
+        if success:
+            urgent = self.outcomes.add(name, True, slow)
+        else:  # While Bulwark is away an early report would only fail: no hurry.
+            rule = failure_rule(self.breakers.get(name)) if self.reachable else NO_HURRY
+            urgent = self.outcomes.add(name, False, slow, now=now, rule=rule)
         if name in self.local or not self.reachable:
             self.local_breaker(name).record(success, now)
+        return urgent
 
     def local_breaker(self, name: str) -> LocalBreaker:
         """The local breaker of ``name``, configured like the fleet's when the cache knows it."""
@@ -210,16 +217,18 @@ class ClientPolicy:
             raise ValueError("service is required")
         self.signals.add(service, failed, latency)
 
-    def leave(self, name: str, error: BaseException | None, elapsed: float, now: float) -> None:
+    def leave(self, name: str, error: BaseException | None, elapsed: float, now: float) -> bool:
         """Leave a ``breaker()`` block: an exception is a failure, a slow success is slow.
 
         A cancellation (``asyncio.CancelledError``), ``KeyboardInterrupt`` or
         ``SystemExit`` says nothing of the downstream: no outcome is counted.
+        True as ``record``: wake the reporter.
         """
         if error is None:
-            self.record(name, True, elapsed > self.options.slow_call, now)
-        elif isinstance(error, Exception):
-            self.record(name, False, False, now)
+            return self.record(name, True, elapsed > self.options.slow_call, now)
+        if isinstance(error, Exception):
+            return self.record(name, False, False, now)
+        return False
 
     # -- rate limits ------------------------------------------------------------
 
@@ -413,7 +422,8 @@ class ClientPolicy:
     def next_report(self, now: float, drain: bool) -> Remote[None] | None:
         """The ReportOutcomes call due now (with ``drain``: anything pending), or None.
 
-        Due: a full batch, the interval since the last report, or a backlog.
+        Due: a full batch, the interval since the last report, a backlog, or urgent
+        failures (``_outcomes``' rule) once the short gap since the last report is over.
         A report that found no replica is put back (merged, bounded); one that
         may have been applied (a deadline) is dropped, since sending it again
         could count the same failures twice and trip the fleet's breaker.
@@ -424,16 +434,6 @@ class ClientPolicy:
         batch = outcomes.take(now)
         if not batch:
             return self._next_signals(now, drain)
-
-        def failed(error: BulwarkError, now: float) -> None:
-            if error.code == grpc.StatusCode.UNAVAILABLE:
-                outcomes.restore(batch)
-            else:
-                logging.getLogger("bulwark").warning(
-                    "dropped a report of %d breakers: %s", len(batch), error
-                )
-            raise error
-
         return Remote(
             breaker_pb2_grpc.CircuitBreakerServiceStub,
             "ReportOutcomes",
@@ -441,8 +441,12 @@ class ClientPolicy:
             idempotent=False,
             timeout=self.options.timeout,
             done=_nothing,
-            failed=failed,
+            failed=outcomes.report_failed(batch),
         )
+
+    def report_wait(self, now: float, pause: float) -> float:
+        """How long the reporter may sleep: ``pause``, or less if an urgent report is due sooner."""
+        return self.outcomes.wait(now, pause)
 
     def _next_signals(self, now: float, drain: bool) -> Remote[None] | None:
         """The ReportSignals call due now, or None; put back unless it may have landed."""

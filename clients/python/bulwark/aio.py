@@ -11,7 +11,8 @@ What it guarantees:
   answered in-process from caches fed by watch streams; a call to Bulwark is
   made only when the cache cannot decide (a HALF_OPEN trial permit).
 * Outcomes are reported in the background, batched (every ~100 ms or 500
-  outcomes), with bounded memory while Bulwark is unreachable.
+  outcomes), with bounded memory while Bulwark is unreachable; a burst of
+  failures goes out at once (the rule is ``bulwark._outcomes``').
 * When no endpoint answers: the last known breaker, feature and primary state
   keeps answering (``staleness()`` says for how long it has been unconfirmed);
   a local breaker keeps counting each dependency's outcomes and cuts it off
@@ -76,6 +77,8 @@ class AsyncClient(Driver):
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False
+        # Wakes the reporter before its timer: urgent failures (``_outcomes``), or close().
+        self._wake = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class AsyncClient(Driver):
         if self._closed or self._stopping:
             return
         self._stopping = True
+        self._wake.set()
         if self._reporter is not None:
             # Let a report in flight finish (its deadline bounds it), then drain.
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -272,8 +276,9 @@ class AsyncClient(Driver):
         self._policy.record_call(service, failed, latency)
 
     def record(self, name: str, success: bool, slow: bool = False) -> None:
-        """Count one call's outcome; sent in the next batch."""
-        self._policy.record(name, success, slow, _monotonic())
+        """Count one call's outcome; sent in the next batch (failures of a burst at once)."""
+        if self._policy.record(name, success, slow, _monotonic()):
+            self._wake.set()
 
     @contextlib.asynccontextmanager
     async def breaker(self, name: str) -> AsyncIterator[Decision]:
@@ -283,21 +288,33 @@ class AsyncClient(Driver):
         try:
             yield decision
         except BaseException as exc:
-            self._policy.leave(name, exc, _monotonic() - started, _monotonic())
+            if self._policy.leave(name, exc, _monotonic() - started, _monotonic()):
+                self._wake.set()
             raise
         now = _monotonic()
-        self._policy.leave(name, None, now - started, now)
+        if self._policy.leave(name, None, now - started, now):
+            self._wake.set()
 
     async def _report_loop(self) -> None:
         pause = report_pause(self.options.report_interval)
+        wait = pause
         while not self._stopping:
-            await asyncio.sleep(pause)
+            # asyncio.timeout, not wait_for: no task per look at the buffer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            # Cleared before the flush: a failure recorded during it wakes the next wait.
+            self._wake.clear()
+            if self._stopping:
+                return  # close() drains what is left.
             try:
                 await self._flush()
             except BulwarkError:
                 pass  # Kept (bounded) for the next report, or dropped by the policy.
             except Exception:
                 log.exception("bulwark outcome report failed")
+            # Urgent failures held back by the minimum gap set a shorter sleep.
+            wait = self._policy.report_wait(_monotonic(), pause)
 
     async def _flush(self, drain: bool = False) -> None:
         """Send what is due (everything with ``drain``): one report per batch, not per call."""

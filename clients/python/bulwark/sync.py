@@ -72,6 +72,8 @@ class Client(Driver):
         # across a network call.
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        # Wakes the reporter before its timer: urgent failures (``_outcomes``), or close().
+        self._wake = threading.Event()
         # Set by each watch's first SYNCED: start() waits for them.
         self._synced = {name: threading.Event() for name in ("breakers", "features", "primaries")}
         self._closed = False
@@ -118,6 +120,7 @@ class Client(Driver):
             if self._closed or self._stopping.is_set():
                 return
             self._stopping.set()
+            self._wake.set()
             reporter = self._reporter
         if reporter is not None and reporter is not threading.current_thread():
             reporter.join()  # Its last flush is bounded by the call deadlines.
@@ -315,9 +318,11 @@ class Client(Driver):
             self._policy.record_call(service, failed, latency)
 
     def record(self, name: str, success: bool, slow: bool = False) -> None:
-        """Count one call's outcome; sent in the next batch."""
+        """Count one call's outcome; sent in the next batch (failures of a burst at once)."""
         with self._lock:
-            self._policy.record(name, success, slow, _monotonic())
+            urgent = self._policy.record(name, success, slow, _monotonic())
+        if urgent:
+            self._wake.set()
 
     @contextlib.contextmanager
     def breaker(self, name: str) -> Iterator[Decision]:
@@ -328,21 +333,34 @@ class Client(Driver):
             yield decision
         except BaseException as exc:
             with self._lock:
-                self._policy.leave(name, exc, _monotonic() - started, _monotonic())
+                urgent = self._policy.leave(name, exc, _monotonic() - started, _monotonic())
+            if urgent:
+                self._wake.set()
             raise
         with self._lock:
             now = _monotonic()
-            self._policy.leave(name, None, now - started, now)
+            urgent = self._policy.leave(name, None, now - started, now)
+        if urgent:
+            self._wake.set()
 
     def _report_loop(self) -> None:
         pause = report_pause(self.options.report_interval)
-        while not self._stopping.wait(pause):
+        wait = pause
+        while True:
+            self._wake.wait(wait)
+            # Cleared before the flush: a failure recorded during it wakes the next wait.
+            self._wake.clear()
+            if self._stopping.is_set():
+                return  # close() drains what is left.
             try:
                 self._flush()
             except BulwarkError:
                 pass  # Kept (bounded) for the next report, or dropped by the policy.
             except Exception:
                 log.exception("bulwark outcome report failed")
+            with self._lock:
+                # Urgent failures held back by the minimum gap set a shorter sleep.
+                wait = self._policy.report_wait(_monotonic(), pause)
 
     def _flush(self, drain: bool = False) -> None:
         """Send what is due (everything with ``drain``): one report per batch, not per call."""
