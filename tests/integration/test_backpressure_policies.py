@@ -1,5 +1,5 @@
 """BackpressureService on a real replica: policies stored, listed, watched and deleted;
-bad ones name their field."""
+bad ones name their field; and the replica's own shedding by priority."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from bulwark.v1 import backpressure_pb2 as B
-from bulwark.v1 import backpressure_pb2_grpc, watch_pb2
+from bulwark.v1 import (
+    backpressure_pb2_grpc,
+    breaker_pb2,
+    breaker_pb2_grpc,
+    bulkhead_pb2,
+    bulkhead_pb2_grpc,
+    watch_pb2,
+)
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from tests.integration.conftest import wait_for
 
 
 def test_policies_are_stored_watched_and_checked(
@@ -81,3 +90,54 @@ def test_policies_are_stored_watched_and_checked(
                 stub.PutBackpressurePolicy(B.PutBackpressurePolicyRequest(policy=policy), timeout=5)
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert field in (caught.value.details() or "")
+
+
+def test_a_replica_under_load_sheds_by_priority(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    """Four calls at most: waiting Acquires hold slots; Allow then meets the bound of
+    its priority (sheddable 2, default 3, critical 4). Authentication is off, so every
+    caller may claim critical."""
+    replica = replica_factory("p1", [etcd.endpoint], "--max-in-flight=4")
+    with grpc.insecure_channel(replica.address) as channel:
+        bulkheads = bulkhead_pb2_grpc.BulkheadServiceStub(channel)
+        wait = duration_pb2.Duration(seconds=10)
+        bulkheads.PutBulkhead(
+            bulkhead_pb2.PutBulkheadRequest(
+                bulkhead=bulkhead_pb2.Bulkhead(name="db", max_concurrent=1, max_wait=wait)
+            ),
+            timeout=5,
+        )
+        bulkheads.Acquire(bulkhead_pb2.AcquireRequest(bulkhead="db", holder="h0"), timeout=5)
+        breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(channel)
+        breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
+
+        def allow(priority: str) -> grpc.StatusCode:
+            try:
+                breakers.Allow(
+                    breaker_pb2.AllowRequest(name="payments"),
+                    metadata=(("bulwark-priority", priority),),
+                    timeout=5,
+                )
+            except grpc.RpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        refused = grpc.StatusCode.RESOURCE_EXHAUSTED
+        waiting = []
+        for n in (1, 2, 3):
+            waiting.append(
+                bulkheads.Acquire.future(
+                    bulkhead_pb2.AcquireRequest(bulkhead="db", holder=f"h{n}"), timeout=8
+                )
+            )
+            # n calls wait in the replica once the priority whose bound is n is refused
+            # (with one waiting, sheddable calls are admitted either way).
+            bound_of_n = {2: "sheddable", 3: "default"}.get(n)
+            if bound_of_n:
+                wait_for(lambda p=bound_of_n: allow(p) is refused, 5)
+            for priority, bound in (("sheddable", 2), ("default", 3), ("critical", 4)):
+                code = allow(priority)
+                assert code is (grpc.StatusCode.OK if n < bound else refused), (n, priority)
+        for future in waiting:
+            future.cancel()
