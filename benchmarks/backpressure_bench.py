@@ -14,14 +14,14 @@ What it measures, in one run
     * ``fixed``: a plain channel, so at most ``--callers`` calls in flight, whatever
       the downstream does;
     * ``gradient2``: the same channel through ``AsyncBulwarkInterceptor(None, {...:
-      Guard(adaptive=True, throttle=True)})``: Netflix's Gradient2 limit with all its
-      defaults (initial and minimum limit 20, maximum 200, smoothing 0.2, RTT
-      tolerance 1.5, long window 600 samples, queue size 4) and the SRE book's
+      Guard(adaptive=NETFLIX_GRADIENT2, throttle=True)})``: Netflix's Gradient2 limit
+      with all its defaults (initial and minimum limit 20, maximum 200, smoothing 0.2,
+      RTT tolerance 1.5, long window 600 samples, queue size 4) and the SRE book's
       throttle (K = 2, two minutes);
-    * ``adaptive``: the same with the limit set for a client: ``--min-limit`` (1: the
-      floor is Gradient2's own, twice the queue size) and ``--long-window`` (60,000
-      samples, a minute at 1,000 calls/s: Gradient2 counts its window in samples, so at
-      that rate its default 600 takes a slowdown for the new normal within seconds).
+    * ``adaptive``: the same with ``adaptive=True``, Bulwark's client defaults
+      (``Gradient2Settings()``: Gradient2's but minimum limit 1 and long window 6,000
+      samples; ``bulwark._adaptive`` says why). ``--initial-limit``, ``--min-limit`` and
+      ``--long-window`` change those three for this contender.
 
     A call the interceptor refuses fails at once; its caller waits for its next tick.
 
@@ -68,6 +68,7 @@ from bench_report import (
 )
 from bench_servers import HOST, ProcessGroup, ServerProcess, watch_stdin
 
+from bulwark._adaptive import NETFLIX_GRADIENT2
 from bulwark.interceptors import REJECTED_BY_KEY, AsyncBulwarkInterceptor, Gradient2Settings, Guard
 
 _progress = progress_to("backpressure-bench")
@@ -298,8 +299,8 @@ async def run_contender(name: str, address: str, args: argparse.Namespace) -> Co
     interceptor: AsyncBulwarkInterceptor | None = None
     interceptors: list[Any] = []
     if name != "fixed":
-        settings = Gradient2Settings()  # gradient2: Netflix's defaults
-        if name == "adaptive":
+        settings = NETFLIX_GRADIENT2
+        if name == "adaptive":  # the client defaults unless the flags change them
             settings = Gradient2Settings(
                 initial_limit=args.initial_limit,
                 min_limit=args.min_limit,
@@ -401,9 +402,10 @@ def format_report(report: Report) -> str:
         f"({s['callers'] / s['period']:.0f} calls/s offered), deadline {s['deadline']:g}s; "
         f"downstream {s['latency'] * 1000:g} ms, {pool}; phases {s['phase']:g}s "
         f"after {s['warmup']:g}s warm-up",
-        "gradient2: Gradient2 defaults (limit 20..200, long window 600); adaptive: initial "
-        f"limit {s['initial_limit']}, min {s['min_limit']}, long window {s['long_window']} "
-        "samples, the rest Gradient2's defaults; both with the SRE throttle (K=2)",
+        "gradient2: Netflix's Gradient2 defaults (limit 20..200, long window 600); "
+        f"adaptive: initial limit {s['initial_limit']}, min {s['min_limit']}, long window "
+        f"{s['long_window']} samples, the rest Gradient2's defaults; both with the SRE "
+        "throttle (K=2)",
         "",
         f"{'client':<10} {'phase':<7} {'lat ms':>6} {'inflight':>8} {'max':>4} "
         f"{'goodput/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'limit':>11}  refused / failed",
@@ -459,12 +461,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--phase", type=float, default=5.0, help="seconds of each phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before 'before'")
     parser.add_argument("--deadline", type=float, default=2.0, help="deadline of each call")
+    client = Gradient2Settings()
     parser.add_argument(
-        "--initial-limit", type=int, default=20, help="adaptive: Gradient2's initial limit"
+        "--initial-limit", type=int, default=client.initial_limit, help="adaptive: initial limit"
     )
-    parser.add_argument("--min-limit", type=int, default=1, help="adaptive: its minimum limit")
     parser.add_argument(
-        "--long-window", type=int, default=60_000, help="adaptive: its long RTT window, samples"
+        "--min-limit", type=int, default=client.min_limit, help="adaptive: its minimum limit"
+    )
+    parser.add_argument(
+        "--long-window",
+        type=int,
+        default=client.long_window,
+        help="adaptive: its long RTT window, samples",
     )
     parser.add_argument(
         "--contenders",

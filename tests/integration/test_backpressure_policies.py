@@ -1,14 +1,22 @@
 """BackpressureService on a real replica: policies stored, listed, watched and deleted;
-bad ones name their field; and the replica's own shedding by priority."""
+bad ones name their field; clients' interceptors apply them (a local setting wins); and
+the replica's own shedding by priority."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
+from concurrent import futures
 
 import grpc
+import grpc.aio
 import pytest
 from google.protobuf import duration_pb2
 
+from bulwark.aio import AsyncClient
+from bulwark.interceptors import AsyncBulwarkInterceptor, BulwarkInterceptor, Guard, RejectedCall
+from bulwark.sync import Client
 from bulwark.v1 import backpressure_pb2 as B
 from bulwark.v1 import (
     backpressure_pb2_grpc,
@@ -21,6 +29,7 @@ from bulwark.v1 import (
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import wait_for
+from tests.integration.test_backpressure import CALL, SERVICE, Downstream, rejected_by
 
 
 def test_policies_are_stored_watched_and_checked(
@@ -141,3 +150,88 @@ def test_a_replica_under_load_sheds_by_priority(
                 assert code is (grpc.StatusCode.OK if n < bound else refused), (n, priority)
         for future in waiting:
             future.cancel()
+
+
+def _put(stub: backpressure_pb2_grpc.BackpressureServiceStub, limit: int) -> None:
+    concurrency = B.AdaptiveConcurrency(enabled=True, initial_limit=limit, max_limit=limit)
+    stub.PutBackpressurePolicy(
+        B.PutBackpressurePolicyRequest(
+            policy=B.BackpressurePolicy(name="demo", concurrency=concurrency)
+        ),
+        timeout=5,
+    )
+
+
+def test_a_client_applies_the_central_policy_and_a_local_setting_wins(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica = replica_factory("c1", [etcd.endpoint])
+    service = Downstream(latency=0.5)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((service.sync_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    rule = f"/{SERVICE}/"
+    try:
+        with (
+            Client(replica.address, client_id="central") as client,
+            grpc.insecure_channel(replica.address) as admin,
+            grpc.insecure_channel(f"127.0.0.1:{port}") as raw,
+        ):
+            stub = backpressure_pb2_grpc.BackpressureServiceStub(admin)
+            follows = BulwarkInterceptor(client, {rule: Guard(service="demo")})
+            local = BulwarkInterceptor(client, {rule: Guard(service="demo", adaptive=False)})
+            call = grpc.intercept_channel(raw, follows).unary_unary(CALL)
+            free = grpc.intercept_channel(raw, local).unary_unary(CALL)
+            _put(stub, 2)
+            wait_for(lambda: follows.backpressure()["demo"].limit == 2, 5)
+            pending = [call.future(b"x", timeout=5) for _ in range(2)]
+            started = time.monotonic()
+            with pytest.raises(RejectedCall) as err:
+                call(b"x", timeout=5)
+            assert time.monotonic() - started < 0.1
+            assert rejected_by(err.value) == "concurrency"
+            # The same client, its own setting: no limit from the policy.
+            pending += [free.future(b"y", timeout=5) for _ in range(3)]
+            wait_for(lambda: service.in_flight == 5, 2)
+            assert [f.result() for f in pending] == [b"x", b"x", b"y", b"y", b"y"]
+            stub.DeleteBackpressurePolicy(B.DeleteBackpressurePolicyRequest(name="demo"), timeout=5)
+            wait_for(lambda: follows.backpressure()["demo"].limit is None, 5)
+            service.latency = 0.3
+            more = [call.future(b"z", timeout=5) for _ in range(3)]
+            assert [f.result() for f in more] == [b"z"] * 3
+    finally:
+        server.stop(None)
+
+
+async def test_an_async_client_starts_following_policies_at_the_first_call(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
+) -> None:
+    replica = replica_factory("c2", [etcd.endpoint])
+    service = Downstream(latency=0.5)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((service.aio_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    with grpc.insecure_channel(replica.address) as admin:
+        _put(backpressure_pb2_grpc.BackpressureServiceStub(admin), 1)
+    try:
+        async with AsyncClient(replica.address, client_id="central-aio") as client:
+            interceptor = AsyncBulwarkInterceptor(client, {f"/{SERVICE}/": Guard(service="demo")})
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", interceptors=[interceptor]
+            ) as channel:
+                call = channel.unary_unary(CALL)
+                assert await call(b"a", timeout=5) == b"a"  # no policy known yet: goes
+                deadline = time.monotonic() + 5
+                while interceptor.backpressure()["demo"].limit != 1:
+                    assert time.monotonic() < deadline, "the policy never arrived"
+                    await asyncio.sleep(0.02)
+                first = asyncio.ensure_future(call(b"b", timeout=5))
+                await asyncio.sleep(0.1)
+                with pytest.raises(grpc.RpcError) as err:
+                    await call(b"c", timeout=5)
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert await first == b"b"
+    finally:
+        await server.stop(None)

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from bulwark._adaptive import (
+    NETFLIX_GRADIENT2,
     AdaptiveThrottle,
     Gradient2Limiter,
     Gradient2Settings,
@@ -21,7 +22,7 @@ FAST = 0.010  # a healthy downstream's RTT, seconds
 SLOW = 10 * FAST  # the same downstream overloaded
 
 # A small floor, as the clients' own tests use.
-SMALL = Gradient2Settings(min_limit=1)
+SMALL = Gradient2Settings(long_window=600)  # Netflix's long window, without its floor
 
 
 def saturate(limiter: Gradient2Limiter, rtt: float, samples: int) -> list[int]:
@@ -43,12 +44,31 @@ def at_max(settings: Gradient2Settings = SMALL) -> Gradient2Limiter:
 # --- Gradient2 -------------------------------------------------------------------------
 
 
-def test_defaults_are_gradient2s() -> None:
+def test_defaults_are_gradient2s_but_the_floor_and_the_long_window() -> None:
     settings = Gradient2Settings()
-    assert (settings.initial_limit, settings.min_limit, settings.max_limit) == (20, 20, 200)
+    assert (settings.initial_limit, settings.min_limit, settings.max_limit) == (20, 1, 200)
     assert (settings.smoothing, settings.rtt_tolerance) == (0.2, 1.5)
-    assert (settings.long_window, settings.queue_size) == (600, 4.0)
+    assert (settings.long_window, settings.queue_size) == (6_000, 4.0)
     assert Gradient2Limiter().limit == 20
+    netflix = NETFLIX_GRADIENT2
+    assert (netflix.initial_limit, netflix.min_limit, netflix.max_limit) == (20, 20, 200)
+    assert (netflix.smoothing, netflix.rtt_tolerance) == (0.2, 1.5)
+    assert (netflix.long_window, netflix.queue_size) == (600, 4.0)
+
+
+def test_reconfigure_keeps_calls_in_flight_and_clamps_the_estimate() -> None:
+    limiter = Gradient2Limiter(Gradient2Settings(initial_limit=50, max_limit=100))
+    permits = [limiter.try_acquire(0.0) for _ in range(3)]
+    limiter.sample(0.010, 40)
+    long_rtt = limiter.long_rtt
+    limiter.reconfigure(Gradient2Settings(initial_limit=5, max_limit=10))
+    assert (limiter.limit, limiter.in_flight, limiter.long_rtt) == (10, 3, long_rtt)
+    for permit in permits:
+        assert permit is not None
+        limiter.forget(permit)
+    assert limiter.in_flight == 0
+    limiter.reconfigure(Gradient2Settings(initial_limit=40, min_limit=30, max_limit=60))
+    assert limiter.limit == 30
 
 
 def test_steady_rtt_grows_to_max_and_stays_there() -> None:
@@ -79,11 +99,19 @@ def test_tenfold_rtt_brings_the_limit_down_quickly() -> None:
     assert limits == sorted(limits, reverse=True)
 
 
-def test_tenfold_rtt_reaches_the_default_floor() -> None:
-    limiter = at_max(Gradient2Settings())
+def test_tenfold_rtt_reaches_netflixs_floor() -> None:
+    limiter = at_max(NETFLIX_GRADIENT2)
     limits = saturate(limiter, SLOW, 30)
     assert limits[-1] == 20
     assert min(limits) == 20
+
+
+def test_with_the_client_defaults_a_tenfold_rtt_settles_at_gradient2s_fixed_point() -> None:
+    limiter = at_max(Gradient2Settings())
+    limits = saturate(limiter, SLOW, 80)
+    # No floor of 20: limit * 0.9 + 0.8 settles at 2 * queue_size = 8.
+    assert limits[-1] == 8
+    assert min(limits) == 8
 
 
 def test_limit_recovers_when_rtt_returns() -> None:
@@ -200,7 +228,7 @@ def test_a_zero_rtt_is_measured_and_a_bad_one_refused() -> None:
     [
         ("min_limit", 0),
         ("min_limit", 1.5),
-        ("max_limit", 19),
+        ("max_limit", 0),
         ("initial_limit", 201),
         ("initial_limit", 0),
         ("smoothing", 0.0),

@@ -7,10 +7,25 @@ randomness is injected so that tests are deterministic.
 
 ``Gradient2Limiter`` follows Netflix concurrency-limits' ``Gradient2Limit``
 (concurrency-limits-core/src/main/java/com/netflix/concurrency/limits/limit/Gradient2Limit.java).
-Its builder defaults, kept here: initialLimit 20, minLimit 20, maxConcurrency 200,
-smoothing 0.2, queueSize a constant 4 (``concurrency -> 4``; the square-root queue size is
-the older ``GradientLimit``'s default, not Gradient2's), longWindow 600 samples,
-rttTolerance 1.5. Per completed call::
+Its builder defaults: initialLimit 20, minLimit 20, maxConcurrency 200, smoothing 0.2,
+queueSize a constant 4 (``concurrency -> 4``; the square-root queue size is the older
+``GradientLimit``'s default, not Gradient2's), longWindow 600 samples, rttTolerance 1.5
+(``NETFLIX_GRADIENT2`` here). ``Gradient2Settings()``, Bulwark's client defaults, keeps
+them but two, because Netflix tuned them for a server's own limit, not for a client in
+front of one downstream:
+
+* ``min_limit`` 1, not 20. A floor of 20 calls is more than a small downstream has in
+  flight at its best, so the limit could never hold it near its normal level. With a
+  floor of 1 the limit settles, while the RTT stays high, where Gradient2's own
+  arithmetic puts it (the ``limit / 2 + queueSize`` fixed point: 8 with queue size 4).
+* ``long_window`` 6,000 samples, not 600. The long-term RTT is the baseline a slowdown is
+  measured against; at a few hundred calls a second, 600 samples are a second or two, so
+  a slowdown becomes the new normal before it is over and the limit climbs back into it
+  (``benchmarks/RESULTS.md``, "Backpressure": in-flight 5.7 times its level with
+  Netflix's defaults). 6,000 samples keep the baseline for tens of seconds at such rates
+  (at 10 calls a second, for ten minutes): a slowdown that long is a new normal.
+
+Per completed call::
 
     longRtt   = exponential average of RTTs (plain mean over the first 10 samples,
                 then factor 2 / (longWindow + 1))
@@ -40,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "NETFLIX_GRADIENT2",
     "AdaptiveThrottle",
     "Gradient2Limiter",
     "Gradient2Settings",
@@ -69,18 +85,19 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Gradient2Settings:
-    """Settings of one downstream's ``Gradient2Limiter``; defaults are Gradient2Limit's.
+    """Settings of one downstream's ``Gradient2Limiter``: Bulwark's client defaults.
 
-    ``min_limit`` may go as low as 1 (Netflix's 20 is a server's floor; a client talking to
-    a small downstream may need less). ``max_limit`` is Gradient2's ``maxConcurrency``.
+    Gradient2Limit's, but ``min_limit`` 1 and ``long_window`` 6,000 (why: the module's
+    docstring; Netflix's own are ``NETFLIX_GRADIENT2``). ``max_limit`` is Gradient2's
+    ``maxConcurrency``.
     """
 
     initial_limit: int = 20
-    min_limit: int = 20
+    min_limit: int = 1
     max_limit: int = 200
     smoothing: float = 0.2
     rtt_tolerance: float = 1.5
-    long_window: int = 600
+    long_window: int = 6_000
     queue_size: float = 4.0
 
     def __post_init__(self) -> None:
@@ -106,6 +123,10 @@ class Gradient2Settings:
             "must be an integer >= 1",
         )
         _check(0.0 <= self.queue_size < math.inf, "queue_size", "must be finite and >= 0")
+
+
+#: Netflix concurrency-limits' Gradient2Limit builder defaults, all of them.
+NETFLIX_GRADIENT2 = Gradient2Settings(min_limit=20, long_window=600)
 
 
 class Permit:
@@ -157,6 +178,15 @@ class Gradient2Limiter:
     def long_rtt(self) -> float | None:
         """The long-term RTT average in seconds; None before the first sample."""
         return self._long_rtt
+
+    def reconfigure(self, settings: Gradient2Settings) -> None:
+        """Take new settings (a central policy changed), keeping what was learned.
+
+        The calls in flight and the long-term RTT carry over; the estimate is clamped into
+        the new bounds (and starts again from ``initial_limit`` only in a new limiter).
+        """
+        self.settings = settings
+        self._estimate = max(settings.min_limit, min(settings.max_limit, self._estimate))
 
     def try_acquire(self, now: float) -> Permit | None:
         """Admit one call started at ``now``, or None when ``limit`` calls are in flight."""

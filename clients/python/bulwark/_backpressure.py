@@ -4,9 +4,10 @@ I/O-free, like ``_guard``: the interceptors read the clock and make the calls, t
 only decides and counts. It drives the cores of ``bulwark._adaptive``:
 
 * ``Guard.adaptive`` puts a ``Gradient2Limiter`` (Netflix concurrency-limits' Gradient2;
-  ``adaptive=True`` keeps its defaults: initial and minimum limit 20, maximum 200,
-  smoothing 0.2, RTT tolerance 1.5, long window 600 samples, queue size 4) in front of
-  the downstream. A call over the limit is refused at once with RESOURCE_EXHAUSTED and
+  ``adaptive=True`` takes Bulwark's client defaults, ``Gradient2Settings()``: initial
+  limit 20, minimum 1, maximum 200, smoothing 0.2, RTT tolerance 1.5, long window 6,000
+  samples, queue size 4; ``_adaptive`` says where and why they differ from Netflix's) in
+  front of the downstream. A call over the limit is refused at once with RESOURCE_EXHAUSTED and
   ``bulwark-rejected-by: concurrency``; nothing waits.
 * ``Guard.throttle`` puts an ``AdaptiveThrottle`` (Google SRE book, chapter 21: reject
   with probability ``max(0, (requests - K * accepts) / (requests + 1))``, K = 2, a
@@ -18,6 +19,15 @@ has one, else the rule's own key (``"/pkg.Service/"`` or ``"/pkg.Service/Method"
 Rules naming the same ``service`` share one limiter and one throttle, so they must agree
 on the settings. Keys come from the rules, never from the methods called, so the state is
 bounded by the number of rules and built once, up front.
+
+**Central policies.** With a client, a rule that names a ``service`` and leaves
+``adaptive`` or ``throttle`` unset (None) follows the central ``BackpressurePolicy`` of
+that name for that part (``BackpressureService``, watched by the client like breakers;
+a zero field is the client default): enabled there, it is on here, and a change reaches
+the next call. A local setting wins, ``False`` included (off whatever the policy says).
+A changed policy keeps what the limiter learned (``Gradient2Limiter.reconfigure``); a
+changed throttle starts counting again. Policies are named for services, so a rule without
+``service`` never follows one.
 
 **What an answer means.** For the limiter (as Netflix's gRPC client interceptor, plus
 timeouts): OK is a sample of the downstream's RTT; UNAVAILABLE, RESOURCE_EXHAUSTED and
@@ -41,10 +51,11 @@ short decision or count; the asyncio one runs on a single event loop and needs n
 from __future__ import annotations
 
 import contextlib
+import logging
 import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -56,6 +67,7 @@ from bulwark._adaptive import (
     ThrottleSettings,
 )
 from bulwark._guard import Refusal
+from bulwark.v1 import backpressure_pb2
 
 if TYPE_CHECKING:
     from bulwark._guard import Guard
@@ -68,10 +80,14 @@ __all__ = [
     "Downstream",
     "DownstreamState",
     "Flight",
+    "PolicySource",
     "adaptive_settings",
+    "policy_settings",
     "priority_of",
     "throttle_settings",
 ]
+
+log = logging.getLogger("bulwark")
 
 #: Answers by which the downstream refused work: the throttle counts them as refusals.
 REFUSED_CODES: frozenset[grpc.StatusCode] = frozenset(
@@ -102,6 +118,55 @@ def throttle_settings(value: ThrottleSettings | bool | None) -> ThrottleSettings
     if value is True:
         return ThrottleSettings()
     return value or None
+
+
+class PolicySource(Protocol):
+    """Where the central policies come from (the client's watch-fed cache)."""
+
+    #: Moves whenever a policy changed (or a snapshot came).
+    version: int
+
+    def get(self, name: str) -> backpressure_pb2.BackpressurePolicy | None: ...
+
+
+def policy_settings(
+    policy: backpressure_pb2.BackpressurePolicy,
+) -> tuple[Gradient2Settings | None, ThrottleSettings | None]:
+    """A central policy as the cores' settings: each part None when off.
+
+    A zero field is the client default. Bulwark checks policies when they are written,
+    so a part this client cannot take (a newer server's rule) is off, with a warning.
+    """
+    adaptive: Gradient2Settings | None = None
+    throttle: ThrottleSettings | None = None
+    c = policy.concurrency
+    if c.enabled:
+        d = Gradient2Settings()
+        # Unset bounds fit around the set ones, as the server's check allows.
+        high = c.max_limit or max(d.max_limit, c.min_limit)
+        low = c.min_limit or min(d.min_limit, high)
+        try:
+            adaptive = Gradient2Settings(
+                initial_limit=c.initial_limit or max(low, min(d.initial_limit, high)),
+                min_limit=low,
+                max_limit=high,
+                smoothing=c.smoothing or d.smoothing,
+                rtt_tolerance=c.rtt_tolerance or d.rtt_tolerance,
+                long_window=c.long_window or d.long_window,
+                queue_size=c.queue_size or d.queue_size,
+            )
+        except ValueError as exc:
+            log.warning("backpressure policy %r: concurrency ignored: %s", policy.name, exc)
+    t = policy.throttle
+    if t.enabled:
+        window = ThrottleSettings().window_seconds
+        if t.HasField("window"):
+            window = max(1, round(t.window.seconds + t.window.nanos / 1e9))
+        try:
+            throttle = ThrottleSettings(k=t.k or ThrottleSettings().k, window_seconds=window)
+        except ValueError as exc:
+            log.warning("backpressure policy %r: throttle ignored: %s", policy.name, exc)
+    return adaptive, throttle
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +226,8 @@ class Downstream:
             limit = limiter.limit
             shed = priority == SHEDDABLE and limiter.in_flight >= limit * SHEDDABLE_SHARE
             permit = None if shed else limiter.try_acquire(now)
+            if permit is not None:
+                return Flight(self, permit, now, limiter)
         if shed:
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -168,13 +235,11 @@ class Downstream:
                 f"from {limit * SHEDDABLE_SHARE:g} in flight (limit {limit})",
                 "concurrency",
             )
-        if permit is None:
-            raise Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"adaptive concurrency limit of {self.key!r} reached: {limit} calls in flight",
-                "concurrency",
-            )
-        return Flight(self, permit, now)
+        raise Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"adaptive concurrency limit of {self.key!r} reached: {limit} calls in flight",
+            "concurrency",
+        )
 
     def state(self, now: float) -> DownstreamState:
         with self._lock:
@@ -192,14 +257,22 @@ class Flight:
     """One admitted call, from admission to its answer; ends exactly once.
 
     ``finish`` or ``abandon`` may both be reached on some paths (an exception after a
-    done-callback, say): the first one counts, the rest do nothing.
+    done-callback, say): the first one counts, the rest do nothing. The slot goes back to
+    the limiter that gave it, even if a central policy has replaced it since.
     """
 
-    __slots__ = ("_downstream", "_open", "_permit", "_sent")
+    __slots__ = ("_downstream", "_limiter", "_open", "_permit", "_sent")
 
-    def __init__(self, downstream: Downstream, permit: Permit | None, now: float) -> None:
+    def __init__(
+        self,
+        downstream: Downstream,
+        permit: Permit | None,
+        now: float,
+        limiter: Gradient2Limiter | None = None,
+    ) -> None:
         self._downstream = downstream
         self._permit = permit
+        self._limiter = limiter
         self._open = True
         self._sent = now
 
@@ -218,8 +291,7 @@ class Flight:
             if not self._open:
                 return
             self._open = False
-            permit = self._permit
-            limiter = downstream.limiter
+            permit, limiter = self._permit, self._limiter
             if permit is not None and limiter is not None:
                 # The limiter measures from the admission: shift the end by the time
                 # spent between admission and sending, so the RTT is the call's alone.
@@ -241,12 +313,17 @@ class Flight:
             if not self._open:
                 return
             self._open = False
-            if self._permit is not None and downstream.limiter is not None:
-                downstream.limiter.forget(self._permit)
+            if self._permit is not None and self._limiter is not None:
+                self._limiter.forget(self._permit)
 
 
 class Backpressure:
-    """Every downstream's limiter and throttle for one interceptor, built from its rules."""
+    """Every downstream's limiter and throttle for one interceptor, built from its rules.
+
+    ``central``, when given, is called once, at the first decision (so a client can start
+    its watch on the event loop that makes the calls), for the central policies that
+    rules without local settings follow (the module's "Central policies").
+    """
 
     def __init__(
         self,
@@ -254,20 +331,25 @@ class Backpressure:
         *,
         lock: contextlib.AbstractContextManager[object] | None = None,
         random: Callable[[], float] | None = None,
+        central: Callable[[], PolicySource] | None = None,
     ) -> None:
-        shared_lock = lock if lock is not None else contextlib.nullcontext()
-        draw = random if random is not None else _random.random
-        settings: dict[str, tuple[Gradient2Settings | None, ThrottleSettings | None]] = {}
+        self._lock = lock if lock is not None else contextlib.nullcontext()
+        self._draw = random if random is not None else _random.random
+        settings: dict[str, tuple[object, ...]] = {}
         by_key: dict[str, Downstream] = {}
         self._by_rule: dict[str, Downstream] = {}
+        #: key -> (adaptive follows the policy, throttle follows it)
+        self._follows: dict[str, tuple[bool, bool]] = {}
         for rule, guard in rules.items():
             adaptive = adaptive_settings(guard.adaptive)
             throttle = throttle_settings(guard.throttle)
-            if adaptive is None and throttle is None:
+            named = central is not None and guard.service is not None
+            follows = (named and guard.adaptive is None, named and guard.throttle is None)
+            if adaptive is None and throttle is None and not any(follows):
                 continue
             key = guard.service if guard.service is not None else rule
-            known = settings.setdefault(key, (adaptive, throttle))
-            if known != (adaptive, throttle):
+            known = settings.setdefault(key, (adaptive, throttle, follows))
+            if known != (adaptive, throttle, follows):
                 raise ValueError(
                     f"rule {rule!r}: downstream {key!r} has other adaptive/throttle settings "
                     "in another rule; rules sharing a service must agree"
@@ -276,14 +358,21 @@ class Backpressure:
                 by_key[key] = Downstream(
                     key,
                     Gradient2Limiter(adaptive) if adaptive is not None else None,
-                    AdaptiveThrottle(throttle, random=draw) if throttle is not None else None,
-                    shared_lock,
+                    AdaptiveThrottle(throttle, random=self._draw) if throttle is not None else None,
+                    self._lock,
                 )
+                if any(follows):
+                    self._follows[key] = follows
             self._by_rule[rule] = by_key[key]
         self._by_key = by_key
+        self._central = central if self._follows else None
+        self._source: PolicySource | None = None
+        self._seen = -1
 
     def for_rule(self, rule: str) -> Downstream | None:
         """The downstream guarded by the rule keyed ``rule``; None when it has neither."""
+        if self._central is not None:
+            self._refresh()
         return self._by_rule.get(rule)
 
     def downstream(self, key: str) -> Downstream | None:
@@ -292,7 +381,54 @@ class Backpressure:
 
     def states(self, now: float) -> dict[str, DownstreamState]:
         """Every downstream's limit, calls in flight and reject probability at ``now``."""
+        if self._central is not None:
+            self._refresh()
         return {key: downstream.state(now) for key, downstream in self._by_key.items()}
+
+    def _refresh(self) -> None:
+        """Apply the central policies if they changed since the last look (one int compare
+        when they did not)."""
+        source = self._source
+        if source is None:
+            source = self._source = self._central()  # type: ignore[misc]
+        if source.version == self._seen:
+            return
+        with self._lock:
+            # Read before applying: a change that lands meanwhile is applied next time.
+            version = source.version
+            for key, (adaptive_follows, throttle_follows) in self._follows.items():
+                policy = source.get(key)
+                adaptive, throttle = policy_settings(policy) if policy else (None, None)
+                downstream = self._by_key[key]
+                if adaptive_follows:
+                    downstream.limiter = _limiter(downstream.limiter, adaptive)
+                if throttle_follows:
+                    downstream.throttle = _throttle(downstream.throttle, throttle, self._draw)
+            self._seen = version
+
+
+def _limiter(
+    limiter: Gradient2Limiter | None, settings: Gradient2Settings | None
+) -> Gradient2Limiter | None:
+    if settings is None:
+        return None
+    if limiter is None:
+        return Gradient2Limiter(settings)
+    if limiter.settings != settings:
+        limiter.reconfigure(settings)
+    return limiter
+
+
+def _throttle(
+    throttle: AdaptiveThrottle | None,
+    settings: ThrottleSettings | None,
+    draw: Callable[[], float],
+) -> AdaptiveThrottle | None:
+    if settings is None:
+        return None
+    if throttle is not None and throttle.settings == settings:
+        return throttle
+    return AdaptiveThrottle(settings, random=draw)
 
 
 def priority_of(metadata: object) -> str:

@@ -1,4 +1,4 @@
-"""Watch-fed caches: breakers, features, primaries and instances, as the client sees them.
+"""Watch-fed caches: breakers, features, primaries, instances and backpressure policies.
 
 I/O-free and not thread-safe (the drivers serialize access). The SNAPSHOT
 events up to the next SYNCED replace the whole view (objects absent from a new
@@ -28,9 +28,10 @@ from bulwark._states import (
     Decision,
     seconds,
 )
-from bulwark.v1 import breaker_pb2, feature_pb2, registry_pb2
+from bulwark.v1 import backpressure_pb2, breaker_pb2, feature_pb2, registry_pb2
 
 __all__ = [
+    "BackpressurePolicyCache",
     "BreakerCache",
     "BreakerView",
     "Feature",
@@ -343,6 +344,28 @@ class InstanceCache(_WatchedMap[str, registry_pb2.Instance]):
     def instances(self) -> list[registry_pb2.Instance]:
         """The instances in id order."""
         return [self._items[i] for i in sorted(self._items)]
+
+
+class BackpressurePolicyCache(_WatchedMap[str, backpressure_pb2.BackpressurePolicy]):
+    """Central backpressure policies as seen through WatchBackpressurePolicies.
+
+    Read by the interceptors' threads without the client's lock: ``version`` (an int) and
+    ``get`` (one dict look-up, a snapshot swapped in whole) are each atomic.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Moves with every change of the live view, so readers notice one cheaply.
+        self.version = 0
+        #: Whether a driver has started the watch (it starts on first use).
+        self.followed = False
+
+    def apply(self, event: backpressure_pb2.WatchBackpressurePoliciesResponse, now: float) -> None:
+        if self._apply(event.type, event.policy.name, event.policy, event.revision, now):
+            self.version += 1
+
+    def get(self, name: str) -> backpressure_pb2.BackpressurePolicy | None:
+        return self._items.get(name)
 
 
 class Feature:

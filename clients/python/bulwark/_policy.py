@@ -27,15 +27,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from bulwark._caches import BreakerCache, FeatureCache, InstanceCache, PrimaryCache
+from bulwark._caches import (
+    BackpressurePolicyCache,
+    BreakerCache,
+    FeatureCache,
+    InstanceCache,
+    PrimaryCache,
+)
 from bulwark._endpoints import AWAY, CallPlan, Endpoints
 from bulwark._local_breaker import LocalBreaker
 from bulwark._outcomes import NO_HURRY, OutcomeBuffer, failure_rule
 from bulwark._quota import QuotaBucket, quota_for
+from bulwark._remote import Remote
 from bulwark._settings import ClientOptions
 from bulwark._signals import SignalBuffer
 from bulwark._states import SYNCED, Decision, monotonic_from_wall, per_second
@@ -71,43 +78,6 @@ def entries_of(descriptor: Descriptor) -> Entries:
     return tuple(descriptor.items() if isinstance(descriptor, Mapping) else descriptor)
 
 
-class Remote(Generic[T]):
-    """One gRPC call a driver must make, and how its outcome becomes the answer.
-
-    ``done(response, now, now_wall)`` turns the response into the answer;
-    ``failed(error, now)`` turns a ``BulwarkError`` into one or raises it.
-    ``timeout`` is the call's deadline in seconds.
-    """
-
-    __slots__ = ("done", "failed", "idempotent", "method", "request", "stub", "timeout")
-
-    def __init__(
-        self,
-        stub: Callable[[Any], Any],
-        method: str,
-        request: Any,
-        *,
-        idempotent: bool,
-        timeout: float,
-        done: Callable[[Any, float, float], T],
-        failed: Callable[[BulwarkError, float], T] | None = None,
-    ) -> None:
-        self.stub = stub
-        self.method = method
-        self.request = request
-        self.idempotent = idempotent
-        self.timeout = timeout
-        self.done = done
-        self.failed = failed if failed is not None else _reraise
-
-    def __repr__(self) -> str:
-        return f"Remote({self.method}, idempotent={self.idempotent}, timeout={self.timeout})"
-
-
-def _reraise(error: BulwarkError, now: float) -> Any:
-    raise error
-
-
 def _response(response: Any, now: float, now_wall: float) -> Any:
     return response
 
@@ -131,6 +101,7 @@ class ClientPolicy:
         self.features = FeatureCache()
         self.primaries = PrimaryCache()
         self.instances: dict[str, InstanceCache] = {}
+        self.backpressure = BackpressurePolicyCache()  # its watch starts on first use
         self.outcomes = OutcomeBuffer(interval=options.report_interval)
         self.signals = SignalBuffer()
         self.local: dict[str, LocalBreaker] = {}
@@ -367,7 +338,8 @@ class ClientPolicy:
     # -- watches ------------------------------------------------------------------
 
     def watch(self, name: str, service: str = "") -> Watch:
-        """The watch ``name`` (breakers, features, primaries; instances of ``service``)."""
+        """The watch ``name`` (breakers, features, primaries, backpressure; instances of
+        ``service``)."""
         if name == "instances":
             cache = self.instances.get(service)
             if cache is None:

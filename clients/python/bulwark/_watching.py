@@ -15,6 +15,8 @@ import grpc
 
 from bulwark._endpoints import AWAY
 from bulwark.v1 import (
+    backpressure_pb2,
+    backpressure_pb2_grpc,
     breaker_pb2,
     breaker_pb2_grpc,
     feature_pb2,
@@ -174,6 +176,11 @@ _STREAMS: dict[str, tuple[Callable[[Any], Any], str, Any]] = {
         registry_pb2_grpc.RegistryServiceStub,
         "WatchPrimary",
         registry_pb2.WatchPrimaryRequest,
+    ),
+    "backpressure": (
+        backpressure_pb2_grpc.BackpressureServiceStub,
+        "WatchBackpressurePolicies",
+        backpressure_pb2.WatchBackpressurePoliciesRequest,
     ),
 }
 

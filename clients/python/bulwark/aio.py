@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from bulwark._caches import Feature
+from bulwark._caches import BackpressurePolicyCache, Feature
 from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
@@ -382,6 +382,16 @@ class AsyncClient(Driver):
             self._spawn(watch)
             cache = watch.cache
         return cache.instances()
+
+    def backpressure_policies(self) -> BackpressurePolicyCache:
+        """The central backpressure policies (``BackpressureService``) from a watch-fed
+        cache, as the interceptors apply them; the watch starts on the first call (on the
+        running event loop)."""
+        cache = self._policy.backpressure
+        if not cache.followed and not (self._closed or self._stopping):
+            cache.followed = True
+            self._spawn(self._policy.watch("backpressure"))
+        return cache
 
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:
         """Call ``callback(service, primary)`` whenever the service's primary or epoch changes.

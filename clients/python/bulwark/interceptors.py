@@ -48,6 +48,9 @@ and status) or fails with UNAVAILABLE (``fail_open=False``). Breaker decisions
 and rate limits never need that: the clients decide them from their caches and
 local fallbacks while Bulwark is away. Throttling and adaptive concurrency
 never ask Bulwark: with rules that use nothing else, the client may be None.
+With a client, a rule naming a ``service`` without its own ``adaptive`` or
+``throttle`` follows that service's central ``BackpressurePolicy``
+(``bulwark._backpressure``, "Central policies"); a local setting wins.
 
 Usage::
 
@@ -135,7 +138,10 @@ class _Interceptor:
         self._client = client
         self._policy = GuardPolicy(rules, failure_codes, fail_open)
         _check_client(client, rules)
-        self._backpressure = Backpressure(rules, lock=lock, random=random)
+        # Central backpressure policies come from the client's watch, started at the
+        # first call (on the event loop, for the asyncio client).
+        central = getattr(client, "backpressure_policies", None)
+        self._backpressure = Backpressure(rules, lock=lock, random=random, central=central)
         self._clock = clock
 
     def backpressure(self) -> dict[str, DownstreamState]:

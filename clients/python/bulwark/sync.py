@@ -29,17 +29,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bulwark._caches import Feature
+from bulwark._caches import BackpressurePolicyCache, Feature
 from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
 from bulwark._states import SYNCED, Decision
 from bulwark._watching import Watch, health_check, report_pause, run_callback, serving
 from bulwark.errors import BulwarkError, UnavailableError
-from bulwark.v1 import (
-    bulkhead_pb2,
-    registry_pb2,
-)
+from bulwark.v1 import bulkhead_pb2, registry_pb2
 
 __all__ = ["Client", "Feature", "PrimaryCallback"]
 
@@ -103,13 +100,11 @@ class Client(Driver):
             if self._reporter is not None:
                 return  # Already started.
             for name in ("breakers", "features", "primaries"):
-                self._watch_threads.append(self._thread(self._policy.watch(name)))
+                self._start_watch(self._policy.watch(name))
             self._reporter = threading.Thread(
                 target=self._report_loop, name="bulwark-reporter", daemon=True
             )
-            threads = [*self._watch_threads, self._reporter]
-        for thread in threads:
-            thread.start()
+            self._reporter.start()
         deadline = _monotonic() + self.options.timeout
         for synced in self._synced.values():
             synced.wait(max(0.0, deadline - _monotonic()))
@@ -219,11 +214,6 @@ class Client(Driver):
             return remote.done(response, _monotonic(), time.time())
 
     # -- watches ----------------------------------------------------------------
-
-    def _thread(self, watch: Watch) -> threading.Thread:
-        return threading.Thread(
-            target=self._follow, args=(watch,), name=f"bulwark-{watch.name}", daemon=True
-        )
 
     def _follow(self, watch: Watch) -> None:
         """Keep one watch running, failing over and resuming until closed (see ``WatchRetry``)."""
@@ -435,12 +425,27 @@ class Client(Driver):
             if cache is None:
                 if self._closed or self._stopping.is_set():
                     return []
-                watch = self._policy.watch("instances", service)
-                thread = self._thread(watch)
-                self._watch_threads.append(thread)
-                thread.start()
-                cache = watch.cache
+                cache = self._start_watch(self._policy.watch("instances", service))
             return cache.instances()
+
+    def backpressure_policies(self) -> BackpressurePolicyCache:
+        """The central backpressure policies (``BackpressureService``) from a watch-fed
+        cache, as the interceptors apply them; the watch starts on the first call."""
+        with self._lock:
+            cache = self._policy.backpressure
+            if not cache.followed and not (self._closed or self._stopping.is_set()):
+                cache.followed = True
+                self._start_watch(self._policy.watch("backpressure"))
+            return cache
+
+    def _start_watch(self, watch: Watch) -> Any:
+        """Start a thread that keeps ``watch`` running (under the lock); its cache."""
+        thread = threading.Thread(
+            target=self._follow, args=(watch,), name=f"bulwark-{watch.name}", daemon=True
+        )
+        self._watch_threads.append(thread)
+        thread.start()
+        return watch.cache
 
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:
         """Call ``callback(service, primary)`` whenever the service's primary or epoch changes.
