@@ -107,7 +107,7 @@ _CANCELLED = grpc.StatusCode.CANCELLED
 
 
 def adaptive_settings(value: Gradient2Settings | bool | None) -> Gradient2Settings | None:
-    """``Guard.adaptive`` as settings: True is Gradient2's defaults, False or None is off."""
+    """``Guard.adaptive`` as settings: True is the client defaults, False or None is off."""
     if value is True:
         return Gradient2Settings()
     return value or None
