@@ -141,11 +141,65 @@ def test_only_rules_naming_a_service_follow_and_only_with_a_client() -> None:
     assert Backpressure({RULE: Guard(service="payments")}).for_rule(RULE) is None
 
 
-def test_rules_of_one_service_must_agree_on_what_follows_the_policy() -> None:
+def test_a_part_one_rule_of_a_service_sets_is_not_followed_by_its_other_rules() -> None:
     feed = Feed()
+    policy = concurrency(initial_limit=1, max_limit=1)
+    policy.throttle.enabled = True
+    feed.send(PUT, policy)
     rules = {
         RULE: Guard(service="payments"),
         "/pay.v1.Refunds/": Guard(service="payments", adaptive=False),
     }
+    backpressure = Backpressure(rules, central=feed.source)
+    downstream = backpressure.for_rule(RULE)
+    assert downstream is not None and downstream is backpressure.for_rule("/pay.v1.Refunds/")
+    assert downstream.limiter is None and downstream.throttle is not None
+
+
+def test_a_rule_without_settings_shares_its_services_limiter_with_no_conflict() -> None:
+    rules = {
+        RULE: Guard(service="payments", adaptive=True),
+        "/pay.v1.Refunds/": Guard(service="payments", breaker="refunds"),
+    }
+    for central in (None, Feed().source):
+        backpressure = Backpressure(rules, central=central)
+        first, second = backpressure.for_rule(RULE), backpressure.for_rule("/pay.v1.Refunds/")
+        assert first is not None and first is second
+        assert first.limiter is not None and first.limiter.settings == Gradient2Settings()
     with pytest.raises(ValueError, match="'payments'"):
-        Backpressure(rules, central=feed.source)
+        Backpressure({**rules, "/pay.v1.Other/": Guard(service="payments", adaptive=False)})
+
+
+def test_a_policy_the_server_accepts_with_a_high_initial_limit_raises_the_maximum() -> None:
+    adaptive, _ = policy_settings(concurrency(initial_limit=500))
+    assert adaptive is not None
+    assert (adaptive.min_limit, adaptive.initial_limit, adaptive.max_limit) == (1, 500, 500)
+
+
+def test_a_policy_turned_off_and_on_again_keeps_counting_the_calls_it_let_in() -> None:
+    feed = Feed()
+    backpressure = Backpressure({RULE: Guard(service="payments")}, central=feed.source)
+    feed.send(PUT, concurrency(initial_limit=2, max_limit=2))
+    downstream = backpressure.for_rule(RULE)
+    assert downstream is not None
+    flights = [downstream.admit(0.0), downstream.admit(0.0)]
+    feed.send(PUT, B.BackpressurePolicy(name="payments"))  # disabled
+    backpressure.for_rule(RULE)
+    assert downstream.limiter is None
+    feed.send(PUT, concurrency(initial_limit=2, max_limit=2))
+    backpressure.for_rule(RULE)
+    with pytest.raises(Refusal):  # the two calls from before still hold their slots
+        downstream.admit(0.0)
+    for flight in flights:
+        flight.finish(grpc.StatusCode.OK, 0.01)
+    downstream.admit(0.0).abandon()
+
+
+def test_reading_the_state_never_starts_following() -> None:
+    feed = Feed()
+    backpressure = Backpressure({RULE: Guard(service="payments")}, central=feed.source)
+    assert backpressure.states(0.0)["payments"].limit is None
+    assert feed.calls == 0
+    feed.send(PUT, concurrency(initial_limit=3, max_limit=3))
+    backpressure.for_rule(RULE)
+    assert backpressure.states(0.0)["payments"].limit == 3

@@ -223,11 +223,17 @@ def test_state_is_per_downstream_service_else_per_rule() -> None:
     assert backpressure.for_rule("/a.A/") is not backpressure.for_rule("/a.A/Get")
     assert backpressure.for_rule("/c.C/") is None
     assert set(backpressure.states(0.0)) == {"/a.A/", "/a.A/Get", "b"}
+    # A part set in one rule of a service holds for all of them...
+    merged = Backpressure(
+        {"/b.B/": Guard(service="b", adaptive=True), "/b.B/X": Guard(service="b", throttle=True)}
+    ).downstream("b")
+    assert merged is not None and merged.limiter is not None and merged.throttle is not None
+    # ...and two rules setting it differently are refused.
     with pytest.raises(ValueError, match="must agree"):
         Backpressure(
             {
                 "/b.B/": Guard(service="b", adaptive=True),
-                "/b.B/X": Guard(service="b", throttle=True),
+                "/b.B/X": Guard(service="b", adaptive=False),
             }
         )
 

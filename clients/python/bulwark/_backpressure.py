@@ -16,18 +16,19 @@ only decides and counts. It drives the cores of ``bulwark._adaptive``:
 
 **Which downstream.** State is kept per downstream key: the Guard's ``service`` when it
 has one, else the rule's own key (``"/pkg.Service/"`` or ``"/pkg.Service/Method"``).
-Rules naming the same ``service`` share one limiter and one throttle, so they must agree
-on the settings. Keys come from the rules, never from the methods called, so the state is
-bounded by the number of rules and built once, up front.
+Rules naming the same ``service`` share one limiter and one throttle: a part set in one of
+them holds for all (a rule that sets neither takes part too), and two rules setting the
+same part differently are refused. Keys come from the rules, never from the methods
+called, so the state is bounded by the number of rules and built once, up front.
 
-**Central policies.** With a client, a rule that names a ``service`` and leaves
-``adaptive`` or ``throttle`` unset (None) follows the central ``BackpressurePolicy`` of
-that name for that part (``BackpressureService``, watched by the client like breakers;
-a zero field is the client default): enabled there, it is on here, and a change reaches
-the next call. A local setting wins, ``False`` included (off whatever the policy says).
-A changed policy keeps what the limiter learned (``Gradient2Limiter.reconfigure``); a
-changed throttle starts counting again. Policies are named for services, so a rule without
-``service`` never follows one.
+**Central policies.** With a client, a service whose rules leave ``adaptive`` or
+``throttle`` unset (None) follows the central ``BackpressurePolicy`` of that name for that
+part (``BackpressureService``, watched by the client like breakers; a zero field is the
+client default): enabled there, it is on here, and a change reaches the next call. A local
+setting wins, ``False`` included (off whatever the policy says). A changed, disabled or
+re-enabled policy keeps the limiter and what it learned (``Gradient2Limiter.reconfigure``),
+so the calls it let in stay counted; a changed throttle starts counting again. Policies are
+named for services, so a rule without ``service`` never follows one.
 
 **What an answer means.** For the limiter (as Netflix's gRPC client interceptor, plus
 timeouts): OK is a sample of the downstream's RTT; UNAVAILABLE, RESOURCE_EXHAUSTED and
@@ -143,7 +144,7 @@ def policy_settings(
     if c.enabled:
         d = Gradient2Settings()
         # Unset bounds fit around the set ones, as the server's check allows.
-        high = c.max_limit or max(d.max_limit, c.min_limit)
+        high = c.max_limit or max(d.max_limit, c.min_limit, c.initial_limit)
         low = c.min_limit or min(d.min_limit, high)
         try:
             adaptive = Gradient2Settings(
@@ -185,7 +186,7 @@ class DownstreamState:
 class Downstream:
     """The limiter and throttle of one downstream key; either may be None."""
 
-    __slots__ = ("_lock", "key", "limiter", "throttle")
+    __slots__ = ("_lock", "key", "limiter", "spare", "throttle")
 
     def __init__(
         self,
@@ -197,6 +198,9 @@ class Downstream:
         self.key = key
         self.limiter = limiter
         self.throttle = throttle
+        #: The limiter a central policy turned off, kept for its calls still in flight
+        #: and taken back if the policy turns on again.
+        self.spare: Gradient2Limiter | None = None
         self._lock = lock
 
     def check_throttle(self, now: float, priority: str = DEFAULT) -> None:
@@ -335,35 +339,48 @@ class Backpressure:
     ) -> None:
         self._lock = lock if lock is not None else contextlib.nullcontext()
         self._draw = random if random is not None else _random.random
-        settings: dict[str, tuple[object, ...]] = {}
-        by_key: dict[str, Downstream] = {}
-        self._by_rule: dict[str, Downstream] = {}
-        #: key -> (adaptive follows the policy, throttle follows it)
-        self._follows: dict[str, tuple[bool, bool]] = {}
+        # key -> [adaptive, throttle] as some rule sets them (None: no rule does)
+        local: dict[str, list[object]] = {}
+        services: set[str] = set()
+        keys: dict[str, str] = {}
         for rule, guard in rules.items():
-            adaptive = adaptive_settings(guard.adaptive)
-            throttle = throttle_settings(guard.throttle)
-            named = central is not None and guard.service is not None
-            follows = (named and guard.adaptive is None, named and guard.throttle is None)
-            if adaptive is None and throttle is None and not any(follows):
+            if guard.adaptive is None and guard.throttle is None and guard.service is None:
                 continue
             key = guard.service if guard.service is not None else rule
-            known = settings.setdefault(key, (adaptive, throttle, follows))
-            if known != (adaptive, throttle, follows):
-                raise ValueError(
-                    f"rule {rule!r}: downstream {key!r} has other adaptive/throttle settings "
-                    "in another rule; rules sharing a service must agree"
-                )
-            if key not in by_key:
-                by_key[key] = Downstream(
-                    key,
-                    Gradient2Limiter(adaptive) if adaptive is not None else None,
-                    AdaptiveThrottle(throttle, random=self._draw) if throttle is not None else None,
-                    self._lock,
-                )
-                if any(follows):
-                    self._follows[key] = follows
-            self._by_rule[rule] = by_key[key]
+            if guard.service is not None:
+                services.add(key)
+            keys[rule] = key
+            parts = local.setdefault(key, [None, None])
+            for i, value in enumerate((guard.adaptive, guard.throttle)):
+                if value is None:
+                    continue
+                value = (adaptive_settings if i == 0 else throttle_settings)(value) or False
+                if parts[i] is not None and parts[i] != value:
+                    raise ValueError(
+                        f"rule {rule!r}: downstream {key!r} has other adaptive/throttle "
+                        "settings in another rule; rules sharing a service must agree"
+                    )
+                parts[i] = value
+        by_key: dict[str, Downstream] = {}
+        #: key -> (adaptive follows the policy, throttle follows it)
+        self._follows: dict[str, tuple[bool, bool]] = {}
+        for key, (adaptive, throttle) in local.items():
+            follows = tuple(
+                central is not None and key in services and p is None for p in (adaptive, throttle)
+            )
+            if not (adaptive or throttle or any(follows)):
+                continue
+            by_key[key] = Downstream(
+                key,
+                Gradient2Limiter(adaptive) if isinstance(adaptive, Gradient2Settings) else None,
+                AdaptiveThrottle(throttle, random=self._draw)
+                if isinstance(throttle, ThrottleSettings)
+                else None,
+                self._lock,
+            )
+            if any(follows):
+                self._follows[key] = follows  # type: ignore[assignment]
+        self._by_rule = {rule: by_key[key] for rule, key in keys.items() if key in by_key}
         self._by_key = by_key
         self._central = central if self._follows else None
         self._source: PolicySource | None = None
@@ -380,8 +397,12 @@ class Backpressure:
         return self._by_key.get(key)
 
     def states(self, now: float) -> dict[str, DownstreamState]:
-        """Every downstream's limit, calls in flight and reject probability at ``now``."""
-        if self._central is not None:
+        """Every downstream's limit, calls in flight and reject probability at ``now``.
+
+        Takes in central changes only once a call has started following them: reading
+        the state (from a metrics thread, say) never starts a watch.
+        """
+        if self._source is not None:
             self._refresh()
         return {key: downstream.state(now) for key, downstream in self._by_key.items()}
 
@@ -401,22 +422,24 @@ class Backpressure:
                 adaptive, throttle = policy_settings(policy) if policy else (None, None)
                 downstream = self._by_key[key]
                 if adaptive_follows:
-                    downstream.limiter = _limiter(downstream.limiter, adaptive)
+                    _follow(downstream, adaptive)
                 if throttle_follows:
                     downstream.throttle = _throttle(downstream.throttle, throttle, self._draw)
             self._seen = version
 
 
-def _limiter(
-    limiter: Gradient2Limiter | None, settings: Gradient2Settings | None
-) -> Gradient2Limiter | None:
+def _follow(downstream: Downstream, settings: Gradient2Settings | None) -> None:
+    """The downstream's limiter as the policy wants it: off (kept as the spare), on, or
+    reconfigured; one limiter for its whole life, so no admitted call is forgotten."""
+    limiter = downstream.limiter or downstream.spare
     if settings is None:
-        return None
+        downstream.limiter, downstream.spare = None, limiter
+        return
     if limiter is None:
-        return Gradient2Limiter(settings)
-    if limiter.settings != settings:
+        limiter = Gradient2Limiter(settings)
+    elif limiter.settings != settings:
         limiter.reconfigure(settings)
-    return limiter
+    downstream.limiter, downstream.spare = limiter, None
 
 
 def _throttle(

@@ -443,12 +443,16 @@ class ClientPolicy:
         )
 
     def staleness(self, now: float) -> dict[str, float]:
-        """Seconds each main cache has gone unconfirmed (0 while its watch is live)."""
-        return {
+        """Seconds each main cache has gone unconfirmed (0 while its watch is live), and
+        the backpressure policies' once followed."""
+        staleness = {
             "breakers": self.breakers.staleness(now),
             "features": self.features.staleness(now),
             "primaries": self.primaries.staleness(now),
         }
+        if self.backpressure.followed:
+            staleness["backpressure"] = self.backpressure.staleness(now)
+        return staleness
 
 
 def _allowed(response: breaker_pb2.AllowResponse, now: float, now_wall: float) -> Decision:

@@ -389,8 +389,8 @@ class AsyncClient(Driver):
         running event loop)."""
         cache = self._policy.backpressure
         if not cache.followed and not (self._closed or self._stopping):
+            self._spawn(self._policy.watch("backpressure"))  # raises without a running loop
             cache.followed = True
-            self._spawn(self._policy.watch("backpressure"))
         return cache
 
     def on_primary_change(self, service: str, callback: PrimaryCallback) -> None:

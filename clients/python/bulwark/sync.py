@@ -434,8 +434,8 @@ class Client(Driver):
         with self._lock:
             cache = self._policy.backpressure
             if not cache.followed and not (self._closed or self._stopping.is_set()):
-                cache.followed = True
                 self._start_watch(self._policy.watch("backpressure"))
+                cache.followed = True
             return cache
 
     def _start_watch(self, watch: Watch) -> Any:

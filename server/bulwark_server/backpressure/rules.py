@@ -1,8 +1,8 @@
 """What a backpressure policy must be. Pure.
 
 Bounds follow the client library's cores (``bulwark._adaptive``): zero means the
-default there (Gradient2's for the concurrency limit, the SRE book's for the
-throttle), so a policy names only what it changes.
+default there (the client's Gradient2 settings for the concurrency limit, the SRE
+book's for the throttle), so a policy names only what it changes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def check_policy(policy: backpressure_pb2.BackpressurePolicy) -> None:
     if not (math.isfinite(c.rtt_tolerance) and (c.rtt_tolerance == 0 or c.rtt_tolerance >= 1)):
         raise InvalidArgument(f"{where}.rtt_tolerance", "must be at least 1 (0: the default)")
     if not (math.isfinite(c.queue_size) and 0 <= c.queue_size <= MAX_LIMIT):
-        raise InvalidArgument(f"{where}.queue_size", f"must be 0-{MAX_LIMIT}")
+        raise InvalidArgument(f"{where}.queue_size", f"must be 0-{MAX_LIMIT} (0: the default)")
     t = policy.throttle
     if not (math.isfinite(t.k) and (t.k == 0 or 1 <= t.k <= 100)):
         raise InvalidArgument("policy.throttle.k", "must be 1-100 (0: the default)")
