@@ -166,7 +166,7 @@ def test_a_client_applies_the_central_policy_and_a_local_setting_wins(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
     replica = replica_factory("c1", [etcd.endpoint])
-    service = Downstream(latency=0.5)
+    service = Downstream()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((service.sync_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -183,6 +183,8 @@ def test_a_client_applies_the_central_policy_and_a_local_setting_wins(
             local = BulwarkInterceptor(client, {rule: Guard(service="demo", adaptive=False)})
             call = grpc.intercept_channel(raw, follows).unary_unary(CALL)
             free = grpc.intercept_channel(raw, local).unary_unary(CALL)
+            assert call(b"w", timeout=5) == b"w"  # the first call starts the watch
+            service.latency = 0.5
             _put(stub, 2)
             wait_for(lambda: follows.backpressure()["demo"].limit == 2, 5)
             pending = [call.future(b"x", timeout=5) for _ in range(2)]
