@@ -26,8 +26,9 @@ What it measures, in one run, beside pybreaker with Redis-shared state
        event, reads the breaker's state from the cache and, when it changed, writes
        ``time.time()`` and the state to stdout. The cache shows the change then, so a
        decision made at that moment would see it: no polling delay is added. The parent
-       trips the breaker ``--trials`` times (after one unrecorded warm-up trip) in two
-       ways:
+       trips the breaker ``--trials`` times (after one unrecorded warm-up round) in two
+       ways, taking turns trip by trip (in alternating order), so that both rows meet the
+       same load on the machine and their ratio compares the paths, not the moments:
          * ``ForceState(FORCED_OPEN)`` over one gRPC stub (an operator's trip);
          * 10 failures ``record()``-ed by the parent's own AsyncClient, which reports
            them at once: failures are urgent after a quiet period or in a burst, and
@@ -615,53 +616,63 @@ class _Fleet:
 async def run_trials(
     fleet: _Fleet,
     system: str,
-    trip_label: str,
-    trip: Callable[[], Awaitable[None]],
+    trips: Sequence[tuple[str, Callable[[], Awaitable[None]]]],
     reset: Callable[[], Awaitable[None]],
     trials: int,
-) -> TripResult:
-    """One warm-up trip, then ``trials`` recorded ones; reset and wait between them."""
+) -> list[TripResult]:
+    """One warm-up round, then ``trials`` recorded ones; each round trips once by each of
+    ``trips`` (label, trip), in turn and in alternating order, so that every row sees the
+    same load on the machine; reset and wait after each trip."""
     clients = len(fleet.procs)
-    samples: list[float] = []
-    slowest: list[float] = []
-    calls: list[float] = []
-    missed = 0
+    samples: list[list[float]] = [[] for _ in trips]
+    slowest: list[list[float]] = [[] for _ in trips]
+    calls: list[list[float]] = [[] for _ in trips]
+    missed = [0 for _ in trips]
     for trial in range(trials + 1):
-        async with fleet.changed:
-            fleet.arrivals = {}
-            fleet.t0 = t0 = time.time()
-        await trip()
-        call = time.time() - t0
-        await fleet.wait_until(
-            lambda: len(fleet.arrivals) == clients,
-            f"trip {trial} to reach every client",
-            ROUND_TIMEOUT,
+        order = list(range(len(trips)))
+        if trial % 2:
+            order.reverse()
+        for row in order:
+            async with fleet.changed:
+                fleet.arrivals = {}
+                fleet.t0 = t0 = time.time()
+            await trips[row][1]()
+            call = time.time() - t0
+            await fleet.wait_until(
+                lambda: len(fleet.arrivals) == clients,
+                f"trip {trial} ({trips[row][0]}) to reach every client",
+                ROUND_TIMEOUT,
+            )
+            async with fleet.changed:
+                fleet.t0 = None
+                arrivals = dict(fleet.arrivals)
+            if trial:
+                calls[row].append(call)
+                samples[row].extend(arrivals.values())
+                missed[row] += clients - len(arrivals)
+                if len(arrivals) == clients:
+                    slowest[row].append(max(arrivals.values()))
+            await reset()
+            if not await fleet.wait_until(
+                lambda: fleet.all_in("closed"),
+                f"reset {trial} to reach every client",
+                ROUND_TIMEOUT,
+            ):
+                raise RuntimeError(f"the reset to CLOSED did not reach every {system} client")
+            await asyncio.sleep(SETTLE + random.uniform(0, JITTER))
+    return [
+        TripResult(
+            system=system,
+            trip=label,
+            clients=clients,
+            trials=trials,
+            missed=missed[row],
+            each_client=latency_summary(samples[row]),
+            slowest_client=latency_summary(slowest[row]),
+            trip_call=latency_summary(calls[row]),
         )
-        async with fleet.changed:
-            fleet.t0 = None
-            arrivals = dict(fleet.arrivals)
-        if trial:
-            calls.append(call)
-            samples.extend(arrivals.values())
-            missed += clients - len(arrivals)
-            if len(arrivals) == clients:
-                slowest.append(max(arrivals.values()))
-        await reset()
-        if not await fleet.wait_until(
-            lambda: fleet.all_in("closed"), f"reset {trial} to reach every client", ROUND_TIMEOUT
-        ):
-            raise RuntimeError(f"the reset to CLOSED did not reach every {system} client")
-        await asyncio.sleep(SETTLE + random.uniform(0, JITTER))
-    return TripResult(
-        system=system,
-        trip=trip_label,
-        clients=clients,
-        trials=trials,
-        missed=missed,
-        each_client=latency_summary(samples),
-        slowest_client=latency_summary(slowest),
-        trip_call=latency_summary(calls),
-    )
+        for row, (label, _) in enumerate(trips)
+    ]
 
 
 def _child_argv(*flags: str) -> list[str]:
@@ -795,18 +806,6 @@ async def measure_bulwark_trips(
             CHILD_READY_TIMEOUT,
         ):
             raise RuntimeError(f"the Bulwark clients did not sync:\n  {fleet.failure()}")
-        _progress(f"Bulwark: {clients} clients synced; ForceState(FORCED_OPEN) trips")
-        results.append(
-            await run_trials(
-                fleet,
-                "Bulwark AsyncClient",
-                "ForceState(FORCED_OPEN) RPC",
-                force(breaker_pb2.BREAKER_STATE_FORCED_OPEN, "benchmark trip"),
-                reset,
-                trials,
-            )
-        )
-        _progress("Bulwark: trips by 10 failures recorded in the parent's AsyncClient")
         reporter = AsyncClient(address, client_id=f"{ACTOR}-reporter")
         await stack.enter_async_context(reporter)
         counter = _ReportCounter(reporter)
@@ -823,11 +822,15 @@ async def measure_bulwark_trips(
         if background_rate > 0:
             label += f" also recording {background_rate:g} successes/s"
             background = asyncio.create_task(record_steadily(reporter, background_rate, 0.0))
+        _progress(
+            f"Bulwark: {clients} clients synced; trips by ForceState(FORCED_OPEN) and by "
+            f"{TRIP_FAILURES} failures recorded in the parent's AsyncClient, taking turns"
+        )
         before = counter.count
         try:
-            results.append(
-                await run_trials(fleet, "Bulwark AsyncClient", label, fail, reset, trials)
-            )
+            forced = force(breaker_pb2.BREAKER_STATE_FORCED_OPEN, "benchmark trip")
+            trips = [("ForceState(FORCED_OPEN) RPC", forced), (label, fail)]
+            results.extend(await run_trials(fleet, "Bulwark AsyncClient", trips, reset, trials))
         finally:
             if background is not None:
                 background.cancel()
@@ -887,14 +890,9 @@ async def measure_pybreaker_trips(
         _progress(
             f"pybreaker: {clients} clients calling every {interval * 1000:g} ms; open() trips"
         )
-        return await run_trials(
-            fleet,
-            "pybreaker + Redis",
-            f"open() (state in Redis); clients call every {interval * 1000:g} ms",
-            trip,
-            reset,
-            trials,
-        )
+        label = f"open() (state in Redis); clients call every {interval * 1000:g} ms"
+        (result,) = await run_trials(fleet, "pybreaker + Redis", [(label, trip)], reset, trials)
+        return result
 
 
 # --------------------------------------------------------------------------- report
@@ -983,7 +981,7 @@ def _failure_row_notes(report: Report, t: TripResult) -> list[str]:
     r = report.failures_vs_force
     lines = [
         f"  / ForceState row, each client: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x; "
-        f"ReportOutcomes sent by the recording client over the {t.trials + 1} trips: "
+        f"ReportOutcomes sent by the recording client over the {t.trials + 1} rounds: "
         f"{report.reports_during_failure_trips}"
     ]
     for s in report.steady:
@@ -1028,7 +1026,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=3.0,
         help="seconds the recording client's ReportOutcomes/s is measured in steady state "
-        f"({STEADY_RATE:g} outcomes/s: successes only, then {STEADY_FAILURES:.0%} failures)",
+        f"({STEADY_RATE:g} outcomes/s: successes only, then "
+        f"{STEADY_FAILURES * 100:.0f}%% failures)",
     )
     trips.add_argument(
         "--background-rate",
