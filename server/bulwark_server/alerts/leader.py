@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 # A change is acted on this soon; rounds come no closer together.
 PROMPT_S = 0.1
+# ...but not sooner than this: the watch streams send a trip to every client first (a
+# round right away would take the event loop in the very milliseconds they need).
+SETTLE_S = 0.01
 # Alerts, silences and routes: a write of any calls for a delivery round.
 _ALERTING = tuple(kind_prefix(kind) for kind in (ALERT_KIND, SILENCE_KIND, ALERT_ROUTE_KIND))
 DEFAULT_ROUTE = "default"
@@ -126,9 +129,10 @@ class AlertLeader:
                     )
                 except TimeoutError:
                     events = None
+                soon = max(earliest, time.monotonic() + SETTLE_S)
                 if events == []:
                     behind = None  # this reader fell behind and changes were dropped
-                    prompt = min(prompt, earliest)
+                    prompt = min(prompt, soon)
                 elif events:
                     touched = Behind(
                         sources.breakers.changed(events),
@@ -138,7 +142,7 @@ class AlertLeader:
                     if behind is not None:
                         behind.update(touched)
                     if touched or _alerting(events):
-                        prompt = min(prompt, earliest)
+                        prompt = min(prompt, soon)
                         deliver = deliver or _alerting(events)
                 now = time.monotonic()
                 if now >= min(due, prompt):

@@ -65,7 +65,7 @@ class Cache:
         self._sorted: SortedList = SortedList()
         self.revision = 0
         # Each subscriber's queue and the key prefix it follows.
-        self._subscribers: dict[asyncio.Queue[list[Event]], bytes] = {}
+        self._subscribers: dict[asyncio.Queue[list[Event]], bytes | tuple[bytes, ...]] = {}
         self._max_queue = max_queue
         # Recent events, so a watcher can resume from a revision without a snapshot.
         # Every event with revision > _history_floor is in _history.
@@ -166,10 +166,12 @@ class Cache:
         """Record that etcd confirmed nothing changed up to ``revision``."""
         self.revision = max(self.revision, revision)
 
-    def subscribe(self, prefix: bytes = b"") -> asyncio.Queue[list[Event]]:
-        """Return a queue receiving every later batch of events under ``prefix``.
+    def subscribe(self, prefix: bytes | tuple[bytes, ...] = b"") -> asyncio.Queue[list[Event]]:
+        """Return a queue receiving every later batch of events under ``prefix`` (or any
+        of several).
 
-        Batches with no event under ``prefix`` are not delivered. A subscriber
+        Batches with no event under ``prefix`` are not delivered, so a watch stream is not
+        woken by the writes of other kinds (an audit record, a heartbeat). A subscriber
         that falls ``max_queue`` batches behind is dropped and receives an empty
         batch as its last item, so it knows to re-list.
         """

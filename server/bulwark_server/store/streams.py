@@ -36,7 +36,7 @@ async def follow(
     ``snapshot`` returns its messages and the cache revision it was taken at;
     ``convert`` gets only events newer than everything already sent, never none.
     """
-    queue = store.subscribe()
+    queue = store.cache.subscribe(prefixes)
     try:
         sent = start_revision
         replay = store.cache.events_after(sent) if sent else None
@@ -56,7 +56,7 @@ async def follow(
             if not batch:
                 # Fell too far behind and missed changes: start over.
                 store.unsubscribe(queue)
-                queue = store.subscribe()
+                queue = store.cache.subscribe(prefixes)
                 items, sent = snapshot()
                 for item in items:
                     yield item
