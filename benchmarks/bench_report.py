@@ -68,6 +68,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``'s first line), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(field) for field in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to others between two ``cpu_times()``
+    (steal): on a shared VM, what no code here can win back."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    deltas = [b - a for a, b in zip(before[:8], after[:8], strict=True)]
+    total = sum(deltas)
+    return deltas[7] / total if total > 0 else None
+
+
 def utc_now() -> str:
     """The time now, as a report's ``started_utc``."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

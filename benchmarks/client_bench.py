@@ -127,6 +127,7 @@ from bench_redis import RedisProcess, add_redis_options, find_redis_server, redi
 from bench_report import (
     add_json_option,
     bench_parser,
+    cpu_times,
     latency_header,
     latency_row,
     machine_info,
@@ -136,6 +137,7 @@ from bench_report import (
     require_at_least_one,
     require_duration_warmup,
     run_and_print,
+    steal_share,
     utc_now,
 )
 from bench_servers import (
@@ -913,6 +915,8 @@ class Report:
     failures_vs_force: dict[str, float] = field(default_factory=dict)
     steady: list[SteadyReports] = field(default_factory=list)
     reports_during_failure_trips: int = 0
+    # CPU steal over the Bulwark trips (None: not measurable here).
+    steal_during_trips: float | None = None
 
 
 def _fmt_trip_row(label: str, s: LatencySummary) -> str:
@@ -955,6 +959,11 @@ def format_report(report: Report) -> str:
             "(+1 warm-up) per row; ms from just before the trip to the client's cache "
             "showing OPEN (Bulwark) or its first refused decision (pybreaker)",
         ]
+        if report.steal_during_trips is not None:
+            lines.append(
+                f"CPU steal during the Bulwark trips: {report.steal_during_trips:.0%} of the "
+                "machine's CPU time went to other guests (every hop waits longer for a CPU)"
+            )
         for t in report.trips:
             lines += [
                 f"{t.system}, trip: {t.trip}",
@@ -1076,9 +1085,11 @@ async def _measure(args: argparse.Namespace, report: Report, address: str, redis
         "guard_decisions_per_s": ratio(guard.decisions_per_s, py.decisions_per_s),
     }
     _progress(f"trips: {args.clients} Bulwark client processes, 1 + {args.trials} trips per way")
+    cpu_before = cpu_times()
     bulwark = await measure_bulwark_trips(
         address, args.clients, args.trials, args.steady, args.background_rate
     )
+    report.steal_during_trips = steal_share(cpu_before, cpu_times())
     report.trips = list(bulwark.rows)
     report.steady = bulwark.steady
     report.reports_during_failure_trips = bulwark.reports_during_failure_trips
