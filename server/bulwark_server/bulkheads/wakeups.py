@@ -41,7 +41,7 @@ class WakeUps:
         if self._follower is not None and not self._follower.done():
             return
         # Subscribe now, not when the task first runs: a change in between would be lost.
-        queue = self._store.subscribe()
+        queue = self._store.subscribe(BULKHEAD_KIND, PERMIT_KIND)
         # A fresh context: started by the first Acquire, it must not carry that
         # caller's identity or write log for the rest of its life.
         self._follower = asyncio.create_task(
@@ -63,7 +63,7 @@ class WakeUps:
                 if not batch:
                     # We fell behind and changes were dropped: every waiter re-checks.
                     self._store.unsubscribe(queue)
-                    queue = self._store.subscribe()
+                    queue = self._store.subscribe(BULKHEAD_KIND, PERMIT_KIND)
                     self._waiters.wake_all()
                     continue
                 try:

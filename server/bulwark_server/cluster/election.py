@@ -205,7 +205,7 @@ class Election:
             self._lease_deadline = sent + remaining
 
     async def _watch_leader(self) -> None:
-        async for events in self._store.changes():
+        async for events in self._store.changes(ELECTION_KIND):
             if not events or any(self._concerns_us(ev) for ev in events):
                 self._wake.set()
 

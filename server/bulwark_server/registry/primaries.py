@@ -137,7 +137,7 @@ class Primaries:
             extra={"event": "registry.switchover", "service": service},
         )
         deadline = time.monotonic() + drain_timeout + SWITCHOVER_SLACK_S
-        queue = self._store.subscribe()
+        queue = self._store.subscribe(INSTANCE_KIND, PRIMARY_KIND)
         try:
             while True:
                 current = self.get(service)
@@ -167,7 +167,7 @@ class Primaries:
         every ``tick_interval`` (switchover deadlines, and decisions a failed write left
         undone). The sweep's timer is not reset by changes, so a busy store cannot
         starve it."""
-        queue = self._store.subscribe()
+        queue = self._store.subscribe(INSTANCE_KIND, PRIMARY_KIND)
         try:
             dirty = self.services()
             next_sweep = time.monotonic() + self._tick_interval
@@ -194,7 +194,7 @@ class Primaries:
                     if not batch:
                         # This subscriber fell behind and was dropped: follow again.
                         self._store.unsubscribe(queue)
-                        queue = self._store.subscribe()
+                        queue = self._store.subscribe(INSTANCE_KIND, PRIMARY_KIND)
                         dirty = self.services()
                         break
                     dirty |= self.touched(batch)

@@ -126,29 +126,30 @@ class EtcdStore:
         """How many cached entries ``kind`` has, without visiting them. May be stale."""
         return self.cache.count(kind_prefix(kind))
 
-    def subscribe(self, kind: str = "") -> asyncio.Queue[list[Event]]:
-        """A queue of every later change under the prefix, or only of keys of ``kind``
-        (see ``Cache.subscribe``)."""
-        return self.cache.subscribe(kind_prefix(kind) if kind else b"")
+    def subscribe(self, *kinds: str) -> asyncio.Queue[list[Event]]:
+        """A queue of every later change under the prefix, or only of keys of ``kinds``
+        (see ``Cache.subscribe``): a reader woken only by what it reads costs the
+        replica nothing on the writes of other kinds."""
+        return self.cache.subscribe(tuple(kind_prefix(kind) for kind in kinds))
 
     def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
         """Stop feeding a queue from ``subscribe``."""
         self.cache.unsubscribe(queue)
 
-    async def changes(self) -> AsyncIterator[list[Event]]:
-        """Iterate over batches of changes until cancelled.
+    async def changes(self, *kinds: str) -> AsyncIterator[list[Event]]:
+        """Iterate over batches of changes (of keys of ``kinds``, if any) until cancelled.
 
         An empty batch means this reader fell too far behind and changes were
         dropped: re-read what it needs from the cache. It keeps receiving later
         changes either way.
         """
-        queue = self.subscribe()
+        queue = self.subscribe(*kinds)
         try:
             while True:
                 batch = await queue.get()
                 if not batch:
                     self.unsubscribe(queue)
-                    queue = self.subscribe()
+                    queue = self.subscribe(*kinds)
                 yield batch
         finally:
             self.unsubscribe(queue)
