@@ -114,6 +114,29 @@ async def test_fenced_write_is_refused_without_the_term(etcd: EtcdMember):
         await store.close()
 
 
+async def test_a_lease_in_its_last_second_is_alive_and_an_ended_one_is_minus_one(
+    etcd: EtcdMember,
+):
+    store = await started(etcd)
+    try:
+        lease = await store.grant_lease(2)
+        seen = {await store.lease_remaining(lease)}
+        deadline = time.monotonic() + 5
+        while -1 not in seen:
+            assert time.monotonic() < deadline, seen
+            seen.add(await store.lease_remaining(lease))
+            await asyncio.sleep(0.05)
+        # Whole seconds, rounded down: 0 is "under a second left", not "ended", so an
+        # instance silent for most of its TTL is still found (remediation's silence).
+        assert 0 in seen and seen <= {-1, 0, 1, 2}, seen
+        revoked = await store.grant_lease(5)
+        await store.revoke_lease(revoked)
+        assert await store.lease_remaining(revoked) == -1
+        assert await store.lease_remaining(123456789) == -1  # never granted
+    finally:
+        await store.close()
+
+
 async def test_etcd_outage_is_stale_reads_fast_failing_writes_and_recovery(etcd: EtcdMember):
     store = await started(etcd, probe_interval=0.2)
     other = None

@@ -256,8 +256,8 @@ class RegistryManager:
             return None
         record = self._instances.parse(entry)
         remaining = await self._store.lease_remaining(entry.lease)
-        if remaining <= 0:
-            return None
+        if remaining < 0:
+            return None  # ended: the instance is gone, or about to be
         return max(0.0, record.ttl.ToNanoseconds() / 1e9 - remaining - 1)
 
     async def deregister(self, service: str, instance_id: str) -> int:

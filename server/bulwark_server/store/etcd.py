@@ -407,7 +407,8 @@ class EtcdStore:
         return await self._leases.renew(lease_id)
 
     async def lease_remaining(self, lease_id: int) -> int:
-        """Seconds left of a lease, without renewing it (0: ended)."""
+        """Whole seconds left of a lease, without renewing it (0: under one second, still
+        alive; -1: ended)."""
         return await self._leases.remaining(lease_id)
 
     async def revoke_lease(self, lease_id: int) -> None:

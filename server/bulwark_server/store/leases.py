@@ -54,7 +54,7 @@ class Leases:
         call = stub.LeaseKeepAlive(one(), timeout=self._conn.timeout)
         try:
             async for resp in call:
-                return max(0, int(resp.TTL)), int(resp.header.revision)
+                return max(-1, int(resp.TTL)), int(resp.header.revision)
         except ETCD_ERRORS as exc:
             raise self._conn.failed("lease keep-alive", exc) from exc
         finally:
@@ -62,7 +62,8 @@ class Leases:
         raise StoreUnavailable("etcd closed the keep-alive stream without an answer")
 
     async def remaining(self, lease_id: int) -> int:
-        """Seconds left of a lease (etcd counts whole seconds); 0 when it has ended."""
+        """Whole seconds left of a lease, rounded down as etcd counts them (0: less than
+        one second left, still alive); -1 when it has ended or never existed."""
         stub = self._conn.require_lease_stub()
         try:
             resp = await stub.LeaseTimeToLive(
@@ -70,7 +71,7 @@ class Leases:
             )
         except ETCD_ERRORS as exc:
             raise self._conn.failed("lease time-to-live", exc) from exc
-        return max(0, int(resp.TTL))
+        return max(-1, int(resp.TTL))
 
     async def revoke(self, lease_id: int) -> None:
         """Revoke a lease; keys attached to it are deleted by etcd at once."""
