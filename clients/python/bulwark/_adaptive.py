@@ -22,8 +22,9 @@ front of one downstream:
   measured against; at a few hundred calls a second, 600 samples are a second or two, so
   a slowdown becomes the new normal before it is over and the limit climbs back into it
   (``benchmarks/RESULTS.md``, "Backpressure": with Netflix's defaults the in-flight of a
-  downstream slowing tenfold climbs to about six times its level within five seconds). 6,000 samples keep the baseline for tens of seconds at such rates
-  (at 10 calls a second, for ten minutes): a slowdown that long is a new normal.
+  downstream slowing tenfold climbs to about six times its level within five seconds).
+  6,000 samples keep the baseline for tens of seconds at such rates (at 10 calls a
+  second, for ten minutes): a slowdown that long is a new normal.
 
 Per completed call::
 

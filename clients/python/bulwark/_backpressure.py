@@ -419,7 +419,7 @@ class Backpressure:
             version = source.version
             for key, (adaptive_follows, throttle_follows) in self._follows.items():
                 policy = source.get(key)
-                adaptive, throttle = policy_settings(policy) if policy else (None, None)
+                adaptive, throttle = policy_settings(policy) if policy is not None else (None, None)
                 downstream = self._by_key[key]
                 if adaptive_follows:
                     _follow(downstream, adaptive)
