@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import json
 import math
-import signal
 import sys
 import time
 from collections import Counter
@@ -66,7 +65,7 @@ from bench_report import (
     shared_cpus_note,
     utc_now,
 )
-from bench_servers import HOST, ProcessGroup, ServerProcess, watch_stdin
+from bench_servers import ProcessGroup, ServerProcess, serve_until_stopped
 
 from bulwark._adaptive import NETFLIX_GRADIENT2
 from bulwark.interceptors import REJECTED_BY_KEY, AsyncBulwarkInterceptor, Gradient2Settings, Guard
@@ -151,18 +150,11 @@ async def serve(workers: int) -> None:
             ),
         )
     )
-    port = server.add_insecure_port(f"{HOST}:0")
-    await server.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    watch_stdin(lambda: loop.call_soon_threadsafe(stop.set), name="downstream-stdin")
     sampler = asyncio.ensure_future(downstream.sample())
-    print(port, flush=True)
-    await stop.wait()
-    sampler.cancel()
-    await server.stop(0.5)
+    try:
+        await serve_until_stopped(server, "downstream", grace=0.5)
+    finally:
+        sampler.cancel()
 
 
 class DownstreamProcess(ServerProcess):

@@ -114,6 +114,12 @@ async def run_echo_server() -> None:
         },
     )
     server.add_generic_rpc_handlers((handler,))
+    await serve_until_stopped(server, "echo")
+
+
+async def serve_until_stopped(server: grpc.aio.Server, name: str, grace: float = 1.0) -> None:
+    """Start ``server`` on 127.0.0.1:0, print its port, and stop it (``grace`` seconds)
+    on SIGTERM, SIGINT or the end of our stdin."""
     port = server.add_insecure_port(f"{HOST}:0")
     await server.start()
     loop = asyncio.get_running_loop()
@@ -121,10 +127,10 @@ async def run_echo_server() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     # The parent holds our stdin open; EOF means it is gone, so do not outlive it.
-    watch_stdin(lambda: loop.call_soon_threadsafe(stop.set), name="echo-stdin")
+    watch_stdin(lambda: loop.call_soon_threadsafe(stop.set), name=f"{name}-stdin")
     print(port, flush=True)
     await stop.wait()
-    await server.stop(1.0)
+    await server.stop(grace)
 
 
 # --------------------------------------------------------------------------- subprocesses
