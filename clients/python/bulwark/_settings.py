@@ -36,7 +36,10 @@ class ClientOptions:
     overload Bulwark sheds sheddable calls first, critical ones last, and caps a
     claim at what the caller's identity may claim. ``service`` names the service
     this client runs in: the caller its signal reports are summed under (default:
-    the ``BULWARK_SERVICE`` variable, else ``unnamed``).
+    the ``BULWARK_SERVICE`` variable, else ``unnamed``). ``chaos`` lets Bulwark's
+    fault rules (``ChaosService``) delay or fail this process's guarded calls; off,
+    they never touch it. ``instance`` is this process's instance id, which a rule
+    may target (default: the ``BULWARK_INSTANCE`` variable).
     """
 
     ca: str | None = None
@@ -50,6 +53,8 @@ class ClientOptions:
     fallback_rate: float | None = None
     service: str = ""
     priority: str = ""
+    chaos: bool = False
+    instance: str = ""
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:

@@ -178,6 +178,27 @@ RULES: dict[str, Rule] = {
             "WatchScalingRecommendations": (DP, _READ, Shed.LAST),
         },
     ),
+    # Chaos is an operator's tool. Data planes read the fault rules only: the client
+    # library watches them to apply them (where its process opted in).
+    **_rules(
+        "bulwark.v1.ChaosService",
+        {
+            "PutFaultRule": (OP, _ALWAYS, Shed.FIRST),
+            "GetFaultRule": (DP, _READ, Shed.FIRST),
+            "ListFaultRules": (DP, _READ, Shed.FIRST),
+            "DeleteFaultRule": (OP, _ALWAYS, Shed.LAST),
+            "WatchFaultRules": (DP, _READ, Shed.LAST),
+            "StartExperiment": (OP, _ALWAYS, Shed.FIRST),
+            "GetExperiment": (OP, _READ, Shed.FIRST),
+            "ListExperiments": (OP, _READ, Shed.FIRST),
+            # Stopping, renewing and the kill switch end faults: needed most under load.
+            "StopExperiment": (OP, _ALWAYS, Shed.LAST),
+            "WatchExperiment": (OP, _READ, Shed.LAST),
+            "RenewExperiment": (OP, _READ, Shed.LAST),
+            "SetChaosHalted": (OP, _ALWAYS, Shed.LAST),
+            "GetChaosStatus": (OP, _READ, Shed.FIRST),
+        },
+    ),
     # KEDA's external scaler protocol: what an autoscaler reads (a dataplane identity,
     # by the client certificate KEDA's trigger is given).
     **_rules(
