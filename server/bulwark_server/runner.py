@@ -29,6 +29,7 @@ from bulwark_server.api.backpressure import BackpressureServicer
 from bulwark_server.api.backups import KeyBackupServicer, RecoveryServicer
 from bulwark_server.api.breaker import BreakerServicer
 from bulwark_server.api.bulkhead import BulkheadServicer
+from bulwark_server.api.chaos import ChaosServicer
 from bulwark_server.api.cluster import ClusterServicer
 from bulwark_server.api.counter_client import CounterClient
 from bulwark_server.api.counters import CounterServicer
@@ -45,6 +46,7 @@ from bulwark_server.backups.keys import KeyBackupManager
 from bulwark_server.backups.snapshots import RecoveryManager
 from bulwark_server.breakers.manager import BreakerManager
 from bulwark_server.bulkheads import BulkheadManager
+from bulwark_server.chaos_setup import make_chaos
 from bulwark_server.cluster.election import Election, LeaderTask
 from bulwark_server.cluster.manager import ClusterManager
 from bulwark_server.cluster.peers import Peers
@@ -364,6 +366,18 @@ class Replica:
             "remediation-leader",
         )
         self._closers.append(healing.stop)
+        chaos, experimenting = make_chaos(
+            store,
+            election,
+            breakers,
+            features,
+            signals,
+            registry,
+            alerts,
+            lambda: election.replica.address,
+            lambda: self._replica_token,
+        )
+        self._closers.append(experimenting.stop)
         if self._metrics is not None:
             self._metrics.watch(
                 store,
@@ -390,6 +404,7 @@ class Replica:
                 "cluster",
             ),
             ServiceBinding.of(BreakerServicer(breakers, router), "breakers"),
+            ServiceBinding.of(ChaosServicer(chaos, router), "chaos"),
             ServiceBinding.of(BulkheadServicer(bulkheads), "bulkheads"),
             ServiceBinding.of(RateLimitServicer(limiter, router), "ratelimits"),
             ServiceBinding.of(CounterServicer(limiter), "ratelimits"),

@@ -30,6 +30,7 @@ CAPABILITIES = (
     "signals",
     "remediation",
     "backpressure",
+    "chaos",
 )
 # Foundations every layer may use: no gRPC, no etcd client either.
 FOUNDATIONS = ("security", "cluster", "errors", "validation", "timestamps")

@@ -381,7 +381,7 @@ class ExpectationResult(_message.Message):
     def __init__(self, probe: _Optional[str] = ..., met: bool = ..., met_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_seconds: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("id", "spec", "state", "reason", "verdict", "started_by", "started_at", "ends_at", "ended_at", "renewed_at", "fault_rules", "silence_id", "timeline", "hypothesis", "expectations", "load_reports", "revision")
+    __slots__ = ("id", "spec", "state", "reason", "verdict", "started_by", "started_at", "ends_at", "ended_at", "renewed_at", "fault_rules", "silence_id", "timeline", "hypothesis", "expectations", "load_reports", "revision", "method_ended_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +399,7 @@ class Experiment(_message.Message):
     EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
     LOAD_REPORTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: ExperimentSpec
     state: ExperimentState
@@ -416,7 +417,8 @@ class Experiment(_message.Message):
     expectations: _containers.RepeatedCompositeFieldContainer[ExpectationResult]
     load_reports: _containers.RepeatedScalarFieldContainer[str]
     revision: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., reason: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fault_rules: _Optional[_Iterable[str]] = ..., silence_id: _Optional[str] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., hypothesis: _Optional[_Iterable[_Union[ProbeResult, _Mapping]]] = ..., expectations: _Optional[_Iterable[_Union[ExpectationResult, _Mapping]]] = ..., load_reports: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
+    method_ended_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., reason: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fault_rules: _Optional[_Iterable[str]] = ..., silence_id: _Optional[str] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., hypothesis: _Optional[_Iterable[_Union[ProbeResult, _Mapping]]] = ..., expectations: _Optional[_Iterable[_Union[ExpectationResult, _Mapping]]] = ..., load_reports: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., method_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartExperimentRequest(_message.Message):
     __slots__ = ("spec",)

@@ -186,7 +186,7 @@ class ChaosServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListExperiments(self, request, context):
-        """ListExperiments returns experiments, newest first, a page at a time.
+        """ListExperiments returns experiments in id order (oldest first), a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,1 @@
+"""Fault rules that client libraries apply, and experiments the leader runs and stops."""

@@ -1,0 +1,433 @@
+"""The leader's experiment loop: start, watch the steady state, end or abort.
+
+* ``start`` (on the leader, by the routing helper): the spec's rules and the blast
+  radius are checked, then the hypothesis; the record is written RUNNING *before*
+  anything is injected (so a leader that stops half-way leaves a record its
+  successor finishes), then the silence, then the method's steps in order.
+* Each round (``step``, a ``LeaderTask`` body, every ``TICK_S``): with the kill
+  switch on, every running experiment aborts; otherwise each running one aborts
+  when its dead-man's switch lapsed or a hypothesis probe fails (checked every
+  ``check_interval``, 100 ms by default, only while the method is in effect); its
+  expectations are tried; at its end time the method ends (rules deleted, forced
+  breakers reset, loads stopped, rollbacks run), and once the after-end
+  expectations had their time it completes with a verdict. Expired rules, and
+  rules of experiments that are not running, are deleted every round.
+* Abort: every rule it created deleted, forced breakers reset, loads stopped,
+  rollbacks run, its silence ended; ABORTED with the reason, verdict FAILED.
+
+A new leader reads the records and goes on from them: nothing about a running
+experiment lives only in memory but its load processes (their reports are lost
+with the old leader, which the timeline says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from bulwark.v1 import breaker_pb2, chaos_pb2
+from bulwark_server import timestamps
+from bulwark_server.chaos import rules
+from bulwark_server.chaos.experiments import KEPT_S, Experiments, new_id
+from bulwark_server.chaos.faults import FaultRules
+from bulwark_server.chaos.probes import SteadyState, describe, evaluate
+from bulwark_server.errors import BulwarkError, FailedPrecondition, NotFound
+
+log = logging.getLogger(__name__)
+
+RUNNING = chaos_pb2.EXPERIMENT_STATE_RUNNING
+COMPLETED = chaos_pb2.EXPERIMENT_STATE_COMPLETED
+ABORTED = chaos_pb2.EXPERIMENT_STATE_ABORTED
+PASSED, FAILED = chaos_pb2.VERDICT_PASSED, chaos_pb2.VERDICT_FAILED
+CLOSED = breaker_pb2.BREAKER_STATE_CLOSED
+TICK_S = 0.05
+SWEEP_S = 1.0  # expired and orphaned rules are looked for this often
+FORGET_S = 60.0  # and ended experiments past their keeping time this often
+SILENCE_GRACE_S = 60.0  # expected alerts resolve a little after the faults end
+MAX_REPORT_BYTES = 64 * 1024
+
+
+class LoadRun(Protocol):
+    """A load step's process."""
+
+    def stop(self) -> None: ...
+
+    async def report(self) -> str:
+        """Its JSON report once it has ended ("" when it left none)."""
+        ...
+
+
+class Hands(Protocol):
+    """What a step or a rollback does, asked of the capabilities that hold the state."""
+
+    async def force_breaker(self, name: str, state: int, reason: str) -> None: ...
+
+    async def set_feature(self, name: str, status: int, reason: str) -> None: ...
+
+    async def switchover(self, service: str) -> str:
+        """Move the service's primary to a backup; the new primary's id."""
+        ...
+
+    async def drain(self, service: str, instance_id: str) -> None: ...
+
+    def serving(self, service: str) -> list[str]:
+        """Ids of the service's SERVING instances, in id order."""
+        ...
+
+    async def silence(self, alertnames: Sequence[str], until: float, comment: str) -> str:
+        """A silence of these alerts; its id."""
+        ...
+
+    async def end_silence(self, silence_id: str) -> None: ...
+
+    def start_load(self, step: chaos_pb2.LoadStep, seconds: float) -> LoadRun: ...
+
+
+def _note(
+    experiment: chaos_pb2.Experiment,
+    now: float,
+    event: str,
+    probes: Sequence[chaos_pb2.ProbeResult] = (),
+) -> None:
+    experiment.timeline.add(at=timestamps.at(now), event=event, probes=probes)
+
+
+class ExperimentEngine:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        faults: FaultRules,
+        experiments: Experiments,
+        view: SteadyState,
+        hands: Hands,
+        *,
+        clock: Callable[[], float] = time.time,
+        tick: float = TICK_S,
+    ) -> None:
+        self._faults = faults
+        self._experiments = experiments
+        self._view = view
+        self._hands = hands
+        self._clock = clock
+        self._tick = tick
+        self._lock = asyncio.Lock()
+        self._checked: dict[str, float] = {}  # experiment id -> last hypothesis check
+        self._loads: dict[str, list[LoadRun]] = {}  # started by this leader
+        self._swept = self._forgot = 0.0
+
+    # -- requests (on the leader) ------------------------------------------------------
+
+    async def start(self, spec: chaos_pb2.ExperimentSpec, by: str) -> chaos_pb2.Experiment:
+        now = self._clock()
+        duration = rules.check_spec(spec, now)
+        self._faults.refuse_if_halted()
+        drains = self._drain_targets(spec)
+        results = [evaluate(p, self._view) for p in spec.hypothesis]
+        for result in results:
+            if not result.held:
+                raise FailedPrecondition(
+                    f"the steady-state hypothesis does not hold: {result.probe} ({result.value})"
+                )
+        experiment = chaos_pb2.Experiment(
+            id=new_id(now),
+            spec=spec,
+            state=RUNNING,
+            started_by=by,
+            started_at=timestamps.at(now),
+            ends_at=timestamps.at(now + duration),
+            renewed_at=timestamps.at(now),
+            hypothesis=results,
+            expectations=[
+                chaos_pb2.ExpectationResult(probe=describe(e.probe)) for e in spec.expectations
+            ],
+        )
+        experiment.fault_rules.extend(
+            f"exp-{experiment.id}-{i}" for i, s in enumerate(spec.method) if s.HasField("fault")
+        )
+        _note(experiment, now, f"started by {by}; the hypothesis holds", results)
+        async with self._lock:
+            await self._experiments.put(experiment)
+            try:
+                await self._inject(experiment, drains, now + duration)
+            except BulwarkError as exc:
+                await self._abort(experiment, f"a step failed: {exc}")
+                return experiment
+            await self._experiments.put(experiment)
+        return experiment
+
+    async def stop(self, experiment_id: str, reason: str, by: str) -> chaos_pb2.Experiment:
+        async with self._lock:
+            experiment = self._experiments.get(experiment_id)
+            if experiment.state != RUNNING:
+                raise FailedPrecondition(f"experiment {experiment_id} has already ended")
+            await self._abort(experiment, f"stopped by {by}" + (f": {reason}" if reason else ""))
+            return experiment
+
+    async def renew(self, experiment_id: str) -> float:
+        """Renew the dead-man's switch; the time it lapses next."""
+        async with self._lock:
+            experiment = self._experiments.get(experiment_id)
+            if experiment.state != RUNNING:
+                raise FailedPrecondition(f"experiment {experiment_id} has already ended")
+            if not experiment.spec.HasField("renew_within"):
+                raise FailedPrecondition(f"experiment {experiment_id} has no dead-man's switch")
+            now = self._clock()
+            experiment.renewed_at.CopyFrom(timestamps.at(now))
+            await self._experiments.put(experiment)
+            return now + experiment.spec.renew_within.ToNanoseconds() / 1e9
+
+    # -- the leader loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.step()
+                except BulwarkError as exc:  # etcd away, a deposed term: the next round retries
+                    log.debug("chaos round: %s", exc)
+                except Exception:
+                    log.exception("chaos round failed; continuing")
+                await asyncio.sleep(self._tick)
+        finally:
+            # Leadership ended: this replica's loads stop; the new leader finishes the
+            # experiments from their records.
+            for runs in self._loads.values():
+                for run in runs:
+                    run.stop()
+            self._loads.clear()
+            self._checked.clear()
+
+    async def step(self) -> None:
+        """One round (see the module docstring)."""
+        halted = self._faults.halted
+        async with self._lock:
+            for experiment in self._experiments.running():
+                now = self._clock()
+                if halted is not None:
+                    await self._abort(experiment, f"kill switch: {halted}")
+                elif not experiment.HasField("method_ended_at"):
+                    await self._watch_method(experiment, now)
+                else:
+                    await self._watch_recovery(experiment, now)
+            now = self._clock()
+            if halted is not None or now - self._swept >= SWEEP_S:
+                self._swept = now
+                running = frozenset(e.id for e in self._experiments.running())
+                await self._faults.sweep(running, everything=halted is not None)
+            if now - self._forgot >= FORGET_S:
+                self._forgot = now
+                await self._forget_old()
+
+    async def _watch_method(self, experiment: chaos_pb2.Experiment, now: float) -> None:
+        spec = experiment.spec
+        if spec.HasField("renew_within"):
+            lapsed = now - timestamps.unix(experiment.renewed_at)
+            if lapsed > spec.renew_within.ToNanoseconds() / 1e9:
+                await self._abort(experiment, f"dead-man's switch: not renewed for {lapsed:.1f} s")
+                return
+        last = self._checked.get(experiment.id, 0.0)
+        if now - last >= rules.check_interval(spec) - self._tick / 2:
+            self._checked[experiment.id] = now
+            results = [evaluate(p, self._view) for p in spec.hypothesis]
+            for result in results:
+                if not result.held:
+                    _note(experiment, now, f"hypothesis breached: {result.probe}", results)
+                    experiment.ClearField("hypothesis")
+                    experiment.hypothesis.extend(results)
+                    await self._abort(
+                        experiment, f"hypothesis breached: {result.probe} ({result.value})"
+                    )
+                    return
+        changed = self._try_expectations(experiment, now, after_end=False)
+        if now >= timestamps.unix(experiment.ends_at):
+            await self._end_method(experiment, now, "the method ran its duration")
+            changed = True
+        if changed:
+            await self._experiments.put(experiment)
+
+    async def _watch_recovery(self, experiment: chaos_pb2.Experiment, now: float) -> None:
+        changed = self._try_expectations(experiment, now, after_end=True)
+        ended = timestamps.unix(experiment.method_ended_at)
+        waits = [
+            e.within.ToNanoseconds() / 1e9 for e in experiment.spec.expectations if e.after_end
+        ]
+        pending = [
+            r
+            for e, r in zip(experiment.spec.expectations, experiment.expectations, strict=True)
+            if e.after_end and not r.met
+        ]
+        if not pending or now >= ended + max(waits, default=0.0):
+            await self._finish(experiment, now, COMPLETED, "")
+        elif changed:
+            await self._experiments.put(experiment)
+
+    def _try_expectations(
+        self, experiment: chaos_pb2.Experiment, now: float, after_end: bool
+    ) -> bool:
+        changed = False
+        reference = timestamps.unix(
+            experiment.method_ended_at if after_end else experiment.started_at
+        )
+        for expectation, result in zip(
+            experiment.spec.expectations, experiment.expectations, strict=True
+        ):
+            if result.met or expectation.after_end != after_end:
+                continue
+            if now > reference + expectation.within.ToNanoseconds() / 1e9:
+                continue  # its time is up: it stays unmet
+            seen = evaluate(expectation.probe, self._view)
+            if seen.held:
+                result.met = True
+                result.met_at.CopyFrom(timestamps.at(now))
+                result.after_seconds = now - reference
+                _note(experiment, now, f"expectation met: {result.probe}", [seen])
+                changed = True
+        return changed
+
+    # -- what an experiment does -------------------------------------------------------
+
+    def _drain_targets(self, spec: chaos_pb2.ExperimentSpec) -> dict[int, list[str]]:
+        """The instances each drain step takes, checked against the blast radius."""
+        out: dict[int, list[str]] = {}
+        for i, step in enumerate(spec.method):
+            if not step.HasField("drain"):
+                continue
+            drain = step.drain
+            serving = self._hands.serving(drain.service)
+            if drain.instance_ids:
+                missing = [x for x in drain.instance_ids if x not in serving]
+                if missing:
+                    raise FailedPrecondition(
+                        f"spec.method[{i}].drain: {', '.join(missing)} not SERVING in "
+                        f"service {drain.service}"
+                    )
+                chosen = list(drain.instance_ids)
+            else:
+                primary = self._view.primary(drain.service)
+                chosen = [x for x in serving if x != primary][: drain.count or 1]
+            rules.drain_cap(
+                len(chosen) or drain.count or 1,
+                len(serving),
+                rules.instance_cap(spec),
+                f"spec.method[{i}].drain",
+            )
+            out[i] = chosen
+        return out
+
+    async def _inject(
+        self, experiment: chaos_pb2.Experiment, drains: dict[int, list[str]], ends: float
+    ) -> None:
+        spec = experiment.spec
+        reason = f"chaos experiment {experiment.id}"
+        if spec.expected_alerts:
+            experiment.silence_id = await self._hands.silence(
+                spec.expected_alerts, ends + SILENCE_GRACE_S, reason
+            )
+            _note(experiment, self._clock(), f"silenced {', '.join(spec.expected_alerts)}")
+        names = iter(experiment.fault_rules)
+        for i, step in enumerate(spec.method):
+            kind = step.WhichOneof("kind")
+            if kind == "fault":
+                rule = chaos_pb2.FaultRule()
+                rule.CopyFrom(step.fault)
+                rule.name = next(names)
+                rule.experiment = experiment.id
+                rule.expires_at.CopyFrom(timestamps.at(ends))
+                rule.description = rule.description or reason
+                await self._faults.put(rule, fence=self._experiments.fence())
+                done = f"fault rule {rule.name} put"
+            elif kind == "switchover":
+                primary = await self._hands.switchover(step.switchover)
+                done = f"switched {step.switchover} over to {primary}"
+            elif kind == "force_breaker":
+                force = step.force_breaker
+                await self._hands.force_breaker(force.breaker, force.state, reason)
+                state = breaker_pb2.BreakerState.Name(force.state)
+                done = f"breaker {force.breaker} forced {state}"
+            elif kind == "drain":
+                for instance in drains[i]:
+                    await self._hands.drain(step.drain.service, instance)
+                done = f"drained {', '.join(drains[i])} of {step.drain.service}"
+            else:
+                run = self._hands.start_load(step.load, ends - self._clock())
+                self._loads.setdefault(experiment.id, []).append(run)
+                done = f"load on {step.load.method} at {step.load.rate:g}/s started"
+            _note(experiment, self._clock(), f"step {i}: {done}")
+
+    async def _end_method(self, experiment: chaos_pb2.Experiment, now: float, why: str) -> None:
+        """Remove what the method put in place; then its rollbacks. Errors are recorded
+        and the rest goes on: a failed reset must not keep a fault in place."""
+        await self._faults.delete_many(list(experiment.fault_rules))
+        _note(experiment, now, f"method ended ({why}); its fault rules deleted")
+        reason = f"chaos experiment {experiment.id} ended"
+        for step in experiment.spec.method:
+            if step.HasField("force_breaker") and step.force_breaker.state != CLOSED:
+                await self._attempt(
+                    experiment,
+                    f"reset breaker {step.force_breaker.breaker}",
+                    self._hands.force_breaker(step.force_breaker.breaker, CLOSED, reason),
+                )
+        runs = self._loads.pop(experiment.id, [])
+        for run in runs:
+            run.stop()
+        for run in runs:
+            report = await run.report()
+            experiment.load_reports.append(report[:MAX_REPORT_BYTES])
+        if not runs and any(s.HasField("load") for s in experiment.spec.method):
+            _note(experiment, self._clock(), "load ran on a previous leader; its report is lost")
+        for rollback in experiment.spec.rollbacks:
+            if rollback.HasField("force_breaker"):
+                force = rollback.force_breaker
+                state = breaker_pb2.BreakerState.Name(force.state)
+                what = f"rollback: breaker {force.breaker} to {state}"
+                action = self._hands.force_breaker(force.breaker, force.state, reason)
+            else:
+                feature = rollback.set_feature
+                what = f"rollback: feature {feature.feature} set"
+                action = self._hands.set_feature(feature.feature, feature.status, reason)
+            await self._attempt(experiment, what, action)
+        experiment.method_ended_at.CopyFrom(timestamps.at(self._clock()))
+        self._checked.pop(experiment.id, None)
+
+    async def _attempt(self, experiment: chaos_pb2.Experiment, what: str, action: object) -> None:
+        try:
+            await action  # type: ignore[misc]
+            _note(experiment, self._clock(), what)
+        except BulwarkError as exc:
+            _note(experiment, self._clock(), f"{what} failed: {exc}")
+
+    async def _abort(self, experiment: chaos_pb2.Experiment, reason: str) -> None:
+        now = self._clock()
+        log.warning("chaos experiment %s aborted: %s", experiment.id, reason)
+        if not experiment.HasField("method_ended_at"):
+            await self._end_method(experiment, now, f"aborted: {reason}")
+        await self._finish(experiment, self._clock(), ABORTED, reason)
+
+    async def _finish(
+        self, experiment: chaos_pb2.Experiment, now: float, state: int, reason: str
+    ) -> None:
+        if experiment.silence_id:
+            try:
+                await self._hands.end_silence(experiment.silence_id)
+            except NotFound:
+                pass
+        experiment.state = state
+        experiment.reason = reason
+        passed = state == COMPLETED and all(r.met for r in experiment.expectations)
+        experiment.verdict = PASSED if passed else FAILED
+        experiment.ended_at.CopyFrom(timestamps.at(now))
+        verdict = chaos_pb2.Verdict.Name(experiment.verdict).removeprefix("VERDICT_")
+        ended = "aborted: " + reason if state == ABORTED else "completed"
+        _note(experiment, now, f"{ended}; verdict {verdict}")
+        await self._experiments.put(experiment)
+
+    async def _forget_old(self) -> None:
+        now = self._clock()
+        for experiment in self._experiments.all():
+            if experiment.state != RUNNING and experiment.HasField("ended_at"):
+                if now - timestamps.unix(experiment.ended_at) > KEPT_S:
+                    await self._experiments.forget(experiment.id)
