@@ -50,6 +50,7 @@ EXPECTED = {
     "bulwark.v1.AuditService": "security",
     "bulwark.v1.AlertService": "alerts",
     "bulwark.v1.BackpressureService": "backpressure",
+    "bulwark.v1.ChaosService": "chaos",
     "bulwark.v1.RemediationService": "remediation",
     "externalscaler.ExternalScaler": "remediation",
     "grpc.health.v1.Health": "transport",

@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from bulwark._caches import BackpressurePolicyCache
+from bulwark._faults import Fault, FaultInjector
 from bulwark._policy import ClientPolicy
 from bulwark._settings import ClientOptions, channel_credentials
 
@@ -36,3 +38,28 @@ class Driver:
         self.primaries = policy.primaries
         self._outcomes = policy.outcomes
         self._credentials = channel_credentials(self.options)
+
+    def _follow_lazily(self, name: str) -> Any:
+        """The cache of watch ``name``, its watch started on the first call (by the driver)."""
+        raise NotImplementedError
+
+    def backpressure_policies(self) -> BackpressurePolicyCache:
+        """The central backpressure policies (``BackpressureService``) from a watch-fed
+        cache, as the interceptors apply them; the watch starts on the first call (for
+        ``AsyncClient``, on the running event loop)."""
+        return self._follow_lazily("backpressure")  # type: ignore[no-any-return]
+
+    def faults(self) -> FaultInjector | None:
+        """Bulwark's fault rules (``ChaosService``) as this process applies them to its
+        guarded calls; None unless ``options.chaos`` opted in. The watch starts on the
+        first call (for ``AsyncClient``, on the running event loop)."""
+        if not self.options.chaos:
+            return None
+        if not self._policy.faults.followed:
+            self._follow_lazily("faults")
+        return self._policy.injector
+
+    def _fault(self, downstream: str) -> Fault | None:
+        """The fault a ``breaker(downstream)`` block gets (None: none, or chaos is off)."""
+        injector = self.faults()
+        return injector.decide(downstream) if injector is not None else None

@@ -25,6 +25,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ from bulwark._caches import (
     PrimaryCache,
 )
 from bulwark._endpoints import AWAY, CallPlan, Endpoints
+from bulwark._faults import FaultInjector, FaultRuleCache
 from bulwark._local_breaker import LocalBreaker
 from bulwark._outcomes import NO_HURRY, OutcomeBuffer, failure_rule
 from bulwark._quota import QuotaBucket, quota_for
@@ -102,6 +104,9 @@ class ClientPolicy:
         self.primaries = PrimaryCache()
         self.instances: dict[str, InstanceCache] = {}
         self.backpressure = BackpressurePolicyCache()  # its watch starts on first use
+        self.faults = FaultRuleCache()  # so does this one, and only with options.chaos
+        instance = options.instance or os.environ.get("BULWARK_INSTANCE") or client_id
+        self.injector = FaultInjector(self.faults, options.reporter, instance)
         self.outcomes = OutcomeBuffer(interval=options.report_interval)
         self.signals = SignalBuffer()
         self.local: dict[str, LocalBreaker] = {}
@@ -338,8 +343,8 @@ class ClientPolicy:
     # -- watches ------------------------------------------------------------------
 
     def watch(self, name: str, service: str = "") -> Watch:
-        """The watch ``name`` (breakers, features, primaries, backpressure; instances of
-        ``service``)."""
+        """The watch ``name`` (breakers, features, primaries, backpressure, faults;
+        instances of ``service``)."""
         if name == "instances":
             cache = self.instances.get(service)
             if cache is None:
@@ -444,14 +449,15 @@ class ClientPolicy:
 
     def staleness(self, now: float) -> dict[str, float]:
         """Seconds each main cache has gone unconfirmed (0 while its watch is live), and
-        the backpressure policies' once followed."""
+        the backpressure policies' and the fault rules' once followed."""
         staleness = {
             "breakers": self.breakers.staleness(now),
             "features": self.features.staleness(now),
             "primaries": self.primaries.staleness(now),
         }
-        if self.backpressure.followed:
-            staleness["backpressure"] = self.backpressure.staleness(now)
+        for name, cache in (("backpressure", self.backpressure), ("faults", self.faults)):
+            if cache.followed:
+                staleness[name] = cache.staleness(now)
         return staleness
 
 

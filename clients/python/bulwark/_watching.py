@@ -19,6 +19,8 @@ from bulwark.v1 import (
     backpressure_pb2_grpc,
     breaker_pb2,
     breaker_pb2_grpc,
+    chaos_pb2,
+    chaos_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
     registry_pb2,
@@ -181,6 +183,11 @@ _STREAMS: dict[str, tuple[Callable[[Any], Any], str, Any]] = {
         backpressure_pb2_grpc.BackpressureServiceStub,
         "WatchBackpressurePolicies",
         backpressure_pb2.WatchBackpressurePoliciesRequest,
+    ),
+    "faults": (
+        chaos_pb2_grpc.ChaosServiceStub,
+        "WatchFaultRules",
+        chaos_pb2.WatchFaultRulesRequest,
     ),
 }
 

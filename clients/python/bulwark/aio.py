@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from bulwark._caches import BackpressurePolicyCache, Feature
+from bulwark._caches import Feature
 from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
@@ -284,13 +284,20 @@ class AsyncClient(Driver):
     async def breaker(self, name: str) -> AsyncIterator[Decision]:
         """``async with bulwark.breaker("payments"):`` — refuse fast, record the outcome."""
         decision = self._policy.admit(name, await self.allow(name))
+        fault = self._fault(name)
         started = _monotonic()
         try:
+            if fault is not None:
+                await asyncio.sleep(fault.delay)
+                fault.raise_abort()
             yield decision
         except BaseException as exc:
             if self._policy.leave(name, exc, _monotonic() - started, _monotonic()):
                 self._wake.set()
             raise
+        finally:
+            if fault is not None:
+                fault.release()
         now = _monotonic()
         if self._policy.leave(name, None, now - started, now):
             self._wake.set()
@@ -383,13 +390,10 @@ class AsyncClient(Driver):
             cache = watch.cache
         return cache.instances()
 
-    def backpressure_policies(self) -> BackpressurePolicyCache:
-        """The central backpressure policies (``BackpressureService``) from a watch-fed
-        cache, as the interceptors apply them; the watch starts on the first call (on the
-        running event loop)."""
-        cache = self._policy.backpressure
+    def _follow_lazily(self, name: str) -> Any:
+        cache = getattr(self._policy, name)
         if not cache.followed and not (self._closed or self._stopping):
-            self._spawn(self._policy.watch("backpressure"))  # raises without a running loop
+            self._spawn(self._policy.watch(name))  # raises without a running loop
             cache.followed = True
         return cache
 

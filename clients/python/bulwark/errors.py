@@ -71,3 +71,12 @@ class RateLimitedError(BulwarkError):
             grpc.StatusCode.RESOURCE_EXHAUSTED, f"over the rate limit of {domain!r}: {detail}"
         )
         self.domain = domain
+
+
+class FaultInjectedError(BulwarkError):
+    """A fault rule (``ChaosService``) failed this call on purpose, before it was sent;
+    ``rule`` names the rule. Only in processes that opted in (``ClientOptions.chaos``)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, rule: str) -> None:
+        super().__init__(code, details)
+        self.rule = rule

@@ -19,6 +19,12 @@ unary-unary call whose method matches a rule is guarded, in this order:
    UNAVAILABLE without reaching the downstream. Last, after every step that
    can refuse: a trial call a later step refused would never report, and
    would hold the breaker HALF_OPEN.
+6. **Fault rules** (``ChaosService``), only where the client opted in
+   (``ClientOptions.chaos``): an active rule matching the call (by this service
+   and instance, the Guard's ``service`` else its ``breaker``, the method and the
+   request metadata) delays it and may fail it with the rule's status before it
+   is sent, as the downstream would. The breaker records an injected failure as a
+   failure; the delay counts in the call's latency.
 
 Once the downstream answers, the breaker records the outcome: a failure when
 the status is one of ``failure_codes`` (by default UNAVAILABLE,
@@ -39,7 +45,8 @@ through untouched. Adaptive state is kept per downstream: the Guard's
 A refused call fails like any gRPC call: with ``grpc.aio.AioRpcError`` on an
 asyncio channel, with ``RejectedCall`` (a ``grpc.RpcError`` and ``grpc.Call``)
 on a synchronous one. Its trailing metadata carries ``bulwark-rejected-by``
-(``throttle``, ``rate-limit``, ``bulkhead``, ``concurrency`` or ``breaker``).
+(``throttle``, ``rate-limit``, ``bulkhead``, ``concurrency``, ``breaker`` or
+``fault``).
 
 When Bulwark itself cannot answer (an unknown breaker or bulkhead, refused
 credentials, no endpoint reachable for a bulkhead permit) the call goes ahead
@@ -66,6 +73,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -83,6 +91,7 @@ from bulwark._backpressure import (
     Flight,
     priority_of,
 )
+from bulwark._faults import Fault
 from bulwark._guard import (
     DEFAULT_FAILURE_CODES,
     REJECTED_BY_KEY,
@@ -143,6 +152,8 @@ class _Interceptor:
         central = getattr(client, "backpressure_policies", None)
         self._backpressure = Backpressure(rules, lock=lock, random=random, central=central)
         self._clock = clock
+        # The client's fault rules, if it opted in to chaos (None: it never applies any).
+        self._faults = getattr(client, "faults", None)
 
     def backpressure(self) -> dict[str, DownstreamState]:
         """Each downstream's adaptive limit, calls in flight and throttle probability."""
@@ -151,6 +162,20 @@ class _Interceptor:
     def _admit(self, downstream: Downstream | None, priority: str) -> Flight | None:
         """Step 4; None without a downstream to track."""
         return downstream.admit(self._clock(), priority) if downstream is not None else None
+
+    def _fault(self, guard: Guard, method: str | bytes, metadata: Any) -> Fault | None:
+        """Step 6: the fault this call gets from the client's rules, if any."""
+        injector = self._faults() if self._faults is not None else None
+        if injector is None:
+            return None
+        name = method.decode() if isinstance(method, bytes) else method
+        return injector.decide(guard.service or guard.breaker or "", name, metadata)
+
+    def _aborted(self, guard: Guard, flight: Flight | None, fault: Fault, started: float) -> None:
+        """Step 6 failed the call: counted as the downstream's answer, then refused."""
+        if fault.code is not None:
+            self._answered(guard, flight, fault.code, started)
+            raise Refusal(fault.code, fault.details, "fault")
 
     def _answered(
         self, guard: Guard, flight: Flight | None, code: grpc.StatusCode | None, started: float
@@ -250,6 +275,13 @@ class AsyncBulwarkInterceptor(_Interceptor, grpc.aio.UnaryUnaryClientInterceptor
                 started = clock()
                 if flight is not None:
                     flight.sent(started)
+                fault = self._fault(guard, details.method, details.metadata)
+                if fault is not None:
+                    try:
+                        await asyncio.sleep(fault.delay)
+                    finally:
+                        fault.release()
+                    self._aborted(guard, flight, fault, started)
                 try:
                     call = await continuation(details, request)
                     code = await call.code()
@@ -330,7 +362,7 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
         if guard.bulkhead is None:
             flight = self._admit(downstream, priority)
             try:
-                started = self._send(guard.breaker, flight)
+                started = self._send(guard, flight, details)
                 outcome = continuation(details, request)
             except BaseException:
                 if flight is not None:
@@ -349,7 +381,7 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
                 policy.permit_failed(guard.bulkhead, error)
             flight = self._admit(downstream, priority)
             try:
-                started = self._send(guard.breaker, flight)
+                started = self._send(guard, flight, details)
                 outcome = continuation(details, request)
                 outcome.code()  # waits for the end of the call: the permit covers all of it
             except BaseException:
@@ -360,8 +392,9 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
             self._answered(guard, flight, _code_of(outcome), started)
         return outcome
 
-    def _send(self, breaker: str | None, flight: Flight | None) -> float:
-        """Step 5, then the time the call leaves (the start of its RTT)."""
+    def _send(self, guard: Guard, flight: Flight | None, details: Any) -> float:
+        """Steps 5 and 6, then the time the call leaves (the start of its RTT)."""
+        breaker = guard.breaker
         if breaker is not None:
             try:
                 decision: Any = self._client.allow(breaker)
@@ -371,6 +404,13 @@ class BulwarkInterceptor(_Interceptor, grpc.UnaryUnaryClientInterceptor):
         started = self._clock()
         if flight is not None:
             flight.sent(started)
+        fault = self._fault(guard, details.method, details.metadata)
+        if fault is not None:
+            try:
+                time.sleep(fault.delay)
+            finally:
+                fault.release()
+            self._aborted(guard, flight, fault, started)
         return started
 
 

@@ -5,9 +5,7 @@ made by the same I/O-free ``bulwark._policy.ClientPolicy``; this driver only
 performs the remote calls it names (blocking gRPC) and runs the watches and
 the reporter on background daemon threads.
 
-What it guarantees: everything :mod:`bulwark.aio` lists (decisions from
-watch-fed caches, batched reports, local fallbacks while Bulwark is away,
-deadlines and safe retries), and:
+It guarantees what :mod:`bulwark.aio` lists, and:
 
 * Thread-safe: any number of threads may share one client. The core objects
   (caches, buffers, local breakers, buckets, endpoints) are only touched under
@@ -29,7 +27,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bulwark._caches import BackpressurePolicyCache, Feature
+from bulwark._caches import Feature
 from bulwark._driver import Driver
 from bulwark._policy import Descriptor, Remote
 from bulwark._settings import CHANNEL_OPTIONS, ClientOptions
@@ -318,8 +316,12 @@ class Client(Driver):
     def breaker(self, name: str) -> Iterator[Decision]:
         """``with bulwark.breaker("payments"):`` — refuse fast, record the outcome."""
         decision = self._policy.admit(name, self.allow(name))
+        fault = self._fault(name)
         started = _monotonic()
         try:
+            if fault is not None:
+                time.sleep(fault.delay)
+                fault.raise_abort()
             yield decision
         except BaseException as exc:
             with self._lock:
@@ -327,6 +329,9 @@ class Client(Driver):
             if urgent:
                 self._wake.set()
             raise
+        finally:
+            if fault is not None:
+                fault.release()
         with self._lock:
             now = _monotonic()
             urgent = self._policy.leave(name, None, now - started, now)
@@ -428,13 +433,11 @@ class Client(Driver):
                 cache = self._start_watch(self._policy.watch("instances", service))
             return cache.instances()
 
-    def backpressure_policies(self) -> BackpressurePolicyCache:
-        """The central backpressure policies (``BackpressureService``) from a watch-fed
-        cache, as the interceptors apply them; the watch starts on the first call."""
+    def _follow_lazily(self, name: str) -> Any:
         with self._lock:
-            cache = self._policy.backpressure
+            cache = getattr(self._policy, name)
             if not cache.followed and not (self._closed or self._stopping.is_set()):
-                self._start_watch(self._policy.watch("backpressure"))
+                self._start_watch(self._policy.watch(name))
                 cache.followed = True
             return cache
 
