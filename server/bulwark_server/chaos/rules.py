@@ -32,7 +32,13 @@ DEFAULT_TRAFFIC_CAP = 50.0
 DEFAULT_INSTANCE_CAP = 50.0
 DEFAULT_CHECK_INTERVAL_S = 0.1
 DEFAULT_ERROR_WINDOW_S = 10.0
-OPEN = breaker_pb2.BREAKER_STATE_OPEN
+# What a method may force a breaker to (reset to CLOSED at its end), and a rollback.
+METHOD_FORCES = {
+    breaker_pb2.BREAKER_STATE_FORCED_OPEN: "FORCED_OPEN",
+    breaker_pb2.BREAKER_STATE_DISABLED: "DISABLED",
+    breaker_pb2.BREAKER_STATE_METRICS_ONLY: "METRICS_ONLY",
+}
+ROLLBACK_FORCES = {**METHOD_FORCES, breaker_pb2.BREAKER_STATE_CLOSED: "CLOSED (to reset)"}
 
 
 def check_rule(rule: chaos_pb2.FaultRule, now: float, where: str = "rule") -> None:
@@ -224,7 +230,7 @@ def _check_step(step: chaos_pb2.MethodStep, where: str, cap: float, now: float) 
     elif kind == "switchover":
         validate_name(step.switchover, f"{where}.switchover")
     elif kind == "force_breaker":
-        _check_force(step.force_breaker, f"{where}.force_breaker")
+        _check_force(step.force_breaker, f"{where}.force_breaker", METHOD_FORCES)
     elif kind == "drain":
         validate_name(step.drain.service, f"{where}.drain.service")
         for i, instance in enumerate(step.drain.instance_ids):
@@ -235,10 +241,13 @@ def _check_step(step: chaos_pb2.MethodStep, where: str, cap: float, now: float) 
         _check_load(step.load, f"{where}.load")
 
 
-def _check_force(step: chaos_pb2.ForceBreakerStep, where: str) -> None:
+def _check_force(
+    step: chaos_pb2.ForceBreakerStep, where: str, allowed: dict[int, str] | None = None
+) -> None:
     validate_name(step.breaker, f"{where}.breaker")
-    if step.state not in (1, 2, 3):
-        raise InvalidArgument(f"{where}.state", "must be CLOSED, OPEN or HALF_OPEN")
+    allowed = allowed or ROLLBACK_FORCES
+    if step.state not in allowed:
+        raise InvalidArgument(f"{where}.state", f"must be {', '.join(allowed.values())}")
 
 
 def _check_load(load: chaos_pb2.LoadStep, where: str) -> None:
