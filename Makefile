@@ -54,10 +54,13 @@ lint: install $(BUF)
 	$(VENV)/bin/ruff check server clients tests benchmarks protos
 	$(VENV)/bin/ruff format --check server clients tests benchmarks protos
 	$(BUF) lint protos
+	$(BUF) lint clients/python/examples/protos
 
-## Regenerate the Python code for protos/ (committed; a test fails when it is out of date).
+## Regenerate the Python code for protos/ and the examples' protos (committed; a test fails
+## when it is out of date).
 proto: install
 	$(PY) protos/generate.py clients/python
+	$(PY) protos/generate.py --examples clients/python/examples
 	$(PY) protos/generate_vendored.py
 
 bench: install
