@@ -242,7 +242,6 @@ async def run(args: argparse.Namespace) -> int:
     payments_server, payments_address, provider = await start_payments(
         args.payments_listen, args.payments_failure_rate
     )
-    tasks: list[asyncio.Task[None]] = []
     async with AsyncClient(args.endpoint, options=options) as bulwark:
         # The guard's service names the downstream: the calls' signals go under it, and
         # a chaos fault rule targets it (target.downstream "payments").
