@@ -7,8 +7,11 @@ leader killed mid-experiment leaves no fault behind."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -57,6 +60,7 @@ class Chaos:
     """The stubs an operator uses, on one replica."""
 
     def __init__(self, address: str) -> None:
+        self.address = address
         self.channel = grpc.insecure_channel(address)
         self.chaos = chaos_pb2_grpc.ChaosServiceStub(self.channel)
         self.breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(self.channel)
@@ -285,3 +289,40 @@ def test_killing_the_leader_mid_experiment_leaves_no_faults_behind(
         assert operator.rules() == []
     finally:
         operator.close()
+
+
+def _bulwark(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bulwark_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_runs_an_experiment_to_its_verdict(chaos: Chaos, tmp_path: Path) -> None:
+    server = chaos.address
+    spec = tmp_path / "force.yaml"
+    spec.write_text(
+        "title: payments forced open\n"
+        "method:\n"
+        "  - forceBreaker: {breaker: payments, state: BREAKER_STATE_FORCED_OPEN}\n"
+        "duration: 1s\n"
+        "renewWithin: 1s\n"
+        "expectations:\n"
+        "  - probe: {breaker: {breaker: payments, state: BREAKER_STATE_FORCED_OPEN}}\n"
+        "    within: 1s\n"
+    )
+    ran = _bulwark("chaos", "run", str(spec), "--server", server)
+    assert ran.returncode == 0, ran.stderr
+    assert "step 0: breaker payments forced BREAKER_STATE_FORCED_OPEN" in ran.stdout
+    assert "COMPLETED, verdict PASSED" in ran.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"method": [{"fault": {"abort": {"percentage": "lots"}}}]}')
+    refused = _bulwark("chaos", "run", str(bad), "--server", server)
+    assert refused.returncode == 2 and "percentage" in refused.stderr
+    assert _bulwark("chaos", "halt", "--reason", "drill", "--server", server).returncode == 0
+    status = _bulwark("chaos", "status", "--server", server)
+    assert "kill switch: ON (drill)" in status.stdout
+    assert _bulwark("chaos", "resume", "--server", server).returncode == 0

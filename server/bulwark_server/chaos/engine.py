@@ -9,8 +9,9 @@
   when its dead-man's switch lapsed or a hypothesis probe fails (checked every
   ``check_interval``, 100 ms by default, only while the method is in effect); its
   expectations are tried; at its end time the method ends (rules deleted, forced
-  breakers reset, loads stopped, rollbacks run), and once the after-end
-  expectations had their time it completes with a verdict. Expired rules, and
+  breakers reset, rollbacks run), and once the after-end expectations were met or
+  had their time it completes with a verdict (load steps run until then, so a
+  recovery is measured under traffic). Expired rules, and
   rules of experiments that are not running, are deleted every round.
 * Abort: every rule it created deleted, forced breakers reset, loads stopped,
   rollbacks run, its silence ended; ABORTED with the reason, verdict FAILED.
@@ -84,6 +85,12 @@ class Hands(Protocol):
     async def end_silence(self, silence_id: str) -> None: ...
 
     def start_load(self, step: chaos_pb2.LoadStep, seconds: float) -> LoadRun: ...
+
+
+def _recovery(spec: chaos_pb2.ExperimentSpec) -> float:
+    """How long after the method's end its after-end expectations may take."""
+    waits = [e.within.ToNanoseconds() / 1e9 for e in spec.expectations if e.after_end]
+    return max(waits, default=0.0)
 
 
 def _note(
@@ -252,15 +259,12 @@ class ExperimentEngine:
     async def _watch_recovery(self, experiment: chaos_pb2.Experiment, now: float) -> None:
         changed = self._try_expectations(experiment, now, after_end=True)
         ended = timestamps.unix(experiment.method_ended_at)
-        waits = [
-            e.within.ToNanoseconds() / 1e9 for e in experiment.spec.expectations if e.after_end
-        ]
         pending = [
             r
             for e, r in zip(experiment.spec.expectations, experiment.expectations, strict=True)
             if e.after_end and not r.met
         ]
-        if not pending or now >= ended + max(waits, default=0.0):
+        if not pending or now >= ended + _recovery(experiment.spec):
             await self._finish(experiment, now, COMPLETED, "")
         elif changed:
             await self._experiments.put(experiment)
@@ -353,7 +357,10 @@ class ExperimentEngine:
                     await self._hands.drain(step.drain.service, instance)
                 done = f"drained {', '.join(drains[i])} of {step.drain.service}"
             else:
-                run = self._hands.start_load(step.load, ends - self._clock())
+                # Load goes on after the faults, through the after-end expectations' time,
+                # so that a recovery is measured under traffic.
+                seconds = ends - self._clock() + _recovery(spec)
+                run = self._hands.start_load(step.load, seconds)
                 self._loads.setdefault(experiment.id, []).append(run)
                 done = f"load on {step.load.method} at {step.load.rate:g}/s started"
             _note(experiment, self._clock(), f"step {i}: {done}")
@@ -371,14 +378,6 @@ class ExperimentEngine:
                     f"reset breaker {step.force_breaker.breaker}",
                     self._hands.force_breaker(step.force_breaker.breaker, CLOSED, reason),
                 )
-        runs = self._loads.pop(experiment.id, [])
-        for run in runs:
-            run.stop()
-        for run in runs:
-            report = await run.report()
-            experiment.load_reports.append(report[:MAX_REPORT_BYTES])
-        if not runs and any(s.HasField("load") for s in experiment.spec.method):
-            _note(experiment, self._clock(), "load ran on a previous leader; its report is lost")
         for rollback in experiment.spec.rollbacks:
             if rollback.HasField("force_breaker"):
                 force = rollback.force_breaker
@@ -410,6 +409,14 @@ class ExperimentEngine:
     async def _finish(
         self, experiment: chaos_pb2.Experiment, now: float, state: int, reason: str
     ) -> None:
+        runs = self._loads.pop(experiment.id, [])
+        for run in runs:
+            run.stop()
+        for run in runs:
+            report = await run.report()
+            experiment.load_reports.append(report[:MAX_REPORT_BYTES])
+        if not runs and any(s.HasField("load") for s in experiment.spec.method):
+            _note(experiment, self._clock(), "load ran on a previous leader; its report is lost")
         if experiment.silence_id:
             try:
                 await self._hands.end_silence(experiment.silence_id)

@@ -12,7 +12,16 @@ import argparse
 from collections.abc import Sequence
 
 from bulwark_server import __version__
-from bulwark_server.cli import certs, instance, limits, local_cluster, recovery, serve, token
+from bulwark_server.cli import (
+    certs,
+    chaos,
+    instance,
+    limits,
+    local_cluster,
+    recovery,
+    serve,
+    token,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_parser(commands)
     recovery.add_parsers(commands)
     token.add_parser(commands)
+    chaos.add_parser(commands)
     return parser
 
 
