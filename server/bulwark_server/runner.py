@@ -391,6 +391,7 @@ class Replica:
                 recovery=recovery,
                 signals=signals,
                 remediations=remediation,
+                chaos=chaos,
             )
         return [
             ServiceBinding.of(AlertServicer(alerts), "alerts"),

@@ -30,6 +30,7 @@ from bulwark.v1 import chaos_pb2 as C
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
 from tests.integration.conftest import get_leader, start_replicas, wait_for
+from tests.integration.test_metrics import samples, value, with_metrics
 
 OPEN, CLOSED = breaker_pb2.BREAKER_STATE_OPEN, breaker_pb2.BREAKER_STATE_CLOSED
 FORCED_OPEN = breaker_pb2.BREAKER_STATE_FORCED_OPEN
@@ -61,6 +62,7 @@ class Chaos:
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self.metrics_port = 0
         self.channel = grpc.insecure_channel(address)
         self.chaos = chaos_pb2_grpc.ChaosServiceStub(self.channel)
         self.breakers = breaker_pb2_grpc.CircuitBreakerServiceStub(self.channel)
@@ -116,9 +118,10 @@ class Chaos:
 
 @pytest.fixture
 def chaos(etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]) -> Chaos:
-    replica = replica_factory("x1", [etcd.endpoint])
+    replica, port = with_metrics(replica_factory, etcd, "x1")
     wait_for(lambda: (v := get_leader(replica.address)) and v.is_self, 10)
     operator = Chaos(replica.address)
+    operator.metrics_port = port
     operator.breakers.PutBreaker(breaker_pb2.PutBreakerRequest(name="payments"), timeout=5)
     yield operator
     operator.close()
@@ -193,6 +196,9 @@ def test_the_kill_switch_stops_everything_and_refuses_more(chaos: Chaos) -> None
     )
     chaos.chaos.PutFaultRule(C.PutFaultRuleRequest(rule=by_hand), timeout=5)
     assert len(chaos.rules()) == 2
+    running = samples(chaos.metrics_port)
+    assert value(running, "bulwark_chaos_experiments", state="running", verdict="unspecified") == 1
+    assert value(running, "bulwark_chaos_fault_rules") == 2
     chaos.chaos.SetChaosHalted(C.SetChaosHaltedRequest(halted=True, reason="incident"), timeout=5)
     assert chaos.rules() == []
     ended = chaos.ended(experiment.id)
@@ -207,6 +213,9 @@ def test_the_kill_switch_stops_everything_and_refuses_more(chaos: Chaos) -> None
         assert "halted by the kill switch: incident" in refused.value.details()  # type: ignore[attr-defined]
     status = chaos.chaos.GetChaosStatus(C.GetChaosStatusRequest(), timeout=5)
     assert (status.halted, status.reason, list(status.running)) == (True, "incident", [])
+    halted = samples(chaos.metrics_port)
+    assert value(halted, "bulwark_chaos_halted") == 1
+    assert value(halted, "bulwark_chaos_experiments", state="aborted", verdict="failed") == 1
     chaos.chaos.SetChaosHalted(C.SetChaosHaltedRequest(halted=False), timeout=5)
     chaos.chaos.PutFaultRule(C.PutFaultRuleRequest(rule=by_hand), timeout=5)
     assert chaos.rules() == ["by-hand"]

@@ -35,6 +35,14 @@ class ChaosManager:
         self.experiments = Experiments(store, fence)
         self.engine = ExperimentEngine(self.faults, self.experiments, view, hands, clock=clock)
 
+    def experiment_counts(self) -> dict[tuple[int, int], int]:
+        """Experiments kept, by (state, verdict)."""
+        counts: dict[tuple[int, int], int] = {}
+        for experiment in self.experiments.all():
+            key = (experiment.state, experiment.verdict)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def status(self) -> chaos_pb2.GetChaosStatusResponse:
         halted = self.faults.halted
         return chaos_pb2.GetChaosStatusResponse(

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from bulwark.v1 import (
     breaker_pb2,
     bulkhead_pb2,
+    chaos_pb2,
     feature_pb2,
     recovery_pb2,
     registry_pb2,
@@ -178,7 +179,15 @@ class Remediations(Protocol):
     def paused(self) -> bool: ...
 
 
+class Chaos(Protocol):
+    def experiment_counts(self) -> dict[tuple[int, int], int]: ...
+
+    def status(self) -> chaos_pb2.GetChaosStatusResponse: ...
+
+
 REMEDIATION_STATES = label_values(remediation_pb2.RemediationState, "REMEDIATION_STATE_")
+EXPERIMENT_STATES = label_values(chaos_pb2.ExperimentState, "EXPERIMENT_STATE_")
+VERDICTS = label_values(chaos_pb2.Verdict, "VERDICT_")
 SIGNAL_WINDOW_S = 60.0
 QUANTILES = (("0.5", "latency_p50"), ("0.9", "latency_p90"), ("0.99", "latency_p99"))
 
@@ -300,5 +309,36 @@ def recovery(
                 "Age of the snapshot the latest drill restored, when it ran.",
                 value=drill.report.rpo.ToNanoseconds() / 1e9,
             )
+
+    return collect
+
+
+def chaos(leading: Callable[[], bool], experiments: Chaos) -> Source:
+    """Experiments by state and verdict, fault rules and the kill switch, while this
+    replica leads (it runs the experiments)."""
+
+    def collect() -> Iterator[Metric]:
+        if not leading():
+            return
+        family = GaugeMetricFamily(
+            "bulwark_chaos_experiments",
+            "Chaos experiments kept (the last week's), by state and verdict.",
+            labels=["state", "verdict"],
+        )
+        for (state, verdict), count in sorted(experiments.experiment_counts().items()):
+            family.add_metric(
+                [EXPERIMENT_STATES.get(state, "unspecified"), VERDICTS.get(verdict, "unspecified")],
+                count,
+            )
+        yield family
+        status = experiments.status()
+        yield GaugeMetricFamily(
+            "bulwark_chaos_fault_rules",
+            "Fault rules stored (applied by the clients that opted in to chaos).",
+            value=status.fault_rules,
+        )
+        yield GaugeMetricFamily(
+            "bulwark_chaos_halted", "1 while the chaos kill switch is on.", value=int(status.halted)
+        )
 
     return collect

@@ -104,6 +104,7 @@ class ReplicaMetrics:
         recovery: fleet.Recovery,
         signals: fleet.Signals,
         remediations: fleet.Remediations,
+        chaos: fleet.Chaos,
     ) -> None:
         """Export what this replica counts, and (while it leads) the fleet's state."""
 
@@ -123,6 +124,7 @@ class ReplicaMetrics:
         self.add(fleet.recovery(leading, recovery, time.time))
         self.add(fleet.signals(leading, signals))
         self.add(fleet.remediations(leading, remediations))
+        self.add(fleet.chaos(leading, chaos))
 
 
 class _Sources(Collector):
