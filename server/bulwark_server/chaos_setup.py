@@ -13,13 +13,12 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bulwark.v1 import alert_pb2, chaos_pb2, registry_pb2
@@ -86,27 +85,30 @@ class LoadProcess:
     ) -> None:
         handle, self._path = tempfile.mkstemp(prefix="bulwark-load-", suffix=".json")
         os.close(handle)
+        timeout = step.timeout.ToNanoseconds() / 1e9 if step.HasField("timeout") else 2.0
         command = [
             sys.executable,
             "-m",
             "bulwark_server",
             "loadtest",
             step.address,
+            "--call",
             step.method,
             "--rps",
             f"{step.rate:g}",
             "--concurrency",
             str(step.concurrency or 50),
             "--duration",
-            f"{max(seconds, 0.1):.3f}s",
+            f"{max(round(seconds * 1000), 100)}ms",
             "--timeout",
-            f"{(step.timeout.ToNanoseconds() / 1e9 if step.HasField('timeout') else 2.0):g}s",
+            f"{max(round(timeout * 1000), 1)}ms",
             "--data",
             step.data or "{}",
-            "--format",
+            "-O",
             "json",
-            "--output",
+            "-o",
             self._path,
+            "--no-progress",
         ]
         for key, value in sorted(step.metadata.items()):
             command += ["--metadata", f"{key}={value}"]
@@ -182,12 +184,13 @@ class FleetHands:
     def serving(self, service: str) -> list[str]:
         return sorted(i.id for i in self._registry.serving(service))
 
-    async def silence(self, alertnames: Sequence[str], until: float, comment: str) -> str:
-        names = "|".join(re.escape(n) for n in sorted(set(alertnames)))
+    async def silence(
+        self, alertname: str, labels: Mapping[str, str], until: float, comment: str
+    ) -> str:
+        matchers = [alert_pb2.Matcher(name="alertname", value=alertname)]
+        matchers += [alert_pb2.Matcher(name=k, value=v) for k, v in sorted(labels.items())]
         silence = alert_pb2.Silence(
-            matchers=[alert_pb2.Matcher(name="alertname", value=names, is_regex=True)],
-            ends_at=timestamps.at(until),
-            comment=comment,
+            matchers=matchers, ends_at=timestamps.at(until), comment=comment
         )
         return (await self._alerts.put_silence(silence, ACTOR)).id
 

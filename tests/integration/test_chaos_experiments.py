@@ -161,10 +161,10 @@ def test_a_breach_aborts_deletes_its_rules_and_runs_its_rollbacks(chaos: Chaos) 
                 )
             )
         ],
-        expected_alerts=["BulwarkBreakerOpen"],
+        expected_alerts=['BulwarkBreakerOpen{breaker="payments"}', "BulwarkFeatureUnavailable"],
     )
     assert experiment.state == RUNNING and len(experiment.fault_rules) == 1
-    assert chaos.rules() == list(experiment.fault_rules) and experiment.silence_id
+    assert chaos.rules() == list(experiment.fault_rules) and len(experiment.silence_ids) == 2
     assert chaos.chaos.GetChaosStatus(C.GetChaosStatusRequest(), timeout=5).running == [
         experiment.id
     ]
@@ -183,8 +183,14 @@ def test_a_breach_aborts_deletes_its_rules_and_runs_its_rollbacks(chaos: Chaos) 
     silences = alert_pb2_grpc.AlertServiceStub(chaos.channel).ListSilences(
         alert_pb2.ListSilencesRequest(include_expired=True), timeout=5
     )
-    (silence,) = [s for s in silences.silences if s.id == ended.silence_id]
-    assert experiment.id in silence.comment and silence.ends_at.ToSeconds() <= time.time() + 1
+    mine = {s.id: s for s in silences.silences if s.id in ended.silence_ids}
+    first = mine[ended.silence_ids[0]]
+    assert [(m.name, m.value) for m in first.matchers] == [
+        ("alertname", "BulwarkBreakerOpen"),
+        ("breaker", "payments"),
+    ]
+    for silence in mine.values():
+        assert experiment.id in silence.comment and silence.ends_at.ToSeconds() <= time.time() + 1
 
 
 def test_the_kill_switch_stops_everything_and_refuses_more(chaos: Chaos) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from bulwark.v1 import breaker_pb2, chaos_pb2
@@ -78,8 +78,10 @@ class Hands(Protocol):
         """Ids of the service's SERVING instances, in id order."""
         ...
 
-    async def silence(self, alertnames: Sequence[str], until: float, comment: str) -> str:
-        """A silence of these alerts; its id."""
+    async def silence(
+        self, alertname: str, labels: Mapping[str, str], until: float, comment: str
+    ) -> str:
+        """A silence of this alert (with these labels) until ``until``; its id."""
         ...
 
     async def end_silence(self, silence_id: str) -> None: ...
@@ -327,11 +329,11 @@ class ExperimentEngine:
     ) -> None:
         spec = experiment.spec
         reason = f"chaos experiment {experiment.id}"
-        if spec.expected_alerts:
-            experiment.silence_id = await self._hands.silence(
-                spec.expected_alerts, ends + SILENCE_GRACE_S, reason
-            )
-            _note(experiment, self._clock(), f"silenced {', '.join(spec.expected_alerts)}")
+        for text in spec.expected_alerts:
+            name, labels = rules.parse_alert(text, "spec.expected_alerts")
+            until = ends + _recovery(spec) + SILENCE_GRACE_S
+            experiment.silence_ids.append(await self._hands.silence(name, labels, until, reason))
+            _note(experiment, self._clock(), f"silenced {text.strip()}")
         names = iter(experiment.fault_rules)
         for i, step in enumerate(spec.method):
             kind = step.WhichOneof("kind")
@@ -417,9 +419,9 @@ class ExperimentEngine:
             experiment.load_reports.append(report[:MAX_REPORT_BYTES])
         if not runs and any(s.HasField("load") for s in experiment.spec.method):
             _note(experiment, self._clock(), "load ran on a previous leader; its report is lost")
-        if experiment.silence_id:
+        for silence_id in experiment.silence_ids:
             try:
-                await self._hands.end_silence(experiment.silence_id)
+                await self._hands.end_silence(silence_id)
             except NotFound:
                 pass
         experiment.state = state

@@ -9,6 +9,7 @@ ahead), so a forgotten rule cannot outlive its purpose.
 from __future__ import annotations
 
 import math
+import re
 
 from bulwark.v1 import breaker_pb2, chaos_pb2, feature_pb2
 from bulwark_server.errors import FailedPrecondition, InvalidArgument
@@ -172,9 +173,29 @@ def check_spec(spec: chaos_pb2.ExperimentSpec, now: float) -> float:
         duration_seconds(spec.renew_within, "spec.renew_within", minimum=1, maximum=3600)
     if spec.HasField("check_interval"):
         duration_seconds(spec.check_interval, "spec.check_interval", minimum=0.1, maximum=10)
-    for i, name in enumerate(spec.expected_alerts):
-        validate_id(name, f"spec.expected_alerts[{i}]")
+    for i, text in enumerate(spec.expected_alerts):
+        parse_alert(text, f"spec.expected_alerts[{i}]")
     return duration
+
+
+_ALERT = re.compile(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*")
+_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*')
+
+
+def parse_alert(text: str, where: str) -> tuple[str, dict[str, str]]:
+    """``Name`` or ``Name{label="value", ...}``: the alert name and its label matchers."""
+    match = _ALERT.fullmatch(text)
+    if match is None:
+        raise InvalidArgument(where, 'must be an alert name, as Name or Name{label="value"}')
+    labels: dict[str, str] = {}
+    body = match.group(2)
+    if body is not None and body.strip():
+        for part in body.split(","):
+            label = _LABEL.fullmatch(part)
+            if label is None:
+                raise InvalidArgument(where, f'{part.strip()!r} is not label="value"')
+            labels[label.group(1)] = label.group(2).replace('\\"', '"')
+    return match.group(1), labels
 
 
 def check_probe(probe: chaos_pb2.Probe, where: str) -> None:

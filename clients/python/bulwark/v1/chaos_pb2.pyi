@@ -381,7 +381,7 @@ class ExpectationResult(_message.Message):
     def __init__(self, probe: _Optional[str] = ..., met: bool = ..., met_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_seconds: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("id", "spec", "state", "reason", "verdict", "started_by", "started_at", "ends_at", "ended_at", "renewed_at", "fault_rules", "silence_id", "timeline", "hypothesis", "expectations", "load_reports", "revision", "method_ended_at")
+    __slots__ = ("id", "spec", "state", "reason", "verdict", "started_by", "started_at", "ends_at", "ended_at", "renewed_at", "fault_rules", "silence_ids", "timeline", "hypothesis", "expectations", "load_reports", "revision", "method_ended_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -393,7 +393,7 @@ class Experiment(_message.Message):
     ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     RENEWED_AT_FIELD_NUMBER: _ClassVar[int]
     FAULT_RULES_FIELD_NUMBER: _ClassVar[int]
-    SILENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SILENCE_IDS_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     HYPOTHESIS_FIELD_NUMBER: _ClassVar[int]
     EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -411,14 +411,14 @@ class Experiment(_message.Message):
     ended_at: _timestamp_pb2.Timestamp
     renewed_at: _timestamp_pb2.Timestamp
     fault_rules: _containers.RepeatedScalarFieldContainer[str]
-    silence_id: str
+    silence_ids: _containers.RepeatedScalarFieldContainer[str]
     timeline: _containers.RepeatedCompositeFieldContainer[TimelineEntry]
     hypothesis: _containers.RepeatedCompositeFieldContainer[ProbeResult]
     expectations: _containers.RepeatedCompositeFieldContainer[ExpectationResult]
     load_reports: _containers.RepeatedScalarFieldContainer[str]
     revision: int
     method_ended_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., reason: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fault_rules: _Optional[_Iterable[str]] = ..., silence_id: _Optional[str] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., hypothesis: _Optional[_Iterable[_Union[ProbeResult, _Mapping]]] = ..., expectations: _Optional[_Iterable[_Union[ExpectationResult, _Mapping]]] = ..., load_reports: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., method_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., reason: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fault_rules: _Optional[_Iterable[str]] = ..., silence_ids: _Optional[_Iterable[str]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., hypothesis: _Optional[_Iterable[_Union[ProbeResult, _Mapping]]] = ..., expectations: _Optional[_Iterable[_Union[ExpectationResult, _Mapping]]] = ..., load_reports: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., method_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartExperimentRequest(_message.Message):
     __slots__ = ("spec",)
