@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from bulwark.v1 import breaker_pb2, chaos_pb2, feature_pb2
 from bulwark_server.errors import FailedPrecondition, InvalidArgument
@@ -33,6 +34,15 @@ DEFAULT_TRAFFIC_CAP = 50.0
 DEFAULT_INSTANCE_CAP = 50.0
 DEFAULT_CHECK_INTERVAL_S = 0.1
 DEFAULT_ERROR_WINDOW_S = 10.0
+# An experiment's record holds its spec, timeline and load reports in one etcd value
+# (etcd refuses requests above 1.5 MiB by default): the spec gets at most this much.
+MAX_SPEC_BYTES = 256 * 1024
+# The wire forms: a gRPC path (printable ASCII), a text metadata key, host and method
+# of a load step (neither may start with "-", see _check_load).
+_METHOD = re.compile(r"/[\x21-\x2e\x30-\x7e]+/[\x21-\x2e\x30-\x7e]*")
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
+_HOST = re.compile(r"[A-Za-z0-9_.\[][A-Za-z0-9_.:%\[\]-]*")
+_LOAD_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*/[A-Za-z_][A-Za-z0-9_]*")
 # What a method may force a breaker to (reset to CLOSED at its end), and a rollback.
 METHOD_FORCES = {
     breaker_pb2.BREAKER_STATE_FORCED_OPEN: "FORCED_OPEN",
@@ -69,16 +79,22 @@ def _check_target(target: chaos_pb2.FaultTarget, where: str) -> None:
         validate_id(getattr(target, field), f"{where}.{field}", required=False)
     if target.downstream:
         validate_name(target.downstream, f"{where}.downstream")
-    if target.method and not (target.method.startswith("/") and target.method.count("/") == 2):
+    # A gRPC path is printable ASCII: "//", or one with a space, could never match a call.
+    if target.method and not _METHOD.fullmatch(target.method):
         raise InvalidArgument(
             f"{where}.method", 'must be "/package.Service/Method" or "/package.Service/"'
         )
-    if len(target.headers) > MAX_HEADERS:
-        raise InvalidArgument(f"{where}.headers", f"at most {MAX_HEADERS}")
-    for key, value in target.headers.items():
-        if not key or key != key.lower() or not key.isprintable() or " " in key:
-            raise InvalidArgument(f"{where}.headers", f"{key!r} is not a lower-case metadata key")
-        validate_id(value, f"{where}.headers[{key}]", required=False)
+    _check_metadata(target.headers, f"{where}.headers")
+
+
+def _check_metadata(metadata: Mapping[str, str], where: str) -> None:
+    if len(metadata) > MAX_HEADERS:
+        raise InvalidArgument(where, f"at most {MAX_HEADERS}")
+    for key, value in metadata.items():
+        # gRPC's metadata keys; a "-bin" key carries bytes, which a rule's text never equals.
+        if not _METADATA_KEY.fullmatch(key) or key.endswith("-bin"):
+            raise InvalidArgument(where, f"{key!r} is not a lower-case text metadata key")
+        validate_id(value, f"{where}[{key}]", required=False)
 
 
 def _percentage(value: float, field: str) -> None:
@@ -142,6 +158,8 @@ def check_interval(spec: chaos_pb2.ExperimentSpec) -> float:
 
 def check_spec(spec: chaos_pb2.ExperimentSpec, now: float) -> float:
     """InvalidArgument naming the first wrong field; returns the duration in seconds."""
+    if spec.ByteSize() > MAX_SPEC_BYTES:
+        raise InvalidArgument("spec", f"at most {MAX_SPEC_BYTES // 1024} KiB serialized")
     validate_id(spec.title, "spec.title", required=False)
     duration = duration_seconds(spec.duration, "spec.duration", minimum=1, maximum=86400)
     if not spec.method:
@@ -174,6 +192,8 @@ def check_spec(spec: chaos_pb2.ExperimentSpec, now: float) -> float:
     if spec.HasField("check_interval"):
         duration_seconds(spec.check_interval, "spec.check_interval", minimum=0.1, maximum=10)
     for i, text in enumerate(spec.expected_alerts):
+        # Bounded and printable before it is parsed: each becomes a stored silence.
+        validate_id(text, f"spec.expected_alerts[{i}]")
         parse_alert(text, f"spec.expected_alerts[{i}]")
     return duration
 
@@ -206,9 +226,9 @@ def check_probe(probe: chaos_pb2.Probe, where: str) -> None:
     if kind == "breaker":
         validate_name(probe.breaker.breaker, f"{where}.breaker.breaker")
         want = probe.breaker.WhichOneof("want")
-        if want is None or getattr(probe.breaker, want) not in breaker_pb2.BreakerState.values():
+        if want is None:
             raise InvalidArgument(f"{where}.breaker.state", "set state or not_state")
-        if getattr(probe.breaker, want) == 0:
+        if getattr(probe.breaker, want) not in breaker_pb2.BreakerState.values()[1:]:
             raise InvalidArgument(f"{where}.breaker.{want}", "must be a breaker state")
     elif kind == "feature":
         validate_name(probe.feature.feature, f"{where}.feature.feature")
@@ -272,12 +292,14 @@ def _check_force(
 
 
 def _check_load(load: chaos_pb2.LoadStep, where: str) -> None:
+    # Both go on `bulwark loadtest`'s command line: one starting with "-" would be
+    # read as an option (the address as --bulwark, say), not as what it names.
     host, sep, port = load.address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not (sep and _HOST.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
         raise InvalidArgument(f"{where}.address", "must be host:port")
-    service, sep, method = load.method.rpartition("/")
-    if not sep or not service or not method:
+    if not _LOAD_METHOD.fullmatch(load.method):
         raise InvalidArgument(f"{where}.method", 'must be "package.Service/Method"')
+    _check_metadata(load.metadata, f"{where}.metadata")
     if not (math.isfinite(load.rate) and 1 <= load.rate <= MAX_LOAD_RATE):
         raise InvalidArgument(f"{where}.rate", f"must be 1-{MAX_LOAD_RATE:g} per second")
     if not 0 <= load.concurrency <= 10_000:
