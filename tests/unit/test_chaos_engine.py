@@ -676,3 +676,49 @@ async def test_expired_and_orphaned_rules_are_swept_and_old_records_forgotten() 
     assert rig.experiments.all() != []
     await rig.step(KEPT_S + 61)
     assert rig.experiments.all() == []
+
+
+# -- races and failures -----------------------------------------------------------------
+
+
+async def test_a_lagging_cache_cannot_bring_an_ended_experiment_back() -> None:
+    rig = Rig()
+    experiment = await rig.start(
+        spec(
+            hypothesis=[feature_is(AVAILABLE)],
+            rollbacks=[set_feature(AVAILABLE)],
+            renew_within=_s(5),
+            duration=60,
+        )
+    )
+    rig.store.lagging = True  # the watch falls behind the leader's own writes
+    rig.view.features["express"] = DEGRADED
+    await rig.step(0.1)
+    assert rig.store.record(experiment.id).state == ABORTED
+    done = list(rig.hands.calls)
+    # The cache still says RUNNING: neither a renewal, a stop nor the next rounds may
+    # act on that version (it would write the experiment back as RUNNING).
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        await rig.engine.renew(experiment.id)
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        await rig.engine.stop(experiment.id, "", "bob")
+    rig.view.features["express"] = AVAILABLE
+    await rig.step(0.2)
+    await rig.step(60)
+    assert rig.store.record(experiment.id).state == ABORTED
+    assert rig.hands.calls == done  # no second rollback
+    assert rig.experiments.running() == []
+    rig.store.catch_up()
+    assert rig.experiments.get(experiment.id).state == ABORTED
+
+
+async def test_a_renewal_on_a_lagging_cache_keeps_what_the_round_before_recorded() -> None:
+    rig = Rig()
+    experiment = await rig.start(
+        spec(force_open(), expectations=[expect(breaker_is(FORCED_OPEN), 5)], renew_within=_s(5))
+    )
+    rig.store.lagging = True
+    await rig.step(1)  # the expectation is met and recorded
+    await rig.engine.renew(experiment.id)
+    record = rig.store.record(experiment.id)
+    assert record.expectations[0].met and timestamps.unix(record.renewed_at) == T0 + 1
