@@ -722,3 +722,129 @@ async def test_a_renewal_on_a_lagging_cache_keeps_what_the_round_before_recorded
     await rig.engine.renew(experiment.id)
     record = rig.store.record(experiment.id)
     assert record.expectations[0].met and timestamps.unix(record.renewed_at) == T0 + 1
+
+
+async def test_an_abort_cut_short_by_etcd_is_finished_whatever_the_probes_say_next() -> None:
+    rig = Rig()
+    experiment = await rig.start(
+        spec(flaky(), force_open("ledger"), hypothesis=[feature_is(AVAILABLE)], duration=60)
+    )
+    rig.view.features["express"] = DEGRADED
+    rig.store.down = True  # etcd away: not even the rules can be deleted
+    with pytest.raises(StoreUnavailable):
+        await rig.step(0.1)
+    assert rig.store.rules() != []
+    rig.view.features["express"] = AVAILABLE  # the breach is over when etcd is back
+    rig.store.down = False
+    rig.store.refused.add(key_for("experiments", experiment.id))  # half-way this time
+    with pytest.raises(StoreUnavailable):
+        await rig.step(0.2)
+    assert rig.store.rules() == [] and rig.store.record(experiment.id).state == RUNNING
+    rig.store.refused.clear()
+    await rig.step(0.3)
+    record = rig.record(experiment)
+    assert record.state == ABORTED and record.verdict == FAILED
+    assert record.reason == "hypothesis breached: feature express is AVAILABLE (DEGRADED)"
+
+
+async def test_a_stop_that_etcd_refused_is_carried_out_by_the_next_round() -> None:
+    rig = Rig()
+    experiment = await rig.start(spec(duration=60))
+    rig.store.down = True
+    with pytest.raises(StoreUnavailable):
+        await rig.engine.stop(experiment.id, "enough", "bob")
+    rig.store.down = False
+    await rig.step(0.1)
+    record = rig.record(experiment)
+    assert (record.state, record.reason) == (ABORTED, "stopped by bob: enough")
+    assert rig.store.rules() == []
+
+
+async def test_one_experiment_failing_keeps_no_other_from_its_checks() -> None:
+    rig = Rig()
+    stuck = await rig.start(spec(renew_within=_s(1), duration=60))
+    rig.now = T0 + 1  # ids are time-ordered: this one comes second
+    other = await rig.start(spec(flaky(5), hypothesis=[feature_is(AVAILABLE)], duration=60))
+    rig.store.refused.add(key_for("experiments", stuck.id))  # its record cannot be written
+    rig.view.features["express"] = DEGRADED
+    with pytest.raises(StoreUnavailable):
+        await rig.step(1.5)  # the first one's dead-man's switch lapses; its end fails
+    assert rig.record(other).state == ABORTED  # the second one's breach was still seen
+    assert rig.store.rules() == []  # and the first one's rules went all the same
+
+
+async def test_drains_share_one_blast_radius_and_never_take_an_instance_twice() -> None:
+    rig = Rig()
+    rig.hands.instances["api"] = ["api-1", "api-2", "api-3", "api-4"]
+    one = C.MethodStep(drain=C.DrainStep(service="api", count=1))
+    await rig.start(spec(one, one))
+    assert rig.hands.calls == [("drain", "api", "api-1"), ("drain", "api", "api-2")]
+    rig.hands.calls.clear()
+    by_id = [
+        C.MethodStep(drain=C.DrainStep(service="api", instance_ids=["api-1", "api-2"])),
+        C.MethodStep(drain=C.DrainStep(service="api", instance_ids=["api-3"])),
+    ]
+    with pytest.raises(FailedPrecondition, match=r"method\[1\].drain drains 3 of 4"):
+        await rig.start(spec(*by_id))
+    with pytest.raises(FailedPrecondition, match=r"method\[2\].drain drains 3 of 4"):
+        await rig.start(spec(one, one, one))
+    assert rig.hands.calls == []
+
+
+async def test_a_bug_in_a_step_still_aborts_the_experiment_it_started() -> None:
+    rig = Rig()
+    rig.hands.fail["switchover"] = RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await rig.start(spec(flaky(), C.MethodStep(switchover="api"), duration=60))
+    (record,) = rig.experiments.all()
+    assert (record.state, record.reason) == (ABORTED, "a step failed: a bug")
+    assert rig.store.rules() == []
+
+
+async def test_a_bug_in_a_rollback_is_noted_and_the_rest_still_runs() -> None:
+    rig = Rig()
+    experiment = await rig.start(spec(force_open(), rollbacks=[set_feature(AVAILABLE)], duration=5))
+    rig.hands.fail["force_breaker"] = RuntimeError("a bug")
+    await rig.step(5)
+    await rig.step(5.05)
+    record = rig.record(experiment)
+    assert record.state == COMPLETED
+    assert "reset breaker payments failed: a bug" in [e.event for e in record.timeline]
+    assert rig.hands.kinds()[-2:] == ["force_breaker", "set_feature"]
+
+
+class SlowLoad(FakeLoad):
+    """Reports only once every run of the experiment was asked for its report."""
+
+    asked = 0
+
+    async def report(self) -> str:
+        SlowLoad.asked += 1
+        while SlowLoad.asked < 2:
+            await asyncio.sleep(0)
+        return await super().report()
+
+
+async def test_reports_are_awaited_together_fitted_to_the_record_and_kept_over_a_retry() -> None:
+    rig = Rig()
+    SlowLoad.asked = 0
+
+    def start_load(step: C.LoadStep, seconds: float) -> FakeLoad:
+        rig.hands.loads.append(SlowLoad(step, seconds))
+        return rig.hands.loads[-1]
+
+    rig.hands.start_load = start_load  # type: ignore[method-assign]
+    experiment = await rig.start(spec(load_step(), load_step(), duration=60))
+    big = rig.hands.loads[1]
+    big.text = json.dumps({"count": 9, "rps": 1.5, "details": ["x" * 100] * 2000})
+    rig.store.refused.add(key_for("experiments", experiment.id))
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(rig.engine.stop(experiment.id, "", "bob"), 2)
+    rig.store.refused.clear()
+    await asyncio.wait_for(rig.step(0.1), 2)
+    record = rig.record(experiment)
+    assert record.state == ABORTED
+    first, second = (json.loads(r) for r in record.load_reports)
+    assert first == {"count": 42, "rps": 10.0}
+    assert second == {"count": 9, "rps": 1.5, "truncated": ["details"]}
+    assert "report is lost" not in " ".join(e.event for e in record.timeline)

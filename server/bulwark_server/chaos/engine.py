@@ -34,6 +34,7 @@ from bulwark_server import timestamps
 from bulwark_server.chaos import rules
 from bulwark_server.chaos.experiments import KEPT_S, Experiments, new_id
 from bulwark_server.chaos.faults import FaultRules
+from bulwark_server.chaos.loads import LoadRun, collect
 from bulwark_server.chaos.probes import SteadyState, describe, evaluate
 from bulwark_server.errors import BulwarkError, FailedPrecondition, NotFound
 
@@ -48,17 +49,6 @@ TICK_S = 0.05
 SWEEP_S = 1.0  # expired and orphaned rules are looked for this often
 FORGET_S = 60.0  # and ended experiments past their keeping time this often
 SILENCE_GRACE_S = 60.0  # expected alerts resolve a little after the faults end
-MAX_REPORT_BYTES = 64 * 1024
-
-
-class LoadRun(Protocol):
-    """A load step's process."""
-
-    def stop(self) -> None: ...
-
-    async def report(self) -> str:
-        """Its JSON report once it has ended ("" when it left none)."""
-        ...
 
 
 class Hands(Protocol):
@@ -126,6 +116,10 @@ class ExperimentEngine:
         self._lock = asyncio.Lock()
         self._checked: dict[str, float] = {}  # experiment id -> last hypothesis check
         self._loads: dict[str, list[LoadRun]] = {}  # started by this leader
+        # Experiment id -> why it aborts, from the decision until the abort is recorded:
+        # an abort cut short (etcd away) is retried whatever the probes say by then.
+        self._aborting: dict[str, str] = {}
+        self._reports: dict[str, list[str]] = {}  # experiment id -> its loads' reports
         self._swept = self._forgot = 0.0
 
     # -- requests (on the leader) ------------------------------------------------------
@@ -162,8 +156,12 @@ class ExperimentEngine:
             await self._experiments.put(experiment)
             try:
                 await self._inject(experiment, drains, now + duration)
-            except BulwarkError as exc:
+            except Exception as exc:
+                # Whatever failed, the steps before it are undone; a bug (not a
+                # BulwarkError) still reaches the log and the caller as INTERNAL.
                 await self._abort(experiment, f"a step failed: {exc}")
+                if not isinstance(exc, BulwarkError):
+                    raise
                 return experiment
             await self._experiments.put(experiment)
         return experiment
@@ -208,20 +206,21 @@ class ExperimentEngine:
                 for run in runs:
                     run.stop()
             self._loads.clear()
+            self._reports.clear()
             self._checked.clear()
 
     async def step(self) -> None:
-        """One round (see the module docstring)."""
+        """One round (see the module docstring). An experiment that fails (etcd away, a
+        record etcd refuses) is tried again next round and keeps no other from its
+        checks; the first failure is raised once the round is done."""
         halted = self._faults.halted
+        failed: Exception | None = None
         async with self._lock:
             for experiment in self._experiments.running():
-                now = self._clock()
-                if halted is not None:
-                    await self._abort(experiment, f"kill switch: {halted}")
-                elif not experiment.HasField("method_ended_at"):
-                    await self._watch_method(experiment, now)
-                else:
-                    await self._watch_recovery(experiment, now)
+                try:
+                    await self._watch(experiment, halted)
+                except Exception as exc:
+                    failed = failed or exc
             now = self._clock()
             if halted is not None or now - self._swept >= SWEEP_S:
                 self._swept = now
@@ -230,6 +229,19 @@ class ExperimentEngine:
             if now - self._forgot >= FORGET_S:
                 self._forgot = now
                 await self._forget_old()
+        if failed is not None:
+            raise failed
+
+    async def _watch(self, experiment: chaos_pb2.Experiment, halted: str | None) -> None:
+        now = self._clock()
+        if halted is not None:
+            await self._abort(experiment, f"kill switch: {halted}")
+        elif experiment.id in self._aborting:
+            await self._abort(experiment, self._aborting[experiment.id])
+        elif not experiment.HasField("method_ended_at"):
+            await self._watch_method(experiment, now)
+        else:
+            await self._watch_recovery(experiment, now)
 
     async def _watch_method(self, experiment: chaos_pb2.Experiment, now: float) -> None:
         spec = experiment.spec
@@ -297,13 +309,17 @@ class ExperimentEngine:
     # -- what an experiment does -------------------------------------------------------
 
     def _drain_targets(self, spec: chaos_pb2.ExperimentSpec) -> dict[int, list[str]]:
-        """The instances each drain step takes, checked against the blast radius."""
+        """The instances each drain step takes, checked against the blast radius: the
+        cap is on what the whole method drains of a service, so two steps cannot each
+        take their share of it."""
         out: dict[int, list[str]] = {}
+        taken: dict[str, set[str]] = {}
         for i, step in enumerate(spec.method):
             if not step.HasField("drain"):
                 continue
             drain = step.drain
             serving = self._hands.serving(drain.service)
+            before = taken.setdefault(drain.service, set())
             if drain.instance_ids:
                 missing = [x for x in drain.instance_ids if x not in serving]
                 if missing:
@@ -311,16 +327,16 @@ class ExperimentEngine:
                         f"spec.method[{i}].drain: {', '.join(missing)} not SERVING in "
                         f"service {drain.service}"
                     )
-                chosen = list(drain.instance_ids)
+                chosen = list(dict.fromkeys(drain.instance_ids))
             else:
                 primary = self._view.primary(drain.service)
-                chosen = [x for x in serving if x != primary][: drain.count or 1]
+                eligible = [x for x in serving if x != primary and x not in before]
+                chosen = eligible[: drain.count or 1]
+            wanted = len(before | set(chosen)) if chosen else len(before) + (drain.count or 1)
             rules.drain_cap(
-                len(chosen) or drain.count or 1,
-                len(serving),
-                rules.instance_cap(spec),
-                f"spec.method[{i}].drain",
+                wanted, len(serving), rules.instance_cap(spec), f"spec.method[{i}].drain"
             )
+            before.update(chosen)
             out[i] = chosen
         return out
 
@@ -398,25 +414,33 @@ class ExperimentEngine:
         try:
             await action  # type: ignore[misc]
             _note(experiment, self._clock(), what)
-        except BulwarkError as exc:
+        except Exception as exc:
+            # Even a bug goes no further: the rest of the undoing must run, and an
+            # abort that raised would be retried (this reset with it) every round.
+            if not isinstance(exc, BulwarkError):
+                log.exception("chaos experiment %s: %s failed", experiment.id, what)
             _note(experiment, self._clock(), f"{what} failed: {exc}")
 
     async def _abort(self, experiment: chaos_pb2.Experiment, reason: str) -> None:
         now = self._clock()
         log.warning("chaos experiment %s aborted: %s", experiment.id, reason)
+        self._aborting[experiment.id] = reason
         if not experiment.HasField("method_ended_at"):
             await self._end_method(experiment, now, f"aborted: {reason}")
         await self._finish(experiment, self._clock(), ABORTED, reason)
+        del self._aborting[experiment.id]
 
     async def _finish(
         self, experiment: chaos_pb2.Experiment, now: float, state: int, reason: str
     ) -> None:
-        runs = self._loads.pop(experiment.id, [])
+        runs = self._loads.get(experiment.id, [])
         for run in runs:
             run.stop()
-        for run in runs:
-            report = await run.report()
-            experiment.load_reports.append(report[:MAX_REPORT_BYTES])
+        if runs and experiment.id not in self._reports:
+            # Kept until the end is recorded: a report is read once, and a retry of this
+            # end (etcd away) starts again from the record, without them.
+            self._reports[experiment.id] = await collect(runs)
+        experiment.load_reports.extend(self._reports.get(experiment.id, []))
         if not runs and any(s.HasField("load") for s in experiment.spec.method):
             _note(experiment, self._clock(), "load ran on a previous leader; its report is lost")
         for silence_id in experiment.silence_ids:
@@ -433,10 +457,14 @@ class ExperimentEngine:
         ended = "aborted: " + reason if state == ABORTED else "completed"
         _note(experiment, now, f"{ended}; verdict {verdict}")
         await self._experiments.put(experiment)
+        self._loads.pop(experiment.id, None)
+        self._reports.pop(experiment.id, None)
 
     async def _forget_old(self) -> None:
         now = self._clock()
         for experiment in self._experiments.all():
+            if experiment.state != RUNNING:
+                self._aborting.pop(experiment.id, None)  # ended by another leader
             if experiment.state != RUNNING and experiment.HasField("ended_at"):
                 if now - timestamps.unix(experiment.ended_at) > KEPT_S:
                     await self._experiments.forget(experiment.id)
