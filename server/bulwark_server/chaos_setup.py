@@ -86,24 +86,20 @@ class LoadProcess:
         handle, self._path = tempfile.mkstemp(prefix="bulwark-load-", suffix=".json")
         os.close(handle)
         timeout = step.timeout.ToNanoseconds() / 1e9 if step.HasField("timeout") else 2.0
+        # Values joined to their flags: one starting with "-" is still a value.
         command = [
             sys.executable,
             "-m",
             "bulwark_server",
             "loadtest",
             step.address,
-            "--call",
-            step.method,
-            "--rps",
-            f"{step.rate:g}",
-            "--concurrency",
-            str(step.concurrency or 50),
-            "--duration",
-            f"{max(round(seconds * 1000), 100)}ms",
-            "--timeout",
-            f"{max(round(timeout * 1000), 1)}ms",
-            "--data",
-            step.data or "{}",
+            f"--call={step.method}",
+            "--insecure",  # a load step's target speaks plaintext gRPC (chaos.proto)
+            f"--rps={step.rate:g}",
+            f"--concurrency={step.concurrency or 50}",
+            f"--duration={max(round(seconds * 1000), 100)}ms",
+            f"--timeout={max(round(timeout * 1000), 1)}ms",
+            f"--data={step.data or '{}'}",
             "-O",
             "json",
             "-o",
@@ -111,38 +107,64 @@ class LoadProcess:
             "--no-progress",
         ]
         for key, value in sorted(step.metadata.items()):
-            command += ["--metadata", f"{key}={value}"]
+            command.append(f"--metadata={key}={value}")
+        env = {k: v for k, v in os.environ.items() if k != "BULWARK_TOKEN"}
         if step.report_as:
             command += ["--report-as", step.report_as, "--bulwark", bulwark_address]
-        # The replica's own token, for the signal reports (a data-plane identity).
-        env = {**os.environ, "BULWARK_TOKEN": token} if token else None
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+            if token:
+                # The replica's own token, for the signal reports (a data-plane
+                # identity); without report_as no call of the load carries it.
+                env["BULWARK_TOKEN"] = token
+        # Its errors go to a file: a pipe nobody reads until the end would fill up and
+        # hold the child still.
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                env=env,
+            )
+        except OSError as exc:
+            self._stderr.close()
+            os.unlink(self._path)
+            raise FailedPrecondition(f"the load step could not start: {exc}") from None
         self._deadline = time.monotonic() + seconds + LOAD_STOP_GRACE_S
 
     def stop(self) -> None:
+        # Stopped early (an abort), it has its grace from now, not from its planned
+        # end: the engine waits for the report before it records the abort.
+        self._deadline = min(self._deadline, time.monotonic() + LOAD_STOP_GRACE_S)
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)  # it reports what it measured so far
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=1)
+        self._stderr.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
 
     async def report(self) -> str:
         while self._process.poll() is None and time.monotonic() < self._deadline:
             await asyncio.sleep(0.05)
         if self._process.poll() is None:
             self._process.kill()
-        _, stderr = await asyncio.to_thread(self._process.communicate)
+        await asyncio.to_thread(self._process.wait)
         try:
             text = await asyncio.to_thread(Path(self._path).read_text, encoding="utf-8")
             json.loads(text)
             return text
         except (OSError, ValueError):
-            problem = (stderr or b"").decode(errors="replace").strip()[-500:]
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - 2000))
+            problem = self._stderr.read().decode(errors="replace").strip()[-500:]
             return json.dumps({"error": problem or f"exit status {self._process.returncode}"})
         finally:
+            self._stderr.close()
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
 

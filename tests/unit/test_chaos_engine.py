@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -153,11 +154,14 @@ class FakeLoad:
     def __init__(self, step: C.LoadStep, seconds: float) -> None:
         self.step = step
         self.seconds = seconds
-        self.stopped = False
+        self.stopped = self.closed = False
         self.text = json.dumps({"count": 42, "rps": 10.0})
 
     def stop(self) -> None:
         self.stopped = True
+
+    def close(self) -> None:
+        self.closed = True
 
     async def report(self) -> str:
         assert self.stopped, "a report is asked for only once the run was stopped"
@@ -641,7 +645,7 @@ async def test_a_load_started_by_a_previous_leader_is_noted_as_lost() -> None:
     assert "load ran on a previous leader; its report is lost" in new.events(experiment)
 
 
-async def test_leadership_ending_stops_this_leaders_loads() -> None:
+async def test_leadership_ending_ends_this_leaders_loads() -> None:
     rig = Rig()
     await rig.start(spec(load_step(), duration=60))
     task = asyncio.create_task(rig.engine.run())
@@ -649,7 +653,7 @@ async def test_leadership_ending_stops_this_leaders_loads() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert rig.hands.loads[0].stopped
+    assert rig.hands.loads[0].closed
 
 
 # -- housekeeping -----------------------------------------------------------------------
@@ -848,3 +852,86 @@ async def test_reports_are_awaited_together_fitted_to_the_record_and_kept_over_a
     assert first == {"count": 42, "rps": 10.0}
     assert second == {"count": 9, "rps": 1.5, "truncated": ["details"]}
     assert "report is lost" not in " ".join(e.event for e in record.timeline)
+
+
+# -- load processes (chaos_setup.LoadProcess, with a fake child) --------------------------
+
+
+class FakeChild:
+    """subprocess.Popen for a loadtest that ignores SIGINT and runs until killed."""
+
+    made: list[FakeChild] = []
+
+    def __init__(self, command: list[str], **kwargs: object) -> None:
+        self.command = command
+        self.env = kwargs["env"]
+        self.returncode: int | None = None
+        self.signals: list[int] = []
+        FakeChild.made.append(self)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
+@pytest.fixture
+def children(monkeypatch: pytest.MonkeyPatch) -> list[FakeChild]:
+    from bulwark_server import chaos_setup
+
+    FakeChild.made = []
+    monkeypatch.setattr(chaos_setup.subprocess, "Popen", FakeChild)
+    monkeypatch.setattr(chaos_setup, "LOAD_STOP_GRACE_S", 0.1)
+    monkeypatch.setenv("BULWARK_TOKEN", "inherited-secret")
+    return FakeChild.made
+
+
+async def test_a_stopped_load_gets_its_grace_from_the_stop_not_its_planned_end(
+    children: list[FakeChild],
+) -> None:
+    from bulwark_server.chaos_setup import LoadProcess
+
+    run = LoadProcess(load_step().load, 3600, "127.0.0.1:1", "replica-token")
+    run.stop()
+    # Aborted an hour early: the report comes after the grace, the child killed.
+    report = await asyncio.wait_for(run.report(), 2)
+    assert children[0].returncode == -9 and children[0].signals
+    assert json.loads(report) == {"error": "exit status -9"}
+
+
+def test_a_load_command_reads_as_meant_and_carries_the_token_only_to_report(
+    children: list[FakeChild],
+) -> None:
+    from bulwark_server.chaos_setup import LoadProcess
+
+    step = load_step(data="-1", metadata={"-x": "1"}).load
+    LoadProcess(step, 10, "127.0.0.1:1", "replica-token").close()
+    command, env = children[0].command, children[0].env
+    assert command[4:7] == ["127.0.0.1:50051", "--call=pay.v1.Payments/Charge", "--insecure"]
+    assert "--data=-1" in command and "--metadata=-x=1" in command
+    assert "BULWARK_TOKEN" not in env  # type: ignore[operator]
+    step.report_as = "payments"
+    LoadProcess(step, 10, "127.0.0.1:1", "replica-token").close()
+    command, env = children[1].command, children[1].env
+    assert command[-4:] == ["--report-as", "payments", "--bulwark", "127.0.0.1:1"]
+    assert env["BULWARK_TOKEN"] == "replica-token"  # type: ignore[index]
+    # Closed (leadership ended): killed at once, its scratch report gone.
+    assert children[1].returncode == -9 and not os.path.exists(command[command.index("-o") + 1])
+
+
+def test_a_load_that_cannot_start_fails_its_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bulwark_server import chaos_setup
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("no python")
+
+    monkeypatch.setattr(chaos_setup.subprocess, "Popen", broken)
+    with pytest.raises(FailedPrecondition, match="could not start: no python"):
+        chaos_setup.LoadProcess(load_step().load, 10, "127.0.0.1:1", "")

@@ -200,11 +200,11 @@ class ExperimentEngine:
                     log.exception("chaos round failed; continuing")
                 await asyncio.sleep(self._tick)
         finally:
-            # Leadership ended: this replica's loads stop; the new leader finishes the
+            # Leadership ended: this replica's loads end; the new leader finishes the
             # experiments from their records.
             for runs in self._loads.values():
                 for run in runs:
-                    run.stop()
+                    run.close()
             self._loads.clear()
             self._reports.clear()
             self._checked.clear()

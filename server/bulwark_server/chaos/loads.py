@@ -20,10 +20,16 @@ MAX_REPORTS_BYTES = 512 * 1024
 class LoadRun(Protocol):
     """A load step's process."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop it early; its report follows."""
+        ...
 
     async def report(self) -> str:
         """Its JSON report once it has ended ("" when it left none)."""
+        ...
+
+    def close(self) -> None:
+        """End it now, its report unread (this replica no longer leads)."""
         ...
 
 
