@@ -63,7 +63,11 @@ class FaultRuleCache(_WatchedMap[str, chaos_pb2.FaultRule]):
             self.version += 1
 
     def rules(self) -> list[chaos_pb2.FaultRule]:
-        return [self._items[name] for name in sorted(self._items)]
+        # A copy first (one C call, whole under the GIL): the watch changes _items in
+        # place on its own thread, and a rule deleted between listing the names and
+        # reading them would raise KeyError into the caller's RPC.
+        items = dict(self._items)
+        return [items[name] for name in sorted(items)]
 
 
 class Fault:
@@ -111,6 +115,13 @@ def _header(headers: dict[str, str], name: str) -> float | None:
     except (KeyError, ValueError):
         return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def _code_header(headers: dict[str, str], name: str) -> int | None:
+    """A status code header: an integer, else ignored (as Envoy does; gRFC A33 ignores an
+    invalid header) rather than "14.9" or "1e1" read as some other code."""
+    value = headers.get(name, "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _headers(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
@@ -182,17 +193,20 @@ class FaultInjector:
         self._wall = wall
         self._random = rng or random.Random()
         self._lock = threading.Lock()
-        self._version = -1
-        self._compiled: list[_Compiled] = []
+        # (cache version, its rules compiled), replaced whole: two threads compiling at
+        # once must not leave one's rules paired with the other's newer version, which
+        # would keep stale rules (a deleted one applied) until the next change.
+        self._compiled: tuple[int, list[_Compiled]] = (-1, [])
         self._active: dict[str, int] = {}
         self._counts: dict[str, list[int]] = {}  # rule -> [delayed, aborted]
 
     def _rules(self) -> list[_Compiled]:
+        compiled = self._compiled
         version = self.cache.version
-        if version != self._version:
-            compiled = [_Compiled(rule) for rule in self.cache.rules()]
-            self._compiled, self._version = compiled, version
-        return self._compiled
+        if version != compiled[0]:
+            compiled = (version, [_Compiled(rule) for rule in self.cache.rules()])
+            self._compiled = compiled
+        return compiled[1]
 
     def decide(
         self,
@@ -268,10 +282,10 @@ class FaultInjector:
         share = abort.percentage
         number = abort.code
         if abort.header_controlled:
-            asked = _header(headers, ABORT_HEADER)
+            asked = _code_header(headers, ABORT_HEADER)
             if asked is None:
                 return None
-            number = int(asked)
+            number = asked
             shared = _header(headers, ABORT_PERCENTAGE_HEADER)
             share = min(share, shared) if shared is not None else share
         code = _code(number)
