@@ -256,7 +256,10 @@ def test_a_valid_spec_returns_its_duration_and_the_defaults_apply() -> None:
             load(metadata={"x-chaos": "1"}, timeout=_s(1), report_as="payments"),
             load(address="[::1]:50051", method="Svc/M"),
         ],
-        expectations=[C.Expectation(probe=breaker_probe(state=FORCED_OPEN), within=_s(3600))],
+        expectations=[
+            C.Expectation(probe=breaker_probe(state=FORCED_OPEN), within=_s(30)),
+            C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(3600), after_end=True),
+        ],
         rollbacks=[
             C.Rollback(force_breaker=C.ForceBreakerStep(breaker="payments", state=CLOSED)),
             C.Rollback(set_feature=C.SetFeatureRollback(feature="express", status=AVAILABLE)),
@@ -337,8 +340,20 @@ def test_a_spec_too_large_for_its_record_is_refused_whole() -> None:
 
 
 def test_an_expectation_has_at_most_an_hour() -> None:
-    late = C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(3601))
+    late = C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(3601), after_end=True)
     assert spec_field(expectations=[late]) == "spec.expectations[0].within"
+
+
+def test_an_expectation_during_the_method_fits_in_the_method() -> None:
+    # Looked for only while the method is in effect: 31 s of a 30 s method could
+    # never be met after the 30th.
+    past = C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(31))
+    assert spec_field(expectations=[past]) == "spec.expectations[0].within"
+    for fits in (
+        C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(30)),
+        C.Expectation(probe=feature_probe(status=AVAILABLE), within=_s(31), after_end=True),
+    ):
+        assert rules.check_spec(spec(expectations=[fits]), NOW) == 30
 
 
 @pytest.mark.parametrize("value", [0.5, 100.5, -1, NAN, INF])

@@ -177,7 +177,12 @@ def check_spec(spec: chaos_pb2.ExperimentSpec, now: float) -> float:
         check_probe(probe, f"spec.hypothesis[{i}]")
     for i, expectation in enumerate(spec.expectations):
         check_probe(expectation.probe, f"spec.expectations[{i}].probe")
-        duration_seconds(expectation.within, f"spec.expectations[{i}].within", maximum=3600)
+        field = f"spec.expectations[{i}].within"
+        within = duration_seconds(expectation.within, field, maximum=3600)
+        if within > duration and not expectation.after_end:
+            # It is looked for only while the method is in effect: past its end it could
+            # never be met, whatever the fleet did in its time.
+            raise InvalidArgument(field, "must be at most spec.duration (or set after_end)")
     blast = spec.blast_radius
     for field in ("max_traffic_percentage", "max_instance_percentage"):
         value = getattr(blast, field)
