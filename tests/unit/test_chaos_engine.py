@@ -935,3 +935,24 @@ def test_a_load_that_cannot_start_fails_its_step(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(chaos_setup.subprocess, "Popen", broken)
     with pytest.raises(FailedPrecondition, match="could not start: no python"):
         chaos_setup.LoadProcess(load_step().load, 10, "127.0.0.1:1", "")
+
+
+async def test_a_start_whose_record_fails_after_its_steps_does_not_run_on() -> None:
+    rig = Rig()
+    writes = 0
+    put = rig.experiments.put
+
+    async def put_once(experiment: C.Experiment) -> C.Experiment:
+        nonlocal writes
+        writes += 1
+        if writes == 2:  # the record of the steps done
+            raise StoreUnavailable("timed out")
+        return await put(experiment)
+
+    rig.experiments.put = put_once  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await rig.start(spec(flaky(), force_open(), duration=60))
+    (record,) = rig.experiments.all()
+    # The caller saw the start fail (and may retry): this one must not go on.
+    assert (record.state, record.reason) == (ABORTED, "its start could not be recorded")
+    assert rig.store.rules() == [] and rig.hands.calls[-1] == ("force_breaker", "payments", CLOSED)

@@ -163,7 +163,13 @@ class ExperimentEngine:
                 if not isinstance(exc, BulwarkError):
                     raise
                 return experiment
-            await self._experiments.put(experiment)
+            try:
+                await self._experiments.put(experiment)
+            except BulwarkError:
+                # The caller hears that the start failed: it must not run on (a retry
+                # would run it twice). If this abort fails too, the next round's does.
+                await self._abort(experiment, "its start could not be recorded")
+                raise
         return experiment
 
     async def stop(self, experiment_id: str, reason: str, by: str) -> chaos_pb2.Experiment:
