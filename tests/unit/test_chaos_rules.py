@@ -182,6 +182,15 @@ def test_header_values_count_and_the_other_target_fields_are_checked() -> None:
     )
 
 
+def test_a_rule_is_small() -> None:
+    long_method = C.FaultTarget(method="/pay.v1.Payments/" + "M" * 20_000)
+    assert rule_field(target=long_method) == "rule"
+    long_key = C.FaultTarget(headers={"x" * 20_000: "1"})
+    assert rule_field(target=long_key) == "rule"
+    step = C.MethodStep(fault=C.FaultRule(abort=C.FaultAbort(code=14), target=long_method))
+    assert spec_field(method=[step]) == "spec.method[0].fault"
+
+
 def test_the_where_prefix_names_the_field_in_its_message() -> None:
     field = invalid(lambda: rules.check_rule(fault_rule(name=""), NOW, "spec.method[2].fault"))
     assert field == "spec.method[2].fault.name"

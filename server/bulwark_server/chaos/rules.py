@@ -37,6 +37,7 @@ DEFAULT_ERROR_WINDOW_S = 10.0
 # An experiment's record holds its spec, timeline and load reports in one etcd value
 # (etcd refuses requests above 1.5 MiB by default): the spec gets at most this much.
 MAX_SPEC_BYTES = 256 * 1024
+MAX_RULE_BYTES = 16 * 1024
 # The wire forms: a gRPC path (printable ASCII), a text metadata key, host and method
 # of a load step (neither may start with "-", see _check_load).
 _METHOD = re.compile(r"/[\x21-\x2e\x30-\x7e]+/[\x21-\x2e\x30-\x7e]*")
@@ -54,6 +55,10 @@ ROLLBACK_FORCES = {**METHOD_FORCES, breaker_pb2.BREAKER_STATE_CLOSED: "CLOSED (t
 
 def check_rule(rule: chaos_pb2.FaultRule, now: float, where: str = "rule") -> None:
     """InvalidArgument naming the first field of ``rule`` that is wrong."""
+    if rule.ByteSize() > MAX_RULE_BYTES:
+        # Every opted-in client holds every rule; a key or method of megabytes would
+        # also fail in etcd, as UNAVAILABLE, as if a retry could help.
+        raise InvalidArgument(where, f"at most {MAX_RULE_BYTES // 1024} KiB serialized")
     validate_name(rule.name, f"{where}.name")
     _check_target(rule.target, f"{where}.target")
     if not rule.HasField("delay") and not rule.HasField("abort"):
