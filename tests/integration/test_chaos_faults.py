@@ -163,15 +163,18 @@ async def test_a_rule_faults_its_share_of_targeted_calls_and_no_others(
         answered, aborted, delayed = await run_calls(channels["opted"].unary_unary(CALL), CALLS)
         low, high = binomial_interval(CALLS, 0.25)
         assert low <= aborted <= high, (aborted, (low, high))
-        low, high = binomial_interval(CALLS, 0.20)
-        assert low <= delayed <= high, (delayed, (low, high))
         assert service.calls - before == answered == CALLS - aborted  # aborted never sent
         counts = faults.counts()["payments-flaky"]
         assert counts["aborted"] == aborted and counts["active"] == 0
+        low, high = binomial_interval(CALLS, 0.20)
+        assert low <= counts["delayed"] <= high, (counts["delayed"], (low, high))
+        # Each delay was real: at least that many calls took the delay or longer (on a
+        # busy machine an undelayed call can too, so only a lower bound holds).
+        assert delayed >= counts["delayed"]
 
         # Not opted in: the same rules, the same calls, never a fault.
         before = service.calls
-        assert await run_calls(channels["refusing"].unary_unary(CALL), CALLS) == (CALLS, 0, 0)
+        assert (await run_calls(channels["refusing"].unary_unary(CALL), CALLS))[:2] == (CALLS, 0)
         assert service.calls - before == CALLS
         # Another downstream: only its calls marked as test traffic are hit.
         search = channels["search"].unary_unary(CALL)

@@ -471,6 +471,25 @@ async def test_the_dead_mans_switch_aborts_unless_renewed() -> None:
         await rig.engine.renew("20270101T000000-000000")
 
 
+async def test_the_dead_mans_switch_also_stops_a_load_in_the_recovery_window() -> None:
+    rig = Rig()
+    recovering = spec(
+        load_step(),
+        duration=2,
+        renew_within=_s(3),
+        expectations=[expect(breaker_is(OPEN), within=600, after_end=True)],
+    )
+    experiment = await rig.start(recovering)
+    await rig.step(2.5)  # the method ended; its load goes on, waiting for the breaker
+    record = rig.record(experiment)
+    assert record.state == RUNNING and record.HasField("method_ended_at")
+    assert not rig.hands.loads[0].stopped
+    await rig.step(3.5)  # nobody renewed it: the load must not run on for 10 minutes
+    record = rig.record(experiment)
+    assert record.state == ABORTED and record.reason.startswith("dead-man's switch")
+    assert rig.hands.loads[0].stopped
+
+
 async def test_an_operator_stop_aborts_once() -> None:
     rig = Rig()
     experiment = await rig.start(spec(rollbacks=[set_feature(AVAILABLE)]))

@@ -14,8 +14,8 @@ fault injection (gRFC A33):
   (``x-envoy-fault-delay-request`` in milliseconds, ``x-envoy-fault-abort-grpc-request``
   a status code) and the share is the lower of the rule's and the header's
   (``...-percentage``); no header, no fault.
-* At most ``max_active_faults`` calls under one rule's fault at once in the process;
-  past it, calls go unfaulted.
+* At most ``max_active_faults`` calls under one rule's fault at once in the process
+  (a call is under a fault while it is delayed); past it, calls go unfaulted.
 * A rule stops at its ``expires_at`` by this process's wall clock, whether or not
   its deletion has arrived.
 """
@@ -72,7 +72,7 @@ class FaultRuleCache(_WatchedMap[str, chaos_pb2.FaultRule]):
 
 class Fault:
     """What one call gets: a delay (seconds, maybe 0) and maybe an abort. ``release``
-    once the call is over (it frees the rule's active-fault slot)."""
+    once its delay is over (it frees the rule's active-fault slot)."""
 
     __slots__ = ("_done", "_injector", "code", "delay", "details", "rule")
 

@@ -288,16 +288,16 @@ class AsyncClient(Driver):
         started = _monotonic()
         try:
             if fault is not None:
-                await asyncio.sleep(fault.delay)
+                try:  # a fault is active while it delays (gRFC A33's max_active_faults)
+                    await asyncio.sleep(fault.delay)
+                finally:
+                    fault.release()
                 fault.raise_abort()
             yield decision
         except BaseException as exc:
             if self._policy.leave(name, exc, _monotonic() - started, _monotonic()):
                 self._wake.set()
             raise
-        finally:
-            if fault is not None:
-                fault.release()
         now = _monotonic()
         if self._policy.leave(name, None, now - started, now):
             self._wake.set()

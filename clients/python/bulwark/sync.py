@@ -320,7 +320,10 @@ class Client(Driver):
         started = _monotonic()
         try:
             if fault is not None:
-                time.sleep(fault.delay)
+                try:  # a fault is active while it delays (gRFC A33's max_active_faults)
+                    time.sleep(fault.delay)
+                finally:
+                    fault.release()
                 fault.raise_abort()
             yield decision
         except BaseException as exc:
@@ -329,9 +332,6 @@ class Client(Driver):
             if urgent:
                 self._wake.set()
             raise
-        finally:
-            if fault is not None:
-                fault.release()
         with self._lock:
             now = _monotonic()
             urgent = self._policy.leave(name, None, now - started, now)

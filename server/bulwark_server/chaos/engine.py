@@ -249,13 +249,20 @@ class ExperimentEngine:
         else:
             await self._watch_recovery(experiment, now)
 
-    async def _watch_method(self, experiment: chaos_pb2.Experiment, now: float) -> None:
+    async def _lapsed(self, experiment: chaos_pb2.Experiment, now: float) -> bool:
+        """Abort when the dead-man's switch lapsed (its load may outlive the method)."""
         spec = experiment.spec
         if spec.HasField("renew_within"):
             lapsed = now - timestamps.unix(experiment.renewed_at)
             if lapsed > spec.renew_within.ToNanoseconds() / 1e9:
                 await self._abort(experiment, f"dead-man's switch: not renewed for {lapsed:.1f} s")
-                return
+                return True
+        return False
+
+    async def _watch_method(self, experiment: chaos_pb2.Experiment, now: float) -> None:
+        spec = experiment.spec
+        if await self._lapsed(experiment, now):
+            return
         last = self._checked.get(experiment.id, 0.0)
         if now - last >= rules.check_interval(spec) - self._tick / 2:
             self._checked[experiment.id] = now
@@ -277,6 +284,8 @@ class ExperimentEngine:
             await self._experiments.put(experiment)
 
     async def _watch_recovery(self, experiment: chaos_pb2.Experiment, now: float) -> None:
+        if await self._lapsed(experiment, now):
+            return
         changed = self._try_expectations(experiment, now, after_end=True)
         ended = timestamps.unix(experiment.method_ended_at)
         pending = [
