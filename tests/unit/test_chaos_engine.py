@@ -975,3 +975,14 @@ async def test_a_start_whose_record_fails_after_its_steps_does_not_run_on() -> N
     # The caller saw the start fail (and may retry): this one must not go on.
     assert (record.state, record.reason) == (ABORTED, "its start could not be recorded")
     assert rig.store.rules() == [] and rig.hands.calls[-1] == ("force_breaker", "payments", CLOSED)
+
+
+async def test_a_start_the_cache_has_not_seen_yet_is_found_and_its_rules_kept() -> None:
+    rig = Rig()
+    rig.store.lagging = True  # the leader's first write has not reached its cache yet
+    experiment = await rig.start(spec(flaky(10), renew_within=_s(5)))
+    assert rig.experiments.get(experiment.id).state == RUNNING
+    assert await rig.engine.renew(experiment.id) == T0 + 5
+    await rig.step(1.5)  # a sweep: its rules are no dead experiment's
+    assert rig.store.rules() == list(experiment.fault_rules)
+    assert rig.record(experiment).state == RUNNING

@@ -89,7 +89,10 @@ class Experiments:
         """The experiment (a copy the caller may change)."""
         entry = self._store.get(EXPERIMENT_KIND, experiment_id)
         if entry is None:
-            raise NotFound(f"experiment {experiment_id!r} does not exist")
+            written = self._written.get(experiment_id)  # just created, not cached yet
+            if written is None:
+                raise NotFound(f"experiment {experiment_id!r} does not exist")
+            return _copy(written)
         return _copy(self._current(experiment_id, entry))
 
     def all(self) -> list[chaos_pb2.Experiment]:
@@ -108,6 +111,11 @@ class Experiments:
                 out.append(_copy(current))
         for gone in self._parsed.keys() - names:
             del self._parsed[gone]
+        # Just created here and not cached yet: running all the same (the sweep must
+        # not take its rules for a dead experiment's).
+        for name in sorted(self._written.keys() - names):
+            if self._written[name].state == RUNNING:
+                out.append(_copy(self._written[name]))
         return out
 
     def list(self, size: int, start_after: str) -> Page[chaos_pb2.Experiment]:
