@@ -1,0 +1,387 @@
+"""``bulwark loadtest``'s flags, and their values checked whole into ``LoadOptions``.
+
+Every problem is a ``UsageError`` whose message names the flag; the command exits
+``EX_USAGE`` (64) for it, before any connection is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from bulwark_server import config
+from bulwark_server.cli.loadtest.reflection import split_method
+from bulwark_server.cli.loadtest.schedule import KINDS, Schedule, ScheduleError
+from bulwark_server.cli.loadtest.thresholds import Threshold, ThresholdError, parse_threshold
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run could not be made: unreachable, no reflection, no such method
+EXIT_BREACHED = 2  # a --fail-if threshold was breached
+EX_USAGE = 64  # bad flags or data (sysexits.h's EX_USAGE)
+EXIT_INTERRUPTED = 130  # Ctrl-C: the report of what was done is still written
+FORMATS = ("summary", "json", "pretty", "csv")
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_CONCURRENCY = 10_000
+
+
+class UsageError(ValueError):
+    """A flag or its value is wrong; the message names the flag."""
+
+
+class LoadTestError(Exception):
+    """The run could not be made (exit 1); the message says why."""
+
+
+def parse_duration(text: str) -> float:
+    """``5s``, ``250ms``, ``1m30s``, ``1.5`` (seconds) -> seconds (ValueError if not)."""
+    value = text.strip()
+    if re.fullmatch(r"[0-9]*\.?[0-9]+", value):
+        seconds = float(value)
+    else:
+        position, seconds = 0, 0.0
+        for match in _DURATION.finditer(value):
+            if match.start() != position:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            position = match.end()
+        if position != len(value) or not value:
+            raise ValueError(f"expected a duration like 10s, 250ms or 1m30s, got {text!r}")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"expected a duration like 10s, got {text!r}")
+    return seconds
+
+
+def _duration_type(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate_type(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected calls a second, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything one run needs, checked."""
+
+    host: str
+    call: str
+    data: str
+    metadata: tuple[tuple[str, str], ...]  # values may hold template actions
+    concurrency: int
+    total: int | None
+    duration: float | None
+    timeout: float
+    connect_timeout: float
+    schedule: Schedule | None  # None: closed loop (as fast as -c calls in flight allow)
+    credentials: grpc.ChannelCredentials | None  # None: plaintext
+    tls: bool
+    format: str
+    output: str | None
+    thresholds: tuple[Threshold, ...]
+    progress: bool
+    report_as: str | None
+    bulwark: str | None
+    workers: int
+    # What the JSON report's ``options`` lists (no secrets).
+    shown: dict[str, object]
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def is_loopback(address: str) -> bool:
+    """True for an address on this machine only (127.0.0.0/8, ::1, localhost)."""
+    host, _ = config.split_host_port(address, "HOST:PORT")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """ghz's TLS rules, with Bulwark's default for loopback: --insecure is plaintext;
+    --cacert (and --cert/--key) is TLS; neither is plaintext to a loopback address
+    (``make run`` serves plaintext there) and TLS with the system's roots elsewhere."""
+    if args.insecure:
+        if args.cacert or args.cert or args.key:
+            raise UsageError("--insecure is plaintext: drop --cacert, --cert and --key")
+        return None
+    if bool(args.cert) != bool(args.key):
+        raise UsageError("--cert and --key go together: set both")
+    if not (args.cacert or args.cert) and is_loopback(args.host):
+        return None
+    return grpc.ssl_channel_credentials(
+        _read(args.cacert, "--cacert") if args.cacert else None,
+        _read(args.key, "--key") if args.key else None,
+        _read(args.cert, "--cert") if args.cert else None,
+    )
+
+
+def _metadata(items: list[str], token: str | None) -> tuple[tuple[str, str], ...]:
+    """-m values, each a JSON object of strings or KEY=VALUE; then --token's header."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                loaded = json.loads(item)
+            except ValueError as exc:
+                raise UsageError(f"-m/--metadata: not valid JSON: {exc}") from None
+            if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+                raise UsageError('-m/--metadata: expected a JSON object of strings, {"k": "v"}')
+            pairs.extend(loaded.items())
+        else:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(
+                    f"-m/--metadata: expected KEY=VALUE or a JSON object, got {item!r}"
+                )
+            pairs.append((key.strip(), value))
+    for key, _ in pairs:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", key) or key.lower().endswith("-bin"):
+            raise UsageError(f"-m/--metadata: {key!r} is not a text metadata key")
+    result = [(key.lower(), value) for key, value in pairs]
+    if token:
+        result.append(("authorization", f"Bearer {token}"))
+    return tuple(result)
+
+
+def _schedule(args: argparse.Namespace) -> Schedule | None:
+    shaped = {
+        "--load-start": args.load_start,
+        "--load-step": args.load_step,
+        "--load-end": args.load_end,
+        "--load-step-duration": args.load_step_duration,
+        "--load-max-duration": args.load_max_duration,
+    }
+    given = [flag for flag, value in shaped.items() if value is not None]
+    if args.load_schedule == "const":
+        if given:
+            raise UsageError(f"{given[0]} shapes a step or line schedule: add --load-schedule")
+        if args.rps is None:
+            return None
+        return Schedule("const", args.rps).validate()
+    if args.rps is not None:
+        raise UsageError(f"--rps is the rate of a const schedule; use --load-start with {KINDS}")
+    if args.load_start is None or args.load_step is None:
+        raise UsageError(f"--load-schedule {args.load_schedule} needs --load-start and --load-step")
+    return Schedule(
+        kind=args.load_schedule,
+        start=args.load_start,
+        step=args.load_step,
+        end=args.load_end or 0.0,
+        step_duration=args.load_step_duration or 0.0,
+        max_duration=args.load_max_duration or 0.0,
+    ).validate()
+
+
+def _data(args: argparse.Namespace) -> str:
+    if args.data is not None and args.data_file is not None:
+        raise UsageError("-d/--data and -D/--data-file: give one of them")
+    if args.data_file is not None:
+        return _read(args.data_file, "-D/--data-file").decode("utf-8", "replace")
+    if args.data == "@":
+        return sys.stdin.read()
+    return args.data if args.data is not None else "{}"
+
+
+def from_args(args: argparse.Namespace) -> LoadOptions:
+    """The checked options of the parsed flags; UsageError naming the flag if not."""
+    try:
+        config.split_host_port(args.host, "HOST:PORT")
+        split_method(args.call)
+        if args.bulwark is not None:
+            config.split_host_port(args.bulwark, "--bulwark")
+        schedule = _schedule(args)
+    except (ValueError, ScheduleError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.total is None and args.duration is None:
+        raise UsageError(
+            "a load test needs a bound: set -n/--total (calls) or -z/--duration (time), or both"
+        )
+    if args.total is not None and args.total < 1:
+        raise UsageError("-n/--total must be at least 1")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("-z/--duration must be positive")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"-c/--concurrency must be 1 to {MAX_CONCURRENCY}")
+    if args.timeout <= 0 or args.connect_timeout <= 0:
+        raise UsageError("-t/--timeout and --connect-timeout must be positive")
+    if not 1 <= args.workers <= 64:
+        raise UsageError("--workers must be 1 to 64")
+    if args.workers > args.concurrency:
+        raise UsageError("--workers must not exceed -c/--concurrency (each needs a call in flight)")
+    if (args.report_as is None) != (args.bulwark is None):
+        raise UsageError("--report-as SERVICE and --bulwark HOST:PORT go together")
+    if args.report_as is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", args.report_as):
+        raise UsageError("--report-as: 1-128 letters, digits, '.', '_' or '-'")
+    try:
+        thresholds = tuple(parse_threshold(text) for text in args.fail_if)
+    except ThresholdError as exc:
+        raise UsageError(str(exc)) from None
+    credentials = _credentials(args)
+    metadata = _metadata(args.metadata, args.token)
+    data = _data(args)
+    shown: dict[str, object] = {
+        "host": args.host,
+        "call": args.call,
+        "insecure": credentials is None,
+        "concurrency": args.concurrency,
+        "total": args.total or 0,
+        "duration": round((args.duration or 0) * 1e9),
+        "timeout": round(args.timeout * 1e9),
+        "loadSchedule": schedule.kind if schedule else "none",
+        "rps": schedule.start if schedule else 0,
+        "workers": args.workers,
+    }
+    if schedule is not None and schedule.kind != "const":
+        shown.update(
+            loadStart=schedule.start,
+            loadStep=schedule.step,
+            loadEnd=schedule.end,
+            loadStepDuration=round(schedule.step_duration * 1e9),
+            loadMaxDuration=round(schedule.max_duration * 1e9),
+        )
+    for key, value in (("cacert", args.cacert), ("cert", args.cert), ("key", args.key)):
+        if value:
+            shown[key] = value
+    shown["data"] = data
+    shown["metadata"] = {k: ("<redacted>" if k == "authorization" else v) for k, v in metadata}
+    return LoadOptions(
+        host=args.host,
+        call=args.call,
+        data=data,
+        metadata=metadata,
+        concurrency=args.concurrency,
+        total=args.total,
+        duration=args.duration,
+        timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
+        schedule=schedule,
+        credentials=credentials,
+        tls=credentials is not None,
+        format=args.format,
+        output=args.output,
+        thresholds=thresholds,
+        progress=args.progress or (args.progress is None and sys.stderr.isatty()),
+        report_as=args.report_as,
+        bulwark=args.bulwark,
+        workers=args.workers,
+        shown=shown,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag of ``bulwark loadtest``, grouped as ``--help`` shows them."""
+    parser.add_argument("host", metavar="HOST:PORT", help="the server to load (and only it)")
+    what = parser.add_argument_group("what to call")
+    what.add_argument(
+        "--call",
+        required=True,
+        metavar="METHOD",
+        help="unary method, package.Service/Method or package.Service.Method, found through "
+        "the server's reflection",
+    )
+    what.add_argument(
+        "-d",
+        "--data",
+        metavar="JSON",
+        help="request as JSON, with template actions such as {{.RequestNumber}}, "
+        "{{.WorkerID}}, {{.UUID}}, {{randomString 8}}, {{randomInt 1 1000}}; '@' reads "
+        "stdin (default {})",
+    )
+    what.add_argument("-D", "--data-file", metavar="FILE", help="request JSON from a file")
+    what.add_argument(
+        "-m",
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|JSON",
+        help="call metadata, repeatable: KEY=VALUE or a JSON object; values take templates",
+    )
+    how = parser.add_argument_group("how much")
+    how.add_argument(
+        "-c", "--concurrency", type=int, default=50, help="calls in flight at most (default 50)"
+    )
+    how.add_argument("-n", "--total", type=int, help="calls to make")
+    how.add_argument("-z", "--duration", type=_duration_type, help="how long to send (10s, 1m30s)")
+    how.add_argument(
+        "-r",
+        "--rps",
+        type=_rate_type,
+        help="open loop: calls a second, sent on schedule whatever the answers (default: "
+        "closed loop, each worker sends when its last call is answered)",
+    )
+    how.add_argument("--load-schedule", choices=KINDS, default="const", help="rate schedule")
+    how.add_argument("--load-start", type=_rate_type, help="step/line: starting calls a second")
+    how.add_argument("--load-step", type=_rate_type, help="step/line: change per step/second")
+    how.add_argument("--load-end", type=_rate_type, help="step/line: the rate to stop changing at")
+    how.add_argument("--load-step-duration", type=_duration_type, help="step: length of a step")
+    how.add_argument(
+        "--load-max-duration", type=_duration_type, help="step/line: stop changing after this"
+    )
+    how.add_argument(
+        "-t", "--timeout", type=_duration_type, default=20.0, help="deadline of a call (20s)"
+    )
+    how.add_argument(
+        "--connect-timeout", type=_duration_type, default=10.0, help="to connect (10s)"
+    )
+    how.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the load (default 1)"
+    )
+    tls = parser.add_argument_group("security")
+    tls.add_argument("--insecure", action="store_true", help="plaintext (default for loopback)")
+    tls.add_argument("--cacert", metavar="FILE", help="PEM CA to verify the server: TLS")
+    tls.add_argument("--cert", metavar="FILE", help="PEM client certificate (mutual TLS)")
+    tls.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
+    tls.add_argument(
+        "--token",
+        default=os.environ.get("BULWARK_TOKEN"),
+        help="bearer token sent with every call [env BULWARK_TOKEN]",
+    )
+    out = parser.add_argument_group("report")
+    out.add_argument(
+        "-O", "--format", choices=FORMATS, default="summary", help="output format (summary)"
+    )
+    out.add_argument("-o", "--output", metavar="FILE", help="write the report there, not stdout")
+    out.add_argument(
+        "--fail-if",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="exit 2 when COND holds, repeatable: 'p99>50ms', 'error_rate>1%%', 'rps<100'; "
+        "metrics p50 p90 p95 p99 p999 average fastest slowest rps error_rate errors count; "
+        "units ns us ms s and %%",
+    )
+    out.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live line on stderr (default: when stderr is a terminal)",
+    )
+    out.add_argument(
+        "--report-as",
+        metavar="SERVICE",
+        help="report the calls' outcomes to Bulwark as signals of SERVICE, every second",
+    )
+    out.add_argument("--bulwark", metavar="HOST:PORT", help="the Bulwark replica --report-as uses")
