@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{ME}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        print(f"{ME}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _run(options: LoadOptions) -> int:

@@ -93,7 +93,7 @@ async def _open_reflection(
 ) -> tuple[_Reflection, list[str]]:
     """A stream on the first reflection version the server speaks, and its services."""
     last: grpc.aio.AioRpcError | None = None
-    for path in REFLECTION_METHODS:
+    for attempt, path in enumerate(REFLECTION_METHODS):
         call = channel.stream_stream(
             path,
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
@@ -103,10 +103,16 @@ async def _open_reflection(
         try:
             listed = await stream.ask(list_services="")
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                last = exc
+            call.cancel()
+            # A server without this version ends the call at once, UNIMPLEMENTED; our
+            # write may lose that race and fail INTERNAL instead. Either way, ask the
+            # next version; only the last one's failure stands.
+            last = exc
+            if attempt + 1 < len(REFLECTION_METHODS):
                 continue
-            raise
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            break
         services = [s.name for s in listed.list_services_response.service]
         return stream, services
     raise ResolveError(
@@ -217,13 +223,12 @@ class RequestFactory:
             loaded = json.loads(text)
         except ValueError as exc:
             raise DataError(f"{self.flag}: not valid JSON once rendered: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise DataError(f"{self.flag}: expected a JSON object for {self._type_name}")
         try:
+            # Any JSON value: well-known types (wrappers, Struct, Duration) are not objects.
             message = json_format.ParseDict(
                 loaded, self.method.request_class(), descriptor_pool=self.method.pool
             )
-        except json_format.ParseError as exc:
+        except Exception as exc:  # ParseError, and TypeError or the like for odd shapes
             raise DataError(f"{self.flag}: does not fit {self._type_name}: {exc}") from None
         return bytes(message.SerializeToString())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import sys
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -100,6 +101,10 @@ class Session:
             if options.report_as and options.bulwark:
                 target = ServerTarget(options.bulwark, options.credentials, ())
                 self.bulwark_channel = target.aio_channel()
+            # What is loaded by now (modules, descriptors) lives for the whole run: out
+            # of the collector's sight, a full collection during the load is shorter.
+            gc.collect()
+            gc.freeze()
         except ResolveError as exc:
             await self.close()
             raise LoadTestError(f"{options.call} on {options.host}: {exc}") from None

@@ -1,0 +1,528 @@
+"""Does ``bulwark loadtest`` measure what the benchmark harness measures?
+
+What it compares
+    On the same target, in alternating turns within one run (harness then loadtest,
+    then loadtest then harness, ...):
+
+    (a) closed loop at a fixed concurrency: QPS of the harness's load process
+        (``bench_load.run_load``: one process, ``--concurrency`` calls in flight over
+        one ``grpc.aio`` channel, warm-up discarded) beside ``bulwark loadtest -c``
+        with the same concurrency. Bound: the medians agree within ``--qps-bound``.
+    (b) open loop at ``--rate-fraction`` of the harness's closed-loop QPS (below
+        saturation): p50 and p99 of the harness's paced process beside ``bulwark
+        loadtest --rps``. ``bench_load.run_paced`` counts Check answers but keeps no
+        latencies, so the harness side here is ``bench_load.run_processes`` driving
+        ``paced_latencies`` below: ``drive_paced``'s schedule (call n due n / rate
+        after the start, sent without waiting for answers), each call's latency from
+        its send. ``drive_paced`` sends the calls due every 2 ms together; in bursts
+        of two or three a fast call waits behind the others at the server, which is
+        a different arrival process from loadtest's even one, so by default each
+        call goes at its own due time (``--harness-tick 2`` gives the bursts back).
+        Bound: the medians agree within ``--latency-bound``.
+
+Targets
+    ``check``: ``bulwark.v1.RateLimitService/Check`` on a real replica (its own
+    embedded etcd); ``echo``: an echo-like unary service (this script with
+    ``--serve-echo``: a ``grpc.aio`` server that returns the request bytes, as
+    ``bench_servers``' echo does, with reflection so ``loadtest`` can find
+    ``bulwark.bench.ReflectedEcho/Echo`` and its ``google.protobuf.BytesValue``).
+    ``checkout``: the example checkout service, when it is in this tree.
+
+Both sides send one fixed request (loadtest's templates are not what is compared).
+``bulwark loadtest`` runs as a subprocess (``python -m bulwark_server loadtest ...
+-O json``), as chaos experiments run it. Everything is on 127.0.0.1 and shares the
+machine's CPUs, so the bounds hold only for the medians of several rounds; the CPU
+steal over the run is printed beside the numbers. Exits 1 when a bound fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import json
+import math
+import multiprocessing.synchronize
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from bench_load import CallSpec, percentile, run_load, run_processes
+from bench_report import (
+    bench_parser,
+    cpu_times,
+    machine_info,
+    machine_line,
+    progress_to,
+    steal_share,
+    utc_now,
+)
+from bench_servers import (
+    CALL_TIMEOUT,
+    SERVING_TIMEOUT,
+    BulwarkProcess,
+    ProcessGroup,
+    ServerProcess,
+    probe_getleader,
+    serve_until_stopped,
+)
+from google.protobuf import wrappers_pb2
+
+from bulwark.v1 import ratelimit_pb2
+
+ECHO_SERVICE = "bulwark.bench.ReflectedEcho"
+ECHO_PATH = f"/{ECHO_SERVICE}/Echo"
+CHECK_PATH = "/bulwark.v1.RateLimitService/Check"
+LOADTEST_SLACK = 60.0  # seconds a loadtest subprocess may take beyond its duration
+
+
+# --------------------------------------------------------------------------- the echo target
+
+
+def echo_file() -> Any:
+    """``bulwark/bench/reflected_echo.proto``: service ReflectedEcho, rpc Echo(BytesValue)."""
+    from google.protobuf import descriptor_pb2
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="bulwark/bench/reflected_echo.proto",
+        package="bulwark.bench",
+        dependency=["google/protobuf/wrappers.proto"],
+        syntax="proto3",
+    )
+    service = proto.service.add(name="ReflectedEcho")
+    service.method.add(
+        name="Echo",
+        input_type=".google.protobuf.BytesValue",
+        output_type=".google.protobuf.BytesValue",
+    )
+    return proto
+
+
+async def serve_echo() -> None:
+    """The echo target: request bytes back unchanged, and reflection describing it."""
+    from google.protobuf import descriptor_pool
+    from grpc_reflection.v1alpha import reflection
+
+    descriptor_pool.Default().Add(echo_file())
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    reflection.enable_server_reflection((ECHO_SERVICE, reflection.SERVICE_NAME), server)
+    await serve_until_stopped(server, "reflected-echo")
+
+
+class EchoProcess(ServerProcess):
+    """This script with ``--serve-echo``; prints its port first."""
+
+    def __init__(self) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-echo"]
+        super().__init__("reflected-echo", argv, port_stream="stdout")
+
+    def _parse_port(self, line: str) -> int | None:
+        text = line.strip()
+        return int(text) if text.isdigit() else None
+
+
+# --------------------------------------------------------------------------- harness, paced side
+
+
+@dataclass(frozen=True)
+class PacedLatencySpec:
+    """One paced load process: ``request`` to ``method`` at ``rate`` calls a second."""
+
+    index: int
+    address: str
+    method: str
+    request: bytes
+    rate: float
+    warmup: float
+    duration: float
+    tick: float = 0.0  # 0: each call at its own due time; > 0: drive_paced's ticks
+
+
+async def _paced(spec: PacedLatencySpec, barrier: multiprocessing.synchronize.Barrier) -> Any:
+    latencies = array.array("d")
+    errors: dict[str, int] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    async with grpc.aio.insecure_channel(spec.address) as channel:
+        call = channel.unary_unary(spec.method)  # bytes in, bytes out
+        await asyncio.wait_for(channel.channel_ready(), SERVING_TIMEOUT)
+        await asyncio.to_thread(barrier.wait, 60.0)
+        clock = time.perf_counter
+        begin = clock()
+        measure_from = begin + spec.warmup
+        end = measure_from + spec.duration
+
+        async def one(measured: bool) -> None:
+            sent = clock()
+            try:
+                await call(spec.request, timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                if measured:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                return
+            if measured:
+                latencies.append(clock() - sent)
+
+        def send(measured: bool) -> None:
+            task = asyncio.create_task(one(measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        sent = 0
+        if spec.tick > 0:
+            while (now := clock()) < end:
+                # drive_paced's schedule: every tick, the calls due since the start.
+                for _ in range(int((now - begin) * spec.rate) - sent):
+                    sent += 1
+                    send(now >= measure_from)
+                await asyncio.sleep(spec.tick)
+        else:
+            # The same schedule (call n due n / rate after the start), each call sent
+            # at its own due time, so the arrivals are as even as loadtest's.
+            while (due := begin + sent / spec.rate) < end:
+                if due > clock():
+                    await asyncio.sleep(due - clock())
+                sent += 1
+                send(due >= measure_from)
+        if tasks:
+            await asyncio.wait(tasks, timeout=CALL_TIMEOUT)
+    return {"latencies": latencies.tobytes(), "errors": errors}
+
+
+def paced_latencies(
+    spec: PacedLatencySpec, barrier: multiprocessing.synchronize.Barrier
+) -> dict[str, Any]:
+    """A paced load process for ``run_processes``: every latency and error it measured."""
+    return asyncio.run(_paced(spec, barrier))  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- the loadtest side
+
+
+def loadtest(address: str, method: str, data: str, extra: list[str], duration: float) -> Any:
+    """``python -m bulwark_server loadtest`` as a subprocess; its JSON report."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bulwark_server",
+        "loadtest",
+        address,
+        "--call",
+        method.lstrip("/"),
+        "-d",
+        data,
+        "-z",
+        f"{duration}s",
+        "-O",
+        "json",
+        "--no-progress",
+        *extra,
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration + LOADTEST_SLACK, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"loadtest exited {done.returncode}: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def report_latency_ms(report: Any, pct: float) -> float:
+    for row in report["latencyDistribution"]:
+        if row["percentage"] == pct:
+            return float(row["latency"]) / 1e6
+    return math.nan
+
+
+# --------------------------------------------------------------------------- turns
+
+
+@dataclass
+class Target:
+    name: str
+    address: str
+    method: str
+    data: str  # the request as loadtest's JSON
+    request: Any  # the same request as a message (the harness's side)
+    response_type: Any
+    check_alive: Callable[[], None]
+
+
+def closed_turn(target: Target, side: str, args: argparse.Namespace) -> float:
+    """QPS of one closed-loop turn on ``side``."""
+    if side == "harness":
+        spec = CallSpec(target.name, target.method, target.request, target.response_type)
+        shape = argparse.Namespace(
+            processes=1, concurrency=args.concurrency, warmup=args.warmup, duration=args.duration
+        )
+        result = run_load(target.name, target.address, spec, shape, _Alive(target))
+        if result.errors:
+            raise RuntimeError(f"harness saw errors: {result.errors_by_code}")
+        return result.qps
+    report = loadtest(
+        target.address, target.method, target.data, ["-c", str(args.concurrency)], args.duration
+    )
+    if report["errors"]:
+        raise RuntimeError(f"loadtest saw errors: {report['errorDistribution']}")
+    return float(report["rps"])
+
+
+def open_turn(
+    target: Target, side: str, rate: float, args: argparse.Namespace
+) -> tuple[float, float]:
+    """(p50, p99) in ms of one open-loop turn at ``rate`` on ``side``."""
+    if side == "harness":
+        spec = PacedLatencySpec(
+            0,
+            target.address,
+            target.method,
+            target.request.SerializeToString(),
+            rate,
+            args.warmup,
+            args.duration,
+            args.harness_tick / 1e3,
+        )
+        latencies, errors = run_processes(
+            f"paced-{target.name}", paced_latencies, [spec], args, target.check_alive
+        )
+        if errors:
+            raise RuntimeError(f"harness saw errors: {dict(errors)}")
+        latencies.sort()
+        return percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3
+    extra = ["--rps", f"{rate:.0f}", "-c", str(args.open_concurrency)]
+    report = loadtest(target.address, target.method, target.data, extra, args.duration)
+    if report["errors"] or report["unsent"]:
+        raise RuntimeError(f"loadtest: errors {report['errors']}, unsent {report['unsent']}")
+    return report_latency_ms(report, 50), report_latency_ms(report, 99)
+
+
+class _Alive:
+    """What ``run_load`` needs of a server: ``check_alive``."""
+
+    def __init__(self, target: Target) -> None:
+        self.check_alive = target.check_alive
+
+
+def alternate(
+    rounds: int, measure: Callable[[str], Any], show: Callable[[str, Any], None]
+) -> dict[str, list[Any]]:
+    """``rounds`` rounds of both sides, the order reversed every other round."""
+    seen: dict[str, list[Any]] = {"harness": [], "loadtest": []}
+    for turn in range(rounds):
+        order = ("harness", "loadtest") if turn % 2 == 0 else ("loadtest", "harness")
+        for side in order:
+            value = measure(side)
+            seen[side].append(value)
+            show(f"round {turn + 1} {side}", value)
+    return seen
+
+
+@dataclass
+class Agreement:
+    target: str
+    measure: str
+    harness: float
+    loadtest: float
+    bound: float
+
+    @property
+    def ratio(self) -> float:
+        return self.loadtest / self.harness if self.harness else math.nan
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.ratio - 1.0) <= self.bound
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "FAILS"
+        return (
+            f"{self.target:<9} {self.measure:<10} harness {self.harness:9.2f}  "
+            f"loadtest {self.loadtest:9.2f}  ratio {self.ratio:5.3f}  "
+            f"(bound ±{self.bound:.0%}) {verdict}"
+        )
+
+
+def compare(
+    target: Target, args: argparse.Namespace, say: Callable[[str], None]
+) -> list[Agreement]:
+    """Both comparisons on one target; the agreements of their medians."""
+
+    def show_qps(label: str, qps: float) -> None:
+        say(f"[{target.name}] closed -c {args.concurrency} {label}: {qps:.1f} QPS")
+
+    closed = alternate(args.rounds, lambda side: closed_turn(target, side, args), show_qps)
+    harness_qps = statistics.median(closed["harness"])
+    rate = max(1.0, round(harness_qps * args.rate_fraction))
+
+    def show_latency(label: str, value: tuple[float, float]) -> None:
+        say(
+            f"[{target.name}] open {rate:.0f}/s {label}: "
+            f"p50 {value[0]:.3f} ms, p99 {value[1]:.3f} ms"
+        )
+
+    opened = alternate(args.rounds, lambda side: open_turn(target, side, rate, args), show_latency)
+    med = {side: [statistics.median(v[i] for v in opened[side]) for i in (0, 1)] for side in opened}
+    return [
+        Agreement(
+            target.name,
+            f"QPS -c{args.concurrency}",
+            harness_qps,
+            statistics.median(closed["loadtest"]),
+            args.qps_bound,
+        ),
+        Agreement(
+            target.name,
+            f"p50 {rate:.0f}/s",
+            med["harness"][0],
+            med["loadtest"][0],
+            args.latency_bound,
+        ),
+        Agreement(
+            target.name,
+            f"p99 {rate:.0f}/s",
+            med["harness"][1],
+            med["loadtest"][1],
+            args.latency_bound,
+        ),
+    ]
+
+
+def start_targets(
+    group: ProcessGroup, names: list[str], say: Callable[[str], None]
+) -> list[Target]:
+    targets = []
+    if "check" in names:
+        replica = group.add(BulwarkProcess(str(group.root / "bulwark")))
+        address = replica.wait_address()
+        probe_getleader(address)
+        request = ratelimit_pb2.CheckRequest(domain="bench")
+        request.descriptors.add().entries.add(key="user", value="alice")
+        data = json.dumps(
+            {"domain": "bench", "descriptors": [{"entries": [{"key": "user", "value": "alice"}]}]}
+        )
+        targets.append(
+            Target(
+                "check",
+                address,
+                CHECK_PATH,
+                data,
+                request,
+                ratelimit_pb2.CheckResponse,
+                replica.check_alive,
+            )
+        )
+        say(f"Bulwark replica on {address}")
+    if "echo" in names:
+        echo = group.add(EchoProcess())
+        address = echo.wait_address()
+        payload = wrappers_pb2.BytesValue(value=b"x" * 64)
+        data = json.dumps("eHh4" * 21 + "eA==")  # the same 64 bytes: a BytesValue in JSON
+        targets.append(
+            Target(
+                "echo", address, ECHO_PATH, data, payload, wrappers_pb2.BytesValue, echo.check_alive
+            )
+        )
+        say(f"reflected echo on {address}")
+    return targets
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = bench_parser(
+        "loadtest_agreement_bench.py",
+        "Compare bulwark loadtest with the benchmark harness on the same targets, in "
+        "alternating turns: closed-loop QPS at a fixed concurrency, and open-loop p50/p99 "
+        "below saturation. Exits 1 when a bound fails.",
+    )
+    parser.add_argument("--targets", default="check,echo", help="comma-separated: check, echo")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each side per comparison")
+    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per turn")
+    parser.add_argument("--warmup", type=float, default=1.0, help="harness warm-up per turn, s")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed loop: calls in flight")
+    parser.add_argument(
+        "--open-concurrency", type=int, default=64, help="open loop: loadtest's -c (a cap)"
+    )
+    parser.add_argument(
+        "--rate-fraction", type=float, default=0.4, help="open-loop rate, share of closed QPS"
+    )
+    parser.add_argument(
+        "--harness-tick",
+        type=float,
+        default=0.0,
+        help="open loop, harness side: 0 sends each call at its due time; N sends the calls "
+        "due every N ms as drive_paced does (2), in bursts",
+    )
+    parser.add_argument("--qps-bound", type=float, default=0.10, help="QPS agreement bound")
+    parser.add_argument("--latency-bound", type=float, default=0.20, help="p50/p99 bound")
+    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_echo:
+        return args
+    names = [name.strip() for name in args.targets.split(",") if name.strip()]
+    unknown = set(names) - {"check", "echo"}
+    if unknown or not names:
+        parser.error(f"--targets: unknown {sorted(unknown)}; use check and/or echo")
+    if args.rounds < 1 or args.concurrency < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rounds and --concurrency at least 1, --duration positive, --warmup >= 0")
+    if not 0 < args.rate_fraction < 1:
+        parser.error("--rate-fraction must be between 0 and 1 (below saturation)")
+    args.target_names = names
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_echo:
+        asyncio.run(serve_echo())
+        return 0
+    say = progress_to("agreement")
+    started, before = utc_now(), cpu_times()
+    clock = time.monotonic()
+    agreements: list[Agreement] = []
+    try:
+        with ProcessGroup("loadtest-agreement-", say) as group:
+            for target in start_targets(group, args.target_names, say):
+                agreements += compare(target, args, say)
+    except KeyboardInterrupt:
+        say("interrupted; every process stopped")
+        return 130
+    steal = steal_share(before, cpu_times())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout.strip()
+    print(
+        f"Run {started}, commit {commit or 'unknown'}, {time.monotonic() - clock:.0f} s, "
+        f"CPU steal over the run {'n/a' if steal is None else f'{steal:.1%}'}"
+    )
+    print(machine_line(machine_info()))
+    print(
+        f"{args.rounds} alternating rounds per comparison, {args.duration:g} s turns "
+        f"(harness warm-up {args.warmup:g} s); medians:"
+    )
+    for agreement in agreements:
+        print(agreement.line())
+    failed = [a for a in agreements if not a.ok]
+    print("all bounds hold" if not failed else f"{len(failed)} bound(s) fail")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
