@@ -20,7 +20,7 @@ from typing import TextIO
 import grpc
 import grpc.aio
 
-from bulwark.v1 import registry_pb2, registry_pb2_grpc, signals_pb2
+from bulwark.v1 import registry_pb2_grpc, signals_pb2
 from bulwark_server.cli.loadtest.stats import OK, CallLog
 
 REPORTER = "bulwark-loadtest"
@@ -75,7 +75,7 @@ class SignalReporter:
             self._buckets[bucket_of(latencies[i])] += 1
         self.reported = end
 
-    def request(self) -> registry_pb2.ReportSignalsRequest:
+    def request(self) -> signals_pb2.ReportSignalsRequest:
         """What the next report sends."""
         counts = signals_pb2.SignalCounts(calls=self._calls, errors=self._errors)
         if self._buckets:
@@ -83,7 +83,7 @@ class SignalReporter:
             counts.latency.offset = low
             counts.latency.counts.extend(self._buckets.get(i, 0) for i in range(low, high + 1))
         report = signals_pb2.SignalReport(service=self.service, counts=counts)
-        return registry_pb2.ReportSignalsRequest(reporter=REPORTER, reports=[report])
+        return signals_pb2.ReportSignalsRequest(reporter=REPORTER, reports=[report])
 
     async def flush(self) -> None:
         """Count the new calls and report them; on failure keep them for next time."""
