@@ -81,6 +81,7 @@ class LoadOptions:
     host: str
     call: str
     data: str
+    data_flag: str  # where the data came from, for messages
     metadata: tuple[tuple[str, str], ...]  # values may hold template actions
     concurrency: int
     total: int | None
@@ -271,6 +272,7 @@ def from_args(args: argparse.Namespace) -> LoadOptions:
         host=args.host,
         call=args.call,
         data=data,
+        data_flag="-D/--data-file" if args.data_file is not None else "-d/--data",
         metadata=metadata,
         concurrency=args.concurrency,
         total=args.total,

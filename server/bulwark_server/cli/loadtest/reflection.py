@@ -208,7 +208,7 @@ class RequestFactory:
     """Serialized requests from a JSON template: rendered, parsed and encoded per call,
     or once for the whole run when the template has no actions."""
 
-    def __init__(self, method: ResolvedMethod, data: str, flag: str = "--data") -> None:
+    def __init__(self, method: ResolvedMethod, data: str, flag: str = "-d/--data") -> None:
         self.flag = flag
         self.method = method
         try:

@@ -88,7 +88,7 @@ class Session:
                 self.channel, options.call, options.connect_timeout, options.metadata
             )
             try:
-                self.requests = RequestFactory(self.method, options.data)
+                self.requests = RequestFactory(self.method, options.data, options.data_flag)
                 self.metadata = tuple(
                     (key, Template(value, self.method.names)) for key, value in options.metadata
                 )
