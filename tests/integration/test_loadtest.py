@@ -118,11 +118,12 @@ def test_errors_are_counted_by_status_and_reported_as_signals(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
     replica = replica_factory("lt2", [etcd.endpoint])
-    # No breaker "missing" exists: every Allow is NOT_FOUND.
+    # No breaker "missing" exists: every Allow is NOT_FOUND. Two worker processes share
+    # the calls; each reports its signals, and the report is the merge.
     done = loadtest(
         replica.address, "--call", "bulwark.v1.CircuitBreakerService/Allow",
         "-d", '{"name": "missing", "caller": "{{.WorkerID}}-{{.RequestNumber}}"}',
-        "-n", "40", "-c", "4", "-O", "json", "--fail-if", "error_rate>50%",
+        "-n", "40", "-c", "4", "--workers", "2", "-O", "json", "--fail-if", "error_rate>50%",
         "--report-as", "checkout", "--bulwark", replica.address,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -131,6 +132,7 @@ def test_errors_are_counted_by_status_and_reported_as_signals(
     ((message, count),) = report["errorDistribution"].items()
     assert count == 40 and message.startswith("NOT_FOUND: ") and "missing" in message
     assert report["errors"] == 40 and report["fastest"] is None
+    assert report["options"]["workers"] == 2
     with grpc.insecure_channel(replica.address) as channel:
         signals = registry_pb2_grpc.RegistryServiceStub(channel).GetServiceSignals(
             signals_pb2.GetServiceSignalsRequest(service="checkout"), timeout=5

@@ -89,8 +89,9 @@ class LoadOptions:
     timeout: float
     connect_timeout: float
     schedule: Schedule | None  # None: closed loop (as fast as -c calls in flight allow)
-    credentials: grpc.ChannelCredentials | None  # None: plaintext
-    tls: bool
+    # TLS: (root CAs, client key, client certificate) as PEM bytes, None each for the
+    # default; None for plaintext. Bytes, not credentials, so options cross to --workers.
+    tls_material: tuple[bytes | None, bytes | None, bytes | None] | None
     format: str
     output: str | None
     thresholds: tuple[Threshold, ...]
@@ -100,6 +101,17 @@ class LoadOptions:
     workers: int
     # What the JSON report's ``options`` lists (no secrets).
     shown: dict[str, object]
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_material is not None
+
+    @property
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """The channel credentials (None: plaintext)."""
+        if self.tls_material is None:
+            return None
+        return grpc.ssl_channel_credentials(*self.tls_material)
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -120,7 +132,9 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+def _tls_material(
+    args: argparse.Namespace,
+) -> tuple[bytes | None, bytes | None, bytes | None] | None:
     """ghz's TLS rules, with Bulwark's default for loopback: --insecure is plaintext;
     --cacert (and --cert/--key) is TLS; neither is plaintext to a loopback address
     (``make run`` serves plaintext there) and TLS with the system's roots elsewhere."""
@@ -132,7 +146,7 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         raise UsageError("--cert and --key go together: set both")
     if not (args.cacert or args.cert) and is_loopback(args.host):
         return None
-    return grpc.ssl_channel_credentials(
+    return (
         _read(args.cacert, "--cacert") if args.cacert else None,
         _read(args.key, "--key") if args.key else None,
         _read(args.cert, "--cert") if args.cert else None,
@@ -240,13 +254,13 @@ def from_args(args: argparse.Namespace) -> LoadOptions:
         thresholds = tuple(parse_threshold(text) for text in args.fail_if)
     except ThresholdError as exc:
         raise UsageError(str(exc)) from None
-    credentials = _credentials(args)
+    tls_material = _tls_material(args)
     metadata = _metadata(args.metadata, args.token)
     data = _data(args)
     shown: dict[str, object] = {
         "host": args.host,
         "call": args.call,
-        "insecure": credentials is None,
+        "insecure": tls_material is None,
         "concurrency": args.concurrency,
         "total": args.total or 0,
         "duration": round((args.duration or 0) * 1e9),
@@ -280,8 +294,7 @@ def from_args(args: argparse.Namespace) -> LoadOptions:
         timeout=args.timeout,
         connect_timeout=args.connect_timeout,
         schedule=schedule,
-        credentials=credentials,
-        tls=credentials is not None,
+        tls_material=tls_material,
         format=args.format,
         output=args.output,
         thresholds=thresholds,
