@@ -1,11 +1,12 @@
 """``bulwark loadtest``: a ghz-style load generator for any unary gRPC method.
 
-The package, by concern: :mod:`.options` (flags, checked), :mod:`.reflection` (the
-method and its messages through server reflection, requests from JSON),
-:mod:`.template` (ghz's template actions), :mod:`.schedule` (open-loop rates),
-:mod:`.runner` (the workers, coordinated-omission correction), :mod:`.stats` and
-:mod:`.report` (the numbers and their formats), :mod:`.thresholds` (``--fail-if``),
-:mod:`.signals` (``--report-as``) and :mod:`.workers` (``--workers`` processes).
+The package, by concern: :mod:`.flags` and :mod:`.options` (the flags, their values
+checked), :mod:`.reflection` (the method and its messages through server
+reflection, requests from JSON), :mod:`.template` (ghz's template actions),
+:mod:`.schedule` (open-loop rates), :mod:`.runner` (the workers, coordinated-omission
+correction), :mod:`.stats` and :mod:`.report` (the numbers and their formats),
+:mod:`.thresholds` (``--fail-if``), :mod:`.signals` (``--report-as``),
+:mod:`.session` (one process's run made ready) and :mod:`.workers` (``--workers``).
 This module is the front: the parser and the run, from flags to exit status.
 """
 
@@ -19,6 +20,7 @@ import signal
 import sys
 from typing import NoReturn
 
+from bulwark_server.cli.loadtest.flags import add_arguments
 from bulwark_server.cli.loadtest.options import (
     EX_USAGE,
     EXIT_BREACHED,
@@ -28,7 +30,6 @@ from bulwark_server.cli.loadtest.options import (
     LoadOptions,
     LoadTestError,
     UsageError,
-    add_arguments,
     from_args,
 )
 from bulwark_server.cli.loadtest.report import Report
