@@ -26,7 +26,10 @@ Targets
     ``--serve-echo``: a ``grpc.aio`` server that returns the request bytes, as
     ``bench_servers``' echo does, with reflection so ``loadtest`` can find
     ``bulwark.bench.ReflectedEcho/Echo`` and its ``google.protobuf.BytesValue``).
-    ``checkout``: the example checkout service, when it is in this tree.
+    ``checkout``: ``demo.checkout.v1.CheckoutService/Checkout``, the example checkout
+    service (``clients/python/examples/checkout_server.py``, reflection on), on the
+    same replica: each call reads a feature from its client's cache and charges a
+    payment through a breaker-guarded gRPC call to its in-process provider.
 
 Both sides send one fixed request (loadtest's templates are not what is compared).
 ``bulwark loadtest`` runs as a subprocess (``python -m bulwark_server loadtest ...
@@ -81,6 +84,9 @@ from bulwark.v1 import ratelimit_pb2
 ECHO_SERVICE = "bulwark.bench.ReflectedEcho"
 ECHO_PATH = f"/{ECHO_SERVICE}/Echo"
 CHECK_PATH = "/bulwark.v1.RateLimitService/Check"
+CHECKOUT_PATH = "/demo.checkout.v1.CheckoutService/Checkout"
+EXAMPLES = Path(__file__).resolve().parents[1] / "clients" / "python" / "examples"
+TARGETS = ("check", "echo", "checkout")
 LOADTEST_SLACK = 60.0  # seconds a loadtest subprocess may take beyond its duration
 
 
@@ -123,6 +129,32 @@ async def serve_echo() -> None:
     server.add_generic_rpc_handlers((handler,))
     reflection.enable_server_reflection((ECHO_SERVICE, reflection.SERVICE_NAME), server)
     await serve_until_stopped(server, "reflected-echo")
+
+
+class CheckoutProcess(ServerProcess):
+    """The example checkout server, against the replica at ``endpoint``; it says
+    ``serving ... on HOST:PORT`` once it serves."""
+
+    def __init__(self, endpoint: str) -> None:
+        argv = [
+            sys.executable,
+            "-u",
+            str(EXAMPLES / "checkout_server.py"),
+            "--listen",
+            "127.0.0.1:0",
+            "--endpoint",
+            endpoint,
+            "--instance",
+            "checkout-bench",
+        ]
+        super().__init__("checkout", argv, port_stream="stdout")
+
+    def _parse_port(self, line: str) -> int | None:
+        words = line.split()
+        if "serving" in words and "on" in words:
+            address = words[words.index("on") + 1]
+            return int(address.rpartition(":")[2])
+        return None
 
 
 class EchoProcess(ServerProcess):
@@ -364,6 +396,10 @@ def compare(
     def show_qps(label: str, qps: float) -> None:
         say(f"[{target.name}] closed -c {args.concurrency} {label}: {qps:.1f} QPS")
 
+    # A new server's first calls are slow (connections, caches, the checkout
+    # service's payments channel): one harness turn, not counted, before either side.
+    show_qps("warm-up turn (not counted)", closed_turn(target, "harness", args))
+
     closed = alternate(args.rounds, lambda side: closed_turn(target, side, args), show_qps)
     harness_qps = statistics.median(closed["harness"])
     rate = max(1.0, round(harness_qps * args.rate_fraction))
@@ -405,10 +441,14 @@ def start_targets(
     group: ProcessGroup, names: list[str], say: Callable[[str], None]
 ) -> list[Target]:
     targets = []
-    if "check" in names:
+    bulwark = ""
+    if {"check", "checkout"} & set(names):
         replica = group.add(BulwarkProcess(str(group.root / "bulwark")))
-        address = replica.wait_address()
-        probe_getleader(address)
+        bulwark = replica.wait_address()
+        probe_getleader(bulwark)
+        say(f"Bulwark replica on {bulwark}")
+    if "check" in names:
+        address = bulwark
         request = ratelimit_pb2.CheckRequest(domain="bench")
         request.descriptors.add().entries.add(key="user", value="alice")
         data = json.dumps(
@@ -425,7 +465,6 @@ def start_targets(
                 replica.check_alive,
             )
         )
-        say(f"Bulwark replica on {address}")
     if "echo" in names:
         echo = group.add(EchoProcess())
         address = echo.wait_address()
@@ -437,6 +476,26 @@ def start_targets(
             )
         )
         say(f"reflected echo on {address}")
+    if "checkout" in names:
+        sys.path.insert(0, str(EXAMPLES))  # demo.checkout.v1, here and in the load processes
+        from demo.checkout.v1 import checkout_pb2
+
+        checkout = group.add(CheckoutProcess(bulwark))
+        address = checkout.wait_address()
+        order = checkout_pb2.CheckoutRequest(order_id="bench", user_id="alice", amount_cents=1299)
+        data = json.dumps({"orderId": "bench", "userId": "alice", "amountCents": "1299"})
+        targets.append(
+            Target(
+                "checkout",
+                address,
+                CHECKOUT_PATH,
+                data,
+                order,
+                checkout_pb2.CheckoutResponse,
+                checkout.check_alive,
+            )
+        )
+        say(f"checkout service on {address}")
     return targets
 
 
@@ -447,9 +506,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "alternating turns: closed-loop QPS at a fixed concurrency, and open-loop p50/p99 "
         "below saturation. Exits 1 when a bound fails.",
     )
-    parser.add_argument("--targets", default="check,echo", help="comma-separated: check, echo")
-    parser.add_argument("--rounds", type=int, default=3, help="turns of each side per comparison")
-    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per turn")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma-separated: {', '.join(TARGETS)}"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="turns of each side per comparison")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per turn")
     parser.add_argument("--warmup", type=float, default=1.0, help="harness warm-up per turn, s")
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop: calls in flight")
     parser.add_argument(
@@ -472,9 +533,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.serve_echo:
         return args
     names = [name.strip() for name in args.targets.split(",") if name.strip()]
-    unknown = set(names) - {"check", "echo"}
+    unknown = set(names) - set(TARGETS)
     if unknown or not names:
-        parser.error(f"--targets: unknown {sorted(unknown)}; use check and/or echo")
+        parser.error(f"--targets: unknown {sorted(unknown)}; use {', '.join(TARGETS)}")
     if args.rounds < 1 or args.concurrency < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rounds and --concurrency at least 1, --duration positive, --warmup >= 0")
     if not 0 < args.rate_fraction < 1:
