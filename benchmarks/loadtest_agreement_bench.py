@@ -43,10 +43,13 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import csv
+import io
 import json
 import math
 import multiprocessing.synchronize
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,6 +77,8 @@ from bench_servers import (
     BulwarkProcess,
     ProcessGroup,
     ServerProcess,
+    cpu_seconds,
+    embedded_etcd_pid,
     probe_getleader,
     serve_until_stopped,
 )
@@ -246,8 +251,11 @@ def paced_latencies(
 # --------------------------------------------------------------------------- the loadtest side
 
 
-def loadtest(address: str, method: str, data: str, extra: list[str], duration: float) -> Any:
-    """``python -m bulwark_server loadtest`` as a subprocess; its JSON report."""
+def loadtest(
+    address: str, method: str, data: str, extra: list[str], duration: float, as_json: bool = True
+) -> Any:
+    """``python -m bulwark_server loadtest`` as a subprocess: its JSON report (as read),
+    or its output as text."""
     argv = [
         sys.executable,
         "-m",
@@ -260,9 +268,8 @@ def loadtest(address: str, method: str, data: str, extra: list[str], duration: f
         data,
         "-z",
         f"{duration}s",
-        "-O",
-        "json",
         "--no-progress",
+        *(["-O", "json"] if as_json else []),
         *extra,
     ]
     done = subprocess.run(
@@ -270,14 +277,7 @@ def loadtest(address: str, method: str, data: str, extra: list[str], duration: f
     )
     if done.returncode != 0:
         raise RuntimeError(f"loadtest exited {done.returncode}: {done.stderr.strip()}")
-    return json.loads(done.stdout)
-
-
-def report_latency_ms(report: Any, pct: float) -> float:
-    for row in report["latencyDistribution"]:
-        if row["percentage"] == pct:
-            return float(row["latency"]) / 1e6
-    return math.nan
+    return json.loads(done.stdout) if as_json else done.stdout
 
 
 # --------------------------------------------------------------------------- turns
@@ -313,10 +313,8 @@ def closed_turn(target: Target, side: str, args: argparse.Namespace) -> float:
     return float(report["rps"])
 
 
-def open_turn(
-    target: Target, side: str, rate: float, args: argparse.Namespace
-) -> tuple[float, float]:
-    """(p50, p99) in ms of one open-loop turn at ``rate`` on ``side``."""
+def open_turn(target: Target, side: str, rate: float, args: argparse.Namespace) -> list[float]:
+    """Every latency (seconds) of one open-loop turn at ``rate`` on ``side``."""
     if side == "harness":
         spec = PacedLatencySpec(
             0,
@@ -333,13 +331,18 @@ def open_turn(
         )
         if errors:
             raise RuntimeError(f"harness saw errors: {dict(errors)}")
-        latencies.sort()
-        return percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3
-    extra = ["--rps", f"{rate:.0f}", "-c", str(args.open_concurrency)]
-    report = loadtest(target.address, target.method, target.data, extra, args.duration)
-    if report["errors"] or report["unsent"]:
-        raise RuntimeError(f"loadtest: errors {report['errors']}, unsent {report['unsent']}")
-    return report_latency_ms(report, 50), report_latency_ms(report, 99)
+        return latencies
+    extra = ["--rps", f"{rate:.0f}", "-c", str(args.open_concurrency), "-O", "csv"]
+    rows = list(csv.DictReader(io.StringIO(loadtest(
+        target.address, target.method, target.data, extra, args.duration, as_json=False
+    ))))  # fmt: skip
+    failed = [row for row in rows if row["status"] != "OK"]
+    if failed:
+        raise RuntimeError(f"loadtest saw errors: {failed[0]}")
+    due = round(rate * args.duration)
+    if len(rows) < due:  # a stall kept every worker busy when the turn ended
+        print(f"  (loadtest: {due - len(rows)} of {due} calls due were not sent)", file=sys.stderr)
+    return [float(row["latency_ms"]) / 1e3 for row in rows]
 
 
 class _Alive:
@@ -365,14 +368,19 @@ def alternate(
 
 @dataclass
 class Agreement:
+    """One bound: the two sides' values, and their ratio (loadtest / harness)."""
+
     target: str
     measure: str
     harness: float
     loadtest: float
     bound: float
+    paired: float | None = None  # the median of the rounds' own ratios, when judged so
 
     @property
     def ratio(self) -> float:
+        if self.paired is not None:
+            return self.paired
         return self.loadtest / self.harness if self.harness else math.nan
 
     @property
@@ -382,7 +390,7 @@ class Agreement:
     def line(self) -> str:
         verdict = "ok" if self.ok else "FAILS"
         return (
-            f"{self.target:<9} {self.measure:<10} harness {self.harness:9.2f}  "
+            f"{self.target:<9} {self.measure:<15} harness {self.harness:9.2f}  "
             f"loadtest {self.loadtest:9.2f}  ratio {self.ratio:5.3f}  "
             f"(bound ±{self.bound:.0%}) {verdict}"
         )
@@ -391,7 +399,13 @@ class Agreement:
 def compare(
     target: Target, args: argparse.Namespace, say: Callable[[str], None]
 ) -> list[Agreement]:
-    """Both comparisons on one target; the agreements of their medians."""
+    """Both comparisons on one target.
+
+    QPS is judged by the median of each round's own ratio: the two turns of a round
+    are seconds apart and share the machine's other load, which a ratio of medians
+    over the whole run does not. Latency is judged on each side's latencies pooled
+    over its rounds, so one stall in one turn moves a p99 less.
+    """
 
     def show_qps(label: str, qps: float) -> None:
         say(f"[{target.name}] closed -c {args.concurrency} {label}: {qps:.1f} QPS")
@@ -399,19 +413,26 @@ def compare(
     # A new server's first calls are slow (connections, caches, the checkout
     # service's payments channel): one harness turn, not counted, before either side.
     show_qps("warm-up turn (not counted)", closed_turn(target, "harness", args))
-
     closed = alternate(args.rounds, lambda side: closed_turn(target, side, args), show_qps)
+    paired = [t / h for t, h in zip(closed["loadtest"], closed["harness"], strict=True)]
+    say(f"[{target.name}] closed: each round's ratio " + " ".join(f"{r:.3f}" for r in paired))
     harness_qps = statistics.median(closed["harness"])
     rate = max(1.0, round(harness_qps * args.rate_fraction))
 
-    def show_latency(label: str, value: tuple[float, float]) -> None:
+    def show_latency(label: str, latencies: list[float]) -> None:
+        ordered = sorted(latencies)
+        p50, p99 = percentile(ordered, 50) * 1e3, percentile(ordered, 99) * 1e3
         say(
-            f"[{target.name}] open {rate:.0f}/s {label}: "
-            f"p50 {value[0]:.3f} ms, p99 {value[1]:.3f} ms"
+            f"[{target.name}] open {rate:.0f}/s {label}: {len(ordered)} calls, "
+            f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"
         )
 
     opened = alternate(args.rounds, lambda side: open_turn(target, side, rate, args), show_latency)
-    med = {side: [statistics.median(v[i] for v in opened[side]) for i in (0, 1)] for side in opened}
+    pooled = {side: sorted(x for turn in turns for x in turn) for side, turns in opened.items()}
+
+    def ms(side: str, pct: float) -> float:
+        return percentile(pooled[side], pct) * 1e3
+
     return [
         Agreement(
             target.name,
@@ -419,22 +440,17 @@ def compare(
             harness_qps,
             statistics.median(closed["loadtest"]),
             args.qps_bound,
+            paired=statistics.median(paired),
         ),
         Agreement(
-            target.name,
-            f"p50 {rate:.0f}/s",
-            med["harness"][0],
-            med["loadtest"][0],
+            target.name, f"p50 {rate:.0f}/s", ms("harness", 50), ms("loadtest", 50),
             args.latency_bound,
         ),
         Agreement(
-            target.name,
-            f"p99 {rate:.0f}/s",
-            med["harness"][1],
-            med["loadtest"][1],
+            target.name, f"p99 {rate:.0f}/s", ms("harness", 99), ms("loadtest", 99),
             args.latency_bound,
         ),
-    ]
+    ]  # fmt: skip
 
 
 def start_targets(
@@ -499,6 +515,36 @@ def start_targets(
     return targets
 
 
+def server_cpu(group: ProcessGroup) -> float:
+    """CPU seconds the run's servers (and a replica's embedded etcd) have used."""
+    pids = []
+    for process in group.processes:
+        pid = process.proc.pid  # type: ignore[attr-defined]
+        pids += [pid, embedded_etcd_pid(pid)]
+    return sum(cpu_seconds(pid) for pid in pids if pid is not None)
+
+
+def other_load(
+    before: list[int] | None, after: list[int] | None, servers: float, seconds: float
+) -> float | None:
+    """Cores' worth of CPU used on the machine by anything but this run (its servers,
+    load processes and loadtest children), on average over ``seconds``: what shared
+    the machine with the turns."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: busy is all but idle, iowait, steal
+    busy = sum(after[i] - before[i] for i in (0, 1, 2, 5, 6)) / ticks
+    mine = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
+    return max(0.0, busy - mine - servers) / seconds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(
         "loadtest_agreement_bench.py",
@@ -514,7 +560,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="harness warm-up per turn, s")
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop: calls in flight")
     parser.add_argument(
-        "--open-concurrency", type=int, default=64, help="open loop: loadtest's -c (a cap)"
+        "--open-concurrency",
+        type=int,
+        default=256,
+        help="open loop: loadtest's -c, a cap on calls in flight (drive_paced's MAX_IN_FLIGHT)",
     )
     parser.add_argument(
         "--rate-fraction", type=float, default=0.4, help="open-loop rate, share of closed QPS"
@@ -557,10 +606,13 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessGroup("loadtest-agreement-", say) as group:
             for target in start_targets(group, args.target_names, say):
                 agreements += compare(target, args, say)
+            servers = server_cpu(group)
     except KeyboardInterrupt:
         say("interrupted; every process stopped")
         return 130
-    steal = steal_share(before, cpu_times())
+    after = cpu_times()
+    steal = steal_share(before, after)
+    others = other_load(before, after, servers, time.monotonic() - clock)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -570,12 +622,14 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()
     print(
         f"Run {started}, commit {commit or 'unknown'}, {time.monotonic() - clock:.0f} s, "
-        f"CPU steal over the run {'n/a' if steal is None else f'{steal:.1%}'}"
+        f"CPU steal over the run {'n/a' if steal is None else f'{steal:.1%}'}, "
+        f"other work on the machine {'n/a' if others is None else f'{others:.2f} cores'}"
     )
     print(machine_line(machine_info()))
     print(
         f"{args.rounds} alternating rounds per comparison, {args.duration:g} s turns "
-        f"(harness warm-up {args.warmup:g} s); medians:"
+        f"(harness warm-up {args.warmup:g} s). QPS: medians, ratio = median of the rounds' "
+        "ratios; latency: each side's calls pooled over its rounds."
     )
     for agreement in agreements:
         print(agreement.line())
