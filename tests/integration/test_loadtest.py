@@ -6,6 +6,7 @@ what the replica saw, whose ``--fail-if`` sets its exit status, and whose
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -139,3 +140,37 @@ def test_errors_are_counted_by_status_and_reported_as_signals(
         )
     inbound = signals.signals.by_caller["bulwark-loadtest"]
     assert (inbound.calls, inbound.errors) == (40, 40)
+
+
+def test_ctrl_c_stops_the_load_and_still_writes_the_report(
+    etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess], tmp_path: Path
+) -> None:
+    """As a chaos experiment stops a load step: SIGINT, then the report of what was done."""
+    replica = replica_factory("lt3", [etcd.endpoint])
+    output = tmp_path / "stopped.json"
+    with subprocess.Popen(
+        [
+            sys.executable, "-m", "bulwark_server", "loadtest", replica.address,
+            "--call", CHECK, "-d", check_data("carol"), "--rps", "100", "-z", "60s",
+            "--progress", "-O", "json", "-o", str(output),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:  # fmt: skip
+        try:
+            assert process.stderr is not None
+            first = process.stderr.readline()  # the first progress line: the load is on
+            assert first.startswith("["), first
+            process.send_signal(signal.SIGINT)
+            status = process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert status == 130
+    report = json.loads(output.read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["endReason"] == "cancel" and 50 <= report["count"] < 6000
+    assert report["statusCodeDistribution"] == {"OK": report["count"]}
