@@ -54,33 +54,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how = parser.add_argument_group("how much")
     how.add_argument(
-        "-c", "--concurrency", type=int, default=50, help="calls in flight at most (default 50)"
+        "-c",
+        "--concurrency",
+        type=int,
+        default=50,
+        metavar="N",
+        help="calls in flight at most (default 50)",
     )
-    how.add_argument("-n", "--total", type=int, help="calls to make")
-    how.add_argument("-z", "--duration", type=_duration_type, help="how long to send (10s, 1m30s)")
+    how.add_argument("-n", "--total", type=int, metavar="N", help="calls to make")
+    how.add_argument(
+        "-z",
+        "--duration",
+        type=_duration_type,
+        metavar="DURATION",
+        help="how long to send (10s, 1m30s)",
+    )
     how.add_argument(
         "-r",
         "--rps",
         type=_rate_type,
+        metavar="RPS",
         help="open loop: calls a second, sent on schedule whatever the answers (default: "
         "closed loop, each worker sends when its last call is answered)",
     )
     how.add_argument("--load-schedule", choices=KINDS, default="const", help="rate schedule")
-    how.add_argument("--load-start", type=_rate_type, help="step/line: starting calls a second")
-    how.add_argument("--load-step", type=_rate_type, help="step/line: change per step/second")
-    how.add_argument("--load-end", type=_rate_type, help="step/line: the rate to stop changing at")
-    how.add_argument("--load-step-duration", type=_duration_type, help="step: length of a step")
     how.add_argument(
-        "--load-max-duration", type=_duration_type, help="step/line: stop changing after this"
+        "--load-start", type=_rate_type, metavar="RPS", help="step/line: starting calls a second"
     )
     how.add_argument(
-        "-t", "--timeout", type=_duration_type, default=20.0, help="deadline of a call (20s)"
+        "--load-step", type=_rate_type, metavar="RPS", help="step/line: change per step/second"
     )
     how.add_argument(
-        "--connect-timeout", type=_duration_type, default=10.0, help="to connect (10s)"
+        "--load-end", type=_rate_type, metavar="RPS", help="step/line: the rate to stop changing at"
     )
     how.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the load (default 1)"
+        "--load-step-duration",
+        type=_duration_type,
+        metavar="DURATION",
+        help="step: a step's length",
+    )
+    how.add_argument(
+        "--load-max-duration",
+        type=_duration_type,
+        metavar="DURATION",
+        help="step/line: stop changing after this",
+    )
+    how.add_argument(
+        "-t",
+        "--timeout",
+        type=_duration_type,
+        default=20.0,
+        metavar="DURATION",
+        help="deadline of a call (20s)",
+    )
+    how.add_argument(
+        "--connect-timeout",
+        type=_duration_type,
+        default=10.0,
+        metavar="DURATION",
+        help="to connect (10s)",
+    )
+    how.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes sharing the load (default 1)"
     )
     tls = parser.add_argument_group("security")
     tls.add_argument("--insecure", action="store_true", help="plaintext (default for loopback)")
