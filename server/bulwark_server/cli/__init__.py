@@ -17,6 +17,7 @@ from bulwark_server.cli import (
     chaos,
     instance,
     limits,
+    loadtest,
     local_cluster,
     recovery,
     serve,
@@ -43,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_parsers(commands)
     token.add_parser(commands)
     chaos.add_parser(commands)
+    loadtest.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bulwark`` with ``argv`` (default: the process's arguments); the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # As parse_args would, but through the command's own parser when it has one,
+        # so a command with its own usage-error status (loadtest: 64) keeps it.
+        command_parser = getattr(args, "command_parser", None) or parser
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
