@@ -113,7 +113,7 @@ class LoadProcess:
             command += ["--report-as", step.report_as, "--bulwark", bulwark_address]
             if token:
                 # The replica's own token, for the signal reports (a data-plane
-                # identity); without report_as no call of the load carries it.
+                # identity): loadtest sends it to --bulwark only, never to the target.
                 env["BULWARK_TOKEN"] = token
         # Its errors go to a file: a pipe nobody reads until the end would fill up and
         # hold the child still.

@@ -93,3 +93,21 @@ def test_an_unreachable_server_exits_1_quickly(
     assert status == 1
     assert f"cannot connect to 127.0.0.1:{port} within 0.3s" in output
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_bulwark_token_goes_to_bulwark_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from bulwark_server.cli.loadtest.flags import add_arguments
+    from bulwark_server.cli.loadtest.options import from_args
+
+    monkeypatch.setenv("BULWARK_TOKEN", "replica-secret")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = [*CALL, "-n", "1", "--report-as", "checkout", "--bulwark", "127.0.0.1:2"]
+    options = from_args(parser.parse_args(argv))
+    # The target may be any service: it never sees Bulwark's credential.
+    assert not any(key == "authorization" for key, _ in options.metadata)
+    assert options.bulwark_token == "replica-secret"
+    targeted = from_args(parser.parse_args([*argv, "--token", "t"]))
+    assert ("authorization", "Bearer t") in targeted.metadata

@@ -122,11 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--cacert", metavar="FILE", help="PEM CA to verify the server: TLS")
     tls.add_argument("--cert", metavar="FILE", help="PEM client certificate (mutual TLS)")
     tls.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
-    tls.add_argument(
-        "--token",
-        default=os.environ.get("BULWARK_TOKEN"),
-        help="bearer token sent with every call [env BULWARK_TOKEN]",
-    )
+    tls.add_argument("--token", help="bearer token sent with every call to HOST:PORT")
     out = parser.add_argument_group("report")
     out.add_argument(
         "-O", "--format", choices=FORMATS, default="summary", help="output format (summary)"
@@ -153,3 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report the calls' outcomes to Bulwark as signals of SERVICE, every second",
     )
     out.add_argument("--bulwark", metavar="HOST:PORT", help="the Bulwark replica --report-as uses")
+    # Apart from --token: a Bulwark credential must never reach the target, which may
+    # be any service (a chaos experiment's load step names it).
+    out.add_argument(
+        "--bulwark-token",
+        default=os.environ.get("BULWARK_TOKEN"),
+        help="bearer token for --bulwark only [env BULWARK_TOKEN]",
+    )

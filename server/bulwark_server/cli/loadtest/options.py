@@ -83,6 +83,7 @@ class LoadOptions:
     progress: bool
     report_as: str | None
     bulwark: str | None
+    bulwark_token: str | None
     workers: int
     # What the JSON report's ``options`` lists (no secrets).
     shown: dict[str, object]
@@ -286,6 +287,7 @@ def from_args(args: argparse.Namespace) -> LoadOptions:
         progress=args.progress or (args.progress is None and sys.stderr.isatty()),
         report_as=args.report_as,
         bulwark=args.bulwark,
+        bulwark_token=args.bulwark_token,
         workers=args.workers,
         shown=shown,
     )

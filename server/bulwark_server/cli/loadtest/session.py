@@ -141,7 +141,8 @@ class Session:
         """The ``--report-as`` reporter of ``runner``'s calls, if asked for."""
         if self.bulwark_channel is None or not self.options.report_as:
             return None
-        token = tuple((k, v) for k, v in self.options.metadata if k == "authorization")
+        secret = self.options.bulwark_token
+        token = (("authorization", f"Bearer {secret}"),) if secret else ()
         stub = registry_pb2_grpc.RegistryServiceStub(self.bulwark_channel)
         return SignalReporter(stub, self.options.report_as, runner.log, token)
 
