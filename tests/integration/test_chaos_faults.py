@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -27,9 +27,11 @@ from bulwark.v1 import breaker_pb2, breaker_pb2_grpc, chaos_pb2_grpc
 from bulwark.v1 import chaos_pb2 as C
 from bulwark_server.loopback.deployment import ReplicaProcess
 from bulwark_server.loopback.etcd import EtcdMember
+from tests.integration import test_backpressure
 from tests.integration.test_backpressure import CALL, SERVICE, Downstream, rejected_by
 
 CALLS = 2000
+downstream = test_backpressure.downstream  # the fixture: a real asyncio downstream
 DELAY_S = 0.05
 
 
@@ -57,19 +59,6 @@ def expires(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int((time.time() + seconds) * 1e9))
     return ts
-
-
-@pytest.fixture
-async def downstream() -> AsyncIterator[tuple[Downstream, str]]:
-    service = Downstream()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((service.aio_handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield service, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
 
 
 async def wait_until(predicate: Callable[[], object], within: float) -> None:
@@ -237,9 +226,9 @@ def test_breaker_blocks_and_the_sync_interceptor_apply_rules(
     etcd: EtcdMember, replica_factory: Callable[..., ReplicaProcess]
 ) -> None:
     replica = replica_factory("f3", [etcd.endpoint])
-    downstream = Downstream()
+    provider = Downstream()
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((downstream.sync_handler(),))
+    server.add_generic_rpc_handlers((provider.sync_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -277,7 +266,7 @@ def test_breaker_blocks_and_the_sync_interceptor_apply_rules(
             with pytest.raises(grpc.RpcError) as refused:
                 channel.unary_unary(CALL)(b"x", timeout=5)
             assert refused.value.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
-            assert rejected_by(refused.value) == "fault" and downstream.calls == 0
+            assert rejected_by(refused.value) == "fault" and provider.calls == 0
             channel.close()
     finally:
         server.stop(None)

@@ -36,6 +36,7 @@ from bulwark_server.chaos.experiments import KEPT_S, Experiments, new_id
 from bulwark_server.chaos.faults import FaultRules
 from bulwark_server.chaos.loads import LoadRun, collect
 from bulwark_server.chaos.probes import SteadyState, describe, evaluate
+from bulwark_server.cluster.election import in_rounds
 from bulwark_server.errors import BulwarkError, FailedPrecondition, NotFound
 
 log = logging.getLogger(__name__)
@@ -197,14 +198,7 @@ class ExperimentEngine:
 
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    await self.step()
-                except BulwarkError as exc:  # etcd away, a deposed term: the next round retries
-                    log.debug("chaos round: %s", exc)
-                except Exception:
-                    log.exception("chaos round failed; continuing")
-                await asyncio.sleep(self._tick)
+            await in_rounds(self.step, self._tick, "chaos")
         finally:
             # Leadership ended: this replica's loads end; the new leader finishes the
             # experiments from their records.

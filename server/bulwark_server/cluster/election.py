@@ -29,12 +29,12 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bulwark.v1 import cluster_pb2
 from bulwark_server import timestamps
-from bulwark_server.errors import AlreadyExists, NotLeader, StoreUnavailable
+from bulwark_server.errors import AlreadyExists, BulwarkError, NotLeader, StoreUnavailable
 from bulwark_server.store import EtcdStore, Event, EventType, Fence, key_for
 from bulwark_server.store.keys import ELECTION_KIND, LEADER_NAME, REPLICA_KIND
 
@@ -409,3 +409,19 @@ class LeaderTask:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+
+
+async def in_rounds(step: Callable[[], Awaitable[None]], every: float, name: str) -> None:
+    """Run ``step`` every ``every`` seconds until cancelled (a ``LeaderTask`` body's loop).
+
+    A round failing with a BulwarkError (etcd away, a deposed term) is left to the next
+    one; any other error is logged with its traceback, and the rounds go on.
+    """
+    while True:
+        try:
+            await step()
+        except BulwarkError as exc:
+            log.debug("%s round: %s", name, exc)
+        except Exception:
+            log.exception("%s round failed; continuing", name)
+        await asyncio.sleep(every)

@@ -23,7 +23,6 @@ fenced write, so a deposed leader cannot record a step):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +30,7 @@ from typing import Protocol
 
 from bulwark.v1 import breaker_pb2, feature_pb2, registry_pb2, remediation_pb2
 from bulwark_server import timestamps
-from bulwark_server.errors import BulwarkError
+from bulwark_server.cluster.election import in_rounds
 from bulwark_server.remediation import playbooks as rules
 from bulwark_server.remediation.conditions import Conditions, Target
 from bulwark_server.remediation.manager import RemediationManager
@@ -117,14 +116,7 @@ class RemediationEngine:
         self._fleet_cap = fleet_cap
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except BulwarkError as exc:  # etcd away, a deposed term: the next round retries
-                log.debug("remediation round: %s", exc)
-            except Exception:
-                log.exception("remediation round failed; continuing")
-            await asyncio.sleep(self._tick)
+        await in_rounds(self.step, self._tick, "remediation")
 
     async def step(self) -> None:
         """One round (see the module docstring)."""
