@@ -600,7 +600,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=9, help="turns of each side per comparison")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per turn")
-    parser.add_argument("--warmup", type=float, default=1.0, help="harness warm-up per turn, s")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="harness warm-up per turn, s (loadtest has none: both measured from their "
+        "first call by default)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop: calls in flight")
     parser.add_argument(
         "--open-concurrency",
