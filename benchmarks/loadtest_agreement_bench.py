@@ -6,7 +6,8 @@ What it compares
 
     (a) closed loop at a fixed concurrency: QPS of the harness's load process
         (``bench_load.run_load``: one process, ``--concurrency`` calls in flight over
-        one ``grpc.aio`` channel, warm-up discarded) beside ``bulwark loadtest -c``
+        one ``grpc.aio`` channel; no warm-up by default, as loadtest has none, the
+        server being warmed by one uncounted turn) beside ``bulwark loadtest -c``
         with the same concurrency. Bound: the medians agree within ``--qps-bound``.
     (b) open loop at ``--rate-fraction`` of the harness's closed-loop QPS (below
         saturation): p50 and p99 of the harness's paced process beside ``bulwark
