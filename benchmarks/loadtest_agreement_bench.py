@@ -6,7 +6,8 @@ What it compares
 
     (a) closed loop at a fixed concurrency: QPS of the harness's load process
         (``bench_load.run_load``: one process, ``--concurrency`` calls in flight over
-        one ``grpc.aio`` channel, warm-up discarded) beside ``bulwark loadtest -c``
+        one ``grpc.aio`` channel; no warm-up by default, as loadtest has none, the
+        server being warmed by one uncounted turn) beside ``bulwark loadtest -c``
         with the same concurrency. Bound: the medians agree within ``--qps-bound``.
     (b) open loop at ``--rate-fraction`` of the harness's closed-loop QPS (below
         saturation): p50 and p99 of the harness's paced process beside ``bulwark
@@ -600,7 +601,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=9, help="turns of each side per comparison")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per turn")
-    parser.add_argument("--warmup", type=float, default=1.0, help="harness warm-up per turn, s")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="harness warm-up per turn, s (loadtest has none: both measured from their "
+        "first call by default)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop: calls in flight")
     parser.add_argument(
         "--open-concurrency",
